@@ -1,0 +1,97 @@
+# specd — one Makefile, sources discovered per folder so adding a file needs no edit here.
+#   make            build/specd and build/specd-cli (CUDA backend too when nvcc is found; CUDA=0 skips it)
+#   make test       build and run every test (tests/run.sh prints "N passed, N failed" last)
+#   make demo       install missing packages (as root), build, run the daemon and a client on the synthetic pair
+#   make bench      bandwidth and decode benchmarks (see docs/benchmarks.md)
+#   make SAN=1      build with ASan/UBSan into build/san/
+
+CC      ?= cc
+NVCC    ?= /usr/local/cuda/bin/nvcc
+CUDA_HOME ?= /usr/local/cuda
+BUILD   ?= build
+ifeq ($(SAN),1)
+BUILD   := build/san
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+endif
+
+ifeq ($(origin CUDA),undefined)
+CUDA := $(shell test -x $(NVCC) && echo 1 || echo 0)
+endif
+ifeq ($(SAN),1)
+CUDA := 0
+endif
+CUDA_ARCH ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_86,code=sm_86 \
+             -gencode arch=compute_89,code=sm_89 -gencode arch=compute_90,code=sm_90
+
+OPT     ?= -O2
+CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) -g -Wall -Wextra -Wno-unused-parameter -pthread -I. $(SANFLAGS) -MMD -MP
+LDLIBS  += -lzmq -lmsgpackc -lm -pthread
+LDFLAGS += $(SANFLAGS)
+
+# Library sources: every .c in the layers below, except program entry points (main files).
+LIB_DIRS := kernels kernels/cpu model draft target ipc daemon bench tools
+LIB_SRC  := $(filter-out daemon/main.c, $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c)))
+CLIENT_SRC := $(filter-out clients/cli.c, $(wildcard clients/*.c))
+CU_SRC   := $(wildcard kernels/cuda/*.cu)
+CUC_SRC  := $(wildcard kernels/cuda/*.c)
+
+ifeq ($(CUDA),1)
+CFLAGS   += -DSD_HAVE_CUDA=1 -I$(CUDA_HOME)/include
+LIB_SRC  += $(CUC_SRC)
+CU_OBJ   := $(patsubst %.cu,$(BUILD)/%.o,$(CU_SRC))
+LDLIBS   += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart_static -ldl -lrt -lstdc++
+endif
+
+LIB_OBJ    := $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRC)) $(CU_OBJ)
+CLIENT_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(CLIENT_SRC))
+TEST_SRC   := $(wildcard tests/test_*.c)
+TEST_BIN   := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
+
+.PHONY: all test demo bench clean deps san-test
+all: deps $(BUILD)/specd $(BUILD)/specd-cli
+
+# Installs what the build needs when it is missing (root: apt-get; otherwise print the command and stop).
+deps:
+	@bash tools/deps.sh
+
+$(BUILD)/libspecd.a: $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	ar rcs $@ $^
+
+$(BUILD)/libspecd-client.a: $(CLIENT_OBJ) $(patsubst %.c,$(BUILD)/%.o,$(wildcard ipc/*.c))
+	@mkdir -p $(dir $@)
+	ar rcs $@ $^
+
+$(BUILD)/specd: $(BUILD)/daemon/main.o $(BUILD)/libspecd.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/specd-cli: $(BUILD)/clients/cli.o $(BUILD)/libspecd-client.a
+	$(CC) $(LDFLAGS) -o $@ $^ -lzmq -lmsgpackc -lm -pthread
+
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/libspecd.a $(BUILD)/libspecd-client.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/%.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) -O3 -std=c++17 -I. $(CUDA_ARCH) -Xcompiler -fPIC,-Wall -c -o $@ $<
+
+test: all $(TEST_BIN)
+	@BUILD=$(BUILD) bash tests/run.sh $(TEST_BIN)
+
+san-test:
+	$(MAKE) SAN=1 test
+
+demo: all
+	@bash tools/demo.sh
+
+bench: all
+	@bash bench/run.sh
+
+clean:
+	rm -rf build
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

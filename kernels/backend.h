@@ -1,0 +1,121 @@
+/* The one backend interface. Model code (model/) runs the transformer only through these calls, so
+ * the CPU backend (kernels/cpu/) and the CUDA backend (kernels/cuda/) are interchangeable.
+ *
+ * Memory model:
+ *  - Activations are F32, row-major [n][width], in *backend memory* returned by alloc(). Host code never
+ *    dereferences them; it moves data with to_host()/from_host(). Pointer arithmetic on them is allowed
+ *    (x + row * width addresses a row), so a CUDA device pointer is a valid activation pointer.
+ *  - Weights are sd_tensor: `host` points at the bytes in the model file's mapping; upload_weight() makes
+ *    `data` usable by the backend (the CPU backend just aliases host: no copy; CUDA copies to the device).
+ *  - The KV cache of one sequence is an sd_kv allocated by kv_alloc(): K and V per layer per position.
+ *  - Every op may run asynchronously; to_host() and sync() wait for all earlier work.
+ *  - In-place use (out == x) is allowed for rmsnorm, rope, add, add_bias, swiglu (out == gate).
+ */
+#ifndef SD_BACKEND_H
+#define SD_BACKEND_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/err.h"
+
+/* Tensor element types. The values are GGML's type ids, so GGUF tensor types map one to one. */
+typedef enum sd_dtype {
+    SD_F32 = 0,
+    SD_F16 = 1,
+    SD_Q4_0 = 2,
+    SD_Q8_0 = 8,
+    SD_Q4_K = 12,
+    SD_Q6_K = 14,
+    SD_BF16 = 30,
+} sd_dtype;
+
+/* Q8_0: blocks of 32 weights, one F16 scale then 32 int8. */
+#define SD_QK8_0 32
+typedef struct sd_block_q8_0 {
+    uint16_t d; /* F16 bits */
+    int8_t qs[SD_QK8_0];
+} sd_block_q8_0;
+
+/* Name of a type ("f16"), or NULL for a type id we do not know. */
+const char *sd_dtype_name(int type);
+/* Elements per block (1 for plain floats), 0 for unknown types. */
+int sd_dtype_block(int type);
+/* Bytes per block, 0 for unknown types. */
+size_t sd_dtype_block_bytes(int type);
+/* True when the backends can compute with this type (F32, F16, BF16, Q8_0 for now). */
+bool sd_dtype_supported(int type);
+/* Bytes of one row of n elements (n must be a multiple of the block size). */
+size_t sd_dtype_row_bytes(int type, int64_t n);
+
+/* A weight matrix (or vector when rows == 1): rows × cols, each row `cols` elements of `type`. */
+typedef struct sd_tensor {
+    sd_dtype type;
+    int64_t cols;      /* elements per row (GGUF ne[0], the input dimension of a matmul) */
+    int64_t rows;      /* number of rows (GGUF ne[1], the output dimension); 1 for vectors */
+    const void *host;  /* the bytes in the file mapping (or a host buffer the model owns) */
+    void *data;        /* backend memory after upload_weight() */
+    const char *name;  /* for error messages; may be NULL */
+} sd_tensor;
+
+/* One sequence's KV cache: for each layer, K and V of `ctx` positions × kv_dim floats. */
+typedef struct sd_kv {
+    int n_layers, ctx, kv_dim;
+    void *k, *v; /* backend memory; layout is the backend's business */
+} sd_kv;
+
+typedef struct sd_backend sd_backend;
+struct sd_backend {
+    const char *name; /* "cpu" or "cuda" */
+    int n_threads;    /* CPU threads in use (1 for CUDA) */
+    void *impl;
+
+    void (*destroy)(sd_backend *b);
+
+    /* ---- memory ---- */
+    float *(*alloc)(sd_backend *b, size_t n_floats, sd_err *err); /* zero-filled; NULL + err on failure */
+    void (*release)(sd_backend *b, void *p);
+    int (*upload_weight)(sd_backend *b, sd_tensor *t, sd_err *err);
+    void (*free_weight)(sd_backend *b, sd_tensor *t);
+    void (*to_host)(sd_backend *b, float *dst, const float *src, size_t n_floats);
+    void (*from_host)(sd_backend *b, float *dst, const float *src, size_t n_floats);
+    int (*kv_alloc)(sd_backend *b, sd_kv *kv, int n_layers, int ctx, int kv_dim, sd_err *err);
+    void (*kv_free)(sd_backend *b, sd_kv *kv);
+    void (*sync)(sd_backend *b);
+
+    /* ---- ops ---- */
+    /* out[i] = row ids[i] of table, converted to F32 (ids are host memory). */
+    void (*embed)(sd_backend *b, float *out, const sd_tensor *table, const int32_t *ids, int n);
+    /* out[r] = x[r] / rms(x[r]) * w, for rows r < rows of `width` floats (w has width elements). */
+    void (*rmsnorm)(sd_backend *b, float *out, const float *x, const sd_tensor *w, int rows, int width, float eps);
+    /* out[i][o] = sum_c x[i][c] * w[o][c] for i < n, o < w->rows, c < w->cols. Each weight row is read
+     * once for all n inputs: n > 1 is a matrix-matrix product, not n matrix-vector products. */
+    void (*matmul)(sd_backend *b, float *out, const sd_tensor *w, const float *x, int n);
+    /* x[i][o] += bias[o] (bias is an F32 vector tensor). */
+    void (*add_bias)(sd_backend *b, float *x, const sd_tensor *bias, int n);
+    /* Rotary embedding of n tokens at positions pos0..pos0+n-1, x is [n][n_heads*head_dim]. The first
+     * n_rot dims of each head rotate; pair j uses angle pos * inv_freq[j] (inv_freq: backend memory,
+     * n_rot/2 floats, already including any rope scaling). neox: pairs (j, j+n_rot/2); else (2j, 2j+1). */
+    void (*rope)(sd_backend *b, float *x, int n, int n_heads, int head_dim, int n_rot, int pos0,
+                 const float *inv_freq, bool neox);
+    /* Writes K and V ([n][kv_dim] each) of positions pos0..pos0+n-1 of one layer into the cache. */
+    void (*kv_store)(sd_backend *b, sd_kv *kv, int layer, int pos0, int n, const float *k, const float *v);
+    /* Causal attention for n queries at positions pos0..pos0+n-1 over cache positions 0..pos0+i
+     * (GQA: query head h uses kv head h / (n_heads / n_kv_heads)); scale 1/sqrt(head_dim).
+     * q and out are [n][n_heads*head_dim]. */
+    void (*attention)(sd_backend *b, float *out, const float *q, const sd_kv *kv, int layer, int pos0, int n,
+                      int n_heads, int n_kv_heads, int head_dim);
+    /* out[i] = silu(gate[i]) * up[i]. */
+    void (*swiglu)(sd_backend *b, float *out, const float *gate, const float *up, size_t count);
+    /* x[i] += y[i]. */
+    void (*add)(sd_backend *b, float *x, const float *y, size_t count);
+};
+
+/* n_threads <= 0: one per online CPU. */
+int sd_backend_cpu_new(int n_threads, sd_backend **out, sd_err *err);
+/* Fails with a message saying why (built without CUDA, no driver, no device, bad index). */
+int sd_backend_cuda_new(int device, sd_backend **out, sd_err *err);
+/* spec: "auto" (CUDA when a device is present, else CPU, saying why on *why), "cpu", "cuda", "cuda:N". */
+int sd_backend_open(const char *spec, int n_threads, sd_backend **out, char *why, size_t why_len, sd_err *err);
+
+#endif

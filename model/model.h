@@ -1,0 +1,89 @@
+/* A loaded transformer (llama, qwen2, qwen3 families) and its forward pass over the backend interface.
+ * Loading: model/model_load.c (GGUF) and model/llama2c.c (llama2.c checkpoints); forward: model/forward.c. */
+#ifndef SD_MODEL_H
+#define SD_MODEL_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/backend.h"
+#include "kernels/err.h"
+#include "model/gguf.h"
+#include "model/tokenizer.h"
+
+typedef enum sd_arch { SD_ARCH_LLAMA = 1, SD_ARCH_QWEN2 = 2, SD_ARCH_QWEN3 = 3 } sd_arch;
+
+typedef struct sd_hparams {
+    sd_arch arch;
+    int dim;          /* embedding_length */
+    int n_layers;     /* block_count */
+    int n_heads;
+    int n_kv_heads;
+    int head_dim;     /* dim / n_heads unless attention.key_length says otherwise */
+    int ffn;          /* feed_forward_length */
+    int vocab;
+    int ctx;          /* context_length (the model's trained limit) */
+    int n_rot;        /* rope.dimension_count (default head_dim) */
+    float eps;        /* RMSNorm epsilon */
+    float rope_base;  /* rope.freq_base */
+    bool rope_neox;   /* NeoX-style pairs (qwen2/qwen3) */
+    int rope_scaling; /* 0 none, 1 linear, 2 llama3 */
+    float rope_factor, rope_low_freq, rope_high_freq; int rope_orig_ctx;
+} sd_hparams;
+
+typedef struct sd_layer {
+    sd_tensor attn_norm, wq, wk, wv, wo;
+    sd_tensor bq, bk, bv;         /* qwen2 biases (rows == 0 when absent) */
+    sd_tensor q_norm, k_norm;     /* qwen3 per-head RMSNorm (rows == 0 when absent) */
+    sd_tensor ffn_norm, w_gate, w_up, w_down;
+} sd_layer;
+
+typedef struct sd_model {
+    char *path;
+    sd_hparams hp;
+    sd_tensor tok_embd, out_norm, output; /* output aliases tok_embd when the classifier is tied */
+    sd_layer *layers;
+    sd_tokenizer *tok;
+    sd_backend *be;
+    float *rope_inv_freq;     /* backend memory, n_rot/2 floats */
+    size_t weight_bytes;      /* bytes of all weights */
+    size_t bytes_per_token;   /* weight bytes one decode step reads (embedding row, not the whole table) */
+    uint64_t n_params;
+    /* file backing */
+    gguf_file *gguf;          /* when loaded from GGUF */
+    void *map; size_t map_size; /* when loaded from a llama2.c checkpoint */
+    void *owned;              /* host buffers the loader made (converted tensors), freed with the model */
+} sd_model;
+
+/* Loads a model file (GGUF by magic, else llama2.c checkpoint; tok_path is the llama2.c tokenizer,
+ * required for .bin checkpoints, ignored for GGUF which embeds its vocabulary) onto backend be. */
+int sd_model_load(const char *path, const char *tok_path, sd_backend *be, sd_model **out, sd_err *err);
+void sd_model_free(sd_model *m);
+/* Human-readable summary (architecture, hyperparameters, tensor types, params, bytes/token) to f. */
+void sd_model_print_info(const sd_model *m, void *file /* FILE* */);
+
+/* One sequence's state: its KV cache and the number of positions in it. A sequence may use only the
+ * first n_layers layers of its model (self-drafting). */
+typedef struct sd_seq {
+    sd_model *m;
+    int n_layers;
+    int ctx;          /* capacity in positions */
+    int pos;          /* positions computed so far (the KV cache holds [0, pos)) */
+    int max_batch;    /* most tokens one internal forward step takes; longer inputs are chunked */
+    sd_kv kv;
+    /* scratch activations in backend memory, sized for max_batch tokens */
+    float *x, *xb, *q, *k, *v, *att, *hb, *hb2, *logits;
+} sd_seq;
+
+/* ctx <= 0: the model's context length. n_layers <= 0: all layers. */
+int sd_seq_new(sd_model *m, int ctx, int n_layers, sd_seq **out, sd_err *err);
+void sd_seq_free(sd_seq *s);
+/* Drops positions >= pos; afterwards the cache is exactly as if they had never been computed. */
+void sd_seq_truncate(sd_seq *s, int pos);
+
+/* Runs n tokens at positions [s->pos, s->pos + n), appends their K/V, advances s->pos by n.
+ * logits (host memory): when all_logits, n × vocab floats (one row per token); else vocab floats for the
+ * last token only. Fails (nothing changed) when the context would overflow. */
+int sd_forward(sd_seq *s, const int32_t *tokens, int n, bool all_logits, float *logits, sd_err *err);
+
+#endif

@@ -1,0 +1,50 @@
+/* A minimal test harness: each tests/test_*.c is one program of TEST functions run by TEST_MAIN.
+ * Every test prints one line: "ok <name>", "FAIL <name>" (after the failed checks) or
+ * "skipped: <name>: <reason>". tests/run.sh counts those lines across programs. */
+#ifndef SD_TEST_H
+#define SD_TEST_H
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static int t_failed_checks;   /* failed checks in the running test */
+static int t_skipped;
+static char t_skip_reason[256];
+static int t_n_pass, t_n_fail, t_n_skip;
+
+#define CHECK(cond) do { if (!(cond)) { t_failed_checks++; \
+    fprintf(stderr, "  check failed %s:%d: %s\n", __FILE__, __LINE__, #cond); } } while (0)
+#define CHECKF(cond, ...) do { if (!(cond)) { t_failed_checks++; \
+    fprintf(stderr, "  check failed %s:%d: %s: ", __FILE__, __LINE__, #cond); \
+    fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); } } while (0)
+#define CHECK_EQ_INT(a, b) do { long long _a = (long long)(a), _b = (long long)(b); \
+    CHECKF(_a == _b, "%lld != %lld", _a, _b); } while (0)
+#define CHECK_NEAR(a, b, tol) do { double _a = (a), _b = (b); \
+    CHECKF(fabs(_a - _b) <= (tol), "%.9g vs %.9g (tol %g)", _a, _b, (double)(tol)); } while (0)
+#define CHECK_STR_EQ(a, b) do { const char *_a = (a), *_b = (b); \
+    CHECKF(_a && _b && strcmp(_a, _b) == 0, "\"%s\" != \"%s\"", _a ? _a : "(null)", _b ? _b : "(null)"); } while (0)
+/* Stop the current test and report it as skipped, with the reason. */
+#define SKIP(...) do { t_skipped = 1; snprintf(t_skip_reason, sizeof t_skip_reason, __VA_ARGS__); return; } while (0)
+/* Abort the current test when a precondition fails (counts as a failure). */
+#define REQUIRE(cond) do { if (!(cond)) { t_failed_checks++; \
+    fprintf(stderr, "  required %s:%d: %s\n", __FILE__, __LINE__, #cond); return; } } while (0)
+
+#define RUN(fn) do { t_failed_checks = 0; t_skipped = 0; fn(); \
+    if (t_failed_checks) { t_n_fail++; printf("FAIL %s\n", #fn); } \
+    else if (t_skipped) { t_n_skip++; printf("skipped: %s: %s\n", #fn, t_skip_reason); } \
+    else { t_n_pass++; printf("ok %s\n", #fn); } fflush(stdout); } while (0)
+#define TEST_DONE() (t_n_fail ? 1 : 0)
+
+/* Path of a file under ../shared (or $SPECD_SHARED), or NULL when it is not there. */
+static inline const char *shared_path(const char *rel) {
+    static char buf[8][1024];
+    static int slot;
+    const char *root = getenv("SPECD_SHARED");
+    if (!root) root = "../shared";
+    char *p = buf[slot++ % 8];
+    snprintf(p, 1024, "%s/%s", root, rel);
+    return access(p, R_OK) == 0 ? p : NULL;
+}
+#endif
