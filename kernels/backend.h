@@ -55,6 +55,8 @@ typedef struct sd_tensor {
     int64_t rows;      /* number of rows (GGUF ne[1], the output dimension); 1 for vectors */
     const void *host;  /* the bytes in the file mapping (or a host buffer the model owns) */
     void *data;        /* backend memory after upload_weight() */
+    sd_dtype data_type;/* type of `data`, set by upload_weight (a backend may convert: CUDA stores F32
+                          matrices as F16 and repacks Q8_0); the CPU backend leaves it == type */
     const char *name;  /* for error messages; may be NULL */
 } sd_tensor;
 
@@ -82,6 +84,8 @@ struct sd_backend {
     int (*kv_alloc)(sd_backend *b, sd_kv *kv, int n_layers, int ctx, int kv_dim, sd_err *err);
     void (*kv_free)(sd_backend *b, sd_kv *kv);
     void (*sync)(sd_backend *b);
+    /* Bytes of backend memory held, by kind (for start-up memory reports); may be NULL. */
+    void (*mem_usage)(sd_backend *b, size_t *weights, size_t *kv, size_t *work);
 
     /* ---- ops ---- */
     /* out[i] = row ids[i] of table, converted to F32 (ids are host memory). */
