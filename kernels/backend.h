@@ -69,6 +69,7 @@ typedef struct sd_kv {
 typedef struct sd_backend sd_backend;
 struct sd_backend {
     const char *name; /* "cpu" or "cuda" */
+    const char *device; /* human-readable description (GPU model, CPU SIMD level); may be NULL */
     int n_threads;    /* CPU threads in use (1 for CUDA) */
     void *impl;
 

@@ -1,0 +1,319 @@
+/* The CUDA backend: the sd_backend interface on one device. Weights are uploaded once (F16, BF16 as they
+ * are; F32 matrices converted to F16; Q8_0 repacked for aligned loads), KV caches and activations live in
+ * device memory, every op runs on one stream, and only to_host()/sync() wait. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/cuda/cuda_internal.h"
+
+/* ---- allocation bookkeeping: pointer → bytes and kind, for the memory report ---- */
+
+enum { MEM_WEIGHTS, MEM_KV, MEM_WORK };
+
+typedef struct alloc_rec {
+    void *p;
+    size_t bytes;
+    int kind;
+} alloc_rec;
+
+typedef struct cuda_backend {
+    cuda_ctx c;
+    alloc_rec *recs;
+    int n_recs, cap_recs;
+} cuda_backend;
+
+static cuda_backend *cb_of(sd_backend *b) { return (cuda_backend *)b->impl; }
+static cuda_ctx *ctx_of(sd_backend *b) { return &cb_of(b)->c; }
+
+static size_t *kind_counter(cuda_ctx *c, int kind) {
+    return kind == MEM_WEIGHTS ? &c->bytes_weights : kind == MEM_KV ? &c->bytes_kv : &c->bytes_work;
+}
+
+static int oom(cuda_ctx *c, sd_err *err, size_t bytes, const char *what) {
+    size_t free_b = 0, total_b = 0;
+    cudaGetLastError(); /* clear the failed allocation's error state */
+    cudaMemGetInfo(&free_b, &total_b);
+    return sd_errf(err,
+                   "cuda: out of GPU memory allocating %.1f MiB for %s (%.1f MiB free of %.1f MiB on %s; "
+                   "held: weights %.1f MiB, KV %.1f MiB, workspace %.1f MiB)",
+                   bytes / 1048576.0, what, free_b / 1048576.0, total_b / 1048576.0, c->name,
+                   c->bytes_weights / 1048576.0, c->bytes_kv / 1048576.0, c->bytes_work / 1048576.0);
+}
+
+static void *dev_alloc(sd_backend *b, size_t bytes, int kind, const char *what, sd_err *err) {
+    cuda_backend *cb = cb_of(b);
+    void *p = NULL;
+    if (cudaMalloc(&p, bytes ? bytes : 1) != cudaSuccess) {
+        oom(&cb->c, err, bytes, what);
+        return NULL;
+    }
+    if (cb->n_recs == cb->cap_recs) {
+        int cap = cb->cap_recs ? cb->cap_recs * 2 : 64;
+        alloc_rec *r = (alloc_rec *)realloc(cb->recs, sizeof *r * (size_t)cap);
+        if (!r) {
+            cudaFree(p);
+            sd_errf(err, "out of host memory");
+            return NULL;
+        }
+        cb->recs = r;
+        cb->cap_recs = cap;
+    }
+    cb->recs[cb->n_recs++] = (alloc_rec){p, bytes, kind};
+    *kind_counter(&cb->c, kind) += bytes;
+    return p;
+}
+
+static void dev_free(sd_backend *b, void *p) {
+    if (!p) return;
+    cuda_backend *cb = cb_of(b);
+    CUDA_LOG(cudaStreamSynchronize(cb->c.stream));
+    for (int i = 0; i < cb->n_recs; i++) {
+        if (cb->recs[i].p != p) continue;
+        *kind_counter(&cb->c, cb->recs[i].kind) -= cb->recs[i].bytes;
+        cb->recs[i] = cb->recs[--cb->n_recs];
+        break;
+    }
+    CUDA_LOG(cudaFree(p));
+}
+
+/* ---- memory ops ---- */
+
+static float *c_alloc(sd_backend *b, size_t n_floats, sd_err *err) {
+    size_t bytes = n_floats * sizeof(float);
+    float *p = (float *)dev_alloc(b, bytes, MEM_WORK, "activations", err);
+    if (p) CUDA_LOG(cudaMemsetAsync(p, 0, bytes, ctx_of(b)->stream));
+    return p;
+}
+
+static void c_release(sd_backend *b, void *p) { dev_free(b, p); }
+
+/* Q8_0 blocks (34 bytes: F16 scale + 32 int8) → all quants, then all scales (see cuda_internal.h). */
+static void repack_q8_0(uint8_t *dst, const sd_tensor *t) {
+    size_t nb_row = (size_t)t->cols / SD_QK8_0;
+    const sd_block_q8_0 *src = (const sd_block_q8_0 *)t->host;
+    int8_t *q = (int8_t *)dst;
+    uint16_t *s = (uint16_t *)(dst + q8_repacked_scales_offset(t->rows, t->cols));
+    for (size_t r = 0; r < (size_t)t->rows; r++)
+        for (size_t blk = 0; blk < nb_row; blk++) {
+            const sd_block_q8_0 *bl = &src[r * nb_row + blk];
+            memcpy(q + (r * nb_row + blk) * SD_QK8_0, bl->qs, SD_QK8_0);
+            s[r * nb_row + blk] = bl->d;
+        }
+}
+
+static int c_upload_weight(sd_backend *b, sd_tensor *t, sd_err *err) {
+    cuda_ctx *c = ctx_of(b);
+    const char *name = t->name ? t->name : "tensor";
+    size_t count = (size_t)t->rows * (size_t)t->cols;
+    if (!sd_dtype_supported(t->type))
+        return sd_errf(err, "cuda: tensor %s has type %s, which the CUDA backend cannot use", name,
+                       sd_dtype_name(t->type) ? sd_dtype_name(t->type) : "unknown");
+    if (t->type == SD_F32 && t->rows > 1) {
+        /* matrices go to F16: half the bytes to read per token */
+        __half *d = (__half *)dev_alloc(b, count * 2, MEM_WEIGHTS, name, err);
+        float *staging = NULL;
+        if (!d) return -1;
+        if (cudaMalloc((void **)&staging, count * 4) != cudaSuccess) {
+            dev_free(b, d);
+            return oom(c, err, count * 4, "F32 staging");
+        }
+        CUDA_LOG(cudaMemcpy(staging, t->host, count * 4, cudaMemcpyHostToDevice));
+        cuda_f32_to_f16(c, d, staging, count);
+        CUDA_LOG(cudaStreamSynchronize(c->stream));
+        cudaFree(staging);
+        t->data = d;
+        t->data_type = SD_F16;
+        return 0;
+    }
+    if (t->type == SD_Q8_0) {
+        size_t bytes = q8_repacked_scales_offset(t->rows, t->cols) + count / SD_QK8_0 * 2;
+        uint8_t *host = (uint8_t *)malloc(bytes);
+        if (!host) return sd_errf(err, "out of host memory repacking %s", name);
+        repack_q8_0(host, t);
+        void *d = dev_alloc(b, bytes, MEM_WEIGHTS, name, err);
+        if (!d) {
+            free(host);
+            return -1;
+        }
+        CUDA_LOG(cudaMemcpy(d, host, bytes, cudaMemcpyHostToDevice));
+        free(host);
+        t->data = d;
+        t->data_type = SD_Q8_0;
+        return 0;
+    }
+    size_t bytes = sd_dtype_row_bytes(t->type, t->cols) * (size_t)t->rows;
+    void *d = dev_alloc(b, bytes, MEM_WEIGHTS, name, err);
+    if (!d) return -1;
+    CUDA_LOG(cudaMemcpy(d, t->host, bytes, cudaMemcpyHostToDevice));
+    t->data = d;
+    t->data_type = t->type;
+    return 0;
+}
+
+static void c_free_weight(sd_backend *b, sd_tensor *t) {
+    dev_free(b, t->data);
+    t->data = NULL;
+}
+
+static void c_to_host(sd_backend *b, float *dst, const float *src, size_t n) {
+    cuda_ctx *c = ctx_of(b);
+    CUDA_LOG(cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyDeviceToHost, c->stream));
+    CUDA_LOG(cudaStreamSynchronize(c->stream));
+}
+
+static void c_from_host(sd_backend *b, float *dst, const float *src, size_t n) {
+    cuda_ctx *c = ctx_of(b);
+    CUDA_LOG(cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyHostToDevice, c->stream));
+    CUDA_LOG(cudaStreamSynchronize(c->stream)); /* src may be a stack buffer the caller reuses */
+}
+
+/* KV layout: [layer][ctx][kv_dim] F32 for K, the same for V. */
+static int c_kv_alloc(sd_backend *b, sd_kv *kv, int n_layers, int ctx, int kv_dim, sd_err *err) {
+    size_t bytes = (size_t)n_layers * (size_t)ctx * (size_t)kv_dim * sizeof(float);
+    kv->k = dev_alloc(b, bytes, MEM_KV, "KV cache (K)", err);
+    if (!kv->k) return -1;
+    kv->v = dev_alloc(b, bytes, MEM_KV, "KV cache (V)", err);
+    if (!kv->v) {
+        dev_free(b, kv->k);
+        kv->k = NULL;
+        return -1;
+    }
+    kv->n_layers = n_layers;
+    kv->ctx = ctx;
+    kv->kv_dim = kv_dim;
+    return 0;
+}
+
+static void c_kv_free(sd_backend *b, sd_kv *kv) {
+    dev_free(b, kv->k);
+    dev_free(b, kv->v);
+    kv->k = kv->v = NULL;
+}
+
+static void c_sync(sd_backend *b) { CUDA_LOG(cudaStreamSynchronize(ctx_of(b)->stream)); }
+
+static void c_mem_usage(sd_backend *b, size_t *weights, size_t *kv, size_t *work) {
+    cuda_ctx *c = ctx_of(b);
+    if (weights) *weights = c->bytes_weights;
+    if (kv) *kv = c->bytes_kv;
+    if (work) *work = c->bytes_work;
+}
+
+/* ---- ops ---- */
+
+static float *kv_layer(const sd_kv *kv, void *base, int layer) {
+    return (float *)base + (size_t)layer * (size_t)kv->ctx * (size_t)kv->kv_dim;
+}
+
+static void c_embed(sd_backend *b, float *out, const sd_tensor *t, const int32_t *ids, int n) {
+    cuda_embed(ctx_of(b), out, t, ids, n);
+}
+static void c_rmsnorm(sd_backend *b, float *out, const float *x, const sd_tensor *w, int rows, int width, float eps) {
+    cuda_rmsnorm(ctx_of(b), out, x, w, rows, width, eps);
+}
+static void c_matmul(sd_backend *b, float *out, const sd_tensor *w, const float *x, int n) {
+    cuda_matmul(ctx_of(b), out, w, x, n);
+}
+static void c_add_bias(sd_backend *b, float *x, const sd_tensor *bias, int n) {
+    cuda_add_bias(ctx_of(b), x, bias, n);
+}
+static void c_rope(sd_backend *b, float *x, int n, int n_heads, int head_dim, int n_rot, int pos0,
+                   const float *inv_freq, bool neox) {
+    cuda_rope(ctx_of(b), x, n, n_heads, head_dim, n_rot, pos0, inv_freq, neox);
+}
+static void c_kv_store(sd_backend *b, sd_kv *kv, int layer, int pos0, int n, const float *k, const float *v) {
+    cuda_ctx *c = ctx_of(b);
+    size_t off = (size_t)pos0 * (size_t)kv->kv_dim, bytes = (size_t)n * (size_t)kv->kv_dim * sizeof(float);
+    CUDA_LOG(cudaMemcpyAsync(kv_layer(kv, kv->k, layer) + off, k, bytes, cudaMemcpyDeviceToDevice, c->stream));
+    CUDA_LOG(cudaMemcpyAsync(kv_layer(kv, kv->v, layer) + off, v, bytes, cudaMemcpyDeviceToDevice, c->stream));
+}
+static void c_attention(sd_backend *b, float *out, const float *q, const sd_kv *kv, int layer, int pos0, int n,
+                        int n_heads, int n_kv_heads, int head_dim) {
+    cuda_attention(ctx_of(b), out, q, kv_layer(kv, kv->k, layer), kv_layer(kv, kv->v, layer), pos0, n, n_heads,
+                   n_kv_heads, head_dim, kv->kv_dim);
+}
+static void c_swiglu(sd_backend *b, float *out, const float *gate, const float *up, size_t count) {
+    cuda_swiglu(ctx_of(b), out, gate, up, count);
+}
+static void c_add(sd_backend *b, float *x, const float *y, size_t count) { cuda_add(ctx_of(b), x, y, count); }
+
+static void c_destroy(sd_backend *b) {
+    if (!b) return;
+    cuda_backend *cb = cb_of(b);
+    cudaStreamSynchronize(cb->c.stream);
+    for (int i = 0; i < cb->n_recs; i++) cudaFree(cb->recs[i].p);
+    if (cb->c.scratch) cudaFree(cb->c.scratch);
+    cublasDestroy(cb->c.cublas);
+    cudaStreamDestroy(cb->c.stream);
+    free(cb->recs);
+    free(cb);
+    free(b);
+}
+
+extern "C" int sd_backend_cuda_new(int device, sd_backend **out, sd_err *err) {
+    int count = 0;
+    cudaError_t e = cudaGetDeviceCount(&count);
+    if (e != cudaSuccess) return sd_errf(err, "no usable CUDA driver or device (%s)", cudaGetErrorString(e));
+    if (count == 0) return sd_errf(err, "no CUDA device present");
+    if (device < 0 || device >= count)
+        return sd_errf(err, "CUDA device %d does not exist (%d device%s present)", device, count,
+                       count == 1 ? "" : "s");
+    if ((e = cudaSetDevice(device)) != cudaSuccess)
+        return sd_errf(err, "cannot use CUDA device %d: %s", device, cudaGetErrorString(e));
+    cudaDeviceProp prop;
+    if ((e = cudaGetDeviceProperties(&prop, device)) != cudaSuccess)
+        return sd_errf(err, "cannot query CUDA device %d: %s", device, cudaGetErrorString(e));
+    if (prop.major < 8)
+        return sd_errf(err, "CUDA device %d (%s, sm_%d%d) is older than sm_80, which specd needs", device,
+                       prop.name, prop.major, prop.minor);
+
+    sd_backend *b = (sd_backend *)calloc(1, sizeof *b);
+    cuda_backend *cb = (cuda_backend *)calloc(1, sizeof *cb);
+    if (!b || !cb) {
+        free(b);
+        free(cb);
+        return sd_errf(err, "out of host memory");
+    }
+    cb->c.device = device;
+    snprintf(cb->c.name, sizeof cb->c.name, "%.200s (cuda:%d, sm_%d%d)", prop.name, device, prop.major, prop.minor);
+    if ((e = cudaStreamCreateWithFlags(&cb->c.stream, cudaStreamNonBlocking)) != cudaSuccess) {
+        free(b);
+        free(cb);
+        return sd_errf(err, "cuda: cannot create a stream: %s", cudaGetErrorString(e));
+    }
+    if (cublasCreate(&cb->c.cublas) != CUBLAS_STATUS_SUCCESS) {
+        cudaStreamDestroy(cb->c.stream);
+        free(b);
+        free(cb);
+        return sd_errf(err, "cuda: cannot initialise cuBLAS");
+    }
+    cublasSetStream(cb->c.cublas, cb->c.stream);
+
+    b->name = "cuda";
+    b->device = cb->c.name;
+    b->n_threads = 1;
+    b->impl = cb;
+    b->destroy = c_destroy;
+    b->alloc = c_alloc;
+    b->release = c_release;
+    b->upload_weight = c_upload_weight;
+    b->free_weight = c_free_weight;
+    b->to_host = c_to_host;
+    b->from_host = c_from_host;
+    b->kv_alloc = c_kv_alloc;
+    b->kv_free = c_kv_free;
+    b->sync = c_sync;
+    b->mem_usage = c_mem_usage;
+    b->embed = c_embed;
+    b->rmsnorm = c_rmsnorm;
+    b->matmul = c_matmul;
+    b->add_bias = c_add_bias;
+    b->rope = c_rope;
+    b->kv_store = c_kv_store;
+    b->attention = c_attention;
+    b->swiglu = c_swiglu;
+    b->add = c_add;
+    *out = b;
+    return 0;
+}

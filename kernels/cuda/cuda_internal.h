@@ -1,0 +1,48 @@
+/* Shared declarations of the CUDA backend's translation units (C++ / CUDA only). */
+#ifndef SD_CUDA_INTERNAL_H
+#define SD_CUDA_INTERNAL_H
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+extern "C" {
+#include "kernels/backend.h"
+}
+
+typedef struct cuda_ctx {
+    int device;
+    cudaStream_t stream;
+    cublasHandle_t cublas;
+    size_t bytes_weights, bytes_kv, bytes_work;
+    void *scratch;        /* activations converted to F16/BF16 for cuBLAS */
+    size_t scratch_bytes;
+    char name[256];
+} cuda_ctx;
+
+/* Q8_0 matrices are repacked on upload so every load is aligned: all int8 quants row-major first
+ * ([rows][cols]), then the F16 scales ([rows][cols/32]). */
+__host__ __device__ static inline size_t q8_repacked_scales_offset(int64_t rows, int64_t cols) {
+    size_t q = (size_t)rows * (size_t)cols;
+    return (q + 15) & ~(size_t)15;
+}
+
+void cuda_matmul(cuda_ctx *c, float *out, const sd_tensor *w, const float *x, int n);
+void cuda_embed(cuda_ctx *c, float *out, const sd_tensor *table, const int32_t *ids, int n);
+void cuda_rmsnorm(cuda_ctx *c, float *out, const float *x, const sd_tensor *w, int rows, int width, float eps);
+void cuda_add_bias(cuda_ctx *c, float *x, const sd_tensor *bias, int n);
+void cuda_rope(cuda_ctx *c, float *x, int n, int n_heads, int head_dim, int n_rot, int pos0, const float *inv_freq,
+               bool neox);
+void cuda_swiglu(cuda_ctx *c, float *out, const float *gate, const float *up, size_t count);
+void cuda_add(cuda_ctx *c, float *x, const float *y, size_t count);
+void cuda_attention(cuda_ctx *c, float *out, const float *q, const float *kcache, const float *vcache, int pos0,
+                    int n, int n_heads, int n_kv_heads, int head_dim, int kv_dim);
+/* F32 (host) matrix to F16 (device), for upload. */
+void cuda_f32_to_f16(cuda_ctx *c, __half *dst, const float *src, size_t count);
+
+/* Reports a failed CUDA call (aborting would lose every session; kernels launched with bad arguments
+ * are programming errors, so they are logged loudly and the result is garbage rather than a crash). */
+#define CUDA_LOG(call) do { cudaError_t _e = (call); if (_e != cudaSuccess) \
+    fprintf(stderr, "specd: cuda: %s at %s:%d: %s\n", #call, __FILE__, __LINE__, cudaGetErrorString(_e)); } while (0)
+
+#endif

@@ -1,0 +1,118 @@
+/* Fused element-wise and row kernels: embedding gather, RMSNorm, bias, RoPE, SwiGLU, residual add. */
+#include <stdio.h>
+
+#include "kernels/cuda/cuda_internal.h"
+
+__device__ __forceinline__ float load_elem(const void *data, int type, int64_t rows, int64_t cols, int64_t r,
+                                           int64_t c) {
+    switch (type) {
+    case SD_F16: return __half2float(((const __half *)data)[r * cols + c]);
+    case SD_BF16: return __bfloat162float(((const __nv_bfloat16 *)data)[r * cols + c]);
+    case SD_Q8_0: {
+        const int8_t *q = (const int8_t *)data;
+        const __half *s = (const __half *)((const char *)data + q8_repacked_scales_offset(rows, cols));
+        return __half2float(s[r * (cols / 32) + c / 32]) * (float)q[r * cols + c];
+    }
+    default: return ((const float *)data)[r * cols + c];
+    }
+}
+
+__global__ void k_embed(float *out, const void *table, int type, int64_t rows, int64_t cols, const int32_t *ids) {
+    int t = blockIdx.y;
+    int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (c < cols) out[t * cols + c] = load_elem(table, type, rows, cols, ids[t], c);
+}
+
+void cuda_embed(cuda_ctx *c, float *out, const sd_tensor *table, const int32_t *ids, int n) {
+    /* ids are host memory: stage them on the device (small, n ints). */
+    int32_t *d_ids = NULL;
+    CUDA_LOG(cudaMallocAsync((void **)&d_ids, sizeof(int32_t) * (size_t)n, c->stream));
+    CUDA_LOG(cudaMemcpyAsync(d_ids, ids, sizeof(int32_t) * (size_t)n, cudaMemcpyHostToDevice, c->stream));
+    dim3 grid((unsigned)((table->cols + 255) / 256), (unsigned)n);
+    k_embed<<<grid, 256, 0, c->stream>>>(out, table->data, table->data_type, table->rows, table->cols, d_ids);
+    CUDA_LOG(cudaFreeAsync(d_ids, c->stream));
+}
+
+__global__ void k_rmsnorm(float *out, const float *x, const void *w, int wtype, int width, float eps) {
+    const float *xr = x + (size_t)blockIdx.x * width;
+    float *orow = out + (size_t)blockIdx.x * width;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < width; i += blockDim.x) ss += xr[i] * xr[i];
+    __shared__ float part[32];
+    for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    if (threadIdx.x % 32 == 0) part[threadIdx.x / 32] = ss;
+    __syncthreads();
+    if (threadIdx.x < 32) {
+        float v = threadIdx.x < blockDim.x / 32 ? part[threadIdx.x] : 0.0f;
+        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+        if (threadIdx.x == 0) part[0] = v;
+    }
+    __syncthreads();
+    float scale = rsqrtf(part[0] / (float)width + eps);
+    for (int i = threadIdx.x; i < width; i += blockDim.x)
+        orow[i] = xr[i] * scale * load_elem(w, wtype, 1, width, 0, i);
+}
+
+void cuda_rmsnorm(cuda_ctx *c, float *out, const float *x, const sd_tensor *w, int rows, int width, float eps) {
+    int threads = width >= 1024 ? 1024 : ((width + 31) / 32) * 32;
+    k_rmsnorm<<<rows, threads, 0, c->stream>>>(out, x, w->data, w->data_type, width, eps);
+}
+
+__global__ void k_add_bias(float *x, const float *bias, int width, size_t count) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < count) x[i] += bias[i % width];
+}
+
+void cuda_add_bias(cuda_ctx *c, float *x, const sd_tensor *bias, int n) {
+    size_t count = (size_t)n * (size_t)bias->cols;
+    k_add_bias<<<(unsigned)((count + 255) / 256), 256, 0, c->stream>>>(x, (const float *)bias->data,
+                                                                       (int)bias->cols, count);
+}
+
+/* One thread per rotated pair. neox pairs (j, j + n_rot/2), otherwise (2j, 2j+1). */
+__global__ void k_rope(float *x, int n, int n_heads, int head_dim, int n_rot, int pos0, const float *inv_freq,
+                       int neox) {
+    int half = n_rot / 2;
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    size_t total = (size_t)n * n_heads * half;
+    if (i >= total) return;
+    int j = (int)(i % half);
+    size_t th = i / half; /* token * n_heads + head */
+    int t = (int)(th / n_heads);
+    float *h = x + th * head_dim;
+    float s, co;
+    sincosf((float)(pos0 + t) * inv_freq[j], &s, &co);
+    int a = neox ? j : 2 * j, b = neox ? j + half : 2 * j + 1;
+    float x0 = h[a], x1 = h[b];
+    h[a] = x0 * co - x1 * s;
+    h[b] = x0 * s + x1 * co;
+}
+
+void cuda_rope(cuda_ctx *c, float *x, int n, int n_heads, int head_dim, int n_rot, int pos0, const float *inv_freq,
+               bool neox) {
+    size_t total = (size_t)n * n_heads * (n_rot / 2);
+    if (!total) return;
+    k_rope<<<(unsigned)((total + 255) / 256), 256, 0, c->stream>>>(x, n, n_heads, head_dim, n_rot, pos0, inv_freq,
+                                                                   neox ? 1 : 0);
+}
+
+__global__ void k_swiglu(float *out, const float *gate, const float *up, size_t count) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < count) {
+        float g = gate[i];
+        out[i] = g / (1.0f + expf(-g)) * up[i];
+    }
+}
+
+void cuda_swiglu(cuda_ctx *c, float *out, const float *gate, const float *up, size_t count) {
+    if (count) k_swiglu<<<(unsigned)((count + 255) / 256), 256, 0, c->stream>>>(out, gate, up, count);
+}
+
+__global__ void k_add(float *x, const float *y, size_t count) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < count) x[i] += y[i];
+}
+
+void cuda_add(cuda_ctx *c, float *x, const float *y, size_t count) {
+    if (count) k_add<<<(unsigned)((count + 255) / 256), 256, 0, c->stream>>>(x, y, count);
+}
