@@ -15,12 +15,15 @@ int sd_errf(sd_err *err, const char *fmt, ...) {
 
 int sd_err_prefix(sd_err *err, const char *fmt, ...) {
     if (!err) return -1;
-    char prefix[256], old[sizeof err->msg];
+    char joined[sizeof err->msg * 2];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(prefix, sizeof prefix, fmt, ap);
+    int n = vsnprintf(joined, sizeof err->msg, fmt, ap);
     va_end(ap);
-    memcpy(old, err->msg, sizeof old);
-    snprintf(err->msg, sizeof err->msg, "%s: %s", prefix, old);
+    if (n < 0) n = 0;
+    if ((size_t)n > sizeof err->msg - 1) n = (int)sizeof err->msg - 1;
+    snprintf(joined + n, sizeof joined - (size_t)n, ": %s", err->msg);
+    memcpy(err->msg, joined, sizeof err->msg - 1);
+    err->msg[sizeof err->msg - 1] = '\0';
     return -1;
 }
