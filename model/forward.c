@@ -1,0 +1,188 @@
+/* The transformer forward pass of one sequence (llama, qwen2, qwen3), written only against the backend
+ * interface: activations live in backend memory and every step is one backend op over all n rows, so a
+ * weight matrix is read once per call however many tokens it carries. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/model.h"
+
+/* Tokens one internal step takes. Scratch grows linearly with it (plus the logits rows below); 256 keeps
+ * prefill matrix-matrix products efficient without large buffers for big models. */
+#define SD_MAX_BATCH 256
+/* Cap on the logits scratch (floats): with a 150k vocabulary, all-logits calls of more rows than this
+ * allows compute the classifier in slices (only long all-logits inputs pay for it). */
+#define SD_LOGITS_FLOATS (16u << 20)
+
+static int q_width(const sd_hparams *hp) { return hp->n_heads * hp->head_dim; }
+static int kv_width(const sd_hparams *hp) { return hp->n_kv_heads * hp->head_dim; }
+
+/* Rows of logits the scratch holds: at least 1, at most max_batch. */
+static int logit_rows(const sd_seq *s) {
+    int vocab = s->m->hp.vocab;
+    long rows = (long)(SD_LOGITS_FLOATS / (unsigned)vocab);
+    if (rows < 1) rows = 1;
+    if (rows > s->max_batch) rows = s->max_batch;
+    return (int)rows;
+}
+
+static void release_scratch(sd_seq *s) {
+    sd_backend *be = s->m->be;
+    float **bufs[] = {&s->x, &s->xb, &s->q, &s->k, &s->v, &s->att, &s->hb, &s->hb2, &s->logits};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
+        if (*bufs[i]) be->release(be, *bufs[i]);
+        *bufs[i] = NULL;
+    }
+}
+
+static int alloc_scratch(sd_seq *s, sd_err *err) {
+    const sd_hparams *hp = &s->m->hp;
+    sd_backend *be = s->m->be;
+    size_t mb = (size_t)s->max_batch;
+    struct { float **p; size_t n; } want[] = {
+        {&s->x, mb * hp->dim},       {&s->xb, mb * hp->dim},      {&s->q, mb * q_width(hp)},
+        {&s->k, mb * kv_width(hp)},  {&s->v, mb * kv_width(hp)},  {&s->att, mb * q_width(hp)},
+        {&s->hb, mb * hp->ffn},      {&s->hb2, mb * hp->ffn},
+        {&s->logits, (size_t)logit_rows(s) * hp->vocab},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        *want[i].p = be->alloc(be, want[i].n, err);
+        if (!*want[i].p) return sd_err_prefix(err, "sequence scratch (%zu floats)", want[i].n);
+    }
+    return 0;
+}
+
+int sd_seq_new(sd_model *m, int ctx, int n_layers, sd_seq **out, sd_err *err) {
+    *out = NULL;
+    const sd_hparams *hp = &m->hp;
+    if (ctx <= 0) ctx = hp->ctx;
+    if (ctx <= 0) return sd_errf(err, "%s: context length %d is not positive", m->path ? m->path : "model", ctx);
+    if (n_layers <= 0) n_layers = hp->n_layers;
+    if (n_layers > hp->n_layers)
+        return sd_errf(err, "sequence asks for %d layers but the model has %d", n_layers, hp->n_layers);
+    sd_seq *s = calloc(1, sizeof *s);
+    if (!s) return sd_errf(err, "out of memory (sequence)");
+    s->m = m;
+    s->n_layers = n_layers;
+    s->ctx = ctx;
+    s->max_batch = ctx < SD_MAX_BATCH ? ctx : SD_MAX_BATCH;
+    if (m->be->kv_alloc(m->be, &s->kv, n_layers, ctx, kv_width(hp), err) != 0) {
+        free(s);
+        return sd_err_prefix(err, "KV cache (%d layers x %d positions)", n_layers, ctx);
+    }
+    if (alloc_scratch(s, err) != 0) {
+        sd_seq_free(s);
+        return -1;
+    }
+    *out = s;
+    return 0;
+}
+
+void sd_seq_free(sd_seq *s) {
+    if (!s) return;
+    release_scratch(s);
+    if (s->kv.k || s->kv.v) s->m->be->kv_free(s->m->be, &s->kv);
+    free(s);
+}
+
+/* Positions >= pos are simply forgotten: kv_store always writes a position before attention reads it,
+ * and attention reads only positions < pos0 + n, so stale entries can never influence a later result. */
+void sd_seq_truncate(sd_seq *s, int pos) {
+    if (pos < 0) pos = 0;
+    if (pos < s->pos) s->pos = pos;
+}
+
+/* Attention block of one layer for n rows of s->x at positions [pos0, pos0+n); adds into s->x. */
+static void attention_block(sd_seq *s, int l, int pos0, int n) {
+    const sd_model *m = s->m;
+    const sd_hparams *hp = &m->hp;
+    const sd_layer *L = &m->layers[l];
+    sd_backend *be = m->be;
+
+    be->rmsnorm(be, s->xb, s->x, &L->attn_norm, n, hp->dim, hp->eps);
+    be->matmul(be, s->q, &L->wq, s->xb, n);
+    be->matmul(be, s->k, &L->wk, s->xb, n);
+    be->matmul(be, s->v, &L->wv, s->xb, n);
+    if (L->bq.rows) be->add_bias(be, s->q, &L->bq, n);
+    if (L->bk.rows) be->add_bias(be, s->k, &L->bk, n);
+    if (L->bv.rows) be->add_bias(be, s->v, &L->bv, n);
+    /* qwen3: RMSNorm of each head vector; [n][heads*hd] is [n*heads][hd] row-major. */
+    if (L->q_norm.rows) be->rmsnorm(be, s->q, s->q, &L->q_norm, n * hp->n_heads, hp->head_dim, hp->eps);
+    if (L->k_norm.rows) be->rmsnorm(be, s->k, s->k, &L->k_norm, n * hp->n_kv_heads, hp->head_dim, hp->eps);
+    be->rope(be, s->q, n, hp->n_heads, hp->head_dim, hp->n_rot, pos0, m->rope_inv_freq, hp->rope_neox);
+    be->rope(be, s->k, n, hp->n_kv_heads, hp->head_dim, hp->n_rot, pos0, m->rope_inv_freq, hp->rope_neox);
+    be->kv_store(be, &s->kv, l, pos0, n, s->k, s->v);
+    be->attention(be, s->att, s->q, &s->kv, l, pos0, n, hp->n_heads, hp->n_kv_heads, hp->head_dim);
+    be->matmul(be, s->xb, &L->wo, s->att, n);
+    be->add(be, s->x, s->xb, (size_t)n * hp->dim);
+}
+
+/* SwiGLU feed-forward block of one layer for n rows of s->x; adds into s->x. */
+static void ffn_block(sd_seq *s, int l, int n) {
+    const sd_model *m = s->m;
+    const sd_hparams *hp = &m->hp;
+    const sd_layer *L = &m->layers[l];
+    sd_backend *be = m->be;
+
+    be->rmsnorm(be, s->xb, s->x, &L->ffn_norm, n, hp->dim, hp->eps);
+    be->matmul(be, s->hb, &L->w_gate, s->xb, n);
+    be->matmul(be, s->hb2, &L->w_up, s->xb, n);
+    be->swiglu(be, s->hb, s->hb, s->hb2, (size_t)n * hp->ffn);
+    be->matmul(be, s->xb, &L->w_down, s->hb, n);
+    be->add(be, s->x, s->xb, (size_t)n * hp->dim);
+}
+
+/* Final norm and classifier. all: logits of rows [0, n) to host rows out[0..n); else only row n-1. */
+static void classify(sd_seq *s, int n, bool all, float *out) {
+    const sd_model *m = s->m;
+    const sd_hparams *hp = &m->hp;
+    sd_backend *be = m->be;
+    size_t vocab = (size_t)hp->vocab;
+
+    if (!all) {
+        be->rmsnorm(be, s->xb, s->x + (size_t)(n - 1) * hp->dim, &m->out_norm, 1, hp->dim, hp->eps);
+        be->matmul(be, s->logits, &m->output, s->xb, 1);
+        be->to_host(be, out, s->logits, vocab);
+        return;
+    }
+    be->rmsnorm(be, s->xb, s->x, &m->out_norm, n, hp->dim, hp->eps);
+    int step = logit_rows(s);
+    for (int r = 0; r < n; r += step) {
+        int rows = n - r < step ? n - r : step;
+        be->matmul(be, s->logits, &m->output, s->xb + (size_t)r * hp->dim, rows);
+        be->to_host(be, out + (size_t)r * vocab, s->logits, (size_t)rows * vocab);
+    }
+}
+
+/* One chunk of at most max_batch tokens at positions [s->pos, s->pos+n). */
+static void forward_chunk(sd_seq *s, const int32_t *tokens, int n, bool all, bool want_logits, float *out) {
+    sd_backend *be = s->m->be;
+    int pos0 = s->pos;
+    be->embed(be, s->x, &s->m->tok_embd, tokens, n);
+    for (int l = 0; l < s->n_layers; l++) {
+        attention_block(s, l, pos0, n);
+        ffn_block(s, l, n);
+    }
+    s->pos += n;
+    if (want_logits) classify(s, n, all, out);
+}
+
+int sd_forward(sd_seq *s, const int32_t *tokens, int n, bool all_logits, float *logits, sd_err *err) {
+    const sd_hparams *hp = &s->m->hp;
+    if (n <= 0) return sd_errf(err, "forward: no tokens (n = %d)", n);
+    if (!tokens || !logits) return sd_errf(err, "forward: NULL tokens or logits buffer");
+    if (n > s->ctx - s->pos)
+        return sd_errf(err, "context overflow: %d positions held + %d new > context length %d", s->pos, n,
+                       s->ctx);
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= hp->vocab)
+            return sd_errf(err, "forward: token id %d at index %d is outside the vocabulary (%d tokens)",
+                           (int)tokens[i], i, hp->vocab);
+    for (int done = 0; done < n;) {
+        int c = n - done < s->max_batch ? n - done : s->max_batch;
+        bool last = done + c == n;
+        float *out = all_logits ? logits + (size_t)done * hp->vocab : logits;
+        forward_chunk(s, tokens + done, c, all_logits, all_logits || last, out);
+        done += c;
+    }
+    return 0;
+}
