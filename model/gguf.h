@@ -34,6 +34,10 @@ typedef struct gguf_kv {
     uint64_t arr_n;
     const void *arr_data;
     gguf_str *arr_strs;
+    /* the value's serialized bytes in the mapping (type tag excluded): lets a writer copy it verbatim.
+     * Nested arrays (arr_type == GGUF_T_ARRAY) are validated but only reachable through these bytes. */
+    const void *raw;
+    uint64_t raw_len;
 } gguf_kv;
 
 typedef struct gguf_tensor_info {
@@ -89,6 +93,12 @@ void gguf_w_str(gguf_writer *w, const char *key, const char *v);
 void gguf_w_arr_str(gguf_writer *w, const char *key, const char *const *v, size_t n);
 void gguf_w_arr_f32(gguf_writer *w, const char *key, const float *v, size_t n);
 void gguf_w_arr_i32(gguf_writer *w, const char *key, const int32_t *v, size_t n);
+/* Any numeric or bool scalar: v points at a value of that type's width (uint8_t, int16_t, double...). */
+void gguf_w_scalar(gguf_writer *w, const char *key, gguf_vtype type, const void *v);
+/* An array of n fixed-size elements of type elem (not string, not array). */
+void gguf_w_arr(gguf_writer *w, const char *key, gguf_vtype elem, const void *v, size_t n);
+/* A value given as its serialized bytes (after the type tag): copies values between files, nested arrays. */
+void gguf_w_raw(gguf_writer *w, const char *key, gguf_vtype type, const void *bytes, size_t n);
 /* Adds a tensor; data (nbytes per its type and shape) is copied. ne[0] is the contiguous dimension. */
 void gguf_w_tensor(gguf_writer *w, const char *name, uint32_t type, int n_dims, const int64_t *ne, const void *data);
 /* Adds a tensor whose bytes are produced at save time (for models larger than memory): fill(ctx, buf,
