@@ -1,0 +1,826 @@
+/* Protocol v1: strict request decoding, reply encoding and decoding (see docs/protocol.md). */
+#include "ipc/protocol.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const op_names[] = {"?", "generate", "tokenize", "detokenize", "info", "stats", "cancel",
+                                       "ping"};
+
+const char *sd_op_name(sd_op op) {
+    return (op >= SD_OP_NONE && op <= SD_OP_PING) ? op_names[op] : "?";
+}
+
+sd_op sd_op_parse(const char *s, size_t len) {
+    for (int i = SD_OP_GENERATE; i <= SD_OP_PING; i++)
+        if (strlen(op_names[i]) == len && memcmp(op_names[i], s, len) == 0) return (sd_op)i;
+    return SD_OP_NONE;
+}
+
+static const char *const type_names[] = {"?", "token", "done", "error", "result", "heartbeat"};
+const char *sd_reply_type_name(sd_reply_type t) {
+    return (t >= SD_REPLY_NONE && t <= SD_REPLY_HEARTBEAT) ? type_names[t] : "?";
+}
+
+bool sd_utf8_valid(const char *str, size_t len) {
+    const unsigned char *s = (const unsigned char *)str;
+    size_t i = 0;
+    while (i < len) {
+        unsigned c = s[i];
+        if (c < 0x80) { i++; continue; }
+        int n;
+        unsigned cp, min;
+        if (c >= 0xC2 && c <= 0xDF) { n = 1; cp = c & 0x1F; min = 0x80; }
+        else if (c >= 0xE0 && c <= 0xEF) { n = 2; cp = c & 0x0F; min = 0x800; }
+        else if (c >= 0xF0 && c <= 0xF4) { n = 3; cp = c & 0x07; min = 0x10000; }
+        else return false;
+        if (len - i < (size_t)n + 1) return false;
+        for (int k = 1; k <= n; k++) {
+            unsigned cc = s[i + k];
+            if ((cc & 0xC0) != 0x80) return false;
+            cp = (cp << 6) | (cc & 0x3F);
+        }
+        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+        i += (size_t)n + 1;
+    }
+    return true;
+}
+
+/* ------------------------------------------------------------------ requests */
+
+void sd_request_init(sd_request *r, sd_op op, uint64_t id) {
+    memset(r, 0, sizeof *r);
+    r->op = op;
+    r->id = id;
+    r->add_bos = true;
+    r->gen.add_bos = true;
+    r->gen.top_p = 1.0f;
+}
+
+void sd_request_free(sd_request *r) {
+    if (!r) return;
+    free(r->gen.prompt);
+    free(r->gen.tokens);
+    for (int i = 0; i < r->gen.n_stop; i++) free(r->gen.stop[i]);
+    free(r->gen.stop);
+    free(r->text);
+    free(r->tokens);
+    sd_request_init(r, SD_OP_NONE, 0);
+}
+
+__attribute__((format(printf, 4, 5))) static int perr(sd_proto_err *e, const char *code, const char *field,
+                                                      const char *fmt, ...) {
+    snprintf(e->code, sizeof e->code, "%s", code);
+    snprintf(e->field, sizeof e->field, "%s", field ? field : "");
+    char tmp[320];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (field && *field)
+        snprintf(e->message, sizeof e->message, "field '%s': %s", field, tmp);
+    else
+        snprintf(e->message, sizeof e->message, "%s", tmp);
+    return -1;
+}
+
+static const char *mp_type_name(msgpack_object_type t) {
+    switch (t) {
+    case MSGPACK_OBJECT_NIL: return "nil";
+    case MSGPACK_OBJECT_BOOLEAN: return "boolean";
+    case MSGPACK_OBJECT_POSITIVE_INTEGER:
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER: return "integer";
+    case MSGPACK_OBJECT_FLOAT32:
+    case MSGPACK_OBJECT_FLOAT64: return "float";
+    case MSGPACK_OBJECT_STR: return "string";
+    case MSGPACK_OBJECT_ARRAY: return "array";
+    case MSGPACK_OBJECT_MAP: return "map";
+    case MSGPACK_OBJECT_BIN: return "binary";
+    case MSGPACK_OBJECT_EXT: return "ext";
+    }
+    return "unknown";
+}
+
+static bool key_is(const msgpack_object_kv *kv, const char *name) {
+    size_t n = strlen(name);
+    return kv->key.type == MSGPACK_OBJECT_STR && kv->key.via.str.size == n &&
+           memcmp(kv->key.via.str.ptr, name, n) == 0;
+}
+
+const msgpack_object *sd_mp_get(const msgpack_object *o, const char *key) {
+    if (!o || o->type != MSGPACK_OBJECT_MAP) return NULL;
+    for (uint32_t i = 0; i < o->via.map.size; i++)
+        if (key_is(&o->via.map.ptr[i], key)) return &o->via.map.ptr[i].val;
+    return NULL;
+}
+
+/* An integer in [lo, hi] (as int64); unsigned values above INT64_MAX are out of range. */
+static int get_int(const msgpack_object *o, const char *field, int64_t lo, int64_t hi, int64_t *out,
+                   sd_proto_err *e) {
+    int64_t v;
+    if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+        if (o->via.u64 > (uint64_t)INT64_MAX)
+            return perr(e, SD_E_OUT_OF_RANGE, field, "must be in %lld..%lld, got %llu", (long long)lo,
+                        (long long)hi, (unsigned long long)o->via.u64);
+        v = (int64_t)o->via.u64;
+    } else if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
+        v = o->via.i64;
+    } else {
+        return perr(e, SD_E_BAD_TYPE, field, "must be an integer, got %s", mp_type_name(o->type));
+    }
+    if (v < lo || v > hi)
+        return perr(e, SD_E_OUT_OF_RANGE, field, "must be in %lld..%lld, got %lld", (long long)lo, (long long)hi,
+                    (long long)v);
+    *out = v;
+    return 0;
+}
+
+static int get_u64(const msgpack_object *o, const char *field, uint64_t *out, sd_proto_err *e) {
+    if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) { *out = o->via.u64; return 0; }
+    if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+        return perr(e, SD_E_OUT_OF_RANGE, field, "must be a non-negative integer, got %lld", (long long)o->via.i64);
+    return perr(e, SD_E_BAD_TYPE, field, "must be an unsigned integer, got %s", mp_type_name(o->type));
+}
+
+/* A number in [lo, hi], or (lo, hi] when lo_open. */
+static int get_float(const msgpack_object *o, const char *field, double lo, double hi, bool lo_open,
+                     float *out, sd_proto_err *e) {
+    double v;
+    switch (o->type) {
+    case MSGPACK_OBJECT_POSITIVE_INTEGER: v = (double)o->via.u64; break;
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER: v = (double)o->via.i64; break;
+    case MSGPACK_OBJECT_FLOAT32:
+    case MSGPACK_OBJECT_FLOAT64: v = o->via.f64; break;
+    default: return perr(e, SD_E_BAD_TYPE, field, "must be a number, got %s", mp_type_name(o->type));
+    }
+    if (!isfinite(v) || v > hi || (lo_open ? v <= lo : v < lo))
+        return perr(e, SD_E_OUT_OF_RANGE, field, "must be in %s%g, %g], got %g", lo_open ? "(" : "[", lo, hi, v);
+    *out = (float)v;
+    return 0;
+}
+
+static int get_bool(const msgpack_object *o, const char *field, bool *out, sd_proto_err *e) {
+    if (o->type != MSGPACK_OBJECT_BOOLEAN)
+        return perr(e, SD_E_BAD_TYPE, field, "must be a boolean, got %s", mp_type_name(o->type));
+    *out = o->via.boolean;
+    return 0;
+}
+
+/* A UTF-8 string of at most max bytes, copied NUL-terminated. min_len 1 rejects "". */
+static int get_str(const msgpack_object *o, const char *field, size_t min_len, size_t max, char **out,
+                   size_t *out_len, sd_proto_err *e) {
+    if (o->type != MSGPACK_OBJECT_STR)
+        return perr(e, SD_E_BAD_TYPE, field, "must be a string, got %s", mp_type_name(o->type));
+    size_t n = o->via.str.size;
+    if (n > max) return perr(e, SD_E_OUT_OF_RANGE, field, "is %zu bytes, the limit is %zu", n, max);
+    if (n < min_len) return perr(e, SD_E_OUT_OF_RANGE, field, "must not be empty");
+    if (!sd_utf8_valid(o->via.str.ptr, n)) return perr(e, SD_E_BAD_UTF8, field, "is not valid UTF-8");
+    char *s = malloc(n + 1);
+    if (!s) return perr(e, SD_E_INTERNAL, field, "out of memory");
+    memcpy(s, o->via.str.ptr, n);
+    s[n] = 0;
+    *out = s;
+    if (out_len) *out_len = n;
+    return 0;
+}
+
+static int get_tokens(const msgpack_object *o, const char *field, int32_t **out, int *n_out, sd_proto_err *e) {
+    if (o->type != MSGPACK_OBJECT_ARRAY)
+        return perr(e, SD_E_BAD_TYPE, field, "must be an array of integers, got %s", mp_type_name(o->type));
+    uint32_t n = o->via.array.size;
+    if (n > (uint32_t)SD_PROTO_MAX_INPUT_TOKENS)
+        return perr(e, SD_E_OUT_OF_RANGE, field, "has %u ids, the limit is %d", n, SD_PROTO_MAX_INPUT_TOKENS);
+    int32_t *ids = malloc(sizeof *ids * (n ? n : 1));
+    if (!ids) return perr(e, SD_E_INTERNAL, field, "out of memory");
+    for (uint32_t i = 0; i < n; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "%s[%u]", field, i);
+        int64_t v;
+        if (get_int(&o->via.array.ptr[i], name, 0, INT32_MAX, &v, e)) { free(ids); return -1; }
+        ids[i] = (int32_t)v;
+    }
+    *out = ids;
+    *n_out = (int)n;
+    return 0;
+}
+
+static int get_stop(const msgpack_object *o, sd_req_generate *g, sd_proto_err *e) {
+    if (o->type != MSGPACK_OBJECT_ARRAY)
+        return perr(e, SD_E_BAD_TYPE, "stop", "must be an array of strings, got %s", mp_type_name(o->type));
+    uint32_t n = o->via.array.size;
+    if (n > SD_PROTO_MAX_STOP)
+        return perr(e, SD_E_OUT_OF_RANGE, "stop", "has %u strings, the limit is %d", n, SD_PROTO_MAX_STOP);
+    g->stop = calloc(n ? n : 1, sizeof *g->stop);
+    if (!g->stop) return perr(e, SD_E_INTERNAL, "stop", "out of memory");
+    for (uint32_t i = 0; i < n; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "stop[%u]", i);
+        if (get_str(&o->via.array.ptr[i], name, 1, SD_PROTO_MAX_STOP_BYTES, &g->stop[i], NULL, e)) return -1;
+        g->n_stop = (int)i + 1;
+    }
+    return 0;
+}
+
+static int decode_generate_field(const msgpack_object_kv *kv, sd_req_generate *g, sd_proto_err *e) {
+    const msgpack_object *o = &kv->val;
+    int64_t v;
+    if (key_is(kv, "prompt")) return get_str(o, "prompt", 0, SD_PROTO_MAX_TEXT_BYTES, &g->prompt, &g->prompt_len, e);
+    if (key_is(kv, "tokens")) return get_tokens(o, "tokens", &g->tokens, &g->n_tokens, e);
+    if (key_is(kv, "max_tokens")) {
+        if (get_int(o, "max_tokens", 1, SD_PROTO_MAX_GEN_TOKENS, &v, e)) return -1;
+        g->max_tokens = (int)v; g->set |= SD_GF_MAX_TOKENS; return 0;
+    }
+    if (key_is(kv, "temperature")) {
+        g->set |= SD_GF_TEMPERATURE;
+        return get_float(o, "temperature", 0, SD_PROTO_MAX_TEMPERATURE, false, &g->temperature, e);
+    }
+    if (key_is(kv, "top_k")) {
+        if (get_int(o, "top_k", 0, SD_PROTO_MAX_TOP_K, &v, e)) return -1;
+        g->top_k = (int)v; g->set |= SD_GF_TOP_K; return 0;
+    }
+    if (key_is(kv, "top_p")) { g->set |= SD_GF_TOP_P; return get_float(o, "top_p", 0, 1, true, &g->top_p, e); }
+    if (key_is(kv, "min_p")) { g->set |= SD_GF_MIN_P; return get_float(o, "min_p", 0, 1, false, &g->min_p, e); }
+    if (key_is(kv, "seed")) { g->set |= SD_GF_SEED; return get_u64(o, "seed", &g->seed, e); }
+    if (key_is(kv, "stop")) { g->set |= SD_GF_STOP; return get_stop(o, g, e); }
+    if (key_is(kv, "mode")) {
+        if (o->type != MSGPACK_OBJECT_STR)
+            return perr(e, SD_E_BAD_TYPE, "mode", "must be a string, got %s", mp_type_name(o->type));
+        const char *s = o->via.str.ptr;
+        uint32_t n = o->via.str.size;
+        if (n == 4 && !memcmp(s, "spec", 4)) g->mode = SD_PMODE_SPEC;
+        else if (n == 5 && !memcmp(s, "plain", 5)) g->mode = SD_PMODE_PLAIN;
+        else return perr(e, SD_E_OUT_OF_RANGE, "mode", "must be \"spec\" or \"plain\"");
+        g->set |= SD_GF_MODE;
+        return 0;
+    }
+    if (key_is(kv, "draft_max")) {
+        if (get_int(o, "draft_max", 1, SD_PROTO_MAX_DRAFT, &v, e)) return -1;
+        g->draft_max = (int)v; g->set |= SD_GF_DRAFT_MAX; return 0;
+    }
+    if (key_is(kv, "stream")) { g->set |= SD_GF_STREAM; return get_bool(o, "stream", &g->stream, e); }
+    if (key_is(kv, "add_bos")) { g->set |= SD_GF_ADD_BOS; return get_bool(o, "add_bos", &g->add_bos, e); }
+    return 1; /* not a generate field */
+}
+
+static int decode_op_field(const msgpack_object_kv *kv, sd_request *r, sd_proto_err *e) {
+    switch (r->op) {
+    case SD_OP_GENERATE: return decode_generate_field(kv, &r->gen, e);
+    case SD_OP_TOKENIZE:
+        if (key_is(kv, "text")) return get_str(&kv->val, "text", 0, SD_PROTO_MAX_TEXT_BYTES, &r->text, &r->text_len, e);
+        if (key_is(kv, "add_bos")) return get_bool(&kv->val, "add_bos", &r->add_bos, e);
+        return 1;
+    case SD_OP_DETOKENIZE:
+        if (key_is(kv, "tokens")) return get_tokens(&kv->val, "tokens", &r->tokens, &r->n_tokens, e);
+        return 1;
+    case SD_OP_CANCEL:
+        if (key_is(kv, "target")) return get_u64(&kv->val, "target", &r->target, e);
+        return 1;
+    default: return 1;
+    }
+}
+
+/* Required fields of each op, checked after all fields were read. */
+static int check_required(const msgpack_object *m, sd_request *r, sd_proto_err *e) {
+    switch (r->op) {
+    case SD_OP_GENERATE: {
+        bool p = sd_mp_get(m, "prompt") != NULL, t = sd_mp_get(m, "tokens") != NULL;
+        if (!p && !t) return perr(e, SD_E_MISSING_FIELD, "prompt", "generate needs 'prompt' (text) or 'tokens' (ids)");
+        if (p && t) return perr(e, SD_E_BAD_TYPE, "prompt", "give either 'prompt' or 'tokens', not both");
+        if (t && r->gen.n_tokens == 0) return perr(e, SD_E_OUT_OF_RANGE, "tokens", "must not be empty");
+        if (t && sd_mp_get(m, "add_bos")) return perr(e, SD_E_BAD_TYPE, "add_bos", "only applies to 'prompt'");
+        return 0;
+    }
+    case SD_OP_TOKENIZE:
+        if (!sd_mp_get(m, "text")) return perr(e, SD_E_MISSING_FIELD, "text", "tokenize needs 'text'");
+        return 0;
+    case SD_OP_DETOKENIZE:
+        if (!sd_mp_get(m, "tokens")) return perr(e, SD_E_MISSING_FIELD, "tokens", "detokenize needs 'tokens'");
+        return 0;
+    case SD_OP_CANCEL:
+        if (!sd_mp_get(m, "target")) return perr(e, SD_E_MISSING_FIELD, "target", "cancel needs 'target' (a request id)");
+        return 0;
+    default: return 0;
+    }
+}
+
+/* v, id and op: read first so that later errors can echo the id. */
+static int decode_header(const msgpack_object *m, sd_request *r, sd_proto_err *e) {
+    const msgpack_object *id = sd_mp_get(m, "id"), *v = sd_mp_get(m, "v"), *op = sd_mp_get(m, "op");
+    if (id && id->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+        e->has_id = true;
+        e->id = r->id = id->via.u64;
+    }
+    if (op && op->type == MSGPACK_OBJECT_STR) e->op = sd_op_parse(op->via.str.ptr, op->via.str.size);
+    if (!id) return perr(e, SD_E_MISSING_FIELD, "id", "every request needs an 'id'");
+    if (id->type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
+        if (id->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+            return perr(e, SD_E_OUT_OF_RANGE, "id", "must be a non-negative integer");
+        return perr(e, SD_E_BAD_TYPE, "id", "must be an unsigned integer, got %s", mp_type_name(id->type));
+    }
+    if (!v) return perr(e, SD_E_BAD_VERSION, "v", "missing protocol version 'v' (this daemon speaks 1)");
+    if (v->type != MSGPACK_OBJECT_POSITIVE_INTEGER || v->via.u64 != SD_PROTO_VERSION) {
+        if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+            return perr(e, SD_E_BAD_VERSION, "v", "unsupported protocol version %llu (this daemon speaks 1)",
+                        (unsigned long long)v->via.u64);
+        return perr(e, SD_E_BAD_VERSION, "v", "must be the integer 1, got %s", mp_type_name(v->type));
+    }
+    if (!op) return perr(e, SD_E_MISSING_FIELD, "op", "every request needs an 'op'");
+    if (op->type != MSGPACK_OBJECT_STR)
+        return perr(e, SD_E_BAD_TYPE, "op", "must be a string, got %s", mp_type_name(op->type));
+    r->op = e->op;
+    if (r->op == SD_OP_NONE) {
+        int n = op->via.str.size > 40 ? 40 : (int)op->via.str.size;
+        return perr(e, SD_E_UNKNOWN_OP, "op", "unknown op \"%.*s\" (known: generate, tokenize, detokenize, info, "
+                    "stats, cancel, ping)", n, op->via.str.ptr);
+    }
+    return 0;
+}
+
+static int check_keys(const msgpack_object *m, sd_proto_err *e) {
+    const msgpack_object_map *mp = &m->via.map;
+    for (uint32_t i = 0; i < mp->size; i++) {
+        const msgpack_object *k = &mp->ptr[i].key;
+        if (k->type != MSGPACK_OBJECT_STR)
+            return perr(e, SD_E_BAD_TYPE, "", "map keys must be strings, got a %s key", mp_type_name(k->type));
+        for (uint32_t j = 0; j < i; j++) {
+            const msgpack_object *k2 = &mp->ptr[j].key;
+            if (k2->via.str.size == k->via.str.size && !memcmp(k2->via.str.ptr, k->via.str.ptr, k->via.str.size)) {
+                char name[64];
+                snprintf(name, sizeof name, "%.*s", k->via.str.size > 60 ? 60 : (int)k->via.str.size, k->via.str.ptr);
+                return perr(e, SD_E_DUPLICATE_FIELD, name, "appears more than once");
+            }
+        }
+    }
+    return 0;
+}
+
+static int decode_map(const msgpack_object *m, sd_request *r, sd_proto_err *e) {
+    if (m->via.map.size > 64) return perr(e, SD_E_BAD_MESSAGE, "", "too many fields (%u)", m->via.map.size);
+    if (check_keys(m, e)) return -1;
+    if (decode_header(m, r, e)) return -1;
+    for (uint32_t i = 0; i < m->via.map.size; i++) {
+        const msgpack_object_kv *kv = &m->via.map.ptr[i];
+        if (key_is(kv, "v") || key_is(kv, "id") || key_is(kv, "op")) continue;
+        int rc = decode_op_field(kv, r, e);
+        if (rc < 0) return -1;
+        if (rc > 0) {
+            char name[64];
+            int n = kv->key.via.str.size > 60 ? 60 : (int)kv->key.via.str.size;
+            snprintf(name, sizeof name, "%.*s", n, kv->key.via.str.ptr);
+            if (!sd_utf8_valid(name, strlen(name))) snprintf(name, sizeof name, "(not UTF-8)");
+            return perr(e, SD_E_UNKNOWN_FIELD, name, "is not a field of '%s' in protocol v1", sd_op_name(r->op));
+        }
+    }
+    return check_required(m, r, e);
+}
+
+int sd_request_decode(const void *buf, size_t len, sd_request *r, sd_proto_err *e) {
+    memset(e, 0, sizeof *e);
+    sd_request_init(r, SD_OP_NONE, 0);
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    size_t off = 0;
+    int rc = -1;
+    msgpack_unpack_return ur = msgpack_unpack_next(&up, buf, len, &off);
+    if (ur != MSGPACK_UNPACK_SUCCESS)
+        perr(e, SD_E_BAD_MESSAGE, "", "not a MessagePack message (%s)",
+             ur == MSGPACK_UNPACK_CONTINUE ? "truncated" : ur == MSGPACK_UNPACK_NOMEM_ERROR ? "too large" : "parse error");
+    else if (off != len)
+        perr(e, SD_E_BAD_MESSAGE, "", "%zu trailing bytes after the MessagePack object", len - off);
+    else if (up.data.type != MSGPACK_OBJECT_MAP)
+        perr(e, SD_E_BAD_MESSAGE, "", "a request must be a MessagePack map, got %s", mp_type_name(up.data.type));
+    else
+        rc = decode_map(&up.data, r, e);
+    msgpack_unpacked_destroy(&up);
+    if (rc) {
+        uint64_t id = r->id;
+        sd_request_free(r);
+        r->id = id;
+    }
+    return rc;
+}
+
+/* ------------------------------------------------------------------ packing helpers */
+
+void sd_pack_cstr(msgpack_packer *pk, const char *s) {
+    size_t n = s ? strlen(s) : 0;
+    msgpack_pack_str(pk, n);
+    msgpack_pack_str_body(pk, s ? s : "", n);
+}
+static void pack_strn(msgpack_packer *pk, const char *s, size_t n) {
+    msgpack_pack_str(pk, n);
+    msgpack_pack_str_body(pk, s ? s : "", n);
+}
+void sd_pack_kv_str(msgpack_packer *pk, const char *key, const char *val) { sd_pack_cstr(pk, key); sd_pack_cstr(pk, val); }
+void sd_pack_kv_int(msgpack_packer *pk, const char *key, int64_t val) { sd_pack_cstr(pk, key); msgpack_pack_int64(pk, val); }
+void sd_pack_kv_uint(msgpack_packer *pk, const char *key, uint64_t val) { sd_pack_cstr(pk, key); msgpack_pack_uint64(pk, val); }
+void sd_pack_kv_double(msgpack_packer *pk, const char *key, double val) { sd_pack_cstr(pk, key); msgpack_pack_double(pk, val); }
+void sd_pack_kv_bool(msgpack_packer *pk, const char *key, bool val) {
+    sd_pack_cstr(pk, key);
+    if (val) msgpack_pack_true(pk); else msgpack_pack_false(pk);
+}
+static void pack_ids(msgpack_packer *pk, const int32_t *ids, int n) {
+    msgpack_pack_array(pk, (size_t)(n > 0 ? n : 0));
+    for (int i = 0; i < n; i++) msgpack_pack_int32(pk, ids[i]);
+}
+
+/* ------------------------------------------------------------------ request encoding */
+
+static void pack_request(msgpack_packer *pk, const sd_request *r) {
+    const sd_req_generate *g = &r->gen;
+    int n = 3;
+    if (r->op == SD_OP_GENERATE) {
+        n += (g->prompt != NULL) + (g->tokens != NULL);
+        for (unsigned b = g->set; b; b &= b - 1) n++;
+    } else if (r->op == SD_OP_TOKENIZE) n += 2;
+    else if (r->op == SD_OP_DETOKENIZE || r->op == SD_OP_CANCEL) n += 1;
+    msgpack_pack_map(pk, (size_t)n);
+    sd_pack_kv_uint(pk, "v", SD_PROTO_VERSION);
+    sd_pack_kv_uint(pk, "id", r->id);
+    sd_pack_kv_str(pk, "op", sd_op_name(r->op));
+    switch (r->op) {
+    case SD_OP_GENERATE:
+        if (g->prompt) { sd_pack_cstr(pk, "prompt"); pack_strn(pk, g->prompt, g->prompt_len); }
+        if (g->tokens) { sd_pack_cstr(pk, "tokens"); pack_ids(pk, g->tokens, g->n_tokens); }
+        if (g->set & SD_GF_MAX_TOKENS) sd_pack_kv_int(pk, "max_tokens", g->max_tokens);
+        if (g->set & SD_GF_TEMPERATURE) sd_pack_kv_double(pk, "temperature", g->temperature);
+        if (g->set & SD_GF_TOP_K) sd_pack_kv_int(pk, "top_k", g->top_k);
+        if (g->set & SD_GF_TOP_P) sd_pack_kv_double(pk, "top_p", g->top_p);
+        if (g->set & SD_GF_MIN_P) sd_pack_kv_double(pk, "min_p", g->min_p);
+        if (g->set & SD_GF_SEED) sd_pack_kv_uint(pk, "seed", g->seed);
+        if (g->set & SD_GF_STOP) {
+            sd_pack_cstr(pk, "stop");
+            msgpack_pack_array(pk, (size_t)(g->n_stop > 0 ? g->n_stop : 0));
+            for (int i = 0; i < g->n_stop; i++) sd_pack_cstr(pk, g->stop[i]);
+        }
+        if (g->set & SD_GF_MODE) sd_pack_kv_str(pk, "mode", g->mode == SD_PMODE_PLAIN ? "plain" : "spec");
+        if (g->set & SD_GF_DRAFT_MAX) sd_pack_kv_int(pk, "draft_max", g->draft_max);
+        if (g->set & SD_GF_STREAM) sd_pack_kv_bool(pk, "stream", g->stream);
+        if (g->set & SD_GF_ADD_BOS) sd_pack_kv_bool(pk, "add_bos", g->add_bos);
+        break;
+    case SD_OP_TOKENIZE:
+        sd_pack_cstr(pk, "text");
+        pack_strn(pk, r->text, r->text_len);
+        sd_pack_kv_bool(pk, "add_bos", r->add_bos);
+        break;
+    case SD_OP_DETOKENIZE:
+        sd_pack_cstr(pk, "tokens");
+        pack_ids(pk, r->tokens, r->n_tokens);
+        break;
+    case SD_OP_CANCEL: sd_pack_kv_uint(pk, "target", r->target); break;
+    default: break;
+    }
+}
+
+int sd_request_encode(const sd_request *r, char **buf, size_t *len, sd_err *err) {
+    if (r->op <= SD_OP_NONE || r->op > SD_OP_PING) return sd_errf(err, "request: unknown op %d", (int)r->op);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    pack_request(&pk, r);
+    /* Validate by decoding: the client refuses to send what the daemon would reject for its form. */
+    sd_request chk;
+    sd_proto_err pe;
+    if (sd_request_decode(sb.data, sb.size, &chk, &pe)) {
+        msgpack_sbuffer_destroy(&sb);
+        return sd_errf(err, "request %s: %s", pe.code, pe.message);
+    }
+    sd_request_free(&chk);
+    if (sb.size > SD_PROTO_MAX_MSG_BYTES) {
+        msgpack_sbuffer_destroy(&sb);
+        return sd_errf(err, "request is %zu bytes, the limit is %u", sb.size, SD_PROTO_MAX_MSG_BYTES);
+    }
+    *len = sb.size;
+    *buf = msgpack_sbuffer_release(&sb);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ reply encoding */
+
+static void pack_head(msgpack_packer *pk, int n_extra, bool has_id, uint64_t id, const char *type) {
+    msgpack_pack_map(pk, (size_t)(3 + n_extra));
+    sd_pack_kv_uint(pk, "v", SD_PROTO_VERSION);
+    sd_pack_cstr(pk, "id");
+    if (has_id) msgpack_pack_uint64(pk, id); else msgpack_pack_nil(pk);
+    sd_pack_kv_str(pk, "type", type);
+}
+
+#define PACKER(sb) msgpack_packer pk_; msgpack_packer_init(&pk_, (sb), msgpack_sbuffer_write); msgpack_packer *pk = &pk_
+
+int sd_enc_token(msgpack_sbuffer *sb, uint64_t id, const char *text, size_t text_len, const int32_t *ids, int n_ids) {
+    PACKER(sb);
+    pack_head(pk, 2, true, id, "token");
+    sd_pack_cstr(pk, "text");
+    pack_strn(pk, text, text_len);
+    sd_pack_cstr(pk, "tokens");
+    pack_ids(pk, ids, n_ids);
+    return 0;
+}
+
+int sd_enc_done(msgpack_sbuffer *sb, uint64_t id, const char *text, size_t text_len, const int32_t *ids, int n_ids,
+                const char *finish_reason, const sd_done_stats *st) {
+    PACKER(sb);
+    pack_head(pk, 4, true, id, "done");
+    sd_pack_cstr(pk, "text");
+    pack_strn(pk, text, text_len);
+    sd_pack_cstr(pk, "tokens");
+    pack_ids(pk, ids, n_ids);
+    sd_pack_kv_str(pk, "finish_reason", finish_reason);
+    sd_pack_cstr(pk, "stats");
+    msgpack_pack_map(pk, 14);
+    sd_pack_kv_int(pk, "prompt_tokens", st->prompt_tokens);
+    sd_pack_kv_int(pk, "prefilled", st->prefilled);
+    sd_pack_kv_int(pk, "generated", st->generated);
+    sd_pack_kv_double(pk, "queue_ms", st->queue_ms);
+    sd_pack_kv_double(pk, "ttft_ms", st->ttft_ms);
+    sd_pack_kv_double(pk, "ms_per_token", st->ms_per_token);
+    sd_pack_kv_double(pk, "total_ms", st->total_ms);
+    sd_pack_kv_str(pk, "mode", st->mode == SD_PMODE_PLAIN ? "plain" : "spec");
+    sd_pack_kv_int(pk, "drafted", st->drafted);
+    sd_pack_kv_int(pk, "accepted", st->accepted);
+    sd_pack_kv_double(pk, "acceptance", st->acceptance);
+    sd_pack_kv_int(pk, "target_passes", st->target_passes);
+    sd_pack_kv_int(pk, "draft_k", st->draft_k);
+    sd_pack_kv_uint(pk, "seed", st->seed);
+    return 0;
+}
+
+int sd_enc_error(msgpack_sbuffer *sb, bool has_id, uint64_t id, const char *code, const char *field,
+                 const char *message) {
+    PACKER(sb);
+    bool f = field && *field;
+    pack_head(pk, 2 + f, has_id, id, "error");
+    sd_pack_kv_str(pk, "code", code);
+    sd_pack_kv_str(pk, "message", message);
+    if (f) sd_pack_kv_str(pk, "field", field);
+    return 0;
+}
+
+int sd_enc_busy(msgpack_sbuffer *sb, uint64_t id, int retry_after_ms, int queued, int active) {
+    PACKER(sb);
+    pack_head(pk, 5, true, id, "error");
+    sd_pack_kv_str(pk, "code", SD_E_BUSY);
+    char msg[160];
+    snprintf(msg, sizeof msg, "daemon busy: %d requests running and %d queued (queue full); retry later", active,
+             queued);
+    sd_pack_kv_str(pk, "message", msg);
+    sd_pack_kv_int(pk, "retry_after_ms", retry_after_ms);
+    sd_pack_kv_int(pk, "queued", queued);
+    sd_pack_kv_int(pk, "active", active);
+    return 0;
+}
+
+int sd_enc_heartbeat(msgpack_sbuffer *sb) {
+    PACKER(sb);
+    msgpack_pack_map(pk, 2);
+    sd_pack_kv_uint(pk, "v", SD_PROTO_VERSION);
+    sd_pack_kv_str(pk, "type", "heartbeat");
+    return 0;
+}
+
+int sd_enc_result_begin(msgpack_packer *pk, uint64_t id, sd_op op, int n_extra) {
+    pack_head(pk, 1 + n_extra, true, id, "result");
+    sd_pack_kv_str(pk, "op", sd_op_name(op));
+    return 0;
+}
+
+int sd_enc_result_tokens(msgpack_sbuffer *sb, uint64_t id, const int32_t *ids, int n_ids) {
+    PACKER(sb);
+    sd_enc_result_begin(pk, id, SD_OP_TOKENIZE, 1);
+    sd_pack_cstr(pk, "tokens");
+    pack_ids(pk, ids, n_ids);
+    return 0;
+}
+
+int sd_enc_result_text(msgpack_sbuffer *sb, uint64_t id, const char *text, size_t len) {
+    PACKER(sb);
+    sd_enc_result_begin(pk, id, SD_OP_DETOKENIZE, 1);
+    sd_pack_cstr(pk, "text");
+    pack_strn(pk, text, len);
+    return 0;
+}
+
+int sd_enc_result_cancel(msgpack_sbuffer *sb, uint64_t id, uint64_t target, bool found) {
+    PACKER(sb);
+    sd_enc_result_begin(pk, id, SD_OP_CANCEL, 2);
+    sd_pack_kv_uint(pk, "target", target);
+    sd_pack_kv_bool(pk, "found", found);
+    return 0;
+}
+
+int sd_enc_result_pong(msgpack_sbuffer *sb, uint64_t id, uint64_t time_us) {
+    PACKER(sb);
+    sd_enc_result_begin(pk, id, SD_OP_PING, 1);
+    sd_pack_kv_uint(pk, "time_us", time_us);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ reply decoding */
+
+static bool mp_str_eq(const msgpack_object *o, const char *s) {
+    return o && o->type == MSGPACK_OBJECT_STR && o->via.str.size == strlen(s) && !memcmp(o->via.str.ptr, s, o->via.str.size);
+}
+static void mp_copy_str(const msgpack_object *o, char *dst, size_t cap) {
+    dst[0] = 0;
+    if (o && o->type == MSGPACK_OBJECT_STR) {
+        size_t n = o->via.str.size < cap - 1 ? o->via.str.size : cap - 1;
+        memcpy(dst, o->via.str.ptr, n);
+        dst[n] = 0;
+    }
+}
+static double mp_num(const msgpack_object *o) {
+    if (!o) return 0;
+    switch (o->type) {
+    case MSGPACK_OBJECT_POSITIVE_INTEGER: return (double)o->via.u64;
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER: return (double)o->via.i64;
+    case MSGPACK_OBJECT_FLOAT32:
+    case MSGPACK_OBJECT_FLOAT64: return o->via.f64;
+    default: return 0;
+    }
+}
+static uint64_t mp_u64(const msgpack_object *o) {
+    return o && o->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? o->via.u64 : 0;
+}
+
+static int reply_ids(const msgpack_object *o, sd_reply *r, sd_err *err) {
+    if (!o) return 0;
+    if (o->type != MSGPACK_OBJECT_ARRAY) return sd_errf(err, "reply: 'tokens' is not an array");
+    r->tokens = malloc(sizeof(int32_t) * (o->via.array.size ? o->via.array.size : 1));
+    if (!r->tokens) return sd_errf(err, "reply: out of memory");
+    for (uint32_t i = 0; i < o->via.array.size; i++) {
+        const msgpack_object *x = &o->via.array.ptr[i];
+        if (x->type != MSGPACK_OBJECT_POSITIVE_INTEGER || x->via.u64 > INT32_MAX)
+            return sd_errf(err, "reply: tokens[%u] is not a token id", i);
+        r->tokens[i] = (int32_t)x->via.u64;
+    }
+    r->n_tokens = (int)o->via.array.size;
+    return 0;
+}
+
+static void reply_stats(const msgpack_object *s, sd_done_stats *st) {
+    st->prompt_tokens = (int)mp_num(sd_mp_get(s, "prompt_tokens"));
+    st->prefilled = (int)mp_num(sd_mp_get(s, "prefilled"));
+    st->generated = (int)mp_num(sd_mp_get(s, "generated"));
+    st->drafted = (int)mp_num(sd_mp_get(s, "drafted"));
+    st->accepted = (int)mp_num(sd_mp_get(s, "accepted"));
+    st->target_passes = (int)mp_num(sd_mp_get(s, "target_passes"));
+    st->draft_k = (int)mp_num(sd_mp_get(s, "draft_k"));
+    st->queue_ms = mp_num(sd_mp_get(s, "queue_ms"));
+    st->ttft_ms = mp_num(sd_mp_get(s, "ttft_ms"));
+    st->ms_per_token = mp_num(sd_mp_get(s, "ms_per_token"));
+    st->total_ms = mp_num(sd_mp_get(s, "total_ms"));
+    st->acceptance = mp_num(sd_mp_get(s, "acceptance"));
+    st->mode = mp_str_eq(sd_mp_get(s, "mode"), "plain") ? SD_PMODE_PLAIN : SD_PMODE_SPEC;
+    st->seed = mp_u64(sd_mp_get(s, "seed"));
+}
+
+static int reply_fill(sd_reply *r, sd_err *err) {
+    const msgpack_object *m = r->root;
+    if (m->type != MSGPACK_OBJECT_MAP) return sd_errf(err, "reply is not a map");
+    const msgpack_object *v = sd_mp_get(m, "v"), *t = sd_mp_get(m, "type"), *id = sd_mp_get(m, "id");
+    if (!v || v->type != MSGPACK_OBJECT_POSITIVE_INTEGER || v->via.u64 != SD_PROTO_VERSION)
+        return sd_errf(err, "reply has no 'v' = 1");
+    for (int i = SD_REPLY_TOKEN; i <= SD_REPLY_HEARTBEAT; i++)
+        if (mp_str_eq(t, type_names[i])) r->type = (sd_reply_type)i;
+    if (r->type == SD_REPLY_NONE) return sd_errf(err, "reply has an unknown 'type'");
+    if (id && id->type == MSGPACK_OBJECT_POSITIVE_INTEGER) { r->has_id = true; r->id = id->via.u64; }
+    else if (r->type != SD_REPLY_ERROR && r->type != SD_REPLY_HEARTBEAT) return sd_errf(err, "reply has no 'id'");
+    const msgpack_object *text = sd_mp_get(m, "text");
+    if (text) {
+        if (text->type != MSGPACK_OBJECT_STR) return sd_errf(err, "reply: 'text' is not a string");
+        r->text = text->via.str.ptr;
+        r->text_len = text->via.str.size;
+    }
+    if (reply_ids(sd_mp_get(m, "tokens"), r, err)) return -1;
+    const msgpack_object *op = sd_mp_get(m, "op");
+    if (op && op->type == MSGPACK_OBJECT_STR) r->op = sd_op_parse(op->via.str.ptr, op->via.str.size);
+    switch (r->type) {
+    case SD_REPLY_DONE:
+        mp_copy_str(sd_mp_get(m, "finish_reason"), r->finish_reason, sizeof r->finish_reason);
+        reply_stats(sd_mp_get(m, "stats"), &r->stats);
+        break;
+    case SD_REPLY_ERROR:
+        mp_copy_str(sd_mp_get(m, "code"), r->code, sizeof r->code);
+        mp_copy_str(sd_mp_get(m, "field"), r->field, sizeof r->field);
+        mp_copy_str(sd_mp_get(m, "message"), r->message, sizeof r->message);
+        r->retry_after_ms = (int)mp_num(sd_mp_get(m, "retry_after_ms"));
+        break;
+    case SD_REPLY_RESULT: {
+        r->target = mp_u64(sd_mp_get(m, "target"));
+        const msgpack_object *f = sd_mp_get(m, "found");
+        r->found = f && f->type == MSGPACK_OBJECT_BOOLEAN && f->via.boolean;
+        r->time_us = mp_u64(sd_mp_get(m, "time_us"));
+        break;
+    }
+    default: break;
+    }
+    return 0;
+}
+
+int sd_reply_decode(const void *buf, size_t len, sd_reply *r, sd_err *err) {
+    memset(r, 0, sizeof *r);
+    msgpack_unpacked_init(&r->up);
+    size_t off = 0;
+    if (msgpack_unpack_next(&r->up, buf, len, &off) != MSGPACK_UNPACK_SUCCESS || off != len) {
+        msgpack_unpacked_destroy(&r->up);
+        memset(r, 0, sizeof *r);
+        return sd_errf(err, "reply is not one MessagePack object");
+    }
+    r->root = &r->up.data;
+    if (reply_fill(r, err)) {
+        sd_reply_free(r);
+        return -1;
+    }
+    return 0;
+}
+
+void sd_reply_free(sd_reply *r) {
+    if (!r) return;
+    free(r->tokens);
+    if (r->root) msgpack_unpacked_destroy(&r->up);
+    memset(r, 0, sizeof *r);
+}
+
+/* ------------------------------------------------------------------ JSON */
+
+typedef struct jbuf { char *p; size_t n, cap; bool oom; } jbuf;
+
+static void jput(jbuf *b, const char *s, size_t n) {
+    if (b->oom) return;
+    if (b->n + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->n + n + 1) cap *= 2;
+        char *q = realloc(b->p, cap);
+        if (!q) { b->oom = true; return; }
+        b->p = q;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = 0;
+}
+static void jputs(jbuf *b, const char *s) { jput(b, s, strlen(s)); }
+
+static void jstr(jbuf *b, const char *s, size_t n) {
+    jputs(b, "\"");
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        char esc[8];
+        if (c == '"' || c == '\\') { esc[0] = '\\'; esc[1] = (char)c; jput(b, esc, 2); }
+        else if (c == '\n') jputs(b, "\\n");
+        else if (c == '\r') jputs(b, "\\r");
+        else if (c == '\t') jputs(b, "\\t");
+        else if (c < 0x20 || c == 0x7f) { snprintf(esc, sizeof esc, "\\u%04x", c); jputs(b, esc); }
+        else jput(b, (const char *)&s[i], 1);
+    }
+    jputs(b, "\"");
+}
+
+static void jobj(jbuf *b, const msgpack_object *o, int depth) {
+    char num[64];
+    if (depth > 64) { jputs(b, "null"); return; }
+    switch (o->type) {
+    case MSGPACK_OBJECT_NIL: jputs(b, "null"); break;
+    case MSGPACK_OBJECT_BOOLEAN: jputs(b, o->via.boolean ? "true" : "false"); break;
+    case MSGPACK_OBJECT_POSITIVE_INTEGER: snprintf(num, sizeof num, "%llu", (unsigned long long)o->via.u64); jputs(b, num); break;
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER: snprintf(num, sizeof num, "%lld", (long long)o->via.i64); jputs(b, num); break;
+    case MSGPACK_OBJECT_FLOAT32:
+    case MSGPACK_OBJECT_FLOAT64:
+        if (isfinite(o->via.f64)) { snprintf(num, sizeof num, "%.17g", o->via.f64); jputs(b, num); }
+        else jputs(b, "null");
+        break;
+    case MSGPACK_OBJECT_STR: jstr(b, o->via.str.ptr, o->via.str.size); break;
+    case MSGPACK_OBJECT_ARRAY:
+        jputs(b, "[");
+        for (uint32_t i = 0; i < o->via.array.size; i++) {
+            if (i) jputs(b, ",");
+            jobj(b, &o->via.array.ptr[i], depth + 1);
+        }
+        jputs(b, "]");
+        break;
+    case MSGPACK_OBJECT_MAP:
+        jputs(b, "{");
+        for (uint32_t i = 0; i < o->via.map.size; i++) {
+            const msgpack_object_kv *kv = &o->via.map.ptr[i];
+            if (i) jputs(b, ",");
+            if (kv->key.type == MSGPACK_OBJECT_STR) jstr(b, kv->key.via.str.ptr, kv->key.via.str.size);
+            else { jbuf k = {0}; jobj(&k, &kv->key, depth + 1); jstr(b, k.p ? k.p : "", k.n); free(k.p); }
+            jputs(b, ":");
+            jobj(b, &kv->val, depth + 1);
+        }
+        jputs(b, "}");
+        break;
+    default: jputs(b, "null"); break;
+    }
+}
+
+char *sd_mp_to_json(const msgpack_object *o) {
+    jbuf b = {0};
+    jobj(&b, o, 0);
+    if (b.oom) { free(b.p); return NULL; }
+    return b.p;
+}

@@ -1,0 +1,234 @@
+/* Protocol v1 between `specd serve` and its clients (docs/protocol.md is the reference).
+ * One MessagePack map per ZeroMQ message; the daemon is a ROUTER, clients are DEALERs.
+ *
+ * This module is shared by the daemon and the client library, so it depends on nothing but msgpack-c
+ * and kernels/err.h: no model, engine or daemon types appear here.
+ *
+ * Requests: sd_request (decoded strictly: every problem becomes an sd_proto_err naming the field).
+ * Replies: encoders for every reply type, and sd_reply_decode() which fills the common fields and keeps
+ * the unpacked object for callers that want the nested maps of `info` and `stats`. */
+#ifndef SD_PROTOCOL_H
+#define SD_PROTOCOL_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <msgpack.h>
+
+#include "kernels/err.h"
+
+#define SD_PROTO_VERSION 1
+
+/* Limits every daemon enforces (a daemon may announce tighter ones in `info.limits`). */
+#define SD_PROTO_MAX_MSG_BYTES (4u << 20)     /* ZMQ_MAXMSGSIZE: larger messages drop the connection */
+#define SD_PROTO_MAX_TEXT_BYTES (1u << 20)    /* prompt / tokenize text */
+#define SD_PROTO_MAX_INPUT_TOKENS (1 << 18)   /* `tokens` arrays in requests */
+#define SD_PROTO_MAX_GEN_TOKENS (1 << 20)     /* max_tokens upper bound (the context bounds it further) */
+#define SD_PROTO_MAX_STOP 16                  /* stop strings per request */
+#define SD_PROTO_MAX_STOP_BYTES 256           /* bytes per stop string */
+#define SD_PROTO_MAX_DRAFT 64                 /* draft_max upper bound */
+#define SD_PROTO_MAX_TOP_K (1 << 20)
+#define SD_PROTO_MAX_TEMPERATURE 100.0
+
+typedef enum sd_op {
+    SD_OP_NONE = 0,
+    SD_OP_GENERATE,
+    SD_OP_TOKENIZE,
+    SD_OP_DETOKENIZE,
+    SD_OP_INFO,
+    SD_OP_STATS,
+    SD_OP_CANCEL,
+    SD_OP_PING,
+} sd_op;
+const char *sd_op_name(sd_op op);      /* "generate", ... ; "?" for SD_OP_NONE */
+sd_op sd_op_parse(const char *s, size_t len); /* SD_OP_NONE when unknown */
+
+typedef enum sd_gen_mode_p { SD_PMODE_SPEC = 0, SD_PMODE_PLAIN = 1 } sd_gen_mode_p;
+
+/* Bits of sd_req_generate.set: which optional fields the request carried (others take the daemon's
+ * defaults, see `info.defaults`). */
+enum {
+    SD_GF_MAX_TOKENS = 1 << 0,
+    SD_GF_TEMPERATURE = 1 << 1,
+    SD_GF_TOP_K = 1 << 2,
+    SD_GF_TOP_P = 1 << 3,
+    SD_GF_MIN_P = 1 << 4,
+    SD_GF_SEED = 1 << 5,
+    SD_GF_STOP = 1 << 6,
+    SD_GF_MODE = 1 << 7,
+    SD_GF_DRAFT_MAX = 1 << 8,
+    SD_GF_STREAM = 1 << 9,
+    SD_GF_ADD_BOS = 1 << 10,
+};
+
+typedef struct sd_req_generate {
+    /* exactly one of prompt (UTF-8 text, NUL-terminated copy) and tokens is set */
+    char *prompt;
+    size_t prompt_len;
+    int32_t *tokens;
+    int n_tokens;
+    unsigned set;    /* SD_GF_* bits */
+    int max_tokens;  /* 1 .. SD_PROTO_MAX_GEN_TOKENS */
+    float temperature; /* 0 .. 100 (0: greedy) */
+    int top_k;       /* 0 (off) .. SD_PROTO_MAX_TOP_K */
+    float top_p;     /* (0, 1] (1: off) */
+    float min_p;     /* [0, 1] (0: off) */
+    uint64_t seed;
+    char **stop;     /* n_stop NUL-terminated UTF-8 strings, each 1..SD_PROTO_MAX_STOP_BYTES bytes */
+    int n_stop;
+    sd_gen_mode_p mode;
+    int draft_max;   /* 1 .. SD_PROTO_MAX_DRAFT */
+    bool stream;     /* default false */
+    bool add_bos;    /* prompt text only: default true */
+} sd_req_generate;
+
+typedef struct sd_request {
+    uint64_t id;
+    sd_op op;
+    sd_req_generate gen;    /* SD_OP_GENERATE */
+    char *text;             /* SD_OP_TOKENIZE: NUL-terminated copy */
+    size_t text_len;
+    bool add_bos;           /* SD_OP_TOKENIZE: default true */
+    int32_t *tokens;        /* SD_OP_DETOKENIZE */
+    int n_tokens;
+    uint64_t target;        /* SD_OP_CANCEL: id of the request to cancel */
+} sd_request;
+
+/* Initialises r for op with every optional field unset (defaults). */
+void sd_request_init(sd_request *r, sd_op op, uint64_t id);
+/* Frees what a decoded request owns (strings, arrays); r can be reused after. Safe on a zeroed r. */
+void sd_request_free(sd_request *r);
+
+/* Error codes (the `code` field of an `error` reply). */
+#define SD_E_BAD_MESSAGE "bad_message"     /* not MessagePack, not a map, trailing bytes */
+#define SD_E_BAD_VERSION "bad_version"     /* `v` is not 1 */
+#define SD_E_UNKNOWN_OP "unknown_op"
+#define SD_E_MISSING_FIELD "missing_field"
+#define SD_E_BAD_TYPE "bad_type"           /* a field has the wrong MessagePack type */
+#define SD_E_OUT_OF_RANGE "out_of_range"   /* a number outside its range, too many items, too long */
+#define SD_E_BAD_UTF8 "bad_utf8"           /* prompt, text or a stop string is not valid UTF-8 */
+#define SD_E_UNKNOWN_FIELD "unknown_field"
+#define SD_E_DUPLICATE_FIELD "duplicate_field"
+#define SD_E_TOO_LONG "too_long"           /* the prompt (+ max_tokens) does not fit in the context */
+#define SD_E_DUPLICATE_ID "duplicate_id"   /* this client already has a request in flight with this id */
+#define SD_E_BUSY "busy"                   /* every session is busy and the wait queue is full */
+#define SD_E_SHUTTING_DOWN "shutting_down"
+#define SD_E_INTERNAL "internal"
+
+/* A request decode failure: what to put in the `error` reply. */
+typedef struct sd_proto_err {
+    char code[32];
+    char field[64];    /* "" when the error is not about one field */
+    char message[400];
+    bool has_id;       /* the request's id was readable, so the reply can echo it */
+    uint64_t id;
+    sd_op op;          /* the op when it was readable, else SD_OP_NONE */
+} sd_proto_err;
+
+/* Decodes and validates one request message. 0 on success (r owns its allocations: sd_request_free),
+ * -1 with *e filled (r left empty). */
+int sd_request_decode(const void *buf, size_t len, sd_request *r, sd_proto_err *e);
+/* Encodes a request (validating it the same way: an invalid request is an error, not a message).
+ * *buf is malloc'd. */
+int sd_request_encode(const sd_request *r, char **buf, size_t *len, sd_err *err);
+
+/* ---- replies ---- */
+
+typedef enum sd_reply_type {
+    SD_REPLY_NONE = 0,
+    SD_REPLY_TOKEN,     /* streamed piece of a generate */
+    SD_REPLY_DONE,      /* end of a generate */
+    SD_REPLY_ERROR,     /* end of any request that failed (including `busy`) */
+    SD_REPLY_RESULT,    /* the answer to tokenize, detokenize, info, stats, cancel, ping */
+    SD_REPLY_HEARTBEAT, /* daemon -> client keep-alive; no id; clients ignore it */
+} sd_reply_type;
+const char *sd_reply_type_name(sd_reply_type t);
+
+/* Per-request statistics carried by `done`. */
+typedef struct sd_done_stats {
+    int prompt_tokens, prefilled, generated;
+    int drafted, accepted, target_passes, draft_k;
+    double queue_ms, ttft_ms, ms_per_token, total_ms;
+    double acceptance;        /* accepted / drafted, 0 when nothing was drafted */
+    sd_gen_mode_p mode;       /* the mode actually used (spec falls back to plain without a proposer) */
+    uint64_t seed;            /* the seed used (random per request unless the request gave one) */
+} sd_done_stats;
+
+/* finish_reason values */
+#define SD_FINISH_STR_STOP "stop"
+#define SD_FINISH_STR_LENGTH "length"
+#define SD_FINISH_STR_CANCELLED "cancelled"
+
+/* Encoders: each returns 0 and appends one complete message to sb (callers clear sb between messages),
+ * or -1 only when msgpack fails to allocate. */
+int sd_enc_token(msgpack_sbuffer *sb, uint64_t id, const char *text, size_t text_len, const int32_t *ids,
+                 int n_ids);
+int sd_enc_done(msgpack_sbuffer *sb, uint64_t id, const char *text, size_t text_len, const int32_t *ids,
+                int n_ids, const char *finish_reason, const sd_done_stats *st);
+/* has_id false: the id could not be read (malformed message); `id` is then nil. field may be NULL/"". */
+int sd_enc_error(msgpack_sbuffer *sb, bool has_id, uint64_t id, const char *code, const char *field,
+                 const char *message);
+int sd_enc_busy(msgpack_sbuffer *sb, uint64_t id, int retry_after_ms, int queued, int active);
+int sd_enc_heartbeat(msgpack_sbuffer *sb);
+int sd_enc_result_tokens(msgpack_sbuffer *sb, uint64_t id, const int32_t *ids, int n_ids); /* tokenize */
+int sd_enc_result_text(msgpack_sbuffer *sb, uint64_t id, const char *text, size_t len);   /* detokenize */
+int sd_enc_result_cancel(msgpack_sbuffer *sb, uint64_t id, uint64_t target, bool found);
+int sd_enc_result_pong(msgpack_sbuffer *sb, uint64_t id, uint64_t time_us);
+/* Starts a result map for `op` with n_extra more key/value pairs the caller packs itself (info, stats):
+ * the map gets v, id, type, op plus n_extra entries. */
+int sd_enc_result_begin(msgpack_packer *pk, uint64_t id, sd_op op, int n_extra);
+
+/* Packs a str (helpers for callers building nested maps). */
+void sd_pack_cstr(msgpack_packer *pk, const char *s);
+void sd_pack_kv_str(msgpack_packer *pk, const char *key, const char *val);
+void sd_pack_kv_int(msgpack_packer *pk, const char *key, int64_t val);
+void sd_pack_kv_uint(msgpack_packer *pk, const char *key, uint64_t val);
+void sd_pack_kv_double(msgpack_packer *pk, const char *key, double val);
+void sd_pack_kv_bool(msgpack_packer *pk, const char *key, bool val);
+
+/* A decoded reply. Pointers (text, code, ...) point into `up` and are valid until sd_reply_free. */
+typedef struct sd_reply {
+    sd_reply_type type;
+    bool has_id;
+    uint64_t id;
+    sd_op op;                  /* RESULT: the op answered */
+    /* TOKEN and DONE: text piece / full text; RESULT detokenize: text */
+    const char *text;
+    size_t text_len;
+    /* TOKEN: ids of this piece; DONE: every generated id; RESULT tokenize: the ids (malloc'd copy) */
+    int32_t *tokens;
+    int n_tokens;
+    /* DONE */
+    char finish_reason[16];
+    sd_done_stats stats;
+    /* ERROR */
+    char code[32];
+    char field[64];
+    char message[400];
+    int retry_after_ms;        /* busy */
+    /* RESULT cancel */
+    uint64_t target;
+    bool found;
+    /* RESULT ping */
+    uint64_t time_us;
+    /* the whole message, for info/stats (a map) */
+    msgpack_unpacked up;
+    const msgpack_object *root;
+} sd_reply;
+
+/* Decodes one reply message. 0 on success (free with sd_reply_free), -1 with err for a message that is
+ * not a valid v1 reply. */
+int sd_reply_decode(const void *buf, size_t len, sd_reply *r, sd_err *err);
+void sd_reply_free(sd_reply *r);
+
+/* ---- helpers ---- */
+
+/* True when s[0..len) is valid UTF-8 (no overlongs, no surrogates, <= U+10FFFF). */
+bool sd_utf8_valid(const char *s, size_t len);
+/* Looks key up in a msgpack map object; NULL when absent or o is not a map. */
+const msgpack_object *sd_mp_get(const msgpack_object *o, const char *key);
+/* Writes o as JSON to a malloc'd NUL-terminated string (for `--json` output). Binary data becomes a
+ * base64-less placeholder; non-finite floats become null. */
+char *sd_mp_to_json(const msgpack_object *o);
+
+#endif
