@@ -1,0 +1,49 @@
+/* Backend selection ("auto", "cpu", "cuda", "cuda:N"); the type tables live in kernels/dtype.c. */
+#include "kernels/backend.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef SD_HAVE_CUDA
+int sd_backend_cuda_new(int device, sd_backend **out, sd_err *err) {
+    *out = NULL;
+    return sd_errf(err, "cuda backend: built without CUDA (nvcc was not found at build time, or CUDA=0)");
+}
+#endif
+
+static void set_why(char *why, size_t why_len, const char *msg) {
+    if (why && why_len) snprintf(why, why_len, "%s", msg);
+}
+
+int sd_backend_open(const char *spec, int n_threads, sd_backend **out, char *why, size_t why_len, sd_err *err) {
+    *out = NULL;
+    set_why(why, why_len, "");
+    if (!spec || !*spec || strcmp(spec, "auto") == 0) {
+        sd_err cerr = {{0}};
+        if (sd_backend_cuda_new(0, out, &cerr) == 0) {
+            set_why(why, why_len, "cuda device 0 found");
+            return 0;
+        }
+        char msg[600];
+        snprintf(msg, sizeof msg, "using cpu: %s", cerr.msg);
+        set_why(why, why_len, msg);
+        return sd_backend_cpu_new(n_threads, out, err);
+    }
+    if (strcmp(spec, "cpu") == 0) return sd_backend_cpu_new(n_threads, out, err);
+    if (strncmp(spec, "cuda", 4) == 0) {
+        int dev = 0;
+        if (spec[4] == ':') {
+            char *end;
+            long d = strtol(spec + 5, &end, 10);
+            if (end == spec + 5 || *end || d < 0 || d > 1024)
+                return sd_errf(err, "backend \"%s\": bad device index (expected cuda:N)", spec);
+            dev = (int)d;
+        } else if (spec[4]) {
+            return sd_errf(err, "unknown backend \"%s\" (expected auto, cpu, cuda or cuda:N)", spec);
+        }
+        if (sd_backend_cuda_new(dev, out, err) != 0) return sd_err_prefix(err, "backend \"%s\"", spec);
+        return 0;
+    }
+    return sd_errf(err, "unknown backend \"%s\" (expected auto, cpu, cuda or cuda:N)", spec);
+}

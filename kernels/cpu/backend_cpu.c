@@ -1,0 +1,372 @@
+/* The CPU backend: host memory, weights used in place in the file mapping, ops spread over a persistent
+ * thread pool, inner loops from the SIMD level chosen at start-up (kernels/cpu/simd.h).
+ * KV cache layout: F32, [layer][position][kv_dim] for K and for V. Positions >= the sequence length are
+ * never read, so truncating a sequence is just forgetting them. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/backend.h"
+#include "kernels/cpu/backend_cpu.h"
+#include "kernels/cpu/threadpool.h"
+#include "kernels/quant.h"
+
+typedef struct cpu_impl {
+    sd_pool *pool;
+    const sd_cpu_kernels *k;
+} cpu_impl;
+
+static cpu_impl *impl_of(sd_backend *b) { return (cpu_impl *)b->impl; }
+
+/* Element-wise ops smaller than this run on the calling thread: waking workers costs more. */
+#define PAR_MIN_ELEMS 32768
+#define ELEM_GRAIN 16384
+
+/* ---------------------------------------------------------------- memory */
+
+static float *cpu_alloc(sd_backend *b, size_t n_floats, sd_err *err) {
+    void *p = NULL;
+    size_t bytes = (n_floats ? n_floats : 1) * sizeof(float);
+    if (n_floats > SIZE_MAX / sizeof(float) || posix_memalign(&p, 64, bytes) != 0) {
+        sd_errf(err, "cpu backend: cannot allocate %zu floats", n_floats);
+        return NULL;
+    }
+    memset(p, 0, bytes);
+    return p;
+}
+
+static void cpu_release(sd_backend *b, void *p) { free(p); }
+
+static int mm_type_index(int type) {
+    switch (type) {
+    case SD_F32: return SD_MM_F32;
+    case SD_F16: return SD_MM_F16;
+    case SD_BF16: return SD_MM_BF16;
+    case SD_Q8_0: return SD_MM_Q8_0;
+    default: return -1;
+    }
+}
+
+static int cpu_upload_weight(sd_backend *b, sd_tensor *t, sd_err *err) {
+    const char *name = t->name ? t->name : "(unnamed)";
+    if (mm_type_index(t->type) < 0) {
+        const char *tn = sd_dtype_name(t->type);
+        return sd_errf(err, "tensor %s: type %s is not supported by the cpu backend", name, tn ? tn : "unknown");
+    }
+    if (t->cols <= 0 || t->rows <= 0 || t->cols % sd_dtype_block(t->type) != 0)
+        return sd_errf(err, "tensor %s: bad shape %lld x %lld for type %s", name, (long long)t->rows,
+                       (long long)t->cols, sd_dtype_name(t->type));
+    if (!t->host) return sd_errf(err, "tensor %s: no data", name);
+    t->data = (void *)t->host; /* the mapping is used in place: no copy */
+    return 0;
+}
+
+static void cpu_free_weight(sd_backend *b, sd_tensor *t) { t->data = NULL; }
+
+static void cpu_copy(sd_backend *b, float *dst, const float *src, size_t n) {
+    if (n && dst != src) memmove(dst, src, n * sizeof(float));
+}
+
+static int cpu_kv_alloc(sd_backend *b, sd_kv *kv, int n_layers, int ctx, int kv_dim, sd_err *err) {
+    memset(kv, 0, sizeof *kv);
+    if (n_layers <= 0 || ctx <= 0 || kv_dim <= 0)
+        return sd_errf(err, "kv cache: bad shape (%d layers, %d positions, kv_dim %d)", n_layers, ctx, kv_dim);
+    size_t n = (size_t)n_layers * (size_t)ctx * (size_t)kv_dim;
+    if (n / (size_t)n_layers / (size_t)ctx != (size_t)kv_dim) return sd_errf(err, "kv cache: size overflows");
+    kv->k = cpu_alloc(b, n, err);
+    kv->v = kv->k ? cpu_alloc(b, n, err) : NULL;
+    if (!kv->v) {
+        free(kv->k);
+        kv->k = NULL;
+        return sd_err_prefix(err, "kv cache (%d layers x %d positions x %d)", n_layers, ctx, kv_dim);
+    }
+    kv->n_layers = n_layers;
+    kv->ctx = ctx;
+    kv->kv_dim = kv_dim;
+    return 0;
+}
+
+static void cpu_kv_free(sd_backend *b, sd_kv *kv) {
+    free(kv->k);
+    free(kv->v);
+    kv->k = kv->v = NULL;
+}
+
+static void cpu_sync(sd_backend *b) {}
+
+/* ---------------------------------------------------------------- ops */
+
+static void cpu_embed(sd_backend *b, float *out, const sd_tensor *t, const int32_t *ids, int n) {
+    size_t rb = sd_dtype_row_bytes(t->type, t->cols);
+    const uint8_t *base = t->data ? t->data : t->host;
+    for (int i = 0; i < n; i++) {
+        float *o = out + (size_t)i * t->cols;
+        if (ids[i] < 0 || ids[i] >= t->rows) { /* the model validates ids; never read outside the table */
+            memset(o, 0, (size_t)t->cols * sizeof(float));
+            continue;
+        }
+        const uint8_t *row = base + (size_t)ids[i] * rb;
+        if (t->type == SD_F32) {
+            memcpy(o, row, (size_t)t->cols * sizeof(float));
+        } else if (t->type == SD_Q8_0) {
+            for (int64_t c = 0; c < t->cols; c += SD_QK8_0) sd_dequant_q8_0((const sd_block_q8_0 *)row + c / SD_QK8_0, o + c);
+        } else {
+            for (int64_t c = 0; c < t->cols; c++) o[c] = sd_row_get(t->type, row, c);
+        }
+    }
+}
+
+typedef struct rms_job {
+    float *out;
+    const float *x;
+    const sd_tensor *w;
+    int width;
+    float eps;
+} rms_job;
+
+static void rms_rows(void *v, int64_t r0, int64_t r1) {
+    const rms_job *j = v;
+    const void *w = j->w->data ? j->w->data : j->w->host;
+    for (int64_t r = r0; r < r1; r++) {
+        const float *x = j->x + r * j->width;
+        float *o = j->out + r * j->width;
+        double ss = 0; /* double, as ggml does: the sum of thousands of squares loses digits in float */
+        for (int c = 0; c < j->width; c++) ss += (double)x[c] * x[c];
+        float s = 1.0f / sqrtf((float)(ss / j->width) + j->eps);
+        if (j->w->type == SD_F32) {
+            const float *wf = w;
+            for (int c = 0; c < j->width; c++) o[c] = x[c] * s * wf[c];
+        } else {
+            for (int c = 0; c < j->width; c++) o[c] = x[c] * s * sd_row_get(j->w->type, w, c);
+        }
+    }
+}
+
+static void cpu_rmsnorm(sd_backend *b, float *out, const float *x, const sd_tensor *w, int rows, int width,
+                        float eps) {
+    rms_job j = {out, x, w, width, eps};
+    int64_t grain = width > 0 ? (PAR_MIN_ELEMS + width - 1) / width : 1;
+    sd_pool_for(impl_of(b)->pool, rows, grain, rms_rows, &j);
+}
+
+typedef struct mm_task {
+    sd_mm_job job;
+    sd_mm_rows_fn fn;
+} mm_task;
+
+static void mm_range(void *v, int64_t r0, int64_t r1) {
+    const mm_task *t = v;
+    t->fn(&t->job, r0, r1);
+}
+
+static void cpu_matmul(sd_backend *b, float *out, const sd_tensor *w, const float *x, int n) {
+    cpu_impl *im = impl_of(b);
+    int ti = mm_type_index(w->type);
+    if (n <= 0) return;
+    if (ti < 0) { /* upload_weight refused this type already; never read bytes we cannot interpret */
+        for (size_t i = 0; i < (size_t)n * (size_t)w->rows; i++) out[i] = NAN;
+        return;
+    }
+    mm_task t = {
+        .job = {.out = out, .out_stride = w->rows, .w = w->data ? w->data : w->host,
+                .row_bytes = sd_dtype_row_bytes(w->type, w->cols), .cols = w->cols, .x = x, .n = n},
+        .fn = im->k->mm[ti],
+    };
+    /* Chunks of whole row groups, several per thread so a thread slowed by a neighbour on a shared
+     * machine does not hold up the others; large enough to stream from memory efficiently. */
+    int nth = sd_pool_size(im->pool);
+    int64_t grain = w->rows / ((int64_t)nth * 8);
+    grain = (grain + SD_MM_ROW_ALIGN - 1) / SD_MM_ROW_ALIGN * SD_MM_ROW_ALIGN;
+    if (grain < SD_MM_ROW_ALIGN) grain = SD_MM_ROW_ALIGN;
+    /* Tiny products are not worth waking the pool. */
+    if ((double)w->rows * (double)w->cols * n < 65536.0) grain = w->rows;
+    sd_pool_for(im->pool, w->rows, grain, mm_range, &t);
+}
+
+static void cpu_add_bias(sd_backend *b, float *x, const sd_tensor *bias, int n) {
+    const void *bp = bias->data ? bias->data : bias->host;
+    for (int i = 0; i < n; i++) {
+        float *r = x + (size_t)i * bias->cols;
+        for (int64_t c = 0; c < bias->cols; c++) r[c] += sd_row_get(bias->type, bp, c);
+    }
+}
+
+typedef struct rope_job {
+    float *x;
+    int n_heads, head_dim, n_rot, pos0;
+    const float *inv_freq;
+    bool neox;
+} rope_job;
+
+static void rope_tokens(void *v, int64_t i0, int64_t i1) {
+    const rope_job *j = v;
+    int half = j->n_rot / 2;
+    for (int64_t i = i0; i < i1; i++) {
+        float *xt = j->x + i * (int64_t)j->n_heads * j->head_dim;
+        int pos = j->pos0 + (int)i;
+        for (int p = 0; p < half; p++) {
+            float a = sd_rope_angle(pos, j->inv_freq[p]), c = cosf(a), s = sinf(a);
+            int ia = j->neox ? p : 2 * p, ib = j->neox ? p + half : 2 * p + 1;
+            for (int h = 0; h < j->n_heads; h++) {
+                float *xh = xt + (int64_t)h * j->head_dim;
+                sd_rope_rotate(&xh[ia], &xh[ib], c, s);
+            }
+        }
+    }
+}
+
+static void cpu_rope(sd_backend *b, float *x, int n, int n_heads, int head_dim, int n_rot, int pos0,
+                     const float *inv_freq, bool neox) {
+    rope_job j = {x, n_heads, head_dim, n_rot, pos0, inv_freq, neox};
+    sd_pool_for(impl_of(b)->pool, n, 4, rope_tokens, &j);
+}
+
+static void cpu_kv_store(sd_backend *b, sd_kv *kv, int layer, int pos0, int n, const float *k, const float *v) {
+    if (layer < 0 || layer >= kv->n_layers || pos0 < 0 || n <= 0 || pos0 + n > kv->ctx) return;
+    size_t off = ((size_t)layer * kv->ctx + (size_t)pos0) * kv->kv_dim, len = (size_t)n * kv->kv_dim;
+    memcpy((float *)kv->k + off, k, len * sizeof(float));
+    memcpy((float *)kv->v + off, v, len * sizeof(float));
+}
+
+typedef struct attn_job {
+    float *out;
+    const float *q;
+    const float *k, *v; /* this layer's cache */
+    const sd_cpu_kernels *kern;
+    int pos0, n_heads, group, head_dim, kv_dim;
+    float scale;
+} attn_job;
+
+/* Positions are visited in blocks: scores of a block, then an online-softmax update (rescale what was
+ * accumulated when the running maximum grows). Numerically stable, no scratch proportional to context. */
+#define ATT_BLOCK 128
+#define ATT_MAX_STACK_HD 1024
+
+static void attn_one(const attn_job *j, int i, int h, float *acc) {
+    const float *q = j->q + ((int64_t)i * j->n_heads + h) * j->head_dim;
+    int kvh = h / j->group, hd = j->head_dim, n_pos = j->pos0 + i + 1;
+    float m = -INFINITY, l = 0, s[ATT_BLOCK];
+    memset(acc, 0, (size_t)hd * sizeof(float));
+    for (int t0 = 0; t0 < n_pos; t0 += ATT_BLOCK) {
+        int nb = n_pos - t0 < ATT_BLOCK ? n_pos - t0 : ATT_BLOCK;
+        float bm = -INFINITY;
+        for (int t = 0; t < nb; t++) {
+            s[t] = j->kern->dot(q, j->k + (int64_t)(t0 + t) * j->kv_dim + kvh * hd, hd) * j->scale;
+            if (s[t] > bm) bm = s[t];
+        }
+        if (bm > m) {
+            float r = expf(m - bm); /* 0 on the first block (m = -inf) */
+            l *= r;
+            j->kern->scale(acc, r, hd);
+            m = bm;
+        }
+        for (int t = 0; t < nb; t++) {
+            float p = expf(s[t] - m);
+            l += p;
+            j->kern->axpy(acc, p, j->v + (int64_t)(t0 + t) * j->kv_dim + kvh * hd, hd);
+        }
+    }
+    float *o = j->out + ((int64_t)i * j->n_heads + h) * hd;
+    float il = 1.0f / l;
+    for (int d = 0; d < hd; d++) o[d] = acc[d] * il;
+}
+
+static void attn_items(void *v, int64_t b, int64_t e) {
+    const attn_job *j = v;
+    float stack_acc[ATT_MAX_STACK_HD];
+    float *acc = j->head_dim <= ATT_MAX_STACK_HD ? stack_acc : malloc((size_t)j->head_dim * sizeof(float));
+    if (!acc) return;
+    for (int64_t it = b; it < e; it++) attn_one(j, (int)(it / j->n_heads), (int)(it % j->n_heads), acc);
+    if (acc != stack_acc) free(acc);
+}
+
+static void cpu_attention(sd_backend *b, float *out, const float *q, const sd_kv *kv, int layer, int pos0, int n,
+                          int n_heads, int n_kv_heads, int head_dim) {
+    if (n <= 0 || n_kv_heads <= 0 || n_heads % n_kv_heads != 0 || layer < 0 || layer >= kv->n_layers ||
+        pos0 < 0 || pos0 + n > kv->ctx || n_kv_heads * head_dim > kv->kv_dim)
+        return; /* the model checks shapes; never read outside the cache */
+    size_t off = (size_t)layer * kv->ctx * kv->kv_dim;
+    attn_job j = {
+        .out = out, .q = q, .k = (const float *)kv->k + off, .v = (const float *)kv->v + off,
+        .kern = impl_of(b)->k, .pos0 = pos0, .n_heads = n_heads, .group = n_heads / n_kv_heads,
+        .head_dim = head_dim, .kv_dim = kv->kv_dim, .scale = 1.0f / sqrtf((float)head_dim),
+    };
+    /* One item per (query, head); short contexts are cheap, so batch items until the work is worth a wake. */
+    int64_t items = (int64_t)n * n_heads, work = (int64_t)(pos0 + n) * head_dim;
+    int64_t grain = work >= 4096 ? 1 : 4096 / (work + 1) + 1;
+    sd_pool_for(impl_of(b)->pool, items, grain, attn_items, &j);
+}
+
+typedef struct ew_job {
+    float *out;
+    const float *a, *b;
+} ew_job;
+
+static void swiglu_range(void *v, int64_t b, int64_t e) {
+    const ew_job *j = v;
+    for (int64_t i = b; i < e; i++) j->out[i] = sd_silu(j->a[i]) * j->b[i];
+}
+
+static void cpu_swiglu(sd_backend *b, float *out, const float *gate, const float *up, size_t count) {
+    ew_job j = {out, gate, up};
+    sd_pool_for(impl_of(b)->pool, (int64_t)count, count < PAR_MIN_ELEMS ? (int64_t)count : ELEM_GRAIN,
+                swiglu_range, &j);
+}
+
+static void add_range(void *v, int64_t b, int64_t e) {
+    const ew_job *j = v;
+    for (int64_t i = b; i < e; i++) j->out[i] += j->a[i];
+}
+
+static void cpu_add(sd_backend *b, float *x, const float *y, size_t count) {
+    ew_job j = {x, y, NULL};
+    sd_pool_for(impl_of(b)->pool, (int64_t)count, count < 4 * PAR_MIN_ELEMS ? (int64_t)count : 4 * ELEM_GRAIN,
+                add_range, &j);
+}
+
+/* ---------------------------------------------------------------- lifetime */
+
+static void cpu_destroy(sd_backend *b) {
+    if (!b) return;
+    sd_pool_free(impl_of(b)->pool);
+    free(b->impl);
+    free(b);
+}
+
+int sd_backend_cpu_new_simd(int n_threads, sd_simd level, sd_backend **out, sd_err *err) {
+    *out = NULL;
+    const sd_cpu_kernels *k = sd_simd_kernels(level);
+    if (!k) return sd_errf(err, "cpu backend: unknown SIMD level %d", (int)level);
+    if (level > sd_simd_detect())
+        return sd_errf(err, "cpu backend: this CPU does not support %s (best: %s)", sd_simd_name(level),
+                       sd_simd_name(sd_simd_detect()));
+    sd_backend *b = calloc(1, sizeof *b);
+    cpu_impl *im = calloc(1, sizeof *im);
+    if (!b || !im) {
+        free(b);
+        free(im);
+        return sd_errf(err, "cpu backend: out of memory");
+    }
+    if (sd_pool_new(n_threads, &im->pool, err) != 0) {
+        free(b);
+        free(im);
+        return sd_err_prefix(err, "cpu backend");
+    }
+    im->k = k;
+    *b = (sd_backend){
+        .name = "cpu", .n_threads = sd_pool_size(im->pool), .impl = im, .destroy = cpu_destroy,
+        .alloc = cpu_alloc, .release = cpu_release, .upload_weight = cpu_upload_weight,
+        .free_weight = cpu_free_weight, .to_host = cpu_copy, .from_host = cpu_copy, .kv_alloc = cpu_kv_alloc,
+        .kv_free = cpu_kv_free, .sync = cpu_sync, .embed = cpu_embed, .rmsnorm = cpu_rmsnorm,
+        .matmul = cpu_matmul, .add_bias = cpu_add_bias, .rope = cpu_rope, .kv_store = cpu_kv_store,
+        .attention = cpu_attention, .swiglu = cpu_swiglu, .add = cpu_add,
+    };
+    *out = b;
+    return 0;
+}
+
+int sd_backend_cpu_new(int n_threads, sd_backend **out, sd_err *err) {
+    return sd_backend_cpu_new_simd(n_threads, sd_simd_default(), out, err);
+}
+
+sd_simd sd_backend_cpu_simd(const sd_backend *b) { return ((const cpu_impl *)b->impl)->k->level; }

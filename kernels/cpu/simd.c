@@ -1,0 +1,46 @@
+#include "kernels/cpu/simd.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const names[SD_SIMD_COUNT] = {"scalar", "avx", "avx2", "avx512"};
+
+const char *sd_simd_name(sd_simd s) { return (unsigned)s < SD_SIMD_COUNT ? names[s] : "?"; }
+
+sd_simd sd_simd_detect(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    /* __builtin_cpu_supports also checks the OS saves the wider registers (XGETBV). */
+    __builtin_cpu_init();
+    if (!(__builtin_cpu_supports("avx") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")))
+        return SD_SIMD_SCALAR;
+    if (!__builtin_cpu_supports("avx2")) return SD_SIMD_AVX;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl"))
+        return SD_SIMD_AVX512;
+    return SD_SIMD_AVX2;
+#else
+    return SD_SIMD_SCALAR;
+#endif
+}
+
+sd_simd sd_simd_default(void) {
+    sd_simd best = sd_simd_detect();
+    const char *cap = getenv("SPECD_SIMD");
+    if (cap && *cap) {
+        for (int s = 0; s < SD_SIMD_COUNT; s++)
+            if (strcmp(cap, names[s]) == 0 && (sd_simd)s < best) best = (sd_simd)s;
+    }
+    return best;
+}
+
+const sd_cpu_kernels *sd_simd_kernels(sd_simd s) {
+    switch (s) {
+    case SD_SIMD_SCALAR: return &sd_kernels_scalar;
+#if defined(__x86_64__) || defined(__i386__)
+    case SD_SIMD_AVX: /* SIMD kernels land next; until then every level runs the reference */
+    case SD_SIMD_AVX2:
+    case SD_SIMD_AVX512: return &sd_kernels_scalar;
+#endif
+    default: return NULL;
+    }
+}

@@ -1,0 +1,58 @@
+/* Runtime SIMD dispatch for the CPU backend: the instruction-set levels, CPU feature detection, and the
+ * table of inner kernels each level provides. One binary carries every level (each kernel file compiles
+ * its functions with __attribute__((target(...)))); the best level the CPU supports is chosen at run time,
+ * capped by the environment variable SPECD_SIMD=scalar|avx|avx2|avx512 (tests and benchmarks). */
+#ifndef SD_CPU_SIMD_H
+#define SD_CPU_SIMD_H
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum sd_simd {
+    SD_SIMD_SCALAR = 0, /* plain C: the reference every other level is tested against */
+    SD_SIMD_AVX = 1,    /* AVX + FMA + F16C (no AVX2) */
+    SD_SIMD_AVX2 = 2,   /* + AVX2 */
+    SD_SIMD_AVX512 = 3, /* + AVX-512 F/BW/VL */
+    SD_SIMD_COUNT
+} sd_simd;
+
+/* One matrix product: out[i * out_stride + r] = dot(row r of w, x + i * cols) for i < n. */
+typedef struct sd_mm_job {
+    float *out;
+    int64_t out_stride;
+    const uint8_t *w;
+    size_t row_bytes;
+    int64_t cols;
+    const float *x;
+    int n;
+} sd_mm_job;
+
+/* Computes rows [r0, r1) of a job. r0 is a multiple of SD_MM_ROW_ALIGN; a kernel groups rows only at
+ * absolute multiples of its group size, so every output element is computed by the same instruction
+ * sequence whatever the split across threads (results are bitwise independent of the thread count). */
+typedef void (*sd_mm_rows_fn)(const sd_mm_job *j, int64_t r0, int64_t r1);
+#define SD_MM_ROW_ALIGN 16
+
+/* Weight types a matmul kernel handles, as indices into sd_cpu_kernels.mm. */
+enum { SD_MM_F32, SD_MM_F16, SD_MM_BF16, SD_MM_Q8_0, SD_MM_NTYPES };
+
+typedef struct sd_cpu_kernels {
+    sd_simd level;
+    const char *name;
+    sd_mm_rows_fn mm[SD_MM_NTYPES];
+    float (*dot)(const float *a, const float *b, int64_t n);        /* attention scores */
+    void (*axpy)(float *y, float a, const float *x, int64_t n);     /* y += a * x (attention values) */
+    void (*scale)(float *y, float a, int64_t n);                    /* y *= a */
+} sd_cpu_kernels;
+
+/* Best level this CPU (and OS) supports, ignoring SPECD_SIMD. */
+sd_simd sd_simd_detect(void);
+/* The level to use: sd_simd_detect() capped by SPECD_SIMD when set. */
+sd_simd sd_simd_default(void);
+/* "scalar", "avx", "avx2", "avx512". */
+const char *sd_simd_name(sd_simd s);
+/* Kernels of a level (NULL when the level is unknown). Does not check the CPU supports it. */
+const sd_cpu_kernels *sd_simd_kernels(sd_simd s);
+
+extern const sd_cpu_kernels sd_kernels_scalar, sd_kernels_avx, sd_kernels_avx2, sd_kernels_avx512;
+
+#endif
