@@ -3,6 +3,8 @@
  * KV cache layout: F32, [layer][position][kv_dim] for K and for V. Positions >= the sequence length are
  * never read, so truncating a sequence is just forgetting them. */
 #include <math.h>
+#include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,6 +16,8 @@
 typedef struct cpu_impl {
     sd_pool *pool;
     const sd_cpu_kernels *k;
+    size_t kv_bytes, work_bytes;
+    char device[64];
 } cpu_impl;
 
 static cpu_impl *impl_of(sd_backend *b) { return (cpu_impl *)b->impl; }
@@ -24,18 +28,43 @@ static cpu_impl *impl_of(sd_backend *b) { return (cpu_impl *)b->impl; }
 
 /* ---------------------------------------------------------------- memory */
 
-static float *cpu_alloc(sd_backend *b, size_t n_floats, sd_err *err) {
+/* Every allocation carries its size in a 64-byte header (keeps the data 64-byte aligned) for mem_usage. */
+#define ALLOC_HDR 64
+
+static float *raw_alloc(size_t n_floats, sd_err *err) {
     void *p = NULL;
     size_t bytes = (n_floats ? n_floats : 1) * sizeof(float);
-    if (n_floats > SIZE_MAX / sizeof(float) || posix_memalign(&p, 64, bytes) != 0) {
+    if (n_floats > (SIZE_MAX - ALLOC_HDR) / sizeof(float) || posix_memalign(&p, 64, bytes + ALLOC_HDR) != 0) {
         sd_errf(err, "cpu backend: cannot allocate %zu floats", n_floats);
         return NULL;
     }
-    memset(p, 0, bytes);
+    memset(p, 0, bytes + ALLOC_HDR);
+    *(size_t *)p = bytes;
+    return (float *)((char *)p + ALLOC_HDR);
+}
+
+/* Frees a raw_alloc block and returns its size. */
+static size_t raw_free(void *p) {
+    if (!p) return 0;
+    void *base = (char *)p - ALLOC_HDR;
+    size_t bytes = *(size_t *)base;
+    free(base);
+    return bytes;
+}
+
+static float *cpu_alloc(sd_backend *b, size_t n_floats, sd_err *err) {
+    float *p = raw_alloc(n_floats, err);
+    if (p) impl_of(b)->work_bytes += *(size_t *)((char *)p - ALLOC_HDR);
     return p;
 }
 
-static void cpu_release(sd_backend *b, void *p) { free(p); }
+static void cpu_release(sd_backend *b, void *p) { impl_of(b)->work_bytes -= raw_free(p); }
+
+static void cpu_mem_usage(sd_backend *b, size_t *weights, size_t *kv, size_t *work) {
+    if (weights) *weights = 0; /* weights stay in the file mapping */
+    if (kv) *kv = impl_of(b)->kv_bytes;
+    if (work) *work = impl_of(b)->work_bytes;
+}
 
 static int mm_type_index(int type) {
     switch (type) {
@@ -58,6 +87,7 @@ static int cpu_upload_weight(sd_backend *b, sd_tensor *t, sd_err *err) {
                        (long long)t->cols, sd_dtype_name(t->type));
     if (!t->host) return sd_errf(err, "tensor %s: no data", name);
     t->data = (void *)t->host; /* the mapping is used in place: no copy */
+    t->data_type = t->type;
     return 0;
 }
 
@@ -73,22 +103,22 @@ static int cpu_kv_alloc(sd_backend *b, sd_kv *kv, int n_layers, int ctx, int kv_
         return sd_errf(err, "kv cache: bad shape (%d layers, %d positions, kv_dim %d)", n_layers, ctx, kv_dim);
     size_t n = (size_t)n_layers * (size_t)ctx * (size_t)kv_dim;
     if (n / (size_t)n_layers / (size_t)ctx != (size_t)kv_dim) return sd_errf(err, "kv cache: size overflows");
-    kv->k = cpu_alloc(b, n, err);
-    kv->v = kv->k ? cpu_alloc(b, n, err) : NULL;
+    kv->k = raw_alloc(n, err);
+    kv->v = kv->k ? raw_alloc(n, err) : NULL;
     if (!kv->v) {
-        free(kv->k);
+        raw_free(kv->k);
         kv->k = NULL;
         return sd_err_prefix(err, "kv cache (%d layers x %d positions x %d)", n_layers, ctx, kv_dim);
     }
     kv->n_layers = n_layers;
     kv->ctx = ctx;
     kv->kv_dim = kv_dim;
+    impl_of(b)->kv_bytes += 2 * n * sizeof(float);
     return 0;
 }
 
 static void cpu_kv_free(sd_backend *b, sd_kv *kv) {
-    free(kv->k);
-    free(kv->v);
+    impl_of(b)->kv_bytes -= raw_free(kv->k) + raw_free(kv->v);
     kv->k = kv->v = NULL;
 }
 
@@ -353,8 +383,9 @@ int sd_backend_cpu_new_simd(int n_threads, sd_simd level, sd_backend **out, sd_e
         return sd_err_prefix(err, "cpu backend");
     }
     im->k = k;
+    snprintf(im->device, sizeof im->device, "cpu (%s, %d threads)", k->name, sd_pool_size(im->pool));
     *b = (sd_backend){
-        .name = "cpu", .n_threads = sd_pool_size(im->pool), .impl = im, .destroy = cpu_destroy,
+        .name = "cpu", .device = im->device, .mem_usage = cpu_mem_usage, .n_threads = sd_pool_size(im->pool), .impl = im, .destroy = cpu_destroy,
         .alloc = cpu_alloc, .release = cpu_release, .upload_weight = cpu_upload_weight,
         .free_weight = cpu_free_weight, .to_host = cpu_copy, .from_host = cpu_copy, .kv_alloc = cpu_kv_alloc,
         .kv_free = cpu_kv_free, .sync = cpu_sync, .embed = cpu_embed, .rmsnorm = cpu_rmsnorm,
