@@ -99,6 +99,11 @@ void sd_gen_cancel(sd_gen *g);
 const int32_t *sd_gen_tokens(const sd_gen *g, int *n);
 const char *sd_gen_text(const sd_gen *g, size_t *len);
 void sd_gen_get_stats(const sd_gen *g, sd_gen_stats *st);
+/* Derived figures, so every front end reports them the same way. acceptance: accepted / drafted (0 when
+ * nothing was drafted). tokens_per_pass: tokens per target pass after prefill (the prefill pass yields
+ * the first token), (generated - 1) / target_passes; 1 for plain decoding. */
+double sd_gen_stats_acceptance(const sd_gen_stats *st);
+double sd_gen_stats_tokens_per_pass(const sd_gen_stats *st);
 /* Ends the request; the session keeps its caches for the next one. */
 void sd_gen_free(sd_gen *g);
 

@@ -1,0 +1,133 @@
+/* A model proposer: runs a model (a separate draft model, or the target truncated to its first layers)
+ * autoregressively on its own KV cache. See proposer.h. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "draft/proposer.h"
+
+typedef struct model_prop {
+    sd_seq *seq;
+    int vocab, max_k;
+    int32_t *cached; /* the tokens the sequence's cache holds: cached[0..seq->pos) */
+    int32_t *out;    /* proposed tokens */
+    float *logits;   /* host, vocab floats: the prediction after the last fed token */
+    sd_probs *q;     /* max_k distributions (filled only when sampling) */
+} model_prop;
+
+/* Top probability of softmax(logits) at temperature 1: the draft's confidence, whatever the sampler. */
+static float top_prob(const float *x, int n) {
+    float mx = x[0];
+    for (int i = 1; i < n; i++) if (x[i] > mx) mx = x[i];
+    double z = 0;
+    for (int i = 0; i < n; i++) z += exp((double)(x[i] - mx));
+    return (float)(1.0 / z);
+}
+
+static void mp_rollback(sd_proposer *p, const int32_t *hist, int n) {
+    model_prop *mp = p->impl;
+    int c = sd_tokens_lcp(mp->cached, mp->seq->pos, hist, n);
+    if (c < mp->seq->pos) sd_seq_truncate(mp->seq, c);
+}
+
+/* Feeds tokens to the draft sequence, recording them; logits of the last one land in mp->logits. */
+static int feed(model_prop *mp, const int32_t *toks, int n, sd_err *err) {
+    int pos = mp->seq->pos;
+    if (sd_forward(mp->seq, toks, n, false, mp->logits, err)) return -1;
+    memcpy(mp->cached + pos, toks, (size_t)n * sizeof *toks);
+    return 0;
+}
+
+static int mp_propose(sd_proposer *p, const int32_t *hist, int n, int k, const sd_draft_opts *o,
+                      sd_proposal *out, sd_err *err) {
+    model_prop *mp = p->impl;
+    out->tokens = mp->out;
+    out->n = 0;
+    out->q = NULL;
+    if (k > mp->max_k) k = mp->max_k;
+    /* Room in the draft's cache: the history plus k - 1 fed drafts. */
+    if (n + k - 1 > mp->seq->ctx) k = mp->seq->ctx - n + 1;
+    if (k <= 0 || n > mp->seq->ctx) return 0;
+
+    /* Sync: keep the common prefix, feed the rest (at least the last token, whose logits we need). */
+    int c = sd_tokens_lcp(mp->cached, mp->seq->pos, hist, n);
+    if (c > n - 1) c = n - 1;
+    if (c < mp->seq->pos) sd_seq_truncate(mp->seq, c);
+    if (feed(mp, hist + c, n - c, err)) return -1;
+
+    bool greedy = sd_sampling_is_greedy(o->sampling);
+    for (int i = 0; i < k; i++) {
+        /* Stop early when the draft is unsure; the first token is always proposed because verifying
+         * one more token costs the target little compared with a pass of its own. */
+        if (i > 0 && o->p_min > 0 && top_prob(mp->logits, mp->vocab) < o->p_min) break;
+        int32_t t;
+        if (greedy) {
+            t = sd_argmax(mp->logits, mp->vocab);
+        } else {
+            sd_sampling_probs(o->sampling, mp->logits, mp->vocab, &mp->q[i]);
+            t = sd_probs_draw(&mp->q[i], sd_rng_f32(o->rng));
+        }
+        mp->out[out->n++] = t;
+        if (i + 1 < k && feed(mp, &t, 1, err)) return -1;
+    }
+    if (!greedy) out->q = mp->q;
+    return 0;
+}
+
+static void mp_destroy(sd_proposer *p) {
+    model_prop *mp = p->impl;
+    if (mp) {
+        sd_seq_free(mp->seq);
+        if (mp->q)
+            for (int i = 0; i < mp->max_k; i++) sd_probs_free(&mp->q[i]);
+        free(mp->q);
+        free(mp->cached);
+        free(mp->out);
+        free(mp->logits);
+        free(mp);
+    }
+    free(p);
+}
+
+int sd_prop_model_new(const char *name, sd_model *m, int n_layers, int ctx, int max_k, double cost,
+                      sd_proposer **out, sd_err *err) {
+    *out = NULL;
+    sd_proposer *p = calloc(1, sizeof *p);
+    model_prop *mp = calloc(1, sizeof *mp);
+    if (!p || !mp) {
+        free(p);
+        free(mp);
+        return sd_errf(err, "out of memory for the %s proposer", name);
+    }
+    p->name = name;
+    p->cost = cost;
+    p->impl = mp;
+    p->propose = mp_propose;
+    p->rollback = mp_rollback;
+    p->destroy = mp_destroy;
+    mp->vocab = m->hp.vocab;
+    mp->max_k = max_k;
+    if (sd_seq_new(m, ctx, n_layers, &mp->seq, err)) {
+        mp_destroy(p);
+        return sd_err_prefix(err, "%s proposer", name);
+    }
+    mp->cached = malloc((size_t)mp->seq->ctx * sizeof *mp->cached);
+    mp->out = malloc((size_t)max_k * sizeof *mp->out);
+    mp->logits = malloc((size_t)mp->vocab * sizeof *mp->logits);
+    mp->q = calloc((size_t)max_k, sizeof *mp->q);
+    bool ok = mp->cached && mp->out && mp->logits && mp->q;
+    for (int i = 0; ok && i < max_k; i++) ok = sd_probs_init(&mp->q[i], mp->vocab) == 0;
+    if (!ok) {
+        mp_destroy(p);
+        return sd_errf(err, "out of memory for the %s proposer", name);
+    }
+    *out = p;
+    return 0;
+}
+
+int sd_prop_draft_new(sd_model *draft, const sd_model *target, int ctx, int max_k, sd_proposer **out,
+                      sd_err *err) {
+    /* Decoding is memory-bound, so the bytes of weights read per token are the cost ratio. */
+    double cost = target->bytes_per_token ? (double)draft->bytes_per_token / target->bytes_per_token : 0.1;
+    return sd_prop_model_new("draft", draft, 0, ctx, max_k, cost, out, err);
+}

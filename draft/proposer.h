@@ -1,0 +1,58 @@
+/* Draft proposers behind one interface: a second model (draft_model.c), n-gram lookup in prompt + output
+ * (lookup.c) and the target's own first L layers (self_draft.c). The engine owns one proposer per session.
+ *
+ * A proposer sees the whole token history each time it is asked, and keeps itself in sync with it:
+ * whatever it cached beyond the longest common prefix with the history is dropped (that is the
+ * rollback after a rejection), and only tokens it has not seen are fed (accepted positions are never
+ * recomputed). */
+#ifndef SD_PROPOSER_H
+#define SD_PROPOSER_H
+#include <stdint.h>
+
+#include "kernels/err.h"
+#include "model/model.h"
+#include "model/sampler.h"
+
+typedef struct sd_draft_opts {
+    const sd_sampling *sampling; /* greedy: propose argmax tokens; else draw from q filtered like p */
+    float p_min;                 /* a model proposer stops before a token whose top probability is lower */
+    sd_rng *rng;                 /* the request's RNG (sampling only) */
+} sd_draft_opts;
+
+typedef struct sd_proposal {
+    const int32_t *tokens; /* n proposed tokens, valid until the next call on the proposer */
+    int n;
+    const sd_probs *q;     /* n draft distributions when sampled from a model; NULL: point masses */
+} sd_proposal;
+
+typedef struct sd_proposer sd_proposer;
+struct sd_proposer {
+    const char *name; /* "draft", "lookup", "self" */
+    double cost;      /* cost of drafting one token relative to one target decode pass (0 for lookup) */
+    void *impl;
+    /* Proposes up to k tokens to follow hist[0..n) (n >= 1). Fewer (even 0) is fine. */
+    int (*propose)(sd_proposer *p, const int32_t *hist, int n, int k, const sd_draft_opts *o,
+                   sd_proposal *out, sd_err *err);
+    /* The history is now hist[0..n): drop whatever was cached beyond what agrees with it. */
+    void (*rollback)(sd_proposer *p, const int32_t *hist, int n);
+    void (*destroy)(sd_proposer *p);
+};
+
+void sd_proposer_free(sd_proposer *p);
+
+/* N-gram lookup with n-grams of n tokens (n >= 1). */
+int sd_prop_lookup_new(int n, int max_k, sd_proposer **out, sd_err *err);
+/* A draft model on its own KV cache of ctx positions; cost: its bytes per token / the target's. */
+int sd_prop_draft_new(sd_model *draft, const sd_model *target, int ctx, int max_k, sd_proposer **out,
+                      sd_err *err);
+/* The target's first n_layers layers with its output head, on a second sequence of the same model. */
+int sd_prop_self_new(sd_model *target, int n_layers, int ctx, int max_k, sd_proposer **out, sd_err *err);
+
+/* Shared by draft_model.c and self_draft.c: a proposer running model m truncated to n_layers. */
+int sd_prop_model_new(const char *name, sd_model *m, int n_layers, int ctx, int max_k, double cost,
+                      sd_proposer **out, sd_err *err);
+
+/* Length of the longest common prefix of a[0..na) and b[0..nb). */
+int sd_tokens_lcp(const int32_t *a, int na, const int32_t *b, int nb);
+
+#endif

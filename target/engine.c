@@ -1,0 +1,439 @@
+/* The generation engine: engine, sessions and requests (bookkeeping). The algorithm parts live beside
+ * it: verify.c (acceptance), draft_len.c (adaptive k), textout.c (stop strings), draft/ (proposers).
+ *
+ * Invariant between steps: the session's history hist[0..n_hist) is the prompt plus the emitted tokens,
+ * and the target's cache holds hist[0..n_hist - 1): the last token is *pending*. A plain step runs the
+ * pending token; a speculative step runs it together with k drafts in one forward pass, whose k + 1
+ * rows of logits verify the drafts. Either way the cache is then cut back to n_hist - 1. */
+#include "target/engine.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "draft/proposer.h"
+#include "target/draft_len.h"
+#include "target/textout.h"
+#include "target/verify.h"
+
+#define SD_DRAFT_LIMIT 16 /* most tokens one block may draft */
+#define SD_CTX_LIMIT (1 << 20)
+
+struct sd_session {
+    sd_engine *e;
+    sd_seq *seq;
+    sd_proposer *prop; /* NULL without a proposer */
+    int32_t *hist;     /* e->ctx entries */
+    int n_hist;
+    sd_gen *active;
+};
+
+struct sd_gen {
+    sd_session *s;
+    sd_gen_params p;
+    int n_prompt, reuse; /* reuse: prompt tokens already in the cache */
+    bool started, spec, greedy;
+    sd_finish finish;
+    atomic_bool cancel;
+    sd_rng rng;
+    sd_probs probs;
+    sd_draft_len dl;
+    sd_detok detok;
+    sd_textout text;
+    float *logits;  /* (draft_max + 1) rows of vocab */
+    int32_t *block; /* pending token + drafts */
+    int step_from;  /* hist index of this step's first emitted token */
+    const char *step_text;
+    size_t step_text_len;
+    sd_gen_stats st;
+    char piece[SD_TOK_MAX_PIECE + 16];
+};
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* ---------------------------------------------------------------- engine */
+
+static int pick_proposer(const sd_engine_config *c, sd_proposer_kind *k, sd_err *err) {
+    int n = (c->draft_path != NULL) + (c->lookup_n != 0) + (c->draft_layers != 0);
+    if (n > 1) return sd_errf(err, "choose one proposer: a draft model, --lookup N or --draft-layers L");
+    *k = c->draft_path ? SD_PROP_DRAFT : c->lookup_n ? SD_PROP_LOOKUP : c->draft_layers ? SD_PROP_SELF
+                                                                                    : SD_PROP_NONE;
+    if (c->lookup_n < 0 || c->lookup_n > 64)
+        return sd_errf(err, "--lookup %d: the n-gram length must be in 1..64", c->lookup_n);
+    return 0;
+}
+
+int sd_engine_open(const sd_engine_config *cfg, sd_engine **out, sd_err *err) {
+    *out = NULL;
+    if (!cfg->target_path) return sd_errf(err, "no target model given");
+    sd_engine *e = calloc(1, sizeof *e);
+    if (!e) return sd_errf(err, "out of memory");
+    e->cfg = *cfg;
+    if (pick_proposer(cfg, &e->proposer, err)) goto fail;
+    if (sd_backend_open(cfg->device ? cfg->device : "auto", cfg->n_threads, &e->be, e->backend_note,
+                        sizeof e->backend_note, err))
+        goto fail;
+    if (sd_model_load(cfg->target_path, cfg->target_tok, e->be, &e->target, err)) goto fail;
+    if (cfg->ctx < 0 || cfg->ctx > SD_CTX_LIMIT) {
+        sd_errf(err, "context length %d is out of range (1..%d)", cfg->ctx, SD_CTX_LIMIT);
+        goto fail;
+    }
+    e->ctx = cfg->ctx > 0 ? cfg->ctx : e->target->hp.ctx;
+    if (e->ctx < 2) {
+        sd_errf(err, "%s: context length %d is too small", cfg->target_path, e->ctx);
+        goto fail;
+    }
+    if (e->proposer == SD_PROP_SELF && (cfg->draft_layers < 1 || cfg->draft_layers >= e->target->hp.n_layers)) {
+        sd_errf(err, "--draft-layers %d: the target has %d layers, so L must be in 1..%d", cfg->draft_layers,
+                e->target->hp.n_layers, e->target->hp.n_layers - 1);
+        goto fail;
+    }
+    if (e->proposer == SD_PROP_DRAFT) {
+        if (sd_model_load(cfg->draft_path, cfg->draft_tok ? cfg->draft_tok : cfg->target_tok, e->be, &e->draft,
+                          err))
+            goto fail;
+        if (sd_tok_compatible(e->draft->tok, e->target->tok, err)) {
+            sd_err_prefix(err, "%s and %s", cfg->draft_path, cfg->target_path);
+            goto fail;
+        }
+    }
+    *out = e;
+    return 0;
+fail:
+    sd_engine_free(e);
+    return -1;
+}
+
+void sd_engine_free(sd_engine *e) {
+    if (!e) return;
+    sd_model_free(e->draft);
+    sd_model_free(e->target);
+    if (e->be) e->be->destroy(e->be);
+    free(e);
+}
+
+/* ---------------------------------------------------------------- sessions */
+
+int sd_session_new(sd_engine *e, sd_session **out, sd_err *err) {
+    *out = NULL;
+    sd_session *s = calloc(1, sizeof *s);
+    if (!s) return sd_errf(err, "out of memory for a session");
+    s->e = e;
+    s->hist = malloc((size_t)e->ctx * sizeof *s->hist);
+    if (!s->hist) {
+        sd_session_free(s);
+        return sd_errf(err, "out of memory for a session of %d positions", e->ctx);
+    }
+    if (sd_seq_new(e->target, e->ctx, 0, &s->seq, err)) goto fail;
+    int rc = 0;
+    switch (e->proposer) {
+    case SD_PROP_DRAFT: rc = sd_prop_draft_new(e->draft, e->target, e->ctx, SD_DRAFT_LIMIT, &s->prop, err); break;
+    case SD_PROP_LOOKUP: rc = sd_prop_lookup_new(e->cfg.lookup_n, SD_DRAFT_LIMIT, &s->prop, err); break;
+    case SD_PROP_SELF:
+        rc = sd_prop_self_new(e->target, e->cfg.draft_layers, e->ctx, SD_DRAFT_LIMIT, &s->prop, err);
+        break;
+    case SD_PROP_NONE: break;
+    }
+    if (rc) goto fail;
+    *out = s;
+    return 0;
+fail:
+    sd_session_free(s);
+    return -1;
+}
+
+void sd_session_free(sd_session *s) {
+    if (!s) return;
+    if (s->active) sd_gen_free(s->active);
+    sd_proposer_free(s->prop);
+    sd_seq_free(s->seq);
+    free(s->hist);
+    free(s);
+}
+
+const int32_t *sd_session_tokens(const sd_session *s, int *n) {
+    *n = s->seq->pos;
+    return s->hist;
+}
+
+/* ---------------------------------------------------------------- requests */
+
+sd_gen_params sd_gen_params_default(void) {
+    sd_gen_params p;
+    memset(&p, 0, sizeof p);
+    p.sampling = sd_sampling_greedy();
+    p.max_tokens = 256;
+    p.mode = SD_MODE_SPEC;
+    p.draft_max = 8;
+    p.draft_min = 1;
+    p.draft_p_min = 0.0f;
+    return p;
+}
+
+const char *sd_finish_name(sd_finish f) {
+    switch (f) {
+    case SD_FINISH_NONE: return "none";
+    case SD_FINISH_STOP: return "stop";
+    case SD_FINISH_LENGTH: return "length";
+    case SD_FINISH_CANCELLED: return "cancelled";
+    case SD_FINISH_ERROR: return "error";
+    }
+    return "unknown";
+}
+
+static int check_params(const sd_gen_params *p, sd_err *err) {
+    const sd_sampling *s = &p->sampling;
+    if (!(s->temperature == s->temperature) || s->temperature > 100)
+        return sd_errf(err, "temperature %g is out of range (0..100)", s->temperature);
+    if (!(s->top_p > 0) || s->top_p != s->top_p) return sd_errf(err, "top-p %g must be > 0", s->top_p);
+    if (!(s->min_p <= 1) || s->min_p != s->min_p) return sd_errf(err, "min-p %g must be <= 1", s->min_p);
+    if (p->max_tokens < 0) return sd_errf(err, "max tokens %d must be >= 0", p->max_tokens);
+    if (p->n_stop < 0 || (p->n_stop > 0 && !p->stop)) return sd_errf(err, "bad stop string list");
+    if (p->mode != SD_MODE_SPEC && p->mode != SD_MODE_PLAIN) return sd_errf(err, "unknown decoding mode %d", p->mode);
+    if (p->mode == SD_MODE_SPEC) {
+        if (p->draft_max < 1 || p->draft_max > SD_DRAFT_LIMIT)
+            return sd_errf(err, "--draft-max %d is out of range (1..%d)", p->draft_max, SD_DRAFT_LIMIT);
+        if (p->draft_min < 0 || p->draft_min > p->draft_max)
+            return sd_errf(err, "--draft-min %d is out of range (0..draft-max %d)", p->draft_min, p->draft_max);
+        if (!(p->draft_p_min >= 0 && p->draft_p_min <= 1))
+            return sd_errf(err, "--draft-p-min %g is out of range (0..1)", p->draft_p_min);
+    }
+    return 0;
+}
+
+int sd_gen_start(sd_session *s, const int32_t *prompt, int n_prompt, const sd_gen_params *p, sd_gen **out,
+                 sd_err *err) {
+    *out = NULL;
+    sd_engine *e = s->e;
+    int vocab = e->target->hp.vocab;
+    if (s->active) return sd_errf(err, "the session already runs a request");
+    if (n_prompt < 1) return sd_errf(err, "the prompt is empty (at least one token, e.g. BOS, is needed)");
+    if (n_prompt > e->ctx)
+        return sd_errf(err, "the prompt has %d tokens but the context holds %d", n_prompt, e->ctx);
+    for (int i = 0; i < n_prompt; i++)
+        if (prompt[i] < 0 || prompt[i] >= vocab)
+            return sd_errf(err, "prompt token %d (at position %d) is outside the vocabulary (0..%d)", prompt[i],
+                           i, vocab - 1);
+    if (check_params(p, err)) return -1;
+
+    sd_gen *g = calloc(1, sizeof *g);
+    if (!g) return sd_errf(err, "out of memory for a request");
+    g->s = s;
+    g->p = *p;
+    g->p.stop = NULL;
+    g->spec = p->mode == SD_MODE_SPEC && s->prop != NULL;
+    g->greedy = sd_sampling_is_greedy(&p->sampling);
+    int rows = g->spec ? p->draft_max + 1 : 1;
+    g->logits = malloc((size_t)rows * vocab * sizeof *g->logits);
+    g->block = malloc((size_t)rows * sizeof *g->block);
+    if (!g->logits || !g->block || sd_probs_init(&g->probs, vocab)) {
+        sd_gen_free(g);
+        return sd_errf(err, "out of memory for a request");
+    }
+    if (sd_textout_init(&g->text, p->stop, p->n_stop, err)) {
+        sd_gen_free(g);
+        return -1;
+    }
+    sd_rng_seed(&g->rng, p->sampling.seed);
+    if (g->spec) sd_draft_len_init(&g->dl, p->draft_min, p->draft_max, s->prop->cost);
+
+    /* Keep the longest common prefix of the cache and the prompt; at least the last prompt token is
+     * recomputed because its logits give the first token. */
+    int c = sd_tokens_lcp(s->hist, s->seq->pos, prompt, n_prompt);
+    if (c > n_prompt - 1) c = n_prompt - 1;
+    if (s->seq->pos > c) sd_seq_truncate(s->seq, c);
+    memcpy(s->hist, prompt, (size_t)n_prompt * sizeof *prompt);
+    s->n_hist = n_prompt;
+    g->n_prompt = n_prompt;
+    g->reuse = c;
+    g->step_from = n_prompt;
+    g->st.prompt_tokens = n_prompt;
+    g->st.draft_k = g->spec ? g->dl.k : 0;
+    atomic_init(&g->cancel, false);
+    sd_detok_init(&g->detok, e->target->tok, prompt[n_prompt - 1]);
+    s->active = g;
+    *out = g;
+    return 0;
+}
+
+/* Draws the next token from one row of target logits (plain decoding). */
+static int32_t sample_plain(sd_gen *g, const float *logits) {
+    int vocab = g->s->e->target->hp.vocab;
+    if (g->greedy) return sd_argmax(logits, vocab);
+    sd_sampling_probs(&g->p.sampling, logits, vocab, &g->probs);
+    return sd_probs_draw(&g->probs, sd_rng_f32(&g->rng));
+}
+
+/* Appends one token to the output, applying the limits. Returns 1 when the request is now finished
+ * (the token that ends it is the last one emitted; an end-of-generation token is not emitted). */
+static int emit(sd_gen *g, int32_t t, sd_err *err) {
+    sd_session *s = g->s;
+    if (sd_tok_is_eog(s->e->target->tok, t)) {
+        g->finish = SD_FINISH_STOP;
+        return 1;
+    }
+    s->hist[s->n_hist++] = t;
+    g->st.generated++;
+    size_t n = sd_detok_push(&g->detok, t, g->piece, sizeof g->piece);
+    int r = sd_textout_push(&g->text, g->piece, n, err);
+    if (r < 0) return -1;
+    if (r == 1) {
+        g->finish = SD_FINISH_STOP;
+        return 1;
+    }
+    if (g->st.generated >= g->p.max_tokens || s->n_hist >= s->e->ctx) {
+        g->finish = SD_FINISH_LENGTH;
+        return 1;
+    }
+    return 0;
+}
+
+static int emit_all(sd_gen *g, const int32_t *t, int n, sd_err *err) {
+    for (int i = 0; i < n; i++) {
+        int r = emit(g, t[i], err);
+        if (r) return r;
+    }
+    return 0;
+}
+
+/* Prefill: the prompt tokens not already cached, in one call; its last logits give the first token. */
+static int step_prefill(sd_gen *g, sd_err *err) {
+    sd_session *s = g->s;
+    double t0 = now_s();
+    int n = g->n_prompt - g->reuse;
+    if (sd_forward(s->seq, s->hist + g->reuse, n, false, g->logits, err)) return -1;
+    g->st.prefilled = n;
+    int32_t t = sample_plain(g, g->logits);
+    g->st.t_prefill = now_s() - t0;
+    return emit(g, t, err) < 0 ? -1 : 0;
+}
+
+static int step_plain(sd_gen *g, sd_err *err) {
+    sd_session *s = g->s;
+    double t0 = now_s();
+    if (sd_forward(s->seq, s->hist + s->n_hist - 1, 1, false, g->logits, err)) return -1;
+    g->st.target_passes++;
+    int32_t t = sample_plain(g, g->logits);
+    g->st.t_target += now_s() - t0;
+    return emit(g, t, err) < 0 ? -1 : 0;
+}
+
+/* One draft-and-verify block; a block with no drafts is a plain step. */
+static int step_spec(sd_gen *g, sd_err *err) {
+    sd_session *s = g->s;
+    int vocab = s->e->target->hp.vocab;
+    int budget = g->p.max_tokens - g->st.generated;
+    if (budget > s->e->ctx - s->n_hist) budget = s->e->ctx - s->n_hist;
+    /* A block yields up to k + 1 tokens: never draft past max_tokens or the context. */
+    int k = g->dl.k < budget - 1 ? g->dl.k : budget - 1;
+    sd_proposal pr = {0};
+    if (k >= 1) {
+        sd_draft_opts o = {.sampling = &g->p.sampling, .p_min = g->p.draft_p_min, .rng = &g->rng};
+        double t0 = now_s();
+        if (s->prop->propose(s->prop, s->hist, s->n_hist, k, &o, &pr, err)) return -1;
+        g->st.t_draft += now_s() - t0;
+    }
+    int nd = 0; /* drafts the target can verify (a draft vocabulary may be larger than the target's) */
+    while (nd < pr.n && pr.tokens[nd] >= 0 && pr.tokens[nd] < vocab) nd++;
+    if (nd == 0) return step_plain(g, err);
+
+    double t0 = now_s();
+    g->block[0] = s->hist[s->n_hist - 1];
+    memcpy(g->block + 1, pr.tokens, (size_t)nd * sizeof *g->block);
+    if (sd_forward(s->seq, g->block, nd + 1, true, g->logits, err)) return -1;
+    g->st.target_passes++;
+    int32_t next;
+    int a = g->greedy ? sd_verify_greedy(g->logits, vocab, g->block + 1, nd, &next)
+                      : sd_verify_sampled(&g->p.sampling, g->logits, vocab, g->block + 1, pr.q, nd, &g->rng,
+                                          &g->probs, &next);
+    g->st.t_target += now_s() - t0;
+    g->st.drafted += nd;
+    g->st.accepted += a;
+    sd_draft_len_update(&g->dl, nd, a);
+    g->st.draft_k = g->dl.k;
+    int r = emit_all(g, g->block + 1, a, err);
+    if (r == 0) r = emit(g, next, err);
+    return r < 0 ? -1 : 0;
+}
+
+/* After a step: cut the caches back to the history (rejected drafts, tokens past a limit) and release
+ * the text that is now safe to show. */
+static void settle(sd_gen *g, sd_err *err) {
+    sd_session *s = g->s;
+    if (s->seq->pos > s->n_hist - 1) sd_seq_truncate(s->seq, s->n_hist - 1);
+    if (s->prop) s->prop->rollback(s->prop, s->hist, s->n_hist);
+    bool final = g->finish != SD_FINISH_NONE;
+    if (final && !g->text.matched) {
+        size_t n = sd_detok_flush(&g->detok, g->piece, sizeof g->piece);
+        if (n && sd_textout_push(&g->text, g->piece, n, err) < 0) g->finish = SD_FINISH_ERROR;
+    }
+    g->step_text = sd_textout_release(&g->text, final, &g->step_text_len);
+}
+
+int sd_gen_step(sd_gen *g, sd_err *err) {
+    g->step_from = g->s->n_hist;
+    g->step_text = NULL;
+    g->step_text_len = 0;
+    if (g->finish != SD_FINISH_NONE) return 0;
+    double t0 = now_s();
+    int rc = 0;
+    if (atomic_load(&g->cancel)) {
+        g->finish = SD_FINISH_CANCELLED;
+    } else if (!g->started) {
+        g->started = true;
+        if (g->p.max_tokens == 0 || g->n_prompt >= g->s->e->ctx) g->finish = SD_FINISH_LENGTH;
+        else rc = step_prefill(g, err);
+    } else {
+        rc = g->spec ? step_spec(g, err) : step_plain(g, err);
+    }
+    if (rc) g->finish = SD_FINISH_ERROR;
+    settle(g, err);
+    g->st.t_total += now_s() - t0;
+    return rc;
+}
+
+void sd_gen_last(const sd_gen *g, const int32_t **ids, int *n_ids, const char **text, size_t *text_len) {
+    *ids = g->s->hist + g->step_from;
+    *n_ids = g->s->n_hist - g->step_from;
+    *text = g->step_text ? g->step_text : "";
+    *text_len = g->step_text_len;
+}
+
+sd_finish sd_gen_finish(const sd_gen *g) { return g->finish; }
+
+void sd_gen_cancel(sd_gen *g) { atomic_store(&g->cancel, true); }
+
+const int32_t *sd_gen_tokens(const sd_gen *g, int *n) {
+    *n = g->s->n_hist - g->n_prompt;
+    return g->s->hist + g->n_prompt;
+}
+
+const char *sd_gen_text(const sd_gen *g, size_t *len) {
+    *len = g->text.shown;
+    return g->text.buf ? g->text.buf : "";
+}
+
+void sd_gen_get_stats(const sd_gen *g, sd_gen_stats *st) { *st = g->st; }
+
+double sd_gen_stats_acceptance(const sd_gen_stats *st) {
+    return st->drafted > 0 ? (double)st->accepted / st->drafted : 0.0;
+}
+
+double sd_gen_stats_tokens_per_pass(const sd_gen_stats *st) {
+    return st->target_passes > 0 && st->generated > 1 ? (double)(st->generated - 1) / st->target_passes : 1.0;
+}
+
+void sd_gen_free(sd_gen *g) {
+    if (!g) return;
+    if (g->s && g->s->active == g) g->s->active = NULL;
+    sd_textout_free(&g->text);
+    sd_probs_free(&g->probs);
+    free(g->logits);
+    free(g->block);
+    free(g);
+}
