@@ -10,6 +10,7 @@ typedef struct model_prop {
     sd_seq *seq;
     int vocab, max_k;
     int32_t *cached; /* the tokens the sequence's cache holds: cached[0..seq->pos) */
+    int valid;       /* cached[0..valid) is known to equal the history (the rest are drafts) */
     int32_t *out;    /* proposed tokens */
     float *logits;   /* host, vocab floats: the prediction after the last fed token */
     sd_probs *q;     /* max_k distributions (filled only when sampling) */
@@ -24,10 +25,21 @@ static float top_prob(const float *x, int n) {
     return (float)(1.0 / z);
 }
 
-static void mp_rollback(sd_proposer *p, const int32_t *hist, int n) {
-    model_prop *mp = p->impl;
-    int c = sd_tokens_lcp(mp->cached, mp->seq->pos, hist, n);
+/* Keeps the cache's agreement with hist[0..n), comparing only past the known-valid prefix. */
+static int agree(model_prop *mp, const int32_t *hist, int n) {
+    if (mp->valid > n) mp->valid = n;
+    int v = mp->valid;
+    int c = v + sd_tokens_lcp(mp->cached + v, mp->seq->pos - v, hist + v, n - v);
     if (c < mp->seq->pos) sd_seq_truncate(mp->seq, c);
+    mp->valid = c;
+    return c;
+}
+
+static void mp_rollback(sd_proposer *p, const int32_t *hist, int n) { agree(p->impl, hist, n); }
+
+static void mp_invalidate(sd_proposer *p, int n) {
+    model_prop *mp = p->impl;
+    if (mp->valid > n) mp->valid = n;
 }
 
 /* Feeds tokens to the draft sequence, recording them; logits of the last one land in mp->logits. */
@@ -50,10 +62,13 @@ static int mp_propose(sd_proposer *p, const int32_t *hist, int n, int k, const s
     if (k <= 0 || n > mp->seq->ctx) return 0;
 
     /* Sync: keep the common prefix, feed the rest (at least the last token, whose logits we need). */
-    int c = sd_tokens_lcp(mp->cached, mp->seq->pos, hist, n);
-    if (c > n - 1) c = n - 1;
-    if (c < mp->seq->pos) sd_seq_truncate(mp->seq, c);
+    int c = agree(mp, hist, n);
+    if (c > n - 1) {
+        c = n - 1;
+        sd_seq_truncate(mp->seq, c);
+    }
     if (feed(mp, hist + c, n - c, err)) return -1;
+    mp->valid = n;
 
     bool greedy = sd_sampling_is_greedy(o->sampling);
     for (int i = 0; i < k; i++) {
@@ -104,6 +119,7 @@ int sd_prop_model_new(const char *name, sd_model *m, int n_layers, int ctx, int 
     p->impl = mp;
     p->propose = mp_propose;
     p->rollback = mp_rollback;
+    p->invalidate = mp_invalidate;
     p->destroy = mp_destroy;
     mp->vocab = m->hp.vocab;
     mp->max_k = max_k;

@@ -70,21 +70,23 @@ static void clear(lookup *L) {
     L->n_indexed = 0;
 }
 
-/* Keeps the common prefix of the indexed tokens and hist[0..n). */
-static void cut(lookup *L, const int32_t *hist, int n) {
-    int c = sd_tokens_lcp(L->toks, L->n_toks, hist, n);
+/* Forgets the indexed tokens from position c on. */
+static void cut(lookup *L, int c) {
     if (c < L->n_toks) {
         L->n_toks = c;
         if (L->n_indexed > c) clear(L); /* entries may point past the cut: rebuild on the next sync */
     }
 }
 
-static void lk_rollback(sd_proposer *p, const int32_t *hist, int n) { cut(p->impl, hist, n); }
+/* Indexed tokens are history (never drafts), so a growing history needs no rollback. */
+static void lk_rollback(sd_proposer *p, const int32_t *hist, int n) { cut(p->impl, n); }
+
+static void lk_invalidate(sd_proposer *p, int n) { cut(p->impl, n); }
 
 /* Brings the index up to date with hist[0..n): every n-gram ending before the last position is indexed
  * (the one ending at the last position is the query, and must only find *earlier* occurrences). */
 static int sync(lookup *L, const int32_t *hist, int n, sd_err *err) {
-    cut(L, hist, n);
+    cut(L, n);
     if (n + L->max_k > L->cap) {
         int cap = 2 * (n + L->max_k);
         int32_t *t = realloc(L->toks, (size_t)cap * sizeof *t);
@@ -147,6 +149,7 @@ int sd_prop_lookup_new(int n, int max_k, sd_proposer **out, sd_err *err) {
     p->impl = L;
     p->propose = lk_propose;
     p->rollback = lk_rollback;
+    p->invalidate = lk_invalidate;
     p->destroy = lk_destroy;
     L->n = n;
     L->max_k = max_k;

@@ -1,10 +1,11 @@
 /* Draft proposers behind one interface: a second model (draft_model.c), n-gram lookup in prompt + output
  * (lookup.c) and the target's own first L layers (self_draft.c). The engine owns one proposer per session.
  *
- * A proposer sees the whole token history each time it is asked, and keeps itself in sync with it:
- * whatever it cached beyond the longest common prefix with the history is dropped (that is the
- * rollback after a rejection), and only tokens it has not seen are fed (accepted positions are never
- * recomputed). */
+ * A proposer is handed the token history each time, and keeps itself in sync with it: what it cached
+ * beyond the point where its own drafts and the history part ways is dropped (that is the rollback
+ * after a rejection), and only tokens it has not seen are fed (accepted positions are never recomputed).
+ * The history only grows between calls, except where invalidate() says it changed, so syncing compares
+ * just the new tail: O(k) per step, not a rescan of the history. */
 #ifndef SD_PROPOSER_H
 #define SD_PROPOSER_H
 #include <stdint.h>
@@ -35,6 +36,8 @@ struct sd_proposer {
                    sd_proposal *out, sd_err *err);
     /* The history is now hist[0..n): drop whatever was cached beyond what agrees with it. */
     void (*rollback)(sd_proposer *p, const int32_t *hist, int n);
+    /* The history may differ from what the proposer saw from position n on (a new request). */
+    void (*invalidate)(sd_proposer *p, int n);
     void (*destroy)(sd_proposer *p);
 };
 

@@ -247,6 +247,7 @@ int sd_gen_start(sd_session *s, const int32_t *prompt, int n_prompt, const sd_ge
     int c = sd_tokens_lcp(s->hist, s->seq->pos, prompt, n_prompt);
     if (c > n_prompt - 1) c = n_prompt - 1;
     if (s->seq->pos > c) sd_seq_truncate(s->seq, c);
+    if (s->prop) s->prop->invalidate(s->prop, c);
     memcpy(s->hist, prompt, (size_t)n_prompt * sizeof *prompt);
     s->n_hist = n_prompt;
     g->n_prompt = n_prompt;
