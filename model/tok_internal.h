@@ -68,8 +68,9 @@ struct sd_tokenizer {
     int32_t *eog;
     int n_eog;
 
-    /* control and user-defined tokens (SD_TT_CONTROL / SD_TT_USER) with non-empty text, sorted by text
-     * length descending (longest match first) for special-token parsing. */
+    /* control, user-defined and unknown tokens (SD_TT_CONTROL / SD_TT_USER / SD_TT_UNKNOWN) with non-empty
+     * text, sorted by text length descending (longest match first) for special-token parsing: user-defined
+     * ones are always split out, the others only with SD_TOK_PARSE_SPECIAL. */
     int32_t *special;
     int n_special;
 
@@ -82,12 +83,14 @@ struct sd_tokenizer {
 int32_t sd_tok_find(const sd_tokenizer *t, const char *s, size_t len);
 
 /* Encoders: append the ids of a plain text fragment (no special-token parsing, no BOS/EOS) to out.
- * first: the fragment starts the text (SPM adds its space prefix only there). 0 ok, -1 with err. */
+ * first: the fragment starts the text or follows a special token found in it (SPM adds its space prefix
+ * only there, as llama.cpp does). Never called with len == 0 by sd_tok_encode. 0 ok, -1 with err. */
 int sd_tok_spm_encode(const sd_tokenizer *t, const char *text, size_t len, bool first, sd_ids *out, sd_err *err);
 int sd_tok_bpe_encode(const sd_tokenizer *t, const char *text, size_t len, bool first, sd_ids *out, sd_err *err);
 
-/* Byte-level BPE setup, in tok_bpe.c: called by sd_tok_from_gguf after the vocabulary, types and
- * specials are loaded (t->pre set from tokenizer.ggml.pre) and before pieces/EOG are computed. Reads
+/* Byte-level BPE setup, in tok_bpe.c: called by sd_tok_from_gguf after the vocabulary, types, specials,
+ * add_bos/add_eos (metadata or defaults) and the text->id map (sd_tok_find works) are in place, t->pre set
+ * from tokenizer.ggml.pre, and before pieces, byte_id, the special list and EOG are computed. Reads
  * tokenizer.ggml.merges into t->merges, chooses the pre-tokenizer (unknown name -> error naming it),
  * may set t->bpe. sd_tok_bpe_free releases t->bpe (merges are freed by sd_tok_free). */
 int sd_tok_bpe_init(sd_tokenizer *t, const gguf_file *f, sd_err *err);

@@ -306,6 +306,17 @@ static int build_piece(sd_tokenizer *t, int i, sd_err *err) {
     } /* control, unused: nothing */
     t->piece[i] = p;
     t->piece_len[i] = (uint32_t)o;
+    /* the streaming decoder promises that SD_TOK_MAX_PIECE + 16 bytes hold what one token produces: up to
+     * 3 held bytes, then the piece with each invalid byte as U+FFFD (3 bytes) */
+    size_t worst = 3;
+    for (size_t k = 0; k < o;) {
+        uint32_t cp;
+        int l = sd_utf8_next(p + k, o - k, &cp);
+        worst += l ? (size_t)l : 3;
+        k += l ? (size_t)l : 1;
+    }
+    if (worst > SD_TOK_MAX_PIECE + 15)
+        return sd_errf(err, "token %d decodes to %zu bytes of text (at most %d supported)", i, worst, SD_TOK_MAX_PIECE);
     return 0;
 }
 
@@ -355,7 +366,7 @@ static int build_eog(sd_tokenizer *t, sd_err *err) {
 
 /* Everything derived from texts and types: the map, byte tokens, pieces, special list, EOG set. */
 static int tok_finish(sd_tokenizer *t, sd_err *err) {
-    if (map_build(t, err)) return -1;
+    if (!t->map.slots && map_build(t, err)) return -1;
     for (int i = 0; i < t->n_vocab; i++) {
         int b = t->type[i] == SD_TT_BYTE ? byte_token_value(t->text[i], t->text_len[i]) : -1;
         if (b >= 0 && t->byte_id[b] < 0) t->byte_id[b] = i;
@@ -495,6 +506,7 @@ static int from_gguf(const gguf_file *f, sd_tokenizer **out, sd_err *err) {
         sd_errf(err, "byte-level BPE (tokenizer.ggml.model gpt2) is not in this build");
         goto fail;
     }
+    if (map_build(t, err)) goto fail; /* before the BPE setup, which looks merges up by text */
     if (kind == SD_TOK_BPE && sd_tok_bpe_init(t, f, err)) goto fail;
     if (tok_finish(t, err)) goto fail;
     *out = t;
