@@ -1,0 +1,301 @@
+/* Model loading entry point and the GGUF loader: llama, qwen2 and qwen3 architectures, hyperparameters
+ * from `<arch>.*` metadata, tensors under llama.cpp's names, every shape checked against the
+ * hyperparameters before anything is uploaded. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "model/model_internal.h"
+
+typedef struct arch_desc {
+    const char *name;
+    sd_arch arch;
+    bool neox;      /* NeoX-style RoPE pairs */
+    bool qkv_bias;  /* attn_q/k/v.bias required */
+    bool qk_norm;   /* attn_q_norm/attn_k_norm required */
+} arch_desc;
+
+static const arch_desc k_archs[] = {
+    {"llama", SD_ARCH_LLAMA, false, false, false},
+    {"qwen2", SD_ARCH_QWEN2, true, true, false},
+    {"qwen3", SD_ARCH_QWEN3, true, false, true},
+};
+
+/* ---- metadata ---- */
+
+/* An `<arch>.<suffix>` integer: *out = def when absent (or an error when required). */
+static int arch_int(const sd_model *m, const char *arch, const char *suffix, bool required, int def, int *out,
+                    sd_err *err) {
+    char key[160];
+    snprintf(key, sizeof key, "%s.%s", arch, suffix);
+    if (!gguf_find(m->gguf, key)) {
+        if (required) return sd_errf(err, "%s: missing metadata key '%s'", m->path, key);
+        *out = def;
+        return 0;
+    }
+    uint32_t v;
+    if (gguf_get_u32(m->gguf, key, &v, err)) return -1;
+    if (v > (uint32_t)SD_MAX_CTX * 64) return sd_errf(err, "%s: absurd value %u for '%s'", m->path, v, key);
+    *out = (int)v;
+    return 0;
+}
+
+static int arch_float(const sd_model *m, const char *arch, const char *suffix, bool required, float def,
+                      float *out, sd_err *err) {
+    char key[160];
+    snprintf(key, sizeof key, "%s.%s", arch, suffix);
+    if (!gguf_find(m->gguf, key)) {
+        if (required) return sd_errf(err, "%s: missing metadata key '%s'", m->path, key);
+        *out = def;
+        return 0;
+    }
+    return gguf_get_f32(m->gguf, key, out, err);
+}
+
+/* rope.scaling.type: none / linear (factor) / llama3 (factor, low/high frequency factors, original
+ * context); an older file may give only rope.scale_linear. */
+static int read_rope_scaling(sd_model *m, const char *arch, sd_err *err) {
+    sd_hparams *hp = &m->hp;
+    char key[160], *type = NULL;
+    snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
+    if (gguf_find(m->gguf, key) && gguf_get_str(m->gguf, key, &type, err)) return -1;
+    if (arch_float(m, arch, "rope.scaling.factor", false, 0, &hp->rope_factor, err)) goto fail;
+    if (hp->rope_factor == 0 && arch_float(m, arch, "rope.scale_linear", false, 0, &hp->rope_factor, err))
+        goto fail;
+    if (!type) hp->rope_scaling = hp->rope_factor != 0 && hp->rope_factor != 1 ? 1 : 0;
+    else if (!strcmp(type, "none")) hp->rope_scaling = 0;
+    else if (!strcmp(type, "linear")) hp->rope_scaling = 1;
+    else if (!strcmp(type, "llama3")) hp->rope_scaling = 2;
+    else {
+        sd_errf(err, "%s: rope scaling type '%s' is not supported (none, linear, llama3 are)", m->path, type);
+        goto fail;
+    }
+    free(type);
+    if (hp->rope_scaling == 0) return 0;
+    if (hp->rope_scaling == 2 && hp->rope_factor == 0) hp->rope_factor = 8;
+    if (arch_float(m, arch, "rope.scaling.low_freq_factor", false, 1, &hp->rope_low_freq, err) ||
+        arch_float(m, arch, "rope.scaling.high_freq_factor", false, 4, &hp->rope_high_freq, err) ||
+        arch_int(m, arch, "rope.scaling.original_context_length", false, 8192, &hp->rope_orig_ctx, err))
+        return -1;
+    return 0;
+fail:
+    free(type);
+    return -1;
+}
+
+static int read_hparams(sd_model *m, const arch_desc *a, sd_err *err) {
+    sd_hparams *hp = &m->hp;
+    const char *n = a->name;
+    hp->arch = a->arch;
+    hp->rope_neox = a->neox;
+    if (arch_int(m, n, "context_length", true, 0, &hp->ctx, err) ||
+        arch_int(m, n, "embedding_length", true, 0, &hp->dim, err) ||
+        arch_int(m, n, "block_count", true, 0, &hp->n_layers, err) ||
+        arch_int(m, n, "feed_forward_length", true, 0, &hp->ffn, err) ||
+        arch_int(m, n, "attention.head_count", true, 0, &hp->n_heads, err) ||
+        arch_int(m, n, "attention.head_count_kv", false, hp->n_heads, &hp->n_kv_heads, err) ||
+        arch_float(m, n, "attention.layer_norm_rms_epsilon", true, 0, &hp->eps, err) ||
+        arch_float(m, n, "rope.freq_base", false, 10000.0f, &hp->rope_base, err))
+        return -1;
+    if (hp->n_heads <= 0) return sd_errf(err, "%s: absurd hyperparameter attention.head_count = 0", m->path);
+    int def_hd = hp->dim % hp->n_heads ? 0 : hp->dim / hp->n_heads;
+    if (arch_int(m, n, "attention.key_length", false, def_hd, &hp->head_dim, err)) return -1;
+    if (hp->head_dim == 0)
+        return sd_errf(err, "%s: attention.head_count %d does not divide embedding_length %d", m->path,
+                       hp->n_heads, hp->dim);
+    int vlen;
+    if (arch_int(m, n, "attention.value_length", false, hp->head_dim, &vlen, err)) return -1;
+    if (vlen != hp->head_dim)
+        return sd_errf(err, "%s: attention.value_length %d differs from key_length %d (not supported)", m->path,
+                       vlen, hp->head_dim);
+    if (arch_int(m, n, "rope.dimension_count", false, hp->head_dim, &hp->n_rot, err)) return -1;
+    return read_rope_scaling(m, n, err);
+}
+
+/* ---- tensors ---- */
+
+static float half_to_float(uint16_t h) {
+    uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 31, man = h & 1023, bits;
+    if (exp == 0) {
+        float f = (float)man / 1024.0f / 16384.0f; /* subnormal: man * 2^-24 */
+        return sign ? -f : f;
+    }
+    if (exp == 31) bits = sign | 0x7f800000u | (man << 13);
+    else bits = sign | ((exp + 112) << 23) | (man << 13);
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+/* Norm and bias vectors are F32 for every backend; a file storing them otherwise gets a converted copy. */
+static int vector_to_f32(sd_model *m, sd_tensor *t, sd_err *err) {
+    if (t->type == SD_F32) return 0;
+    size_t n = (size_t)t->cols * (size_t)t->rows;
+    float *out = sd_model_own(m, n * sizeof *out, err);
+    if (!out) return -1;
+    const uint8_t *src = t->host;
+    for (size_t i = 0; i < n; i++) {
+        uint16_t h;
+        if (t->type == SD_Q8_0) {
+            const sd_block_q8_0 *b = (const sd_block_q8_0 *)src + i / SD_QK8_0;
+            out[i] = half_to_float(b->d) * b->qs[i % SD_QK8_0];
+            continue;
+        }
+        memcpy(&h, src + 2 * i, 2);
+        if (t->type == SD_F16) out[i] = half_to_float(h);
+        else {
+            uint32_t bits = (uint32_t)h << 16; /* BF16 */
+            memcpy(&out[i], &bits, 4);
+        }
+    }
+    t->host = out;
+    t->type = SD_F32;
+    return 0;
+}
+
+/* Binds tensor `name` of shape [cols, rows] (rows == 1: a vector) to t. Optional tensors that are
+ * absent leave t->rows == 0. */
+static int bind(sd_model *m, const char *name, int64_t cols, int64_t rows, bool required, sd_tensor *t,
+                sd_err *err) {
+    const gguf_tensor_info *ti = gguf_find_tensor(m->gguf, name);
+    memset(t, 0, sizeof *t);
+    if (!ti) return required ? sd_errf(err, "%s: missing tensor '%s'", m->path, name) : 0;
+    if (ti->ne[0] != cols || ti->ne[1] != rows || ti->ne[2] != 1 || ti->ne[3] != 1)
+        return sd_errf(err, "%s: tensor '%s' has shape [%lld, %lld, %lld, %lld] but the hyperparameters say [%lld, %lld]",
+                       m->path, name, (long long)ti->ne[0], (long long)ti->ne[1], (long long)ti->ne[2],
+                       (long long)ti->ne[3], (long long)cols, (long long)rows);
+    if (!sd_dtype_supported((int)ti->type))
+        return sd_errf(err, "%s: tensor '%s' has type %s, which is not supported (f32, f16, bf16, q8_0 are)", m->path,
+                       name, sd_dtype_name((int)ti->type));
+    t->type = (sd_dtype)ti->type;
+    t->data_type = t->type;
+    t->cols = cols;
+    t->rows = rows;
+    t->host = ti->data;
+    t->name = ti->name;
+    return rows == 1 ? vector_to_f32(m, t, err) : 0;
+}
+
+static int bind_layer(sd_model *m, const arch_desc *a, int l, sd_err *err) {
+    const sd_hparams *hp = &m->hp;
+    sd_layer *L = &m->layers[l];
+    int64_t dim = hp->dim, q = (int64_t)hp->n_heads * hp->head_dim, kv = (int64_t)hp->n_kv_heads * hp->head_dim;
+    char nm[14][64];
+    const char *suffix[14] = {"attn_norm.weight", "attn_q.weight", "attn_k.weight", "attn_v.weight",
+                              "attn_output.weight", "attn_q.bias", "attn_k.bias", "attn_v.bias",
+                              "attn_q_norm.weight", "attn_k_norm.weight", "ffn_norm.weight", "ffn_gate.weight",
+                              "ffn_up.weight", "ffn_down.weight"};
+    for (int i = 0; i < 14; i++) snprintf(nm[i], sizeof nm[i], "blk.%d.%s", l, suffix[i]);
+    return bind(m, nm[0], dim, 1, true, &L->attn_norm, err) || bind(m, nm[1], dim, q, true, &L->wq, err) ||
+           bind(m, nm[2], dim, kv, true, &L->wk, err) || bind(m, nm[3], dim, kv, true, &L->wv, err) ||
+           bind(m, nm[4], q, dim, true, &L->wo, err) || bind(m, nm[5], q, 1, a->qkv_bias, &L->bq, err) ||
+           bind(m, nm[6], kv, 1, a->qkv_bias, &L->bk, err) || bind(m, nm[7], kv, 1, a->qkv_bias, &L->bv, err) ||
+           bind(m, nm[8], hp->head_dim, 1, a->qk_norm, &L->q_norm, err) ||
+           bind(m, nm[9], hp->head_dim, 1, a->qk_norm, &L->k_norm, err) ||
+           bind(m, nm[10], dim, 1, true, &L->ffn_norm, err) || bind(m, nm[11], dim, hp->ffn, true, &L->w_gate, err) ||
+           bind(m, nm[12], dim, hp->ffn, true, &L->w_up, err) || bind(m, nm[13], hp->ffn, dim, true, &L->w_down, err)
+               ? -1
+               : 0;
+}
+
+/* Vocabulary size: the embedding's rows; the tokenizer may not name more tokens than that. */
+static int read_vocab(sd_model *m, sd_err *err) {
+    const gguf_tensor_info *e = gguf_find_tensor(m->gguf, "token_embd.weight");
+    if (!e) return sd_errf(err, "%s: missing tensor 'token_embd.weight'", m->path);
+    if (e->ne[1] > SD_MAX_VOCAB) return sd_errf(err, "%s: absurd vocabulary size %lld", m->path, (long long)e->ne[1]);
+    m->hp.vocab = (int)e->ne[1];
+    const gguf_kv *toks = gguf_find(m->gguf, "tokenizer.ggml.tokens");
+    if (toks && toks->arr_n > (uint64_t)m->hp.vocab)
+        return sd_errf(err, "%s: the tokenizer has %llu tokens but token_embd.weight only %d rows", m->path,
+                       (unsigned long long)toks->arr_n, m->hp.vocab);
+    return 0;
+}
+
+/* rope_freqs.weight (llama 3.1 files): per-pair frequency divisors, already encoding llama3 scaling. */
+static int read_freq_factors(sd_model *m, const float **out, sd_err *err) {
+    *out = NULL;
+    const gguf_tensor_info *ti = gguf_find_tensor(m->gguf, "rope_freqs.weight");
+    if (!ti) return 0;
+    if (ti->type != SD_F32 || ti->ne[0] != m->hp.n_rot / 2 || ti->ne[1] != 1)
+        return sd_errf(err, "%s: tensor 'rope_freqs.weight' must be f32 of %d elements", m->path, m->hp.n_rot / 2);
+    float *f = sd_model_own(m, (size_t)ti->ne[0] * sizeof *f, err); /* aligned copy of an unaligned-safe read */
+    if (!f) return -1;
+    memcpy(f, ti->data, (size_t)ti->ne[0] * sizeof *f);
+    for (int64_t i = 0; i < ti->ne[0]; i++)
+        if (!(f[i] > 0)) return sd_errf(err, "%s: rope_freqs.weight[%lld] = %g is not positive", m->path, (long long)i, (double)f[i]);
+    *out = f;
+    return 0;
+}
+
+static int load_gguf(sd_model *m, sd_err *err) {
+    if (gguf_open(m->path, &m->gguf, err)) return -1;
+    char *arch = NULL;
+    if (gguf_get_str(m->gguf, "general.architecture", &arch, err)) return -1;
+    const arch_desc *a = NULL;
+    for (size_t i = 0; i < sizeof k_archs / sizeof k_archs[0]; i++)
+        if (!strcmp(arch, k_archs[i].name)) a = &k_archs[i];
+    if (!a) {
+        sd_errf(err, "%s: architecture '%s' is not supported (llama, qwen2, qwen3 are)", m->path, arch);
+        free(arch);
+        return -1;
+    }
+    free(arch);
+    const float *ff;
+    if (read_hparams(m, a, err) || read_vocab(m, err) || sd_model_check_hparams(m, err) ||
+        read_freq_factors(m, &ff, err))
+        return -1;
+    if (!(m->layers = calloc((size_t)m->hp.n_layers, sizeof *m->layers))) return sd_errf(err, "out of memory");
+    if (bind(m, "token_embd.weight", m->hp.dim, m->hp.vocab, true, &m->tok_embd, err) ||
+        bind(m, "output_norm.weight", m->hp.dim, 1, true, &m->out_norm, err) ||
+        bind(m, "output.weight", m->hp.dim, m->hp.vocab, false, &m->output, err))
+        return -1;
+    if (!m->output.rows) m->output = m->tok_embd; /* tied classifier */
+    for (int l = 0; l < m->hp.n_layers; l++)
+        if (bind_layer(m, a, l, err)) return -1;
+    if (sd_tok_from_gguf(m->gguf, &m->tok, err)) return sd_err_prefix(err, "%s", m->path);
+    return sd_model_finish(m, ff, err);
+}
+
+/* ---- entry points ---- */
+
+static int is_gguf(const char *path, bool *yes, sd_err *err) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return sd_errf(err, "%s: cannot open: %m", path);
+    char magic[4] = {0};
+    size_t n = fread(magic, 1, 4, f);
+    fclose(f);
+    *yes = n == 4 && !memcmp(magic, "GGUF", 4);
+    return 0;
+}
+
+int sd_model_load(const char *path, const char *tok_path, sd_backend *be, sd_model **out, sd_err *err) {
+    *out = NULL;
+    sd_model *m = calloc(1, sizeof *m);
+    if (!m || !(m->path = strdup(path))) {
+        free(m);
+        return sd_errf(err, "out of memory");
+    }
+    m->be = be;
+    bool gguf = false;
+    int rc = is_gguf(path, &gguf, err);
+    if (!rc) rc = gguf ? load_gguf(m, err) : sd_llama2c_load(m, tok_path, err);
+    if (rc) {
+        sd_model_free(m);
+        return -1;
+    }
+    *out = m;
+    return 0;
+}
+
+void sd_model_free(sd_model *m) {
+    if (!m) return;
+    sd_model_release_weights(m);
+    if (m->tok) sd_tok_free(m->tok);
+    free(m->layers);
+    if (m->gguf) gguf_close(m->gguf);
+    if (m->map) munmap(m->map, m->map_size);
+    sd_model_free_owned(m);
+    free(m->path);
+    free(m);
+}
