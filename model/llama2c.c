@@ -31,9 +31,9 @@ static int read_header(sd_model *m, const int32_t h[7], bool *shared, sd_err *er
     hp->eps = 1e-5f;
     hp->rope_base = 10000.0f;
     if (hp->n_heads <= 0 || hp->n_heads > SD_MAX_HEADS)
-        return sd_errf(err, "%s: absurd llama2.c header: n_heads = %d", m->path, hp->n_heads);
+        return sd_errf(err, "%s: not a GGUF file, and not a valid llama2.c checkpoint: n_heads = %d", m->path, hp->n_heads);
     if (hp->dim <= 0 || hp->dim % hp->n_heads)
-        return sd_errf(err, "%s: absurd llama2.c header: dim %d is not a positive multiple of n_heads %d", m->path,
+        return sd_errf(err, "%s: not a GGUF file, and not a valid llama2.c checkpoint: dim %d is not a positive multiple of n_heads %d", m->path,
                        hp->dim, hp->n_heads);
     hp->head_dim = hp->dim / hp->n_heads;
     hp->n_rot = hp->head_dim;

@@ -95,9 +95,7 @@ void sd_rope_inv_freq(const sd_hparams *hp, const float *freq_factors, float *in
     }
 }
 
-/* Pointers to every distinct tensor of the model (the tied classifier is not repeated; absent optional
- * tensors are skipped). list must hold 3 + 13 * n_layers entries. */
-static int all_tensors(sd_model *m, sd_tensor **list) {
+int sd_model_tensors(sd_model *m, sd_tensor **list) {
     int n = 0;
     list[n++] = &m->tok_embd;
     list[n++] = &m->out_norm;
@@ -143,10 +141,10 @@ static int make_rope(sd_model *m, const float *freq_factors, sd_err *err) {
 }
 
 int sd_model_finish(sd_model *m, const float *freq_factors, sd_err *err) {
-    sd_tensor **list = malloc((3 + 14 * (size_t)m->hp.n_layers) * sizeof *list);
+    sd_tensor **list = malloc(SD_MODEL_MAX_TENSORS(m->hp.n_layers) * sizeof *list);
     if (!list) return sd_errf(err, "out of memory");
     bool tied = m->output.host == m->tok_embd.host;
-    int n = all_tensors(m, list);
+    int n = sd_model_tensors(m, list);
     count_sizes(m, list, n);
     for (int i = 0; i < n; i++) {
         list[i]->data_type = list[i]->type;
@@ -164,9 +162,9 @@ int sd_model_finish(sd_model *m, const float *freq_factors, sd_err *err) {
 void sd_model_release_weights(sd_model *m) {
     if (!m->be) return;
     if (m->layers) {
-        sd_tensor **list = malloc((3 + 14 * (size_t)m->hp.n_layers) * sizeof *list);
+        sd_tensor **list = malloc(SD_MODEL_MAX_TENSORS(m->hp.n_layers) * sizeof *list);
         if (list) {
-            int n = all_tensors(m, list);
+            int n = sd_model_tensors(m, list);
             for (int i = 0; i < n; i++)
                 if (list[i]->data) m->be->free_weight(m->be, list[i]);
             free(list);

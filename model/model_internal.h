@@ -24,6 +24,11 @@ void sd_model_free_owned(sd_model *m);
 /* Returns every uploaded weight to the backend and releases the RoPE table. */
 void sd_model_release_weights(sd_model *m);
 
+/* Every distinct tensor of the model (the tied classifier once, absent optional tensors skipped) into
+ * list, which must hold SD_MODEL_MAX_TENSORS(n_layers) entries; returns the count. */
+#define SD_MODEL_MAX_TENSORS(n_layers) (3 + 14 * (size_t)(n_layers))
+int sd_model_tensors(sd_model *m, sd_tensor **list);
+
 /* Checks hyperparameters for absurd or inconsistent values; the message names the file. */
 int sd_model_check_hparams(const sd_model *m, sd_err *err);
 

@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include "kernels/backend.h"
 #include "model/gguf.h"
@@ -493,6 +494,51 @@ static void test_broken_llama2c(void) {
     }
 }
 
+/* Runs `specd ARGS`, stderr+stdout into a file; returns the exit status (-1 when it did not exit). */
+static int run_specd(const char *args, char *out, size_t cap) {
+    const char *build = getenv("BUILD") ? getenv("BUILD") : "build";
+    char cmd[1024];
+    const char *log = tmp_path("specd.log");
+    snprintf(cmd, sizeof cmd, "%s/specd %s >'%s' 2>&1", build, args, log);
+    int st = system(cmd);
+    out[0] = 0;
+    FILE *f = fopen(log, "rb");
+    if (f) {
+        size_t n = fread(out, 1, cap - 1, f);
+        out[n] = 0;
+        fclose(f);
+    }
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void test_info_command(void) {
+    char bin[512], out[8192], args[1024];
+    snprintf(bin, sizeof bin, "%s/specd", getenv("BUILD") ? getenv("BUILD") : "build");
+    if (access(bin, X_OK)) SKIP("specd binary not built");
+    CHECK_EQ_INT(run_specd("info", out, sizeof out), 2);
+    CHECK(strstr(out, "usage: specd info") != NULL);
+    CHECK_EQ_INT(run_specd("info -m", out, sizeof out), 2);
+    CHECK_EQ_INT(run_specd("info -m x.gguf --bogus", out, sizeof out), 2);
+    /* a corrupt file: exit 1, message naming the file */
+    const char *bad = tmp_path("corrupt.gguf");
+    FILE *f = fopen(bad, "wb");
+    REQUIRE(f);
+    fwrite("GGUF\x03\0\0\0\xff\xff", 1, 10, f);
+    fclose(f);
+    snprintf(args, sizeof args, "info -m '%s'", bad);
+    CHECK_EQ_INT(run_specd(args, out, sizeof out), 1);
+    CHECK(strstr(out, bad) != NULL && strstr(out, "truncated") != NULL);
+    /* a good synthetic model: exit 0 and the figures printed */
+    spec s = base_spec("qwen2");
+    const char *good = tmp_path("info.gguf");
+    REQUIRE(write_model(&s, good) == 0);
+    snprintf(args, sizeof args, "info -m '%s'", good);
+    CHECK_EQ_INT(run_specd(args, out, sizeof out), 0);
+    CHECK(strstr(out, "qwen2") != NULL);
+    CHECK(strstr(out, "feed-forward:       96") != NULL);
+    CHECK(strstr(out, "bytes read / token") != NULL);
+}
+
 int main(void) {
     snprintf(g_dir, sizeof g_dir, "/tmp/specd_test_model_XXXXXX");
     if (!mkdtemp(g_dir)) return 1;
@@ -504,6 +550,7 @@ int main(void) {
     RUN(test_broken_models);
     RUN(test_upload_failure_cleans_up);
     RUN(test_broken_llama2c);
+    RUN(test_info_command);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
     if (system(cmd)) {}
