@@ -62,8 +62,15 @@ $(BUILD)/libspecd-client.a: $(CLIENT_OBJ) $(patsubst %.c,$(BUILD)/%.o,$(wildcard
 	@mkdir -p $(dir $@)
 	ar rcs $@ $^
 
+# main.c refers to the subcommands weakly (so it links while one is unwritten); a weak reference does not
+# pull an archive member in, so -u asks the linker for each command that the library does define.
+comma := ,
+# Only commands whose source file exists are asked for (an unresolved -u symbol is an error).
+SD_CMD_FILES := cmd_generate:tools/cmd_generate.c cmd_tokenize:tools/cmd_tokenize.c cmd_info:tools/cmd_info.c \
+                cmd_mkmodel:tools/mkmodel.c cmd_serve:daemon/serve.c cmd_bench:bench/cmd_bench.c
+SD_CMD_LINK := $(foreach p,$(SD_CMD_FILES),$(if $(wildcard $(word 2,$(subst :, ,$(p)))),-Wl$(comma)-u$(comma)$(word 1,$(subst :, ,$(p)))))
 $(BUILD)/specd: $(BUILD)/daemon/main.o $(BUILD)/libspecd.a
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(LDFLAGS) $(SD_CMD_LINK) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/specd-cli: $(BUILD)/clients/cli.o $(BUILD)/libspecd-client.a
 	$(CC) $(LDFLAGS) -o $@ $^ -lzmq -lmsgpackc -lm -pthread
