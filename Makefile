@@ -56,6 +56,7 @@ deps:
 
 $(BUILD)/libspecd.a: $(LIB_OBJ)
 	@mkdir -p $(dir $@)
+	@rm -f $@  # rebuilt from scratch: a member whose source was removed must not linger
 	ar rcs $@ $^
 
 $(BUILD)/libspecd-client.a: $(CLIENT_OBJ) $(patsubst %.c,$(BUILD)/%.o,$(wildcard ipc/*.c))
