@@ -1,0 +1,226 @@
+/* Byte-level BPE (GGUF tokenizer.ggml.model = "gpt2"): the text is split by the model's pre-tokenizer
+ * (model/pretok.c); each piece's bytes start as the tokens of their GPT-2 stand-in characters and are
+ * merged pair by pair, always the pair of lowest merge rank first (leftmost among equals), until no pair
+ * of neighbours has a rank. Merges run on a linked list of symbols with a binary heap of candidate pairs,
+ * so a piece of n bytes costs O(n log n) — pre-tokenizer pieces can be huge (a 100 KB run of one letter
+ * is one piece). Stale heap entries (a side already merged away) are recognised by their ids and skipped.
+ * Decoding needs nothing here: tokenizer.c maps each token's characters back to bytes at load. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/pretok.h"
+#include "model/tok_internal.h"
+#include "model/unicode.h"
+
+typedef struct bpe_state {
+    sd_pretok_kind pre;
+    int32_t byte_tok[256];  /* token of each byte's stand-in character, -1 when the vocabulary lacks it */
+    int32_t *merged;        /* merge rank -> id of the merged token */
+    int n_merges;
+    /* Llama 3's tokenizer.json has "ignore_merges": a piece that is itself a token is taken whole. */
+    bool ignore_merges;
+} bpe_state;
+
+/* ---- setup ---- */
+
+static int load_merges(sd_tokenizer *t, bpe_state *st, const gguf_file *f, sd_err *err) {
+    const gguf_kv *kv = gguf_find(f, "tokenizer.ggml.merges");
+    if (!kv) return sd_errf(err, "%s: byte-level BPE vocabulary without tokenizer.ggml.merges", f->path);
+    if (kv->type != GGUF_T_ARRAY || kv->arr_type != GGUF_T_STRING)
+        return sd_errf(err, "%s: tokenizer.ggml.merges is not an array of strings", f->path);
+    if (kv->arr_n > INT32_MAX) return sd_errf(err, "%s: too many merges (%llu)", f->path, (unsigned long long)kv->arr_n);
+    st->merged = malloc((kv->arr_n + 1) * sizeof *st->merged);
+    char *buf = malloc((size_t)t->max_text_len * 2 + 8);
+    if (!st->merged || !buf) { free(buf); return sd_errf(err, "out of memory (BPE merges)"); }
+    int rc = 0;
+    for (uint64_t r = 0; r < kv->arr_n && rc == 0; r++) {
+        const gguf_str *m = &kv->arr_strs[r];
+        /* "left right": the separator is the first space after the first byte (token texts of a
+         * byte-level vocabulary contain no raw space; a merge of bad shape is skipped) */
+        const char *sp = m->len > 1 ? memchr(m->ptr + 1, ' ', m->len - 1) : NULL;
+        st->merged[r] = -1;
+        if (!sp) continue;
+        size_t ll = (size_t)(sp - m->ptr), rl = m->len - ll - 1;
+        if (ll + rl > (size_t)t->max_text_len) continue; /* the result would be no token */
+        int32_t l = sd_tok_find(t, m->ptr, ll), rr = sd_tok_find(t, sp + 1, rl);
+        memcpy(buf, m->ptr, ll);
+        memcpy(buf + ll, sp + 1, rl);
+        int32_t res = sd_tok_find(t, buf, ll + rl);
+        /* every side and the result must be tokens; a repeated pair keeps its first (lowest) rank */
+        if (l < 0 || rr < 0 || res < 0 || sd_pairmap_get(&t->merges, l, rr) >= 0) continue;
+        st->merged[r] = res;
+        rc = sd_pairmap_put(&t->merges, l, rr, (int32_t)r, err);
+    }
+    st->n_merges = (int)kv->arr_n;
+    free(buf);
+    return rc;
+}
+
+int sd_tok_bpe_init(sd_tokenizer *t, const gguf_file *f, sd_err *err) {
+    bpe_state *st = calloc(1, sizeof *st);
+    if (!st) return sd_errf(err, "out of memory");
+    t->bpe = st;
+    if (sd_pretok_find(t->pre, &st->pre, err)) return sd_err_prefix(err, "%s", f->path);
+    st->ignore_merges = st->pre == SD_PRETOK_LLAMA3;
+    for (int b = 0; b < 256; b++) {
+        char u[4];
+        int n = sd_uni_encode(sd_uni_byte_to_cp((uint8_t)b), u);
+        st->byte_tok[b] = sd_tok_find(t, u, (size_t)n);
+    }
+    return load_merges(t, st, f, err);
+}
+
+void sd_tok_bpe_free(sd_tokenizer *t) {
+    bpe_state *st = t->bpe;
+    if (!st) return;
+    free(st->merged);
+    free(st);
+    t->bpe = NULL;
+}
+
+/* ---- merging ---- */
+
+typedef struct cand {   /* a candidate merge of neighbours left, right holding ids lid, rid */
+    int32_t rank, lid, rid;
+    uint32_t left, right;
+} cand;
+
+typedef struct work {
+    int32_t *id;        /* per symbol (indexed by its first byte): token id, -1 once merged away */
+    uint32_t *prev, *next;
+    cand *heap;
+    size_t n_heap, cap;  /* cap: symbols the arrays hold */
+    size_t heap_cap;
+    char *buf;           /* the piece as stand-in characters (for the whole-piece lookup) */
+} work;
+
+#define NONE UINT32_MAX
+
+static int cand_less(const cand *a, const cand *b) {
+    return a->rank < b->rank || (a->rank == b->rank && a->left < b->left);
+}
+
+static int heap_push(work *w, cand c) {
+    if (w->n_heap == w->heap_cap) {
+        size_t cap = w->heap_cap ? w->heap_cap * 2 : 256;
+        cand *h = realloc(w->heap, cap * sizeof *h);
+        if (!h) return -1;
+        w->heap = h;
+        w->heap_cap = cap;
+    }
+    size_t i = w->n_heap++;
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (!cand_less(&c, &w->heap[p])) break;
+        w->heap[i] = w->heap[p];
+        i = p;
+    }
+    w->heap[i] = c;
+    return 0;
+}
+
+static cand heap_pop(work *w) {
+    cand top = w->heap[0], last = w->heap[--w->n_heap];
+    size_t i = 0, n = w->n_heap;
+    for (;;) {
+        size_t l = 2 * i + 1, m = i;
+        const cand *best = &last;
+        if (l < n && cand_less(&w->heap[l], best)) { m = l; best = &w->heap[l]; }
+        if (l + 1 < n && cand_less(&w->heap[l + 1], best)) m = l + 1;
+        if (m == i) break;
+        w->heap[i] = w->heap[m];
+        i = m;
+    }
+    if (n) w->heap[i] = last;
+    return top;
+}
+
+static int try_pair(const sd_tokenizer *t, work *w, uint32_t l, uint32_t r) {
+    if (l == NONE || r == NONE || w->id[l] < 0 || w->id[r] < 0) return 0;
+    int32_t rank = sd_pairmap_get(&t->merges, w->id[l], w->id[r]);
+    if (rank < 0) return 0;
+    return heap_push(w, (cand){rank, w->id[l], w->id[r], l, r});
+}
+
+static int work_reserve(work *w, size_t n) {
+    if (n <= w->cap) return 0;
+    size_t cap = w->cap ? w->cap : 64;
+    while (cap < n) cap *= 2;
+    int32_t *id = realloc(w->id, cap * sizeof *id);
+    if (id) w->id = id;
+    uint32_t *pv = realloc(w->prev, cap * sizeof *pv);
+    if (pv) w->prev = pv;
+    uint32_t *nx = realloc(w->next, cap * sizeof *nx);
+    if (nx) w->next = nx;
+    char *b = realloc(w->buf, cap * 2);
+    if (b) w->buf = b;
+    if (!id || !pv || !nx || !b) return -1;
+    w->cap = cap;
+    return 0;
+}
+
+static void work_free(work *w) {
+    free(w->id); free(w->prev); free(w->next); free(w->heap); free(w->buf);
+}
+
+/* Appends the token of byte sequence s[0..n) taken whole, if the vocabulary has it; returns 1 then. */
+static int whole_piece(const sd_tokenizer *t, work *w, const unsigned char *s, size_t n, sd_ids *out, sd_err *err,
+                       int *rc) {
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) m += (size_t)sd_uni_encode(sd_uni_byte_to_cp(s[i]), w->buf + m);
+    int32_t id = sd_tok_find(t, w->buf, m);
+    if (id < 0) return 0;
+    *rc = sd_ids_push(out, id, err);
+    return 1;
+}
+
+static int bpe_piece(const sd_tokenizer *t, const bpe_state *st, work *w, const unsigned char *s, size_t n,
+                     sd_ids *out, sd_err *err) {
+    if (n >= NONE) return sd_errf(err, "byte-level BPE: a piece of %zu bytes is too long", n);
+    if (work_reserve(w, n)) return sd_errf(err, "out of memory (BPE, piece of %zu bytes)", n);
+    int rc = 0;
+    if (st->ignore_merges && n > 1 && (size_t)t->max_text_len >= n && whole_piece(t, w, s, n, out, err, &rc))
+        return rc;
+    for (size_t i = 0; i < n; i++) {
+        w->id[i] = st->byte_tok[s[i]];
+        w->prev[i] = i ? (uint32_t)(i - 1) : NONE;
+        w->next[i] = i + 1 < n ? (uint32_t)(i + 1) : NONE;
+    }
+    w->n_heap = 0;
+    for (size_t i = 0; i + 1 < n; i++)
+        if (try_pair(t, w, (uint32_t)i, (uint32_t)(i + 1))) return sd_errf(err, "out of memory (BPE heap)");
+    while (w->n_heap) {
+        cand c = heap_pop(w);
+        if (w->next[c.left] != c.right || w->id[c.left] != c.lid || w->id[c.right] != c.rid) continue; /* stale */
+        /* merge: the left symbol becomes the merged token, the right one leaves the list */
+        w->id[c.left] = st->merged[c.rank];
+        w->id[c.right] = -1;
+        uint32_t nx = w->next[c.right];
+        w->next[c.left] = nx;
+        if (nx != NONE) w->prev[nx] = c.left;
+        if (try_pair(t, w, w->prev[c.left], c.left) || try_pair(t, w, c.left, nx))
+            return sd_errf(err, "out of memory (BPE heap)");
+    }
+    for (uint32_t i = 0; i != NONE && rc == 0; i = w->next[i]) {
+        int32_t id = w->id[i];
+        if (id < 0) id = t->unk;  /* a byte whose stand-in is not in the vocabulary */
+        if (id >= 0) rc = sd_ids_push(out, id, err);
+    }
+    return rc;
+}
+
+int sd_tok_bpe_encode(const sd_tokenizer *t, const char *text, size_t len, bool first, sd_ids *out, sd_err *err) {
+    (void)first;
+    const bpe_state *st = t->bpe;
+    if (!st) return sd_errf(err, "byte-level BPE tokenizer not initialised");
+    sd_span *sp;
+    size_t n_sp;
+    if (sd_pretok_split(st->pre, text, len, &sp, &n_sp, err)) return -1;
+    work w = {0};
+    int rc = 0;
+    for (size_t k = 0; k < n_sp && rc == 0; k++)
+        rc = bpe_piece(t, st, &w, (const unsigned char *)text + sp[k].off, sp[k].len, out, err);
+    work_free(&w);
+    free(sp);
+    return rc;
+}
