@@ -253,9 +253,10 @@ static int bpe_piece(const sd_tokenizer *t, const bpe_state *st, work *w, const 
             return sd_errf(err, "out of memory (BPE heap)");
     }
     for (uint32_t i = 0; i != NONE && rc == 0; i = w->next[i]) {
-        int32_t id = w->id[i];
-        if (id < 0) id = t->unk;  /* a byte whose stand-in is not in the vocabulary */
-        if (id >= 0) rc = sd_ids_push(out, id, err);
+        /* a byte whose stand-in is not in the vocabulary (falcon lacks some control bytes, several
+         * vocabularies the bytes that never occur in UTF-8) is dropped, as llama.cpp does: mapping it to
+         * the unknown id would put <|endoftext|> into the text of vocabularies whose unk is that */
+        if (w->id[i] >= 0) rc = sd_ids_push(out, w->id[i], err);
     }
     return rc;
 }

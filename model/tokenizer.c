@@ -7,13 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* TEMPORARY until model/tok_bpe.c is on main: weak, so the tree links without it (a gpt2 vocabulary then
- * gets a clear error). Remove once tok_bpe.c has landed: with weak references the linker would not pull
- * tok_bpe.o out of the archive. */
-#pragma weak sd_tok_bpe_init
-#pragma weak sd_tok_bpe_free
-#pragma weak sd_tok_bpe_encode
-
 /* ---------------------------------------------------------------- small helpers */
 
 int sd_ids_push(sd_ids *a, int32_t id, sd_err *err) {
@@ -219,7 +212,7 @@ static sd_tokenizer *tok_alloc(int n) {
 
 void sd_tok_free(sd_tokenizer *t) {
     if (!t) return;
-    if (t->bpe && sd_tok_bpe_free) sd_tok_bpe_free(t);
+    if (t->bpe) sd_tok_bpe_free(t);
     for (int i = 0; i < t->n_vocab; i++) {
         if (t->text) free(t->text[i]);
         if (t->piece) free(t->piece[i]);
@@ -502,10 +495,6 @@ static int from_gguf(const gguf_file *f, sd_tokenizer **out, sd_err *err) {
     t->model = model;
     if (gguf_find(f, "tokenizer.ggml.pre") && gguf_get_str(f, "tokenizer.ggml.pre", &t->pre, err)) goto fail;
     if (gguf_vocab(t, f, err) || gguf_specials(t, f, err)) goto fail;
-    if (kind == SD_TOK_BPE && !sd_tok_bpe_init) {
-        sd_errf(err, "byte-level BPE (tokenizer.ggml.model gpt2) is not in this build");
-        goto fail;
-    }
     if (map_build(t, err)) goto fail; /* before the BPE setup, which looks merges up by text */
     if (kind == SD_TOK_BPE && sd_tok_bpe_init(t, f, err)) goto fail;
     if (tok_finish(t, err)) goto fail;
