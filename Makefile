@@ -87,6 +87,10 @@ $(BUILD)/%.o: %.cu
 	@mkdir -p $(dir $@)
 	$(NVCC) -O3 -std=c++17 -I. $(CUDA_ARCH) -Xcompiler -fPIC,-Wall -c -o $@ $<
 
+# Benchmark programs: a bench/*.c file with its main() under SD_BENCH_MAIN (the library copy has none).
+$(BUILD)/bench_kernels: bench/bench_kernels.c $(BUILD)/libspecd.a
+	$(CC) $(CFLAGS) -DSD_BENCH_MAIN $(LDFLAGS) -o $@ $< $(BUILD)/libspecd.a $(LDLIBS)
+
 test: all $(TEST_BIN)
 	@BUILD=$(BUILD) bash tests/run.sh $(TEST_BIN)
 

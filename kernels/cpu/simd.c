@@ -37,9 +37,9 @@ const sd_cpu_kernels *sd_simd_kernels(sd_simd s) {
     switch (s) {
     case SD_SIMD_SCALAR: return &sd_kernels_scalar;
 #if defined(__x86_64__) || defined(__i386__)
-    case SD_SIMD_AVX: /* SIMD kernels land next; until then every level runs the reference */
-    case SD_SIMD_AVX2:
-    case SD_SIMD_AVX512: return &sd_kernels_scalar;
+    case SD_SIMD_AVX: return &sd_kernels_avx;
+    case SD_SIMD_AVX2: return &sd_kernels_avx2;
+    case SD_SIMD_AVX512: return &sd_kernels_avx512;
 #endif
     default: return NULL;
     }

@@ -1,0 +1,150 @@
+/* Matmul bandwidth benchmark: how close the CPU backend's matrix products come to the machine's memory
+ * read bandwidth, for F16 and Q8_0 weights on a set of matrices far larger than the last-level cache,
+ * with n = 1 (decode) and n = 5 (verifying 4 drafted tokens), and T(5)/T(1).
+ *
+ *   build/bench_kernels [-t THREADS] [--params MILLIONS] [--reps N]
+ *
+ * Every figure comes from this one run, so the ratios hold even when other work shares the machine.
+ * Built as a program by the Makefile rule $(BUILD)/bench_kernels (compiled with -DSD_BENCH_MAIN). */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "bench/bandwidth.h"
+#include "kernels/backend.h"
+#include "kernels/cpu/backend_cpu.h"
+#include "kernels/quant.h"
+
+int sd_bench_kernels(int argc, char **argv);
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static uint64_t rng = 0x2545f4914f6cdd1dull;
+static uint32_t rnd(void) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (uint32_t)(rng >> 32);
+}
+
+/* Matrices alternate between 4096 x 1024 and 1024 x 4096 (rows x cols): short and long rows, as the
+ * projections of a 1B-class model have. */
+typedef struct bench_set {
+    int count;
+    sd_tensor *w;
+    void *mem;
+} bench_set;
+
+static int make_set(sd_backend *b, int type, double params_m, bench_set *s) {
+    const int64_t big = 4096, small = 1024;
+    s->count = (int)(params_m * 1e6 / (double)(big * small) + 0.5);
+    if (s->count < 1) s->count = 1;
+    size_t mat_bytes = sd_dtype_row_bytes(type, small) * big; /* same for both orientations */
+    s->mem = malloc(mat_bytes * (size_t)s->count);
+    s->w = calloc((size_t)s->count, sizeof *s->w);
+    if (!s->mem || !s->w) return -1;
+    uint8_t *p = s->mem;
+    if (type == SD_F16) {
+        uint16_t *h = s->mem;
+        for (size_t i = 0; i < mat_bytes * (size_t)s->count / 2; i++)
+            h[i] = sd_fp32_to_fp16((float)((int)(rnd() % 2001) - 1000) * 1e-4f);
+    } else {
+        sd_block_q8_0 *q = s->mem;
+        for (size_t i = 0; i < mat_bytes * (size_t)s->count / sizeof *q; i++) {
+            q[i].d = sd_fp32_to_fp16((float)(rnd() % 100 + 1) * 1e-5f);
+            for (int k = 0; k < SD_QK8_0; k++) q[i].qs[k] = (int8_t)(rnd() & 0xff);
+        }
+    }
+    for (int i = 0; i < s->count; i++) {
+        s->w[i] = (sd_tensor){.type = type, .rows = i % 2 ? small : big, .cols = i % 2 ? big : small,
+                              .host = p + mat_bytes * (size_t)i, .name = "bench"};
+        sd_err err;
+        if (b->upload_weight(b, &s->w[i], &err) != 0) {
+            fprintf(stderr, "%s\n", err.msg);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static size_t set_bytes(const bench_set *s) {
+    size_t t = 0;
+    for (int i = 0; i < s->count; i++) t += sd_dtype_row_bytes(s->w[i].type, s->w[i].cols) * (size_t)s->w[i].rows;
+    return t;
+}
+
+/* Best time of `reps` passes over every matrix with n activation vectors. */
+static double time_pass(sd_backend *b, const bench_set *s, int n, int reps, float *x, float *out) {
+    double best = 1e30;
+    for (int r = 0; r <= reps; r++) { /* pass 0 warms up */
+        double t0 = now_s();
+        for (int i = 0; i < s->count; i++) b->matmul(b, out, &s->w[i], x, n);
+        b->sync(b);
+        double t = now_s() - t0;
+        if (r > 0 && t < best) best = t;
+    }
+    return best;
+}
+
+int sd_bench_kernels(int argc, char **argv) {
+    int threads = 0, reps = 8;
+    double params_m = 300;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "-t") == 0 && i + 1 < argc) threads = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--params") == 0 && i + 1 < argc) params_m = atof(argv[++i]);
+        else if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc) reps = atoi(argv[++i]);
+        else {
+            fprintf(stderr, "usage: bench_kernels [-t THREADS] [--params MILLIONS] [--reps N]\n");
+            return 2;
+        }
+    }
+    sd_backend *b;
+    sd_err err;
+    if (sd_backend_cpu_new(threads, &b, &err) != 0) {
+        fprintf(stderr, "%s\n", err.msg);
+        return 1;
+    }
+    printf("matmul bandwidth: %s, %.0fM parameters per type, best of %d passes\n", b->device, params_m, reps);
+    double bw = sd_bench_read_bandwidth(b->n_threads, (size_t)1 << 30);
+    printf("memory read bandwidth (%d threads, 1 GiB buffer): %.2f GB/s\n", b->n_threads, bw);
+    float *x = b->alloc(b, 8 * 4096, &err), *out = b->alloc(b, 8 * 4096, &err);
+    for (int i = 0; i < 8 * 4096; i++) x[i] = (float)((int)(rnd() % 2001) - 1000) * 1e-3f;
+    static const int types[] = {SD_F16, SD_Q8_0};
+    double gbs[2][2], ratio[2];
+    for (int ti = 0; ti < 2; ti++) {
+        bench_set s = {0};
+        if (make_set(b, types[ti], params_m, &s) != 0) {
+            fprintf(stderr, "cannot allocate the %s matrices\n", sd_dtype_name(types[ti]));
+            return 1;
+        }
+        size_t bytes = set_bytes(&s);
+        double t1 = time_pass(b, &s, 1, reps, x, out), t5 = time_pass(b, &s, 5, reps, x, out);
+        gbs[ti][0] = bytes / t1 / 1e9;
+        gbs[ti][1] = bytes / t5 / 1e9;
+        ratio[ti] = t5 / t1;
+        printf("%-5s %3d matrices, %6.1f MB: n=1 %7.2f ms %6.2f GB/s | n=5 %7.2f ms %6.2f GB/s | T(5)/T(1) %.2f\n",
+               sd_dtype_name(types[ti]), s.count, bytes / 1e6, t1 * 1e3, gbs[ti][0], t5 * 1e3, gbs[ti][1], ratio[ti]);
+        free(s.w);
+        free(s.mem);
+    }
+    double bw2 = sd_bench_read_bandwidth(b->n_threads, (size_t)1 << 30);
+    printf("memory read bandwidth again: %.2f GB/s\n", bw2);
+    if (bw2 > bw) bw = bw2; /* the fractions use the better of the two: the conservative choice */
+    for (int ti = 0; ti < 2; ti++)
+        printf("RESULT %-5s n=1 %5.1f%% of %.2f GB/s, n=5 %5.1f%%, T(5)/T(1) %.2f\n", sd_dtype_name(types[ti]),
+               100 * gbs[ti][0] / bw, bw, 100 * gbs[ti][1] / bw, ratio[ti]);
+    b->release(b, x);
+    b->release(b, out);
+    b->destroy(b);
+    return 0;
+}
+
+#ifdef SD_BENCH_MAIN
+int main(int argc, char **argv) { return sd_bench_kernels(argc, argv); }
+#endif
