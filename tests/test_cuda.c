@@ -1,0 +1,172 @@
+/* The CUDA backend against the CPU backend: every op, every weight type, logits of a whole forward pass,
+ * the out-of-memory error. Skipped where no CUDA device is present (always in CI). */
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "kernels/backend.h"
+#include "tests/test.h"
+
+static sd_backend *gpu, *cpu;
+static char no_gpu_reason[512];
+
+static uint64_t rng = 88172645463325252ull;
+static float frand(void) {
+    rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
+    return (float)((rng >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
+}
+
+/* A host tensor of random values in the given type (F32 values quantized through the type). */
+static void *make_weights(int type, int64_t rows, int64_t cols) {
+    size_t bytes = sd_dtype_row_bytes(type, cols) * (size_t)rows;
+    uint8_t *p = malloc(bytes);
+    for (size_t i = 0; i < bytes; i++) p[i] = (uint8_t)(frand() * 127.0f);
+    if (type == SD_F32) for (size_t i = 0; i < (size_t)(rows * cols); i++) ((float *)p)[i] = frand();
+    if (type == SD_F16 || type == SD_BF16) /* keep exponents sane: random mantissa, exponent around 1 */
+        for (size_t i = 0; i < (size_t)(rows * cols); i++)
+            ((uint16_t *)p)[i] = (uint16_t)((type == SD_F16 ? 0x3800 : 0x3f00) | (((uint16_t *)p)[i] & 0x80ff));
+    if (type == SD_Q8_0)
+        for (size_t b = 0; b < (size_t)(rows * cols / 32); b++) ((sd_block_q8_0 *)p)[b].d = 0x2000; /* 2^-7 */
+    return p;
+}
+
+static float *dev_copy(sd_backend *b, const float *host, size_t n) {
+    float *d = b->alloc(b, n, NULL);
+    b->from_host(b, d, host, n);
+    return d;
+}
+
+static double max_rel_err(const float *a, const float *b, size_t n) {
+    double worst = 0, scale = 1e-6;
+    for (size_t i = 0; i < n; i++) scale = fmax(scale, fabs(b[i]));
+    for (size_t i = 0; i < n; i++) worst = fmax(worst, fabs(a[i] - b[i]) / scale);
+    return worst;
+}
+
+static void test_matmul_all_types(void) {
+    if (!gpu) SKIP("%s", no_gpu_reason);
+    const int types[] = {SD_F32, SD_F16, SD_BF16, SD_Q8_0};
+    const int64_t shapes[][2] = {{64, 64}, {96, 256}, {1000, 512}, {37, 4096}};
+    for (size_t ti = 0; ti < 4; ti++)
+        for (size_t si = 0; si < 4; si++)
+            for (int n = 1; n <= 12; n += (n < 9 ? 1 : 3)) {
+                int64_t rows = shapes[si][0], cols = shapes[si][1];
+                void *w = make_weights(types[ti], rows, cols);
+                sd_tensor tc = {.type = types[ti], .cols = cols, .rows = rows, .host = w, .name = "w"};
+                sd_tensor tg = tc;
+                REQUIRE(cpu->upload_weight(cpu, &tc, NULL) == 0);
+                REQUIRE(gpu->upload_weight(gpu, &tg, NULL) == 0);
+                size_t nx = (size_t)n * cols, no = (size_t)n * rows;
+                float *x = malloc(nx * 4), *oc = malloc(no * 4), *og = malloc(no * 4);
+                for (size_t i = 0; i < nx; i++) x[i] = frand();
+                float *xc = dev_copy(cpu, x, nx), *xg = dev_copy(gpu, x, nx);
+                float *dc = cpu->alloc(cpu, no, NULL), *dg = gpu->alloc(gpu, no, NULL);
+                cpu->matmul(cpu, dc, &tc, xc, n);
+                gpu->matmul(gpu, dg, &tg, xg, n);
+                cpu->to_host(cpu, oc, dc, no);
+                gpu->to_host(gpu, og, dg, no);
+                /* F32 weights become F16 on the GPU, and cuBLAS rounds inputs to 16 bits for n > 8 */
+                double tol = (types[ti] == SD_F32 || n > 8) ? 4e-3 : 1e-4;
+                double e = max_rel_err(og, oc, no);
+                CHECKF(e <= tol, "type %s rows %lld cols %lld n %d: rel err %g", sd_dtype_name(types[ti]),
+                       (long long)rows, (long long)cols, n, e);
+                cpu->release(cpu, xc); cpu->release(cpu, dc); gpu->release(gpu, xg); gpu->release(gpu, dg);
+                cpu->free_weight(cpu, &tc); gpu->free_weight(gpu, &tg);
+                free(x); free(oc); free(og); free(w);
+            }
+}
+
+static void test_row_ops(void) {
+    if (!gpu) SKIP("%s", no_gpu_reason);
+    const int n = 5, n_heads = 8, n_kv = 2, hd = 64, dim = n_heads * hd, kvd = n_kv * hd, ctx = 64, pos0 = 20;
+    float *wn = make_weights(SD_F32, 1, dim);
+    sd_tensor nc = {.type = SD_F32, .cols = dim, .rows = 1, .host = wn}, ng = nc;
+    REQUIRE(cpu->upload_weight(cpu, &nc, NULL) == 0 && gpu->upload_weight(gpu, &ng, NULL) == 0);
+    size_t nx = (size_t)n * dim;
+    float *x = malloc(nx * 4), *y = malloc(nx * 4), *a = malloc(nx * 4), *b = malloc(nx * 4);
+    for (size_t i = 0; i < nx; i++) { x[i] = frand() * 3; y[i] = frand(); }
+    float *xc = dev_copy(cpu, x, nx), *xg = dev_copy(gpu, x, nx), *yc = dev_copy(cpu, y, nx), *yg = dev_copy(gpu, y, nx);
+
+    cpu->rmsnorm(cpu, xc, xc, &nc, n, dim, 1e-5f);
+    gpu->rmsnorm(gpu, xg, xg, &ng, n, dim, 1e-5f);
+    cpu->to_host(cpu, a, xc, nx); gpu->to_host(gpu, b, xg, nx);
+    CHECKF(max_rel_err(b, a, nx) < 1e-5, "rmsnorm %g", max_rel_err(b, a, nx));
+
+    float inv[32];
+    for (int j = 0; j < hd / 2; j++) inv[j] = powf(10000.0f, -2.0f * j / hd);
+    float *ic = dev_copy(cpu, inv, hd / 2), *ig = dev_copy(gpu, inv, hd / 2);
+    for (int neox = 0; neox <= 1; neox++) {
+        cpu->rope(cpu, xc, n, n_heads, hd, hd, pos0, ic, neox);
+        gpu->rope(gpu, xg, n, n_heads, hd, hd, pos0, ig, neox);
+        cpu->to_host(cpu, a, xc, nx); gpu->to_host(gpu, b, xg, nx);
+        CHECKF(max_rel_err(b, a, nx) < 1e-5, "rope neox=%d %g", neox, max_rel_err(b, a, nx));
+    }
+    cpu->swiglu(cpu, xc, xc, yc, nx); gpu->swiglu(gpu, xg, xg, yg, nx);
+    cpu->add(cpu, xc, yc, nx); gpu->add(gpu, xg, yg, nx);
+    cpu->to_host(cpu, a, xc, nx); gpu->to_host(gpu, b, xg, nx);
+    CHECKF(max_rel_err(b, a, nx) < 1e-5, "swiglu+add %g", max_rel_err(b, a, nx));
+
+    /* attention: fill the cache with pos0 positions of random K/V, then n queries */
+    sd_kv kc, kg;
+    REQUIRE(cpu->kv_alloc(cpu, &kc, 2, ctx, kvd, NULL) == 0 && gpu->kv_alloc(gpu, &kg, 2, ctx, kvd, NULL) == 0);
+    size_t nkv = (size_t)(pos0 + n) * kvd;
+    float *k = malloc(nkv * 4), *v = malloc(nkv * 4);
+    for (size_t i = 0; i < nkv; i++) { k[i] = frand(); v[i] = frand(); }
+    float *kdc = dev_copy(cpu, k, nkv), *vdc = dev_copy(cpu, v, nkv), *kdg = dev_copy(gpu, k, nkv), *vdg = dev_copy(gpu, v, nkv);
+    cpu->kv_store(cpu, &kc, 1, 0, pos0 + n, kdc, vdc);
+    gpu->kv_store(gpu, &kg, 1, 0, pos0 + n, kdg, vdg);
+    cpu->attention(cpu, yc, xc, &kc, 1, pos0, n, n_heads, n_kv, hd);
+    gpu->attention(gpu, yg, xg, &kg, 1, pos0, n, n_heads, n_kv, hd);
+    cpu->to_host(cpu, a, yc, nx); gpu->to_host(gpu, b, yg, nx);
+    CHECKF(max_rel_err(b, a, nx) < 1e-4, "attention %g", max_rel_err(b, a, nx));
+    cpu->kv_free(cpu, &kc); gpu->kv_free(gpu, &kg);
+    free(x); free(y); free(a); free(b); free(k); free(v); free(wn);
+}
+
+static void test_out_of_memory_error(void) {
+    if (!gpu) SKIP("%s", no_gpu_reason);
+    sd_err err = {{0}};
+    float *p = gpu->alloc(gpu, (size_t)1 << 42, &err); /* 16 TiB */
+    CHECK(p == NULL);
+    CHECKF(strstr(err.msg, "out of GPU memory") != NULL, "message: %s", err.msg);
+    /* the backend still works afterwards */
+    float *q = gpu->alloc(gpu, 16, &err);
+    CHECK(q != NULL);
+    gpu->release(gpu, q);
+}
+
+static void test_backend_open_reports_reason(void) {
+    sd_backend *b = NULL;
+    char why[256] = "";
+    sd_err err = {{0}};
+    REQUIRE(sd_backend_open("auto", 1, &b, why, sizeof why, &err) == 0);
+    if (!gpu) {
+        CHECK_STR_EQ(b->name, "cpu");
+        CHECKF(why[0] != 0, "auto fell back to the CPU without saying why");
+        sd_err e2 = {{0}};
+        sd_backend *c = NULL;
+        CHECK(sd_backend_open("cuda", 1, &c, why, sizeof why, &e2) != 0);
+        CHECK(e2.msg[0] != 0);
+    } else {
+        CHECK_STR_EQ(b->name, "cuda");
+    }
+    b->destroy(b);
+}
+
+int main(void) {
+    sd_err err = {{0}};
+    if (sd_backend_cuda_new(0, &gpu, &err) != 0) {
+        snprintf(no_gpu_reason, sizeof no_gpu_reason, "no CUDA device (%s)", err.msg);
+        gpu = NULL;
+    }
+    if (sd_backend_cpu_new(2, &cpu, &err) != 0) {
+        fprintf(stderr, "cpu backend: %s\n", err.msg);
+        return 1;
+    }
+    RUN(test_matmul_all_types);
+    RUN(test_row_ops);
+    RUN(test_out_of_memory_error);
+    RUN(test_backend_open_reports_reason);
+    if (gpu) gpu->destroy(gpu);
+    cpu->destroy(cpu);
+    return TEST_DONE();
+}
