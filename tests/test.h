@@ -11,7 +11,7 @@
 
 static int t_failed_checks;   /* failed checks in the running test */
 static int t_skipped;
-static char t_skip_reason[256];
+static char t_skip_reason[1024];
 static int t_n_pass, t_n_fail, t_n_skip;
 
 #define CHECK(cond) do { if (!(cond)) { t_failed_checks++; \

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 
 #include "kernels/backend.h"
+#include "model/model.h"
+#include "target/engine.h"
 #include "tests/test.h"
 
 static sd_backend *gpu, *cpu;
@@ -152,10 +154,75 @@ static void test_backend_open_reports_reason(void) {
     b->destroy(b);
 }
 
+/* Logits of a whole forward pass (prefill of several tokens, then single steps) on the GPU vs the CPU. */
+static void test_forward_logits_match_cpu(void) {
+    if (!gpu) SKIP("%s", no_gpu_reason);
+    const char *path = shared_path("models/aidreams260K.gguf");
+    if (!path) SKIP("../shared/models/aidreams260K.gguf not found");
+    sd_err err = {{0}};
+    sd_model *mc = NULL, *mg = NULL;
+    REQUIRE(sd_model_load(path, NULL, cpu, &mc, &err) == 0);
+    REQUIRE(sd_model_load(path, NULL, gpu, &mg, &err) == 0);
+    sd_seq *sc = NULL, *sg = NULL;
+    REQUIRE(sd_seq_new(mc, 0, 0, &sc, &err) == 0 && sd_seq_new(mg, 0, 0, &sg, &err) == 0);
+    int vocab = mc->hp.vocab;
+    int32_t toks[12] = {1, 403, 407, 261, 378, 280, 266, 311, 267, 289, 300, 270};
+    float *lc = malloc(sizeof(float) * 12 * (size_t)vocab), *lg = malloc(sizeof(float) * 12 * (size_t)vocab);
+    REQUIRE(sd_forward(sc, toks, 7, true, lc, &err) == 0 && sd_forward(sg, toks, 7, true, lg, &err) == 0);
+    CHECKF(max_rel_err(lg, lc, 7 * (size_t)vocab) < 5e-3, "prefill logits rel err %g", max_rel_err(lg, lc, 7 * (size_t)vocab));
+    for (int i = 7; i < 12; i++) {
+        REQUIRE(sd_forward(sc, toks + i, 1, false, lc, &err) == 0 && sd_forward(sg, toks + i, 1, false, lg, &err) == 0);
+        CHECKF(max_rel_err(lg, lc, (size_t)vocab) < 5e-3, "step %d rel err %g", i, max_rel_err(lg, lc, (size_t)vocab));
+        CHECK_EQ_INT(sd_argmax(lg, vocab), sd_argmax(lc, vocab));
+    }
+    free(lc); free(lg);
+    sd_seq_free(sc); sd_seq_free(sg);
+    sd_model_free(mc); sd_model_free(mg);
+}
+
+static int generate(sd_engine *e, const int32_t *prompt, int n_prompt, sd_mode mode, int32_t *out, int cap) {
+    sd_session *s = NULL;
+    sd_gen *g = NULL;
+    sd_err err = {{0}};
+    if (sd_session_new(e, &s, &err) != 0) return -1;
+    sd_gen_params p = sd_gen_params_default();
+    p.max_tokens = cap;
+    p.mode = mode;
+    p.draft_max = 4;
+    if (sd_gen_start(s, prompt, n_prompt, &p, &g, &err) != 0) { sd_session_free(s); return -1; }
+    while (sd_gen_finish(g) == SD_FINISH_NONE)
+        if (sd_gen_step(g, &err) != 0) break;
+    int n = 0;
+    const int32_t *ids = sd_gen_tokens(g, &n);
+    memcpy(out, ids, sizeof(int32_t) * (size_t)n);
+    sd_gen_free(g);
+    sd_session_free(s);
+    return n;
+}
+
+/* Greedy speculative decoding on the GPU emits exactly the GPU's plain greedy tokens. */
+static void test_greedy_spec_equals_plain_on_gpu(void) {
+    if (!gpu) SKIP("%s", no_gpu_reason);
+    const char *t = shared_path("models/aidreams260K.gguf"), *d = shared_path("models/aidreams-draft.gguf");
+    if (!t || !d) SKIP("../shared/models aidreams GGUF pair not found");
+    sd_engine_config cfg = {.target_path = t, .draft_path = d, .device = "cuda"};
+    sd_engine *e = NULL;
+    sd_err err = {{0}};
+    REQUIRE(sd_engine_open(&cfg, &e, &err) == 0);
+    CHECK_STR_EQ(e->be->name, "cuda");
+    const int32_t prompt[] = {1, 403, 407, 261, 378};
+    int32_t a[64], b[64];
+    int na = generate(e, prompt, 5, SD_MODE_PLAIN, a, 60), nb = generate(e, prompt, 5, SD_MODE_SPEC, b, 60);
+    CHECK(na > 0);
+    CHECK_EQ_INT(na, nb);
+    CHECK(na == nb && memcmp(a, b, sizeof(int32_t) * (size_t)na) == 0);
+    sd_engine_free(e);
+}
+
 int main(void) {
     sd_err err = {{0}};
     if (sd_backend_cuda_new(0, &gpu, &err) != 0) {
-        snprintf(no_gpu_reason, sizeof no_gpu_reason, "no CUDA device (%s)", err.msg);
+        snprintf(no_gpu_reason, sizeof no_gpu_reason, "no CUDA device (%.400s)", err.msg);
         gpu = NULL;
     }
     if (sd_backend_cpu_new(2, &cpu, &err) != 0) {
@@ -165,6 +232,8 @@ int main(void) {
     RUN(test_matmul_all_types);
     RUN(test_row_ops);
     RUN(test_out_of_memory_error);
+    RUN(test_forward_logits_match_cpu);
+    RUN(test_greedy_spec_equals_plain_on_gpu);
     RUN(test_backend_open_reports_reason);
     if (gpu) gpu->destroy(gpu);
     cpu->destroy(cpu);

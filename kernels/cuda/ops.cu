@@ -2,19 +2,22 @@
 #include <stdio.h>
 
 #include "kernels/cuda/cuda_internal.h"
+#include "kernels/quant.h"
+
+/* Bytes of one row of a plain (non-block) type. */
+__device__ __forceinline__ size_t sd_elem_row_bytes(int type, int64_t cols) {
+    return (size_t)cols * (type == SD_F32 ? 4 : 2);
+}
 
 __device__ __forceinline__ float load_elem(const void *data, int type, int64_t rows, int64_t cols, int64_t r,
                                            int64_t c) {
-    switch (type) {
-    case SD_F16: return __half2float(((const __half *)data)[r * cols + c]);
-    case SD_BF16: return __bfloat162float(((const __nv_bfloat16 *)data)[r * cols + c]);
-    case SD_Q8_0: {
+    /* Same conversions as the CPU reference path (kernels/quant.h); only Q8_0's layout is CUDA's own. */
+    if (type == SD_Q8_0) {
         const int8_t *q = (const int8_t *)data;
-        const __half *s = (const __half *)((const char *)data + q8_repacked_scales_offset(rows, cols));
-        return __half2float(s[r * (cols / 32) + c / 32]) * (float)q[r * cols + c];
+        const uint16_t *s = (const uint16_t *)((const char *)data + q8_repacked_scales_offset(rows, cols));
+        return sd_fp16_to_fp32(s[r * (cols / 32) + c / 32]) * (float)q[r * cols + c];
     }
-    default: return ((const float *)data)[r * cols + c];
-    }
+    return sd_row_get(type, (const char *)data + (size_t)r * sd_elem_row_bytes(type, cols), c);
 }
 
 __global__ void k_embed(float *out, const void *table, int type, int64_t rows, int64_t cols, const int32_t *ids) {
@@ -81,11 +84,9 @@ __global__ void k_rope(float *x, int n, int n_heads, int head_dim, int n_rot, in
     int t = (int)(th / n_heads);
     float *h = x + th * head_dim;
     float s, co;
-    sincosf((float)(pos0 + t) * inv_freq[j], &s, &co);
+    sincosf(sd_rope_angle(pos0 + t, inv_freq[j]), &s, &co);
     int a = neox ? j : 2 * j, b = neox ? j + half : 2 * j + 1;
-    float x0 = h[a], x1 = h[b];
-    h[a] = x0 * co - x1 * s;
-    h[b] = x0 * s + x1 * co;
+    sd_rope_rotate(&h[a], &h[b], co, s);
 }
 
 void cuda_rope(cuda_ctx *c, float *x, int n, int n_heads, int head_dim, int n_rot, int pos0, const float *inv_freq,
@@ -99,8 +100,7 @@ void cuda_rope(cuda_ctx *c, float *x, int n, int n_heads, int head_dim, int n_ro
 __global__ void k_swiglu(float *out, const float *gate, const float *up, size_t count) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < count) {
-        float g = gate[i];
-        out[i] = g / (1.0f + expf(-g)) * up[i];
+        out[i] = sd_silu(gate[i]) * up[i];
     }
 }
 
