@@ -1,0 +1,85 @@
+/* Admission and session reuse for the daemon.
+ *
+ * At most max_sessions requests run at once, each on its own engine session (KV caches); beyond that a
+ * FIFO wait queue of queue_max requests; a request arriving when both are full is refused (`busy`).
+ * Sessions outlive requests: a new request takes the idle session whose cached tokens share the longest
+ * prefix with its prompt, so long shared prompts (agent system prompts) are prefilled once. */
+#ifndef SD_SCHEDULER_H
+#define SD_SCHEDULER_H
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "ipc/protocol.h"
+#include "target/engine.h"
+
+#define SD_RID_MAX 255 /* ZeroMQ routing ids are at most 255 bytes */
+
+/* One generate request inside the daemon. */
+typedef struct sd_dreq {
+    uint64_t id;
+    unsigned char rid[SD_RID_MAX];
+    int rid_len;
+    sd_request req;          /* decoded request: owns prompt text, stop strings */
+    int32_t *prompt;         /* prompt token ids (malloc'd) */
+    int n_prompt;
+    sd_gen_params params;
+    uint64_t seed;
+    bool stream;
+    int slot;                /* pool slot while running, -1 otherwise */
+    sd_gen *gen;             /* while running */
+    double t_arrive, t_start, t_first, t_last_send; /* seconds, monotonic */
+    size_t sent_bytes;       /* text streamed so far */
+    int sent_ids;            /* ids streamed so far */
+    bool gone;               /* its client vanished: end it at the next safe point */
+    struct sd_dreq *next;    /* wait-queue link */
+} sd_dreq;
+
+typedef struct sd_pool_slot {
+    sd_session *s;   /* NULL until first used */
+    bool busy;
+    uint64_t last_used; /* tick of the last release, for least-recently-used choice */
+} sd_pool_slot;
+
+typedef struct sd_sched {
+    sd_engine *e;
+    int max_active, queue_max;
+    sd_dreq **active;        /* max_active entries; NULL = free */
+    int n_active;
+    int rr;                  /* next active index to step */
+    sd_dreq *q_head, *q_tail;
+    int n_queued;
+    sd_pool_slot *pool;      /* max_active slots */
+    int n_pool;              /* sessions allocated */
+    uint64_t tick;
+} sd_sched;
+
+int sd_sched_init(sd_sched *s, sd_engine *e, int max_active, int queue_max, sd_err *err);
+/* Frees the pool's sessions. Requests must have been ended by the caller first. */
+void sd_sched_free(sd_sched *s);
+
+/* Finds a running or queued request of client rid by id. */
+sd_dreq *sd_sched_find(sd_sched *s, const unsigned char *rid, int rid_len, uint64_t id);
+
+bool sd_sched_can_start(const sd_sched *s);
+bool sd_sched_can_queue(const sd_sched *s);
+void sd_sched_enqueue(sd_sched *s, sd_dreq *r);
+/* Removes r from the queue; returns false when it was not queued. */
+bool sd_sched_dequeue(sd_sched *s, sd_dreq *r);
+sd_dreq *sd_sched_pop(sd_sched *s);
+
+/* Takes a session for r (best cached prefix), starts its generation and makes r active.
+ * -1 with err when the engine refuses (r stays inactive, its session is released). */
+int sd_sched_start(sd_sched *s, sd_dreq *r, sd_err *err);
+/* Ends r's generation (if any), releases its session and removes it from the active set. */
+void sd_sched_finish(sd_sched *s, sd_dreq *r);
+/* The next active request in round-robin order, or NULL when none. */
+sd_dreq *sd_sched_next(sd_sched *s);
+
+int sd_sched_pool_busy(const sd_sched *s);
+
+/* Length of the common prefix of two token arrays. */
+int sd_common_prefix(const int32_t *a, int na, const int32_t *b, int nb);
+
+void sd_dreq_free(sd_dreq *r);
+
+#endif

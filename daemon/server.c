@@ -1,0 +1,717 @@
+/* The daemon loop (docs/protocol.md): one thread owns the ROUTER socket and the engine. Each turn it
+ * drains the socket (quick ops answered at once, generates admitted or queued), then advances one active
+ * request by one step, round robin. A send that fails because the client is gone (ROUTER_MANDATORY)
+ * marks that client's requests, which are cancelled at the top of the next turn. */
+#include "daemon/server.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <zmq.h>
+
+#include "daemon/log.h"
+#include "daemon/scheduler.h"
+#include "daemon/stats.h"
+#include "ipc/protocol.h"
+#include "ipc/transport.h"
+
+#define SD_VERSION_STR "specd 0.1.0"
+#define HEARTBEAT_AFTER_S 1.0   /* a client with requests in flight hears from us at least this often */
+#define IDLE_POLL_MS 50         /* poll timeout with nothing to step (bounds signal/heartbeat latency) */
+#define SNDHWM 100000           /* queued outgoing messages per client before it counts as not reading */
+
+typedef struct srv {
+    sd_engine *e;
+    const sd_server_opts *o;
+    void *zctx, *sock, *mon;
+    sd_sched sched;
+    sd_srv_stats st;
+    msgpack_sbuffer sb;
+    bool shutting;
+    double deadline;
+    uint64_t seed_state;
+} srv;
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* ------------------------------------------------------------------ sending */
+
+static void mark_gone(srv *S, const unsigned char *rid, int rid_len, const char *why) {
+    int n = 0;
+    sd_sched *sc = &S->sched;
+    for (int i = 0; i < sc->max_active; i++) {
+        sd_dreq *r = sc->active[i];
+        if (r && !r->gone && r->rid_len == rid_len && !memcmp(r->rid, rid, (size_t)rid_len)) { r->gone = true; n++; }
+    }
+    for (sd_dreq *r = sc->q_head; r; r = r->next)
+        if (!r->gone && r->rid_len == rid_len && !memcmp(r->rid, rid, (size_t)rid_len)) { r->gone = true; n++; }
+    if (n) {
+        char hex[40];
+        sd_log_rid(rid, rid_len, hex, sizeof hex);
+        sd_log(SD_LOG_INFO, "client %s %s: cancelling its %d request(s)", hex, why, n);
+    }
+}
+
+/* Sends S->sb to client rid. -1 when the client is gone (its requests are marked). */
+static int send_sb(srv *S, const unsigned char *rid, int rid_len) {
+    if (zmq_send(S->sock, rid, (size_t)rid_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
+        int e = zmq_errno();
+        mark_gone(S, rid, rid_len, e == EAGAIN ? "is not reading its replies" : "has disconnected");
+        return -1;
+    }
+    if (zmq_send(S->sock, S->sb.data, S->sb.size, ZMQ_DONTWAIT) < 0) {
+        mark_gone(S, rid, rid_len, "could not be sent to");
+        return -1;
+    }
+    return 0;
+}
+
+static void reply_error(srv *S, const unsigned char *rid, int rid_len, bool has_id, uint64_t id, const char *code,
+                        const char *field, const char *msg) {
+    S->st.errors++;
+    msgpack_sbuffer_clear(&S->sb);
+    sd_enc_error(&S->sb, has_id, id, code, field, msg);
+    char hex[40];
+    sd_log_rid(rid, rid_len, hex, sizeof hex);
+    sd_log(SD_LOG_DEBUG, "client %s id %llu: error %s: %s", hex, (unsigned long long)id, code, msg);
+    send_sb(S, rid, rid_len);
+}
+
+/* ------------------------------------------------------------------ request completion */
+
+static sd_gen_mode_p used_mode(const srv *S, const sd_dreq *r) {
+    return (S->e->proposer == SD_PROP_NONE || r->params.mode == SD_MODE_PLAIN) ? SD_PMODE_PLAIN : SD_PMODE_SPEC;
+}
+
+static void fill_done_stats(srv *S, sd_dreq *r, double now, sd_done_stats *d) {
+    memset(d, 0, sizeof *d);
+    sd_gen_stats gs;
+    memset(&gs, 0, sizeof gs);
+    if (r->gen) sd_gen_get_stats(r->gen, &gs);
+    d->prompt_tokens = r->gen ? gs.prompt_tokens : r->n_prompt;
+    d->prefilled = gs.prefilled;
+    d->generated = gs.generated;
+    d->drafted = gs.drafted;
+    d->accepted = gs.accepted;
+    d->target_passes = gs.target_passes;
+    d->draft_k = gs.draft_k;
+    d->acceptance = gs.drafted ? (double)gs.accepted / gs.drafted : 0.0;
+    double start = r->t_start > 0 ? r->t_start : now;
+    d->queue_ms = (start - r->t_arrive) * 1e3;
+    d->ttft_ms = r->t_first > 0 ? (r->t_first - r->t_arrive) * 1e3 : 0.0;
+    d->total_ms = (now - r->t_arrive) * 1e3;
+    d->ms_per_token = (gs.generated > 1 && r->t_first > 0) ? (now - r->t_first) * 1e3 / (gs.generated - 1) : 0.0;
+    d->mode = used_mode(S, r);
+    d->seed = r->seed;
+}
+
+static void account(srv *S, const sd_dreq *r, const sd_done_stats *d, const char *reason) {
+    sd_srv_stats *st = &S->st;
+    if (!strcmp(reason, SD_FINISH_STR_CANCELLED)) st->cancelled++; else st->completed++;
+    st->tok_prompt += (uint64_t)d->prompt_tokens;
+    st->tok_prefilled += (uint64_t)d->prefilled;
+    st->tok_generated += (uint64_t)d->generated;
+    st->tok_drafted += (uint64_t)d->drafted;
+    st->tok_accepted += (uint64_t)d->accepted;
+    if (d->generated > 1) sd_hist_add(&st->ms_per_token, d->ms_per_token);
+    if (r->t_first > 0) sd_hist_add(&st->ttft_ms, d->ttft_ms);
+    sd_hist_add(&st->queue_ms, d->queue_ms);
+    sd_hist_add(&st->total_ms, d->total_ms);
+    char hex[40];
+    sd_log_rid(r->rid, r->rid_len, hex, sizeof hex);
+    sd_log(SD_LOG_INFO, "req %s/%llu %s prompt=%d prefilled=%d gen=%d accept=%.2f (%d/%d) ms/tok=%.2f ttft=%.1fms "
+           "queue=%.1fms finish=%s", hex, (unsigned long long)r->id, d->mode == SD_PMODE_PLAIN ? "plain" : "spec",
+           d->prompt_tokens, d->prefilled, d->generated, d->acceptance, d->accepted, d->drafted, d->ms_per_token,
+           d->ttft_ms, d->queue_ms, reason);
+}
+
+/* Sends whatever the token events have not carried yet (engine text held back until the end), so the
+ * concatenated events always equal `done`. */
+static void flush_stream(srv *S, sd_dreq *r, const char *text, size_t len, const int32_t *ids, int n) {
+    if (!r->stream || r->gone) return;
+    if (len <= r->sent_bytes && n <= r->sent_ids) return;
+    size_t tb = len > r->sent_bytes ? len - r->sent_bytes : 0;
+    int ni = n > r->sent_ids ? n - r->sent_ids : 0;
+    msgpack_sbuffer_clear(&S->sb);
+    sd_enc_token(&S->sb, r->id, text + r->sent_bytes, tb, ids + r->sent_ids, ni);
+    send_sb(S, r->rid, r->rid_len);
+    r->sent_bytes += tb;
+    r->sent_ids += ni;
+}
+
+/* Ends r with `done` (reason from the engine unless forced) or `error`, and frees it. */
+static void complete(srv *S, sd_dreq *r, const char *force_reason) {
+    double now = now_s();
+    sd_finish f = r->gen ? sd_gen_finish(r->gen) : SD_FINISH_CANCELLED;
+    if (!r->gone && f == SD_FINISH_ERROR && !force_reason) {
+        reply_error(S, r->rid, r->rid_len, true, r->id, SD_E_INTERNAL, NULL, "generation failed");
+    } else if (!r->gone) {
+        const char *reason = force_reason ? force_reason
+                             : f == SD_FINISH_STOP ? SD_FINISH_STR_STOP
+                             : f == SD_FINISH_LENGTH ? SD_FINISH_STR_LENGTH : SD_FINISH_STR_CANCELLED;
+        size_t len = 0;
+        int n = 0;
+        const char *text = r->gen ? sd_gen_text(r->gen, &len) : "";
+        const int32_t *ids = r->gen ? sd_gen_tokens(r->gen, &n) : NULL;
+        flush_stream(S, r, text, len, ids, n);
+        sd_done_stats d;
+        fill_done_stats(S, r, now, &d);
+        msgpack_sbuffer_clear(&S->sb);
+        sd_enc_done(&S->sb, r->id, text, len, ids, n, reason, &d);
+        if (!r->gone) send_sb(S, r->rid, r->rid_len);
+        account(S, r, &d, reason);
+    }
+    sd_sched_finish(&S->sched, r);
+    sd_dreq_free(r);
+}
+
+/* Cancels and frees every request whose client vanished. */
+static void reap_gone(srv *S) {
+    sd_sched *sc = &S->sched;
+    for (int i = 0; i < sc->max_active; i++) {
+        sd_dreq *r = sc->active[i];
+        if (!r || !r->gone) continue;
+        if (r->gen) sd_gen_cancel(r->gen);
+        S->st.vanished++;
+        S->st.cancelled++;
+        sd_sched_finish(sc, r);
+        sd_dreq_free(r);
+    }
+    for (sd_dreq *r = sc->q_head, *nx; r; r = nx) {
+        nx = r->next;
+        if (!r->gone) continue;
+        sd_sched_dequeue(sc, r);
+        S->st.vanished++;
+        S->st.cancelled++;
+        sd_dreq_free(r);
+    }
+}
+
+/* ------------------------------------------------------------------ stepping */
+
+static void start_or_fail(srv *S, sd_dreq *r) {
+    sd_err err = {{0}};
+    r->t_start = now_s();
+    if (sd_sched_start(&S->sched, r, &err)) {
+        reply_error(S, r->rid, r->rid_len, true, r->id, SD_E_OUT_OF_RANGE, NULL, err.msg);
+        sd_log(SD_LOG_WARN, "request %llu could not start: %s", (unsigned long long)r->id, err.msg);
+        sd_dreq_free(r);
+    }
+}
+
+static void fill_from_queue(srv *S) {
+    while (S->sched.n_active < S->sched.max_active && S->sched.n_queued > 0) start_or_fail(S, sd_sched_pop(&S->sched));
+}
+
+static void step_one(srv *S) {
+    sd_dreq *r = sd_sched_next(&S->sched);
+    if (!r) return;
+    sd_err err = {{0}};
+    if (sd_gen_step(r->gen, &err)) {
+        sd_log(SD_LOG_ERROR, "request %llu: engine step failed: %s", (unsigned long long)r->id, err.msg);
+        reply_error(S, r->rid, r->rid_len, true, r->id, SD_E_INTERNAL, NULL, err.msg);
+        sd_sched_finish(&S->sched, r);
+        sd_dreq_free(r);
+        return;
+    }
+    const int32_t *ids;
+    int n_ids;
+    const char *text;
+    size_t tl;
+    sd_gen_last(r->gen, &ids, &n_ids, &text, &tl);
+    double now = now_s();
+    if (n_ids > 0 && r->t_first == 0) r->t_first = now;
+    if (r->stream && (n_ids > 0 || tl > 0) && !r->gone) {
+        msgpack_sbuffer_clear(&S->sb);
+        sd_enc_token(&S->sb, r->id, text, tl, ids, n_ids);
+        if (send_sb(S, r->rid, r->rid_len) == 0) r->t_last_send = now;
+        r->sent_bytes += tl;
+        r->sent_ids += n_ids;
+    }
+    if (sd_gen_finish(r->gen) != SD_FINISH_NONE) complete(S, r, NULL);
+}
+
+static void heartbeats(srv *S) {
+    double now = now_s();
+    sd_sched *sc = &S->sched;
+    msgpack_sbuffer_clear(&S->sb);
+    sd_enc_heartbeat(&S->sb);
+    for (int i = 0; i < sc->max_active; i++) {
+        sd_dreq *r = sc->active[i];
+        if (r && !r->gone && now - r->t_last_send > HEARTBEAT_AFTER_S) {
+            r->t_last_send = now;
+            send_sb(S, r->rid, r->rid_len);
+        }
+    }
+    for (sd_dreq *r = sc->q_head; r; r = r->next)
+        if (!r->gone && now - r->t_last_send > HEARTBEAT_AFTER_S) {
+            r->t_last_send = now;
+            send_sb(S, r->rid, r->rid_len);
+        }
+}
+
+/* ------------------------------------------------------------------ ops */
+
+static const char *arch_name(sd_arch a) {
+    return a == SD_ARCH_LLAMA ? "llama" : a == SD_ARCH_QWEN2 ? "qwen2" : a == SD_ARCH_QWEN3 ? "qwen3" : "?";
+}
+static const char *proposer_name(sd_proposer_kind k) {
+    return k == SD_PROP_DRAFT ? "draft" : k == SD_PROP_LOOKUP ? "lookup" : k == SD_PROP_SELF ? "self" : "none";
+}
+
+static void pack_model(msgpack_packer *pk, const char *key, const sd_model *m) {
+    sd_pack_cstr(pk, key);
+    if (!m) { msgpack_pack_nil(pk); return; }
+    msgpack_pack_map(pk, 6);
+    sd_pack_kv_str(pk, "path", m->path ? m->path : "");
+    sd_pack_kv_str(pk, "arch", arch_name(m->hp.arch));
+    sd_pack_kv_uint(pk, "params", m->n_params);
+    sd_pack_kv_int(pk, "layers", m->hp.n_layers);
+    sd_pack_kv_int(pk, "vocab", m->hp.vocab);
+    sd_pack_kv_int(pk, "ctx", m->hp.ctx);
+}
+
+static void op_info(srv *S, uint64_t id) {
+    const sd_engine *e = S->e;
+    const sd_server_opts *o = S->o;
+    const sd_tokenizer *tok = e->target->tok;
+    msgpack_sbuffer_clear(&S->sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &S->sb, msgpack_sbuffer_write);
+    sd_enc_result_begin(&pk, id, SD_OP_INFO, 10);
+    sd_pack_kv_str(&pk, "version", SD_VERSION_STR);
+    sd_pack_kv_int(&pk, "protocol", SD_PROTO_VERSION);
+    sd_pack_kv_str(&pk, "backend", e->be && e->be->name ? e->be->name : "?");
+    sd_pack_kv_str(&pk, "backend_note", e->backend_note);
+    sd_pack_kv_str(&pk, "proposer", proposer_name(e->proposer));
+    pack_model(&pk, "target", e->target);
+    pack_model(&pk, "draft", e->draft);
+    sd_pack_cstr(&pk, "vocab");
+    msgpack_pack_map(&pk, 3);
+    sd_pack_kv_int(&pk, "size", sd_tok_vocab_size(tok));
+    sd_pack_kv_int(&pk, "bos", sd_tok_bos(tok));
+    sd_pack_kv_int(&pk, "eos", sd_tok_eos(tok));
+    sd_pack_cstr(&pk, "limits");
+    msgpack_pack_map(&pk, 10);
+    sd_pack_kv_int(&pk, "max_sessions", o->max_sessions);
+    sd_pack_kv_int(&pk, "queue", o->queue);
+    sd_pack_kv_int(&pk, "ctx", e->ctx);
+    sd_pack_kv_int(&pk, "max_tokens", e->ctx);
+    sd_pack_kv_int(&pk, "max_text_bytes", SD_PROTO_MAX_TEXT_BYTES);
+    sd_pack_kv_int(&pk, "max_input_tokens", SD_PROTO_MAX_INPUT_TOKENS);
+    sd_pack_kv_int(&pk, "max_stop", SD_PROTO_MAX_STOP);
+    sd_pack_kv_int(&pk, "max_stop_bytes", SD_PROTO_MAX_STOP_BYTES);
+    sd_pack_kv_int(&pk, "max_message_bytes", SD_PROTO_MAX_MSG_BYTES);
+    sd_pack_kv_int(&pk, "draft_max", SD_PROTO_MAX_DRAFT);
+    sd_pack_cstr(&pk, "defaults");
+    const sd_gen_params *d = &o->defaults;
+    msgpack_pack_map(&pk, 8);
+    sd_pack_kv_int(&pk, "max_tokens", o->max_tokens);
+    sd_pack_kv_double(&pk, "temperature", d->sampling.temperature);
+    sd_pack_kv_int(&pk, "top_k", d->sampling.top_k);
+    sd_pack_kv_double(&pk, "top_p", d->sampling.top_p);
+    sd_pack_kv_double(&pk, "min_p", d->sampling.min_p);
+    sd_pack_kv_str(&pk, "mode", d->mode == SD_MODE_PLAIN ? "plain" : "spec");
+    sd_pack_kv_int(&pk, "draft_max", d->draft_max);
+    sd_pack_kv_int(&pk, "draft_min", d->draft_min);
+}
+
+static void op_stats(srv *S, uint64_t id) {
+    msgpack_sbuffer_clear(&S->sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &S->sb, msgpack_sbuffer_write);
+    sd_enc_result_begin(&pk, id, SD_OP_STATS, SD_STATS_N_FIELDS);
+    sd_stats_pack(&pk, &S->st, now_s(), S->sched.n_active, S->sched.n_queued, S->sched.n_pool,
+                  sd_sched_pool_busy(&S->sched));
+}
+
+/* Checks ids against the vocabulary; names the first bad one. */
+static int check_vocab(srv *S, const int32_t *ids, int n, const char *field, char *fname, size_t fcap, char *msg,
+                       size_t mcap) {
+    int vocab = sd_tok_vocab_size(S->e->target->tok);
+    for (int i = 0; i < n; i++)
+        if (ids[i] >= vocab) {
+            snprintf(fname, fcap, "%s[%d]", field, i);
+            snprintf(msg, mcap, "field '%s': token id %d is out of range (vocabulary of %d)", fname, ids[i], vocab);
+            return -1;
+        }
+    return 0;
+}
+
+static void op_tokenize(srv *S, const unsigned char *rid, int rid_len, sd_request *q) {
+    int32_t *ids = NULL;
+    int n = 0;
+    sd_err err = {{0}};
+    if (sd_tok_encode(S->e->target->tok, q->text, q->text_len, q->add_bos ? SD_TOK_ADD_BOS : 0, &ids, &n, &err)) {
+        reply_error(S, rid, rid_len, true, q->id, SD_E_INTERNAL, "text", err.msg);
+        return;
+    }
+    msgpack_sbuffer_clear(&S->sb);
+    sd_enc_result_tokens(&S->sb, q->id, ids, n);
+    free(ids);
+    send_sb(S, rid, rid_len);
+}
+
+static void op_detokenize(srv *S, const unsigned char *rid, int rid_len, sd_request *q) {
+    char field[64], msg[256];
+    if (check_vocab(S, q->tokens, q->n_tokens, "tokens", field, sizeof field, msg, sizeof msg)) {
+        reply_error(S, rid, rid_len, true, q->id, SD_E_OUT_OF_RANGE, field, msg);
+        return;
+    }
+    size_t cap = 4096, len = 0;
+    char *out = malloc(cap);
+    sd_detok d;
+    sd_detok_init(&d, S->e->target->tok, -1);
+    for (int i = 0; i <= q->n_tokens && out; i++) {
+        if (cap - len < SD_TOK_MAX_PIECE + 64) {
+            char *nb = realloc(out, cap * 2);
+            if (!nb) { free(out); out = NULL; break; }
+            out = nb;
+            cap *= 2;
+        }
+        if (i < q->n_tokens) len += sd_detok_push(&d, q->tokens[i], out + len, cap - len);
+        else len += sd_detok_flush(&d, out + len, cap - len);
+    }
+    if (!out) { reply_error(S, rid, rid_len, true, q->id, SD_E_INTERNAL, NULL, "out of memory"); return; }
+    msgpack_sbuffer_clear(&S->sb);
+    sd_enc_result_text(&S->sb, q->id, out, len);
+    free(out);
+    send_sb(S, rid, rid_len);
+}
+
+static void op_cancel(srv *S, const unsigned char *rid, int rid_len, sd_request *q) {
+    sd_dreq *r = sd_sched_find(&S->sched, rid, rid_len, q->target);
+    if (r && r->gone) r = NULL;
+    msgpack_sbuffer_clear(&S->sb);
+    sd_enc_result_cancel(&S->sb, q->id, q->target, r != NULL);
+    send_sb(S, rid, rid_len);
+    if (!r) return;
+    if (sd_sched_dequeue(&S->sched, r)) {
+        complete(S, r, SD_FINISH_STR_CANCELLED);
+    } else {
+        sd_gen_cancel(r->gen);
+        complete(S, r, SD_FINISH_STR_CANCELLED);
+    }
+}
+
+static uint64_t next_seed(srv *S) {
+    uint64_t z = (S->seed_state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static void apply_params(srv *S, sd_dreq *r) {
+    const sd_req_generate *g = &r->req.gen;
+    sd_gen_params p = S->o->defaults;
+    p.max_tokens = (g->set & SD_GF_MAX_TOKENS) ? g->max_tokens : S->o->max_tokens;
+    if (g->set & SD_GF_TEMPERATURE) p.sampling.temperature = g->temperature;
+    if (g->set & SD_GF_TOP_K) p.sampling.top_k = g->top_k;
+    if (g->set & SD_GF_TOP_P) p.sampling.top_p = g->top_p;
+    if (g->set & SD_GF_MIN_P) p.sampling.min_p = g->min_p;
+    r->seed = (g->set & SD_GF_SEED) ? g->seed : next_seed(S);
+    p.sampling.seed = r->seed;
+    if (g->set & SD_GF_MODE) p.mode = g->mode == SD_PMODE_PLAIN ? SD_MODE_PLAIN : SD_MODE_SPEC;
+    if (g->set & SD_GF_DRAFT_MAX) {
+        p.draft_max = g->draft_max;
+        if (p.draft_min > p.draft_max) p.draft_min = p.draft_max;
+    }
+    p.stop = (const char *const *)g->stop;
+    p.n_stop = g->n_stop;
+    r->params = p;
+    r->stream = g->stream;
+}
+
+/* Tokenizes and checks the prompt against the context. 0, or -1 after replying with the error. */
+static int prepare_prompt(srv *S, sd_dreq *r) {
+    sd_req_generate *g = &r->req.gen;
+    char field[64], msg[320];
+    sd_err err = {{0}};
+    const char *fname = g->prompt ? "prompt" : "tokens";
+    if (g->prompt) {
+        if (sd_tok_encode(S->e->target->tok, g->prompt, g->prompt_len, g->add_bos ? SD_TOK_ADD_BOS : 0, &r->prompt,
+                          &r->n_prompt, &err)) {
+            reply_error(S, r->rid, r->rid_len, true, r->id, SD_E_INTERNAL, "prompt", err.msg);
+            return -1;
+        }
+    } else {
+        if (check_vocab(S, g->tokens, g->n_tokens, "tokens", field, sizeof field, msg, sizeof msg)) {
+            reply_error(S, r->rid, r->rid_len, true, r->id, SD_E_OUT_OF_RANGE, field, msg);
+            return -1;
+        }
+        r->prompt = g->tokens;
+        r->n_prompt = g->n_tokens;
+        g->tokens = NULL;
+        g->n_tokens = 0;
+    }
+    if (r->n_prompt == 0) {
+        reply_error(S, r->rid, r->rid_len, true, r->id, SD_E_OUT_OF_RANGE, fname,
+                    "field 'prompt': the prompt has no tokens (empty text without BOS)");
+        return -1;
+    }
+    if (r->n_prompt + 1 > S->e->ctx) {
+        snprintf(msg, sizeof msg, "field '%s': the prompt is %d tokens; the context holds %d (prompt + 1 needed)",
+                 fname, r->n_prompt, S->e->ctx);
+        reply_error(S, r->rid, r->rid_len, true, r->id, SD_E_TOO_LONG, fname, msg);
+        return -1;
+    }
+    if ((g->set & SD_GF_MAX_TOKENS) && g->max_tokens > S->e->ctx) {
+        snprintf(msg, sizeof msg, "field 'max_tokens': %d is above this daemon's limit of %d (the context)",
+                 g->max_tokens, S->e->ctx);
+        reply_error(S, r->rid, r->rid_len, true, r->id, SD_E_OUT_OF_RANGE, "max_tokens", msg);
+        return -1;
+    }
+    return 0;
+}
+
+static void op_generate(srv *S, const unsigned char *rid, int rid_len, sd_request *q) {
+    if (S->shutting) {
+        reply_error(S, rid, rid_len, true, q->id, SD_E_SHUTTING_DOWN, NULL, "the daemon is shutting down");
+        return;
+    }
+    sd_dreq *dup = sd_sched_find(&S->sched, rid, rid_len, q->id);
+    if (dup && !dup->gone) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "request id %llu is already in flight on this connection", (unsigned long long)q->id);
+        reply_error(S, rid, rid_len, true, q->id, SD_E_DUPLICATE_ID, "id", msg);
+        return;
+    }
+    sd_dreq *r = calloc(1, sizeof *r);
+    if (!r) { reply_error(S, rid, rid_len, true, q->id, SD_E_INTERNAL, NULL, "out of memory"); return; }
+    r->id = q->id;
+    memcpy(r->rid, rid, (size_t)rid_len);
+    r->rid_len = rid_len;
+    r->req = *q;                       /* r takes ownership of the decoded request */
+    sd_request_init(q, SD_OP_NONE, 0);
+    r->slot = -1;
+    r->t_arrive = r->t_last_send = now_s();
+    if (prepare_prompt(S, r)) { sd_dreq_free(r); return; }
+    apply_params(S, r);
+    if (sd_sched_can_start(&S->sched)) {
+        S->st.total++;
+        start_or_fail(S, r);
+    } else if (sd_sched_can_queue(&S->sched)) {
+        S->st.total++;
+        sd_sched_enqueue(&S->sched, r);
+    } else {
+        S->st.busy++;
+        S->st.errors++;
+        msgpack_sbuffer_clear(&S->sb);
+        sd_enc_busy(&S->sb, r->id, 100, S->sched.n_queued, S->sched.n_active);
+        sd_log(SD_LOG_DEBUG, "request %llu: busy", (unsigned long long)r->id);
+        send_sb(S, rid, rid_len);
+        sd_dreq_free(r);
+    }
+}
+
+static void dispatch(srv *S, const unsigned char *rid, int rid_len, sd_request *q) {
+    if (q->op != SD_OP_GENERATE) S->st.other++;
+    switch (q->op) {
+    case SD_OP_PING: {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        msgpack_sbuffer_clear(&S->sb);
+        sd_enc_result_pong(&S->sb, q->id, (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u);
+        send_sb(S, rid, rid_len);
+        break;
+    }
+    case SD_OP_INFO: op_info(S, q->id); send_sb(S, rid, rid_len); break;
+    case SD_OP_STATS: op_stats(S, q->id); send_sb(S, rid, rid_len); break;
+    case SD_OP_TOKENIZE: op_tokenize(S, rid, rid_len, q); break;
+    case SD_OP_DETOKENIZE: op_detokenize(S, rid, rid_len, q); break;
+    case SD_OP_CANCEL: op_cancel(S, rid, rid_len, q); break;
+    case SD_OP_GENERATE: op_generate(S, rid, rid_len, q); break;
+    default: break;
+    }
+}
+
+/* ------------------------------------------------------------------ receiving */
+
+/* Receives one routed message (identity + frames) and handles it. Returns 0 when there was none. */
+static int handle_one(srv *S) {
+    unsigned char rid[SD_RID_MAX];
+    int rl = zmq_recv(S->sock, rid, sizeof rid, ZMQ_DONTWAIT);
+    if (rl < 0) return 0;
+    if (rl > SD_RID_MAX) rl = SD_RID_MAX;
+    zmq_msg_t body;
+    zmq_msg_init(&body);
+    int frames = 0, more = 1;
+    size_t ml = sizeof more;
+    zmq_getsockopt(S->sock, ZMQ_RCVMORE, &more, &ml);
+    while (more) {
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        if (zmq_msg_recv(&m, S->sock, 0) < 0) { zmq_msg_close(&m); break; }
+        frames++;
+        more = zmq_msg_more(&m);
+        if (frames == 1) zmq_msg_move(&body, &m);
+        zmq_msg_close(&m);
+    }
+    if (frames != 1) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "a request is exactly one frame (one MessagePack map), got %d frames", frames);
+        reply_error(S, rid, rl, false, 0, SD_E_BAD_MESSAGE, NULL, msg);
+        zmq_msg_close(&body);
+        return 1;
+    }
+    sd_request q;
+    sd_proto_err pe;
+    if (sd_request_decode(zmq_msg_data(&body), zmq_msg_size(&body), &q, &pe)) {
+        zmq_msg_close(&body);
+        reply_error(S, rid, rl, pe.has_id, pe.id, pe.code, pe.field, pe.message);
+        return 1;
+    }
+    zmq_msg_close(&body);
+    dispatch(S, rid, rl, &q);
+    sd_request_free(&q);
+    return 1;
+}
+
+/* Socket monitor: logs dropped connections (a client closing, or ZeroMQ dropping one that sent a message
+ * over ZMQ_MAXMSGSIZE: no reply can be addressed then). */
+static void drain_monitor(srv *S) {
+    for (;;) {
+        zmq_msg_t ev, addr;
+        zmq_msg_init(&ev);
+        if (zmq_msg_recv(&ev, S->mon, ZMQ_DONTWAIT) < 0) { zmq_msg_close(&ev); return; }
+        uint16_t event = 0;
+        if (zmq_msg_size(&ev) >= 6) memcpy(&event, zmq_msg_data(&ev), 2);
+        zmq_msg_init(&addr);
+        if (zmq_msg_more(&ev)) zmq_msg_recv(&addr, S->mon, 0);
+        if (event == ZMQ_EVENT_DISCONNECTED)
+            sd_log(SD_LOG_INFO, "a client connection closed (the client went away, or ZeroMQ dropped it for a "
+                   "message over %u bytes)", SD_PROTO_MAX_MSG_BYTES);
+        zmq_msg_close(&ev);
+        zmq_msg_close(&addr);
+    }
+}
+
+static void poll_and_drain(srv *S, int timeout_ms) {
+    zmq_pollitem_t items[2] = {{S->sock, 0, ZMQ_POLLIN, 0}, {S->mon, 0, ZMQ_POLLIN, 0}};
+    int n = zmq_poll(items, S->mon ? 2 : 1, timeout_ms);
+    if (n <= 0) return;
+    if (items[0].revents & ZMQ_POLLIN)
+        for (int i = 0; i < 1000 && handle_one(S); i++) {}
+    if (S->mon && (items[1].revents & ZMQ_POLLIN)) drain_monitor(S);
+}
+
+/* ------------------------------------------------------------------ setup and shutdown */
+
+static int bind_socket(srv *S, sd_err *err) {
+    const sd_server_opts *o = S->o;
+    const char *path = o->socket_path;
+    if (path && *path) {
+        struct stat sb;
+        if (lstat(path, &sb) == 0) {
+            if (!S_ISSOCK(sb.st_mode))
+                return sd_errf(err, "%s exists and is not a socket; refusing to replace it", path);
+            if (sd_ping_endpoint(S->zctx, o->endpoint, 500))
+                return sd_errf(err, "a specd daemon is already serving on %s", path);
+            sd_log(SD_LOG_INFO, "replacing stale socket %s (no daemon answers on it)", path);
+            if (unlink(path) != 0 && errno != ENOENT)
+                return sd_errf(err, "cannot remove stale socket %s: %s", path, strerror(errno));
+        }
+    }
+    S->sock = zmq_socket(S->zctx, ZMQ_ROUTER);
+    if (!S->sock) return sd_errf(err, "zmq_socket: %s", zmq_strerror(zmq_errno()));
+    int one = 1, linger = 2000, hwm = SNDHWM, ivl = SD_HEARTBEAT_IVL_MS, to = SD_HEARTBEAT_TIMEOUT_MS;
+    int64_t maxmsg = SD_PROTO_MAX_MSG_BYTES;
+    zmq_setsockopt(S->sock, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
+    zmq_setsockopt(S->sock, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(S->sock, ZMQ_SNDHWM, &hwm, sizeof hwm);
+    zmq_setsockopt(S->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+    zmq_setsockopt(S->sock, ZMQ_HEARTBEAT_IVL, &ivl, sizeof ivl);
+    zmq_setsockopt(S->sock, ZMQ_HEARTBEAT_TIMEOUT, &to, sizeof to);
+    zmq_setsockopt(S->sock, ZMQ_HEARTBEAT_TTL, &to, sizeof to);
+    /* the socket file appears with no permissions beyond the owner's, then gets the requested mode */
+    mode_t old = umask(0177);
+    int rc = zmq_bind(S->sock, o->endpoint);
+    int zerr = zmq_errno();
+    umask(old);
+    if (rc != 0) return sd_errf(err, "cannot bind %s: %s", o->endpoint, zmq_strerror(zerr));
+    if (path && *path && chmod(path, (mode_t)o->socket_mode) != 0) {
+        sd_errf(err, "chmod %o %s: %s", (unsigned)o->socket_mode, path, strerror(errno));
+        unlink(path);
+        return -1;
+    }
+    if (zmq_socket_monitor(S->sock, "inproc://specd-monitor", ZMQ_EVENT_DISCONNECTED) == 0) {
+        S->mon = zmq_socket(S->zctx, ZMQ_PAIR);
+        if (S->mon && zmq_connect(S->mon, "inproc://specd-monitor") != 0) { zmq_close(S->mon); S->mon = NULL; }
+    }
+    return 0;
+}
+
+/* Ends every running and queued request with `done` (cancelled). */
+static void cancel_all(srv *S) {
+    sd_sched *sc = &S->sched;
+    reap_gone(S);
+    for (int i = 0; i < sc->max_active; i++)
+        if (sc->active[i]) {
+            sd_gen_cancel(sc->active[i]->gen);
+            complete(S, sc->active[i], SD_FINISH_STR_CANCELLED);
+        }
+    for (sd_dreq *r; (r = sd_sched_pop(sc));) complete(S, r, SD_FINISH_STR_CANCELLED);
+    reap_gone(S);
+}
+
+static void serve_loop(srv *S, volatile sig_atomic_t *stop) {
+    double last_hb = now_s();
+    for (;;) {
+        if (*stop && !S->shutting) {
+            S->shutting = true;
+            S->deadline = now_s() + S->o->grace_s;
+            sd_log(SD_LOG_INFO, "shutting down: %d running, %d queued, grace %.1fs", S->sched.n_active,
+                   S->sched.n_queued, S->o->grace_s);
+        }
+        reap_gone(S);
+        if (S->shutting && ((S->sched.n_active == 0 && S->sched.n_queued == 0) || now_s() >= S->deadline)) {
+            cancel_all(S);
+            return;
+        }
+        poll_and_drain(S, S->sched.n_active > 0 ? 0 : IDLE_POLL_MS);
+        reap_gone(S);
+        double now = now_s();
+        if (now - last_hb > 0.25) { heartbeats(S); last_hb = now; reap_gone(S); }
+        fill_from_queue(S);
+        step_one(S);
+    }
+}
+
+int sd_server_run(sd_engine *e, const sd_server_opts *o, volatile sig_atomic_t *stop, sd_err *err) {
+    srv S;
+    memset(&S, 0, sizeof S);
+    S.e = e;
+    S.o = o;
+    S.st.t_start = now_s();
+    S.seed_state = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+    msgpack_sbuffer_init(&S.sb);
+    int rc = -1;
+    bool bound = false;
+    if (sd_sched_init(&S.sched, e, o->max_sessions, o->queue, err)) goto out;
+    S.zctx = zmq_ctx_new();
+    if (!S.zctx) { sd_errf(err, "zmq_ctx_new failed"); goto out; }
+    if (bind_socket(&S, err)) goto out;
+    bound = true;
+    sd_log(SD_LOG_INFO, "serving on %s (%d sessions, queue %d, ctx %d, backend %s, proposer %s)", o->endpoint,
+           o->max_sessions, o->queue, e->ctx, e->be && e->be->name ? e->be->name : "?", proposer_name(e->proposer));
+    serve_loop(&S, stop);
+    rc = 0;
+    sd_log(SD_LOG_INFO, "stopped: %llu requests, %llu tokens generated", (unsigned long long)S.st.total,
+           (unsigned long long)S.st.tok_generated);
+out:
+    if (S.mon) { zmq_socket_monitor(S.sock, NULL, 0); zmq_close(S.mon); }
+    if (S.sock) zmq_close(S.sock);
+    if (S.zctx) zmq_ctx_term(S.zctx);
+    if (bound && o->socket_path && *o->socket_path) unlink(o->socket_path);
+    sd_sched_free(&S.sched);
+    msgpack_sbuffer_destroy(&S.sb);
+    return rc;
+}

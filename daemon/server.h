@@ -1,0 +1,27 @@
+/* The daemon's ZeroMQ ROUTER loop: receives requests, answers the quick ops at once, and interleaves the
+ * generate requests one engine step at a time (round robin), checking the socket between steps. */
+#ifndef SD_SERVER_H
+#define SD_SERVER_H
+#include <signal.h>
+#include <stdbool.h>
+
+#include "kernels/err.h"
+#include "target/engine.h"
+
+typedef struct sd_server_opts {
+    const char *endpoint;    /* "ipc://..." or "tcp://..." */
+    const char *socket_path; /* ipc socket file ("" for tcp) */
+    int socket_mode;         /* file mode of the socket file (0600) */
+    int max_sessions;        /* concurrent requests (sessions) */
+    int queue;               /* wait queue length beyond max_sessions */
+    double grace_s;          /* on SIGTERM: let running requests finish this long */
+    int max_tokens;          /* default max_tokens */
+    sd_gen_params defaults;  /* default sampling / mode / draft bounds */
+} sd_server_opts;
+
+/* Binds the endpoint (refusing when a live daemon answers on it, replacing a stale socket file), serves
+ * until *stop becomes non-zero, shuts down as docs/protocol.md §6 says and removes the socket file.
+ * Returns 0 after a clean shutdown, -1 with err when it could not start. */
+int sd_server_run(sd_engine *e, const sd_server_opts *o, volatile sig_atomic_t *stop, sd_err *err);
+
+#endif
