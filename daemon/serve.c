@@ -103,8 +103,8 @@ static int parse_opt(serve_args *a, int argc, char **argv, int *i) {
     else if (IS("--top-p")) rc = num_float(o, v, 1e-6, 1, &d->sampling.top_p);
     else if (IS("--min-p")) rc = num_float(o, v, 0, 1, &d->sampling.min_p);
     else if (IS("-n")) rc = num_int(o, v, 1, 1 << 20, &a->so.max_tokens);
-    else if (IS("--draft-max")) rc = num_int(o, v, 1, 64, &d->draft_max);
-    else if (IS("--draft-min")) rc = num_int(o, v, 0, 64, &d->draft_min);
+    else if (IS("--draft-max")) rc = num_int(o, v, 1, 16, &d->draft_max);
+    else if (IS("--draft-min")) rc = num_int(o, v, 0, 16, &d->draft_min);
     else return 1;
 #undef IS
     if (!v) { fprintf(stderr, "specd serve: %s needs a value\n", o); return -1; }

@@ -22,6 +22,7 @@
 #define SD_VERSION_STR "specd 0.1.0"
 #define HEARTBEAT_AFTER_S 1.0   /* a client with requests in flight hears from us at least this often */
 #define IDLE_POLL_MS 50         /* poll timeout with nothing to step (bounds signal/heartbeat latency) */
+#define ENGINE_DRAFT_LIMIT 16   /* target/engine.c accepts draft_max up to this (SD_DRAFT_LIMIT there) */
 #define SNDHWM 100000           /* queued outgoing messages per client before it counts as not reading */
 
 typedef struct srv {
@@ -310,7 +311,7 @@ static void op_info(srv *S, uint64_t id) {
     sd_pack_kv_int(&pk, "max_stop", SD_PROTO_MAX_STOP);
     sd_pack_kv_int(&pk, "max_stop_bytes", SD_PROTO_MAX_STOP_BYTES);
     sd_pack_kv_int(&pk, "max_message_bytes", SD_PROTO_MAX_MSG_BYTES);
-    sd_pack_kv_int(&pk, "draft_max", SD_PROTO_MAX_DRAFT);
+    sd_pack_kv_int(&pk, "draft_max", ENGINE_DRAFT_LIMIT);
     sd_pack_cstr(&pk, "defaults");
     const sd_gen_params *d = &o->defaults;
     msgpack_pack_map(&pk, 8);
@@ -467,6 +468,12 @@ static int prepare_prompt(srv *S, sd_dreq *r) {
         snprintf(msg, sizeof msg, "field 'max_tokens': %d is above this daemon's limit of %d (the context)",
                  g->max_tokens, S->e->ctx);
         reply_error(S, r->rid, r->rid_len, true, r->id, SD_E_OUT_OF_RANGE, "max_tokens", msg);
+        return -1;
+    }
+    if ((g->set & SD_GF_DRAFT_MAX) && g->draft_max > ENGINE_DRAFT_LIMIT) {
+        snprintf(msg, sizeof msg, "field 'draft_max': %d is above this daemon's limit of %d", g->draft_max,
+                 ENGINE_DRAFT_LIMIT);
+        reply_error(S, r->rid, r->rid_len, true, r->id, SD_E_OUT_OF_RANGE, "draft_max", msg);
         return -1;
     }
     return 0;

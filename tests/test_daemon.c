@@ -1,0 +1,1042 @@
+/* Integration tests of `specd serve`: the real daemon on a temporary socket with the small aidreams
+ * models, driven over raw ZeroMQ + MessagePack (ipc/protocol.h codecs). Every op, streaming, 32 concurrent
+ * clients, cancel, vanished clients, bad input, SIGTERM under load, stale/live sockets, socket mode, and
+ * memory staying flat over thousands of requests. */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <zmq.h>
+
+#include "ipc/protocol.h"
+#include "ipc/transport.h"
+#include "tests/test.h"
+#include "tools/commands.h"
+
+static char g_dir[256];      /* temporary directory for sockets and logs */
+static const char *g_target, *g_tok, *g_draft;
+static bool g_exec_ok;       /* build/specd has `serve` (else the child calls cmd_serve directly) */
+static char g_specd[512];
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* ------------------------------------------------------------------ daemon process */
+
+typedef struct daemon {
+    pid_t pid;
+    char sock[300], endpoint[320], log[300];
+} daemon_t;
+
+/* Starts `specd serve` on dir/name.sock with the given extra options (NULL-terminated) and waits until
+ * it answers a ping. Returns 0, or -1 (the daemon log is printed). */
+static int daemon_start(daemon_t *d, const char *name, const char *const *extra) {
+    memset(d, 0, sizeof *d);
+    snprintf(d->sock, sizeof d->sock, "%s/%s.sock", g_dir, name);
+    snprintf(d->endpoint, sizeof d->endpoint, "ipc://%s", d->sock);
+    snprintf(d->log, sizeof d->log, "%s/%s.log", g_dir, name);
+    const char *argv[64];
+    int n = 0;
+    argv[n++] = "serve";
+    argv[n++] = "-m"; argv[n++] = g_target;
+    argv[n++] = "-z"; argv[n++] = g_tok;
+    argv[n++] = "--socket"; argv[n++] = d->sock;
+    argv[n++] = "-t"; argv[n++] = "1";
+    for (int i = 0; extra && extra[i] && n < 60; i++) argv[n++] = extra[i];
+    argv[n] = NULL;
+    fflush(NULL);
+    d->pid = fork();
+    if (d->pid < 0) return -1;
+    if (d->pid == 0) {
+        int fd = open(d->log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+        if (fd >= 0) { dup2(fd, 2); dup2(fd, 1); close(fd); }
+        if (g_exec_ok) {
+            const char *av[66];
+            av[0] = g_specd;
+            for (int i = 0; i <= n; i++) av[i + 1] = argv[i];
+            execv(g_specd, (char *const *)av);
+            _exit(127);
+        }
+        _exit(cmd_serve(n, (char **)argv));
+    }
+    void *ctx = zmq_ctx_new();
+    double end = now_s() + 20;
+    int ok = 0;
+    while (now_s() < end) {
+        int st;
+        if (waitpid(d->pid, &st, WNOHANG) == d->pid) { d->pid = 0; break; }
+        if (access(d->sock, F_OK) == 0 && sd_ping_endpoint(ctx, d->endpoint, 500)) { ok = 1; break; }
+        usleep(20000);
+    }
+    zmq_ctx_term(ctx);
+    if (!ok) {
+        char cmd[400];
+        snprintf(cmd, sizeof cmd, "cat %s >&2", d->log);
+        if (system(cmd)) {}
+        if (d->pid > 0) { kill(d->pid, SIGKILL); waitpid(d->pid, NULL, 0); d->pid = 0; }
+        return -1;
+    }
+    return 0;
+}
+
+/* Sends SIGTERM and waits up to timeout_s; returns the exit status (or -1 if it had to be killed). */
+static int daemon_stop(daemon_t *d, double timeout_s) {
+    if (d->pid <= 0) return -1;
+    kill(d->pid, SIGTERM);
+    double end = now_s() + timeout_s;
+    int st = 0;
+    while (now_s() < end) {
+        if (waitpid(d->pid, &st, WNOHANG) == d->pid) { d->pid = 0; return WIFEXITED(st) ? WEXITSTATUS(st) : -1; }
+        usleep(10000);
+    }
+    kill(d->pid, SIGKILL);
+    waitpid(d->pid, NULL, 0);
+    d->pid = 0;
+    return -1;
+}
+
+static bool log_contains(const daemon_t *d, const char *needle) {
+    FILE *f = fopen(d->log, "r");
+    if (!f) return false;
+    char line[4096];
+    bool found = false;
+    while (!found && fgets(line, sizeof line, f)) found = strstr(line, needle) != NULL;
+    fclose(f);
+    return found;
+}
+
+static long rss_kb(pid_t pid) {
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    long kb = -1;
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmRSS:", 6)) kb = atol(line + 6);
+    fclose(f);
+    return kb;
+}
+
+/* ------------------------------------------------------------------ client side */
+
+typedef struct client {
+    void *ctx, *sock;
+} client;
+
+static int cl_open(client *c, const daemon_t *d) {
+    c->ctx = zmq_ctx_new();
+    c->sock = sd_client_connect(c->ctx, d->endpoint, NULL);
+    return c->sock ? 0 : -1;
+}
+static void cl_close(client *c) {
+    if (c->sock) zmq_close(c->sock);
+    if (c->ctx) zmq_ctx_term(c->ctx);
+    memset(c, 0, sizeof *c);
+}
+
+static int cl_send_req(client *c, const sd_request *r) {
+    char *buf;
+    size_t len;
+    sd_err err;
+    if (sd_request_encode(r, &buf, &len, &err)) { fprintf(stderr, "  encode: %s\n", err.msg); return -1; }
+    int rc = sd_send(c->sock, buf, len, &err);
+    free(buf);
+    return rc;
+}
+static int cl_send_raw(client *c, const void *buf, size_t len) { return sd_send(c->sock, buf, len, NULL); }
+
+/* Next reply that is not a heartbeat, within timeout_s. 0 ok, -1 timeout/garbage. */
+static int cl_recv(client *c, sd_reply *r, double timeout_s) {
+    double end = now_s() + timeout_s;
+    for (;;) {
+        int left = (int)((end - now_s()) * 1000);
+        if (left <= 0) return -1;
+        char *buf;
+        size_t len;
+        if (sd_recv(c->sock, left, &buf, &len, NULL) != 1) return -1;
+        sd_err err;
+        int rc = sd_reply_decode(buf, len, r, &err);
+        free(buf);
+        if (rc) { fprintf(stderr, "  bad reply: %s\n", err.msg); return -1; }
+        if (r->type == SD_REPLY_HEARTBEAT) { sd_reply_free(r); continue; }
+        return 0;
+    }
+}
+
+static void gen_init(sd_request *r, uint64_t id, const char *prompt, int max_tokens, bool stream) {
+    sd_request_init(r, SD_OP_GENERATE, id);
+    r->gen.prompt = strdup(prompt);
+    r->gen.prompt_len = strlen(prompt);
+    r->gen.max_tokens = max_tokens;
+    r->gen.stream = stream;
+    r->gen.set = SD_GF_MAX_TOKENS | SD_GF_STREAM;
+}
+
+/* A finished generate as the client saw it. */
+typedef struct gen_out {
+    char text[8192];
+    size_t text_len;
+    int32_t ids[512];
+    int n_ids;
+    char streamed[8192];   /* concatenated token texts */
+    size_t streamed_len;
+    int32_t sids[512];
+    int n_sids;
+    int n_events;
+    bool bad_utf8_piece;
+    char finish[16];
+    char error[32];
+    sd_done_stats st;
+} gen_out;
+
+/* Records one reply into o; returns 1 when it was the final one. */
+static int gen_take(gen_out *o, const sd_reply *r) {
+    if (r->type == SD_REPLY_TOKEN) {
+        o->n_events++;
+        if (!sd_utf8_valid(r->text, r->text_len)) o->bad_utf8_piece = true;
+        if (o->streamed_len + r->text_len < sizeof o->streamed) {
+            memcpy(o->streamed + o->streamed_len, r->text, r->text_len);
+            o->streamed_len += r->text_len;
+        }
+        for (int i = 0; i < r->n_tokens && o->n_sids < 512; i++) o->sids[o->n_sids++] = r->tokens[i];
+        return 0;
+    }
+    if (r->type == SD_REPLY_DONE) {
+        o->text_len = r->text_len < sizeof o->text ? r->text_len : sizeof o->text - 1;
+        memcpy(o->text, r->text, o->text_len);
+        o->text[o->text_len] = 0;
+        o->n_ids = r->n_tokens < 512 ? r->n_tokens : 512;
+        memcpy(o->ids, r->tokens, sizeof(int32_t) * (size_t)o->n_ids);
+        snprintf(o->finish, sizeof o->finish, "%s", r->finish_reason);
+        o->st = r->stats;
+        return 1;
+    }
+    if (r->type == SD_REPLY_ERROR) { snprintf(o->error, sizeof o->error, "%s", r->code); return 1; }
+    return 1;
+}
+
+/* Runs one generate alone on client c and collects it. */
+static int gen_run(client *c, const sd_request *req, gen_out *o) {
+    memset(o, 0, sizeof *o);
+    if (cl_send_req(c, req)) return -1;
+    for (;;) {
+        sd_reply r;
+        if (cl_recv(c, &r, 30)) return -1;
+        if (r.id != req->id) { sd_reply_free(&r); return -1; }
+        int fin = gen_take(o, &r);
+        sd_reply_free(&r);
+        if (fin) return 0;
+    }
+}
+
+/* One request/reply op (not generate). */
+static int op_run(client *c, const sd_request *req, sd_reply *r) {
+    if (cl_send_req(c, req)) return -1;
+    return cl_recv(c, r, 10);
+}
+
+static bool same_gen(const gen_out *a, const gen_out *b) {
+    return a->n_ids == b->n_ids && !memcmp(a->ids, b->ids, sizeof(int32_t) * (size_t)a->n_ids) &&
+           a->text_len == b->text_len && !memcmp(a->text, b->text, a->text_len);
+}
+
+#define NEED_MODELS() do { if (!g_target || !g_tok) SKIP("../shared/models/aidreams260K.bin or tok512.bin missing"); } while (0)
+
+/* ------------------------------------------------------------------ tests */
+
+static void test_ops(void) {
+    NEED_MODELS();
+    daemon_t d;
+    REQUIRE(daemon_start(&d, "ops", NULL) == 0);
+    client c;
+    REQUIRE(cl_open(&c, &d) == 0);
+    sd_request q;
+    sd_reply r;
+
+    sd_request_init(&q, SD_OP_PING, 1);
+    REQUIRE(op_run(&c, &q, &r) == 0);
+    CHECK(r.type == SD_REPLY_RESULT && r.op == SD_OP_PING && r.id == 1 && r.time_us > 0);
+    sd_reply_free(&r);
+
+    sd_request_init(&q, SD_OP_INFO, 2);
+    REQUIRE(op_run(&c, &q, &r) == 0);
+    CHECK(r.type == SD_REPLY_RESULT && r.op == SD_OP_INFO);
+    const msgpack_object *vocab = sd_mp_get(r.root, "vocab"), *limits = sd_mp_get(r.root, "limits");
+    const msgpack_object *size = sd_mp_get(vocab, "size"), *ctx = sd_mp_get(limits, "ctx");
+    CHECK(size && size->type == MSGPACK_OBJECT_POSITIVE_INTEGER && size->via.u64 == 512);
+    CHECK(ctx && ctx->type == MSGPACK_OBJECT_POSITIVE_INTEGER && ctx->via.u64 == 128);
+    const msgpack_object *proto = sd_mp_get(r.root, "protocol"), *ver = sd_mp_get(r.root, "version");
+    CHECK(proto && proto->via.u64 == 1 && ver && ver->type == MSGPACK_OBJECT_STR);
+    const msgpack_object *tgt = sd_mp_get(r.root, "target");
+    CHECK(tgt && sd_mp_get(tgt, "layers") && sd_mp_get(tgt, "layers")->via.u64 == 4);
+    CHECK(sd_mp_get(r.root, "backend") && sd_mp_get(r.root, "defaults"));
+    sd_reply_free(&r);
+
+    /* tokenize -> detokenize round trip */
+    sd_request_init(&q, SD_OP_TOKENIZE, 3);
+    q.text = strdup("Once upon a time");
+    q.text_len = strlen(q.text);
+    q.add_bos = false;
+    REQUIRE(op_run(&c, &q, &r) == 0);
+    sd_request_free(&q);
+    CHECK(r.type == SD_REPLY_RESULT && r.op == SD_OP_TOKENIZE && r.n_tokens > 0 && r.n_tokens < 16);
+    sd_request_init(&q, SD_OP_DETOKENIZE, 4);
+    q.n_tokens = r.n_tokens;
+    q.tokens = malloc(sizeof(int32_t) * (size_t)q.n_tokens);
+    memcpy(q.tokens, r.tokens, sizeof(int32_t) * (size_t)q.n_tokens);
+    sd_reply_free(&r);
+    REQUIRE(op_run(&c, &q, &r) == 0);
+    sd_request_free(&q);
+    CHECK(r.type == SD_REPLY_RESULT && r.op == SD_OP_DETOKENIZE);
+    CHECKF(r.text_len >= 15 && strstr(r.text, "Once upon a time") != NULL, "detokenized '%.*s'", (int)r.text_len, r.text);
+    sd_reply_free(&r);
+
+    /* generate (non-streaming) then stats counts it */
+    sd_request_init(&q, SD_OP_GENERATE, 5);
+    gen_out o;
+    gen_init(&q, 5, "Once upon a time", 20, false);
+    REQUIRE(gen_run(&c, &q, &o) == 0);
+    sd_request_free(&q);
+    CHECK(o.n_events == 0 && !strcmp(o.finish, "length") && o.n_ids == 20 && o.st.generated == 20);
+    CHECK(o.text_len > 0 && sd_utf8_valid(o.text, o.text_len));
+    CHECK(o.st.prompt_tokens > 1 && o.st.ttft_ms > 0 && o.st.total_ms >= o.st.ttft_ms);
+
+    sd_request_init(&q, SD_OP_STATS, 6);
+    REQUIRE(op_run(&c, &q, &r) == 0);
+    const msgpack_object *reqs = sd_mp_get(r.root, "requests"), *toks = sd_mp_get(r.root, "tokens");
+    CHECK(reqs && sd_mp_get(reqs, "total") && sd_mp_get(reqs, "total")->via.u64 == 1);
+    CHECK(sd_mp_get(reqs, "completed")->via.u64 == 1);
+    CHECK(toks && sd_mp_get(toks, "generated")->via.u64 == 20);
+    const msgpack_object *h = sd_mp_get(sd_mp_get(r.root, "histograms"), "ttft_ms");
+    const msgpack_object *counts = sd_mp_get(h, "counts");
+    uint64_t sum = 0;
+    for (uint32_t i = 0; counts && i < counts->via.array.size; i++) sum += counts->via.array.ptr[i].via.u64;
+    CHECK_EQ_INT(sum, 1);
+    sd_reply_free(&r);
+
+    /* cancel of an unknown id: found false */
+    sd_request_init(&q, SD_OP_CANCEL, 7);
+    q.target = 999;
+    REQUIRE(op_run(&c, &q, &r) == 0);
+    CHECK(r.type == SD_REPLY_RESULT && r.op == SD_OP_CANCEL && r.target == 999 && !r.found);
+    sd_reply_free(&r);
+    cl_close(&c);
+    CHECK_EQ_INT(daemon_stop(&d, 10), 0);
+    CHECK(access(d.sock, F_OK) != 0); /* socket file removed */
+}
+
+static void test_streaming(void) {
+    NEED_MODELS();
+    daemon_t d;
+    const char *extra[] = {g_draft ? "-md" : NULL, g_draft, NULL};
+    REQUIRE(daemon_start(&d, "stream", g_draft ? extra : NULL) == 0);
+    client c;
+    REQUIRE(cl_open(&c, &d) == 0);
+    const char *prompts[] = {"Once upon a time", "The robot", "Data flows", "é ü ß 日本語 🙂"};
+    for (int p = 0; p < 4; p++) {
+        sd_request q;
+        gen_out s, n, plain;
+        gen_init(&q, 10 + p, prompts[p], 60, true);
+        REQUIRE(gen_run(&c, &q, &s) == 0);
+        q.gen.stream = false;
+        REQUIRE(gen_run(&c, &q, &n) == 0);
+        q.gen.set |= SD_GF_MODE;
+        q.gen.mode = SD_PMODE_PLAIN;
+        REQUIRE(gen_run(&c, &q, &plain) == 0);
+        sd_request_free(&q);
+        CHECK(s.error[0] == 0 && s.n_events > 0 && !s.bad_utf8_piece);
+        CHECKF(s.streamed_len == s.text_len && !memcmp(s.streamed, s.text, s.text_len), "streamed '%.*s' vs done '%s'",
+               (int)s.streamed_len, s.streamed, s.text);
+        CHECK(s.n_sids == s.n_ids && !memcmp(s.sids, s.ids, sizeof(int32_t) * (size_t)s.n_ids));
+        CHECK(sd_utf8_valid(s.text, s.text_len));
+        CHECK(same_gen(&s, &n));                 /* streaming does not change the output */
+        CHECKF(same_gen(&s, &plain), "spec '%s' vs plain '%s'", s.text, plain.text); /* greedy spec == plain */
+        CHECK(plain.st.mode == SD_PMODE_PLAIN && plain.st.drafted == 0);
+        if (g_draft) CHECK(s.st.mode == SD_PMODE_SPEC);
+    }
+    /* stop string: output ends before it and finish_reason is stop */
+    sd_request q;
+    gen_out full, stopped;
+    gen_init(&q, 30, "Once upon a time", 60, true);
+    REQUIRE(gen_run(&c, &q, &full) == 0);
+    if (full.text_len > 12) {
+        char stop[8];
+        memcpy(stop, full.text + 8, 3);
+        stop[3] = 0;
+        q.gen.set |= SD_GF_STOP;
+        q.gen.n_stop = 1;
+        q.gen.stop = calloc(1, sizeof(char *));
+        q.gen.stop[0] = strdup(stop);
+        q.id = 31;
+        REQUIRE(gen_run(&c, &q, &stopped) == 0);
+        CHECK(!strcmp(stopped.finish, "stop"));
+        CHECK(strstr(stopped.text, stop) == NULL && stopped.text_len <= 8 + 2);
+        CHECK(stopped.streamed_len == stopped.text_len && !memcmp(stopped.streamed, stopped.text, stopped.text_len));
+    }
+    sd_request_free(&q);
+    cl_close(&c);
+    CHECK_EQ_INT(daemon_stop(&d, 10), 0);
+}
+
+/* ---- 32 concurrent clients ---- */
+
+#define N_CLIENTS 32
+#define N_PER 3
+#define N_PROMPTS 6
+static const char *conc_prompts[N_PROMPTS] = {"Once upon a time", "The robot", "Data flows", "A little bird",
+                                              "In the garden", "She said"};
+static gen_out solo[N_PROMPTS];
+
+typedef struct conc_arg {
+    const daemon_t *d;
+    int idx;
+    int done, errors, lost, dup, mismatch, bad_order;
+} conc_arg;
+
+static int conc_max_tokens(int p) { return 24 + 6 * p; }
+
+static void *conc_client(void *arg) {
+    conc_arg *a = arg;
+    client c;
+    if (cl_open(&c, a->d)) { a->errors = N_PER; return NULL; }
+    gen_out outs[N_PER];
+    bool finished[N_PER];
+    memset(finished, 0, sizeof finished);
+    memset(outs, 0, sizeof outs);
+    /* all requests of this client in flight at once, ids chosen by the client */
+    for (int k = 0; k < N_PER; k++) {
+        int p = (a->idx + k) % N_PROMPTS;
+        sd_request q;
+        gen_init(&q, 1000 + (uint64_t)k, conc_prompts[p], conc_max_tokens(p), (a->idx + k) % 2 == 0);
+        cl_send_req(&c, &q);
+        sd_request_free(&q);
+    }
+    int left = N_PER;
+    while (left > 0) {
+        sd_reply r;
+        if (cl_recv(&c, &r, 60)) { a->lost = left; break; }
+        int k = (int)r.id - 1000;
+        if (k < 0 || k >= N_PER) { a->errors++; sd_reply_free(&r); continue; }
+        if (finished[k]) { a->dup++; sd_reply_free(&r); continue; }
+        if (gen_take(&outs[k], &r)) {
+            finished[k] = true;
+            left--;
+            int p = (a->idx + k) % N_PROMPTS;
+            if (outs[k].error[0]) a->errors++;
+            else {
+                a->done++;
+                if (!same_gen(&outs[k], &solo[p])) a->mismatch++;
+                bool stream = (a->idx + k) % 2 == 0;
+                if (stream && (outs[k].streamed_len != outs[k].text_len || outs[k].bad_utf8_piece)) a->bad_order++;
+                if (!stream && outs[k].n_events) a->bad_order++;
+            }
+        }
+        sd_reply_free(&r);
+    }
+    /* anything after the last done is a duplicate */
+    sd_reply extra;
+    if (cl_recv(&c, &extra, 0.2) == 0) { a->dup++; sd_reply_free(&extra); }
+    cl_close(&c);
+    return NULL;
+}
+
+static void test_concurrent_clients(void) {
+    NEED_MODELS();
+    daemon_t d;
+    const char *extra[] = {"--max-sessions", "6", "--queue", "128", g_draft ? "-md" : NULL, g_draft, NULL};
+    REQUIRE(daemon_start(&d, "conc", extra) == 0);
+    client c;
+    REQUIRE(cl_open(&c, &d) == 0);
+    for (int p = 0; p < N_PROMPTS; p++) {   /* each prompt's solo output, one request at a time */
+        sd_request q;
+        gen_init(&q, (uint64_t)p, conc_prompts[p], conc_max_tokens(p), false);
+        REQUIRE(gen_run(&c, &q, &solo[p]) == 0);
+        sd_request_free(&q);
+        REQUIRE(solo[p].error[0] == 0);
+    }
+    cl_close(&c);
+    pthread_t th[N_CLIENTS];
+    conc_arg args[N_CLIENTS];
+    double t0 = now_s();
+    for (int i = 0; i < N_CLIENTS; i++) {
+        memset(&args[i], 0, sizeof args[i]);
+        args[i].d = &d;
+        args[i].idx = i;
+        pthread_create(&th[i], NULL, conc_client, &args[i]);
+    }
+    int done = 0, errors = 0, lost = 0, dup = 0, mismatch = 0, bad = 0;
+    for (int i = 0; i < N_CLIENTS; i++) {
+        pthread_join(th[i], NULL);
+        done += args[i].done; errors += args[i].errors; lost += args[i].lost;
+        dup += args[i].dup; mismatch += args[i].mismatch; bad += args[i].bad_order;
+    }
+    fprintf(stderr, "  %d clients x %d requests: %d done in %.2fs\n", N_CLIENTS, N_PER, done, now_s() - t0);
+    CHECK_EQ_INT(done, N_CLIENTS * N_PER);
+    CHECK_EQ_INT(errors, 0);
+    CHECK_EQ_INT(lost, 0);
+    CHECK_EQ_INT(dup, 0);
+    CHECK_EQ_INT(mismatch, 0);
+    CHECK_EQ_INT(bad, 0);
+    CHECK_EQ_INT(daemon_stop(&d, 10), 0);
+}
+
+static void test_busy_and_queue(void) {
+    NEED_MODELS();
+    daemon_t d;
+    const char *extra[] = {"--max-sessions", "1", "--queue", "1", NULL};
+    REQUIRE(daemon_start(&d, "busy", extra) == 0);
+    client c;
+    REQUIRE(cl_open(&c, &d) == 0);
+    for (int i = 0; i < 3; i++) {
+        sd_request q;
+        gen_init(&q, 50 + (uint64_t)i, "Once upon a time", 100, false);
+        cl_send_req(&c, &q);
+        sd_request_free(&q);
+    }
+    /* the third finds the session busy and the queue full: `busy` at once, before the others finish */
+    int done = 0, busy = 0;
+    uint64_t busy_id = 0;
+    for (int i = 0; i < 3; i++) {
+        sd_reply r;
+        if (cl_recv(&c, &r, 30)) break;
+        if (r.type == SD_REPLY_ERROR && !strcmp(r.code, SD_E_BUSY)) {
+            busy++;
+            busy_id = r.id;
+            CHECK(done == 0);
+            CHECK(r.retry_after_ms > 0);
+        } else if (r.type == SD_REPLY_DONE) {
+            done++;
+            if (r.id == 51) CHECK(r.stats.queue_ms > 0);
+        }
+        sd_reply_free(&r);
+    }
+    CHECK_EQ_INT(busy, 1);
+    CHECK_EQ_INT(busy_id, 52);
+    CHECK_EQ_INT(done, 2);
+    /* duplicate id while in flight */
+    sd_request q;
+    gen_init(&q, 60, "The robot", 100, false);
+    cl_send_req(&c, &q);
+    cl_send_req(&c, &q);
+    sd_request_free(&q);
+    sd_reply r;
+    REQUIRE(cl_recv(&c, &r, 30) == 0);
+    CHECK(r.type == SD_REPLY_ERROR && !strcmp(r.code, SD_E_DUPLICATE_ID) && r.id == 60);
+    sd_reply_free(&r);
+    REQUIRE(cl_recv(&c, &r, 30) == 0);
+    CHECK(r.type == SD_REPLY_DONE && r.id == 60);
+    sd_reply_free(&r);
+    cl_close(&c);
+    CHECK_EQ_INT(daemon_stop(&d, 10), 0);
+}
+
+static void test_cancel(void) {
+    NEED_MODELS();
+    daemon_t d;
+    const char *extra[] = {"--max-sessions", "1", "--queue", "4", NULL};
+    REQUIRE(daemon_start(&d, "cancel", extra) == 0);
+    client c;
+    REQUIRE(cl_open(&c, &d) == 0);
+    sd_request q;
+    gen_init(&q, 70, "Once upon a time", 120, true);
+    cl_send_req(&c, &q);
+    sd_request_free(&q);
+    gen_init(&q, 71, "The robot", 50, false); /* queued behind 70 */
+    cl_send_req(&c, &q);
+    sd_request_free(&q);
+    sd_reply r;
+    REQUIRE(cl_recv(&c, &r, 30) == 0);
+    CHECK(r.type == SD_REPLY_TOKEN && r.id == 70);
+    sd_reply_free(&r);
+    sd_request_init(&q, SD_OP_CANCEL, 72);
+    q.target = 71;               /* the queued one */
+    cl_send_req(&c, &q);
+    q.id = 73;
+    q.target = 70;               /* the running one */
+    cl_send_req(&c, &q);
+    bool got71 = false, got70 = false, res72 = false, res73 = false;
+    int tokens_after = 0, extra_done = 0;
+    for (int i = 0; i < 300 && !(got70 && got71 && res72 && res73); i++) {
+        if (cl_recv(&c, &r, 10)) break;
+        if (r.type == SD_REPLY_RESULT && r.id == 72) { res72 = true; CHECK(r.found); }
+        else if (r.type == SD_REPLY_RESULT && r.id == 73) { res73 = true; CHECK(r.found); }
+        else if (r.type == SD_REPLY_DONE && r.id == 71) {
+            if (got71) extra_done++;
+            got71 = true;
+            CHECK(!strcmp(r.finish_reason, "cancelled") && r.n_tokens == 0);
+        } else if (r.type == SD_REPLY_DONE && r.id == 70) {
+            if (got70) extra_done++;
+            got70 = true;
+            CHECK(!strcmp(r.finish_reason, "cancelled"));
+            CHECK(r.n_tokens < 120);
+        } else if (r.type == SD_REPLY_TOKEN && r.id == 70 && res73) tokens_after++;
+        sd_reply_free(&r);
+    }
+    CHECK(got70 && got71 && res72 && res73);
+    CHECK(tokens_after <= 1);   /* stops within one step */
+    CHECK_EQ_INT(extra_done, 0);
+    /* the daemon is free again: a new request runs at once */
+    gen_out o;
+    gen_init(&q, 74, "Data flows", 5, false);
+    REQUIRE(gen_run(&c, &q, &o) == 0);
+    sd_request_free(&q);
+    CHECK(!strcmp(o.finish, "length") && o.st.queue_ms < 1000);
+    cl_close(&c);
+    CHECK_EQ_INT(daemon_stop(&d, 10), 0);
+}
+
+/* Reads stats; returns requests.<key> or -1. */
+static long stat_req(client *c, const char *key) {
+    sd_request q;
+    sd_request_init(&q, SD_OP_STATS, 9999);
+    sd_reply r;
+    if (op_run(c, &q, &r)) return -1;
+    const msgpack_object *v = sd_mp_get(sd_mp_get(r.root, "requests"), key);
+    long x = v && v->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? (long)v->via.u64 : -1;
+    sd_reply_free(&r);
+    return x;
+}
+
+static void test_client_killed(void) {
+    NEED_MODELS();
+    daemon_t d;
+    const char *extra[] = {"--max-sessions", "2", NULL};
+    REQUIRE(daemon_start(&d, "killed", extra) == 0);
+    /* two children: one dies mid-stream, one mid non-streaming generate (noticed by heartbeats) */
+    for (int k = 0; k < 2; k++) {
+        fflush(NULL);
+        pid_t pid = fork();
+        REQUIRE(pid >= 0);
+        if (pid == 0) {
+            client c;
+            if (cl_open(&c, &d)) _exit(2);
+            sd_request q;
+            gen_init(&q, 1, "Once upon a time", 120, k == 0);
+            q.gen.set |= SD_GF_TEMPERATURE;
+            q.gen.temperature = 1.0f;
+            cl_send_req(&c, &q);
+            if (k == 0) { sd_reply r; if (cl_recv(&c, &r, 20) == 0) sd_reply_free(&r); }
+            _exit(0); /* no close, no linger: the process just vanishes */
+        }
+        int st;
+        waitpid(pid, &st, 0);
+        CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    }
+    client c;
+    REQUIRE(cl_open(&c, &d) == 0);
+    /* both requests must be cancelled (or, for very fast ones, done) and their sessions freed */
+    long active = -1;
+    double end = now_s() + 15;
+    while (now_s() < end) {
+        active = stat_req(&c, "active");
+        if (active == 0) break;
+        usleep(50000);
+    }
+    CHECK_EQ_INT(active, 0);
+    long vanished = stat_req(&c, "vanished"), completed = stat_req(&c, "completed");
+    CHECKF(vanished + completed == 2 && vanished >= 1, "vanished %ld completed %ld", vanished, completed);
+    cl_close(&c);
+    CHECK_EQ_INT(daemon_stop(&d, 10), 0);
+}
+
+/* One raw message; expects an error reply with code (and field when not NULL). */
+static void expect_raw_error(client *c, const void *buf, size_t len, const char *code, const char *field) {
+    REQUIRE(cl_send_raw(c, buf, len) == 0);
+    sd_reply r;
+    REQUIRE(cl_recv(c, &r, 10) == 0);
+    CHECKF(r.type == SD_REPLY_ERROR && !strcmp(r.code, code), "got %s %s (%s), expected %s",
+           sd_reply_type_name(r.type), r.code, r.message, code);
+    if (field) CHECKF(!strcmp(r.field, field) && strstr(r.message, field), "field '%s' msg '%s', expected %s", r.field,
+                      r.message, field);
+    CHECK(r.message[0] != 0);
+    sd_reply_free(&r);
+}
+
+static void pack_head(msgpack_packer *pk, int n_extra, uint64_t id, const char *op) {
+    msgpack_pack_map(pk, (size_t)(3 + n_extra));
+    sd_pack_kv_uint(pk, "v", 1);
+    sd_pack_kv_uint(pk, "id", id);
+    sd_pack_kv_str(pk, "op", op);
+}
+
+static void test_bad_input(void) {
+    NEED_MODELS();
+    daemon_t d;
+    REQUIRE(daemon_start(&d, "bad", NULL) == 0);
+    client c, other;
+    REQUIRE(cl_open(&c, &d) == 0);
+    REQUIRE(cl_open(&other, &d) == 0);
+    /* another client keeps a long stream going through all of it */
+    sd_request q;
+    gen_init(&q, 1, "Once upon a time", 120, true);
+    cl_send_req(&other, &q);
+    sd_request_free(&q);
+
+    expect_raw_error(&c, "\xc1\xff\x00", 3, SD_E_BAD_MESSAGE, NULL);
+    expect_raw_error(&c, "\x93\x01\x02\x03", 4, SD_E_BAD_MESSAGE, NULL);   /* an array, not a map */
+    expect_raw_error(&c, "\x2a", 1, SD_E_BAD_MESSAGE, NULL);               /* an integer */
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+#define RESET() msgpack_sbuffer_clear(&sb)
+    RESET(); pack_head(&pk, 0, 2, "launch");
+    expect_raw_error(&c, sb.data, sb.size, SD_E_UNKNOWN_OP, "op");
+    RESET(); msgpack_pack_map(&pk, 3); sd_pack_kv_uint(&pk, "v", 7); sd_pack_kv_uint(&pk, "id", 3); sd_pack_kv_str(&pk, "op", "ping");
+    expect_raw_error(&c, sb.data, sb.size, SD_E_BAD_VERSION, "v");
+    RESET(); pack_head(&pk, 2, 4, "generate"); sd_pack_kv_str(&pk, "prompt", "x");
+    sd_pack_kv_str(&pk, "max_tokens", "ten");
+    expect_raw_error(&c, sb.data, sb.size, SD_E_BAD_TYPE, "max_tokens");
+    RESET(); pack_head(&pk, 1, 5, "generate"); sd_pack_kv_int(&pk, "max_tokens", 3);
+    expect_raw_error(&c, sb.data, sb.size, SD_E_MISSING_FIELD, "prompt");
+    RESET(); pack_head(&pk, 1, 6, "generate"); sd_pack_cstr(&pk, "prompt"); msgpack_pack_str(&pk, 2);
+    msgpack_pack_str_body(&pk, "\xff\xfe", 2);
+    expect_raw_error(&c, sb.data, sb.size, SD_E_BAD_UTF8, "prompt");
+    RESET(); pack_head(&pk, 2, 7, "generate"); sd_pack_kv_str(&pk, "prompt", "x"); sd_pack_cstr(&pk, "stop");
+    msgpack_pack_array(&pk, 1); msgpack_pack_str(&pk, 1); msgpack_pack_str_body(&pk, "\xc3", 1);
+    expect_raw_error(&c, sb.data, sb.size, SD_E_BAD_UTF8, "stop[0]");
+    /* max_tokens above the daemon's limit (the context, 128) */
+    RESET(); pack_head(&pk, 2, 8, "generate"); sd_pack_kv_str(&pk, "prompt", "x"); sd_pack_kv_int(&pk, "max_tokens", 100000);
+    expect_raw_error(&c, sb.data, sb.size, SD_E_OUT_OF_RANGE, "max_tokens");
+    /* a prompt longer than the context: 200 token ids, and a long text */
+    RESET(); pack_head(&pk, 1, 9, "generate"); sd_pack_cstr(&pk, "tokens"); msgpack_pack_array(&pk, 200);
+    for (int i = 0; i < 200; i++) msgpack_pack_int(&pk, 100 + i);
+    expect_raw_error(&c, sb.data, sb.size, SD_E_TOO_LONG, "tokens");
+    {
+        char text[4000];
+        for (int i = 0; i < 3999; i++) text[i] = "abc de"[i % 6];
+        text[3999] = 0;
+        RESET(); pack_head(&pk, 1, 10, "generate"); sd_pack_kv_str(&pk, "prompt", text);
+        expect_raw_error(&c, sb.data, sb.size, SD_E_TOO_LONG, "prompt");
+    }
+    /* a token id beyond the vocabulary */
+    RESET(); pack_head(&pk, 1, 11, "detokenize"); sd_pack_cstr(&pk, "tokens"); msgpack_pack_array(&pk, 2);
+    msgpack_pack_int(&pk, 1); msgpack_pack_int(&pk, 5000);
+    expect_raw_error(&c, sb.data, sb.size, SD_E_OUT_OF_RANGE, "tokens[1]");
+    RESET(); pack_head(&pk, 2, 12, "generate"); sd_pack_kv_str(&pk, "prompt", "x"); sd_pack_kv_int(&pk, "draft_max", 40);
+    expect_raw_error(&c, sb.data, sb.size, SD_E_OUT_OF_RANGE, "draft_max");
+    /* two frames in one message */
+    RESET(); pack_head(&pk, 0, 13, "ping");
+    REQUIRE(zmq_send(c.sock, sb.data, sb.size, ZMQ_SNDMORE) >= 0);
+    expect_raw_error(&c, sb.data, sb.size, SD_E_BAD_MESSAGE, NULL);
+    msgpack_sbuffer_destroy(&sb);
+
+    /* an oversized message: ZeroMQ drops that connection (no reply possible); the daemon logs it */
+    client big;
+    REQUIRE(cl_open(&big, &d) == 0);
+    int64_t unlimited = -1;
+    zmq_setsockopt(big.sock, ZMQ_MAXMSGSIZE, &unlimited, sizeof unlimited);
+    sd_reply r;
+    sd_request_init(&q, SD_OP_PING, 14);
+    REQUIRE(op_run(&big, &q, &r) == 0);   /* connected and known to the daemon */
+    sd_reply_free(&r);
+    size_t n = SD_PROTO_MAX_MSG_BYTES + 1024;
+    char *huge = calloc(1, n);
+    REQUIRE(huge);
+    REQUIRE(cl_send_raw(&big, huge, n) == 0);
+    free(huge);
+    CHECK(cl_recv(&big, &r, 1.0) != 0);   /* nothing comes back */
+    cl_close(&big);
+    double end = now_s() + 5;
+    while (now_s() < end && !log_contains(&d, "connection closed")) usleep(50000);
+    CHECK(log_contains(&d, "connection closed"));
+
+    /* everyone else is still served: ping, and the long stream completes correctly */
+    sd_request_init(&q, SD_OP_PING, 15);
+    REQUIRE(op_run(&c, &q, &r) == 0);
+    CHECK(r.type == SD_REPLY_RESULT && r.op == SD_OP_PING);
+    sd_reply_free(&r);
+    gen_out o;
+    memset(&o, 0, sizeof o);
+    for (;;) {
+        if (cl_recv(&other, &r, 30)) break;
+        int fin = gen_take(&o, &r);
+        sd_reply_free(&r);
+        if (fin) break;
+    }
+    CHECK(!strcmp(o.finish, "length") && o.n_ids == 120 && o.streamed_len == o.text_len);
+    cl_close(&c);
+    cl_close(&other);
+    CHECK_EQ_INT(daemon_stop(&d, 10), 0);
+}
+
+typedef struct load_arg { const daemon_t *d; int idx; int dones, cancelled, errors, lost; } load_arg;
+static void *load_client(void *arg) {
+    load_arg *a = arg;
+    client c;
+    if (cl_open(&c, a->d)) { a->errors++; return NULL; }
+    sd_request q;
+    gen_init(&q, 1, conc_prompts[a->idx % N_PROMPTS], 120, true);
+    q.gen.set |= SD_GF_TEMPERATURE;
+    q.gen.temperature = 0.8f;
+    cl_send_req(&c, &q);
+    sd_request_free(&q);
+    for (;;) {
+        sd_reply r;
+        if (cl_recv(&c, &r, 20)) { a->lost++; break; }
+        if (r.type == SD_REPLY_DONE) {
+            a->dones++;
+            if (!strcmp(r.finish_reason, "cancelled")) a->cancelled++;
+        } else if (r.type == SD_REPLY_ERROR) a->errors++;
+        bool fin = r.type != SD_REPLY_TOKEN;
+        sd_reply_free(&r);
+        if (fin) break;
+    }
+    cl_close(&c);
+    return NULL;
+}
+
+static void test_sigterm_under_load(void) {
+    NEED_MODELS();
+    daemon_t d;
+    const char *extra[] = {"--max-sessions", "4", "--queue", "16", NULL};
+    REQUIRE(daemon_start(&d, "term", extra) == 0);
+    pthread_t th[8];
+    load_arg args[8];
+    for (int i = 0; i < 8; i++) {
+        memset(&args[i], 0, sizeof args[i]);
+        args[i].d = &d;
+        args[i].idx = i;
+        pthread_create(&th[i], NULL, load_client, &args[i]);
+    }
+    usleep(150000);
+    pid_t pid = d.pid;
+    kill(pid, SIGTERM);
+    int st = 0;
+    double end = now_s() + 15;
+    bool exited = false;
+    while (now_s() < end) {
+        if (waitpid(pid, &st, WNOHANG) == pid) { exited = true; break; }
+        usleep(10000);
+    }
+    if (!exited) { kill(pid, SIGKILL); waitpid(pid, NULL, 0); }
+    d.pid = 0;
+    int dones = 0, cancelled = 0, errors = 0, lost = 0;
+    for (int i = 0; i < 8; i++) {
+        pthread_join(th[i], NULL);
+        dones += args[i].dones; cancelled += args[i].cancelled; errors += args[i].errors; lost += args[i].lost;
+    }
+    CHECK(exited && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    CHECK_EQ_INT(dones, 8);        /* every in-flight request ended with done (cancelled or finished) */
+    CHECK(cancelled >= 1);
+    CHECK_EQ_INT(errors, 0);
+    CHECK_EQ_INT(lost, 0);
+    CHECK(access(d.sock, F_OK) != 0);
+}
+
+static void test_grace(void) {
+    NEED_MODELS();
+    daemon_t d;
+    const char *extra[] = {"--grace", "20", NULL};
+    REQUIRE(daemon_start(&d, "grace", extra) == 0);
+    client c, late;
+    REQUIRE(cl_open(&c, &d) == 0);
+    sd_request q;
+    gen_init(&q, 1, "Once upon a time", 100, true);
+    cl_send_req(&c, &q);
+    sd_request_free(&q);
+    sd_reply r;
+    REQUIRE(cl_recv(&c, &r, 10) == 0);
+    sd_reply_free(&r);
+    kill(d.pid, SIGTERM);
+    usleep(50000);
+    /* new requests are refused while the running one finishes */
+    REQUIRE(cl_open(&late, &d) == 0);
+    gen_init(&q, 2, "The robot", 5, false);
+    cl_send_req(&late, &q);
+    sd_request_free(&q);
+    if (cl_recv(&late, &r, 5) == 0) {
+        CHECK(r.type == SD_REPLY_ERROR && !strcmp(r.code, SD_E_SHUTTING_DOWN));
+        sd_reply_free(&r);
+    }
+    gen_out o;
+    memset(&o, 0, sizeof o);
+    for (;;) {
+        if (cl_recv(&c, &r, 20)) break;
+        int fin = gen_take(&o, &r);
+        sd_reply_free(&r);
+        if (fin) break;
+    }
+    CHECK(!strcmp(o.finish, "length"));  /* finished within the grace period */
+    cl_close(&c);
+    cl_close(&late);
+    int st;
+    double end = now_s() + 10;
+    int rc = -1;
+    while (now_s() < end) {
+        if (waitpid(d.pid, &st, WNOHANG) == d.pid) { rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1; d.pid = 0; break; }
+        usleep(10000);
+    }
+    if (d.pid > 0) { kill(d.pid, SIGKILL); waitpid(d.pid, NULL, 0); }
+    CHECK_EQ_INT(rc, 0);
+}
+
+static void test_stale_and_live_socket(void) {
+    NEED_MODELS();
+    /* a stale socket file: bound by a process that is gone */
+    char path[300];
+    snprintf(path, sizeof path, "%s/stale.sock", g_dir);
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    REQUIRE(strlen(path) < sizeof sa.sun_path);
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    REQUIRE(bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0);
+    close(fd);
+    REQUIRE(access(path, F_OK) == 0);
+    daemon_t d;
+    REQUIRE(daemon_start(&d, "stale", NULL) == 0);   /* replaces it */
+    CHECK(log_contains(&d, "stale"));
+    /* a second daemon on the same socket refuses to start, and the first keeps serving */
+    daemon_t d2 = d;
+    snprintf(d2.log, sizeof d2.log, "%s/stale2.log", g_dir);
+    fflush(NULL);
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        int lfd = open(d2.log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (lfd >= 0) { dup2(lfd, 2); close(lfd); }
+        const char *argv[] = {"serve", "-m", g_target, "-z", g_tok, "--socket", d.sock, "-t", "1", NULL};
+        if (g_exec_ok) {
+            const char *av[] = {g_specd, "serve", "-m", g_target, "-z", g_tok, "--socket", d.sock, "-t", "1", NULL};
+            execv(g_specd, (char *const *)av);
+            _exit(127);
+        }
+        _exit(cmd_serve(9, (char **)argv));
+    }
+    int st;
+    waitpid(pid, &st, 0);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) != 0);
+    CHECK(log_contains(&d2, "already serving"));
+    CHECK(access(d.sock, F_OK) == 0);   /* the refused daemon did not remove the live socket */
+    client c;
+    REQUIRE(cl_open(&c, &d) == 0);
+    sd_request q;
+    sd_request_init(&q, SD_OP_PING, 1);
+    sd_reply r;
+    REQUIRE(op_run(&c, &q, &r) == 0);
+    CHECK(r.type == SD_REPLY_RESULT);
+    sd_reply_free(&r);
+    cl_close(&c);
+    /* a killed daemon leaves its socket file; the next one starts over it */
+    kill(d.pid, SIGKILL);
+    waitpid(d.pid, NULL, 0);
+    d.pid = 0;
+    CHECK(access(d.sock, F_OK) == 0);
+    daemon_t d3;
+    REQUIRE(daemon_start(&d3, "stale", NULL) == 0);
+    CHECK_EQ_INT(daemon_stop(&d3, 10), 0);
+}
+
+static void test_socket_mode(void) {
+    NEED_MODELS();
+    daemon_t d;
+    struct stat sb;
+    REQUIRE(daemon_start(&d, "mode", NULL) == 0);
+    REQUIRE(stat(d.sock, &sb) == 0);
+    CHECK(S_ISSOCK(sb.st_mode));
+    CHECK_EQ_INT(sb.st_mode & 0777, 0600);
+    CHECK_EQ_INT(daemon_stop(&d, 10), 0);
+    const char *extra[] = {"--socket-mode", "0660", NULL};
+    REQUIRE(daemon_start(&d, "mode", extra) == 0);
+    REQUIRE(stat(d.sock, &sb) == 0);
+    CHECK_EQ_INT(sb.st_mode & 0777, 0660);
+    CHECK_EQ_INT(daemon_stop(&d, 10), 0);
+}
+
+/* Runs n requests (generate, tokenize) from one client, cycling prompts; returns failures. */
+static int churn(client *c, int n, uint64_t base) {
+    int fails = 0;
+    for (int i = 0; i < n; i++) {
+        sd_request q;
+        sd_reply r;
+        if (i % 4 == 3) {
+            sd_request_init(&q, SD_OP_TOKENIZE, base + (uint64_t)i);
+            q.text = strdup(conc_prompts[i % N_PROMPTS]);
+            q.text_len = strlen(q.text);
+            if (op_run(c, &q, &r)) fails++; else sd_reply_free(&r);
+            sd_request_free(&q);
+            continue;
+        }
+        gen_out o;
+        gen_init(&q, base + (uint64_t)i, conc_prompts[i % N_PROMPTS], 4, i % 2 == 0);
+        if (gen_run(c, &q, &o) || o.error[0]) fails++;
+        sd_request_free(&q);
+    }
+    return fails;
+}
+
+static void test_memory_flat(void) {
+    NEED_MODELS();
+    daemon_t d;
+    const char *extra[] = {"--max-sessions", "2", "--log-level", "warn", NULL};
+    REQUIRE(daemon_start(&d, "mem", extra) == 0);
+    client c;
+    REQUIRE(cl_open(&c, &d) == 0);
+    CHECK_EQ_INT(churn(&c, 500, 0), 0);   /* warm up: sessions, allocator pools */
+    long before = rss_kb(d.pid);
+    double t0 = now_s();
+    CHECK_EQ_INT(churn(&c, 3000, 100000), 0);
+    /* plus connections that come and go, some vanishing mid-request */
+    for (int i = 0; i < 200; i++) {
+        client t;
+        if (cl_open(&t, &d)) continue;
+        sd_request q;
+        gen_init(&q, 1, "Once upon a time", 8, true);
+        cl_send_req(&t, &q);
+        sd_request_free(&q);
+        if (i % 2) { sd_reply r; if (cl_recv(&t, &r, 10) == 0) sd_reply_free(&r); }
+        cl_close(&t);
+    }
+    CHECK_EQ_INT(churn(&c, 100, 200000), 0);
+    long after = rss_kb(d.pid);
+    fprintf(stderr, "  RSS %ld kB -> %ld kB over 3300 requests + 200 connections (%.1fs)\n", before, after,
+            now_s() - t0);
+    CHECK(before > 0 && after > 0);
+    CHECKF(after - before < 2048, "RSS grew by %ld kB", after - before);
+    cl_close(&c);
+    CHECK_EQ_INT(daemon_stop(&d, 10), 0);
+}
+
+int main(void) {
+    g_target = shared_path("models/aidreams260K.bin");
+    g_tok = shared_path("models/tok512.bin");
+    g_draft = shared_path("models/aidreams-draft.bin");
+    const char *b = getenv("BUILD");
+    snprintf(g_specd, sizeof g_specd, "%s/specd", b ? b : "build");
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "%s serve --help >/dev/null 2>&1", g_specd);
+    g_exec_ok = access(g_specd, X_OK) == 0 && system(cmd) == 0;
+    snprintf(g_dir, sizeof g_dir, "/tmp/specd-test-XXXXXX");
+    if (!mkdtemp(g_dir)) { perror("mkdtemp"); return 1; }
+    signal(SIGPIPE, SIG_IGN);
+    RUN(test_ops);
+    RUN(test_streaming);
+    RUN(test_concurrent_clients);
+    RUN(test_busy_and_queue);
+    RUN(test_cancel);
+    RUN(test_client_killed);
+    RUN(test_bad_input);
+    RUN(test_sigterm_under_load);
+    RUN(test_grace);
+    RUN(test_stale_and_live_socket);
+    RUN(test_socket_mode);
+    RUN(test_memory_flat);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);
+    if (system(cmd)) {}
+    return TEST_DONE();
+}
