@@ -695,9 +695,12 @@ static int reply_fill(sd_reply *r, sd_err *err) {
         r->text = text->via.str.ptr;
         r->text_len = text->via.str.size;
     }
-    if (reply_ids(sd_mp_get(m, "tokens"), r, err)) return -1;
     const msgpack_object *op = sd_mp_get(m, "op");
     if (op && op->type == MSGPACK_OBJECT_STR) r->op = sd_op_parse(op->via.str.ptr, op->via.str.size);
+    /* `tokens` is an id array in token/done/tokenize replies (in a stats result it is a map of counters) */
+    if ((r->type == SD_REPLY_TOKEN || r->type == SD_REPLY_DONE || (r->type == SD_REPLY_RESULT && r->op == SD_OP_TOKENIZE)) &&
+        reply_ids(sd_mp_get(m, "tokens"), r, err))
+        return -1;
     switch (r->type) {
     case SD_REPLY_DONE:
         mp_copy_str(sd_mp_get(m, "finish_reason"), r->finish_reason, sizeof r->finish_reason);

@@ -631,6 +631,13 @@ static void test_client_killed(void) {
             q.gen.temperature = 1.0f;
             cl_send_req(&c, &q);
             if (k == 0) { sd_reply r; if (cl_recv(&c, &r, 20) == 0) sd_reply_free(&r); }
+            else {  /* a ping answered after the generate proves the daemon has the generate */
+                sd_request p;
+                sd_request_init(&p, SD_OP_PING, 2);
+                cl_send_req(&c, &p);
+                sd_reply r;
+                if (cl_recv(&c, &r, 20) == 0) sd_reply_free(&r);
+            }
             _exit(0); /* no close, no linger: the process just vanishes */
         }
         int st;
@@ -683,7 +690,7 @@ static void test_bad_input(void) {
     REQUIRE(cl_open(&other, &d) == 0);
     /* another client keeps a long stream going through all of it */
     sd_request q;
-    gen_init(&q, 1, "Once upon a time", 120, true);
+    gen_init(&q, 1, "Once upon a time", 100, true);
     cl_send_req(&other, &q);
     sd_request_free(&q);
 
@@ -769,7 +776,8 @@ static void test_bad_input(void) {
         sd_reply_free(&r);
         if (fin) break;
     }
-    CHECK(!strcmp(o.finish, "length") && o.n_ids == 120 && o.streamed_len == o.text_len);
+    CHECKF(!strcmp(o.finish, "length") && o.n_ids == 100 && o.streamed_len == o.text_len, "finish '%s' error '%s' %d ids",
+           o.finish, o.error, o.n_ids);
     cl_close(&c);
     cl_close(&other);
     CHECK_EQ_INT(daemon_stop(&d, 10), 0);
@@ -980,21 +988,11 @@ static int churn(client *c, int n, uint64_t base) {
     return fails;
 }
 
-static void test_memory_flat(void) {
-    NEED_MODELS();
-    daemon_t d;
-    const char *extra[] = {"--max-sessions", "2", "--log-level", "warn", NULL};
-    REQUIRE(daemon_start(&d, "mem", extra) == 0);
-    client c;
-    REQUIRE(cl_open(&c, &d) == 0);
-    CHECK_EQ_INT(churn(&c, 500, 0), 0);   /* warm up: sessions, allocator pools */
-    long before = rss_kb(d.pid);
-    double t0 = now_s();
-    CHECK_EQ_INT(churn(&c, 3000, 100000), 0);
-    /* plus connections that come and go, some vanishing mid-request */
-    for (int i = 0; i < 200; i++) {
+/* Connections that come and go, half of them vanishing mid-request. */
+static void conn_churn(const daemon_t *d, int n) {
+    for (int i = 0; i < n; i++) {
         client t;
-        if (cl_open(&t, &d)) continue;
+        if (cl_open(&t, d)) continue;
         sd_request q;
         gen_init(&q, 1, "Once upon a time", 8, true);
         cl_send_req(&t, &q);
@@ -1002,12 +1000,31 @@ static void test_memory_flat(void) {
         if (i % 2) { sd_reply r; if (cl_recv(&t, &r, 10) == 0) sd_reply_free(&r); }
         cl_close(&t);
     }
-    CHECK_EQ_INT(churn(&c, 100, 200000), 0);
-    long after = rss_kb(d.pid);
-    fprintf(stderr, "  RSS %ld kB -> %ld kB over 3300 requests + 200 connections (%.1fs)\n", before, after,
+}
+
+static void test_memory_flat(void) {
+    NEED_MODELS();
+    daemon_t d;
+    const char *extra[] = {"--max-sessions", "2", "--log-level", "warn", NULL};
+    REQUIRE(daemon_start(&d, "mem", extra) == 0);
+    client c;
+    REQUIRE(cl_open(&c, &d) == 0);
+    /* warm up (sessions, allocator and ZeroMQ pools), then two equal rounds: a leak grows RSS in both,
+     * warm-up effects only in the first */
+    CHECK_EQ_INT(churn(&c, 500, 0), 0);
+    conn_churn(&d, 50);
+    long r0 = rss_kb(d.pid);
+    double t0 = now_s();
+    CHECK_EQ_INT(churn(&c, 1500, 100000), 0);
+    conn_churn(&d, 100);
+    long r1 = rss_kb(d.pid);
+    CHECK_EQ_INT(churn(&c, 1500, 200000), 0);
+    conn_churn(&d, 100);
+    long r2 = rss_kb(d.pid);
+    fprintf(stderr, "  RSS %ld -> %ld -> %ld kB over 2 x (1500 requests + 100 connections) (%.1fs)\n", r0, r1, r2,
             now_s() - t0);
-    CHECK(before > 0 && after > 0);
-    CHECKF(after - before < 2048, "RSS grew by %ld kB", after - before);
+    CHECK(r0 > 0 && r1 > 0 && r2 > 0);
+    CHECKF(r2 - r1 < 1024, "RSS grew by %ld kB in the second round", r2 - r1);
     cl_close(&c);
     CHECK_EQ_INT(daemon_stop(&d, 10), 0);
 }
@@ -1036,7 +1053,10 @@ int main(void) {
     RUN(test_stale_and_live_socket);
     RUN(test_socket_mode);
     RUN(test_memory_flat);
-    snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);
-    if (system(cmd)) {}
+    if (getenv("SPECD_TEST_KEEP")) fprintf(stderr, "daemon logs kept in %s\n", g_dir);
+    else {
+        snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);
+        if (system(cmd)) {}
+    }
     return TEST_DONE();
 }

@@ -1,0 +1,328 @@
+/* build/ipc_bench: what the daemon's IPC path costs (docs/benchmarks.md, "daemon IPC").
+ *
+ *   build/ipc_bench [-m MODEL -z TOK] [--pings N] [--runs N] [--tokens N] [--clients N] [--requests N]
+ *
+ * Starts `build/specd serve` on a temporary Unix socket with the small shared model, then measures:
+ *  1. ping round trip over the Unix socket (p50/p95/p99 of N pings, one client, idle daemon);
+ *  2. IPC cost per streamed token: the same greedy request decoded in this process (the engine alone),
+ *     through the daemon without streaming, and through the daemon streaming, interleaved run by run;
+ *     overhead/token = (median streamed wall time - median in-process wall time) / tokens;
+ *  3. N concurrent clients streaming R requests each: errors, lost replies, tokens/s, the gap between
+ *     consecutive token events seen by a client (p50/p95).
+ * The library build compiles this file to nothing; the program is built with -DSD_BENCH_MAIN. */
+#ifdef SD_BENCH_MAIN
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <zmq.h>
+
+#include "ipc/protocol.h"
+#include "ipc/transport.h"
+#include "target/engine.h"
+#include "tools/commands.h"
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int cmp_d(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+static double pct(double *v, int n, double p) {
+    if (n <= 0) return 0;
+    qsort(v, (size_t)n, sizeof *v, cmp_d);
+    int i = (int)(p * (n - 1) + 0.5);
+    return v[i];
+}
+
+typedef struct opts {
+    const char *model, *tok;
+    int pings, runs, tokens, clients, requests;
+    char endpoint[400], sock[300], dir[128];
+    const char *prompt;
+} opts;
+
+static pid_t start_daemon(opts *o) {
+    char specd[512];
+    const char *b = getenv("BUILD");
+    snprintf(specd, sizeof specd, "%s/specd", b ? b : "build");
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "%s serve --help >/dev/null 2>&1", specd);
+    bool exec_ok = access(specd, X_OK) == 0 && system(cmd) == 0;
+    char sessions[16];
+    snprintf(sessions, sizeof sessions, "%d", o->clients > 4 ? o->clients : 4);
+    const char *argv[] = {"serve", "-m", o->model, "-z", o->tok, "--socket", o->sock, "--log-level", "warn",
+                          "--max-sessions", sessions, "--queue", "256", "-t", "1", NULL};
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (exec_ok) {
+            const char *av[32];
+            av[0] = specd;
+            for (int i = 0; argv[i]; i++) av[i + 1] = argv[i], av[i + 2] = NULL;
+            execv(specd, (char *const *)av);
+            _exit(127);
+        }
+        _exit(cmd_serve(15, (char **)argv));
+    }
+    void *ctx = zmq_ctx_new();
+    double end = now_s() + 30;
+    while (now_s() < end) {
+        if (access(o->sock, F_OK) == 0 && sd_ping_endpoint(ctx, o->endpoint, 500)) { zmq_ctx_term(ctx); return pid; }
+        if (waitpid(pid, NULL, WNOHANG) == pid) break;
+        usleep(20000);
+    }
+    zmq_ctx_term(ctx);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    return -1;
+}
+
+static int send_req(void *s, const sd_request *r) {
+    char *buf;
+    size_t len;
+    if (sd_request_encode(r, &buf, &len, NULL)) return -1;
+    int rc = sd_send(s, buf, len, NULL);
+    free(buf);
+    return rc;
+}
+
+static int recv_rep(void *s, sd_reply *r, int timeout_ms) {
+    for (;;) {
+        char *buf;
+        size_t len;
+        if (sd_recv(s, timeout_ms, &buf, &len, NULL) != 1) return -1;
+        int rc = sd_reply_decode(buf, len, r, NULL);
+        free(buf);
+        if (rc) return -1;
+        if (r->type != SD_REPLY_HEARTBEAT) return 0;
+        sd_reply_free(r);
+    }
+}
+
+static void bench_ping(opts *o, void *ctx) {
+    void *s = sd_client_connect(ctx, o->endpoint, NULL);
+    double *t = malloc(sizeof(double) * (size_t)o->pings);
+    int n = 0;
+    sd_request q;
+    sd_request_init(&q, SD_OP_PING, 0);
+    char *buf;
+    size_t len;
+    sd_request_encode(&q, &buf, &len, NULL);
+    for (int i = 0; i < o->pings + 200; i++) {
+        double t0 = now_s();
+        if (sd_send(s, buf, len, NULL)) break;
+        sd_reply r;
+        if (recv_rep(s, &r, 5000)) break;
+        double dt = now_s() - t0;
+        sd_reply_free(&r);
+        if (i >= 200) t[n++] = dt * 1e6; /* the first 200 warm up */
+    }
+    free(buf);
+    printf("ping round trip over %s: n=%d p50=%.1f us p95=%.1f us p99=%.1f us\n", o->endpoint, n, pct(t, n, 0.5),
+           pct(t, n, 0.95), pct(t, n, 0.99));
+    free(t);
+    zmq_close(s);
+}
+
+/* One greedy generate through the daemon; returns wall seconds and the token count. */
+static double daemon_gen(opts *o, void *s, uint64_t id, bool stream, int *n_tok) {
+    sd_request q;
+    sd_request_init(&q, SD_OP_GENERATE, id);
+    q.gen.prompt = (char *)o->prompt;
+    q.gen.prompt_len = strlen(o->prompt);
+    q.gen.max_tokens = o->tokens;
+    q.gen.stream = stream;
+    q.gen.set = SD_GF_MAX_TOKENS | SD_GF_STREAM | SD_GF_MODE;
+    q.gen.mode = SD_PMODE_PLAIN;
+    double t0 = now_s();
+    if (send_req(s, &q)) return -1;
+    for (;;) {
+        sd_reply r;
+        if (recv_rep(s, &r, 30000)) return -1;
+        bool fin = r.type != SD_REPLY_TOKEN;
+        if (r.type == SD_REPLY_DONE) *n_tok = r.n_tokens;
+        sd_reply_free(&r);
+        if (fin) break;
+    }
+    return now_s() - t0;
+}
+
+static double inproc_gen(opts *o, sd_engine *e, sd_session *sess, int *n_tok) {
+    double t0 = now_s();
+    int32_t *ids = NULL;
+    int n = 0;
+    if (sd_tok_encode(e->target->tok, o->prompt, strlen(o->prompt), SD_TOK_ADD_BOS, &ids, &n, NULL)) return -1;
+    sd_gen_params p = sd_gen_params_default();
+    p.max_tokens = o->tokens;
+    p.mode = SD_MODE_PLAIN;
+    sd_gen *g;
+    if (sd_gen_start(sess, ids, n, &p, &g, NULL)) { free(ids); return -1; }
+    while (sd_gen_finish(g) == SD_FINISH_NONE)
+        if (sd_gen_step(g, NULL)) break;
+    sd_gen_tokens(g, n_tok);
+    sd_gen_free(g);
+    free(ids);
+    return now_s() - t0;
+}
+
+static void bench_tokens(opts *o, void *ctx) {
+    sd_engine_config ec = {.target_path = o->model, .target_tok = o->tok, .device = "cpu", .n_threads = 1};
+    sd_engine *e;
+    sd_err err;
+    if (sd_engine_open(&ec, &e, &err)) { fprintf(stderr, "ipc_bench: %s\n", err.msg); return; }
+    sd_session *sess;
+    if (sd_session_new(e, &sess, &err)) { fprintf(stderr, "ipc_bench: %s\n", err.msg); sd_engine_free(e); return; }
+    void *s = sd_client_connect(ctx, o->endpoint, NULL);
+    double *tin = malloc(sizeof(double) * (size_t)o->runs), *tst = malloc(sizeof(double) * (size_t)o->runs);
+    double *tno = malloc(sizeof(double) * (size_t)o->runs);
+    int n_in = 0, n_st = 0, n_no = 0;
+    for (int i = 0; i < o->runs + 5; i++) { /* interleaved; the first 5 warm up */
+        double a = inproc_gen(o, e, sess, &n_in);
+        double b = daemon_gen(o, s, 2 * (uint64_t)i, true, &n_st);
+        double c = daemon_gen(o, s, 2 * (uint64_t)i + 1, false, &n_no);
+        if (i >= 5) { tin[i - 5] = a; tst[i - 5] = b; tno[i - 5] = c; }
+    }
+    double min_in = pct(tin, o->runs, 0.5), min_st = pct(tst, o->runs, 0.5), min_no = pct(tno, o->runs, 0.5);
+    int n = n_st > 0 ? n_st : 1;
+    printf("per-token (%d tokens, greedy, plain, median of %d interleaved runs):\n", n_st, o->runs);
+    printf("  in-process engine     %8.1f us/token\n", min_in / n * 1e6);
+    printf("  daemon, no streaming  %8.1f us/token\n", min_no / n * 1e6);
+    printf("  daemon, streaming     %8.1f us/token\n", min_st / n * 1e6);
+    printf("  IPC overhead per streamed token: %.1f us (streaming - in-process), request round trip adds %.1f us\n",
+           (min_st - min_in) / n * 1e6, (min_no - min_in) * 1e6);
+    if (n_in != n_st || n_no != n_st) printf("  warning: token counts differ (%d/%d/%d)\n", n_in, n_st, n_no);
+    free(tin); free(tst); free(tno);
+    zmq_close(s);
+    sd_session_free(sess);
+    sd_engine_free(e);
+}
+
+typedef struct cl_arg {
+    opts *o;
+    int idx, errors, lost, dones, tokens;
+    double *gaps;
+    int n_gaps, cap_gaps;
+} cl_arg;
+
+static void *client_thread(void *p) {
+    cl_arg *a = p;
+    void *ctx = zmq_ctx_new();
+    void *s = sd_client_connect(ctx, a->o->endpoint, NULL);
+    for (int k = 0; k < a->o->requests; k++) {
+        sd_request q;
+        sd_request_init(&q, SD_OP_GENERATE, (uint64_t)k);
+        q.gen.prompt = (char *)a->o->prompt;
+        q.gen.prompt_len = strlen(a->o->prompt);
+        q.gen.max_tokens = a->o->tokens;
+        q.gen.stream = true;
+        q.gen.temperature = 0.8f;
+        q.gen.seed = (uint64_t)(a->idx * 1000 + k);
+        q.gen.set = SD_GF_MAX_TOKENS | SD_GF_STREAM | SD_GF_TEMPERATURE | SD_GF_SEED;
+        if (send_req(s, &q)) { a->errors++; continue; }
+        double last = now_s();
+        for (;;) {
+            sd_reply r;
+            if (recv_rep(s, &r, 30000)) { a->lost++; break; }
+            double t = now_s();
+            if (r.type == SD_REPLY_TOKEN && a->n_gaps < a->cap_gaps) a->gaps[a->n_gaps++] = (t - last) * 1e3;
+            last = t;
+            if (r.type == SD_REPLY_ERROR) a->errors++;
+            if (r.type == SD_REPLY_DONE) { a->dones++; a->tokens += r.n_tokens; }
+            bool fin = r.type != SD_REPLY_TOKEN;
+            sd_reply_free(&r);
+            if (fin) break;
+        }
+    }
+    zmq_close(s);
+    zmq_ctx_term(ctx);
+    return NULL;
+}
+
+static void bench_clients(opts *o) {
+    int n = o->clients;
+    pthread_t *th = calloc((size_t)n, sizeof *th);
+    cl_arg *args = calloc((size_t)n, sizeof *args);
+    double t0 = now_s();
+    for (int i = 0; i < n; i++) {
+        args[i].o = o;
+        args[i].idx = i;
+        args[i].cap_gaps = o->requests * (o->tokens + 2);
+        args[i].gaps = malloc(sizeof(double) * (size_t)args[i].cap_gaps);
+        pthread_create(&th[i], NULL, client_thread, &args[i]);
+    }
+    int errors = 0, lost = 0, dones = 0, tokens = 0, ng = 0;
+    for (int i = 0; i < n; i++) {
+        pthread_join(th[i], NULL);
+        errors += args[i].errors; lost += args[i].lost; dones += args[i].dones; tokens += args[i].tokens;
+        ng += args[i].n_gaps;
+    }
+    double dt = now_s() - t0;
+    double *gaps = malloc(sizeof(double) * (size_t)(ng ? ng : 1));
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        memcpy(gaps + k, args[i].gaps, sizeof(double) * (size_t)args[i].n_gaps);
+        k += args[i].n_gaps;
+        free(args[i].gaps);
+    }
+    printf("%d concurrent streaming clients x %d requests x %d tokens: %d done, %d errors, %d lost, %.0f tokens/s, "
+           "token gap p50 %.2f ms p95 %.2f ms (%.1fs)\n", n, o->requests, o->tokens, dones, errors, lost,
+           tokens / dt, pct(gaps, ng, 0.5), pct(gaps, ng, 0.95), dt);
+    free(gaps);
+    free(th);
+    free(args);
+}
+
+int main(int argc, char **argv) {
+    opts o = {.pings = 10000, .runs = 30, .tokens = 100, .clients = 32, .requests = 4,
+              .prompt = "Once upon a time"};
+    o.model = "../shared/models/aidreams260K.bin";
+    o.tok = "../shared/models/tok512.bin";
+    for (int i = 1; i + 1 < argc; i += 2) {
+        const char *a = argv[i], *v = argv[i + 1];
+        if (!strcmp(a, "-m")) o.model = v;
+        else if (!strcmp(a, "-z")) o.tok = v;
+        else if (!strcmp(a, "--pings")) o.pings = atoi(v);
+        else if (!strcmp(a, "--runs")) o.runs = atoi(v);
+        else if (!strcmp(a, "--tokens")) o.tokens = atoi(v);
+        else if (!strcmp(a, "--clients")) o.clients = atoi(v);
+        else if (!strcmp(a, "--requests")) o.requests = atoi(v);
+        else { fprintf(stderr, "ipc_bench: unknown option %s\n", a); return 2; }
+    }
+    if (o.pings < 1 || o.runs < 1 || o.tokens < 1 || o.clients < 1 || o.requests < 1) {
+        fprintf(stderr, "ipc_bench: counts must be >= 1\n");
+        return 2;
+    }
+    if (access(o.model, R_OK) || access(o.tok, R_OK)) {
+        fprintf(stderr, "ipc_bench: model %s / tokenizer %s not readable\n", o.model, o.tok);
+        return 1;
+    }
+    snprintf(o.dir, sizeof o.dir, "/tmp/specd-bench-XXXXXX");
+    if (!mkdtemp(o.dir)) { perror("mkdtemp"); return 1; }
+    snprintf(o.sock, sizeof o.sock, "%s/bench.sock", o.dir);
+    snprintf(o.endpoint, sizeof o.endpoint, "ipc://%s", o.sock);
+    pid_t pid = start_daemon(&o);
+    if (pid < 0) { fprintf(stderr, "ipc_bench: the daemon did not start\n"); rmdir(o.dir); return 1; }
+    void *ctx = zmq_ctx_new();
+    bench_ping(&o, ctx);
+    bench_tokens(&o, ctx);
+    bench_clients(&o);
+    zmq_ctx_term(ctx);
+    kill(pid, SIGTERM);
+    int st = 0;
+    waitpid(pid, &st, 0);
+    rmdir(o.dir);
+    printf("daemon exit status %d\n", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+    return 0;
+}
+#endif
