@@ -91,6 +91,10 @@ $(BUILD)/%.o: %.cu
 $(BUILD)/bench_kernels: bench/bench_kernels.c $(BUILD)/libspecd.a
 	$(CC) $(CFLAGS) -DSD_BENCH_MAIN $(LDFLAGS) -o $@ $< $(BUILD)/libspecd.a $(LDLIBS)
 
+# The daemon IPC benchmark (docs/benchmarks.md): bench/ipc_bench.c, its main() under SD_BENCH_MAIN.
+$(BUILD)/ipc_bench: bench/ipc_bench.c $(BUILD)/libspecd.a
+	$(CC) $(CFLAGS) -DSD_BENCH_MAIN $(LDFLAGS) -o $@ $< $(BUILD)/libspecd.a $(LDLIBS)
+
 test: all $(TEST_BIN)
 	@BUILD=$(BUILD) bash tests/run.sh $(TEST_BIN)
 

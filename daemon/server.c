@@ -232,7 +232,7 @@ static void step_one(srv *S) {
     if (n_ids > 0 && r->t_first == 0) r->t_first = now;
     if (r->stream && (n_ids > 0 || tl > 0) && !r->gone) {
         msgpack_sbuffer_clear(&S->sb);
-        sd_enc_token(&S->sb, r->id, text, tl, ids, n_ids);
+        sd_enc_token_t(&S->sb, r->id, text, tl, ids, n_ids, (uint64_t)(now * 1e6));
         if (send_sb(S, r->rid, r->rid_len) == 0) r->t_last_send = now;
         r->sent_bytes += tl;
         r->sent_ids += n_ids;

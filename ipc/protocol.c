@@ -511,14 +511,20 @@ static void pack_head(msgpack_packer *pk, int n_extra, bool has_id, uint64_t id,
 
 #define PACKER(sb) msgpack_packer pk_; msgpack_packer_init(&pk_, (sb), msgpack_sbuffer_write); msgpack_packer *pk = &pk_
 
-int sd_enc_token(msgpack_sbuffer *sb, uint64_t id, const char *text, size_t text_len, const int32_t *ids, int n_ids) {
+int sd_enc_token_t(msgpack_sbuffer *sb, uint64_t id, const char *text, size_t text_len, const int32_t *ids,
+                   int n_ids, uint64_t time_us) {
     PACKER(sb);
-    pack_head(pk, 2, true, id, "token");
+    pack_head(pk, 2 + (time_us != 0), true, id, "token");
     sd_pack_cstr(pk, "text");
     pack_strn(pk, text, text_len);
     sd_pack_cstr(pk, "tokens");
     pack_ids(pk, ids, n_ids);
+    if (time_us) sd_pack_kv_uint(pk, "time_us", time_us);
     return 0;
+}
+
+int sd_enc_token(msgpack_sbuffer *sb, uint64_t id, const char *text, size_t text_len, const int32_t *ids, int n_ids) {
+    return sd_enc_token_t(sb, id, text, text_len, ids, n_ids, 0);
 }
 
 int sd_enc_done(msgpack_sbuffer *sb, uint64_t id, const char *text, size_t text_len, const int32_t *ids, int n_ids,
@@ -712,6 +718,7 @@ static int reply_fill(sd_reply *r, sd_err *err) {
         mp_copy_str(sd_mp_get(m, "message"), r->message, sizeof r->message);
         r->retry_after_ms = (int)mp_num(sd_mp_get(m, "retry_after_ms"));
         break;
+    case SD_REPLY_TOKEN: r->time_us = mp_u64(sd_mp_get(m, "time_us")); break;
     case SD_REPLY_RESULT: {
         r->target = mp_u64(sd_mp_get(m, "target"));
         const msgpack_object *f = sd_mp_get(m, "found");

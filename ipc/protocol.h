@@ -163,6 +163,10 @@ typedef struct sd_done_stats {
  * or -1 only when msgpack fails to allocate. */
 int sd_enc_token(msgpack_sbuffer *sb, uint64_t id, const char *text, size_t text_len, const int32_t *ids,
                  int n_ids);
+/* The same with `time_us`: the daemon's CLOCK_MONOTONIC (microseconds) when the step produced the piece,
+ * so a client on the same machine can measure the IPC latency of each token. */
+int sd_enc_token_t(msgpack_sbuffer *sb, uint64_t id, const char *text, size_t text_len, const int32_t *ids,
+                   int n_ids, uint64_t time_us);
 int sd_enc_done(msgpack_sbuffer *sb, uint64_t id, const char *text, size_t text_len, const int32_t *ids,
                 int n_ids, const char *finish_reason, const sd_done_stats *st);
 /* has_id false: the id could not be read (malformed message); `id` is then nil. field may be NULL/"". */
@@ -209,7 +213,7 @@ typedef struct sd_reply {
     /* RESULT cancel */
     uint64_t target;
     bool found;
-    /* RESULT ping */
+    /* RESULT ping: the daemon's clock; TOKEN: when the daemon produced it (0 when absent) */
     uint64_t time_us;
     /* the whole message, for info/stats (a map) */
     msgpack_unpacked up;
