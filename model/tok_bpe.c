@@ -261,6 +261,36 @@ static int bpe_piece(const sd_tokenizer *t, const bpe_state *st, work *w, const 
     return rc;
 }
 
+/* Pieces repeat (words of a text): a cache for the length of one encode call maps a short piece's bytes
+ * to the ids its first occurrence produced (kept in `out` itself, which only grows during the call). */
+#define CACHE_MAX_PIECE 48
+typedef struct cache_entry {
+    uint32_t hash, len;
+    size_t off;          /* the piece in the text */
+    int ids, n;          /* its ids: out->v[ids .. ids + n) */
+} cache_entry;
+
+typedef struct cache {
+    cache_entry *e;      /* len == 0: empty */
+    uint32_t mask, used;
+} cache;
+
+static uint32_t piece_hash(const unsigned char *s, size_t n) {
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * 16777619u;
+    return h;
+}
+
+/* The entry for the piece, or the empty slot where it belongs (NULL when the cache is off or full). */
+static cache_entry *cache_slot(cache *c, const char *text, size_t off, size_t n, uint32_t h) {
+    if (!c->e) return NULL;
+    for (uint32_t i = h & c->mask;; i = (i + 1) & c->mask) {
+        cache_entry *e = &c->e[i];
+        if (e->len == 0) return c->used * 4 < (c->mask + 1) * 3 ? e : NULL;
+        if (e->hash == h && e->len == n && !memcmp(text + e->off, text + off, n)) return e;
+    }
+}
+
 int sd_tok_bpe_encode(const sd_tokenizer *t, const char *text, size_t len, bool first, sd_ids *out, sd_err *err) {
     (void)first;
     const bpe_state *st = t->bpe;
@@ -269,9 +299,35 @@ int sd_tok_bpe_encode(const sd_tokenizer *t, const char *text, size_t len, bool 
     size_t n_sp;
     if (sd_pretok_split(st->pre, text, len, &sp, &n_sp, err)) return -1;
     work w = {0};
+    cache c = {0};
+    if (n_sp > 64) { /* worth it for more than a few pieces; without memory it just stays off */
+        uint32_t cap = 256;
+        while (cap < n_sp * 2 && cap < (1u << 16)) cap *= 2;
+        c.e = calloc(cap, sizeof *c.e);
+        c.mask = cap - 1;
+    }
     int rc = 0;
-    for (size_t k = 0; k < n_sp && rc == 0; k++)
-        rc = bpe_piece(t, st, &w, (const unsigned char *)text + sp[k].off, sp[k].len, out, err);
+    for (size_t k = 0; k < n_sp && rc == 0; k++) {
+        const unsigned char *p = (const unsigned char *)text + sp[k].off;
+        size_t n = sp[k].len;
+        cache_entry *e = NULL;
+        uint32_t h = 0;
+        if (n <= CACHE_MAX_PIECE) {
+            h = piece_hash(p, n);
+            e = cache_slot(&c, text, sp[k].off, n, h);
+            if (e && e->len) { /* seen before: copy its ids */
+                for (int i = 0; i < e->n && rc == 0; i++) rc = sd_ids_push(out, out->v[e->ids + i], err);
+                continue;
+            }
+        }
+        int start = out->n;
+        rc = bpe_piece(t, st, &w, p, n, out, err);
+        if (e && rc == 0) {
+            *e = (cache_entry){h, (uint32_t)n, sp[k].off, start, out->n - start};
+            c.used++;
+        }
+    }
+    free(c.e);
     work_free(&w);
     free(sp);
     return rc;
