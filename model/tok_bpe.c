@@ -23,53 +23,7 @@ typedef struct bpe_state {
 
 /* ---- setup ---- */
 
-/* Text -> id lookup during setup. tokenizer.c may build its map (sd_tok_find) only after
- * sd_tok_bpe_init; then a temporary map of our own serves. */
-typedef struct lookup {
-    const sd_tokenizer *t;
-    uint32_t *slots, mask; /* id + 1; 0 = empty. NULL: use sd_tok_find */
-} lookup;
-
-static uint32_t fnv(const char *s, size_t n) {
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 16777619u;
-    return h;
-}
-
-static int lookup_init(lookup *lk, const sd_tokenizer *t, sd_err *err) {
-    lk->t = t;
-    lk->slots = NULL;
-    if (t->map.slots) return 0;
-    uint32_t cap = 16;
-    while (cap < (uint32_t)t->n_vocab * 2) cap *= 2;
-    lk->slots = calloc(cap, sizeof *lk->slots);
-    if (!lk->slots) return sd_errf(err, "out of memory (BPE setup)");
-    lk->mask = cap - 1;
-    for (int i = 0; i < t->n_vocab; i++) {
-        uint32_t h = fnv(t->text[i], t->text_len[i]) & lk->mask;
-        for (;; h = (h + 1) & lk->mask) {
-            uint32_t v = lk->slots[h];
-            /* a duplicate text: the later id wins, as in tokenizer.c's map */
-            if (v == 0 || (t->text_len[v - 1] == t->text_len[i] && !memcmp(t->text[v - 1], t->text[i], t->text_len[i]))) {
-                lk->slots[h] = (uint32_t)i + 1;
-                break;
-            }
-        }
-    }
-    return 0;
-}
-
-static int32_t lookup_find(const lookup *lk, const char *s, size_t n) {
-    if (!lk->slots) return sd_tok_find(lk->t, s, n);
-    const sd_tokenizer *t = lk->t;
-    for (uint32_t h = fnv(s, n) & lk->mask;; h = (h + 1) & lk->mask) {
-        uint32_t v = lk->slots[h];
-        if (v == 0) return -1;
-        if (t->text_len[v - 1] == n && !memcmp(t->text[v - 1], s, n)) return (int32_t)(v - 1);
-    }
-}
-
-static int load_merges(sd_tokenizer *t, bpe_state *st, const lookup *lk, const gguf_file *f, sd_err *err) {
+static int load_merges(sd_tokenizer *t, bpe_state *st, const gguf_file *f, sd_err *err) {
     const gguf_kv *kv = gguf_find(f, "tokenizer.ggml.merges");
     if (!kv) return sd_errf(err, "%s: byte-level BPE vocabulary without tokenizer.ggml.merges", f->path);
     if (kv->type != GGUF_T_ARRAY || kv->arr_type != GGUF_T_STRING)
@@ -88,10 +42,10 @@ static int load_merges(sd_tokenizer *t, bpe_state *st, const lookup *lk, const g
         if (!sp) continue;
         size_t ll = (size_t)(sp - m->ptr), rl = m->len - ll - 1;
         if (ll + rl > (size_t)t->max_text_len) continue; /* the result would be no token */
-        int32_t l = lookup_find(lk, m->ptr, ll), rr = lookup_find(lk, sp + 1, rl);
+        int32_t l = sd_tok_find(t, m->ptr, ll), rr = sd_tok_find(t, sp + 1, rl);
         memcpy(buf, m->ptr, ll);
         memcpy(buf + ll, sp + 1, rl);
-        int32_t res = lookup_find(lk, buf, ll + rl);
+        int32_t res = sd_tok_find(t, buf, ll + rl);
         /* every side and the result must be tokens; a repeated pair keeps its first (lowest) rank */
         if (l < 0 || rr < 0 || res < 0 || sd_pairmap_get(&t->merges, l, rr) >= 0) continue;
         st->merged[r] = res;
@@ -108,16 +62,13 @@ int sd_tok_bpe_init(sd_tokenizer *t, const gguf_file *f, sd_err *err) {
     t->bpe = st;
     if (sd_pretok_find(t->pre, &st->pre, err)) return sd_err_prefix(err, "%s", f->path);
     st->ignore_merges = st->pre == SD_PRETOK_LLAMA3;
-    lookup lk;
-    if (lookup_init(&lk, t, err)) return -1;
+    if (!t->map.slots) return sd_errf(err, "byte-level BPE setup needs the token map (tokenizer.c builds it first)");
     for (int b = 0; b < 256; b++) {
         char u[4];
         int n = sd_uni_encode(sd_uni_byte_to_cp((uint8_t)b), u);
-        st->byte_tok[b] = lookup_find(&lk, u, (size_t)n);
+        st->byte_tok[b] = sd_tok_find(t, u, (size_t)n);
     }
-    int rc = load_merges(t, st, &lk, f, err);
-    free(lk.slots);
-    return rc;
+    return load_merges(t, st, f, err);
 }
 
 void sd_tok_bpe_free(sd_tokenizer *t) {
