@@ -59,7 +59,7 @@ $(BUILD)/libspecd.a: $(LIB_OBJ)
 	@rm -f $@  # rebuilt from scratch: a member whose source was removed must not linger
 	ar rcs $@ $^
 
-$(BUILD)/libspecd-client.a: $(CLIENT_OBJ) $(patsubst %.c,$(BUILD)/%.o,$(wildcard ipc/*.c))
+$(BUILD)/libspecd-client.a: $(CLIENT_OBJ) $(patsubst %.c,$(BUILD)/%.o,$(wildcard ipc/*.c)) $(BUILD)/kernels/err.o
 	@mkdir -p $(dir $@)
 	ar rcs $@ $^
 

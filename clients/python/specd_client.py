@@ -1,0 +1,286 @@
+"""Python client for `specd serve` (protocol v1, docs/protocol.md), on Debian's python3-zmq and
+python3-msgpack.
+
+    from specd_client import Client
+    with Client() as c:                       # the daemon's default socket
+        for ev in c.generate("Once upon a time", max_tokens=32):
+            if ev["type"] == "token":
+                print(ev["text"], end="", flush=True)
+            else:                             # the last event is the request's "done"
+                print("\\n", ev["finish_reason"], ev["stats"]["ms_per_token"])
+
+Every call raises SpecdError (with .code and .message from the daemon's `error` reply),
+ConnectError (no daemon at the endpoint, or the connection dropped) or Timeout (the daemon was silent
+for `timeout` seconds); none blocks forever. One Client is one connection and is not thread-safe:
+open one per thread.
+"""
+import os
+import stat
+import time
+
+import msgpack
+import zmq
+
+PROTOCOL_VERSION = 1
+MAX_MSG_BYTES = 4 << 20
+HEARTBEAT_IVL_MS = 1000
+HEARTBEAT_TIMEOUT_MS = 5000
+
+
+class SpecdError(Exception):
+    """The daemon answered a request with an `error` reply."""
+
+    def __init__(self, code, message, reply=None):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.reply = reply or {}
+
+
+class ConnectError(SpecdError):
+    """No daemon at the endpoint, or the connection to it dropped."""
+
+    def __init__(self, message):
+        super().__init__("connect", message)
+
+
+class Timeout(SpecdError):
+    """The daemon sent nothing for the client's timeout."""
+
+    def __init__(self, message):
+        super().__init__("timeout", message)
+
+
+def default_socket_path():
+    """$XDG_RUNTIME_DIR/specd.sock, else /tmp/specd-$UID.sock (the same rule as `specd serve`)."""
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg:
+        return os.path.join(xdg, "specd.sock")
+    return f"/tmp/specd-{os.getuid()}.sock"
+
+
+def resolve_endpoint(socket=None, tcp=None):
+    """An endpoint from --socket / --tcp style arguments (tcp "HOST:PORT", "PORT" or ":PORT")."""
+    if tcp is not None:
+        host, _, port = str(tcp).rpartition(":")
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(f"tcp: '{tcp}' has no valid port (1..65535)")
+        return f"tcp://{host or '127.0.0.1'}:{int(port)}"
+    return "ipc://" + (socket or default_socket_path())
+
+
+class Client:
+    """One DEALER connection to the daemon.
+
+    endpoint: "ipc:///path" or "tcp://host:port"; or give socket=PATH / tcp=HOST:PORT; default: the
+    daemon's default socket. timeout: seconds the daemon may stay silent during a request (None: wait
+    forever; the daemon sends heartbeats while a request is queued). connect_timeout: seconds for the
+    first ping that proves a v1 daemon answers.
+    """
+
+    def __init__(self, endpoint=None, socket=None, tcp=None, timeout=60.0, connect_timeout=2.0):
+        self.endpoint = endpoint or resolve_endpoint(socket, tcp)
+        self.timeout = timeout
+        self._next_id = 1
+        self._pending = {}  # id -> replies that arrived while waiting for another request
+        self._inflight = set()
+        self._connected = False
+        self._lost = False
+        if self.endpoint.startswith("ipc://"):
+            path = self.endpoint[len("ipc://"):]
+            try:
+                is_sock = stat.S_ISSOCK(os.stat(path).st_mode)
+            except FileNotFoundError:
+                raise self._no_daemon("no socket file") from None
+            if not is_sock:
+                raise self._no_daemon("the file is not a socket")
+        self._ctx = zmq.Context()
+        self._sock = self._ctx.socket(zmq.DEALER)
+        for opt, val in ((zmq.LINGER, 0), (zmq.MAXMSGSIZE, MAX_MSG_BYTES), (zmq.RCVHWM, 0),
+                         (zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS), (zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS),
+                         (zmq.HEARTBEAT_TTL, HEARTBEAT_TIMEOUT_MS)):
+            self._sock.setsockopt(opt, val)
+        # connection events: a refused connect or a dropped connection fails a wait at once
+        self._mon = self._sock.get_monitor_socket(
+            zmq.EVENT_CONNECTED | zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_DISCONNECTED)
+        self._sock.connect(self.endpoint)
+        self._poller = zmq.Poller()
+        self._poller.register(self._sock, zmq.POLLIN)
+        self._poller.register(self._mon, zmq.POLLIN)
+        try:
+            rid = self._send("ping")
+            self._wait(rid, connect_timeout, connecting=True)
+        except Exception:
+            self.close()
+            raise
+
+    # ---- plumbing ----
+
+    def _no_daemon(self, why):
+        return ConnectError(f"no daemon at {self.endpoint}: is `specd serve` running? ({why})")
+
+    def close(self):
+        if getattr(self, "_ctx", None) is None:
+            return
+        try:
+            self._sock.disable_monitor()
+        except zmq.ZMQError:
+            pass
+        self._mon.close(0)
+        self._sock.close(0)
+        self._ctx.term()
+        self._ctx = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _send(self, op, **fields):
+        if self._lost:
+            self._read_events()
+            if not self._connected:
+                raise ConnectError(f"lost the connection to the daemon at {self.endpoint}")
+            self._lost = False
+        rid = self._next_id
+        self._next_id += 1
+        msg = {"v": PROTOCOL_VERSION, "id": rid, "op": op}
+        msg.update({k: v for k, v in fields.items() if v is not None})
+        self._sock.send(msgpack.packb(msg, use_bin_type=True))
+        self._inflight.add(rid)
+        return rid
+
+    def _read_events(self):
+        events = []
+        while self._mon.poll(0):
+            frames = self._mon.recv_multipart()
+            ev = int.from_bytes(frames[0][:2], "little")
+            if ev == zmq.EVENT_CONNECTED:
+                self._connected = True
+            elif ev == zmq.EVENT_DISCONNECTED and self._connected:
+                self._connected = False
+                self._lost = True
+            events.append(ev)
+        return events
+
+    def _wait(self, rid, timeout, connecting=False):
+        """The next reply to request rid (replies to other requests are kept for later)."""
+        q = self._pending.get(rid)
+        if q:
+            return self._took(q.pop(0))
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if end is None else max(0.0, end - time.monotonic())
+            ready = dict(self._poller.poll(None if left is None else int(left * 1000) + 1))
+            if self._sock in ready:
+                rep = msgpack.unpackb(self._sock.recv(), raw=False, strict_map_key=False)
+                if not isinstance(rep, dict):
+                    raise SpecdError("protocol", f"bad reply from {self.endpoint}: not a map")
+                if rep.get("type") == "heartbeat":
+                    continue
+                if rep.get("id") == rid or (rep.get("id") is None and rep.get("type") == "error"):
+                    return self._took(rep)
+                if rep.get("id") in self._inflight:  # another request's reply: keep it for its reader
+                    self._pending.setdefault(rep.get("id"), []).append(rep)
+                continue
+            if self._mon in ready:
+                events = self._read_events()
+                if self._lost:
+                    raise ConnectError(f"the daemon at {self.endpoint} closed the connection")
+                if connecting and not self._connected and zmq.EVENT_CONNECT_RETRIED in events:
+                    raise self._no_daemon("connection refused")
+                continue
+            if end is not None and time.monotonic() >= end:
+                if connecting:
+                    raise self._no_daemon("no answer")
+                raise Timeout(f"timed out after {timeout} s waiting for the daemon at {self.endpoint}")
+
+    def _took(self, rep):
+        if rep.get("type") != "token":  # a final reply: the request is over
+            self._inflight.discard(rep.get("id"))
+            self._pending.pop(rep.get("id"), None)
+        return rep
+
+    @staticmethod
+    def _check(rep):
+        if rep.get("type") == "error":
+            raise SpecdError(rep.get("code", "?"), rep.get("message", ""), rep)
+        return rep
+
+    def _call(self, op, **fields):
+        rid = self._send(op, **fields)
+        rep = self._check(self._wait(rid, self.timeout))
+        if rep.get("type") != "result":
+            raise SpecdError("protocol", f"unexpected '{rep.get('type')}' reply to {op}")
+        return rep
+
+    # ---- the calls ----
+
+    def generate(self, prompt=None, tokens=None, max_tokens=None, temperature=None, top_k=None, top_p=None,
+                 min_p=None, seed=None, stop=None, mode=None, draft_max=None, stream=True):
+        """A generator of events: {"type": "token", "text", "tokens", "id"} while streaming, then one
+        {"type": "done", "text", "tokens", "finish_reason", "stats", "id"} last. Leaving the loop early
+        (break, an exception) cancels the request on the daemon."""
+        rid = self._send("generate", prompt=prompt, tokens=tokens, max_tokens=max_tokens,
+                         temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, seed=seed,
+                         stop=list(stop) if stop else None, mode=mode, draft_max=draft_max, stream=stream)
+        finished = False
+        try:
+            while True:
+                rep = self._check(self._wait(rid, self.timeout))
+                if rep.get("type") == "done":
+                    finished = True
+                    yield rep
+                    return
+                if rep.get("type") != "token":
+                    finished = True
+                    raise SpecdError("protocol", f"unexpected '{rep.get('type')}' reply to generate")
+                yield rep
+        finally:
+            if not finished:
+                self._abandon(rid)
+
+    def _abandon(self, rid):
+        """Cancels request rid and waits for its end, so the connection stays usable."""
+        try:
+            self.cancel(rid)
+            while self._wait(rid, self.timeout).get("type") == "token":
+                pass
+        except SpecdError:
+            pass
+
+    def complete(self, prompt=None, **params):
+        """generate without streaming: the `done` reply (text, tokens, finish_reason, stats)."""
+        params["stream"] = False
+        done = None
+        for ev in self.generate(prompt, **params):
+            done = ev
+        return done
+
+    def tokenize(self, text, add_bos=True):
+        return self._call("tokenize", text=text, add_bos=add_bos)["tokens"]
+
+    def detokenize(self, tokens):
+        return self._call("detokenize", tokens=list(tokens))["text"]
+
+    def info(self):
+        return self._call("info")
+
+    def stats(self):
+        return self._call("stats")
+
+    def cancel(self, request_id):
+        """Cancels one of this connection's requests; True when it was queued or running."""
+        return bool(self._call("cancel", target=request_id)["found"])
+
+    def ping(self):
+        """One round trip; returns its duration in seconds."""
+        t0 = time.perf_counter()
+        self._call("ping")
+        return time.perf_counter() - t0
+
+    @property
+    def last_id(self):
+        """The id of the most recent request sent (for cancel)."""
+        return self._next_id - 1
