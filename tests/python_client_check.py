@@ -1,0 +1,78 @@
+"""Run by tests/test_python_client.c: exercises clients/python/specd_client.py against a running daemon.
+usage: python3 tests/python_client_check.py ENDPOINT   (exit 0 when every check holds; failures on stderr)"""
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "clients", "python"))
+import specd_client as sc  # noqa: E402
+
+failures = []
+
+
+def check(cond, what):
+    if not cond:
+        failures.append(what)
+        print(f"  check failed: {what}", file=sys.stderr)
+
+
+def main(endpoint):
+    # no daemon: a clear ConnectError, fast
+    t0 = time.monotonic()
+    try:
+        sc.Client(socket="/tmp/specd-test-no-such-dir/none.sock")
+        check(False, "connect to a missing socket raised nothing")
+    except sc.ConnectError as e:
+        check("no daemon at ipc:///tmp/specd-test-no-such-dir/none.sock" in str(e), f"message: {e}")
+    check(time.monotonic() - t0 < 1.0, "missing socket took over 1 s")
+
+    with sc.Client(endpoint, timeout=30) as c:
+        check(0 < c.ping() < 1.0, "ping round trip")
+        ids = c.tokenize("Once upon a time", add_bos=False)
+        check(len(ids) > 1 and all(isinstance(i, int) for i in ids), f"tokenize: {ids}")
+        check(c.tokenize("Once upon a time")[1:] == ids, "tokenize with BOS = BOS + ids")
+        check("Once upon a time" in c.detokenize(ids), "detokenize(tokenize(x)) contains x")
+        info = c.info()
+        check(info.get("protocol") == 1 and "limits" in info, f"info: {info}")
+        check("requests" in c.stats(), "stats has requests")
+
+        # streaming: token events then exactly one done, pieces adding up to it
+        events = list(c.generate("Once upon a time", max_tokens=32, temperature=0))
+        check(events and events[-1]["type"] == "done", "last event is done")
+        check(all(e["type"] == "token" for e in events[:-1]), "only token events before done")
+        done = events[-1]
+        check("".join(e["text"] for e in events[:-1]) == done["text"], "pieces add up to the text")
+        check(sum((e["tokens"] for e in events[:-1]), []) == done["tokens"], "pieces add up to the ids")
+        check(done["finish_reason"] in ("length", "stop"), f"finish_reason {done['finish_reason']}")
+        # greedy: plain, spec and unstreamed agree
+        plain = c.complete("Once upon a time", max_tokens=32, temperature=0, mode="plain")
+        check(plain["text"] == done["text"], "plain == spec (greedy)")
+
+        # cancel from inside the loop, by the event's id
+        n = 0
+        last = None
+        for ev in c.generate("The robot", max_tokens=100, temperature=0, mode="plain"):
+            n += 1
+            if n == 2:
+                check(c.cancel(ev["id"]), "cancel found the running request")
+            last = ev
+        check(last["type"] == "done" and last["finish_reason"] == "cancelled", f"cancelled: {last}")
+        check(len(last["tokens"]) < 100, "cancel stopped early")
+
+        # leaving the loop early cancels, and the connection goes on
+        g = c.generate("The robot", max_tokens=100)
+        next(g)
+        g.close()
+        check(c.ping() < 1.0, "usable after an abandoned generate")
+
+        # the daemon's errors arrive as SpecdError with its code
+        try:
+            list(c.generate("cat " * 300))
+            check(False, "an over-long prompt raised nothing")
+        except sc.SpecdError as e:
+            check(e.code == "too_long", f"code {e.code}")
+    return 0 if not failures else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
