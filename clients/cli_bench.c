@@ -190,7 +190,7 @@ static summary summarise(bench *b, int mode, const double *wall) {
                     server_tok += r->st.generated - 1;
                 }
                 ttft[n_ttft++] = r->ttft_ms;
-                memcpy(lat + n_lat, r->lat, sizeof(double) * (size_t)r->n_lat);
+                if (r->n_lat) memcpy(lat + n_lat, r->lat, sizeof(double) * (size_t)r->n_lat);
                 n_lat += r->n_lat;
             }
     qsort(lat, (size_t)n_lat, sizeof *lat, cmp_d);
