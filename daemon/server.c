@@ -21,6 +21,8 @@
 
 #define SD_VERSION_STR "specd 0.1.0"
 #define HEARTBEAT_AFTER_S 1.0   /* a client with requests in flight hears from us at least this often */
+#define PROBE_S 0.5             /* how long to probe clients after a connection closed */
+#define PROBE_EVERY_S 0.05
 #define IDLE_POLL_MS 50         /* poll timeout with nothing to step (bounds signal/heartbeat latency) */
 #define ENGINE_DRAFT_LIMIT 16   /* target/engine.c accepts draft_max up to this (SD_DRAFT_LIMIT there) */
 #define SNDHWM 100000           /* queued outgoing messages per client before it counts as not reading */
@@ -34,6 +36,7 @@ typedef struct srv {
     msgpack_sbuffer sb;
     bool shutting;
     double deadline;
+    double probe_until;     /* after a disconnect: probe every in-flight client until then */
     uint64_t seed_state;
 } srv;
 
@@ -240,20 +243,23 @@ static void step_one(srv *S) {
     if (sd_gen_finish(r->gen) != SD_FINISH_NONE) complete(S, r, NULL);
 }
 
-static void heartbeats(srv *S) {
+/* Sends a heartbeat to clients with requests in flight that heard nothing for HEARTBEAT_AFTER_S (or to
+ * all of them when force): a client that is gone fails the send and its requests are marked. */
+static void heartbeats(srv *S, bool force) {
     double now = now_s();
+    double quiet = force ? 0.0 : HEARTBEAT_AFTER_S;
     sd_sched *sc = &S->sched;
     msgpack_sbuffer_clear(&S->sb);
     sd_enc_heartbeat(&S->sb);
     for (int i = 0; i < sc->max_active; i++) {
         sd_dreq *r = sc->active[i];
-        if (r && !r->gone && now - r->t_last_send > HEARTBEAT_AFTER_S) {
+        if (r && !r->gone && now - r->t_last_send >= quiet) {
             r->t_last_send = now;
             send_sb(S, r->rid, r->rid_len);
         }
     }
     for (sd_dreq *r = sc->q_head; r; r = r->next)
-        if (!r->gone && now - r->t_last_send > HEARTBEAT_AFTER_S) {
+        if (!r->gone && now - r->t_last_send >= quiet) {
             r->t_last_send = now;
             send_sb(S, r->rid, r->rid_len);
         }
@@ -593,9 +599,13 @@ static void drain_monitor(srv *S) {
         if (zmq_msg_size(&ev) >= 6) memcpy(&event, zmq_msg_data(&ev), 2);
         zmq_msg_init(&addr);
         if (zmq_msg_more(&ev)) zmq_msg_recv(&addr, S->mon, 0);
-        if (event == ZMQ_EVENT_DISCONNECTED)
+        if (event == ZMQ_EVENT_DISCONNECTED) {
             sd_log(SD_LOG_INFO, "a client connection closed (the client went away, or ZeroMQ dropped it for a "
                    "message over %u bytes)", SD_PROTO_MAX_MSG_BYTES);
+            /* the event does not say which client: probe them all for a little while (the ROUTER forgets
+             * the peer only once its pipe is torn down, shortly after the event) */
+            S->probe_until = now_s() + PROBE_S;
+        }
         zmq_msg_close(&ev);
         zmq_msg_close(&addr);
     }
@@ -670,7 +680,7 @@ static void cancel_all(srv *S) {
 }
 
 static void serve_loop(srv *S, volatile sig_atomic_t *stop) {
-    double last_hb = now_s();
+    double last_hb = now_s(), last_probe = 0;
     for (;;) {
         if (*stop && !S->shutting) {
             S->shutting = true;
@@ -686,7 +696,12 @@ static void serve_loop(srv *S, volatile sig_atomic_t *stop) {
         poll_and_drain(S, S->sched.n_active > 0 ? 0 : IDLE_POLL_MS);
         reap_gone(S);
         double now = now_s();
-        if (now - last_hb > 0.25) { heartbeats(S); last_hb = now; reap_gone(S); }
+        if (now < S->probe_until && now - last_probe > PROBE_EVERY_S) {
+            heartbeats(S, true);
+            last_probe = now;
+            reap_gone(S);
+        }
+        if (now - last_hb > 0.25) { heartbeats(S, false); last_hb = now; reap_gone(S); }
         fill_from_queue(S);
         step_one(S);
     }

@@ -612,52 +612,75 @@ static long stat_req(client *c, const char *key) {
     return x;
 }
 
+/* A child process that sends one generate and dies without closing anything: streaming, after the
+ * first token; or not streaming, once a ping answered after the generate proves the daemon has it. */
+static void killed_child(const daemon_t *d, bool stream) {
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) return;
+    if (pid == 0) {
+        client c;
+        if (cl_open(&c, d)) _exit(2);
+        sd_request q;
+        gen_init(&q, 1, "Once upon a time", 110, stream);
+        cl_send_req(&c, &q);
+        sd_reply r;
+        if (!stream) {
+            sd_request p;
+            sd_request_init(&p, SD_OP_PING, 2);
+            cl_send_req(&c, &p);
+        }
+        if (cl_recv(&c, &r, 20) == 0) sd_reply_free(&r);
+        _exit(0); /* no close, no linger: the process just vanishes */
+    }
+    int st;
+    waitpid(pid, &st, 0);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
 static void test_client_killed(void) {
     NEED_MODELS();
     daemon_t d;
-    const char *extra[] = {"--max-sessions", "2", NULL};
+    const char *extra[] = {"--max-sessions", "8", "--queue", "64", NULL};
     REQUIRE(daemon_start(&d, "killed", extra) == 0);
-    /* two children: one dies mid-stream, one mid non-streaming generate (noticed by heartbeats) */
-    for (int k = 0; k < 2; k++) {
-        fflush(NULL);
-        pid_t pid = fork();
-        REQUIRE(pid >= 0);
-        if (pid == 0) {
-            client c;
-            if (cl_open(&c, &d)) _exit(2);
-            sd_request q;
-            gen_init(&q, 1, "Once upon a time", 120, k == 0);
-            q.gen.set |= SD_GF_TEMPERATURE;
-            q.gen.temperature = 1.0f;
-            cl_send_req(&c, &q);
-            if (k == 0) { sd_reply r; if (cl_recv(&c, &r, 20) == 0) sd_reply_free(&r); }
-            else {  /* a ping answered after the generate proves the daemon has the generate */
-                sd_request p;
-                sd_request_init(&p, SD_OP_PING, 2);
-                cl_send_req(&c, &p);
-                sd_reply r;
-                if (cl_recv(&c, &r, 20) == 0) sd_reply_free(&r);
-            }
-            _exit(0); /* no close, no linger: the process just vanishes */
-        }
-        int st;
-        waitpid(pid, &st, 0);
-        CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    /* a helper keeps every session busy (and the queue full of work) so the children's requests are
+     * still running or queued when they die */
+    client h;
+    REQUIRE(cl_open(&h, &d) == 0);
+    const int n_help = 40;
+    for (int i = 0; i < n_help; i++) {
+        sd_request q;
+        gen_init(&q, 100 + (uint64_t)i, conc_prompts[i % N_PROMPTS], 110, false);
+        cl_send_req(&h, &q);
+        sd_request_free(&q);
     }
-    client c;
-    REQUIRE(cl_open(&c, &d) == 0);
-    /* both requests must be cancelled (or, for very fast ones, done) and their sessions freed */
-    long active = -1;
+    killed_child(&d, true);
+    killed_child(&d, false);
+    killed_child(&d, false);
+    int helper_done = 0;
+    for (int i = 0; i < n_help; i++) {
+        sd_reply r;
+        if (cl_recv(&h, &r, 60)) break;
+        helper_done += r.type == SD_REPLY_DONE;
+        sd_reply_free(&r);
+    }
+    CHECK_EQ_INT(helper_done, n_help);   /* the other client is served throughout */
+    /* every request ended and every session is free again */
+    long active = -1, queued = -1;
     double end = now_s() + 15;
     while (now_s() < end) {
-        active = stat_req(&c, "active");
-        if (active == 0) break;
+        active = stat_req(&h, "active");
+        queued = stat_req(&h, "queued");
+        if (active == 0 && queued == 0) break;
         usleep(50000);
     }
     CHECK_EQ_INT(active, 0);
-    long vanished = stat_req(&c, "vanished"), completed = stat_req(&c, "completed");
-    CHECKF(vanished + completed == 2 && vanished >= 1, "vanished %ld completed %ld", vanished, completed);
-    cl_close(&c);
+    CHECK_EQ_INT(queued, 0);
+    long vanished = stat_req(&h, "vanished"), completed = stat_req(&h, "completed"), total = stat_req(&h, "total");
+    CHECKF(vanished + completed == n_help + 3 && total == n_help + 3 && vanished >= 2,
+           "vanished %ld completed %ld total %ld", vanished, completed, total);
+    CHECK(log_contains(&d, "has disconnected"));
+    cl_close(&h);
     CHECK_EQ_INT(daemon_stop(&d, 10), 0);
 }
 
@@ -784,19 +807,25 @@ static void test_bad_input(void) {
 }
 
 typedef struct load_arg { const daemon_t *d; int idx; int dones, cancelled, errors, lost; } load_arg;
+static int g_load_started; /* token events seen by the load clients (atomic) */
 static void *load_client(void *arg) {
     load_arg *a = arg;
     client c;
     if (cl_open(&c, a->d)) { a->errors++; return NULL; }
     sd_request q;
-    gen_init(&q, 1, conc_prompts[a->idx % N_PROMPTS], 120, true);
-    q.gen.set |= SD_GF_TEMPERATURE;
-    q.gen.temperature = 0.8f;
+    gen_init(&q, 1, conc_prompts[a->idx % N_PROMPTS], 110, true);
     cl_send_req(&c, &q);
     sd_request_free(&q);
+    sd_request_init(&q, SD_OP_PING, 2);  /* its answer proves the daemon has the generate */
+    cl_send_req(&c, &q);
     for (;;) {
         sd_reply r;
         if (cl_recv(&c, &r, 20)) { a->lost++; break; }
+        if (r.type == SD_REPLY_RESULT) {
+            __atomic_add_fetch(&g_load_started, 1, __ATOMIC_SEQ_CST);
+            sd_reply_free(&r);
+            continue;
+        }
         if (r.type == SD_REPLY_DONE) {
             a->dones++;
             if (!strcmp(r.finish_reason, "cancelled")) a->cancelled++;
@@ -822,7 +851,9 @@ static void test_sigterm_under_load(void) {
         args[i].idx = i;
         pthread_create(&th[i], NULL, load_client, &args[i]);
     }
-    usleep(150000);
+    /* SIGTERM once the daemon has all 8 requests: 4 run, the others wait in the queue */
+    double t_end = now_s() + 20;
+    while (__atomic_load_n(&g_load_started, __ATOMIC_SEQ_CST) < 8 && now_s() < t_end) usleep(200);
     pid_t pid = d.pid;
     kill(pid, SIGTERM);
     int st = 0;
