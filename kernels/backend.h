@@ -85,6 +85,19 @@ struct sd_backend {
     int (*kv_alloc)(sd_backend *b, sd_kv *kv, int n_layers, int ctx, int kv_dim, sd_err *err);
     void (*kv_free)(sd_backend *b, sd_kv *kv);
     void (*sync)(sd_backend *b);
+    /* Optional (NULL when unsupported): step graphs, so a small model's many tiny kernels cost one launch.
+     * The model brackets the ops of one forward step (no to_host inside):
+     *     if (!(be->graph_begin && be->graph_begin(be, key, key_len, tokens, n, pos0))) {
+     *         step ops...;
+     *         if (be->graph_end && be->graph_end(be) != 0) step ops again;
+     *     }
+     * graph_begin returns 1 when it replayed a graph recorded under the same key with this step's tokens
+     * and pos0 (the ops must not be issued), 0 when the caller issues them (the backend may record them).
+     * graph_end returns -1 when recording failed and the ops did not run (graphs are then off). The key
+     * must identify the op sequence exactly: every buffer and weight address and every shape argument
+     * except the tokens and pos0, which ops inside a step take from the backend's step state. */
+    int (*graph_begin)(sd_backend *b, const uint64_t *key, int key_len, const int32_t *tokens, int n, int pos0);
+    int (*graph_end)(sd_backend *b);
     /* Bytes of backend memory held, by kind (for start-up memory reports); may be NULL. */
     void (*mem_usage)(sd_backend *b, size_t *weights, size_t *kv, size_t *work);
 

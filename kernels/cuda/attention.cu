@@ -9,8 +9,9 @@
 #define ATT_WARPS 4
 #define ATT_MAX_PER_LANE 8 /* head_dim <= 256 */
 
-__global__ void k_attention(float *out, const float *q, const float *kc, const float *vc, int pos0, int n_heads,
-                            int n_kv_heads, int head_dim, int kv_dim) {
+__global__ void k_attention(float *out, const float *q, const float *kc, const float *vc, int pos0,
+                            const int *pos_dev, int n_heads, int n_kv_heads, int head_dim, int kv_dim) {
+    if (pos_dev) pos0 = *pos_dev;
     int t = blockIdx.y, h = blockIdx.x;
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     int kvh = h / (n_heads / n_kv_heads);
@@ -79,6 +80,6 @@ void cuda_attention(cuda_ctx *c, float *out, const float *q, const float *kcache
         return;
     }
     dim3 grid((unsigned)n_heads, (unsigned)n);
-    k_attention<<<grid, ATT_WARPS * 32, 0, c->stream>>>(out, q, kcache, vcache, pos0, n_heads, n_kv_heads,
+    k_attention<<<grid, ATT_WARPS * 32, 0, c->stream>>>(out, q, kcache, vcache, pos0, step_pos(c), n_heads, n_kv_heads,
                                                         head_dim, kv_dim);
 }

@@ -17,10 +17,28 @@ typedef struct alloc_rec {
     int kind;
 } alloc_rec;
 
+#define GRAPH_KEY_MAX 32
+#define GRAPH_CACHE 64
+
+/* A recorded step, keyed by everything that shapes its ops (see graph_begin in backend.h). */
+typedef struct graph_rec {
+    uint64_t key[GRAPH_KEY_MAX];
+    int key_len;
+    cudaGraphExec_t exec;
+    uint64_t last_use;
+} graph_rec;
+
 typedef struct cuda_backend {
     cuda_ctx c;
     alloc_rec *recs;
     int n_recs, cap_recs;
+    graph_rec graphs[GRAPH_CACHE];
+    int n_graphs;
+    uint64_t tick;
+    bool capturing;
+    uint64_t capture_key[GRAPH_KEY_MAX];
+    int capture_key_len;
+    cudaEvent_t step_copied; /* the pinned step mirror may be rewritten once this has passed */
 } cuda_backend;
 
 static cuda_backend *cb_of(sd_backend *b) { return (cuda_backend *)b->impl; }
@@ -223,10 +241,7 @@ static void c_rope(sd_backend *b, float *x, int n, int n_heads, int head_dim, in
     cuda_rope(ctx_of(b), x, n, n_heads, head_dim, n_rot, pos0, inv_freq, neox);
 }
 static void c_kv_store(sd_backend *b, sd_kv *kv, int layer, int pos0, int n, const float *k, const float *v) {
-    cuda_ctx *c = ctx_of(b);
-    size_t off = (size_t)pos0 * (size_t)kv->kv_dim, bytes = (size_t)n * (size_t)kv->kv_dim * sizeof(float);
-    CUDA_LOG(cudaMemcpyAsync(kv_layer(kv, kv->k, layer) + off, k, bytes, cudaMemcpyDeviceToDevice, c->stream));
-    CUDA_LOG(cudaMemcpyAsync(kv_layer(kv, kv->v, layer) + off, v, bytes, cudaMemcpyDeviceToDevice, c->stream));
+    cuda_kv_store(ctx_of(b), kv_layer(kv, kv->k, layer), kv_layer(kv, kv->v, layer), k, v, pos0, n, kv->kv_dim);
 }
 static void c_attention(sd_backend *b, float *out, const float *q, const sd_kv *kv, int layer, int pos0, int n,
                         int n_heads, int n_kv_heads, int head_dim) {
@@ -238,11 +253,90 @@ static void c_swiglu(sd_backend *b, float *out, const float *gate, const float *
 }
 static void c_add(sd_backend *b, float *x, const float *y, size_t count) { cuda_add(ctx_of(b), x, y, count); }
 
+/* ---- step graphs ---- */
+
+static graph_rec *graph_find(cuda_backend *cb, const uint64_t *key, int key_len) {
+    for (int i = 0; i < cb->n_graphs; i++)
+        if (cb->graphs[i].key_len == key_len && !memcmp(cb->graphs[i].key, key, sizeof(uint64_t) * (size_t)key_len))
+            return &cb->graphs[i];
+    return NULL;
+}
+
+/* A free slot, evicting the least recently used graph when the cache is full. */
+static graph_rec *graph_slot(cuda_backend *cb) {
+    if (cb->n_graphs < GRAPH_CACHE) return &cb->graphs[cb->n_graphs++];
+    graph_rec *old = &cb->graphs[0];
+    for (int i = 1; i < cb->n_graphs; i++)
+        if (cb->graphs[i].last_use < old->last_use) old = &cb->graphs[i];
+    cudaGraphExecDestroy(old->exec);
+    return old;
+}
+
+static int c_graph_begin(sd_backend *b, const uint64_t *key, int key_len, const int32_t *tokens, int n, int pos0) {
+    cuda_backend *cb = cb_of(b);
+    cuda_ctx *c = &cb->c;
+    if (!c->graphs_enabled || n < 1 || n > SD_CUDA_STEP_MAX || key_len > GRAPH_KEY_MAX) return 0;
+    /* stage pos0 and the ids where the step's kernels read them */
+    CUDA_LOG(cudaEventSynchronize(cb->step_copied));
+    c->step_host[0] = pos0;
+    memcpy(c->step_host + 1, tokens, sizeof(int32_t) * (size_t)n);
+    CUDA_LOG(cudaMemcpyAsync(c->step_dev, c->step_host, sizeof(int) * (size_t)(n + 1), cudaMemcpyHostToDevice,
+                             c->stream));
+    CUDA_LOG(cudaEventRecord(cb->step_copied, c->stream));
+    graph_rec *g = graph_find(cb, key, key_len);
+    if (g) {
+        g->last_use = ++cb->tick;
+        CUDA_LOG(cudaGraphLaunch(g->exec, c->stream));
+        return 1;
+    }
+    if (cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    cb->capturing = true;
+    c->stepping = true;
+    memcpy(cb->capture_key, key, sizeof(uint64_t) * (size_t)key_len);
+    cb->capture_key_len = key_len;
+    return 0;
+}
+
+static int c_graph_end(sd_backend *b) {
+    cuda_backend *cb = cb_of(b);
+    cuda_ctx *c = &cb->c;
+    if (!cb->capturing) return 0;
+    cb->capturing = false;
+    c->stepping = false;
+    cudaGraph_t graph = NULL;
+    cudaGraphExec_t exec = NULL;
+    cudaError_t e = cudaStreamEndCapture(c->stream, &graph);
+    if (e == cudaSuccess) e = cudaGraphInstantiate(&exec, graph, 0);
+    if (graph) cudaGraphDestroy(graph);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        fprintf(stderr, "specd: cuda: recording a step graph failed (%s); graphs are off from now on\n",
+                cudaGetErrorString(e));
+        c->graphs_enabled = false;
+        return -1;
+    }
+    graph_rec *g = graph_slot(cb);
+    memcpy(g->key, cb->capture_key, sizeof(uint64_t) * (size_t)cb->capture_key_len);
+    g->key_len = cb->capture_key_len;
+    g->exec = exec;
+    g->last_use = ++cb->tick;
+    /* capturing recorded the ops without running them: run this step now */
+    CUDA_LOG(cudaGraphLaunch(exec, c->stream));
+    return 0;
+}
+
 static void c_destroy(sd_backend *b) {
     if (!b) return;
     cuda_backend *cb = cb_of(b);
     cudaStreamSynchronize(cb->c.stream);
     for (int i = 0; i < cb->n_recs; i++) cudaFree(cb->recs[i].p);
+    for (int i = 0; i < cb->n_graphs; i++) cudaGraphExecDestroy(cb->graphs[i].exec);
+    cudaEventDestroy(cb->step_copied);
+    cudaFree(cb->c.step_dev);
+    cudaFreeHost(cb->c.step_host);
     if (cb->c.scratch) cudaFree(cb->c.scratch);
     cublasDestroy(cb->c.cublas);
     cudaStreamDestroy(cb->c.stream);
@@ -289,6 +383,16 @@ extern "C" int sd_backend_cuda_new(int device, sd_backend **out, sd_err *err) {
         return sd_errf(err, "cuda: cannot initialise cuBLAS");
     }
     cublasSetStream(cb->c.cublas, cb->c.stream);
+    if (cudaMalloc((void **)&cb->c.step_dev, sizeof(int) * (SD_CUDA_STEP_MAX + 1)) != cudaSuccess ||
+        cudaMallocHost((void **)&cb->c.step_host, sizeof(int) * (SD_CUDA_STEP_MAX + 1)) != cudaSuccess ||
+        cudaEventCreateWithFlags(&cb->step_copied, cudaEventDisableTiming) != cudaSuccess) {
+        cudaGetLastError();
+        b->impl = cb;
+        c_destroy(b);
+        return sd_errf(err, "cuda: cannot allocate the step state");
+    }
+    const char *g = getenv("SPECD_CUDA_GRAPHS");
+    cb->c.graphs_enabled = !(g && !strcmp(g, "0"));
 
     b->name = "cuda";
     b->device = cb->c.name;
@@ -305,6 +409,8 @@ extern "C" int sd_backend_cuda_new(int device, sd_backend **out, sd_err *err) {
     b->kv_free = c_kv_free;
     b->sync = c_sync;
     b->mem_usage = c_mem_usage;
+    b->graph_begin = c_graph_begin;
+    b->graph_end = c_graph_end;
     b->embed = c_embed;
     b->rmsnorm = c_rmsnorm;
     b->matmul = c_matmul;

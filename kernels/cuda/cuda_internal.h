@@ -18,7 +18,16 @@ typedef struct cuda_ctx {
     void *scratch;        /* activations converted to F16/BF16 for cuBLAS */
     size_t scratch_bytes;
     char name[256];
+    /* Step capture (CUDA graphs): while a step is recorded or replayed, kernels read the step's first
+     * position and token ids from device memory (step_dev), so one recorded graph serves every step
+     * with the same shapes and buffers. step_dev is NULL outside steps: kernels use their arguments. */
+    int *step_dev;        /* device: [0] = pos0, [1..] = ids */
+    int *step_host;       /* pinned host mirror filled by graph_begin */
+    bool stepping;        /* ops are being captured into a graph */
+    bool graphs_enabled;  /* SPECD_CUDA_GRAPHS=0 turns graphs off */
 } cuda_ctx;
+
+#define SD_CUDA_STEP_MAX 8 /* steps of at most this many tokens are captured as graphs */
 
 /* Q8_0 matrices are repacked on upload so every load is aligned: all int8 quants row-major first
  * ([rows][cols]), then the F16 scales ([rows][cols/32]). */
@@ -37,6 +46,10 @@ void cuda_swiglu(cuda_ctx *c, float *out, const float *gate, const float *up, si
 void cuda_add(cuda_ctx *c, float *x, const float *y, size_t count);
 void cuda_attention(cuda_ctx *c, float *out, const float *q, const float *kcache, const float *vcache, int pos0,
                     int n, int n_heads, int n_kv_heads, int head_dim, int kv_dim);
+void cuda_kv_store(cuda_ctx *c, float *kcache, float *vcache, const float *k, const float *v, int pos0, int n,
+                   int kv_dim);
+/* Device pointer to the current step's pos0 while stepping, else NULL (kernels then use the argument). */
+static inline const int *step_pos(const cuda_ctx *c) { return c->stepping ? c->step_dev : NULL; }
 /* F32 (host) matrix to F16 (device), for upload. */
 void cuda_f32_to_f16(cuda_ctx *c, __half *dst, const float *src, size_t count);
 

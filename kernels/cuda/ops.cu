@@ -27,11 +27,16 @@ __global__ void k_embed(float *out, const void *table, int type, int64_t rows, i
 }
 
 void cuda_embed(cuda_ctx *c, float *out, const sd_tensor *table, const int32_t *ids, int n) {
+    dim3 grid((unsigned)((table->cols + 255) / 256), (unsigned)n);
+    if (c->stepping) { /* graph_begin staged the ids on the device */
+        k_embed<<<grid, 256, 0, c->stream>>>(out, table->data, table->data_type, table->rows, table->cols,
+                                             (const int32_t *)c->step_dev + 1);
+        return;
+    }
     /* ids are host memory: stage them on the device (small, n ints). */
     int32_t *d_ids = NULL;
     CUDA_LOG(cudaMallocAsync((void **)&d_ids, sizeof(int32_t) * (size_t)n, c->stream));
     CUDA_LOG(cudaMemcpyAsync(d_ids, ids, sizeof(int32_t) * (size_t)n, cudaMemcpyHostToDevice, c->stream));
-    dim3 grid((unsigned)((table->cols + 255) / 256), (unsigned)n);
     k_embed<<<grid, 256, 0, c->stream>>>(out, table->data, table->data_type, table->rows, table->cols, d_ids);
     CUDA_LOG(cudaFreeAsync(d_ids, c->stream));
 }
@@ -73,8 +78,9 @@ void cuda_add_bias(cuda_ctx *c, float *x, const sd_tensor *bias, int n) {
 }
 
 /* One thread per rotated pair. neox pairs (j, j + n_rot/2), otherwise (2j, 2j+1). */
-__global__ void k_rope(float *x, int n, int n_heads, int head_dim, int n_rot, int pos0, const float *inv_freq,
-                       int neox) {
+__global__ void k_rope(float *x, int n, int n_heads, int head_dim, int n_rot, int pos0, const int *pos_dev,
+                       const float *inv_freq, int neox) {
+    if (pos_dev) pos0 = *pos_dev;
     int half = n_rot / 2;
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     size_t total = (size_t)n * n_heads * half;
@@ -93,7 +99,7 @@ void cuda_rope(cuda_ctx *c, float *x, int n, int n_heads, int head_dim, int n_ro
                bool neox) {
     size_t total = (size_t)n * n_heads * (n_rot / 2);
     if (!total) return;
-    k_rope<<<(unsigned)((total + 255) / 256), 256, 0, c->stream>>>(x, n, n_heads, head_dim, n_rot, pos0, inv_freq,
+    k_rope<<<(unsigned)((total + 255) / 256), 256, 0, c->stream>>>(x, n, n_heads, head_dim, n_rot, pos0, step_pos(c), inv_freq,
                                                                    neox ? 1 : 0);
 }
 
@@ -115,4 +121,24 @@ __global__ void k_add(float *x, const float *y, size_t count) {
 
 void cuda_add(cuda_ctx *c, float *x, const float *y, size_t count) {
     if (count) k_add<<<(unsigned)((count + 255) / 256), 256, 0, c->stream>>>(x, y, count);
+}
+
+/* K and V rows of n positions into the cache at pos0 (a kernel, not a memcpy, so the offset can come
+ * from the step state inside a graph). */
+__global__ void k_kv_store(float *kc, float *vc, const float *k, const float *v, int pos0, const int *pos_dev,
+                           size_t count, int kv_dim) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= count) return;
+    if (pos_dev) pos0 = *pos_dev;
+    size_t off = (size_t)pos0 * (size_t)kv_dim + i;
+    kc[off] = k[i];
+    vc[off] = v[i];
+}
+
+void cuda_kv_store(cuda_ctx *c, float *kcache, float *vcache, const float *k, const float *v, int pos0, int n,
+                   int kv_dim) {
+    size_t count = (size_t)n * (size_t)kv_dim;
+    if (count)
+        k_kv_store<<<(unsigned)((count + 255) / 256), 256, 0, c->stream>>>(kcache, vcache, k, v, pos0, step_pos(c),
+                                                                          count, kv_dim);
 }
