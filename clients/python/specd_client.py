@@ -228,7 +228,10 @@ class Client:
         finished = False
         try:
             while True:
-                rep = self._check(self._wait(rid, self.timeout))
+                rep = self._wait(rid, self.timeout)
+                if rep.get("type") == "error":
+                    finished = True  # the request is over: nothing to cancel
+                    self._check(rep)
                 if rep.get("type") == "done":
                     finished = True
                     yield rep
@@ -245,7 +248,7 @@ class Client:
         """Cancels request rid and waits for its end, so the connection stays usable."""
         try:
             self.cancel(rid)
-            while self._wait(rid, self.timeout).get("type") == "token":
+            while rid in self._inflight and self._wait(rid, self.timeout).get("type") == "token":
                 pass
         except SpecdError:
             pass
