@@ -22,6 +22,8 @@ typedef struct rec {
     int n_tok;
     double *lat;   /* per-token latencies, n_lat of them */
     int n_lat, cap_lat;
+    double *dl;    /* per-event delivery times (daemon step -> client), microseconds */
+    int n_dl, cap_dl;
     double last_t;
     specd_gen_stats st;
     char *text;
@@ -52,20 +54,28 @@ static int mode_of(int run, int phase) {
     return order[run % 2][phase];
 }
 
+/* Appends v to a growable array; -1 when out of memory. */
+static int push(double **a, int *n, int *cap, double v) {
+    if (*n == *cap) {
+        int c = *cap * 2 + 16;
+        double *p = realloc(*a, sizeof(double) * (size_t)c);
+        if (!p) return -1;
+        *a = p;
+        *cap = c;
+    }
+    (*a)[(*n)++] = v;
+    return 0;
+}
+
 static int on_token(const specd_token *t, void *user) {
     rec *r = user;
+    if (t->delivery_us >= 0 && push(&r->dl, &r->n_dl, &r->cap_dl, t->delivery_us)) return 1;
     if (r->ttft_ms < 0) {
         r->ttft_ms = t->t_ms;
     } else {
-        if (r->n_lat + t->n_ids > r->cap_lat) {
-            int cap = (r->n_lat + t->n_ids) * 2 + 16;
-            double *p = realloc(r->lat, sizeof(double) * (size_t)cap);
-            if (!p) return 1;
-            r->lat = p;
-            r->cap_lat = cap;
-        }
         double per = (t->t_ms - r->last_t) / (t->n_ids > 0 ? t->n_ids : 1);
-        for (int i = 0; i < t->n_ids; i++) r->lat[r->n_lat++] = per;
+        for (int i = 0; i < t->n_ids; i++)
+            if (push(&r->lat, &r->n_lat, &r->cap_lat, per)) return 1;
     }
     r->last_t = t->t_ms;
     return 0;
@@ -163,15 +173,20 @@ static double pct(double *v, int n, double q) {
 typedef struct summary {
     int requests, tokens, drafted, accepted;
     double wall_ms, tps, ttft50, ttft95, lat50, lat95, acceptance, client_ms, server_ms_per_tok;
+    double dl50, dl95; /* IPC delivery per token event, microseconds */
 } summary;
 
 static summary summarise(bench *b, int mode, const double *wall) {
     summary s = {0};
-    int cap = 0, n_lat = 0, n_ttft = 0;
+    int cap = 0, cap_dl = 0, n_lat = 0, n_dl = 0, n_ttft = 0;
     for (int run = 0; run < b->o->runs; run++)
         for (int c = 0; c < b->o->concurrency; c++)
-            for (int p = 0; p < b->n_prompts; p++) cap += rec_at(b, run, mode, c, p)->n_lat;
+            for (int p = 0; p < b->n_prompts; p++) {
+                cap += rec_at(b, run, mode, c, p)->n_lat;
+                cap_dl += rec_at(b, run, mode, c, p)->n_dl;
+            }
     double *lat = malloc(sizeof(double) * (size_t)(cap + 1));
+    double *dl = malloc(sizeof(double) * (size_t)(cap_dl + 1));
     double *ttft = malloc(sizeof(double) * (size_t)(b->o->runs * b->o->concurrency * b->n_prompts + 1));
     double server_ms = 0;
     int server_tok = 0;
@@ -192,18 +207,25 @@ static summary summarise(bench *b, int mode, const double *wall) {
                 ttft[n_ttft++] = r->ttft_ms;
                 if (r->n_lat) memcpy(lat + n_lat, r->lat, sizeof(double) * (size_t)r->n_lat);
                 n_lat += r->n_lat;
+                if (r->n_dl) memcpy(dl + n_dl, r->dl, sizeof(double) * (size_t)r->n_dl);
+                n_dl += r->n_dl;
             }
     qsort(lat, (size_t)n_lat, sizeof *lat, cmp_d);
     qsort(ttft, (size_t)n_ttft, sizeof *ttft, cmp_d);
+    qsort(dl, (size_t)n_dl, sizeof *dl, cmp_d);
+    s.dl50 = pct(dl, n_dl, 0.5);
+    s.dl95 = pct(dl, n_dl, 0.95);
     s.wall_ms = wall[mode];
     s.tps = s.wall_ms > 0 ? s.tokens / (s.wall_ms / 1000) : 0;
-    s.ttft50 = pct(ttft, n_ttft, 0.5);
-    s.ttft95 = pct(ttft, n_ttft, 0.95);
+    /* unstreamed requests have no first token to time */
+    s.ttft50 = mode == M_NOSTREAM ? NAN : pct(ttft, n_ttft, 0.5);
+    s.ttft95 = mode == M_NOSTREAM ? NAN : pct(ttft, n_ttft, 0.95);
     s.lat50 = pct(lat, n_lat, 0.5);
     s.lat95 = pct(lat, n_lat, 0.95);
     s.acceptance = s.drafted ? (double)s.accepted / s.drafted : NAN;
     s.server_ms_per_tok = server_tok ? server_ms / server_tok : NAN;
     free(lat);
+    free(dl);
     free(ttft);
     return s;
 }
@@ -240,13 +262,16 @@ static void print_mode_json(const char *name, const summary *s) {
     jnum("token_ms_p50", s->lat50, 1);
     jnum("token_ms_p95", s->lat95, 1);
     jnum("server_ms_per_token", s->server_ms_per_tok, 1);
+    jnum("delivery_us_p50", s->dl50, 1);
+    jnum("delivery_us_p95", s->dl95, 1);
     printf("\"drafted\":%d,\"accepted\":%d,", s->drafted, s->accepted);
     jnum("acceptance", s->acceptance, 0);
     printf("}");
 }
 
 static void print_mode_row(const char *name, const summary *s) {
-    printf("%-15s %8d %7d %10.1f %9.3f %9.3f", name, s->requests, s->tokens, s->tps, s->ttft50, s->ttft95);
+    printf("%-15s %8d %7d %10.1f", name, s->requests, s->tokens, s->tps);
+    if (isfinite(s->ttft50)) printf(" %9.3f %9.3f", s->ttft50, s->ttft95); else printf(" %9s %9s", "-", "-");
     if (isfinite(s->lat50)) printf(" %9.4f %9.4f", s->lat50, s->lat95); else printf(" %9s %9s", "-", "-");
     if (isfinite(s->acceptance)) printf(" %10.3f\n", s->acceptance); else printf(" %10s\n", "-");
 }
@@ -303,10 +328,11 @@ int cli_bench(cli_opts *o) {
                 compared++;
                 same += strcmp(a->text, z->text) == 0;
             }
-    /* streaming overhead: what streamed plain requests took beyond the same requests unstreamed */
+    /* streaming overhead: the extra wall time of the streamed plain phases over the same requests
+     * unstreamed, per streamed token (with C clients: per token of the aggregate stream) */
     double ipc_us = NAN;
     if (o->ipc && s[M_PLAIN].tokens > 0 && s[M_PLAIN].requests == s[M_NOSTREAM].requests)
-        ipc_us = (s[M_PLAIN].client_ms - s[M_NOSTREAM].client_ms) * 1e3 / s[M_PLAIN].tokens;
+        ipc_us = (s[M_PLAIN].wall_ms - s[M_NOSTREAM].wall_ms) * 1e3 / s[M_PLAIN].tokens;
 
     if (o->json) {
         printf("{\"endpoint\":");
@@ -331,10 +357,13 @@ int cli_bench(cli_opts *o) {
         printf("speedup (spec / plain tokens/s): %.2fx\n", speedup);
         if (greedy) printf("greedy outputs identical in both modes: %d of %d requests\n", same, compared);
         printf("ping round trip p50: %.1f us\n", p50);
+        if (isfinite(s[M_PLAIN].dl50))
+            printf("token delivery, daemon step -> client (IPC path): plain p50 %.1f us p95 %.1f us, "
+                   "spec p50 %.1f us p95 %.1f us\n", s[M_PLAIN].dl50, s[M_PLAIN].dl95, s[M_SPEC].dl50, s[M_SPEC].dl95);
         if (o->ipc) printf("streaming overhead per token (streamed - unstreamed plain): %.1f us\n", ipc_us);
         if (b.errors) printf("errors: %d (first: %s)\n", b.errors, b.first_error);
     }
-    for (size_t i = 0; i < n_recs; i++) { free(b.recs[i].lat); free(b.recs[i].text); }
+    for (size_t i = 0; i < n_recs; i++) { free(b.recs[i].lat); free(b.recs[i].dl); free(b.recs[i].text); }
     for (int i = 0; i < b.n_prompts; i++) free(b.prompts[i]);
     free(b.prompts);
     free(b.recs);

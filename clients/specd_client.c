@@ -30,6 +30,7 @@ struct specd_client {
     int connected;      /* the DEALER has a live connection (from the monitor) */
     int lost;           /* it had one and lost it */
     char *rbuf;         /* the last reply's bytes: a decoded sd_reply's strings point into them */
+    int local;          /* ipc:// endpoint: the daemon shares our monotonic clock */
 };
 
 static double now_ms(void) {
@@ -202,6 +203,7 @@ int specd_connect(const specd_options *opts, specd_client **out, specd_error *e)
         free(c);
         return r;
     }
+    c->local = !strncmp(c->endpoint, "ipc://", 6);
     /* A missing socket file needs no network round trip to diagnose. */
     struct stat st;
     if (!strncmp(c->endpoint, "ipc://", 6)) {
@@ -330,7 +332,9 @@ int specd_generate(specd_client *c, const specd_gen *g, specd_token_cb cb, void 
         double t = now_ms() - t0;
         if (rep.type == SD_REPLY_TOKEN) {
             if (r->n_events++ == 0) r->client_ttft_ms = t;
-            specd_token tok = {rep.text, rep.text_len, rep.tokens, rep.n_tokens, t};
+            /* same machine (ipc://): the daemon's CLOCK_MONOTONIC stamp is comparable with ours */
+            double dl = rep.time_us && c->local ? now_ms() * 1e3 - (double)rep.time_us : -1;
+            specd_token tok = {rep.text, rep.text_len, rep.tokens, rep.n_tokens, t, dl};
             int stop = cb && !cancelled ? cb(&tok, user) : 0;
             sd_reply_free(&rep);
             if (stop) {

@@ -66,6 +66,9 @@ typedef struct specd_token {
     const int32_t *ids;
     int n_ids;
     double t_ms; /* client-side arrival time, ms since the request was sent */
+    /* microseconds from the daemon producing this piece to the client having decoded it (the IPC path),
+     * from the event's `time_us`; -1 when unknown (not an ipc:// endpoint, or no time_us) */
+    double delivery_us;
 } specd_token;
 /* Return 0 to go on, non-zero to cancel the request (the result then has finish_reason "cancelled"). */
 typedef int (*specd_token_cb)(const specd_token *tok, void *user);
