@@ -298,6 +298,7 @@ static int cmd_generate(cli_opts *o) {
     } else if (r.text_len == 0 || r.text[r.text_len - 1] != '\n') {
         putchar('\n');
     }
+    fflush(stdout); /* the summary (stderr) comes after the text */
     if (o->verbose) print_summary(stderr, &r);
     rc = interrupted ? CLI_INTERRUPTED : CLI_OK;
     specd_result_free(&r);

@@ -9,7 +9,7 @@ B=${BUILD:-build}
 SPECD=$B/specd
 CLI=$B/specd-cli
 PROMPT=${DEMO_PROMPT:-"Once upon a time"}
-N=${DEMO_TOKENS:-128}
+N=${DEMO_TOKENS:-64}
 
 for exe in "$SPECD" "$CLI"; do
   [ -x "$exe" ] || { echo "demo: $exe is missing: run make first" >&2; exit 1; }
@@ -20,7 +20,7 @@ TARGET=$B/demo/target.gguf
 DRAFT=$B/demo/draft.gguf
 if [ ! -s "$TARGET" ] || [ ! -s "$DRAFT" ]; then
   echo "== writing the default synthetic pair (specd mkmodel) into $B/demo/"
-  "$SPECD" mkmodel --pair -o "$TARGET" -od "$DRAFT"
+  "$SPECD" mkmodel -o "$TARGET" --pair "$DRAFT"
 fi
 
 TMP=$(mktemp -d /tmp/specd-demo-XXXXXX)
@@ -54,9 +54,9 @@ for mode in plain spec; do
 done
 
 echo
-echo "== comparison (specd-cli bench: the prompt 3 times in each mode, interleaved)"
+echo "== comparison (specd-cli bench: the prompt twice in each mode, interleaved)"
 printf '%s\n' "$PROMPT" >"$TMP/prompts.txt"
-"$CLI" --socket "$SOCK" bench --prompts "$TMP/prompts.txt" -n "$N" --runs 3
+"$CLI" --socket "$SOCK" bench --prompts "$TMP/prompts.txt" -n "$N" --runs 2
 
 echo
 echo "== stopping the daemon"
