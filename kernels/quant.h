@@ -86,6 +86,36 @@ static inline SD_HD void sd_quant_q8_0(const float *x, sd_block_q8_0 *b) {
     for (int i = 0; i < SD_QK8_0; i++) b->qs[i] = (int8_t)roundf(x[i] * id);
 }
 
+/* Activations for a Q8_0 product, quantized as llama.cpp does: per block of 32, d = amax / 127 (kept in
+ * float) and q = round(x / d), so |x - d * q| <= d / 2. n is a multiple of 32. */
+static inline SD_HD void sd_quant_act_q8(const float *x, int64_t n, int8_t *q, float *d) {
+    for (int64_t b = 0; b < n / SD_QK8_0; b++) {
+        const float *xb = x + b * SD_QK8_0;
+        float amax = 0;
+        for (int i = 0; i < SD_QK8_0; i++) {
+            float a = fabsf(xb[i]);
+            amax = a > amax ? a : amax; /* not fmaxf: that is a libm call on baseline x86-64 */
+        }
+        float db = amax / 127.0f, id = db != 0 ? 1.0f / db : 0.0f;
+        d[b] = db;
+        for (int i = 0; i < SD_QK8_0; i++) { /* round half away from zero, without a libm call */
+            float v = xb[i] * id;
+            q[b * SD_QK8_0 + i] = (int8_t)(int)(v + (v >= 0 ? 0.5f : -0.5f));
+        }
+    }
+}
+
+/* Q8_0 weights . quantized activations: per block an exact integer sum, scaled by d_w * d_x. */
+static inline SD_HD float sd_dot_q8_0_q8(const sd_block_q8_0 *w, const int8_t *q, const float *d, int64_t n) {
+    float s = 0;
+    for (int64_t b = 0; b < n / SD_QK8_0; b++) {
+        int32_t is = 0;
+        for (int i = 0; i < SD_QK8_0; i++) is += (int32_t)w[b].qs[i] * q[b * SD_QK8_0 + i];
+        s += sd_fp16_to_fp32(w[b].d) * d[b] * (float)is;
+    }
+    return s;
+}
+
 /* Element c of a row of type `type` (reference path; the fast paths convert whole vectors). */
 static inline SD_HD float sd_row_get(int type, const void *row, int64_t c) {
     switch (type) {

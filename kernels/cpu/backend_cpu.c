@@ -17,6 +17,9 @@ typedef struct cpu_impl {
     sd_pool *pool;
     const sd_cpu_kernels *k;
     size_t kv_bytes, work_bytes;
+    int8_t *xq; /* Q8_0 products: activations quantized per block (grows to the largest n x cols seen) */
+    float *xd;
+    size_t xq_cap;
     char device[64];
 } cpu_impl;
 
@@ -202,6 +205,25 @@ static void cpu_matmul(sd_backend *b, float *out, const sd_tensor *w, const floa
                 .row_bytes = sd_dtype_row_bytes(w->type, w->cols), .cols = w->cols, .x = x, .n = n},
         .fn = im->k->mm[ti],
     };
+    if (w->type == SD_Q8_0) {
+        size_t need = (size_t)n * (size_t)w->cols;
+        if (need > im->xq_cap) {
+            int8_t *q = realloc(im->xq, need);
+            float *d = q ? realloc(im->xd, need / SD_QK8_0 * sizeof(float)) : NULL;
+            if (q) im->xq = q;
+            if (d) im->xd = d;
+            if (!q || !d) { /* out of memory: no product rather than a crash */
+                for (size_t i = 0; i < (size_t)n * (size_t)w->rows; i++) out[i] = NAN;
+                return;
+            }
+            im->xq_cap = need;
+        }
+        for (int i = 0; i < n; i++)
+            sd_quant_act_q8(x + (size_t)i * w->cols, w->cols, im->xq + (size_t)i * w->cols,
+                            im->xd + (size_t)i * (w->cols / SD_QK8_0));
+        t.job.xq = im->xq;
+        t.job.xd = im->xd;
+    }
     /* Chunks of whole row groups, several per thread so a thread slowed by a neighbour on a shared
      * machine does not hold up the others; large enough to stream from memory efficiently. */
     int nth = sd_pool_size(im->pool);
@@ -359,6 +381,8 @@ static void cpu_add(sd_backend *b, float *x, const float *y, size_t count) {
 static void cpu_destroy(sd_backend *b) {
     if (!b) return;
     sd_pool_free(impl_of(b)->pool);
+    free(impl_of(b)->xq);
+    free(impl_of(b)->xd);
     free(b->impl);
     free(b);
 }

@@ -15,10 +15,12 @@
 #define VHSUM(v) hsum8(v)
 #define WF16(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
 #define WBF16(p) bf16x8((const uint16_t *)(p))
-#define WQ8(p) q8x8((const int8_t *)(p))
 #define R_FEW 4
 #define R_MANY 2
 #define N_MAX 5
+#define QR_FEW 2
+#define QR_MANY 1
+#define QN_MAX 6
 #define KNAME sd_kernels_avx
 #define KLEVEL SD_SIMD_AVX
 #define KSTR "avx"
@@ -37,11 +39,28 @@ TGT static inline __m256 bf16x8(const uint16_t *p) {
     return _mm256_castsi256_ps(_mm256_insertf128_si256(_mm256_castsi128_si256(lo), hi, 1));
 }
 
-TGT static inline __m256 q8x8(const int8_t *p) {
-    __m128i v = _mm_loadl_epi64((const __m128i *)p);
-    __m128i lo = _mm_cvtepi8_epi32(v), hi = _mm_cvtepi8_epi32(_mm_srli_si128(v, 4));
-    return _mm256_cvtepi32_ps(_mm256_insertf128_si256(_mm256_castsi128_si256(lo), hi, 1));
+
+/* Q8_0 block dot in 128-bit halves (no AVX2): |w| times x with w's sign, pairs to int16 (no saturation
+ * since |x| <= 127), then to int32. */
+typedef struct qwb {
+    __m128i a0, a1, s0, s1;
+} qwb;
+
+TGT static inline qwb q8_wprep(const int8_t *p) {
+    __m128i w0 = _mm_loadu_si128((const __m128i *)p), w1 = _mm_loadu_si128((const __m128i *)(p + 16));
+    return (qwb){_mm_sign_epi8(w0, w0), _mm_sign_epi8(w1, w1), w0, w1};
 }
+
+TGT static inline __m256 q8_dot(qwb w, const int8_t *x) {
+    __m128i x0 = _mm_loadu_si128((const __m128i *)x), x1 = _mm_loadu_si128((const __m128i *)(x + 16));
+    __m128i one = _mm_set1_epi16(1);
+    __m128i p0 = _mm_madd_epi16(_mm_maddubs_epi16(w.a0, _mm_sign_epi8(x0, w.s0)), one);
+    __m128i p1 = _mm_madd_epi16(_mm_maddubs_epi16(w.a1, _mm_sign_epi8(x1, w.s1)), one);
+    return _mm256_cvtepi32_ps(_mm256_insertf128_si256(_mm256_castsi128_si256(p0), p1, 1));
+}
+
+#define Q8_XPREP(p) (p)
+#define Q8_DOT(w, xp) q8_dot(w, xp)
 
 #include "kernels/cpu/mm_tmpl.h"
 #endif

@@ -13,7 +13,15 @@
 MM_SCALAR(mm_f32, sd_dot_f32, float)
 MM_SCALAR(mm_f16, sd_dot_f16, uint16_t)
 MM_SCALAR(mm_bf16, sd_dot_bf16, uint16_t)
-MM_SCALAR(mm_q8_0, sd_dot_q8_0, sd_block_q8_0)
+
+static void mm_q8_0(const sd_mm_job *j, int64_t r0, int64_t r1) {
+    int64_t nb = j->cols / SD_QK8_0;
+    for (int64_t r = r0; r < r1; r++) {
+        const sd_block_q8_0 *row = (const sd_block_q8_0 *)(j->w + (size_t)r * j->row_bytes);
+        for (int i = 0; i < j->n; i++)
+            j->out[i * j->out_stride + r] = sd_dot_q8_0_q8(row, j->xq + i * j->cols, j->xd + i * nb, j->cols);
+    }
+}
 
 static float dot(const float *a, const float *b, int64_t n) { return sd_dot_f32(a, b, n); }
 

@@ -6,9 +6,12 @@
  *   V, VW           vector of floats and its lane count (8 or 16; divides 32)
  *   VZERO() VLOAD(p) VSTORE(p, v) VFMA(a, b, c) VMUL(a, b) VSET1(f) VHSUM(v)
  *   WF16(p) WBF16(p)    VW weights from F16 / BF16 bits at p, as floats
- *   WQ8(p)              VW int8 weights at p, as floats (unscaled)
  *   R_FEW, R_MANY       rows per register tile when n <= 2 / when n > 2
  *   N_MAX               most activation vectors per register tile
+ *   qwb, q8_wprep(p)    Q8_0: a block of 32 weights prepared for dot products
+ *   Q8_XPREP(p)         32 int8 activations at p prepared (once for all rows of a tile)
+ *   Q8_DOT(w, xp)       their exact integer dot product as 8 float lanes (partial sums) in a __m256
+ *   QR_FEW, QR_MANY, QN_MAX           the register tile of the Q8_0 kernel
  *   KNAME, KLEVEL       name of the sd_cpu_kernels table defined here and its level
  *
  * Shape of the work: a tile of R weight rows x N activation vectors keeps R*N vector accumulators in
@@ -30,15 +33,15 @@ TGT static inline __attribute__((always_inline)) void wvec(int type, const uint8
     case SD_MM_F32: *out = VLOAD((const float *)row + c + k * VW); break;
     case SD_MM_F16: *out = WF16((const uint16_t *)row + c + k * VW); break;
     case SD_MM_BF16: *out = WBF16((const uint16_t *)row + c + k * VW); break;
-    default: *out = VMUL(WQ8(((const sd_block_q8_0 *)row)[c / BLK].qs + k * VW), d); break;
+    default: *out = d; break; /* Q8_0 has its own kernel below */
     }
 }
 
 TGT static inline __attribute__((always_inline)) void mm_tile(const sd_mm_job *j, int type, int64_t r, int i0,
                                                               const int R, const int N) {
-    V acc[4][N_MAX];
+    V acc[4][8];
     const uint8_t *rows[4];
-    const float *xs[N_MAX];
+    const float *xs[8];
 #pragma GCC unroll 4
     for (int a = 0; a < R; a++) rows[a] = j->w + (size_t)(r + a) * j->row_bytes;
 #pragma GCC unroll 8
@@ -49,15 +52,11 @@ TGT static inline __attribute__((always_inline)) void mm_tile(const sd_mm_job *j
         for (int b = 0; b < N; b++) acc[a][b] = VZERO();
     int64_t cols = j->cols, c = 0;
     for (; c + BLK <= cols; c += BLK) {
-        V d[4];
-#pragma GCC unroll 4
-        for (int a = 0; a < R; a++)
-            d[a] = type == SD_MM_Q8_0 ? VSET1(_cvtsh_ss(((const sd_block_q8_0 *)rows[a])[c / BLK].d)) : VZERO();
 #pragma GCC unroll 4
         for (int k = 0; k < BLK / VW; k++) {
             V w[4];
 #pragma GCC unroll 4
-            for (int a = 0; a < R; a++) wvec(type, rows[a], c, k, d[a], &w[a]);
+            for (int a = 0; a < R; a++) wvec(type, rows[a], c, k, VZERO(), &w[a]);
 #pragma GCC unroll 8
             for (int b = 0; b < N; b++) {
                 V xv = VLOAD(xs[b] + c + k * VW);
@@ -66,17 +65,15 @@ TGT static inline __attribute__((always_inline)) void mm_tile(const sd_mm_job *j
             }
         }
     }
-    if (type != SD_MM_Q8_0) { /* float types: remaining whole vectors, then single columns */
-        for (; c + VW <= cols; c += VW) {
-            V w[4];
+    for (; c + VW <= cols; c += VW) { /* remaining whole vectors, then single columns */
+        V w[4];
 #pragma GCC unroll 4
-            for (int a = 0; a < R; a++) wvec(type, rows[a], c, 0, VZERO(), &w[a]);
+        for (int a = 0; a < R; a++) wvec(type, rows[a], c, 0, VZERO(), &w[a]);
 #pragma GCC unroll 8
-            for (int b = 0; b < N; b++) {
-                V xv = VLOAD(xs[b] + c);
+        for (int b = 0; b < N; b++) {
+            V xv = VLOAD(xs[b] + c);
 #pragma GCC unroll 4
-                for (int a = 0; a < R; a++) acc[a][b] = VFMA(w[a], xv, acc[a][b]);
-            }
+            for (int a = 0; a < R; a++) acc[a][b] = VFMA(w[a], xv, acc[a][b]);
         }
     }
 #pragma GCC unroll 4
@@ -89,26 +86,69 @@ TGT static inline __attribute__((always_inline)) void mm_tile(const sd_mm_job *j
         }
 }
 
+/* Q8_0: per block and (row, activation), an exact integer dot product, converted to float and scaled by
+ * d_w * d_x into float accumulators. */
+TGT static inline __attribute__((always_inline)) void mmq_tile(const sd_mm_job *j, int64_t r, int i0, const int R,
+                                                               const int N) {
+    __m256 acc[4][8];
+    const sd_block_q8_0 *rows[4];
+    int64_t nb = j->cols / BLK;
+#pragma GCC unroll 4
+    for (int a = 0; a < R; a++) rows[a] = (const sd_block_q8_0 *)(j->w + (size_t)(r + a) * j->row_bytes);
+#pragma GCC unroll 4
+    for (int a = 0; a < R; a++)
+#pragma GCC unroll 8
+        for (int b = 0; b < N; b++) acc[a][b] = _mm256_setzero_ps();
+    for (int64_t k = 0; k < nb; k++) {
+        qwb w[4];
+        __m256 dw[4];
+#pragma GCC unroll 4
+        for (int a = 0; a < R; a++) {
+            w[a] = q8_wprep(rows[a][k].qs);
+            dw[a] = _mm256_set1_ps(_cvtsh_ss(rows[a][k].d));
+        }
+#pragma GCC unroll 8
+        for (int b = 0; b < N; b++) {
+            const int8_t *xq = j->xq + (int64_t)(i0 + b) * j->cols + k * BLK;
+            __m256 dx = _mm256_set1_ps(j->xd[(int64_t)(i0 + b) * nb + k]);
+            __typeof__(Q8_XPREP(xq)) xp = Q8_XPREP(xq);
+#pragma GCC unroll 4
+            for (int a = 0; a < R; a++) acc[a][b] = _mm256_fmadd_ps(Q8_DOT(w[a], xp), _mm256_mul_ps(dw[a], dx), acc[a][b]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int a = 0; a < R; a++)
+#pragma GCC unroll 8
+        for (int b = 0; b < N; b++) j->out[(int64_t)(i0 + b) * j->out_stride + r + a] = hsum8(acc[a][b]);
+}
+
 /* All N-tiles of one group of R rows (the rows stay in L1 while later tiles reuse them). */
+#define TILE(NT)                                                                                  \
+    case NT:                                                                                      \
+        if (type == SD_MM_Q8_0) mmq_tile(j, r, i0, R, NT);                                        \
+        else mm_tile(j, type, r, i0, R, NT);                                                      \
+        break;
+
 TGT static inline __attribute__((always_inline)) void mm_group(const sd_mm_job *j, int type, int64_t r, const int R) {
-    int n = j->n, tiles = (n + N_MAX - 1) / N_MAX;
+    const int nmax = type == SD_MM_Q8_0 ? QN_MAX : N_MAX;
+    int n = j->n, tiles = (n + nmax - 1) / nmax;
     int base = n / tiles, extra = n % tiles; /* tiles of equal size (+1), decided by n alone */
     for (int t = 0, i0 = 0; t < tiles; t++) {
         int nt = base + (t < extra);
         switch (nt) {
-        case 1: mm_tile(j, type, r, i0, R, 1); break;
-        case 2: mm_tile(j, type, r, i0, R, 2); break;
-        case 3: mm_tile(j, type, r, i0, R, 3); break;
-        case 4: mm_tile(j, type, r, i0, R, 4); break;
-        case 5: mm_tile(j, type, r, i0, R, 5); break;
-#if N_MAX >= 6
-        case 6: mm_tile(j, type, r, i0, R, 6); break;
+            TILE(1)
+            TILE(2)
+            TILE(3)
+            TILE(4)
+            TILE(5)
+#if N_MAX >= 6 || QN_MAX >= 6
+            TILE(6)
 #endif
-#if N_MAX >= 7
-        case 7: mm_tile(j, type, r, i0, R, 7); break;
+#if N_MAX >= 7 || QN_MAX >= 7
+            TILE(7)
 #endif
-#if N_MAX >= 8
-        case 8: mm_tile(j, type, r, i0, R, 8); break;
+#if N_MAX >= 8 || QN_MAX >= 8
+            TILE(8)
 #endif
         default: break;
         }
@@ -118,7 +158,12 @@ TGT static inline __attribute__((always_inline)) void mm_group(const sd_mm_job *
 
 TGT static inline __attribute__((always_inline)) void mm_rows(const sd_mm_job *j, int type, int64_t r0, int64_t r1) {
     int64_t r = r0;
-    if (j->n <= 2) {
+    if (type == SD_MM_Q8_0) {
+        if (j->n <= 2)
+            for (; r + QR_FEW <= r1; r += QR_FEW) mm_group(j, type, r, QR_FEW);
+        else
+            for (; r + QR_MANY <= r1; r += QR_MANY) mm_group(j, type, r, QR_MANY);
+    } else if (j->n <= 2) {
         for (; r + R_FEW <= r1; r += R_FEW) mm_group(j, type, r, R_FEW);
     } else {
         for (; r + R_MANY <= r1; r += R_MANY) mm_group(j, type, r, R_MANY);

@@ -15,7 +15,7 @@ sd_simd sd_simd_detect(void) {
         return SD_SIMD_SCALAR;
     if (!__builtin_cpu_supports("avx2")) return SD_SIMD_AVX;
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl"))
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni"))
         return SD_SIMD_AVX512;
     return SD_SIMD_AVX2;
 #else

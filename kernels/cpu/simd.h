@@ -11,11 +11,14 @@ typedef enum sd_simd {
     SD_SIMD_SCALAR = 0, /* plain C: the reference every other level is tested against */
     SD_SIMD_AVX = 1,    /* AVX + FMA + F16C (no AVX2) */
     SD_SIMD_AVX2 = 2,   /* + AVX2 */
-    SD_SIMD_AVX512 = 3, /* + AVX-512 F/BW/VL */
+    SD_SIMD_AVX512 = 3, /* + AVX-512 F/BW/VL/VNNI */
     SD_SIMD_COUNT
 } sd_simd;
 
-/* One matrix product: out[i * out_stride + r] = dot(row r of w, x + i * cols) for i < n. */
+/* One matrix product: out[i * out_stride + r] = dot(row r of w, x + i * cols) for i < n.
+ * Q8_0 weights multiply the activations quantized to 8 bits per block of 32 (xq: n x cols int8, xd: the
+ * n x cols/32 block scales, from sd_quant_act_q8), as llama.cpp does: integer block sums are exact and
+ * several times cheaper than converting weights to float. F32/F16/BF16 weights use x as is. */
 typedef struct sd_mm_job {
     float *out;
     int64_t out_stride;
@@ -23,6 +26,8 @@ typedef struct sd_mm_job {
     size_t row_bytes;
     int64_t cols;
     const float *x;
+    const int8_t *xq;
+    const float *xd;
     int n;
 } sd_mm_job;
 
