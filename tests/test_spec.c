@@ -222,10 +222,427 @@ static void test_pair_acceptance(void) {
     sd_engine_free(e);
 }
 
+/* ---- limits inside a block (§4), each followed by a request on the same session that must match a
+ * fresh session: same tokens and the same drafting (so the draft's cache was consistent too) ---- */
+
+static void check_next_request(sd_engine *e, sd_session *s, const char *label) {
+    int32_t *pr;
+    int n = encode(e, "The robot looked at the stars and", &pr);
+    REQUIRE(n > 0);
+    sd_gen_params p = params(SD_MODE_SPEC, 1, 6, 30);
+    result a, b;
+    sd_session *fresh;
+    REQUIRE(sd_session_new(e, &fresh, NULL) == 0);
+    CHECK(run(s, pr, n, &p, &a) == 0);
+    CHECK(run(fresh, pr, n, &p, &b) == 0);
+    CHECKF(same_ids(&a, &b) && !strcmp(a.text, b.text), "%s: next request differs from a fresh session", label);
+    CHECKF(a.st.drafted == b.st.drafted && a.st.accepted == b.st.accepted && a.st.target_passes == b.st.target_passes,
+           "%s: next request drafted %d/%d accepted %d/%d passes %d/%d vs a fresh session", label, a.st.drafted,
+           b.st.drafted, a.st.accepted, b.st.accepted, a.st.target_passes, b.st.target_passes);
+    int nc;
+    sd_session_tokens(s, &nc);
+    CHECK_EQ_INT(nc, n + a.n - 1); /* the cache holds all but the pending last token */
+    sd_session_free(fresh);
+    free(pr);
+}
+
+static void test_max_tokens_mid_block(void) {
+    if (!have_aidreams()) SKIP("../shared/models/aidreams260K.* not found");
+    sd_engine *e = open_engine(aid_gguf, NULL, drf_gguf, 0, 0);
+    REQUIRE(e);
+    sd_session *s;
+    REQUIRE(sd_session_new(e, &s, NULL) == 0);
+    int32_t *pr;
+    int n = encode(e, "Once upon a time", &pr);
+    for (int m = 1; m <= 13; m++) {
+        sd_gen_params pp = params(SD_MODE_PLAIN, 1, 1, m), sp = params(SD_MODE_SPEC, 8, 8, m);
+        result a, b;
+        CHECK(run(s, pr, n, &pp, &a) == 0);
+        CHECK(run(s, pr, n, &sp, &b) == 0);
+        CHECKF(same_ids(&a, &b) && !strcmp(a.text, b.text), "max_tokens %d: speculative differs from plain", m);
+        CHECK(b.n <= m);
+        if (b.n == m) CHECK_EQ_INT(b.fin, SD_FINISH_LENGTH);
+        if (m == 7) check_next_request(e, s, "after max_tokens");
+    }
+    free(pr);
+    sd_session_free(s);
+    sd_engine_free(e);
+}
+
+/* Text of generated ids, and the text length after each token. */
+static size_t detok_lengths(sd_engine *e, int32_t prev, const result *r, size_t *after) {
+    sd_detok d;
+    sd_detok_init(&d, e->target->tok, prev);
+    char buf[SD_TOK_MAX_PIECE + 16];
+    size_t len = 0;
+    for (int i = 0; i < r->n; i++) {
+        len += sd_detok_push(&d, r->ids[i], buf, sizeof buf);
+        after[i] = len;
+    }
+    return len;
+}
+
+static void test_stop_string_mid_block(void) {
+    if (!have_aidreams()) SKIP("../shared/models/aidreams260K.* not found");
+    const char *props[] = {"draft", "lookup"};
+    for (int pk = 0; pk < 2; pk++) {
+        sd_engine *e = pk == 0 ? open_engine(aid_gguf, NULL, drf_gguf, 0, 0) : open_engine(aid_bin, aid_tok, NULL, 2, 0);
+        REQUIRE(e);
+        sd_session *s;
+        REQUIRE(sd_session_new(e, &s, NULL) == 0);
+        int tested = 0;
+        for (int pi = 0; pi < 6; pi++) {
+            int32_t *pr;
+            int n = encode(e, prompts[pi], &pr);
+            sd_gen_params pp = params(SD_MODE_PLAIN, 1, 1, 60);
+            result plain;
+            REQUIRE(run(s, pr, n, &pp, &plain) == 0);
+            size_t after[MAXTOK];
+            detok_lengths(e, pr[n - 1], &plain, after);
+            /* stop strings that span two or three tokens, starting inside a token */
+            for (int j = 3; j + 2 < plain.n; j += 7) {
+                size_t from = after[j - 1] + (after[j] - after[j - 1]) / 2, to = after[j + 1] + 1;
+                if (to > plain.len || to - from < 2) continue;
+                char stop[64];
+                if (to - from >= sizeof stop) continue;
+                memcpy(stop, plain.text + from, to - from);
+                stop[to - from] = 0;
+                /* expected: text cut at the first occurrence, tokens up to the one completing it */
+                const char *m = strstr(plain.text, stop);
+                size_t cut = (size_t)(m - plain.text), end = cut + strlen(stop);
+                int n_ids = 0;
+                while (n_ids < plain.n && after[n_ids] < end) n_ids++;
+                n_ids++;
+                const char *stops[] = {"@@never@@", stop};
+                for (int mode = 0; mode < 2; mode++) {
+                    sd_gen_params p = mode ? params(SD_MODE_SPEC, 8, 8, 60) : params(SD_MODE_PLAIN, 1, 1, 60);
+                    p.stop = stops;
+                    p.n_stop = 2;
+                    result r;
+                    CHECK(run(s, pr, n, &p, &r) == 0);
+                    CHECKF(r.fin == SD_FINISH_STOP && r.len == cut && !memcmp(r.text, plain.text, cut) &&
+                               r.n == n_ids && !memcmp(r.ids, plain.ids, (size_t)n_ids * sizeof *r.ids),
+                           "%s, %s, stop \"%s\": text \"%s\" (%d tokens), expected %zu bytes, %d tokens", props[pk],
+                           mode ? "speculative" : "plain", stop, r.text, r.n, cut, n_ids);
+                    tested++;
+                }
+                if (j == 3 && pi == 0) check_next_request(e, s, "after a stop string");
+            }
+            free(pr);
+        }
+        CHECK(tested >= 10);
+        sd_session_free(s);
+        sd_engine_free(e);
+    }
+}
+
+static void test_context_mid_block(void) {
+    if (!have_aidreams()) SKIP("../shared/models/aidreams260K.* not found");
+    for (int ctx = 20; ctx <= 26; ctx += 3) {
+        sd_engine_config c = {.target_path = aid_gguf, .draft_path = drf_gguf, .device = "cpu", .n_threads = 1,
+                              .ctx = ctx};
+        sd_engine *e;
+        REQUIRE(sd_engine_open(&c, &e, NULL) == 0);
+        sd_session *s;
+        REQUIRE(sd_session_new(e, &s, NULL) == 0);
+        int32_t *pr;
+        int n = encode(e, "Once upon a time", &pr);
+        result a, b;
+        sd_gen_params pp = params(SD_MODE_PLAIN, 1, 1, 1000), sp = params(SD_MODE_SPEC, 8, 8, 1000);
+        CHECK(run(s, pr, n, &pp, &a) == 0);
+        CHECK(run(s, pr, n, &sp, &b) == 0);
+        CHECKF(same_ids(&a, &b), "ctx %d: speculative differs from plain", ctx);
+        CHECK_EQ_INT(b.fin, SD_FINISH_LENGTH);
+        CHECK_EQ_INT(n + b.n, ctx); /* prompt + generated fill the context exactly */
+        /* a prompt that fills the context generates nothing; one that overflows it is refused */
+        int32_t big[64];
+        for (int i = 0; i < ctx + 1; i++) big[i] = pr[i % n];
+        CHECK(run(s, big, ctx, &sp, &a) == 0 && a.n == 0 && a.fin == SD_FINISH_LENGTH);
+        sd_gen *g;
+        sd_err err;
+        CHECK(sd_gen_start(s, big, ctx + 1, &sp, &g, &err) == -1 && strstr(err.msg, "context"));
+        if (ctx == 20) {
+            /* the next request must fit too: a short one */
+            int32_t *p2;
+            int n2 = encode(e, "The", &p2);
+            sd_session *f;
+            REQUIRE(sd_session_new(e, &f, NULL) == 0);
+            sd_gen_params q = params(SD_MODE_SPEC, 1, 4, 8);
+            CHECK(run(s, p2, n2, &q, &a) == 0 && run(f, p2, n2, &q, &b) == 0);
+            CHECK(same_ids(&a, &b) && a.st.drafted == b.st.drafted && a.st.accepted == b.st.accepted);
+            sd_session_free(f);
+            free(p2);
+        }
+        free(pr);
+        sd_session_free(s);
+        sd_engine_free(e);
+    }
+}
+
+/* End of generation: found by searching greedy outputs for one that ends with an EOG token. */
+static void test_eos_mid_block(void) {
+    if (!have_aidreams()) SKIP("../shared/models/aidreams260K.* not found");
+    sd_engine *e = open_engine(aid_gguf, NULL, drf_gguf, 0, 0);
+    REQUIRE(e);
+    sd_session *s;
+    REQUIRE(sd_session_new(e, &s, NULL) == 0);
+    int found = 0;
+    for (int pi = 0; pi < N_PROMPTS; pi++) {
+        int32_t *pr;
+        int n = encode(e, prompts[pi], &pr);
+        result a, b;
+        sd_gen_params pp = params(SD_MODE_PLAIN, 1, 1, 1000), sp = params(SD_MODE_SPEC, 8, 8, 1000);
+        CHECK(run(s, pr, n, &pp, &a) == 0);
+        if (a.fin == SD_FINISH_STOP) {
+            found++;
+            CHECK(run(s, pr, n, &sp, &b) == 0);
+            CHECK(same_ids(&a, &b) && b.fin == SD_FINISH_STOP && !strcmp(a.text, b.text));
+            if (found == 1) check_next_request(e, s, "after end of generation");
+        }
+        free(pr);
+    }
+    sd_session_free(s);
+    sd_engine_free(e);
+    if (!found) SKIP("no prompt makes aidreams260K emit an end-of-generation token within its context");
+}
+
+/* ---- sessions and seeds ---- */
+
+static void test_prefix_reuse(void) {
+    if (!have_aidreams()) SKIP("../shared/models/aidreams260K.* not found");
+    sd_engine *e = open_engine(aid_gguf, NULL, drf_gguf, 0, 0);
+    REQUIRE(e);
+    sd_session *s, *f;
+    REQUIRE(sd_session_new(e, &s, NULL) == 0);
+    const char *chain[] = {"Once upon a time", "Once upon a time there was", "Once upon a", "The robot"};
+    for (int i = 0; i < 4; i++) {
+        int32_t *pr;
+        int n = encode(e, chain[i], &pr);
+        for (int mode = 0; mode < 2; mode++) {
+            sd_gen_params p = mode ? params(SD_MODE_SPEC, 1, 4, 25) : params(SD_MODE_PLAIN, 1, 1, 25);
+            p.sampling.temperature = 0.8f;
+            p.sampling.seed = 11;
+            result a, b;
+            REQUIRE(sd_session_new(e, &f, NULL) == 0);
+            CHECK(run(s, pr, n, &p, &a) == 0 && run(f, pr, n, &p, &b) == 0);
+            CHECKF(same_ids(&a, &b) && !strcmp(a.text, b.text), "\"%s\" %s: reused session differs", chain[i],
+                   mode ? "speculative" : "plain");
+            CHECK_EQ_INT(b.st.prefilled, n);
+            if (i > 0 && i < 3) CHECKF(a.st.prefilled < n, "\"%s\": prefilled %d of %d", chain[i], a.st.prefilled, n);
+            sd_session_free(f);
+        }
+        free(pr);
+    }
+    sd_session_free(s);
+    sd_engine_free(e);
+}
+
+static void test_seed_reproducible(void) {
+    if (!have_aidreams()) SKIP("../shared/models/aidreams260K.* not found");
+    sd_engine *e = open_engine(aid_gguf, NULL, drf_gguf, 0, 0);
+    REQUIRE(e);
+    int differ = 0;
+    for (int pi = 0; pi < 3; pi++) {
+        int32_t *pr;
+        int n = encode(e, prompts[pi], &pr);
+        for (int mode = 0; mode < 2; mode++) {
+            sd_gen_params p = mode ? params(SD_MODE_SPEC, 1, 6, 40) : params(SD_MODE_PLAIN, 1, 1, 40);
+            p.sampling = (sd_sampling){.temperature = 0.9f, .top_k = 40, .top_p = 0.95f, .min_p = 0.01f, .seed = 5};
+            result a, b, c;
+            sd_session *s1, *s2;
+            REQUIRE(sd_session_new(e, &s1, NULL) == 0 && sd_session_new(e, &s2, NULL) == 0);
+            CHECK(run(s1, pr, n, &p, &a) == 0 && run(s2, pr, n, &p, &b) == 0 && run(s1, pr, n, &p, &c) == 0);
+            CHECK(same_ids(&a, &b) && same_ids(&a, &c));
+            p.sampling.seed = 6;
+            CHECK(run(s1, pr, n, &p, &c) == 0);
+            differ += !same_ids(&a, &c);
+            sd_session_free(s1);
+            sd_session_free(s2);
+        }
+        free(pr);
+    }
+    CHECK(differ > 0);
+    sd_engine_free(e);
+}
+
+/* Bad requests get errors that name what is wrong. */
+static void test_bad_requests(void) {
+    if (!have_aidreams()) SKIP("../shared/models/aidreams260K.* not found");
+    sd_engine *e = open_engine(aid_gguf, NULL, drf_gguf, 0, 0);
+    REQUIRE(e);
+    sd_session *s;
+    REQUIRE(sd_session_new(e, &s, NULL) == 0);
+    int32_t pr[3] = {1, 100, 9999};
+    sd_gen_params p = params(SD_MODE_SPEC, 1, 4, 10);
+    sd_gen *g = NULL;
+    sd_err err;
+    CHECK(sd_gen_start(s, pr, 3, &p, &g, &err) == -1 && strstr(err.msg, "9999"));
+    CHECK(sd_gen_start(s, pr, 0, &p, &g, &err) == -1 && strstr(err.msg, "empty"));
+    p.draft_max = 99;
+    CHECK(sd_gen_start(s, pr, 2, &p, &g, &err) == -1 && strstr(err.msg, "draft-max"));
+    p = params(SD_MODE_SPEC, 1, 4, 10);
+    const char *stops[] = {""};
+    p.stop = stops;
+    p.n_stop = 1;
+    CHECK(sd_gen_start(s, pr, 2, &p, &g, &err) == -1 && strstr(err.msg, "stop string"));
+    sd_engine_config c = {.target_path = aid_gguf, .lookup_n = 2, .draft_layers = 2};
+    sd_engine *e2 = NULL;
+    CHECK(sd_engine_open(&c, &e2, &err) == -1 && strstr(err.msg, "one proposer"));
+    c = (sd_engine_config){.target_path = aid_gguf, .draft_layers = 4, .device = "cpu"};
+    CHECK(sd_engine_open(&c, &e2, &err) == -1 && strstr(err.msg, "draft-layers"));
+    /* cancel: finishes at the next step, the session stays usable */
+    p = params(SD_MODE_SPEC, 1, 4, 50);
+    REQUIRE(sd_gen_start(s, pr, 2, &p, &g, &err) == 0);
+    CHECK(sd_gen_step(g, &err) == 0 && sd_gen_step(g, &err) == 0);
+    sd_gen_cancel(g);
+    CHECK(sd_gen_step(g, &err) == 0 && sd_gen_finish(g) == SD_FINISH_CANCELLED);
+    sd_gen_free(g);
+    check_next_request(e, s, "after cancel");
+    sd_session_free(s);
+    sd_engine_free(e);
+}
+
+/* ---- speculative sampling has plain sampling's law (engine level) ----
+ * aidreams260K with top-k 4 at temperature 1 (so each step has 4 possible tokens): the exact law of the
+ * first 3 tokens is computed from the target's own distributions, then compared with the empirical law
+ * over seeded requests by a chi-square test (cells with expected count < 5 pooled), significance 0.001.
+ * Trials per configuration: SAMPLE_TRIALS. */
+#define SAMPLE_TRIALS 2500
+#define MAX_PATHS 128
+
+typedef struct law { int32_t path[MAX_PATHS][3]; int len[MAX_PATHS]; double p[MAX_PATHS]; int n; } law;
+
+/* Enumerates continuations of the sequence (depth tokens more), multiplying filtered probabilities. */
+static void enumerate(sd_engine *e, sd_seq *q, const sd_sampling *smp, int32_t *seqv, int n, int depth,
+                      int32_t *path, int plen, double pr, law *L, sd_probs *d, float *logits) {
+    if (plen == depth) {
+        if (L->n < MAX_PATHS) {
+            memcpy(L->path[L->n], path, (size_t)plen * sizeof *path);
+            L->len[L->n] = plen;
+            L->p[L->n++] = pr;
+        }
+        return;
+    }
+    sd_seq_truncate(q, 0);
+    sd_forward(q, seqv, n, false, logits, NULL);
+    sd_sampling_probs(smp, logits, e->target->hp.vocab, d);
+    int nn = d->n;
+    int32_t ids[64];
+    float ps[64];
+    for (int i = 0; i < nn && i < 64; i++) ids[i] = d->ids[i], ps[i] = d->p[d->ids[i]];
+    for (int i = 0; i < nn && i < 64; i++) {
+        path[plen] = ids[i];
+        if (sd_tok_is_eog(e->target->tok, ids[i])) { /* generation ends here: a shorter path */
+            if (L->n < MAX_PATHS) {
+                memcpy(L->path[L->n], path, (size_t)plen * sizeof *path);
+                L->len[L->n] = plen;
+                L->p[L->n++] = pr * ps[i];
+            }
+            continue;
+        }
+        seqv[n] = ids[i];
+        enumerate(e, q, smp, seqv, n + 1, depth, path, plen + 1, pr * ps[i], L, d, logits);
+    }
+}
+
+static double chi2_crit(int df, double z) {
+    double h = 2.0 / (9.0 * df);
+    return df * pow(1 - h + z * sqrt(h), 3);
+}
+
+static void check_law(sd_engine *e, const law *L, const int32_t *pr, int n, sd_gen_params p, const char *label) {
+    sd_session *s;
+    REQUIRE(sd_session_new(e, &s, NULL) == 0);
+    int count[MAX_PATHS] = {0}, other = 0;
+    for (int t = 0; t < SAMPLE_TRIALS; t++) {
+        p.sampling.seed = 1000003ull * (t + 1);
+        result r;
+        REQUIRE(run(s, pr, n, &p, &r) == 0);
+        int i = 0;
+        while (i < L->n && !(L->len[i] == r.n && !memcmp(L->path[i], r.ids, (size_t)r.n * sizeof *r.ids))) i++;
+        if (i < L->n) count[i]++;
+        else other++;
+    }
+    CHECKF(other == 0, "%s: %d outcomes of probability 0", label, other);
+    double chi = 0, pe = 0, po = 0;
+    int cells = 0;
+    for (int i = 0; i < L->n; i++) {
+        double ex = L->p[i] * SAMPLE_TRIALS;
+        if (ex < 5) {
+            pe += ex;
+            po += count[i];
+            continue;
+        }
+        chi += (count[i] - ex) * (count[i] - ex) / ex;
+        cells++;
+    }
+    if (pe > 0) {
+        chi += (po - pe) * (po - pe) / pe;
+        cells++;
+    }
+    double crit = chi2_crit(cells - 1, 3.0902);
+    printf("# %s: chi2 %.1f, df %d, critical %.1f (0.001), %d trials\n", label, chi, cells - 1, crit, SAMPLE_TRIALS);
+    CHECKF(chi < crit, "%s: chi2 %.1f >= %.1f: the law of the output differs from plain sampling", label, chi, crit);
+    sd_session_free(s);
+}
+
+static void test_sampling_law(void) {
+    if (!have_aidreams()) SKIP("../shared/models/aidreams260K.* not found");
+    sd_engine *e = open_engine(aid_gguf, NULL, drf_gguf, 0, 0);
+    REQUIRE(e);
+    int32_t *pr;
+    int n = encode(e, "Once upon a time", &pr);
+    sd_sampling smp = {.temperature = 1.0f, .top_k = 4, .top_p = 1.0f, .min_p = 0.0f};
+    static law L;
+    memset(&L, 0, sizeof L);
+    sd_seq *q;
+    REQUIRE(sd_seq_new(e->target, 0, 0, &q, NULL) == 0);
+    sd_probs d;
+    sd_probs_init(&d, e->target->hp.vocab);
+    float *logits = malloc((size_t)e->target->hp.vocab * sizeof *logits);
+    int32_t seqv[64], path[3];
+    memcpy(seqv, pr, (size_t)n * sizeof *pr);
+    enumerate(e, q, &smp, seqv, n, 3, path, 0, 1.0, &L, &d, logits);
+    double tot = 0;
+    for (int i = 0; i < L.n; i++) tot += L.p[i];
+    CHECK_NEAR(tot, 1.0, 1e-4);
+    free(logits);
+    sd_probs_free(&d);
+    sd_seq_free(q);
+
+    sd_gen_params p = params(SD_MODE_PLAIN, 1, 1, 3);
+    p.sampling = smp;
+    check_law(e, &L, pr, n, p, "plain sampling");
+    for (int k = 1; k <= 2; k++) {
+        p = params(SD_MODE_SPEC, k, k, 3);
+        p.sampling = smp;
+        char label[64];
+        snprintf(label, sizeof label, "draft model, k=%d", k);
+        check_law(e, &L, pr, n, p, label);
+    }
+    sd_engine_free(e);
+    /* a point-mass proposer (lookup) on a prompt that repeats, so it proposes often */
+    e = open_engine(aid_gguf, NULL, NULL, 1, 0);
+    REQUIRE(e);
+    p = params(SD_MODE_SPEC, 2, 2, 3);
+    p.sampling = smp;
+    check_law(e, &L, pr, n, p, "lookup, k=2");
+    sd_engine_free(e);
+    free(pr);
+}
+
 int main(void) {
     RUN(test_greedy_lookup);
     RUN(test_greedy_self_draft);
     RUN(test_greedy_draft_pair);
     RUN(test_pair_acceptance);
+    RUN(test_max_tokens_mid_block);
+    RUN(test_stop_string_mid_block);
+    RUN(test_context_mid_block);
+    RUN(test_eos_mid_block);
+    RUN(test_sampling_law);
+    RUN(test_prefix_reuse);
+    RUN(test_seed_reproducible);
+    RUN(test_bad_requests);
     return TEST_DONE();
 }
