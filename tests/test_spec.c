@@ -99,13 +99,13 @@ static int first_diff(const result *a, const result *b) {
 }
 
 /* Greedy speculative == greedy plain, token for token, on every prompt and k; returns the acceptance. */
-static double check_greedy_equal(sd_engine *e, const char *label, int n_tokens) {
+static double check_greedy_equal(sd_engine *e, const char *label, int n_tokens, int n_prompts) {
     sd_session *s = NULL;
     if (sd_session_new(e, &s, NULL)) return -1;
     const int ks[] = {1, 2, 4, 8};
     long drafted = 0, accepted = 0;
     int bad = 0;
-    for (int pi = 0; pi < N_PROMPTS; pi++) {
+    for (int pi = 0; pi < n_prompts && pi < N_PROMPTS; pi++) {
         int32_t *pr;
         int n = encode(e, prompts[pi], &pr);
         if (n <= 0) continue;
@@ -156,7 +156,7 @@ static void test_greedy_lookup(void) {
         REQUIRE(e);
         char label[64];
         snprintf(label, sizeof label, "lookup %d", n);
-        double a = check_greedy_equal(e, label, 120);
+        double a = check_greedy_equal(e, label, 80, n == 2 ? N_PROMPTS : 4);
         printf("# aidreams260K greedy, %s: acceptance %.3f\n", label, a);
         sd_engine_free(e);
     }
@@ -169,7 +169,7 @@ static void test_greedy_self_draft(void) {
         REQUIRE(e);
         char label[64];
         snprintf(label, sizeof label, "self-draft L=%d", l);
-        double a = check_greedy_equal(e, label, 120);
+        double a = check_greedy_equal(e, label, 80, l == 3 ? 8 : 3);
         printf("# aidreams260K greedy, %s: acceptance %.3f\n", label, a);
         sd_engine_free(e);
     }
@@ -179,12 +179,12 @@ static void test_greedy_draft_pair(void) {
     if (!have_aidreams()) SKIP("../shared/models/aidreams260K.* not found");
     sd_engine *e = open_engine(aid_bin, aid_tok, drf_bin, 0, 0);
     REQUIRE(e);
-    double a = check_greedy_equal(e, "pair .bin", 120);
+    double a = check_greedy_equal(e, "pair .bin", 100, N_PROMPTS);
     printf("# aidreams260K + aidreams-draft (.bin) greedy: acceptance %.3f over k = 1, 2, 4, 8, adaptive\n", a);
     sd_engine_free(e);
     e = open_engine(aid_gguf, NULL, drf_gguf, 0, 0);
     REQUIRE(e);
-    a = check_greedy_equal(e, "pair .gguf", 120);
+    a = check_greedy_equal(e, "pair .gguf", 100, 5);
     printf("# aidreams260K + aidreams-draft (.gguf) greedy: acceptance %.3f\n", a);
     sd_engine_free(e);
 }
@@ -507,7 +507,7 @@ static void test_bad_requests(void) {
  * first 3 tokens is computed from the target's own distributions, then compared with the empirical law
  * over seeded requests by a chi-square test (cells with expected count < 5 pooled), significance 0.001.
  * Trials per configuration: SAMPLE_TRIALS. */
-#define SAMPLE_TRIALS 2500
+#define SAMPLE_TRIALS 1500
 #define MAX_PATHS 128
 
 typedef struct law { int32_t path[MAX_PATHS][3]; int len[MAX_PATHS]; double p[MAX_PATHS]; int n; } law;
@@ -550,20 +550,46 @@ static double chi2_crit(int df, double z) {
     return df * pow(1 - h + z * sqrt(h), 3);
 }
 
+/* The exact law of the first 3 tokens after prompt pr. */
+static void compute_law(sd_engine *e, const int32_t *pr, int n, const sd_sampling *smp, law *L) {
+    memset(L, 0, sizeof *L);
+    sd_seq *q;
+    REQUIRE(sd_seq_new(e->target, 0, 0, &q, NULL) == 0);
+    sd_probs d;
+    sd_probs_init(&d, e->target->hp.vocab);
+    float *logits = malloc((size_t)e->target->hp.vocab * sizeof *logits);
+    int32_t seqv[256], path[3];
+    REQUIRE(n + 3 <= 256);
+    memcpy(seqv, pr, (size_t)n * sizeof *pr);
+    enumerate(e, q, smp, seqv, n, 3, path, 0, 1.0, L, &d, logits);
+    double tot = 0;
+    for (int i = 0; i < L->n; i++) tot += L->p[i];
+    CHECK_NEAR(tot, 1.0, 1e-4);
+    free(logits);
+    sd_probs_free(&d);
+    sd_seq_free(q);
+}
+
+/* Runs SAMPLE_TRIALS seeded requests (5 tokens each, so k is not capped by the request's end) and tests
+ * the law of their first 3 tokens. */
 static void check_law(sd_engine *e, const law *L, const int32_t *pr, int n, sd_gen_params p, const char *label) {
     sd_session *s;
     REQUIRE(sd_session_new(e, &s, NULL) == 0);
     int count[MAX_PATHS] = {0}, other = 0;
+    long drafted = 0, accepted = 0;
     for (int t = 0; t < SAMPLE_TRIALS; t++) {
         p.sampling.seed = 1000003ull * (t + 1);
         result r;
         REQUIRE(run(s, pr, n, &p, &r) == 0);
-        int i = 0;
-        while (i < L->n && !(L->len[i] == r.n && !memcmp(L->path[i], r.ids, (size_t)r.n * sizeof *r.ids))) i++;
+        drafted += r.st.drafted;
+        accepted += r.st.accepted;
+        int len = r.n < 3 ? r.n : 3, i = 0;
+        while (i < L->n && !(L->len[i] == len && !memcmp(L->path[i], r.ids, (size_t)len * sizeof *r.ids))) i++;
         if (i < L->n) count[i]++;
         else other++;
     }
     CHECKF(other == 0, "%s: %d outcomes of probability 0", label, other);
+    if (p.mode == SD_MODE_SPEC) CHECKF(drafted >= SAMPLE_TRIALS / 2, "%s: drafted only %ld tokens", label, drafted);
     double chi = 0, pe = 0, po = 0;
     int cells = 0;
     for (int i = 0; i < L->n; i++) {
@@ -581,7 +607,8 @@ static void check_law(sd_engine *e, const law *L, const int32_t *pr, int n, sd_g
         cells++;
     }
     double crit = chi2_crit(cells - 1, 3.0902);
-    printf("# %s: chi2 %.1f, df %d, critical %.1f (0.001), %d trials\n", label, chi, cells - 1, crit, SAMPLE_TRIALS);
+    printf("# %s: chi2 %.1f, df %d, critical %.1f (0.001), %d trials, %ld drafted, %ld accepted\n", label, chi,
+           cells - 1, crit, SAMPLE_TRIALS, drafted, accepted);
     CHECKF(chi < crit, "%s: chi2 %.1f >= %.1f: the law of the output differs from plain sampling", label, chi, crit);
     sd_session_free(s);
 }
@@ -594,37 +621,28 @@ static void test_sampling_law(void) {
     int n = encode(e, "Once upon a time", &pr);
     sd_sampling smp = {.temperature = 1.0f, .top_k = 4, .top_p = 1.0f, .min_p = 0.0f};
     static law L;
-    memset(&L, 0, sizeof L);
-    sd_seq *q;
-    REQUIRE(sd_seq_new(e->target, 0, 0, &q, NULL) == 0);
-    sd_probs d;
-    sd_probs_init(&d, e->target->hp.vocab);
-    float *logits = malloc((size_t)e->target->hp.vocab * sizeof *logits);
-    int32_t seqv[64], path[3];
-    memcpy(seqv, pr, (size_t)n * sizeof *pr);
-    enumerate(e, q, &smp, seqv, n, 3, path, 0, 1.0, &L, &d, logits);
-    double tot = 0;
-    for (int i = 0; i < L.n; i++) tot += L.p[i];
-    CHECK_NEAR(tot, 1.0, 1e-4);
-    free(logits);
-    sd_probs_free(&d);
-    sd_seq_free(q);
-
-    sd_gen_params p = params(SD_MODE_PLAIN, 1, 1, 3);
+    compute_law(e, pr, n, &smp, &L);
+    sd_gen_params p = params(SD_MODE_PLAIN, 1, 1, 5);
     p.sampling = smp;
     check_law(e, &L, pr, n, p, "plain sampling");
+    /* k = 1: the bonus token falls in the first 3; k = 2: a residual at the 2nd or 3rd */
     for (int k = 1; k <= 2; k++) {
-        p = params(SD_MODE_SPEC, k, k, 3);
+        p = params(SD_MODE_SPEC, k, k, 5);
         p.sampling = smp;
         char label[64];
         snprintf(label, sizeof label, "draft model, k=%d", k);
         check_law(e, &L, pr, n, p, label);
     }
     sd_engine_free(e);
-    /* a point-mass proposer (lookup) on a prompt that repeats, so it proposes often */
-    e = open_engine(aid_gguf, NULL, NULL, 1, 0);
+    free(pr);
+    /* a point-mass proposer (lookup) on a prompt that repeats, so it proposes at every step */
+    e = open_engine(aid_gguf, NULL, NULL, 2, 0);
     REQUIRE(e);
-    p = params(SD_MODE_SPEC, 2, 2, 3);
+    n = encode(e, "Once upon a time, pixels unfolding like petals. Classifications unfold, a kaleidoscope of "
+                  "probability revealing hidden patterns. Once upon a time, pixels", &pr);
+    smp.temperature = 0.5f; /* peaked enough that the model follows the copy often */
+    compute_law(e, pr, n, &smp, &L);
+    p = params(SD_MODE_SPEC, 2, 2, 5);
     p.sampling = smp;
     check_law(e, &L, pr, n, p, "lookup, k=2");
     sd_engine_free(e);
