@@ -3,6 +3,7 @@
  * inside a block; session prefix reuse; seeded reproducibility. Models: ../shared (aidreams260K and its
  * real draft aidreams-draft), skipped when missing. */
 #include <stdint.h>
+#include <time.h>
 
 #include "draft/proposer.h"
 #include "target/engine.h"
@@ -156,7 +157,7 @@ static void test_greedy_lookup(void) {
         REQUIRE(e);
         char label[64];
         snprintf(label, sizeof label, "lookup %d", n);
-        double a = check_greedy_equal(e, label, 80, n == 2 ? N_PROMPTS : 4);
+        double a = check_greedy_equal(e, label, 70, n == 2 ? 10 : 3);
         printf("# aidreams260K greedy, %s: acceptance %.3f\n", label, a);
         sd_engine_free(e);
     }
@@ -169,7 +170,7 @@ static void test_greedy_self_draft(void) {
         REQUIRE(e);
         char label[64];
         snprintf(label, sizeof label, "self-draft L=%d", l);
-        double a = check_greedy_equal(e, label, 80, l == 3 ? 8 : 3);
+        double a = check_greedy_equal(e, label, 70, l == 3 ? 8 : 2);
         printf("# aidreams260K greedy, %s: acceptance %.3f\n", label, a);
         sd_engine_free(e);
     }
@@ -179,12 +180,12 @@ static void test_greedy_draft_pair(void) {
     if (!have_aidreams()) SKIP("../shared/models/aidreams260K.* not found");
     sd_engine *e = open_engine(aid_bin, aid_tok, drf_bin, 0, 0);
     REQUIRE(e);
-    double a = check_greedy_equal(e, "pair .bin", 100, N_PROMPTS);
+    double a = check_greedy_equal(e, "pair .bin", 80, 10);
     printf("# aidreams260K + aidreams-draft (.bin) greedy: acceptance %.3f over k = 1, 2, 4, 8, adaptive\n", a);
     sd_engine_free(e);
     e = open_engine(aid_gguf, NULL, drf_gguf, 0, 0);
     REQUIRE(e);
-    a = check_greedy_equal(e, "pair .gguf", 100, 5);
+    a = check_greedy_equal(e, "pair .gguf", 80, 3);
     printf("# aidreams260K + aidreams-draft (.gguf) greedy: acceptance %.3f\n", a);
     sd_engine_free(e);
 }
@@ -507,7 +508,7 @@ static void test_bad_requests(void) {
  * first 3 tokens is computed from the target's own distributions, then compared with the empirical law
  * over seeded requests by a chi-square test (cells with expected count < 5 pooled), significance 0.001.
  * Trials per configuration: SAMPLE_TRIALS. */
-#define SAMPLE_TRIALS 1500
+#define SAMPLE_TRIALS 1000
 #define MAX_PATHS 128
 
 typedef struct law { int32_t path[MAX_PATHS][3]; int len[MAX_PATHS]; double p[MAX_PATHS]; int n; } law;
@@ -649,18 +650,21 @@ static void test_sampling_law(void) {
     free(pr);
 }
 
+/* CPU seconds of each test, so the suite's cost stays visible */
+#define TIMED(fn) do { clock_t c0 = clock(); RUN(fn); printf("# %s: %.2f s cpu\n", #fn, (double)(clock() - c0) / CLOCKS_PER_SEC); } while (0)
+
 int main(void) {
-    RUN(test_greedy_lookup);
-    RUN(test_greedy_self_draft);
-    RUN(test_greedy_draft_pair);
-    RUN(test_pair_acceptance);
-    RUN(test_max_tokens_mid_block);
-    RUN(test_stop_string_mid_block);
-    RUN(test_context_mid_block);
-    RUN(test_eos_mid_block);
-    RUN(test_sampling_law);
-    RUN(test_prefix_reuse);
-    RUN(test_seed_reproducible);
-    RUN(test_bad_requests);
+    TIMED(test_greedy_lookup);
+    TIMED(test_greedy_self_draft);
+    TIMED(test_greedy_draft_pair);
+    TIMED(test_pair_acceptance);
+    TIMED(test_max_tokens_mid_block);
+    TIMED(test_stop_string_mid_block);
+    TIMED(test_context_mid_block);
+    TIMED(test_eos_mid_block);
+    TIMED(test_sampling_law);
+    TIMED(test_prefix_reuse);
+    TIMED(test_seed_reproducible);
+    TIMED(test_bad_requests);
     return TEST_DONE();
 }
