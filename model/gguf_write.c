@@ -216,6 +216,7 @@ static int write_header(gguf_writer *w, FILE *fp, uint64_t *pos) {
         *pos += 8 + len + 4 + 8 * nd + 4 + 8;
         off += (t->nbytes + w->alignment - 1) / w->alignment * w->alignment;
     }
+    if (!w->n_t) return 0; /* like llama.cpp: no data section, no padding */
     if (pad(fp, *pos, w->alignment)) return -1;
     *pos = (*pos + w->alignment - 1) / w->alignment * w->alignment;
     return 0;

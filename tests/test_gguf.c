@@ -130,6 +130,39 @@ static void test_real_draft_and_vocabs(void) {
     if (!opened) SKIP("no GGUF files under ../shared");
 }
 
+/* Rewriting a file written by llama.cpp's own tooling (every kv copied, every tensor re-added) gives the
+ * same bytes: the writer lays out GGUF exactly as llama.cpp does. */
+static void test_rewrite_identical(void) {
+    const char *files[] = {"models/aidreams260K.gguf", "models/aidreams-draft.gguf", "vocab/ggml-vocab-llama-spm.gguf",
+                           "vocab/ggml-vocab-gpt-2.gguf"};
+    int done = 0;
+    for (size_t k = 0; k < sizeof files / sizeof files[0]; k++) {
+        const char *path = shared_path(files[k]);
+        if (!path) continue;
+        gguf_file *f;
+        sd_err err = {{0}};
+        REQUIRE(gguf_open(path, &f, &err) == 0);
+        gguf_writer *w = gguf_writer_new((uint32_t)f->alignment);
+        for (uint64_t i = 0; i < f->n_kv; i++)
+            if (strcmp(f->kv[i].key, "general.alignment") || f->alignment == 32)
+                gguf_w_raw(w, f->kv[i].key, f->kv[i].type, f->kv[i].raw, f->kv[i].raw_len);
+        for (uint64_t i = 0; i < f->n_tensors; i++) {
+            const gguf_tensor_info *t = &f->tensors[i];
+            gguf_w_tensor(w, t->name, t->type, (int)t->n_dims, t->ne, t->data);
+        }
+        const char *out = tmp_path("rewrite.gguf");
+        CHECKF(gguf_writer_save(w, out, &err) == 0, "%s", err.msg);
+        gguf_writer_free(w);
+        size_t n;
+        uint8_t *b = read_file(out, &n);
+        CHECKF(b && n == f->size && !memcmp(b, f->map, n), "%s: rewrite differs (%zu vs %zu bytes)", files[k], n, f->size);
+        free(b);
+        gguf_close(f);
+        done++;
+    }
+    if (!done) SKIP("no GGUF files under ../shared");
+}
+
 /* ---- writer -> reader round trip ---- */
 
 static void fill_ramp(void *ctx, void *buf, size_t offset, size_t nbytes) {
@@ -475,6 +508,7 @@ int main(void) {
     RUN(test_dtype);
     RUN(test_real_model);
     RUN(test_real_draft_and_vocabs);
+    RUN(test_rewrite_identical);
     RUN(test_roundtrip);
     RUN(test_writer_rejects);
     RUN(test_truncated);
