@@ -385,6 +385,20 @@ static void test_corrupt_header(void) {
     uint8_t *c = malloc(n);
     memcpy(c, b, n); c[0] = 'X';
     expect_fail(c, n, "bad magic", "bad magic");
+    /* version 2 has the same layout (64-bit counts and lengths): it must load */
+    memcpy(c, b, n); memcpy(c + 4, &(uint32_t){2}, 4);
+    {
+        const char *p = tmp_path("v2.gguf");
+        gguf_file *f = NULL;
+        sd_err err = {{0}};
+        REQUIRE(write_file(p, c, n) == 0);
+        CHECKF(gguf_open(p, &f, &err) == 0, "%s", err.msg);
+        if (f) {
+            CHECK_EQ_INT(f->version, 2);
+            CHECK(gguf_find_tensor(f, "tensB") != NULL);
+            gguf_close(f);
+        }
+    }
     memcpy(c, b, n); memcpy(c + 4, &(uint32_t){1}, 4);
     expect_fail(c, n, "version 1", "version 1");
     memcpy(c, b, n); memcpy(c + 4, &(uint32_t){99}, 4);

@@ -36,17 +36,18 @@ int sd_mk_preset(const char *name, sd_mk_shape *out) {
 
 /* Measured on the demo pair with `specd generate -m T -md D -n 60` (greedy acceptance printed by the
  * engine; docs/benchmarks.md): layer scale -> acceptance. Interpolated linearly between the points. */
-static const float k_calib[][2] = {{1.0f, 0.0f}, {0.87f, 0.32f}, {0.79f, 0.6f}, {0.4f, 1.0f}, {0.16f, 1.5f}, {0.0f, 2.0f}};
+static const float k_calib[][2] = {{1.0f, 0.0f},  {0.87f, 0.32f}, {0.79f, 0.6f}, {0.6f, 0.69f},
+                                   {0.4f, 1.0f},  {0.16f, 1.5f},  {0.0f, 2.0f}};
 
 float sd_mk_scale_for_agreement(float a) {
     if (a >= 1) return 0;
-    if (a <= 0) return k_calib[5][1];
-    for (int i = 1; i < 6; i++)
+    if (a <= 0) return k_calib[6][1];
+    for (int i = 1; i < 7; i++)
         if (a >= k_calib[i][0]) {
             float t = (a - k_calib[i][0]) / (k_calib[i - 1][0] - k_calib[i][0]);
             return k_calib[i][1] + t * (k_calib[i - 1][1] - k_calib[i][1]);
         }
-    return k_calib[5][1];
+    return k_calib[6][1];
 }
 
 void sd_mk_defaults(sd_mk_opts *o) {

@@ -43,10 +43,25 @@ static uint64_t mix(uint64_t x) {
     return x ^ (x >> 31);
 }
 
-/* Uniform in [-sqrt(3), sqrt(3)): unit variance. */
+/* Uniform in [-sqrt(3), sqrt(3)) (unit variance) from 24 bits. */
+static float bits24(uint64_t b) { return ((float)(b & 0xffffff) * (1.0f / 16777216.0f) * 2.0f - 1.0f) * 1.7320508f; }
+
+/* Value i of stream `key`: one hash gives values 2j and 2j+1. */
 static float unit(uint64_t key, uint64_t i) {
-    uint64_t h = mix(key ^ mix(i));
-    return ((float)(h >> 40) * (1.0f / 16777216.0f) * 2.0f - 1.0f) * 1.7320508f;
+    uint64_t h = mix(key + (i >> 1));
+    return bits24(i & 1 ? h : h >> 40);
+}
+
+/* n consecutive values of stream `key` from index start, times scale (one hash per two values). */
+static void unit_run(uint64_t key, uint64_t start, int64_t n, float scale, float *out) {
+    int64_t c = 0;
+    if (start & 1) out[c++] = scale * unit(key, start);
+    for (; c + 1 < n; c += 2) {
+        uint64_t h = mix(key + ((start + (uint64_t)c) >> 1));
+        out[c] = scale * bits24(h >> 40);
+        out[c + 1] = scale * bits24(h);
+    }
+    if (c < n) out[c] = scale * unit(key, start + (uint64_t)c);
 }
 
 static uint64_t tensor_key(uint64_t seed, const char *name) {
@@ -123,7 +138,7 @@ static void gen_row(const mk_tensor *t, int64_t r, float *out) {
         for (int64_t c = 0; c < cols; c++) out[c] = 1.0f;
         break;
     default:
-        for (int64_t c = 0; c < cols; c++) out[c] = t->std * unit(t->key, (uint64_t)(r * cols + c));
+        unit_run(t->key, (uint64_t)(r * cols), cols, t->std, out);
     }
 }
 
