@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "draft/proposer.h"
+#include "tools/commands.h"
 #include "target/engine.h"
 #include "test.h"
 
@@ -157,7 +158,7 @@ static void test_greedy_lookup(void) {
         REQUIRE(e);
         char label[64];
         snprintf(label, sizeof label, "lookup %d", n);
-        double a = check_greedy_equal(e, label, 70, n == 2 ? 10 : 3);
+        double a = check_greedy_equal(e, label, 100, N_PROMPTS);
         printf("# aidreams260K greedy, %s: acceptance %.3f\n", label, a);
         sd_engine_free(e);
     }
@@ -170,7 +171,7 @@ static void test_greedy_self_draft(void) {
         REQUIRE(e);
         char label[64];
         snprintf(label, sizeof label, "self-draft L=%d", l);
-        double a = check_greedy_equal(e, label, 70, l == 3 ? 8 : 2);
+        double a = check_greedy_equal(e, label, 100, l == 2 ? 6 : N_PROMPTS);
         printf("# aidreams260K greedy, %s: acceptance %.3f\n", label, a);
         sd_engine_free(e);
     }
@@ -180,12 +181,12 @@ static void test_greedy_draft_pair(void) {
     if (!have_aidreams()) SKIP("../shared/models/aidreams260K.* not found");
     sd_engine *e = open_engine(aid_bin, aid_tok, drf_bin, 0, 0);
     REQUIRE(e);
-    double a = check_greedy_equal(e, "pair .bin", 80, 10);
+    double a = check_greedy_equal(e, "pair .bin", 100, N_PROMPTS);
     printf("# aidreams260K + aidreams-draft (.bin) greedy: acceptance %.3f over k = 1, 2, 4, 8, adaptive\n", a);
     sd_engine_free(e);
     e = open_engine(aid_gguf, NULL, drf_gguf, 0, 0);
     REQUIRE(e);
-    a = check_greedy_equal(e, "pair .gguf", 80, 3);
+    a = check_greedy_equal(e, "pair .gguf", 100, N_PROMPTS);
     printf("# aidreams260K + aidreams-draft (.gguf) greedy: acceptance %.3f\n", a);
     sd_engine_free(e);
 }
@@ -508,7 +509,7 @@ static void test_bad_requests(void) {
  * first 3 tokens is computed from the target's own distributions, then compared with the empirical law
  * over seeded requests by a chi-square test (cells with expected count < 5 pooled), significance 0.001.
  * Trials per configuration: SAMPLE_TRIALS. */
-#define SAMPLE_TRIALS 1000
+#define SAMPLE_TRIALS 4000
 #define MAX_PATHS 128
 
 typedef struct law { int32_t path[MAX_PATHS][3]; int len[MAX_PATHS]; double p[MAX_PATHS]; int n; } law;
@@ -650,6 +651,70 @@ static void test_sampling_law(void) {
     free(pr);
 }
 
+/* ---- mkmodel pairs (synthetic weights, controllable agreement) ---- */
+
+static char g_dir[64];
+
+/* Writes a target/draft pair with mkmodel into the temp dir; returns 0 on success. */
+static int make_pair(const char *tag, const char *agreement, const char *type, char *t, char *d, size_t cap) {
+    if (!g_dir[0]) {
+        snprintf(g_dir, sizeof g_dir, "/tmp/specd_test_spec_XXXXXX");
+        if (!mkdtemp(g_dir)) return -1;
+    }
+    snprintf(t, cap, "%s/%s-target.gguf", g_dir, tag);
+    snprintf(d, cap, "%s/%s-draft.gguf", g_dir, tag);
+    char *argv[] = {"mkmodel", "--preset", "tiny", "--ctx", "256", "--type", (char *)type, "--agreement",
+                    (char *)agreement, "-o", t, "--pair", d, NULL};
+    fflush(stdout);
+    return cmd_mkmodel(13, argv);
+}
+
+static void test_greedy_mkmodel_pairs(void) {
+    const char *agree[] = {"0.3", "0.7", "0.95"}, *types[] = {"f16", "q8_0", "f32"};
+    for (int i = 0; i < 3; i++) {
+        char t[128], d[128], tag[32], label[64];
+        snprintf(tag, sizeof tag, "g%d", i);
+        REQUIRE(make_pair(tag, agree[i], types[i], t, d, sizeof t) == 0);
+        sd_engine *e = open_engine(t, NULL, d, 0, 0);
+        REQUIRE(e);
+        snprintf(label, sizeof label, "mkmodel pair, agreement %s, %s", agree[i], types[i]);
+        double a = check_greedy_equal(e, label, 150, N_PROMPTS);
+        printf("# %s: greedy acceptance %.3f\n", label, a);
+        sd_engine_free(e);
+        /* the same target with the other proposers */
+        e = open_engine(t, NULL, NULL, 0, 1);
+        REQUIRE(e);
+        check_greedy_equal(e, "mkmodel target, self-draft L=1", 100, 5);
+        sd_engine_free(e);
+        e = open_engine(t, NULL, NULL, 2, 0);
+        REQUIRE(e);
+        check_greedy_equal(e, "mkmodel target, lookup 2", 100, 5);
+        sd_engine_free(e);
+    }
+}
+
+static void test_sampling_law_mkmodel(void) {
+    char t[128], d[128];
+    REQUIRE(make_pair("law", "0.7", "f16", t, d, sizeof t) == 0);
+    sd_engine *e = open_engine(t, NULL, d, 0, 0);
+    REQUIRE(e);
+    int32_t *pr;
+    int n = encode(e, "Once upon a time", &pr);
+    /* several filters at once: p and q must be filtered identically */
+    sd_sampling smp = {.temperature = 1.3f, .top_k = 5, .top_p = 0.9f, .min_p = 0.05f};
+    static law L;
+    compute_law(e, pr, n, &smp, &L);
+    for (int k = 1; k <= 2; k++) {
+        sd_gen_params p = params(SD_MODE_SPEC, k, k, 5);
+        p.sampling = smp;
+        char label[64];
+        snprintf(label, sizeof label, "mkmodel pair, filtered, k=%d", k);
+        check_law(e, &L, pr, n, p, label);
+    }
+    free(pr);
+    sd_engine_free(e);
+}
+
 /* CPU seconds of each test, so the suite's cost stays visible */
 #define TIMED(fn) do { clock_t c0 = clock(); RUN(fn); printf("# %s: %.2f s cpu\n", #fn, (double)(clock() - c0) / CLOCKS_PER_SEC); } while (0)
 
@@ -658,13 +723,20 @@ int main(void) {
     TIMED(test_greedy_self_draft);
     TIMED(test_greedy_draft_pair);
     TIMED(test_pair_acceptance);
+    TIMED(test_greedy_mkmodel_pairs);
     TIMED(test_max_tokens_mid_block);
     TIMED(test_stop_string_mid_block);
     TIMED(test_context_mid_block);
     TIMED(test_eos_mid_block);
     TIMED(test_sampling_law);
+    TIMED(test_sampling_law_mkmodel);
     TIMED(test_prefix_reuse);
     TIMED(test_seed_reproducible);
     TIMED(test_bad_requests);
+    if (g_dir[0]) {
+        char cmd[128];
+        snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);
+        if (system(cmd)) fprintf(stderr, "could not remove %s\n", g_dir);
+    }
     return TEST_DONE();
 }
