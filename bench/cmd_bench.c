@@ -194,35 +194,41 @@ static int run_one(sd_session *s, const int32_t *prompt, int n_prompt, const sd_
     return 0;
 }
 
-/* The cost of verifying k+1 tokens in one pass relative to a one-token pass (median of reps). */
-static double verify_cost(sd_engine *e, int k, sd_err *err) {
+/* The cost of verifying k+1 tokens in one pass relative to a one-token pass, for each configuration's k
+ * (median of reps), at a context of 64 positions (about where the benchmark's requests decode). */
+static int verify_costs(sd_engine *e, bench_config *cfgs, int n_cfg, sd_err *err) {
     sd_seq *seq;
     if (sd_seq_new(e->target, e->ctx, 0, &seq, err)) return -1;
-    int vocab = e->target->hp.vocab, base = e->ctx / 4;
-    if (base + k + 1 > e->ctx) base = 0;
-    float *logits = malloc((size_t)(k + 1) * vocab * sizeof *logits);
-    int32_t *toks = calloc((size_t)(base + k + 1), sizeof *toks);
+    int vocab = e->target->hp.vocab, base = 64, kmax = 16, rc = -1;
+    if (base + kmax + 1 > e->ctx) base = e->ctx - kmax - 1 > 0 ? e->ctx - kmax - 1 : 0;
+    float *logits = malloc((size_t)(kmax + 1) * vocab * sizeof *logits);
+    int32_t *toks = calloc((size_t)(base + kmax + 1), sizeof *toks);
     enum { REPS = 7 };
-    double t1[REPS], tk[REPS], r = -1;
+    double t1[REPS], tk[REPS];
     if (!logits || !toks) goto out;
-    for (int i = 0; i < base + k + 1; i++) toks[i] = (int32_t)(1 + i % (vocab - 1));
-    if (base && sd_forward(seq, toks, base, false, logits, err)) goto out; /* attention over a real context */
-    for (int rep = 0; rep < REPS; rep++) {
-        double t0 = now_s();
-        if (sd_forward(seq, toks + base, 1, false, logits, err)) goto out;
-        t1[rep] = now_s() - t0;
-        sd_seq_truncate(seq, base);
-        t0 = now_s();
-        if (sd_forward(seq, toks + base, k + 1, true, logits, err)) goto out;
-        tk[rep] = now_s() - t0;
-        sd_seq_truncate(seq, base);
+    for (int i = 0; i < base + kmax + 1; i++) toks[i] = (int32_t)(1 + (i * 7919) % (vocab - 1));
+    if (base && sd_forward(seq, toks, base, false, logits, err)) goto out;
+    for (int c = 1; c < n_cfg; c++) {
+        int k = cfgs[c].gp.draft_max;
+        if (base + k + 1 > e->ctx) k = e->ctx - base - 1;
+        for (int rep = 0; rep < REPS; rep++) { /* alternate, so load changes hit both alike */
+            double t0 = now_s();
+            if (sd_forward(seq, toks + base, 1, false, logits, err)) goto out;
+            t1[rep] = now_s() - t0;
+            sd_seq_truncate(seq, base);
+            t0 = now_s();
+            if (sd_forward(seq, toks + base, k + 1, true, logits, err)) goto out;
+            tk[rep] = now_s() - t0;
+            sd_seq_truncate(seq, base);
+        }
+        cfgs[c].verify_cost = bench_median(tk, REPS) / bench_median(t1, REPS);
     }
-    r = bench_median(tk, REPS) / bench_median(t1, REPS);
+    rc = 0;
 out:
     free(logits);
     free(toks);
     sd_seq_free(seq);
-    return r;
+    return rc;
 }
 
 int cmd_bench(int argc, char **argv) {
@@ -289,11 +295,7 @@ int cmd_bench(int argc, char **argv) {
     bench_report rep = {.target = o.cfg.target_path, .draft = o.cfg.draft_path, .proposer = pname,
                         .n_prompts = n_prompts, .n_tokens = o.n_tokens, .repeat = o.repeat,
                         .backend = e->be->name, .threads = e->be->n_threads, .configs = cfgs, .n_configs = n_cfg};
-    for (int c = 1; c < n_cfg; c++) {
-        int k = cfgs[c].gp.draft_max;
-        cfgs[c].verify_cost = verify_cost(e, k, &err);
-        if (cfgs[c].verify_cost < 0) goto out;
-    }
+    if (verify_costs(e, cfgs, n_cfg, &err)) goto out;
     bench_finish(&rep);
     if (o.json) bench_print_json(&rep, stdout);
     else bench_print_text(&rep, stdout);

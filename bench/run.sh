@@ -23,4 +23,16 @@ else
   echo; echo "=== tokenizer: skipped ($V/ggml-vocab-gpt-2.gguf not found)"
 fi
 
+# Speculative decoding (bench/cmd_bench.c): mkmodel's bench-shape pair (target ~337M params, F16, far larger
+# than L3; draft 1/4 width, 1/6 depth), plain and speculative interleaved on the same prompts, k swept;
+# prints ms/token, acceptance, speedup vs plain, Leviathan's prediction and the verify cost T(k+1)/T(1).
+SPEC_DIR=$BUILD/bench/spec
+if [ ! -s "$SPEC_DIR/target.gguf" ] || [ ! -s "$SPEC_DIR/draft.gguf" ]; then
+  mkdir -p "$SPEC_DIR" && "$BUILD/specd" mkmodel --preset bench --agreement ${SPEC_AGREEMENT:-0.72} \
+    -o "$SPEC_DIR/target.gguf" --pair "$SPEC_DIR/draft.gguf" >/dev/null
+fi
+section "speculation: plain vs draft model, k = 1, 2, 4, 6 (speedup and Leviathan's prediction)" \
+  "$BUILD/specd" bench -m "$SPEC_DIR/target.gguf" -md "$SPEC_DIR/draft.gguf" -n 48 --sweep 1,2,4,6 \
+  -t "$THREADS" --plot "$SPEC_DIR/speedup.svg"
+
 exit $status
