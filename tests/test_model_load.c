@@ -58,6 +58,7 @@ typedef struct spec {
     const char *rope_type;   /* rope.scaling.type */
     float rope_factor;
     int bad_ints;            /* 1: block_count 0; 2: head_count 3; 3: head_count_kv 3; 4: ctx 0 */
+    int vec_type;            /* type of norm vectors (0: f32) */
 } spec;
 
 static spec base_spec(const char *arch) {
@@ -82,7 +83,8 @@ static void add_tensor(gguf_writer *w, const spec *s, const char *name, int64_t 
         gguf_w_tensor_fn(w, name, SD_Q4_0, nd, ne, fill_det, (void *)1);
         return;
     }
-    gguf_w_tensor_fn(w, name, SD_F32, nd, ne, fill_det, (void *)(uintptr_t)strlen(name));
+    int type = nd == 1 && s->vec_type ? s->vec_type : SD_F32;
+    gguf_w_tensor_fn(w, name, (uint32_t)type, nd, ne, fill_det, (void *)(uintptr_t)strlen(name));
 }
 
 static void key_u32(gguf_writer *w, const spec *s, const char *suffix, uint32_t v) {
@@ -311,6 +313,46 @@ static void test_synthetic_archs(void) {
         sd_model_free(m);
         CHECK_EQ_INT(g_uploaded, 0);
         CHECK_EQ_INT(g_allocs, 0);
+    }
+}
+
+static float half_bits(uint16_t h) {
+    uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 31, man = h & 1023, bits;
+    if (exp == 0) return (sign ? -1.0f : 1.0f) * ldexpf((float)man, -24);
+    bits = exp == 31 ? sign | 0x7f800000u | (man << 13) : sign | ((exp + 112) << 23) | (man << 13);
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+/* Norm vectors stored as f16 or bf16 are converted to f32 copies holding the same values. */
+static void test_vectors_converted(void) {
+    int types[2] = {SD_F16, SD_BF16};
+    for (int k = 0; k < 2; k++) {
+        spec s = base_spec("qwen3");
+        s.vec_type = types[k];
+        const char *p = tmp_path("vec.gguf");
+        REQUIRE(write_model(&s, p) == 0);
+        sd_model *m = NULL;
+        sd_err err = {{0}};
+        CHECKF(sd_model_load(p, NULL, &g_be, &m, &err) == 0, "%s", err.msg);
+        if (!m) continue;
+        const sd_tensor *vs[3] = {&m->out_norm, &m->layers[1].ffn_norm, &m->layers[0].k_norm};
+        for (int i = 0; i < 3; i++) {
+            const gguf_tensor_info *ti = gguf_find_tensor(m->gguf, vs[i]->name);
+            REQUIRE(ti && (int)ti->type == types[k]);
+            CHECK(vs[i]->type == SD_F32 && vs[i]->host != ti->data);
+            const uint16_t *raw = ti->data;
+            const float *got = vs[i]->host;
+            for (int64_t j = 0; j < ti->ne[0]; j++) {
+                float want;
+                if (types[k] == SD_F16) want = half_bits(raw[j]);
+                else { uint32_t b = (uint32_t)raw[j] << 16; memcpy(&want, &b, 4); }
+                if (!(got[j] == want || (isnan(got[j]) && isnan(want)))) { CHECKF(0, "%s[%lld]", vs[i]->name, (long long)j); break; }
+            }
+        }
+        CHECK(m->layers[0].wq.type == SD_F32);
+        sd_model_free(m);
     }
 }
 
@@ -545,6 +587,7 @@ int main(void) {
     RUN(test_aidreams_gguf_and_bin_agree);
     RUN(test_aidreams_draft);
     RUN(test_synthetic_archs);
+    RUN(test_vectors_converted);
     RUN(test_rope_tables);
     RUN(test_rope_scaling_metadata);
     RUN(test_broken_models);
