@@ -80,6 +80,8 @@ class Client:
 
     def __init__(self, endpoint=None, socket=None, tcp=None, timeout=60.0, connect_timeout=2.0):
         self.endpoint = endpoint or resolve_endpoint(socket, tcp)
+        if not self.endpoint.startswith(("ipc://", "tcp://")):
+            raise ValueError(f"endpoint '{self.endpoint}': expected ipc://PATH or tcp://HOST:PORT")
         self.timeout = timeout
         self._next_id = 1
         self._pending = {}  # id -> replies that arrived while waiting for another request
