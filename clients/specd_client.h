@@ -70,7 +70,8 @@ typedef struct specd_token {
      * from the event's `time_us`; -1 when unknown (not an ipc:// endpoint, or no time_us) */
     double delivery_us;
 } specd_token;
-/* Return 0 to go on, non-zero to cancel the request (the result then has finish_reason "cancelled"). */
+/* Return 0 to go on, non-zero to cancel the request: no more callbacks; the result (every id the daemon
+ * sent) has finish_reason "cancelled", unless the request ended before the cancel reached the daemon. */
 typedef int (*specd_token_cb)(const specd_token *tok, void *user);
 
 typedef struct specd_gen_stats { /* per-request stats from the `done` reply; -1 where not reported */

@@ -298,23 +298,35 @@ static void test_lib_stream_order(void) {
     specd_close(c);
 }
 
+/* Returning non-zero from the callback cancels. The 260K model makes a token in ~50 us, so on a loaded
+ * machine the whole request can finish before the cancel arrives: up to 5 tries, one must be cancelled. */
 static void test_lib_cancel(void) {
     NEED_DAEMON();
     specd_client *c = open_client();
     REQUIRE(c);
-    stream_log l = {.stop_after = 2};
-    specd_gen g = specd_gen_default();
-    g.prompt = "The robot";
-    g.max_tokens = 100;
-    g.temperature = 0;
-    g.mode = "plain";
-    specd_result r;
-    specd_error e;
-    REQUIRE(specd_generate(c, &g, log_token, &l, &r, &e) == 0);
-    CHECK_STR_EQ(r.finish_reason, "cancelled");
-    CHECKF(r.n_ids < 100 && l.n_events <= 4, "%d ids, %d events", r.n_ids, l.n_events); /* within one step */
-    specd_result_free(&r);
-    CHECK_EQ_INT(specd_ping(c, NULL, &e), 0); /* the connection goes on */
+    int cancelled = 0;
+    for (int attempt = 0; attempt < 5 && !cancelled; attempt++) {
+        stream_log l = {.stop_after = 1};
+        specd_gen g = specd_gen_default();
+        g.prompt = "The robot";
+        g.max_tokens = 120;
+        g.temperature = 0;
+        g.mode = "plain";
+        specd_result r;
+        specd_error e;
+        REQUIRE(specd_generate(c, &g, log_token, &l, &r, &e) == 0);
+        if (!strcmp(r.finish_reason, "cancelled")) {
+            cancelled = 1;
+            CHECK(r.n_ids < 120);
+            CHECK(l.n_ids <= r.n_ids); /* no callbacks after the cancel; the result holds every id */
+            CHECK(l.n_ids > 0 && memcmp(l.ids, r.ids, sizeof(int32_t) * (size_t)l.n_ids) == 0);
+        } else {
+            CHECKF(!strcmp(r.finish_reason, "length") || !strcmp(r.finish_reason, "stop"), "%s", r.finish_reason);
+        }
+        specd_result_free(&r);
+        CHECK_EQ_INT(specd_ping(c, NULL, &e), 0); /* the connection goes on */
+    }
+    CHECK(cancelled);
     specd_close(c);
 }
 
