@@ -28,7 +28,7 @@ fi
 # prints ms/token, acceptance, speedup vs plain, Leviathan's prediction and the verify cost T(k+1)/T(1).
 SPEC_DIR=$BUILD/bench/spec
 if [ ! -s "$SPEC_DIR/target.gguf" ] || [ ! -s "$SPEC_DIR/draft.gguf" ]; then
-  mkdir -p "$SPEC_DIR" && "$BUILD/specd" mkmodel --preset bench --agreement ${SPEC_AGREEMENT:-0.72} \
+  mkdir -p "$SPEC_DIR" && "$BUILD/specd" mkmodel --preset bench --agreement ${SPEC_AGREEMENT:-0.6} \
     -o "$SPEC_DIR/target.gguf" --pair "$SPEC_DIR/draft.gguf" >/dev/null
 fi
 section "speculation: plain vs draft model, k = 1, 2, 4, 6 (speedup and Leviathan's prediction)" \

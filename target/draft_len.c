@@ -4,8 +4,9 @@
 #include <math.h>
 
 /* A verify pass over k+1 tokens costs a little more than a one-token pass (decode is memory-bound, so
- * the extra tokens mostly reuse weights already read): this much of a pass per extra token. */
-#define VERIFY_COST_PER_TOKEN 0.05
+ * the extra tokens mostly reuse weights already read): this much of a pass per extra token. Measured with
+ * `specd bench` on the bench-shape F16 target on this project's CPU: T(5)/T(1) = 1.30, T(9)/T(1) = 1.8. */
+#define VERIFY_COST_PER_TOKEN 0.08
 /* Prior: acceptance 0.6 worth 2 observations, so the first blocks are neither timid nor reckless. */
 #define PRIOR_ALPHA 0.6
 #define PRIOR_WEIGHT 2.0
