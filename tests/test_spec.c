@@ -403,6 +403,7 @@ static void test_eos_mid_block(void) {
         }
         free(pr);
     }
+    printf("# end of generation reached on %d of %d prompts\n", found, N_PROMPTS);
     sd_session_free(s);
     sd_engine_free(e);
     if (!found) SKIP("no prompt makes aidreams260K emit an end-of-generation token within its context");
@@ -715,6 +716,18 @@ static void test_sampling_law_mkmodel(void) {
     sd_engine_free(e);
 }
 
+/* A draft whose vocabulary differs from the target's is refused at load, naming the difference. */
+static void test_incompatible_vocab(void) {
+    if (!have_aidreams()) SKIP("../shared/models/aidreams260K.* not found");
+    char t[128], d[128];
+    REQUIRE(make_pair("voc", "0.7", "f16", t, d, sizeof t) == 0);
+    sd_engine_config c = {.target_path = aid_gguf, .draft_path = d, .device = "cpu", .n_threads = 1};
+    sd_engine *e = NULL;
+    sd_err err = {{0}};
+    CHECK(sd_engine_open(&c, &e, &err) == -1 && e == NULL);
+    CHECKF(strstr(err.msg, "differ") != NULL && strstr(err.msg, "voc-draft.gguf") != NULL, "message: %s", err.msg);
+}
+
 /* CPU seconds of each test, so the suite's cost stays visible */
 #define TIMED(fn) do { clock_t c0 = clock(); RUN(fn); printf("# %s: %.2f s cpu\n", #fn, (double)(clock() - c0) / CLOCKS_PER_SEC); } while (0)
 
@@ -724,6 +737,7 @@ int main(void) {
     TIMED(test_greedy_draft_pair);
     TIMED(test_pair_acceptance);
     TIMED(test_greedy_mkmodel_pairs);
+    TIMED(test_incompatible_vocab);
     TIMED(test_max_tokens_mid_block);
     TIMED(test_stop_string_mid_block);
     TIMED(test_context_mid_block);
