@@ -186,7 +186,7 @@ const char *sd_finish_name(sd_finish f) {
     return "unknown";
 }
 
-static int check_params(const sd_gen_params *p, sd_err *err) {
+static int check_params(const sd_gen_params *p, bool has_proposer, sd_err *err) {
     const sd_sampling *s = &p->sampling;
     if (!(s->temperature == s->temperature) || s->temperature > 100)
         return sd_errf(err, "temperature %g is out of range (0..100)", s->temperature);
@@ -195,7 +195,7 @@ static int check_params(const sd_gen_params *p, sd_err *err) {
     if (p->max_tokens < 0) return sd_errf(err, "max tokens %d must be >= 0", p->max_tokens);
     if (p->n_stop < 0 || (p->n_stop > 0 && !p->stop)) return sd_errf(err, "bad stop string list");
     if (p->mode != SD_MODE_SPEC && p->mode != SD_MODE_PLAIN) return sd_errf(err, "unknown decoding mode %d", p->mode);
-    if (p->mode == SD_MODE_SPEC) {
+    if (p->mode == SD_MODE_SPEC && has_proposer) { /* without a proposer the draft bounds are unused */
         if (p->draft_max < 1 || p->draft_max > SD_DRAFT_LIMIT)
             return sd_errf(err, "--draft-max %d is out of range (1..%d)", p->draft_max, SD_DRAFT_LIMIT);
         if (p->draft_min < 0 || p->draft_min > p->draft_max)
@@ -219,7 +219,7 @@ int sd_gen_start(sd_session *s, const int32_t *prompt, int n_prompt, const sd_ge
         if (prompt[i] < 0 || prompt[i] >= vocab)
             return sd_errf(err, "prompt token %d (at position %d) is outside the vocabulary (0..%d)", prompt[i],
                            i, vocab - 1);
-    if (check_params(p, err)) return -1;
+    if (check_params(p, s->prop != NULL, err)) return -1;
 
     sd_gen *g = calloc(1, sizeof *g);
     if (!g) return sd_errf(err, "out of memory for a request");
