@@ -272,8 +272,10 @@ static size_t m_stage(const ctx *c, const stage *st, size_t i, size_t end, size_
 }
 
 #define MAX_STAGES 6
+#define MAX_NAMES 12
 typedef struct pretok_def {
-    const char *names[8]; /* tokenizer.ggml.pre values; the first is the canonical name */
+    /* tokenizer.ggml.pre values using this split (as llama.cpp maps them); the first is the canonical */
+    const char *names[MAX_NAMES];
     int n_stages;
     stage stages[MAX_STAGES];
 } pretok_def;
@@ -281,9 +283,14 @@ typedef struct pretok_def {
 static const pretok_def defs[SD_PRETOK_COUNT] = {
     [SD_PRETOK_DEFAULT] = {{"default"}, 4,
                            {{S_RUN, C_DEFAULT_P}, {S_GPT2, 0}, {S_RUN, C_N}, {S_THREE, C_DIGIT}}},
-    [SD_PRETOK_GPT2] = {{"gpt2", "gpt-2", "mpt", "olmo", "jais"}, 1, {{S_GPT2, 0}}},
-    [SD_PRETOK_LLAMA3] = {{"llama-bpe", "llama3", "dbrx", "smaug-bpe"}, 1, {{S_LLAMA3, 0}}},
-    [SD_PRETOK_QWEN2] = {{"qwen2", "stablelm2"}, 1, {{S_QWEN2, 0}}},
+    [SD_PRETOK_GPT2] = {{"gpt2", "gpt-2", "mpt", "olmo", "jais", "phi-2", "trillion", "granite-docling", "exaone4",
+                         "gigachat", "mellum", "a.x-4.0"},
+                        1, {{S_GPT2, 0}}},
+    [SD_PRETOK_LLAMA3] = {{"llama-bpe", "llama3", "llama-v3", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2",
+                           "dbrx", "smaug-bpe", "glm4", "chatglm-bpe"},
+                          1, {{S_LLAMA3, 0}}},
+    [SD_PRETOK_QWEN2] = {{"qwen2", "deepseek-r1-qwen", "stablelm2", "megrez", "kormo", "hunyuan", "grok-2"}, 1,
+                         {{S_QWEN2, 0}}},
     [SD_PRETOK_DEEPSEEK_LLM] = {{"deepseek-llm"}, 6,
                                 {{S_CRLF, 0}, {S_WS_OPT_RUN, C_DS_LETTER}, {S_WS_OPT_RUN, C_DS_PUNCT},
                                  {S_WS_END, 0}, {S_RUN, C_CJK}, {S_RUN, C_N}}},
@@ -291,15 +298,15 @@ static const pretok_def defs[SD_PRETOK_COUNT] = {
                                   {{S_CRLF, 0}, {S_WS_OPT_RUN, C_L}, {S_WS_OPT_RUN, C_P}, {S_RUN, C_CJK},
                                    {S_ONE, C_N}}},
     [SD_PRETOK_FALCON] = {{"falcon"}, 3, {{S_RUN, C_FALCON_P}, {S_GPT2, 0}, {S_THREE, C_DIGIT}}},
-    [SD_PRETOK_STARCODER] = {{"starcoder", "refact", "smollm", "command-r", "codeshell", "exaone"}, 2,
+    [SD_PRETOK_STARCODER] = {{"starcoder", "refact", "smollm", "command-r", "codeshell", "exaone", "minerva-7b"}, 2,
                              {{S_ONE, C_N}, {S_GPT2, 0}}},
-    [SD_PRETOK_GPT4O] = {{"gpt-4o"}, 1, {{S_GPT4O, 0}}},
+    [SD_PRETOK_GPT4O] = {{"gpt-4o", "llama4", "minimax-m2"}, 1, {{S_GPT4O, 0}}},
 };
 
 int sd_pretok_find(const char *name, sd_pretok_kind *kind, sd_err *err) {
     if (!name || !*name) name = "default";
     for (int k = 0; k < SD_PRETOK_COUNT; k++)
-        for (int j = 0; j < 8 && defs[k].names[j]; j++)
+        for (int j = 0; j < MAX_NAMES && defs[k].names[j]; j++)
             if (strcmp(defs[k].names[j], name) == 0) {
                 *kind = (sd_pretok_kind)k;
                 return 0;

@@ -13,14 +13,14 @@
 
 typedef enum sd_pretok_kind {
     SD_PRETOK_DEFAULT = 0, /* llama.cpp's default list ("default", or no tokenizer.ggml.pre) */
-    SD_PRETOK_GPT2,        /* gpt2, gpt-2, mpt, olmo, jais */
-    SD_PRETOK_LLAMA3,      /* llama-bpe, llama3, dbrx, smaug-bpe */
-    SD_PRETOK_QWEN2,       /* qwen2, stablelm2 */
+    SD_PRETOK_GPT2,        /* gpt2, gpt-2, mpt, olmo, jais, phi-2, ... */
+    SD_PRETOK_LLAMA3,      /* llama-bpe, llama3, falcon3, dbrx, smaug-bpe, glm4, ... */
+    SD_PRETOK_QWEN2,       /* qwen2, deepseek-r1-qwen, stablelm2, megrez, ... */
     SD_PRETOK_DEEPSEEK_LLM,
     SD_PRETOK_DEEPSEEK_CODER,
     SD_PRETOK_FALCON,
-    SD_PRETOK_STARCODER,   /* starcoder, refact, smollm, command-r, codeshell, exaone */
-    SD_PRETOK_GPT4O,
+    SD_PRETOK_STARCODER,   /* starcoder, refact, smollm, command-r, codeshell, exaone, minerva-7b */
+    SD_PRETOK_GPT4O,       /* gpt-4o, llama4, minimax-m2 */
     SD_PRETOK_COUNT
 } sd_pretok_kind;
 

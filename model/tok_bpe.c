@@ -56,12 +56,22 @@ static int load_merges(sd_tokenizer *t, bpe_state *st, const gguf_file *f, sd_er
     return rc;
 }
 
+/* The Llama 3 family's tokenizer.json sets "ignore_merges" (llama.cpp: these pre names); DBRX and Smaug
+ * share the split but not this. */
+static bool takes_whole_pieces(const char *pre) {
+    static const char *const names[] = {"llama-bpe", "llama3", "llama-v3", "falcon3", "falcon-h1", "pixtral",
+                                        "midm-2.0", "lfm2"};
+    for (size_t i = 0; pre && i < sizeof names / sizeof *names; i++)
+        if (!strcmp(pre, names[i])) return true;
+    return false;
+}
+
 int sd_tok_bpe_init(sd_tokenizer *t, const gguf_file *f, sd_err *err) {
     bpe_state *st = calloc(1, sizeof *st);
     if (!st) return sd_errf(err, "out of memory");
     t->bpe = st;
     if (sd_pretok_find(t->pre, &st->pre, err)) return sd_err_prefix(err, "%s", f->path);
-    st->ignore_merges = st->pre == SD_PRETOK_LLAMA3;
+    st->ignore_merges = takes_whole_pieces(t->pre);
     if (!t->map.slots) return sd_errf(err, "byte-level BPE setup needs the token map (tokenizer.c builds it first)");
     for (int b = 0; b < 256; b++) {
         char u[4];

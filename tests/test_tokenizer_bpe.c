@@ -480,6 +480,18 @@ static void test_ignore_merges(void) {
     REQUIRE(a && b);
     CHECK_STR_EQ(pieces(a, "abc"), "abc");
     CHECK_STR_EQ(pieces(b, "abc"), "a|b|c");
+    CHECK_STR_EQ(pieces(a, "abcabc"), "a|b|c|a|b|c"); /* only a whole piece is taken whole */
+    sd_tok_free(a);
+    sd_tok_free(b);
+    /* Falcon 3 is of the Llama 3 family; DBRX shares the split but merges */
+    const char *p3 = write_vocab("im3.gguf", "falcon3", extra, 1, extra, 0);
+    const char *p4 = write_vocab("im4.gguf", "dbrx", extra, 1, extra, 0);
+    REQUIRE(p3 && p4);
+    a = load_tok(p3, NULL);
+    b = load_tok(p4, NULL);
+    REQUIRE(a && b);
+    CHECK_STR_EQ(pieces(a, "abc"), "abc");
+    CHECK_STR_EQ(pieces(b, "abc"), "a|b|c");
     sd_tok_free(a);
     sd_tok_free(b);
 }
