@@ -44,8 +44,11 @@ static void free_tsv(gline *v, int n) {
     free(v);
 }
 
-/* Tokens generated for a line: BOS + prompt + generated = steps positions. */
-static int n_generate(const gline *g, int n_prompt) { return g->steps - n_prompt; }
+/* Tokens generated for a line. `steps` counts positions as llama2.c's run.c does: tokens at positions
+ * 0..steps-1 are run through the model and each one's successor is printed, so BOS is followed by
+ * `steps` tokens, prompt (n_prompt - 1 without BOS) and generated: the last generated token is sampled
+ * from the logits at position steps-1 and never itself run. */
+static int n_generate(const gline *g, int n_prompt) { return g->steps - (n_prompt - 1); }
 
 /* Greedy generation with sd_forward; returns the malloc'd text (prompt + generation). */
 static char *generate(sd_model *m, const gline *g, sd_err *err) {
