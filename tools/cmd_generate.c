@@ -233,9 +233,8 @@ static void print_stats(const sd_engine *e, sd_gen *g) {
     sd_gen_get_stats(g, &st);
     gen_figures fg = figures(e, &st);
     FILE *f = stderr;
-    fprintf(f, "\n\nbackend: %s%s%s\n", e->be->name, e->backend_note[0] ? " (" : "",
-            e->backend_note[0] ? e->backend_note : "");
-    if (e->backend_note[0]) fputs(")\n", f);
+    fprintf(f, "\n\nbackend: %s\n", e->be->device ? e->be->device : e->be->name);
+    if (e->backend_note[0]) fprintf(f, "note: %s\n", e->backend_note);
     fprintf(f, "prompt tokens: %d (%d prefilled), prefill %.1f tokens/s\n", st.prompt_tokens, st.prefilled,
             fg.prefill_tps);
     fprintf(f, "generated: %d tokens (%s), decode %.3f ms/token, %.2f tokens/s, bandwidth %.2f GB/s\n",
@@ -296,9 +295,9 @@ int cmd_generate(int argc, char **argv) {
     rc = 0;
 out:
     if (rc) fprintf(stderr, "specd generate: %s\n", err.msg[0] ? err.msg : "failed");
-    sd_gen_free(g);
-    sd_session_free(sess);
+    if (g) sd_gen_free(g);
+    if (sess) sd_session_free(sess);
     free(prompt);
-    sd_engine_free(e);
+    if (e) sd_engine_free(e);
     return rc;
 }
