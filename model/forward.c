@@ -6,12 +6,13 @@
 
 #include "model/model.h"
 
-/* Tokens one internal step takes. Scratch grows linearly with it (plus the logits rows below); 256 keeps
- * prefill matrix-matrix products efficient without large buffers for big models. */
-#define SD_MAX_BATCH 256
-/* Cap on the logits scratch (floats): with a 150k vocabulary, all-logits calls of more rows than this
- * allows compute the classifier in slices (only long all-logits inputs pay for it). */
-#define SD_LOGITS_FLOATS (16u << 20)
+/* Tokens one internal step takes. Every sequence (each daemon session has one or two) holds scratch for
+ * this many rows: 128 keeps prefill matrix-matrix products efficient (weights are read once per 128
+ * tokens) at about 24 MB per sequence for an 8B model. */
+#define SD_MAX_BATCH 128
+/* Cap on the logits scratch (floats, 16 MB): with a 150k vocabulary that is 27 rows, more than a
+ * verification block needs; longer all-logits inputs compute the classifier in slices. */
+#define SD_LOGITS_FLOATS (4u << 20)
 
 static int q_width(const sd_hparams *hp) { return hp->n_heads * hp->head_dim; }
 static int kv_width(const sd_hparams *hp) { return hp->n_kv_heads * hp->head_dim; }
