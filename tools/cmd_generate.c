@@ -183,18 +183,21 @@ typedef struct gen_figures {
     double acceptance, tokens_per_pass;
 } gen_figures;
 
+/* Decode figures cover the tokens after the first: the first comes from the prefill's logits and its
+ * time is counted as prefill. */
 static gen_figures figures(const sd_engine *e, const sd_gen_stats *st) {
     gen_figures g = {0};
     double t_decode = st->t_total - st->t_prefill;
+    int decoded = st->generated - 1;
     g.prefill_tps = st->t_prefill > 0 ? st->prefilled / st->t_prefill : 0;
-    if (st->generated > 0 && t_decode > 0) {
-        g.ms_per_token = 1e3 * t_decode / st->generated;
-        g.tps = st->generated / t_decode;
-        g.gbs = (double)e->target->bytes_per_token * st->generated / t_decode / 1e9;
+    if (decoded > 0 && t_decode > 0) {
+        g.ms_per_token = 1e3 * t_decode / decoded;
+        g.tps = decoded / t_decode;
+        g.gbs = (double)e->target->bytes_per_token * decoded / t_decode / 1e9;
     }
     g.spec = st->drafted > 0 || e->proposer != SD_PROP_NONE;
-    g.acceptance = st->drafted > 0 ? (double)st->accepted / st->drafted : 0;
-    g.tokens_per_pass = st->target_passes > 0 ? (double)st->generated / st->target_passes : 0;
+    g.acceptance = sd_gen_stats_acceptance(st);
+    g.tokens_per_pass = sd_gen_stats_tokens_per_pass(st);
     return g;
 }
 
