@@ -90,6 +90,8 @@ $(BUILD)/%.o: %.cu
 # Benchmark programs: a bench/*.c file with its main() under SD_BENCH_MAIN (the library copy has none).
 $(BUILD)/bench_kernels: bench/bench_kernels.c $(BUILD)/libspecd.a
 	$(CC) $(CFLAGS) -DSD_BENCH_MAIN $(LDFLAGS) -o $@ $< $(BUILD)/libspecd.a $(LDLIBS)
+$(BUILD)/bench_decode: bench/bench_decode.c $(BUILD)/libspecd.a
+	$(CC) $(CFLAGS) -DSD_BENCH_MAIN $(LDFLAGS) -o $@ $< $(BUILD)/libspecd.a $(LDLIBS)
 
 # The daemon IPC benchmark (docs/benchmarks.md): bench/ipc_bench.c, its main() under SD_BENCH_MAIN.
 $(BUILD)/ipc_bench: bench/ipc_bench.c $(BUILD)/libspecd.a

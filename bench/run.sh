@@ -35,4 +35,16 @@ section "speculation: plain vs draft model, k = 1, 2, 4, 6 (speedup and Leviatha
   "$BUILD/specd" bench -m "$SPEC_DIR/target.gguf" -md "$SPEC_DIR/draft.gguf" -n 48 --sweep 1,2,4,6 \
   -t "$THREADS" --plot "$SPEC_DIR/speedup.svg"
 
+# Plain greedy decode through the engine (the loop `specd generate` runs) on ~337M-parameter synthetic
+# models far larger than L3, F16 and Q8_0, as a fraction of the read bandwidth measured alongside.
+# Targets: F16 >= 85%, Q8_0 >= 75%. The models are written once into $BUILD (about 0.7 + 0.4 GB).
+decode_models=()
+for t in f16 q8_0; do
+  m="$BUILD/bench-$t.gguf"
+  [ -s "$m" ] || "$BUILD/specd" mkmodel --preset bench --type "$t" -o "$m" >/dev/null || { rm -f "$m"; status=1; }
+  [ -s "$m" ] && decode_models+=("$m")
+done
+make -s "$BUILD/bench_decode" >/dev/null && section "decode: plain greedy decode vs memory read bandwidth" \
+  "$BUILD/bench_decode" -t "$THREADS" -n 48 "${decode_models[@]}"
+
 exit $status

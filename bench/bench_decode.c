@@ -1,0 +1,112 @@
+/* Decode benchmark: plain greedy decoding through the engine (the loop `specd generate` runs) on models
+ * far larger than the last-level cache, as a fraction of the machine's memory read bandwidth measured in
+ * the same run (before and after each model, best of both).
+ *
+ *   build/bench_decode [-t THREADS] [-n TOKENS] MODEL...
+ *
+ * Decode bandwidth = weight bytes one decode step reads × decode steps ÷ decode time (the first token,
+ * which comes out of the prefill, is not counted). Built as a program by the Makefile rule
+ * $(BUILD)/bench_decode (compiled with -DSD_BENCH_MAIN). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench/bandwidth.h"
+#include "target/engine.h"
+
+int sd_bench_decode(int argc, char **argv);
+
+#define BW_BYTES ((size_t)1 << 30)
+
+typedef struct decode_result {
+    double ms_per_token, gbs;
+    int steps;
+} decode_result;
+
+/* Greedy decode of n tokens after a short prompt; 0 ok, -1 error (printed). */
+static int decode_once(sd_engine *e, int n, decode_result *r) {
+    sd_err err = {{0}};
+    sd_session *s = NULL;
+    sd_gen *g = NULL;
+    int32_t *ids = NULL;
+    int n_ids = 0, rc = -1;
+    const char *prompt = "The quick brown fox jumps over the lazy dog";
+    sd_gen_params p = sd_gen_params_default();
+    p.sampling = sd_sampling_greedy();
+    p.max_tokens = n;
+    p.mode = SD_MODE_PLAIN;
+    if (sd_tok_encode(e->target->tok, prompt, strlen(prompt), SD_TOK_ADD_BOS, &ids, &n_ids, &err)) goto out;
+    if (sd_session_new(e, &s, &err) || sd_gen_start(s, ids, n_ids, &p, &g, &err)) goto out;
+    while (sd_gen_finish(g) == SD_FINISH_NONE)
+        if (sd_gen_step(g, &err)) goto out;
+    sd_gen_stats st;
+    sd_gen_get_stats(g, &st);
+    double t = st.t_total - st.t_prefill;
+    r->steps = st.generated - 1;
+    if (r->steps < 1 || t <= 0) {
+        sd_errf(&err, "only %d tokens generated", st.generated);
+        goto out;
+    }
+    r->ms_per_token = 1e3 * t / r->steps;
+    r->gbs = (double)e->target->bytes_per_token * r->steps / t / 1e9;
+    rc = 0;
+out:
+    if (rc) fprintf(stderr, "bench_decode: %s\n", err.msg);
+    if (g) sd_gen_free(g);
+    if (s) sd_session_free(s);
+    free(ids);
+    return rc;
+}
+
+static int bench_model(const char *path, int threads, int n) {
+    sd_err err = {{0}};
+    sd_engine_config cfg = {.target_path = path, .device = "cpu", .n_threads = threads, .ctx = n + 64};
+    sd_engine *e = NULL;
+    if (sd_engine_open(&cfg, &e, &err)) {
+        fprintf(stderr, "bench_decode: %s\n", err.msg);
+        return -1;
+    }
+    const sd_model *m = e->target;
+    const char *type = sd_dtype_name(m->layers[0].wq.type);
+    printf("%s: %s, %.0fM parameters, %.1f MB read per token, %s\n", path, type ? type : "?",
+           m->n_params / 1e6, m->bytes_per_token / 1e6, e->be->device ? e->be->device : e->be->name);
+    double bw = sd_bench_read_bandwidth(threads, BW_BYTES);
+    decode_result warm, r;
+    int rc = decode_once(e, 8, &warm); /* page the weights in, wake the threads */
+    if (!rc) rc = decode_once(e, n, &r);
+    double bw2 = sd_bench_read_bandwidth(threads, BW_BYTES);
+    if (bw2 > bw) bw = bw2;
+    if (!rc) {
+        printf("  decode %d tokens: %.2f ms/token, %.2f tokens/s, %.2f GB/s\n", r.steps, r.ms_per_token,
+               1e3 / r.ms_per_token, r.gbs);
+        printf("RESULT decode %-5s %5.1f%% of %.2f GB/s read bandwidth (%.2f GB/s, %.2f ms/token)\n",
+               type ? type : "?", 100 * r.gbs / bw, bw, r.gbs, r.ms_per_token);
+    }
+    sd_engine_free(e);
+    return rc;
+}
+
+int sd_bench_decode(int argc, char **argv) {
+    int threads = 0, n = 64, n_models = 0, rc = 0;
+    const char *models[16];
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-t") && i + 1 < argc) threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "-n") && i + 1 < argc) n = atoi(argv[++i]);
+        else if (argv[i][0] != '-' && n_models < 16) models[n_models++] = argv[i];
+        else {
+            fprintf(stderr, "usage: bench_decode [-t THREADS] [-n TOKENS] MODEL...\n");
+            return 2;
+        }
+    }
+    if (!n_models || n < 2) {
+        fprintf(stderr, "usage: bench_decode [-t THREADS] [-n TOKENS >= 2] MODEL...\n");
+        return 2;
+    }
+    for (int i = 0; i < n_models; i++)
+        if (bench_model(models[i], threads, n)) rc = 1;
+    return rc;
+}
+
+#ifdef SD_BENCH_MAIN
+int main(int argc, char **argv) { return sd_bench_decode(argc, argv); }
+#endif
