@@ -47,4 +47,14 @@ done
 make -s "$BUILD/bench_decode" >/dev/null && section "decode: plain greedy decode vs memory read bandwidth" \
   "$BUILD/bench_decode" -t "$THREADS" -n 48 "${decode_models[@]}"
 
+# Daemon IPC path (bench/ipc_bench.c): ping round trip over the Unix socket, cost and latency of each
+# streamed token, 32 concurrent streaming clients.
+M=../shared/models
+if [ -f "$M/aidreams260K.bin" ] && [ -f "$M/tok512.bin" ]; then
+  make -s "$BUILD/specd" "$BUILD/ipc_bench" >/dev/null &&
+    section "daemon: IPC path (ping, per streamed token, 32 clients)" "$BUILD/ipc_bench" -m "$M/aidreams260K.bin" -z "$M/tok512.bin"
+else
+  echo; echo "=== daemon IPC: skipped ($M/aidreams260K.bin not found)"
+fi
+
 exit $status
