@@ -5,11 +5,13 @@
  *   build/bench_decode [-t THREADS] [-n TOKENS] MODEL...
  *
  * Decode bandwidth = weight bytes one decode step reads × decode steps ÷ decode time (the first token,
- * which comes out of the prefill, is not counted). Built as a program by the Makefile rule
+ * which comes out of the prefill, is not counted). Reported for the whole decode (mean) and for the
+ * median step, which a shared machine's other work disturbs far less. Built as a program by the Makefile rule
  * $(BUILD)/bench_decode (compiled with -DSD_BENCH_MAIN). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "bench/bandwidth.h"
 #include "target/engine.h"
@@ -19,9 +21,21 @@ int sd_bench_decode(int argc, char **argv);
 #define BW_BYTES ((size_t)1 << 30)
 
 typedef struct decode_result {
-    double ms_per_token, gbs;
+    double ms_per_token, gbs;        /* over the whole decode (what `specd generate` prints) */
+    double median_ms, median_gbs;    /* median decode step: robust against other work on the machine */
     int steps;
 } decode_result;
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
 
 /* Greedy decode of n tokens after a short prompt; 0 ok, -1 error (printed). */
 static int decode_once(sd_engine *e, int n, decode_result *r) {
@@ -29,7 +43,8 @@ static int decode_once(sd_engine *e, int n, decode_result *r) {
     sd_session *s = NULL;
     sd_gen *g = NULL;
     int32_t *ids = NULL;
-    int n_ids = 0, rc = -1;
+    int n_ids = 0, rc = -1, n_steps = 0;
+    double *step_s = calloc((size_t)n + 1, sizeof *step_s);
     const char *prompt = "The quick brown fox jumps over the lazy dog";
     sd_gen_params p = sd_gen_params_default();
     p.sampling = sd_sampling_greedy();
@@ -37,8 +52,11 @@ static int decode_once(sd_engine *e, int n, decode_result *r) {
     p.mode = SD_MODE_PLAIN;
     if (sd_tok_encode(e->target->tok, prompt, strlen(prompt), SD_TOK_ADD_BOS, &ids, &n_ids, &err)) goto out;
     if (sd_session_new(e, &s, &err) || sd_gen_start(s, ids, n_ids, &p, &g, &err)) goto out;
-    while (sd_gen_finish(g) == SD_FINISH_NONE)
+    for (bool first = true; sd_gen_finish(g) == SD_FINISH_NONE; first = false) {
+        double t0 = now_s();
         if (sd_gen_step(g, &err)) goto out;
+        if (!first && step_s && n_steps <= n) step_s[n_steps++] = now_s() - t0; /* plain: one token a step */
+    }
     sd_gen_stats st;
     sd_gen_get_stats(g, &st);
     double t = st.t_total - st.t_prefill;
@@ -49,12 +67,19 @@ static int decode_once(sd_engine *e, int n, decode_result *r) {
     }
     r->ms_per_token = 1e3 * t / r->steps;
     r->gbs = (double)e->target->bytes_per_token * r->steps / t / 1e9;
+    r->median_ms = r->ms_per_token;
+    if (step_s && n_steps > 0) {
+        qsort(step_s, (size_t)n_steps, sizeof *step_s, cmp_double);
+        r->median_ms = 1e3 * step_s[n_steps / 2];
+    }
+    r->median_gbs = (double)e->target->bytes_per_token / (r->median_ms * 1e-3) / 1e9;
     rc = 0;
 out:
     if (rc) fprintf(stderr, "bench_decode: %s\n", err.msg);
     if (g) sd_gen_free(g);
     if (s) sd_session_free(s);
     free(ids);
+    free(step_s);
     return rc;
 }
 
@@ -77,10 +102,10 @@ static int bench_model(const char *path, int threads, int n) {
     double bw2 = sd_bench_read_bandwidth(threads, BW_BYTES);
     if (bw2 > bw) bw = bw2;
     if (!rc) {
-        printf("  decode %d tokens: %.2f ms/token, %.2f tokens/s, %.2f GB/s\n", r.steps, r.ms_per_token,
-               1e3 / r.ms_per_token, r.gbs);
-        printf("RESULT decode %-5s %5.1f%% of %.2f GB/s read bandwidth (%.2f GB/s, %.2f ms/token)\n",
-               type ? type : "?", 100 * r.gbs / bw, bw, r.gbs, r.ms_per_token);
+        printf("  decode %d tokens: mean %.2f ms/token (%.2f GB/s), median step %.2f ms (%.2f GB/s)\n", r.steps,
+               r.ms_per_token, r.gbs, r.median_ms, r.median_gbs);
+        printf("RESULT decode %-5s median %5.1f%%, mean %5.1f%% of %.2f GB/s read bandwidth\n", type ? type : "?",
+               100 * r.median_gbs / bw, 100 * r.gbs / bw, bw);
     }
     sd_engine_free(e);
     return rc;
