@@ -83,6 +83,50 @@ out:
     return rc;
 }
 
+/* The forward pass's own cost beyond its weight reads: best-of-reps time of one decode step (sd_forward of
+ * one token) against best-of-reps time of the same matrix products issued alone. */
+static void forward_overhead(sd_engine *e, int reps) {
+    sd_err err = {{0}};
+    sd_model *m = e->target;
+    sd_backend *be = e->be;
+    sd_seq *s = NULL;
+    size_t width = (size_t)m->hp.dim > (size_t)m->hp.ffn ? (size_t)m->hp.dim : (size_t)m->hp.ffn;
+    width = width > (size_t)m->hp.n_heads * m->hp.head_dim ? width : (size_t)m->hp.n_heads * m->hp.head_dim;
+    float *logits = malloc(sizeof(float) * m->hp.vocab);
+    size_t ywidth = (size_t)m->hp.vocab > width ? (size_t)m->hp.vocab : width;
+    float *x = be->alloc(be, width, &err), *y = be->alloc(be, ywidth, &err);
+    if (!logits || !x || !y || sd_seq_new(m, 64, 0, &s, &err)) {
+        fprintf(stderr, "bench_decode: overhead: %s\n", err.msg);
+        goto out;
+    }
+    double best_fwd = 1e30, best_mm = 1e30;
+    for (int r = 0; r < reps; r++) {
+        int32_t tok = 1 + r % 7;
+        if (s->pos >= 60) sd_seq_truncate(s, 0);
+        double t0 = now_s();
+        if (sd_forward(s, &tok, 1, false, logits, &err)) break;
+        double t = now_s() - t0;
+        if (t < best_fwd) best_fwd = t;
+        t0 = now_s();
+        for (int l = 0; l < m->hp.n_layers; l++) {
+            const sd_layer *L = &m->layers[l];
+            const sd_tensor *w[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+            for (int i = 0; i < 7; i++) be->matmul(be, y, w[i], x, 1);
+        }
+        be->matmul(be, y, &m->output, x, 1);
+        be->sync(be);
+        t = now_s() - t0;
+        if (t < best_mm) best_mm = t;
+    }
+    printf("  one decode step, best of %d: forward %.2f ms, its matrix products alone %.2f ms (overhead %+.1f%%)\n",
+           reps, 1e3 * best_fwd, 1e3 * best_mm, 100 * (best_fwd - best_mm) / best_mm);
+out:
+    sd_seq_free(s);
+    if (x) be->release(be, x);
+    if (y) be->release(be, y);
+    free(logits);
+}
+
 static int bench_model(const char *path, int threads, int n) {
     sd_err err = {{0}};
     sd_engine_config cfg = {.target_path = path, .device = "cpu", .n_threads = threads, .ctx = n + 64};
@@ -99,6 +143,7 @@ static int bench_model(const char *path, int threads, int n) {
     decode_result warm, r;
     int rc = decode_once(e, 8, &warm); /* page the weights in, wake the threads */
     if (!rc) rc = decode_once(e, n, &r);
+    if (!rc) forward_overhead(e, 12);
     double bw2 = sd_bench_read_bandwidth(threads, BW_BYTES);
     if (bw2 > bw) bw = bw2;
     if (!rc) {
