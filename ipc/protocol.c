@@ -733,10 +733,15 @@ static int reply_fill(sd_reply *r, sd_err *err) {
 
 int sd_reply_decode(const void *buf, size_t len, sd_reply *r, sd_err *err) {
     memset(r, 0, sizeof *r);
+    /* msgpack-c's unpacked strings point into the input: keep our own copy for the reply's lifetime */
+    r->owned = malloc(len ? len : 1);
+    if (!r->owned) return sd_errf(err, "reply: out of memory");
+    memcpy(r->owned, buf, len);
     msgpack_unpacked_init(&r->up);
     size_t off = 0;
-    if (msgpack_unpack_next(&r->up, buf, len, &off) != MSGPACK_UNPACK_SUCCESS || off != len) {
+    if (msgpack_unpack_next(&r->up, r->owned, len, &off) != MSGPACK_UNPACK_SUCCESS || off != len) {
         msgpack_unpacked_destroy(&r->up);
+        free(r->owned);
         memset(r, 0, sizeof *r);
         return sd_errf(err, "reply is not one MessagePack object");
     }
@@ -752,6 +757,7 @@ void sd_reply_free(sd_reply *r) {
     if (!r) return;
     free(r->tokens);
     if (r->root) msgpack_unpacked_destroy(&r->up);
+    free(r->owned);
     memset(r, 0, sizeof *r);
 }
 

@@ -218,10 +218,11 @@ typedef struct sd_reply {
     /* the whole message, for info/stats (a map) */
     msgpack_unpacked up;
     const msgpack_object *root;
+    char *owned;               /* a copy of the message bytes: strings of `up` point into it */
 } sd_reply;
 
 /* Decodes one reply message. 0 on success (free with sd_reply_free), -1 with err for a message that is
- * not a valid v1 reply. */
+ * not a valid v1 reply. The reply keeps its own copy of the bytes: buf may be freed right after. */
 int sd_reply_decode(const void *buf, size_t len, sd_reply *r, sd_err *err);
 void sd_reply_free(sd_reply *r);
 

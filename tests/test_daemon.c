@@ -29,6 +29,11 @@ static char g_dir[256];      /* temporary directory for sockets and logs */
 static const char *g_target, *g_tok, *g_draft;
 static bool g_exec_ok;       /* build/specd has `serve` (else the child calls cmd_serve directly) */
 static char g_specd[512];
+/* A synthetic model written by `specd mkmodel` (dim 256, 4 layers, context 4096): a step takes long enough
+ * and it runs thousands of tokens without an end-of-generation, so a request is reliably still running
+ * when a test cancels it or kills its client. */
+static char g_slow[300];
+static bool g_have_slow, g_slow_on;
 
 static double now_s(void) {
     struct timespec ts;
@@ -45,16 +50,27 @@ typedef struct daemon {
 
 /* Starts `specd serve` on dir/name.sock with the given extra options (NULL-terminated) and waits until
  * it answers a ping. Returns 0, or -1 (the daemon log is printed). */
+static int daemon_start_ep(daemon_t *d, const char *name, const char *const *extra, const char *tcp_endpoint);
 static int daemon_start(daemon_t *d, const char *name, const char *const *extra) {
+    return daemon_start_ep(d, name, extra, NULL);
+}
+
+/* tcp_endpoint: the daemon listens there (extra must hold the matching --tcp); NULL: the ipc socket. */
+static int daemon_start_ep(daemon_t *d, const char *name, const char *const *extra, const char *tcp_endpoint) {
     memset(d, 0, sizeof *d);
     snprintf(d->sock, sizeof d->sock, "%s/%s.sock", g_dir, name);
-    snprintf(d->endpoint, sizeof d->endpoint, "ipc://%s", d->sock);
+    if (tcp_endpoint) snprintf(d->endpoint, sizeof d->endpoint, "%s", tcp_endpoint);
+    else snprintf(d->endpoint, sizeof d->endpoint, "ipc://%s", d->sock);
     snprintf(d->log, sizeof d->log, "%s/%s.log", g_dir, name);
     const char *argv[64];
     int n = 0;
     argv[n++] = "serve";
-    argv[n++] = "-m"; argv[n++] = g_target;
-    argv[n++] = "-z"; argv[n++] = g_tok;
+    if (g_slow_on) {
+        argv[n++] = "-m"; argv[n++] = g_slow;
+    } else {
+        argv[n++] = "-m"; argv[n++] = g_target;
+        argv[n++] = "-z"; argv[n++] = g_tok;
+    }
     argv[n++] = "--socket"; argv[n++] = d->sock;
     argv[n++] = "-t"; argv[n++] = "1";
     for (int i = 0; extra && extra[i] && n < 60; i++) argv[n++] = extra[i];
@@ -80,7 +96,7 @@ static int daemon_start(daemon_t *d, const char *name, const char *const *extra)
     while (now_s() < end) {
         int st;
         if (waitpid(d->pid, &st, WNOHANG) == d->pid) { d->pid = 0; break; }
-        if (access(d->sock, F_OK) == 0 && sd_ping_endpoint(ctx, d->endpoint, 500)) { ok = 1; break; }
+        if ((tcp_endpoint || access(d->sock, F_OK) == 0) && sd_ping_endpoint(ctx, d->endpoint, 500)) { ok = 1; break; }
         usleep(20000);
     }
     zmq_ctx_term(ctx);
@@ -316,17 +332,27 @@ static void test_ops(void) {
     CHECK(o.text_len > 0 && sd_utf8_valid(o.text, o.text_len));
     CHECK(o.st.prompt_tokens > 1 && o.st.ttft_ms > 0 && o.st.total_ms >= o.st.ttft_ms);
 
+    /* the same prompt again: the session's cached prefix is reused, the output is the same */
+    gen_out o2;
+    gen_init(&q, 55, "Once upon a time", 20, false);
+    REQUIRE(gen_run(&c, &q, &o2) == 0);
+    sd_request_free(&q);
+    CHECKF(o2.st.prefilled < o2.st.prompt_tokens && o.st.prefilled == o.st.prompt_tokens,
+           "first prefilled %d/%d, second %d/%d", o.st.prefilled, o.st.prompt_tokens, o2.st.prefilled,
+           o2.st.prompt_tokens);
+    CHECK(same_gen(&o, &o2));
+
     sd_request_init(&q, SD_OP_STATS, 6);
     REQUIRE(op_run(&c, &q, &r) == 0);
     const msgpack_object *reqs = sd_mp_get(r.root, "requests"), *toks = sd_mp_get(r.root, "tokens");
-    CHECK(reqs && sd_mp_get(reqs, "total") && sd_mp_get(reqs, "total")->via.u64 == 1);
-    CHECK(sd_mp_get(reqs, "completed")->via.u64 == 1);
-    CHECK(toks && sd_mp_get(toks, "generated")->via.u64 == 20);
+    CHECK(reqs && sd_mp_get(reqs, "total") && sd_mp_get(reqs, "total")->via.u64 == 2);
+    CHECK(sd_mp_get(reqs, "completed")->via.u64 == 2);
+    CHECK(toks && sd_mp_get(toks, "generated")->via.u64 == 40);
     const msgpack_object *h = sd_mp_get(sd_mp_get(r.root, "histograms"), "ttft_ms");
     const msgpack_object *counts = sd_mp_get(h, "counts");
     uint64_t sum = 0;
     for (uint32_t i = 0; counts && i < counts->via.array.size; i++) sum += counts->via.array.ptr[i].via.u64;
-    CHECK_EQ_INT(sum, 1);
+    CHECK_EQ_INT(sum, 2);
     sd_reply_free(&r);
 
     /* cancel of an unknown id: found false */
@@ -546,17 +572,20 @@ static void test_busy_and_queue(void) {
 }
 
 static void test_cancel(void) {
-    NEED_MODELS();
+    if (!g_have_slow) SKIP("specd mkmodel could not write the synthetic model");
     daemon_t d;
     const char *extra[] = {"--max-sessions", "1", "--queue", "4", NULL};
-    REQUIRE(daemon_start(&d, "cancel", extra) == 0);
+    g_slow_on = true;
+    int started = daemon_start(&d, "cancel", extra);
+    g_slow_on = false;
+    REQUIRE(started == 0);
     client c;
     REQUIRE(cl_open(&c, &d) == 0);
     sd_request q;
-    gen_init(&q, 70, "Once upon a time", 120, true);
+    gen_init(&q, 70, "Once upon a time", 3000, true);
     cl_send_req(&c, &q);
     sd_request_free(&q);
-    gen_init(&q, 71, "The robot", 50, false); /* queued behind 70 */
+    gen_init(&q, 71, "The robot", 3000, false); /* queued behind 70 */
     cl_send_req(&c, &q);
     sd_request_free(&q);
     sd_reply r;
@@ -583,7 +612,7 @@ static void test_cancel(void) {
             if (got70) extra_done++;
             got70 = true;
             CHECK(!strcmp(r.finish_reason, "cancelled"));
-            CHECK(r.n_tokens < 120);
+            CHECK(r.n_tokens < 3000);
         } else if (r.type == SD_REPLY_TOKEN && r.id == 70 && res73) tokens_after++;
         sd_reply_free(&r);
     }
@@ -622,7 +651,7 @@ static void killed_child(const daemon_t *d, bool stream) {
         client c;
         if (cl_open(&c, d)) _exit(2);
         sd_request q;
-        gen_init(&q, 1, "Once upon a time", 110, stream);
+        gen_init(&q, 1, "Once upon a time", 3000, stream);
         cl_send_req(&c, &q);
         sd_reply r;
         if (!stream) {
@@ -639,24 +668,27 @@ static void killed_child(const daemon_t *d, bool stream) {
 }
 
 static void test_client_killed(void) {
-    NEED_MODELS();
+    if (!g_have_slow) SKIP("specd mkmodel could not write the synthetic model");
     daemon_t d;
-    const char *extra[] = {"--max-sessions", "8", "--queue", "64", NULL};
-    REQUIRE(daemon_start(&d, "killed", extra) == 0);
-    /* a helper keeps every session busy (and the queue full of work) so the children's requests are
-     * still running or queued when they die */
+    /* two sessions: the streaming child's request and one non-streaming child's run, the other waits */
+    const char *extra[] = {"--max-sessions", "2", "--queue", "64", NULL};
+    g_slow_on = true;
+    int started = daemon_start(&d, "killed", extra);
+    g_slow_on = false;
+    REQUIRE(started == 0);
     client h;
     REQUIRE(cl_open(&h, &d) == 0);
-    const int n_help = 40;
-    for (int i = 0; i < n_help; i++) {
-        sd_request q;
-        gen_init(&q, 100 + (uint64_t)i, conc_prompts[i % N_PROMPTS], 110, false);
-        cl_send_req(&h, &q);
-        sd_request_free(&q);
-    }
     killed_child(&d, true);
     killed_child(&d, false);
     killed_child(&d, false);
+    /* another client is served meanwhile (its short requests queue behind the children's) */
+    const int n_help = 4;
+    for (int i = 0; i < n_help; i++) {
+        sd_request q;
+        gen_init(&q, 100 + (uint64_t)i, conc_prompts[i % N_PROMPTS], 5, false);
+        cl_send_req(&h, &q);
+        sd_request_free(&q);
+    }
     int helper_done = 0;
     for (int i = 0; i < n_help; i++) {
         sd_reply r;
@@ -679,6 +711,7 @@ static void test_client_killed(void) {
     long vanished = stat_req(&h, "vanished"), completed = stat_req(&h, "completed"), total = stat_req(&h, "total");
     CHECKF(vanished + completed == n_help + 3 && total == n_help + 3 && vanished >= 2,
            "vanished %ld completed %ld total %ld", vanished, completed, total);
+    CHECK_EQ_INT(vanished, 3);
     CHECK(log_contains(&d, "has disconnected"));
     cl_close(&h);
     CHECK_EQ_INT(daemon_stop(&d, 10), 0);
@@ -813,7 +846,7 @@ static void *load_client(void *arg) {
     client c;
     if (cl_open(&c, a->d)) { a->errors++; return NULL; }
     sd_request q;
-    gen_init(&q, 1, conc_prompts[a->idx % N_PROMPTS], 110, true);
+    gen_init(&q, 1, conc_prompts[a->idx % N_PROMPTS], 2000, true);
     cl_send_req(&c, &q);
     sd_request_free(&q);
     sd_request_init(&q, SD_OP_PING, 2);  /* its answer proves the daemon has the generate */
@@ -839,10 +872,13 @@ static void *load_client(void *arg) {
 }
 
 static void test_sigterm_under_load(void) {
-    NEED_MODELS();
+    if (!g_have_slow) SKIP("specd mkmodel could not write the synthetic model");
     daemon_t d;
     const char *extra[] = {"--max-sessions", "4", "--queue", "16", NULL};
-    REQUIRE(daemon_start(&d, "term", extra) == 0);
+    g_slow_on = true;
+    int started = daemon_start(&d, "term", extra);
+    g_slow_on = false;
+    REQUIRE(started == 0);
     pthread_t th[8];
     load_arg args[8];
     for (int i = 0; i < 8; i++) {
@@ -871,22 +907,25 @@ static void test_sigterm_under_load(void) {
         dones += args[i].dones; cancelled += args[i].cancelled; errors += args[i].errors; lost += args[i].lost;
     }
     CHECK(exited && WIFEXITED(st) && WEXITSTATUS(st) == 0);
-    CHECK_EQ_INT(dones, 8);        /* every in-flight request ended with done (cancelled or finished) */
-    CHECK(cancelled >= 1);
+    CHECK_EQ_INT(dones, 8);        /* every in-flight request ended with done, cancelled */
+    CHECK_EQ_INT(cancelled, 8);
     CHECK_EQ_INT(errors, 0);
     CHECK_EQ_INT(lost, 0);
     CHECK(access(d.sock, F_OK) != 0);
 }
 
 static void test_grace(void) {
-    NEED_MODELS();
+    if (!g_have_slow) SKIP("specd mkmodel could not write the synthetic model");
     daemon_t d;
-    const char *extra[] = {"--grace", "20", NULL};
-    REQUIRE(daemon_start(&d, "grace", extra) == 0);
+    const char *extra[] = {"--grace", "60", NULL};
+    g_slow_on = true;
+    int started = daemon_start(&d, "grace", extra);
+    g_slow_on = false;
+    REQUIRE(started == 0);
     client c, late;
     REQUIRE(cl_open(&c, &d) == 0);
     sd_request q;
-    gen_init(&q, 1, "Once upon a time", 100, true);
+    gen_init(&q, 1, "Once upon a time", 500, true);
     cl_send_req(&c, &q);
     sd_request_free(&q);
     sd_reply r;
@@ -899,19 +938,18 @@ static void test_grace(void) {
     gen_init(&q, 2, "The robot", 5, false);
     cl_send_req(&late, &q);
     sd_request_free(&q);
-    if (cl_recv(&late, &r, 5) == 0) {
-        CHECK(r.type == SD_REPLY_ERROR && !strcmp(r.code, SD_E_SHUTTING_DOWN));
-        sd_reply_free(&r);
-    }
+    REQUIRE(cl_recv(&late, &r, 20) == 0);
+    CHECK(r.type == SD_REPLY_ERROR && !strcmp(r.code, SD_E_SHUTTING_DOWN));
+    sd_reply_free(&r);
     gen_out o;
     memset(&o, 0, sizeof o);
     for (;;) {
-        if (cl_recv(&c, &r, 20)) break;
+        if (cl_recv(&c, &r, 60)) break;
         int fin = gen_take(&o, &r);
         sd_reply_free(&r);
         if (fin) break;
     }
-    CHECK(!strcmp(o.finish, "length"));  /* finished within the grace period */
+    CHECKF(!strcmp(o.finish, "length") && o.n_ids == 500, "finish %s error %s %d ids", o.finish, o.error, o.n_ids);
     cl_close(&c);
     cl_close(&late);
     int st;
@@ -1052,10 +1090,88 @@ static void test_memory_flat(void) {
     CHECK_EQ_INT(churn(&c, 1500, 200000), 0);
     conn_churn(&d, 100);
     long r2 = rss_kb(d.pid);
-    fprintf(stderr, "  RSS %ld -> %ld -> %ld kB over 2 x (1500 requests + 100 connections) (%.1fs)\n", r0, r1, r2,
-            now_s() - t0);
-    CHECK(r0 > 0 && r1 > 0 && r2 > 0);
-    CHECKF(r2 - r1 < 1024, "RSS grew by %ld kB in the second round", r2 - r1);
+    CHECK_EQ_INT(churn(&c, 1500, 300000), 0);
+    conn_churn(&d, 100);
+    long r3 = rss_kb(d.pid);
+    fprintf(stderr, "  RSS %ld -> %ld -> %ld -> %ld kB over 3 x (1500 requests + 100 connections) (%.1fs)\n", r0, r1,
+            r2, r3, now_s() - t0);
+    CHECK(r0 > 0 && r1 > 0 && r2 > 0 && r3 > 0);
+    /* a leak grows every round; the allocator may take one step of about a megabyte once */
+    CHECKF(r2 - r1 < 1024 || r3 - r2 < 1024, "RSS grew by %ld then %ld kB", r2 - r1, r3 - r2);
+    CHECKF(r3 - r1 < 3072, "RSS grew by %ld kB over two rounds", r3 - r1);
+    cl_close(&c);
+    CHECK_EQ_INT(daemon_stop(&d, 10), 0);
+}
+
+static void test_tcp(void) {
+    NEED_MODELS();
+    char port[16], ep[64];
+    snprintf(port, sizeof port, "%d", 20000 + (int)(getpid() % 20000));
+    snprintf(ep, sizeof ep, "tcp://127.0.0.1:%s", port);
+    const char *extra[] = {"--tcp", port, NULL};   /* a bare port means 127.0.0.1 */
+    daemon_t d;
+    REQUIRE(daemon_start_ep(&d, "tcp", extra, ep) == 0);
+    CHECK(access(d.sock, F_OK) != 0);             /* no Unix socket when TCP is asked for */
+    client c;
+    REQUIRE(cl_open(&c, &d) == 0);
+    gen_out o;
+    sd_request q;
+    gen_init(&q, 1, "The robot", 10, true);
+    REQUIRE(gen_run(&c, &q, &o) == 0);
+    sd_request_free(&q);
+    CHECK(!strcmp(o.finish, "length") && o.n_ids == 10 && o.streamed_len == o.text_len);
+    cl_close(&c);
+    CHECK_EQ_INT(daemon_stop(&d, 10), 0);
+}
+
+/* A short request is not starved by a long one started before it. */
+static void test_fairness(void) {
+    NEED_MODELS();
+    daemon_t d;
+    const char *extra[] = {"--max-sessions", "2", NULL};
+    REQUIRE(daemon_start(&d, "fair", extra) == 0);
+    client c;
+    REQUIRE(cl_open(&c, &d) == 0);
+    sd_request q;
+    gen_init(&q, 1, "Once upon a time", 110, false);
+    cl_send_req(&c, &q);
+    sd_request_free(&q);
+    gen_init(&q, 2, "The robot", 3, false);
+    cl_send_req(&c, &q);
+    sd_request_free(&q);
+    sd_reply r;
+    REQUIRE(cl_recv(&c, &r, 30) == 0);
+    CHECKF(r.type == SD_REPLY_DONE && r.id == 2, "first reply: %s id %llu", sd_reply_type_name(r.type),
+           (unsigned long long)r.id);
+    sd_reply_free(&r);
+    REQUIRE(cl_recv(&c, &r, 30) == 0);
+    CHECK(r.type == SD_REPLY_DONE && r.id == 1 && r.n_tokens > 3);
+    sd_reply_free(&r);
+    cl_close(&c);
+    CHECK_EQ_INT(daemon_stop(&d, 10), 0);
+}
+
+/* The n-gram lookup proposer through the daemon: greedy speculative output equals plain. */
+static void test_lookup_proposer(void) {
+    NEED_MODELS();
+    daemon_t d;
+    const char *extra[] = {"--lookup", "2", NULL};
+    REQUIRE(daemon_start(&d, "lookup", extra) == 0);
+    client c;
+    REQUIRE(cl_open(&c, &d) == 0);
+    for (int p = 0; p < 3; p++) {
+        sd_request q;
+        gen_out s, plain;
+        gen_init(&q, 10 + (uint64_t)p, conc_prompts[p], 100, true);
+        REQUIRE(gen_run(&c, &q, &s) == 0);
+        q.gen.set |= SD_GF_MODE;
+        q.gen.mode = SD_PMODE_PLAIN;
+        REQUIRE(gen_run(&c, &q, &plain) == 0);
+        sd_request_free(&q);
+        CHECK(s.error[0] == 0 && s.st.mode == SD_PMODE_SPEC && plain.st.mode == SD_PMODE_PLAIN);
+        CHECKF(same_gen(&s, &plain), "lookup '%s' vs plain '%s'", s.text, plain.text);
+        CHECK(s.streamed_len == s.text_len && !memcmp(s.streamed, s.text, s.text_len));
+    }
     cl_close(&c);
     CHECK_EQ_INT(daemon_stop(&d, 10), 0);
 }
@@ -1072,6 +1188,19 @@ int main(void) {
     snprintf(g_dir, sizeof g_dir, "/tmp/specd-test-XXXXXX");
     if (!mkdtemp(g_dir)) { perror("mkdtemp"); return 1; }
     signal(SIGPIPE, SIG_IGN);
+    snprintf(g_slow, sizeof g_slow, "%s/slow.gguf", g_dir);
+    fflush(NULL);
+    pid_t mk = fork();
+    if (mk == 0) {
+        int fd = open("/dev/null", O_WRONLY);
+        if (fd >= 0) { dup2(fd, 1); dup2(fd, 2); close(fd); }
+        const char *av[] = {"mkmodel", "--preset", "tiny", "--dim", "256", "--layers", "4", "--ffn", "512",
+                            "--ctx", "4096", "-o", g_slow, NULL};
+        _exit(cmd_mkmodel(13, (char **)av));
+    }
+    int mst = 0;
+    if (mk > 0) waitpid(mk, &mst, 0);
+    g_have_slow = mk > 0 && WIFEXITED(mst) && WEXITSTATUS(mst) == 0 && access(g_slow, R_OK) == 0;
     RUN(test_ops);
     RUN(test_streaming);
     RUN(test_concurrent_clients);
@@ -1084,6 +1213,9 @@ int main(void) {
     RUN(test_stale_and_live_socket);
     RUN(test_socket_mode);
     RUN(test_memory_flat);
+    RUN(test_tcp);
+    RUN(test_fairness);
+    RUN(test_lookup_proposer);
     if (getenv("SPECD_TEST_KEEP")) fprintf(stderr, "daemon logs kept in %s\n", g_dir);
     else {
         snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);
