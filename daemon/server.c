@@ -14,33 +14,14 @@
 #include <zmq.h>
 
 #include "daemon/log.h"
+#include "daemon/srv.h"
 #include "daemon/scheduler.h"
 #include "daemon/stats.h"
 #include "ipc/protocol.h"
 #include "ipc/transport.h"
 
-#define SD_VERSION_STR "specd 0.1.0"
-#define HEARTBEAT_AFTER_S 1.0   /* a client with requests in flight hears from us at least this often */
-#define PROBE_S 0.5             /* how long to probe clients after a connection closed */
-#define PROBE_EVERY_S 0.05
-#define IDLE_POLL_MS 50         /* poll timeout with nothing to step (bounds signal/heartbeat latency) */
-#define ENGINE_DRAFT_LIMIT 16   /* target/engine.c accepts draft_max up to this (SD_DRAFT_LIMIT there) */
-#define SNDHWM 100000           /* queued outgoing messages per client before it counts as not reading */
 
-typedef struct srv {
-    sd_engine *e;
-    const sd_server_opts *o;
-    void *zctx, *sock, *mon;
-    sd_sched sched;
-    sd_srv_stats st;
-    msgpack_sbuffer sb;
-    bool shutting;
-    double deadline;
-    double probe_until;     /* after a disconnect: probe every in-flight client until then */
-    uint64_t seed_state;
-} srv;
-
-static double now_s(void) {
+double srv_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
@@ -65,7 +46,7 @@ static void mark_gone(srv *S, const unsigned char *rid, int rid_len, const char 
 }
 
 /* Sends S->sb to client rid. -1 when the client is gone (its requests are marked). */
-static int send_sb(srv *S, const unsigned char *rid, int rid_len) {
+int srv_send(srv *S, const unsigned char *rid, int rid_len) {
     if (zmq_send(S->sock, rid, (size_t)rid_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
         int e = zmq_errno();
         mark_gone(S, rid, rid_len, e == EAGAIN ? "is not reading its replies" : "has disconnected");
@@ -78,7 +59,7 @@ static int send_sb(srv *S, const unsigned char *rid, int rid_len) {
     return 0;
 }
 
-static void reply_error(srv *S, const unsigned char *rid, int rid_len, bool has_id, uint64_t id, const char *code,
+void srv_error(srv *S, const unsigned char *rid, int rid_len, bool has_id, uint64_t id, const char *code,
                         const char *field, const char *msg) {
     S->st.errors++;
     msgpack_sbuffer_clear(&S->sb);
@@ -86,7 +67,7 @@ static void reply_error(srv *S, const unsigned char *rid, int rid_len, bool has_
     char hex[40];
     sd_log_rid(rid, rid_len, hex, sizeof hex);
     sd_log(SD_LOG_DEBUG, "client %s id %llu: error %s: %s", hex, (unsigned long long)id, code, msg);
-    send_sb(S, rid, rid_len);
+    srv_send(S, rid, rid_len);
 }
 
 /* ------------------------------------------------------------------ request completion */
@@ -146,17 +127,17 @@ static void flush_stream(srv *S, sd_dreq *r, const char *text, size_t len, const
     int ni = n > r->sent_ids ? n - r->sent_ids : 0;
     msgpack_sbuffer_clear(&S->sb);
     sd_enc_token(&S->sb, r->id, text + r->sent_bytes, tb, ids + r->sent_ids, ni);
-    send_sb(S, r->rid, r->rid_len);
+    srv_send(S, r->rid, r->rid_len);
     r->sent_bytes += tb;
     r->sent_ids += ni;
 }
 
 /* Ends r with `done` (reason from the engine unless forced) or `error`, and frees it. */
 static void complete(srv *S, sd_dreq *r, const char *force_reason) {
-    double now = now_s();
+    double now = srv_now();
     sd_finish f = r->gen ? sd_gen_finish(r->gen) : SD_FINISH_CANCELLED;
     if (!r->gone && f == SD_FINISH_ERROR && !force_reason) {
-        reply_error(S, r->rid, r->rid_len, true, r->id, SD_E_INTERNAL, NULL, "generation failed");
+        srv_error(S, r->rid, r->rid_len, true, r->id, SD_E_INTERNAL, NULL, "generation failed");
     } else if (!r->gone) {
         const char *reason = force_reason ? force_reason
                              : f == SD_FINISH_STOP ? SD_FINISH_STR_STOP
@@ -170,7 +151,7 @@ static void complete(srv *S, sd_dreq *r, const char *force_reason) {
         fill_done_stats(S, r, now, &d);
         msgpack_sbuffer_clear(&S->sb);
         sd_enc_done(&S->sb, r->id, text, len, ids, n, reason, &d);
-        if (!r->gone) send_sb(S, r->rid, r->rid_len);
+        if (!r->gone) srv_send(S, r->rid, r->rid_len);
         account(S, r, &d, reason);
     }
     sd_sched_finish(&S->sched, r);
@@ -203,9 +184,9 @@ static void reap_gone(srv *S) {
 
 static void start_or_fail(srv *S, sd_dreq *r) {
     sd_err err = {{0}};
-    r->t_start = now_s();
+    r->t_start = srv_now();
     if (sd_sched_start(&S->sched, r, &err)) {
-        reply_error(S, r->rid, r->rid_len, true, r->id, SD_E_OUT_OF_RANGE, NULL, err.msg);
+        srv_error(S, r->rid, r->rid_len, true, r->id, SD_E_OUT_OF_RANGE, NULL, err.msg);
         sd_log(SD_LOG_WARN, "request %llu could not start: %s", (unsigned long long)r->id, err.msg);
         sd_dreq_free(r);
     }
@@ -221,7 +202,7 @@ static void step_one(srv *S) {
     sd_err err = {{0}};
     if (sd_gen_step(r->gen, &err)) {
         sd_log(SD_LOG_ERROR, "request %llu: engine step failed: %s", (unsigned long long)r->id, err.msg);
-        reply_error(S, r->rid, r->rid_len, true, r->id, SD_E_INTERNAL, NULL, err.msg);
+        srv_error(S, r->rid, r->rid_len, true, r->id, SD_E_INTERNAL, NULL, err.msg);
         sd_sched_finish(&S->sched, r);
         sd_dreq_free(r);
         return;
@@ -231,12 +212,12 @@ static void step_one(srv *S) {
     const char *text;
     size_t tl;
     sd_gen_last(r->gen, &ids, &n_ids, &text, &tl);
-    double now = now_s();
+    double now = srv_now();
     if (n_ids > 0 && r->t_first == 0) r->t_first = now;
     if (r->stream && (n_ids > 0 || tl > 0) && !r->gone) {
         msgpack_sbuffer_clear(&S->sb);
         sd_enc_token_t(&S->sb, r->id, text, tl, ids, n_ids, (uint64_t)(now * 1e6));
-        if (send_sb(S, r->rid, r->rid_len) == 0) r->t_last_send = now;
+        if (srv_send(S, r->rid, r->rid_len) == 0) r->t_last_send = now;
         r->sent_bytes += tl;
         r->sent_ids += n_ids;
     }
@@ -246,7 +227,7 @@ static void step_one(srv *S) {
 /* Sends a heartbeat to clients with requests in flight that heard nothing for HEARTBEAT_AFTER_S (or to
  * all of them when force): a client that is gone fails the send and its requests are marked. */
 static void heartbeats(srv *S, bool force) {
-    double now = now_s();
+    double now = srv_now();
     double quiet = force ? 0.0 : HEARTBEAT_AFTER_S;
     sd_sched *sc = &S->sched;
     msgpack_sbuffer_clear(&S->sb);
@@ -255,151 +236,24 @@ static void heartbeats(srv *S, bool force) {
         sd_dreq *r = sc->active[i];
         if (r && !r->gone && now - r->t_last_send >= quiet) {
             r->t_last_send = now;
-            send_sb(S, r->rid, r->rid_len);
+            srv_send(S, r->rid, r->rid_len);
         }
     }
     for (sd_dreq *r = sc->q_head; r; r = r->next)
         if (!r->gone && now - r->t_last_send >= quiet) {
             r->t_last_send = now;
-            send_sb(S, r->rid, r->rid_len);
+            srv_send(S, r->rid, r->rid_len);
         }
 }
 
 /* ------------------------------------------------------------------ ops */
-
-static const char *arch_name(sd_arch a) {
-    return a == SD_ARCH_LLAMA ? "llama" : a == SD_ARCH_QWEN2 ? "qwen2" : a == SD_ARCH_QWEN3 ? "qwen3" : "?";
-}
-static const char *proposer_name(sd_proposer_kind k) {
-    return k == SD_PROP_DRAFT ? "draft" : k == SD_PROP_LOOKUP ? "lookup" : k == SD_PROP_SELF ? "self" : "none";
-}
-
-static void pack_model(msgpack_packer *pk, const char *key, const sd_model *m) {
-    sd_pack_cstr(pk, key);
-    if (!m) { msgpack_pack_nil(pk); return; }
-    msgpack_pack_map(pk, 6);
-    sd_pack_kv_str(pk, "path", m->path ? m->path : "");
-    sd_pack_kv_str(pk, "arch", arch_name(m->hp.arch));
-    sd_pack_kv_uint(pk, "params", m->n_params);
-    sd_pack_kv_int(pk, "layers", m->hp.n_layers);
-    sd_pack_kv_int(pk, "vocab", m->hp.vocab);
-    sd_pack_kv_int(pk, "ctx", m->hp.ctx);
-}
-
-static void op_info(srv *S, uint64_t id) {
-    const sd_engine *e = S->e;
-    const sd_server_opts *o = S->o;
-    const sd_tokenizer *tok = e->target->tok;
-    msgpack_sbuffer_clear(&S->sb);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &S->sb, msgpack_sbuffer_write);
-    sd_enc_result_begin(&pk, id, SD_OP_INFO, 10);
-    sd_pack_kv_str(&pk, "version", SD_VERSION_STR);
-    sd_pack_kv_int(&pk, "protocol", SD_PROTO_VERSION);
-    sd_pack_kv_str(&pk, "backend", e->be && e->be->name ? e->be->name : "?");
-    sd_pack_kv_str(&pk, "backend_note", e->backend_note);
-    sd_pack_kv_str(&pk, "proposer", proposer_name(e->proposer));
-    pack_model(&pk, "target", e->target);
-    pack_model(&pk, "draft", e->draft);
-    sd_pack_cstr(&pk, "vocab");
-    msgpack_pack_map(&pk, 3);
-    sd_pack_kv_int(&pk, "size", sd_tok_vocab_size(tok));
-    sd_pack_kv_int(&pk, "bos", sd_tok_bos(tok));
-    sd_pack_kv_int(&pk, "eos", sd_tok_eos(tok));
-    sd_pack_cstr(&pk, "limits");
-    msgpack_pack_map(&pk, 10);
-    sd_pack_kv_int(&pk, "max_sessions", o->max_sessions);
-    sd_pack_kv_int(&pk, "queue", o->queue);
-    sd_pack_kv_int(&pk, "ctx", e->ctx);
-    sd_pack_kv_int(&pk, "max_tokens", e->ctx);
-    sd_pack_kv_int(&pk, "max_text_bytes", SD_PROTO_MAX_TEXT_BYTES);
-    sd_pack_kv_int(&pk, "max_input_tokens", SD_PROTO_MAX_INPUT_TOKENS);
-    sd_pack_kv_int(&pk, "max_stop", SD_PROTO_MAX_STOP);
-    sd_pack_kv_int(&pk, "max_stop_bytes", SD_PROTO_MAX_STOP_BYTES);
-    sd_pack_kv_int(&pk, "max_message_bytes", SD_PROTO_MAX_MSG_BYTES);
-    sd_pack_kv_int(&pk, "draft_max", ENGINE_DRAFT_LIMIT);
-    sd_pack_cstr(&pk, "defaults");
-    const sd_gen_params *d = &o->defaults;
-    msgpack_pack_map(&pk, 8);
-    sd_pack_kv_int(&pk, "max_tokens", o->max_tokens);
-    sd_pack_kv_double(&pk, "temperature", d->sampling.temperature);
-    sd_pack_kv_int(&pk, "top_k", d->sampling.top_k);
-    sd_pack_kv_double(&pk, "top_p", d->sampling.top_p);
-    sd_pack_kv_double(&pk, "min_p", d->sampling.min_p);
-    sd_pack_kv_str(&pk, "mode", d->mode == SD_MODE_PLAIN ? "plain" : "spec");
-    sd_pack_kv_int(&pk, "draft_max", d->draft_max);
-    sd_pack_kv_int(&pk, "draft_min", d->draft_min);
-}
-
-static void op_stats(srv *S, uint64_t id) {
-    msgpack_sbuffer_clear(&S->sb);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &S->sb, msgpack_sbuffer_write);
-    sd_enc_result_begin(&pk, id, SD_OP_STATS, SD_STATS_N_FIELDS);
-    sd_stats_pack(&pk, &S->st, now_s(), S->sched.n_active, S->sched.n_queued, S->sched.n_pool,
-                  sd_sched_pool_busy(&S->sched));
-}
-
-/* Checks ids against the vocabulary; names the first bad one. */
-static int check_vocab(srv *S, const int32_t *ids, int n, const char *field, char *fname, size_t fcap, char *msg,
-                       size_t mcap) {
-    int vocab = sd_tok_vocab_size(S->e->target->tok);
-    for (int i = 0; i < n; i++)
-        if (ids[i] >= vocab) {
-            snprintf(fname, fcap, "%s[%d]", field, i);
-            snprintf(msg, mcap, "field '%s': token id %d is out of range (vocabulary of %d)", fname, ids[i], vocab);
-            return -1;
-        }
-    return 0;
-}
-
-static void op_tokenize(srv *S, const unsigned char *rid, int rid_len, sd_request *q) {
-    int32_t *ids = NULL;
-    int n = 0;
-    sd_err err = {{0}};
-    if (sd_tok_encode(S->e->target->tok, q->text, q->text_len, q->add_bos ? SD_TOK_ADD_BOS : 0, &ids, &n, &err)) {
-        reply_error(S, rid, rid_len, true, q->id, SD_E_INTERNAL, "text", err.msg);
-        return;
-    }
-    msgpack_sbuffer_clear(&S->sb);
-    sd_enc_result_tokens(&S->sb, q->id, ids, n);
-    free(ids);
-    send_sb(S, rid, rid_len);
-}
-
-static void op_detokenize(srv *S, const unsigned char *rid, int rid_len, sd_request *q) {
-    char field[64], msg[256];
-    if (check_vocab(S, q->tokens, q->n_tokens, "tokens", field, sizeof field, msg, sizeof msg)) {
-        reply_error(S, rid, rid_len, true, q->id, SD_E_OUT_OF_RANGE, field, msg);
-        return;
-    }
-    size_t cap = 4096, len = 0;
-    char *out = malloc(cap);
-    sd_detok d;
-    sd_detok_init(&d, S->e->target->tok, -1);
-    for (int i = 0; i <= q->n_tokens && out; i++) {
-        if (cap - len < SD_TOK_MAX_PIECE + 64) {
-            char *nb = realloc(out, cap * 2);
-            if (!nb) { free(out); out = NULL; break; }
-            out = nb;
-            cap *= 2;
-        }
-        if (i < q->n_tokens) len += sd_detok_push(&d, q->tokens[i], out + len, cap - len);
-        else len += sd_detok_flush(&d, out + len, cap - len);
-    }
-    if (!out) { reply_error(S, rid, rid_len, true, q->id, SD_E_INTERNAL, NULL, "out of memory"); return; }
-    msgpack_sbuffer_clear(&S->sb);
-    sd_enc_result_text(&S->sb, q->id, out, len);
-    free(out);
-    send_sb(S, rid, rid_len);
-}
 
 static void op_cancel(srv *S, const unsigned char *rid, int rid_len, sd_request *q) {
     sd_dreq *r = sd_sched_find(&S->sched, rid, rid_len, q->target);
     if (r && r->gone) r = NULL;
     msgpack_sbuffer_clear(&S->sb);
     sd_enc_result_cancel(&S->sb, q->id, q->target, r != NULL);
-    send_sb(S, rid, rid_len);
+    srv_send(S, rid, rid_len);
     if (!r) return;
     if (sd_sched_dequeue(&S->sched, r)) {
         complete(S, r, SD_FINISH_STR_CANCELLED);
@@ -446,12 +300,12 @@ static int prepare_prompt(srv *S, sd_dreq *r) {
     if (g->prompt) {
         if (sd_tok_encode(S->e->target->tok, g->prompt, g->prompt_len, g->add_bos ? SD_TOK_ADD_BOS : 0, &r->prompt,
                           &r->n_prompt, &err)) {
-            reply_error(S, r->rid, r->rid_len, true, r->id, SD_E_INTERNAL, "prompt", err.msg);
+            srv_error(S, r->rid, r->rid_len, true, r->id, SD_E_INTERNAL, "prompt", err.msg);
             return -1;
         }
     } else {
-        if (check_vocab(S, g->tokens, g->n_tokens, "tokens", field, sizeof field, msg, sizeof msg)) {
-            reply_error(S, r->rid, r->rid_len, true, r->id, SD_E_OUT_OF_RANGE, field, msg);
+        if (srv_check_vocab(S, g->tokens, g->n_tokens, "tokens", field, sizeof field, msg, sizeof msg)) {
+            srv_error(S, r->rid, r->rid_len, true, r->id, SD_E_OUT_OF_RANGE, field, msg);
             return -1;
         }
         r->prompt = g->tokens;
@@ -460,26 +314,26 @@ static int prepare_prompt(srv *S, sd_dreq *r) {
         g->n_tokens = 0;
     }
     if (r->n_prompt == 0) {
-        reply_error(S, r->rid, r->rid_len, true, r->id, SD_E_OUT_OF_RANGE, fname,
+        srv_error(S, r->rid, r->rid_len, true, r->id, SD_E_OUT_OF_RANGE, fname,
                     "field 'prompt': the prompt has no tokens (empty text without BOS)");
         return -1;
     }
     if (r->n_prompt + 1 > S->e->ctx) {
         snprintf(msg, sizeof msg, "field '%s': the prompt is %d tokens; the context holds %d (prompt + 1 needed)",
                  fname, r->n_prompt, S->e->ctx);
-        reply_error(S, r->rid, r->rid_len, true, r->id, SD_E_TOO_LONG, fname, msg);
+        srv_error(S, r->rid, r->rid_len, true, r->id, SD_E_TOO_LONG, fname, msg);
         return -1;
     }
     if ((g->set & SD_GF_MAX_TOKENS) && g->max_tokens > S->e->ctx) {
         snprintf(msg, sizeof msg, "field 'max_tokens': %d is above this daemon's limit of %d (the context)",
                  g->max_tokens, S->e->ctx);
-        reply_error(S, r->rid, r->rid_len, true, r->id, SD_E_OUT_OF_RANGE, "max_tokens", msg);
+        srv_error(S, r->rid, r->rid_len, true, r->id, SD_E_OUT_OF_RANGE, "max_tokens", msg);
         return -1;
     }
     if ((g->set & SD_GF_DRAFT_MAX) && g->draft_max > ENGINE_DRAFT_LIMIT) {
         snprintf(msg, sizeof msg, "field 'draft_max': %d is above this daemon's limit of %d", g->draft_max,
                  ENGINE_DRAFT_LIMIT);
-        reply_error(S, r->rid, r->rid_len, true, r->id, SD_E_OUT_OF_RANGE, "draft_max", msg);
+        srv_error(S, r->rid, r->rid_len, true, r->id, SD_E_OUT_OF_RANGE, "draft_max", msg);
         return -1;
     }
     return 0;
@@ -487,25 +341,25 @@ static int prepare_prompt(srv *S, sd_dreq *r) {
 
 static void op_generate(srv *S, const unsigned char *rid, int rid_len, sd_request *q) {
     if (S->shutting) {
-        reply_error(S, rid, rid_len, true, q->id, SD_E_SHUTTING_DOWN, NULL, "the daemon is shutting down");
+        srv_error(S, rid, rid_len, true, q->id, SD_E_SHUTTING_DOWN, NULL, "the daemon is shutting down");
         return;
     }
     sd_dreq *dup = sd_sched_find(&S->sched, rid, rid_len, q->id);
     if (dup && !dup->gone) {
         char msg[128];
         snprintf(msg, sizeof msg, "request id %llu is already in flight on this connection", (unsigned long long)q->id);
-        reply_error(S, rid, rid_len, true, q->id, SD_E_DUPLICATE_ID, "id", msg);
+        srv_error(S, rid, rid_len, true, q->id, SD_E_DUPLICATE_ID, "id", msg);
         return;
     }
     sd_dreq *r = calloc(1, sizeof *r);
-    if (!r) { reply_error(S, rid, rid_len, true, q->id, SD_E_INTERNAL, NULL, "out of memory"); return; }
+    if (!r) { srv_error(S, rid, rid_len, true, q->id, SD_E_INTERNAL, NULL, "out of memory"); return; }
     r->id = q->id;
     memcpy(r->rid, rid, (size_t)rid_len);
     r->rid_len = rid_len;
     r->req = *q;                       /* r takes ownership of the decoded request */
     sd_request_init(q, SD_OP_NONE, 0);
     r->slot = -1;
-    r->t_arrive = r->t_last_send = now_s();
+    r->t_arrive = r->t_last_send = srv_now();
     if (prepare_prompt(S, r)) { sd_dreq_free(r); return; }
     apply_params(S, r);
     if (sd_sched_can_start(&S->sched)) {
@@ -520,7 +374,7 @@ static void op_generate(srv *S, const unsigned char *rid, int rid_len, sd_reques
         msgpack_sbuffer_clear(&S->sb);
         sd_enc_busy(&S->sb, r->id, 100, S->sched.n_queued, S->sched.n_active);
         sd_log(SD_LOG_DEBUG, "request %llu: busy", (unsigned long long)r->id);
-        send_sb(S, rid, rid_len);
+        srv_send(S, rid, rid_len);
         sd_dreq_free(r);
     }
 }
@@ -533,13 +387,13 @@ static void dispatch(srv *S, const unsigned char *rid, int rid_len, sd_request *
         clock_gettime(CLOCK_MONOTONIC, &ts);
         msgpack_sbuffer_clear(&S->sb);
         sd_enc_result_pong(&S->sb, q->id, (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u);
-        send_sb(S, rid, rid_len);
+        srv_send(S, rid, rid_len);
         break;
     }
-    case SD_OP_INFO: op_info(S, q->id); send_sb(S, rid, rid_len); break;
-    case SD_OP_STATS: op_stats(S, q->id); send_sb(S, rid, rid_len); break;
-    case SD_OP_TOKENIZE: op_tokenize(S, rid, rid_len, q); break;
-    case SD_OP_DETOKENIZE: op_detokenize(S, rid, rid_len, q); break;
+    case SD_OP_INFO: srv_op_info(S, q->id); srv_send(S, rid, rid_len); break;
+    case SD_OP_STATS: srv_op_stats(S, q->id); srv_send(S, rid, rid_len); break;
+    case SD_OP_TOKENIZE: srv_op_tokenize(S, rid, rid_len, q); break;
+    case SD_OP_DETOKENIZE: srv_op_detokenize(S, rid, rid_len, q); break;
     case SD_OP_CANCEL: op_cancel(S, rid, rid_len, q); break;
     case SD_OP_GENERATE: op_generate(S, rid, rid_len, q); break;
     default: break;
@@ -571,7 +425,7 @@ static int handle_one(srv *S) {
     if (frames != 1) {
         char msg[96];
         snprintf(msg, sizeof msg, "a request is exactly one frame (one MessagePack map), got %d frames", frames);
-        reply_error(S, rid, rl, false, 0, SD_E_BAD_MESSAGE, NULL, msg);
+        srv_error(S, rid, rl, false, 0, SD_E_BAD_MESSAGE, NULL, msg);
         zmq_msg_close(&body);
         return 1;
     }
@@ -579,7 +433,7 @@ static int handle_one(srv *S) {
     sd_proto_err pe;
     if (sd_request_decode(zmq_msg_data(&body), zmq_msg_size(&body), &q, &pe)) {
         zmq_msg_close(&body);
-        reply_error(S, rid, rl, pe.has_id, pe.id, pe.code, pe.field, pe.message);
+        srv_error(S, rid, rl, pe.has_id, pe.id, pe.code, pe.field, pe.message);
         return 1;
     }
     zmq_msg_close(&body);
@@ -604,7 +458,7 @@ static void drain_monitor(srv *S) {
                    "message over %u bytes)", SD_PROTO_MAX_MSG_BYTES);
             /* the event does not say which client: probe them all for a little while (the ROUTER forgets
              * the peer only once its pipe is torn down, shortly after the event) */
-            S->probe_until = now_s() + PROBE_S;
+            S->probe_until = srv_now() + PROBE_S;
         }
         zmq_msg_close(&ev);
         zmq_msg_close(&addr);
@@ -680,22 +534,22 @@ static void cancel_all(srv *S) {
 }
 
 static void serve_loop(srv *S, volatile sig_atomic_t *stop) {
-    double last_hb = now_s(), last_probe = 0;
+    double last_hb = srv_now(), last_probe = 0;
     for (;;) {
         if (*stop && !S->shutting) {
             S->shutting = true;
-            S->deadline = now_s() + S->o->grace_s;
+            S->deadline = srv_now() + S->o->grace_s;
             sd_log(SD_LOG_INFO, "shutting down: %d running, %d queued, grace %.1fs", S->sched.n_active,
                    S->sched.n_queued, S->o->grace_s);
         }
         reap_gone(S);
-        if (S->shutting && ((S->sched.n_active == 0 && S->sched.n_queued == 0) || now_s() >= S->deadline)) {
+        if (S->shutting && ((S->sched.n_active == 0 && S->sched.n_queued == 0) || srv_now() >= S->deadline)) {
             cancel_all(S);
             return;
         }
         poll_and_drain(S, S->sched.n_active > 0 ? 0 : IDLE_POLL_MS);
         reap_gone(S);
-        double now = now_s();
+        double now = srv_now();
         if (now < S->probe_until && now - last_probe > PROBE_EVERY_S) {
             heartbeats(S, true);
             last_probe = now;
@@ -712,7 +566,7 @@ int sd_server_run(sd_engine *e, const sd_server_opts *o, volatile sig_atomic_t *
     memset(&S, 0, sizeof S);
     S.e = e;
     S.o = o;
-    S.st.t_start = now_s();
+    S.st.t_start = srv_now();
     S.seed_state = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
     msgpack_sbuffer_init(&S.sb);
     int rc = -1;
@@ -723,7 +577,7 @@ int sd_server_run(sd_engine *e, const sd_server_opts *o, volatile sig_atomic_t *
     if (bind_socket(&S, err)) goto out;
     bound = true;
     sd_log(SD_LOG_INFO, "serving on %s (%d sessions, queue %d, ctx %d, backend %s, proposer %s)", o->endpoint,
-           o->max_sessions, o->queue, e->ctx, e->be && e->be->name ? e->be->name : "?", proposer_name(e->proposer));
+           o->max_sessions, o->queue, e->ctx, e->be && e->be->name ? e->be->name : "?", srv_proposer_name(e->proposer));
     serve_loop(&S, stop);
     rc = 0;
     sd_log(SD_LOG_INFO, "stopped: %llu requests, %llu tokens generated", (unsigned long long)S.st.total,
