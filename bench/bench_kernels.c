@@ -3,6 +3,7 @@
  * with n = 1 (decode) and n = 5 (verifying 4 drafted tokens), and T(5)/T(1).
  *
  *   build/bench_kernels [-t THREADS] [--params MILLIONS] [--reps N]
+ *   build/bench_kernels --cache     in-cache compute throughput of every SIMD level (1 thread, CPU time)
  *
  * Every figure comes from this one run, so the ratios hold even when other work shares the machine.
  * Built as a program by the Makefile rule $(BUILD)/bench_kernels (compiled with -DSD_BENCH_MAIN). */
@@ -92,6 +93,53 @@ static double time_pass(sd_backend *b, const bench_set *s, int n, int reps, floa
     return best;
 }
 
+static double cpu_now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Kernel speed with the weights in L2 (512 x 1024), one thread, timed in CPU time so that other work on a
+ * shared machine does not show: how much faster than memory each kernel could go. */
+static int bench_cache(void) {
+    static const int types[] = {SD_F32, SD_F16, SD_BF16, SD_Q8_0}, ns[] = {1, 2, 5, 9};
+    const int64_t rows = 512, cols = 1024;
+    printf("in-cache matmul throughput, %lld x %lld weights, 1 thread, GB/s of weights per CPU-second\n",
+           (long long)rows, (long long)cols);
+    for (int lv = 0; lv <= (int)sd_simd_detect(); lv++) {
+        sd_backend *b;
+        sd_err err;
+        if (sd_backend_cpu_new_simd(1, (sd_simd)lv, &b, &err) != 0) return 1;
+        for (int ti = 0; ti < 4; ti++) {
+            size_t bytes = sd_dtype_row_bytes(types[ti], cols) * (size_t)rows;
+            uint8_t *w = calloc(1, bytes);
+            float *x = b->alloc(b, 9 * (size_t)cols, &err), *o = b->alloc(b, 9 * (size_t)rows, &err);
+            for (size_t i = 0; i < bytes; i++) w[i] = (uint8_t)(rnd() & 0x3f); /* finite halves, small ints */
+            for (int64_t i = 0; i < 9 * cols; i++) x[i] = (float)(rnd() % 100) * 0.01f;
+            sd_tensor t = {.type = types[ti], .rows = rows, .cols = cols, .host = w, .name = "cache"};
+            b->upload_weight(b, &t, &err);
+            printf("%-7s %-5s", sd_simd_name((sd_simd)lv), sd_dtype_name(types[ti]));
+            for (int k = 0; k < 4; k++) {
+                int it = lv == 0 ? 2 : (int)(4e7 / (double)bytes) + 1;
+                double best = 1e30;
+                for (int r = 0; r < 3; r++) {
+                    double t0 = cpu_now_s();
+                    for (int i = 0; i < it; i++) b->matmul(b, o, &t, x, ns[k]);
+                    double tt = (cpu_now_s() - t0) / it;
+                    if (tt < best) best = tt;
+                }
+                printf("  n=%d %6.1f", ns[k], (double)bytes / best / 1e9);
+            }
+            printf("\n");
+            free(w);
+            b->release(b, x);
+            b->release(b, o);
+        }
+        b->destroy(b);
+    }
+    return 0;
+}
+
 int sd_bench_kernels(int argc, char **argv) {
     int threads = 0, reps = 8;
     double params_m = 300;
@@ -99,8 +147,9 @@ int sd_bench_kernels(int argc, char **argv) {
         if (strcmp(argv[i], "-t") == 0 && i + 1 < argc) threads = atoi(argv[++i]);
         else if (strcmp(argv[i], "--params") == 0 && i + 1 < argc) params_m = atof(argv[++i]);
         else if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc) reps = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--cache") == 0) return bench_cache();
         else {
-            fprintf(stderr, "usage: bench_kernels [-t THREADS] [--params MILLIONS] [--reps N]\n");
+            fprintf(stderr, "usage: bench_kernels [-t THREADS] [--params MILLIONS] [--reps N] | --cache\n");
             return 2;
         }
     }

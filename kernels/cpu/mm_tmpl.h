@@ -27,6 +27,19 @@
 
 #define BLK 32 /* columns per step: one Q8_0 block, 32 / VW vectors */
 
+/* Software prefetch of the weights the next row group will read, at the same offset as the current
+ * step: measured single-threaded, the hardware prefetchers alone left a core well short of the memory
+ * bandwidth. Prefetching past the end of the matrix is harmless (prefetches never fault). */
+#ifndef PF_HINT
+#define PF_HINT _MM_HINT_T0
+#endif
+#define PREFETCH(p, len)                                                                          \
+    do {                                                                                          \
+        const char *pf_ = (const char *)(p);                                                      \
+        _mm_prefetch(pf_, PF_HINT);                                                               \
+        if ((len) > 64) _mm_prefetch(pf_ + 64, PF_HINT);                                          \
+    } while (0)
+
 TGT static inline __attribute__((always_inline)) void wvec(int type, const uint8_t *row, int64_t c, int k, V d,
                                                            V *out) {
     switch (type) {
@@ -51,7 +64,10 @@ TGT static inline __attribute__((always_inline)) void mm_tile(const sd_mm_job *j
 #pragma GCC unroll 8
         for (int b = 0; b < N; b++) acc[a][b] = VZERO();
     int64_t cols = j->cols, c = 0;
+    const int esz = type == SD_MM_F32 ? 4 : 2;
     for (; c + BLK <= cols; c += BLK) {
+#pragma GCC unroll 4
+        for (int a = 0; a < R; a++) PREFETCH(rows[a] + (size_t)R * j->row_bytes + (size_t)c * esz, esz * BLK);
 #pragma GCC unroll 4
         for (int k = 0; k < BLK / VW; k++) {
             V w[4];
@@ -104,6 +120,7 @@ TGT static inline __attribute__((always_inline)) void mmq_tile(const sd_mm_job *
         __m256 dw[4];
 #pragma GCC unroll 4
         for (int a = 0; a < R; a++) {
+            PREFETCH((const uint8_t *)(rows[a] + k) + (size_t)R * j->row_bytes, (int)sizeof(sd_block_q8_0));
             w[a] = q8_wprep(rows[a][k].qs);
             dw[a] = _mm256_set1_ps(_cvtsh_ss(rows[a][k].d));
         }

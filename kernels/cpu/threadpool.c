@@ -12,7 +12,7 @@
 
 /* Spin iterations before sleeping: long enough to bridge the gap between two ops of one forward pass
  * (a few microseconds), short enough not to burn a shared machine's cores while idle. */
-#define SPIN_ITERS 20000
+#define SPIN_ITERS 4000
 
 struct sd_pool {
     int n;
