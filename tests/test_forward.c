@@ -510,6 +510,22 @@ static void check_real(const char *model, const char *tokf) {
     free(all); free(one);
 }
 
+/* Models written by `specd mkmodel` (the tiny preset, F16 and Q8_0): the same consistency checks. */
+static void test_mkmodel_tiny(void) {
+    const char *b = getenv("BUILD") ? getenv("BUILD") : "build";
+    char exe[512], cmd[2048];
+    snprintf(exe, sizeof exe, "%s/specd", b);
+    if (access(exe, X_OK) != 0) SKIP("%s not built", exe);
+    const char *types[] = {"f16", "q8_0"};
+    for (int i = 0; i < 2; i++) {
+        const char *path = tmp_path(i ? "mk_q8_0.gguf" : "mk_f16.gguf");
+        snprintf(cmd, sizeof cmd, "%s mkmodel --preset tiny --type %s -o %s >/dev/null 2>&1", exe, types[i], path);
+        CHECKF(system(cmd) == 0, "%s", cmd);
+        check_real(path, NULL);
+        remove(path);
+    }
+}
+
 static void test_shared_models(void) {
     const char *g = shared_path("models/aidreams260K.gguf"), *b = shared_path("models/aidreams260K.bin");
     const char *t = shared_path("models/tok512.bin"), *dg = shared_path("models/aidreams-draft.gguf");
@@ -528,6 +544,7 @@ int main(void) {
     RUN(test_qwen3_q8_0);
     RUN(test_truncate_exact);
     RUN(test_errors);
+    RUN(test_mkmodel_tiny);
     RUN(test_shared_models);
     if (g_be) g_be->destroy(g_be);
     if (tmpdir[0]) rmdir(tmpdir);
