@@ -132,19 +132,21 @@ static void ffn_block(sd_seq *s, int l, int n) {
     be->add(be, s->x, s->xb, (size_t)n * hp->dim);
 }
 
-/* Final norm and classifier. all: logits of rows [0, n) to host rows out[0..n); else only row n-1. */
-static void classify(sd_seq *s, int n, bool all, float *out) {
+/* Final norm and classifier for the last `rows` rows of the chunk, into s->logits (rows fit the scratch). */
+static void classify_rows(sd_seq *s, int n, int rows) {
+    const sd_model *m = s->m;
+    const sd_hparams *hp = &m->hp;
+    sd_backend *be = m->be;
+    be->rmsnorm(be, s->xb, s->x + (size_t)(n - rows) * hp->dim, &m->out_norm, rows, hp->dim, hp->eps);
+    be->matmul(be, s->logits, &m->output, s->xb, rows);
+}
+
+/* All n rows' logits when they do not fit the scratch at once: the classifier in slices, each copied out. */
+static void classify_sliced(sd_seq *s, int n, float *out) {
     const sd_model *m = s->m;
     const sd_hparams *hp = &m->hp;
     sd_backend *be = m->be;
     size_t vocab = (size_t)hp->vocab;
-
-    if (!all) {
-        be->rmsnorm(be, s->xb, s->x + (size_t)(n - 1) * hp->dim, &m->out_norm, 1, hp->dim, hp->eps);
-        be->matmul(be, s->logits, &m->output, s->xb, 1);
-        be->to_host(be, out, s->logits, vocab);
-        return;
-    }
     be->rmsnorm(be, s->xb, s->x, &m->out_norm, n, hp->dim, hp->eps);
     int step = logit_rows(s);
     for (int r = 0; r < n; r += step) {
@@ -154,17 +156,48 @@ static void classify(sd_seq *s, int n, bool all, float *out) {
     }
 }
 
-/* One chunk of at most max_batch tokens at positions [s->pos, s->pos+n). */
-static void forward_chunk(sd_seq *s, const int32_t *tokens, int n, bool all, bool want_logits, float *out) {
+/* The backend work of one chunk, up to `rows` rows of logits in s->logits (0: none). */
+static void chunk_ops(sd_seq *s, const int32_t *tokens, int n, int pos0, int rows) {
     sd_backend *be = s->m->be;
-    int pos0 = s->pos;
     be->embed(be, s->x, &s->m->tok_embd, tokens, n);
     for (int l = 0; l < s->n_layers; l++) {
         attention_block(s, l, pos0, n);
         ffn_block(s, l, n);
     }
+    if (rows) classify_rows(s, n, rows);
+}
+
+/* Runs chunk_ops, through a backend step graph when the backend has them: a decode or verify step issues
+ * the same ops on the same buffers every time (only tokens and pos0 differ), so the backend can record it
+ * once and replay it, which matters for a small draft model whose steps are dominated by launch costs.
+ * The key names everything that shapes the ops. */
+static void run_chunk(sd_seq *s, const int32_t *tokens, int n, int pos0, int rows) {
+    sd_backend *be = s->m->be;
+    if (!be->graph_begin) {
+        chunk_ops(s, tokens, n, pos0, rows);
+        return;
+    }
+    const uint64_t key[] = {
+        (uintptr_t)s,        (uintptr_t)s->m,     (uintptr_t)s->m->layers, (uintptr_t)s->x,
+        (uintptr_t)s->xb,    (uintptr_t)s->q,     (uintptr_t)s->k,         (uintptr_t)s->v,
+        (uintptr_t)s->att,   (uintptr_t)s->hb,    (uintptr_t)s->hb2,       (uintptr_t)s->logits,
+        (uintptr_t)s->kv.k,  (uintptr_t)s->kv.v,  (uint64_t)n,             (uint64_t)rows,
+        (uint64_t)s->n_layers,
+    };
+    if (be->graph_begin(be, key, (int)(sizeof key / sizeof key[0]), tokens, n, pos0)) return;
+    chunk_ops(s, tokens, n, pos0, rows);
+    if (be->graph_end && be->graph_end(be) != 0) chunk_ops(s, tokens, n, pos0, rows);
+}
+
+/* One chunk of at most max_batch tokens at positions [s->pos, s->pos+n). */
+static void forward_chunk(sd_seq *s, const int32_t *tokens, int n, bool all, bool want_logits, float *out) {
+    sd_backend *be = s->m->be;
+    size_t vocab = (size_t)s->m->hp.vocab;
+    int rows = !want_logits ? 0 : !all ? 1 : n <= logit_rows(s) ? n : 0;
+    run_chunk(s, tokens, n, s->pos, rows);
     s->pos += n;
-    if (want_logits) classify(s, n, all, out);
+    if (rows) be->to_host(be, out, s->logits, (size_t)rows * vocab);
+    else if (want_logits) classify_sliced(s, n, out);
 }
 
 int sd_forward(sd_seq *s, const int32_t *tokens, int n, bool all_logits, float *logits, sd_err *err) {

@@ -219,6 +219,76 @@ static void test_greedy_spec_equals_plain_on_gpu(void) {
     sd_engine_free(e);
 }
 
+/* forward.c's step bracket, on the CPU: a backend that offers graphs but whose recording fails once must
+ * still give exactly the plain CPU logits, and graph_begin must see each step's tokens and position. */
+static int gb_calls, ge_calls, gb_last_pos0, gb_last_n;
+static int32_t gb_last_tok;
+static int fake_graph_begin(sd_backend *b, const uint64_t *key, int key_len, const int32_t *tokens, int n, int pos0) {
+    gb_calls++;
+    gb_last_pos0 = pos0;
+    gb_last_n = n;
+    gb_last_tok = tokens[n - 1];
+    return 0;
+}
+static int fake_graph_end(sd_backend *b) { return ++ge_calls == 2 ? -1 : 0; }
+
+static void test_step_bracket_on_cpu(void) {
+    const char *path = shared_path("models/aidreams260K.gguf");
+    if (!path) SKIP("../shared/models/aidreams260K.gguf not found");
+    sd_backend *fake = NULL;
+    sd_err err = {{0}};
+    REQUIRE(sd_backend_cpu_new(1, &fake, &err) == 0);
+    fake->graph_begin = fake_graph_begin;
+    fake->graph_end = fake_graph_end;
+    sd_model *ma = NULL, *mb = NULL;
+    REQUIRE(sd_model_load(path, NULL, cpu, &ma, &err) == 0 && sd_model_load(path, NULL, fake, &mb, &err) == 0);
+    sd_seq *sa = NULL, *sb = NULL;
+    REQUIRE(sd_seq_new(ma, 0, 0, &sa, &err) == 0 && sd_seq_new(mb, 0, 0, &sb, &err) == 0);
+    int vocab = ma->hp.vocab;
+    float *la = malloc(sizeof(float) * 5 * (size_t)vocab), *lb = malloc(sizeof(float) * 5 * (size_t)vocab);
+    int32_t toks[9] = {1, 403, 407, 261, 378, 280, 266, 311, 267};
+    REQUIRE(sd_forward(sa, toks, 4, false, la, &err) == 0 && sd_forward(sb, toks, 4, false, lb, &err) == 0);
+    CHECK(memcmp(la, lb, sizeof(float) * (size_t)vocab) == 0);
+    CHECK_EQ_INT(gb_last_pos0, 0);
+    CHECK_EQ_INT(gb_last_n, 4);
+    for (int i = 4; i < 9; i++) {
+        bool all = i % 2;
+        REQUIRE(sd_forward(sa, toks + i, 1, all, la, &err) == 0 && sd_forward(sb, toks + i, 1, all, lb, &err) == 0);
+        CHECKF(memcmp(la, lb, sizeof(float) * (size_t)vocab) == 0, "step %d differs", i);
+        CHECK_EQ_INT(gb_last_pos0, i);
+        CHECK_EQ_INT(gb_last_tok, toks[i]);
+    }
+    CHECK_EQ_INT(gb_calls, 6);
+    CHECK_EQ_INT(ge_calls, 6);
+    free(la); free(lb);
+    sd_seq_free(sa); sd_seq_free(sb);
+    sd_model_free(ma); sd_model_free(mb);
+    fake->destroy(fake);
+}
+
+/* Recorded step graphs replay to the same tokens as issuing every op (SPECD_CUDA_GRAPHS=0). */
+static void test_graphs_on_off_same_tokens(void) {
+    if (!gpu) SKIP("%s", no_gpu_reason);
+    const char *t = shared_path("models/aidreams260K.gguf"), *d = shared_path("models/aidreams-draft.gguf");
+    if (!t || !d) SKIP("../shared/models aidreams GGUF pair not found");
+    const int32_t prompt[] = {1, 403, 407, 261, 378};
+    int32_t a[64], b[64];
+    int na = -1, nb = -2;
+    for (int pass = 0; pass < 2; pass++) {
+        setenv("SPECD_CUDA_GRAPHS", pass ? "0" : "1", 1);
+        sd_engine_config cfg = {.target_path = t, .draft_path = d, .device = "cuda"};
+        sd_engine *e = NULL;
+        sd_err err = {{0}};
+        REQUIRE(sd_engine_open(&cfg, &e, &err) == 0);
+        if (pass) nb = generate(e, prompt, 5, SD_MODE_SPEC, b, 60);
+        else na = generate(e, prompt, 5, SD_MODE_SPEC, a, 60);
+        sd_engine_free(e);
+    }
+    unsetenv("SPECD_CUDA_GRAPHS");
+    CHECK(na > 0);
+    CHECK(na == nb && memcmp(a, b, sizeof(int32_t) * (size_t)na) == 0);
+}
+
 int main(void) {
     sd_err err = {{0}};
     if (sd_backend_cuda_new(0, &gpu, &err) != 0) {
@@ -234,6 +304,8 @@ int main(void) {
     RUN(test_out_of_memory_error);
     RUN(test_forward_logits_match_cpu);
     RUN(test_greedy_spec_equals_plain_on_gpu);
+    RUN(test_graphs_on_off_same_tokens);
+    RUN(test_step_bracket_on_cpu);
     RUN(test_backend_open_reports_reason);
     if (gpu) gpu->destroy(gpu);
     cpu->destroy(cpu);
