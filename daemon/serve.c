@@ -170,6 +170,9 @@ int cmd_serve(int argc, char **argv) {
         return 1;
     }
     if (e->backend_note[0]) sd_log(SD_LOG_INFO, "%s", e->backend_note);
+    char mem[512];
+    sd_engine_memory_report(e, mem, sizeof mem);
+    sd_log(SD_LOG_INFO, "%s", mem);
     int rc = sd_server_run(e, &a.so, &g_stop, &err);
     sd_engine_free(e);
     if (rc) {

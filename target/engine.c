@@ -8,6 +8,7 @@
 #include "target/engine.h"
 
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -107,6 +108,17 @@ int sd_engine_open(const sd_engine_config *cfg, sd_engine **out, sd_err *err) {
 fail:
     sd_engine_free(e);
     return -1;
+}
+
+void sd_engine_memory_report(const sd_engine *e, char *buf, size_t len) {
+    size_t w = 0, kv = 0, work = 0;
+    if (e->be->mem_usage) e->be->mem_usage(e->be, &w, &kv, &work);
+    /* the CPU backend reads weights in place from the file mappings and holds none of its own */
+    const char *where = w ? "on the device" : "mapped";
+    if (!w) w = e->target->weight_bytes + (e->draft ? e->draft->weight_bytes : 0);
+    snprintf(buf, len, "backend %s: weights %.1f MiB %s, KV caches %.1f MiB, workspace %.1f MiB",
+             e->be->device ? e->be->device : e->be->name, w / 1048576.0, where, kv / 1048576.0,
+             work / 1048576.0);
 }
 
 void sd_engine_free(sd_engine *e) {

@@ -45,6 +45,9 @@ typedef struct sd_engine {
 
 int sd_engine_open(const sd_engine_config *cfg, sd_engine **out, sd_err *err);
 void sd_engine_free(sd_engine *e);
+/* One line on where the models live: the backend's device and the memory it holds by kind (weights, KV
+ * caches, workspace), e.g. for start-up logs. */
+void sd_engine_memory_report(const sd_engine *e, char *buf, size_t len);
 
 typedef enum sd_mode { SD_MODE_SPEC = 0, SD_MODE_PLAIN = 1 } sd_mode;
 

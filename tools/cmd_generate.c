@@ -236,7 +236,9 @@ static void print_stats(const sd_engine *e, sd_gen *g) {
     sd_gen_get_stats(g, &st);
     gen_figures fg = figures(e, &st);
     FILE *f = stderr;
-    fprintf(f, "\n\nbackend: %s\n", e->be->device ? e->be->device : e->be->name);
+    char mem[512];
+    sd_engine_memory_report(e, mem, sizeof mem);
+    fprintf(f, "\n\n%s\n", mem);
     if (e->backend_note[0]) fprintf(f, "note: %s\n", e->backend_note);
     fprintf(f, "prompt tokens: %d (%d prefilled), prefill %.1f tokens/s\n", st.prompt_tokens, st.prefilled,
             fg.prefill_tps);
