@@ -85,7 +85,7 @@ $(BUILD)/%.o: %.c
 
 $(BUILD)/%.o: %.cu
 	@mkdir -p $(dir $@)
-	$(NVCC) -O3 -std=c++17 -I. $(CUDA_ARCH) -Xcompiler -fPIC,-Wall -c -o $@ $<
+	$(NVCC) -O3 -std=c++17 -I. $(CUDA_ARCH) -Xcompiler -fPIC,-Wall -MMD -MP -MF $(@:.o=.d) -c -o $@ $<
 
 # Benchmark programs: a bench/*.c file with its main() under SD_BENCH_MAIN (the library copy has none).
 $(BUILD)/bench_kernels: bench/bench_kernels.c $(BUILD)/libspecd.a

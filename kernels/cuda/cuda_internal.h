@@ -9,6 +9,7 @@
 extern "C" {
 #include "kernels/backend.h"
 }
+#include "kernels/quant.h"
 
 typedef struct cuda_ctx {
     int device;
@@ -34,6 +35,19 @@ typedef struct cuda_ctx {
 __host__ __device__ static inline size_t q8_repacked_scales_offset(int64_t rows, int64_t cols) {
     size_t q = (size_t)rows * (size_t)cols;
     return (q + 15) & ~(size_t)15;
+}
+
+/* Element (r, c) of an uploaded weight as F32, any device type: the reference path (odd shapes, gathers).
+ * Plain types convert as the CPU does (kernels/quant.h); only repacked Q8_0's layout is CUDA's own. */
+__device__ __forceinline__ float cuda_load_elem(const void *data, int type, int64_t rows, int64_t cols, int64_t r,
+                                                int64_t c) {
+    if (type == SD_Q8_0) {
+        const int8_t *q = (const int8_t *)data;
+        const uint16_t *s = (const uint16_t *)((const char *)data + q8_repacked_scales_offset(rows, cols));
+        return sd_fp16_to_fp32(s[r * (cols / 32) + c / 32]) * (float)q[r * cols + c];
+    }
+    size_t row_bytes = (size_t)cols * (type == SD_F32 ? 4 : 2);
+    return sd_row_get(type, (const char *)data + (size_t)r * row_bytes, c);
 }
 
 void cuda_matmul(cuda_ctx *c, float *out, const sd_tensor *w, const float *x, int n);

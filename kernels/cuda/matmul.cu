@@ -36,44 +36,25 @@ __device__ __forceinline__ void store_row(float (&acc)[NC], float *out, int64_t 
     }
 }
 
-template <int NC>
-__global__ void mv_f16(const __half *W, int64_t rows, int64_t cols, const float *x, float *out) {
-    int64_t row = (int64_t)blockIdx.x * MV_WARPS + threadIdx.x / 32;
-    int lane = threadIdx.x % 32;
-    if (row >= rows) return;
-    const __half *w = W + row * cols;
-    float acc[NC] = {};
-#pragma unroll 2
-    for (int64_t c = lane * 8; c < cols; c += 256) {
-        uint4 raw = __ldg((const uint4 *)(w + c));
-        const __half2 *h = (const __half2 *)&raw;
-        float wf[8];
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            float2 f = __half22float2(h[i]);
-            wf[2 * i] = f.x;
-            wf[2 * i + 1] = f.y;
-        }
-        fma8<NC>(acc, wf, x, cols, c);
-    }
-    store_row<NC>(acc, out, rows, row, lane);
-}
+__device__ __forceinline__ float2 to_float2(__half2 h) { return __half22float2(h); }
+__device__ __forceinline__ float2 to_float2(__nv_bfloat162 h) { return __bfloat1622float2(h); }
 
-template <int NC>
-__global__ void mv_bf16(const __nv_bfloat16 *W, int64_t rows, int64_t cols, const float *x, float *out) {
+/* F16 and BF16 weights: 8 per 16-byte load. T2 is the pair type (__half2 or __nv_bfloat162). */
+template <int NC, typename T2>
+__global__ void mv_16bit(const void *W, int64_t rows, int64_t cols, const float *x, float *out) {
     int64_t row = (int64_t)blockIdx.x * MV_WARPS + threadIdx.x / 32;
     int lane = threadIdx.x % 32;
     if (row >= rows) return;
-    const __nv_bfloat16 *w = W + row * cols;
+    const uint16_t *w = (const uint16_t *)W + row * cols;
     float acc[NC] = {};
 #pragma unroll 2
     for (int64_t c = lane * 8; c < cols; c += 256) {
         uint4 raw = __ldg((const uint4 *)(w + c));
-        const __nv_bfloat162 *h = (const __nv_bfloat162 *)&raw;
+        const T2 *h = (const T2 *)&raw;
         float wf[8];
 #pragma unroll
         for (int i = 0; i < 4; i++) {
-            float2 f = __bfloat1622float2(h[i]);
+            float2 f = to_float2(h[i]);
             wf[2 * i] = f.x;
             wf[2 * i + 1] = f.y;
         }
@@ -108,20 +89,6 @@ __global__ void mv_q8_0(const int8_t *Q, const __half *S, int64_t rows, int64_t 
 }
 
 /* Any type, any alignment: one element at a time. Used for odd shapes (tiny test models). */
-__device__ __forceinline__ float load_weight(const void *data, int type, int64_t rows, int64_t cols, int64_t r,
-                                             int64_t c) {
-    switch (type) {
-    case SD_F16: return __half2float(((const __half *)data)[r * cols + c]);
-    case SD_BF16: return __bfloat162float(((const __nv_bfloat16 *)data)[r * cols + c]);
-    case SD_Q8_0: {
-        const int8_t *q = (const int8_t *)data;
-        const __half *s = (const __half *)((const char *)data + q8_repacked_scales_offset(rows, cols));
-        return __half2float(s[r * (cols / 32) + c / 32]) * (float)q[r * cols + c];
-    }
-    default: return ((const float *)data)[r * cols + c];
-    }
-}
-
 template <int NC>
 __global__ void mv_generic(const void *W, int type, int64_t rows, int64_t cols, const float *x, float *out) {
     int64_t row = (int64_t)blockIdx.x * MV_WARPS + threadIdx.x / 32;
@@ -129,7 +96,7 @@ __global__ void mv_generic(const void *W, int type, int64_t rows, int64_t cols, 
     if (row >= rows) return;
     float acc[NC] = {};
     for (int64_t c = lane; c < cols; c += 32) {
-        float w = load_weight(W, type, rows, cols, row, c);
+        float w = cuda_load_elem(W, type, rows, cols, row, c);
 #pragma unroll
         for (int j = 0; j < NC; j++) acc[j] += w * x[j * cols + c];
     }
@@ -144,13 +111,13 @@ static void launch_mv(cuda_ctx *c, float *out, const sd_tensor *w, const float *
     switch (w->data_type) {
     case SD_F16:
         if (aligned && cols % 8 == 0) {
-            mv_f16<NC><<<grid, block, 0, c->stream>>>((const __half *)w->data, rows, cols, x, out);
+            mv_16bit<NC, __half2><<<grid, block, 0, c->stream>>>(w->data, rows, cols, x, out);
             return;
         }
         break;
     case SD_BF16:
         if (aligned && cols % 8 == 0) {
-            mv_bf16<NC><<<grid, block, 0, c->stream>>>((const __nv_bfloat16 *)w->data, rows, cols, x, out);
+            mv_16bit<NC, __nv_bfloat162><<<grid, block, 0, c->stream>>>(w->data, rows, cols, x, out);
             return;
         }
         break;

@@ -2,28 +2,11 @@
 #include <stdio.h>
 
 #include "kernels/cuda/cuda_internal.h"
-#include "kernels/quant.h"
-
-/* Bytes of one row of a plain (non-block) type. */
-__device__ __forceinline__ size_t sd_elem_row_bytes(int type, int64_t cols) {
-    return (size_t)cols * (type == SD_F32 ? 4 : 2);
-}
-
-__device__ __forceinline__ float load_elem(const void *data, int type, int64_t rows, int64_t cols, int64_t r,
-                                           int64_t c) {
-    /* Same conversions as the CPU reference path (kernels/quant.h); only Q8_0's layout is CUDA's own. */
-    if (type == SD_Q8_0) {
-        const int8_t *q = (const int8_t *)data;
-        const uint16_t *s = (const uint16_t *)((const char *)data + q8_repacked_scales_offset(rows, cols));
-        return sd_fp16_to_fp32(s[r * (cols / 32) + c / 32]) * (float)q[r * cols + c];
-    }
-    return sd_row_get(type, (const char *)data + (size_t)r * sd_elem_row_bytes(type, cols), c);
-}
 
 __global__ void k_embed(float *out, const void *table, int type, int64_t rows, int64_t cols, const int32_t *ids) {
     int t = blockIdx.y;
     int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (c < cols) out[t * cols + c] = load_elem(table, type, rows, cols, ids[t], c);
+    if (c < cols) out[t * cols + c] = cuda_load_elem(table, type, rows, cols, ids[t], c);
 }
 
 void cuda_embed(cuda_ctx *c, float *out, const sd_tensor *table, const int32_t *ids, int n) {
@@ -58,7 +41,7 @@ __global__ void k_rmsnorm(float *out, const float *x, const void *w, int wtype, 
     __syncthreads();
     float scale = rsqrtf(part[0] / (float)width + eps);
     for (int i = threadIdx.x; i < width; i += blockDim.x)
-        orow[i] = xr[i] * scale * load_elem(w, wtype, 1, width, 0, i);
+        orow[i] = xr[i] * scale * cuda_load_elem(w, wtype, 1, width, 0, i);
 }
 
 void cuda_rmsnorm(cuda_ctx *c, float *out, const float *x, const sd_tensor *w, int rows, int width, float eps) {
