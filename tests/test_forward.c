@@ -6,6 +6,7 @@
 #include "model/gguf.h"
 #include "model/model.h"
 #include "tests/test.h"
+#include "tests/test_util.h"
 
 /* ---- deterministic test weights ---- */
 static uint64_t rng_state;
@@ -266,18 +267,6 @@ static void ref_forward(const ref *r, const int32_t *tok, int n, int n_layers, f
 }
 
 /* ---- helpers ---- */
-static char tmpdir[256];
-static const char *tmp_path(const char *name) {
-    static char buf[4][512];
-    static int slot;
-    if (!tmpdir[0]) {
-        snprintf(tmpdir, sizeof tmpdir, "/tmp/specd_test_forward_XXXXXX");
-        if (!mkdtemp(tmpdir)) return NULL;
-    }
-    char *p = buf[slot++ % 4];
-    snprintf(p, 512, "%s/%s", tmpdir, name);
-    return p;
-}
 
 /* Largest |a-b| over n, relative to the largest |b| (at least 1). */
 static double rel_diff(const float *a, const float *b, size_t n) {
@@ -536,6 +525,7 @@ static void test_shared_models(void) {
 }
 
 int main(void) {
+    if (make_tmpdir("specd_test_forward_")) return 1;
     RUN(test_llama_f32);
     RUN(test_llama_gqa_f16_tied);
     RUN(test_llama_q8_0);
@@ -547,6 +537,6 @@ int main(void) {
     RUN(test_mkmodel_tiny);
     RUN(test_shared_models);
     if (g_be) g_be->destroy(g_be);
-    if (tmpdir[0]) rmdir(tmpdir);
+    remove_tmpdir();
     return TEST_DONE();
 }

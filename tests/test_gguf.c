@@ -6,36 +6,7 @@
 #include "kernels/backend.h"
 #include "model/gguf.h"
 #include "tests/test.h"
-
-static char g_dir[256];
-
-static const char *tmp_path(const char *name) {
-    static char buf[4][512];
-    static int slot;
-    char *p = buf[slot++ % 4];
-    snprintf(p, 512, "%s/%s", g_dir, name);
-    return p;
-}
-
-static int write_file(const char *path, const void *p, size_t n) {
-    FILE *f = fopen(path, "wb");
-    if (!f) return -1;
-    size_t w = fwrite(p, 1, n, f);
-    return fclose(f) || w != n ? -1 : 0;
-}
-
-static uint8_t *read_file(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc((size_t)len + 1);
-    if (b && fread(b, 1, (size_t)len, f) != (size_t)len) { free(b); b = NULL; }
-    fclose(f);
-    *n = (size_t)len;
-    return b;
-}
+#include "tests/test_util.h"
 
 static void test_dtype(void) {
     CHECK_STR_EQ(sd_dtype_name(SD_F16), "f16");
@@ -154,7 +125,7 @@ static void test_rewrite_identical(void) {
         CHECKF(gguf_writer_save(w, out, &err) == 0, "%s", err.msg);
         gguf_writer_free(w);
         size_t n;
-        uint8_t *b = read_file(out, &n);
+        uint8_t *b = (uint8_t *)read_all(out, &n);
         CHECKF(b && n == f->size && !memcmp(b, f->map, n), "%s: rewrite differs (%zu vs %zu bytes)", files[k], n, f->size);
         free(b);
         gguf_close(f);
@@ -336,13 +307,13 @@ static uint8_t *small_valid(size_t *n) {
     const char *p = tmp_path("valid.gguf");
     int rc = gguf_writer_save(w, p, &err);
     gguf_writer_free(w);
-    return rc ? NULL : read_file(p, n);
+    return rc ? NULL : (uint8_t *)read_all(p, n);
 }
 
 /* Writes bytes to a file and expects gguf_open to fail with the file name and `what` in the message. */
 static void expect_fail(const uint8_t *b, size_t n, const char *what, const char *label) {
     const char *p = tmp_path("bad.gguf");
-    REQUIRE(write_file(p, b, n) == 0);
+    REQUIRE(write_all(p, b, n) == 0);
     gguf_file *f = NULL;
     sd_err err = {{0}};
     int rc = gguf_open(p, &f, &err);
@@ -391,7 +362,7 @@ static void test_corrupt_header(void) {
         const char *p = tmp_path("v2.gguf");
         gguf_file *f = NULL;
         sd_err err = {{0}};
-        REQUIRE(write_file(p, c, n) == 0);
+        REQUIRE(write_all(p, c, n) == 0);
         CHECKF(gguf_open(p, &f, &err) == 0, "%s", err.msg);
         if (f) {
             CHECK_EQ_INT(f->version, 2);
@@ -466,7 +437,7 @@ static void test_duplicates_and_alignment(void) {
     REQUIRE(gguf_writer_save(w, p, &err) == 0);
     gguf_writer_free(w);
     size_t n;
-    uint8_t *b = read_file(p, &n);
+    uint8_t *b = (uint8_t *)read_all(p, &n);
     REQUIRE(b);
     expect_fail(b, n, "duplicate key 'k'", "duplicate key");
     free(b);
@@ -474,7 +445,7 @@ static void test_duplicates_and_alignment(void) {
     gguf_w_u32(w, "general.alignment", 48);
     REQUIRE(gguf_writer_save(w, p, &err) == 0);
     gguf_writer_free(w);
-    b = read_file(p, &n);
+    b = (uint8_t *)read_all(p, &n);
     REQUIRE(b);
     expect_fail(b, n, "power of two", "alignment 48");
     free(b);
@@ -501,7 +472,7 @@ static void test_fuzz(void) {
             rng = rng * 1664525u + 1013904223u;
             c[pos] = (uint8_t)(rng >> 24);
         }
-        REQUIRE(write_file(p, c, n) == 0);
+        REQUIRE(write_all(p, c, n) == 0);
         gguf_file *f;
         sd_err err;
         if (gguf_open(p, &f, &err) == 0) {
@@ -517,8 +488,7 @@ static void test_fuzz(void) {
 }
 
 int main(void) {
-    snprintf(g_dir, sizeof g_dir, "/tmp/specd_test_gguf_XXXXXX");
-    if (!mkdtemp(g_dir)) return 1;
+    if (make_tmpdir("specd_test_gguf_")) return 1;
     RUN(test_dtype);
     RUN(test_real_model);
     RUN(test_real_draft_and_vocabs);
@@ -530,8 +500,6 @@ int main(void) {
     RUN(test_corrupt_tensors);
     RUN(test_duplicates_and_alignment);
     RUN(test_fuzz);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    if (system(cmd)) {}
+    remove_tmpdir();
     return TEST_DONE();
 }

@@ -11,16 +11,8 @@
 #include "model/model.h"
 #include "model/tokenizer.h"
 #include "tests/test.h"
+#include "tests/test_util.h"
 #include "tools/mkmodel.h"
-
-static char g_dir[256];
-static const char *tmp_path(const char *name) {
-    static char buf[8][512];
-    static int slot;
-    char *p = buf[slot++ % 8];
-    snprintf(p, 512, "%s/%s", g_dir, name);
-    return p;
-}
 
 static float h2f(uint16_t h) {
     uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 31, man = h & 1023, bits;
@@ -294,15 +286,12 @@ static void test_cli(void) {
 }
 
 int main(void) {
-    snprintf(g_dir, sizeof g_dir, "/tmp/specd_test_mkmodel_XXXXXX");
-    if (!mkdtemp(g_dir)) return 1;
+    if (make_tmpdir("specd_test_mkmodel_")) return 1;
     RUN(test_tiny_preset);
     RUN(test_deterministic);
     RUN(test_types_agree);
     RUN(test_pair_agreement);
     RUN(test_cli);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    if (system(cmd)) {}
+    remove_tmpdir();
     return TEST_DONE();
 }

@@ -12,6 +12,7 @@
 #include "model/model.h"
 #include "model/model_internal.h"
 #include "tests/test.h"
+#include "tests/test_util.h"
 
 /* ---- a counting backend: weights alias the mapping, allocations are host memory ---- */
 static int g_uploaded, g_allocs, g_fail_upload_at = -1, g_upload_calls;
@@ -36,15 +37,6 @@ static void mock_copy(sd_backend *b, float *dst, const float *src, size_t n) { m
 static sd_backend g_be = {.name = "mock", .n_threads = 1, .alloc = mock_alloc, .release = mock_release,
                           .upload_weight = mock_upload, .free_weight = mock_free_weight,
                           .to_host = mock_copy, .from_host = mock_copy};
-
-static char g_dir[256];
-static const char *tmp_path(const char *name) {
-    static char buf[4][512];
-    static int slot;
-    char *p = buf[slot++ % 4];
-    snprintf(p, 512, "%s/%s", g_dir, name);
-    return p;
-}
 
 /* ---- a synthetic GGUF model with knobs for breaking it ---- */
 typedef struct spec {
@@ -582,8 +574,7 @@ static void test_info_command(void) {
 }
 
 int main(void) {
-    snprintf(g_dir, sizeof g_dir, "/tmp/specd_test_model_XXXXXX");
-    if (!mkdtemp(g_dir)) return 1;
+    if (make_tmpdir("specd_test_model_")) return 1;
     RUN(test_aidreams_gguf_and_bin_agree);
     RUN(test_aidreams_draft);
     RUN(test_synthetic_archs);
@@ -594,8 +585,6 @@ int main(void) {
     RUN(test_upload_failure_cleans_up);
     RUN(test_broken_llama2c);
     RUN(test_info_command);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    if (system(cmd)) {}
+    remove_tmpdir();
     return TEST_DONE();
 }

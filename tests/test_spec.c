@@ -9,6 +9,7 @@
 #include "tools/commands.h"
 #include "target/engine.h"
 #include "test.h"
+#include "tests/test_util.h"
 
 #define MAXTOK 512
 
@@ -548,11 +549,6 @@ static void enumerate(sd_engine *e, sd_seq *q, const sd_sampling *smp, int32_t *
     }
 }
 
-static double chi2_crit(int df, double z) {
-    double h = 2.0 / (9.0 * df);
-    return df * pow(1 - h + z * sqrt(h), 3);
-}
-
 /* The exact law of the first 3 tokens after prompt pr. */
 static void compute_law(sd_engine *e, const int32_t *pr, int n, const sd_sampling *smp, law *L) {
     memset(L, 0, sizeof *L);
@@ -654,14 +650,9 @@ static void test_sampling_law(void) {
 
 /* ---- mkmodel pairs (synthetic weights, controllable agreement) ---- */
 
-static char g_dir[64];
-
 /* Writes a target/draft pair with mkmodel into the temp dir; returns 0 on success. */
 static int make_pair(const char *tag, const char *agreement, const char *type, char *t, char *d, size_t cap) {
-    if (!g_dir[0]) {
-        snprintf(g_dir, sizeof g_dir, "/tmp/specd_test_spec_XXXXXX");
-        if (!mkdtemp(g_dir)) return -1;
-    }
+    if (!g_dir[0] && make_tmpdir("specd_test_spec_")) return -1;
     snprintf(t, cap, "%s/%s-target.gguf", g_dir, tag);
     snprintf(d, cap, "%s/%s-draft.gguf", g_dir, tag);
     char *argv[] = {"mkmodel", "--preset", "tiny", "--ctx", "256", "--type", (char *)type, "--agreement",
@@ -747,10 +738,6 @@ int main(void) {
     TIMED(test_prefix_reuse);
     TIMED(test_seed_reproducible);
     TIMED(test_bad_requests);
-    if (g_dir[0]) {
-        char cmd[128];
-        snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);
-        if (system(cmd)) fprintf(stderr, "could not remove %s\n", g_dir);
-    }
+    if (g_dir[0]) remove_tmpdir();
     return TEST_DONE();
 }

@@ -10,37 +10,7 @@
 #include "model/gguf.h"
 #include "model/tokenizer.h"
 #include "tests/test.h"
-
-static char g_dir[256];
-
-static const char *tmp_path(const char *name) {
-    static char buf[4][512];
-    static int slot;
-    char *p = buf[slot++ % 4];
-    snprintf(p, 512, "%s/%s", g_dir, name);
-    return p;
-}
-
-static char *read_all(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)len + 1);
-    if (b && fread(b, 1, (size_t)len, f) != (size_t)len) { free(b); b = NULL; }
-    fclose(f);
-    if (b) b[len] = '\0';
-    *n = (size_t)len;
-    return b;
-}
-
-static int write_all(const char *path, const void *p, size_t n) {
-    FILE *f = fopen(path, "wb");
-    if (!f) return -1;
-    size_t w = fwrite(p, 1, n, f);
-    return fclose(f) || w != n ? -1 : 0;
-}
+#include "tests/test_util.h"
 
 static sd_tokenizer *load_gguf_tok(const char *path) {
     gguf_file *f = NULL;
@@ -53,68 +23,12 @@ static sd_tokenizer *load_gguf_tok(const char *path) {
 
 /* ---------------------------------------------------------------- conformance vectors */
 
-/* llama.cpp's .inp framing: every test string is followed by "\n__ggml_vocab_test__\n". */
-#define SEP "\n__ggml_vocab_test__\n"
-typedef struct vecs {
-    char *inp, *out;
-    const char *str[128];
-    size_t len[128];
-    const char *ids[128]; /* start of the matching .out line */
-    int n;
-} vecs;
-
+/* base.inp / base.out */
 static int load_vecs(const char *base, vecs *v) {
-    char p[1024];
-    size_t ni, no;
-    memset(v, 0, sizeof *v);
-    snprintf(p, sizeof p, "%s.inp", base);
-    v->inp = read_all(p, &ni);
-    snprintf(p, sizeof p, "%s.out", base);
-    v->out = read_all(p, &no);
-    if (!v->inp || !v->out) return -1;
-    for (char *s = v->inp; v->n < 128;) {
-        char *e = strstr(s, SEP);
-        if (!e) break;
-        v->str[v->n] = s;
-        v->len[v->n++] = (size_t)(e - s);
-        s = e + strlen(SEP);
-    }
-    int lines = 0;
-    for (char *s = v->out; *s && lines < v->n; lines++) {
-        v->ids[lines] = s;
-        char *nl = strchr(s, '\n');
-        if (!nl) { lines++; break; }
-        s = nl + 1;
-    }
-    return lines == v->n ? 0 : -1;
-}
-
-static void free_vecs(vecs *v) {
-    free(v->inp);
-    free(v->out);
-}
-
-/* Parses the ids of one .out line. */
-static int parse_ids(const char *line, int32_t *ids, int cap) {
-    int n = 0;
-    while (*line && *line != '\n' && n < cap) {
-        char *end;
-        long x = strtol(line, &end, 10);
-        if (end == line) { line++; continue; }
-        ids[n++] = (int32_t)x;
-        line = end;
-    }
-    return n;
-}
-
-static bool ids_equal(const int32_t *a, int na, const int32_t *b, int nb) {
-    return na == nb && (na == 0 || !memcmp(a, b, (size_t)na * sizeof *a));
-}
-
-static void print_ids(const char *what, const int32_t *ids, int n) {
-    fprintf(stderr, "    %s:", what);
-    for (int i = 0; i < n; i++) fprintf(stderr, " %d", ids[i]);
-    fprintf(stderr, "\n");
+    char pi[1024], po[1024];
+    snprintf(pi, sizeof pi, "%s.inp", base);
+    snprintf(po, sizeof po, "%s.out", base);
+    return load_vecs_files(pi, po, v);
 }
 
 /* Every string of the .inp gives exactly its .out ids (no BOS, special text as plain text); decoding
@@ -159,23 +73,6 @@ static void check_vocab_vectors(const char *name) {
 
 static void test_vocab_llama_spm(void) { check_vocab_vectors("ggml-vocab-llama-spm.gguf"); }
 static void test_vocab_phi3(void) { check_vocab_vectors("ggml-vocab-phi-3.gguf"); }
-
-static const char *specd_bin(void) {
-    static char p[512];
-    const char *b = getenv("BUILD");
-    snprintf(p, sizeof p, "%s/specd", b && *b ? b : "build");
-    return access(p, X_OK) == 0 ? p : NULL;
-}
-
-/* Runs a shell command; its stdout (first 64 KB) into out. Returns the exit status. */
-static int run_cmd(const char *cmd, char *out, size_t cap) {
-    FILE *p = popen(cmd, "r");
-    if (!p) return -1;
-    size_t n = fread(out, 1, cap - 1, p);
-    out[n] = '\0';
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
 
 /* `specd tokenize --no-bos --file F` gives the .out ids for a selection of strings (incl. empty, tabs,
  * newlines, emoji). */
@@ -710,8 +607,7 @@ static void test_long_and_garbage(void) {
 }
 
 int main(void) {
-    snprintf(g_dir, sizeof g_dir, "/tmp/specd-test-tok-XXXXXX");
-    if (!mkdtemp(g_dir)) {
+    if (make_tmpdir("specd-test-tok-")) {
         perror("mkdtemp");
         return 1;
     }
@@ -727,8 +623,6 @@ int main(void) {
     RUN(test_compatible);
     RUN(test_malformed_metadata);
     RUN(test_long_and_garbage);
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_dir);
+    remove_tmpdir();
     return TEST_DONE();
 }

@@ -11,37 +11,7 @@
 #include "model/tokenizer.h"
 #include "model/unicode.h"
 #include "tests/test.h"
-
-static char g_dir[256];
-
-static const char *tmp_path(const char *name) {
-    static char buf[4][512];
-    static int slot;
-    char *p = buf[slot++ % 4];
-    snprintf(p, 512, "%s/%s", g_dir, name);
-    return p;
-}
-
-static char *read_all(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)len + 1);
-    if (b && fread(b, 1, (size_t)len, f) != (size_t)len) { free(b); b = NULL; }
-    fclose(f);
-    if (b) b[len] = '\0';
-    *n = (size_t)len;
-    return b;
-}
-
-static int write_all(const char *path, const void *p, size_t n) {
-    FILE *f = fopen(path, "wb");
-    if (!f) return -1;
-    size_t w = fwrite(p, 1, n, f);
-    return fclose(f) || w != n ? -1 : 0;
-}
+#include "tests/test_util.h"
 
 static sd_tokenizer *load_tok(const char *path, sd_err *err) {
     gguf_file *f = NULL;
@@ -76,67 +46,16 @@ static char *decode_all(const sd_tokenizer *t, const int32_t *ids, int n, size_t
 
 /* ---------------------------------------------------------------- conformance vectors */
 
-#define SEP "\n__ggml_vocab_test__\n"
-typedef struct vecs {
-    char *inp, *out;
-    const char *str[128];
-    size_t len[128];
-    const char *ids[128];
-    int n;
-} vecs;
-
-/* .inp: each test string followed by "\n__ggml_vocab_test__\n"; .out: one line of ids per string. */
+/* The conformance vectors of ../shared/vocab/ggml-vocab-<name>.gguf; -1 when missing. */
 static int load_vecs(const char *name, vecs *v) {
     char rel[256];
-    size_t ni, no;
     memset(v, 0, sizeof *v);
     snprintf(rel, sizeof rel, "vocab/ggml-vocab-%s.gguf.inp", name);
     const char *pi = shared_path(rel);
     snprintf(rel, sizeof rel, "vocab/ggml-vocab-%s.gguf.out", name);
     const char *po = shared_path(rel);
     if (!pi || !po) return -1;
-    v->inp = read_all(pi, &ni);
-    v->out = read_all(po, &no);
-    if (!v->inp || !v->out) return -1;
-    for (char *s = v->inp; v->n < 128;) {
-        char *e = strstr(s, SEP);
-        if (!e) break;
-        v->str[v->n] = s;
-        v->len[v->n++] = (size_t)(e - s);
-        s = e + strlen(SEP);
-    }
-    int lines = 0;
-    for (char *s = v->out; *s && lines < v->n; lines++) {
-        v->ids[lines] = s;
-        char *nl = strchr(s, '\n');
-        if (!nl) { lines++; break; }
-        s = nl + 1;
-    }
-    return lines == v->n ? 0 : -1;
-}
-
-static void free_vecs(vecs *v) { free(v->inp); free(v->out); }
-
-static int parse_ids(const char *line, int32_t *ids, int cap) {
-    int n = 0;
-    while (*line && *line != '\n' && n < cap) {
-        char *end;
-        long x = strtol(line, &end, 10);
-        if (end == line) { line++; continue; }
-        ids[n++] = (int32_t)x;
-        line = end;
-    }
-    return n;
-}
-
-static int ids_equal(const int32_t *a, int na, const int32_t *b, int nb) {
-    return na == nb && (na == 0 || !memcmp(a, b, (size_t)na * sizeof *a));
-}
-
-static void print_ids(const char *what, const int32_t *ids, int n) {
-    fprintf(stderr, "    %s:", what);
-    for (int i = 0; i < n; i++) fprintf(stderr, " %d", ids[i]);
-    fprintf(stderr, "\n");
+    return load_vecs_files(pi, po, v);
 }
 
 /* Every string gives exactly its ids and decodes back to itself. */
@@ -176,22 +95,6 @@ static void test_vocab_falcon(void) { check_vectors("falcon"); }
 static void test_vocab_mpt(void) { check_vectors("mpt"); }
 static void test_vocab_refact(void) { check_vectors("refact"); }
 static void test_vocab_starcoder(void) { check_vectors("starcoder"); }
-
-static const char *specd_bin(void) {
-    static char p[512];
-    const char *b = getenv("BUILD");
-    snprintf(p, sizeof p, "%s/specd", b && *b ? b : "build");
-    return access(p, X_OK) == 0 ? p : NULL;
-}
-
-static int run_cmd(const char *cmd, char *out, size_t cap) {
-    FILE *p = popen(cmd, "r");
-    if (!p) return -1;
-    size_t n = fread(out, 1, cap - 1, p);
-    out[n] = '\0';
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
 
 /* `specd tokenize -m ggml-vocab-gpt-2.gguf --no-bos --file F` prints every string's .out ids. */
 static void test_cli_gpt2(void) {
@@ -549,8 +452,7 @@ static void test_long_run(void) {
 }
 
 int main(void) {
-    snprintf(g_dir, sizeof g_dir, "/tmp/specd-test-bpe-XXXXXX");
-    if (!mkdtemp(g_dir)) return 1;
+    if (make_tmpdir("specd-test-bpe-")) return 1;
     RUN(test_vocab_gpt2);
     RUN(test_vocab_deepseek_coder);
     RUN(test_vocab_deepseek_llm);
@@ -567,8 +469,6 @@ int main(void) {
     RUN(test_ignore_merges);
     RUN(test_bad_metadata);
     RUN(test_long_run);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    if (system(cmd)) {}
+    remove_tmpdir();
     return TEST_DONE();
 }

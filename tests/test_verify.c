@@ -6,6 +6,7 @@
 #include "target/draft_len.h"
 #include "target/verify.h"
 #include "test.h"
+#include "tests/test_util.h"
 
 /* A distribution set directly (p dense, ids in descending probability). */
 static void set_probs(sd_probs *d, const float *p, int vocab) {
@@ -89,12 +90,6 @@ static void make_chains(void) {
             P[a][b] = logf(0.05f + sd_rng_f32(&r) * (b == (a + 1) % MV ? 4.0f : 1.0f));
             Q[a][b] = logf(0.05f + sd_rng_f32(&r) * (b == (a + 2) % MV ? 4.0f : 1.0f)); /* disagrees often */
         }
-}
-
-/* chi-square quantile (Wilson-Hilferty), accurate to a fraction of a percent for df > 30 */
-static double chi2_crit(int df, double z) {
-    double h = 2.0 / (9.0 * df);
-    return df * pow(1 - h + z * sqrt(h), 3);
 }
 
 /* Returns the chi-square statistic (and sets *df), or -1 when a cell of probability 0 was observed. */

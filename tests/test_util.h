@@ -1,0 +1,160 @@
+/* Helpers several test programs share: a per-program temp dir, whole-file read/write, running the specd
+ * binary and capturing its output, llama.cpp's vocab conformance files (.inp/.out), token-id lists.
+ * Include after tests/test.h. Everything is static inline so a program that uses only part of it
+ * compiles without unused-function warnings. */
+#ifndef SD_TEST_UTIL_H
+#define SD_TEST_UTIL_H
+#include <math.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* ---- a temp dir for the program's files: make_tmpdir() in main, tmp_path() for names in it ---- */
+static char g_dir[256];
+
+/* Creates g_dir as /tmp/<tag>XXXXXX; -1 when mkdtemp fails. */
+static inline int make_tmpdir(const char *tag) {
+    snprintf(g_dir, sizeof g_dir, "/tmp/%sXXXXXX", tag);
+    return mkdtemp(g_dir) ? 0 : -1;
+}
+
+/* Removes g_dir and everything in it (best effort: a failure is only reported). */
+static inline void remove_tmpdir(void) {
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_dir);
+}
+
+/* g_dir/name; the result stays valid for the next 7 calls. */
+static inline const char *tmp_path(const char *name) {
+    static char buf[8][512];
+    static int slot;
+    char *p = buf[slot++ % 8];
+    snprintf(p, 512, "%s/%s", g_dir, name);
+    return p;
+}
+
+/* ---- whole files ---- */
+
+/* The file's bytes plus a terminating NUL (free() it), its length in *n; NULL when unreadable. */
+static inline char *read_all(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc((size_t)len + 1);
+    if (b && fread(b, 1, (size_t)len, f) != (size_t)len) { free(b); b = NULL; }
+    fclose(f);
+    if (b) b[len] = '\0';
+    *n = (size_t)len;
+    return b;
+}
+
+static inline int write_all(const char *path, const void *p, size_t n) {
+    FILE *f = fopen(path, "wb");
+    if (!f) return -1;
+    size_t w = fwrite(p, 1, n, f);
+    return fclose(f) || w != n ? -1 : 0;
+}
+
+/* ---- running commands ---- */
+
+/* $BUILD/specd (default build/specd), or NULL when it is not built. */
+static inline const char *specd_bin(void) {
+    static char p[512];
+    const char *b = getenv("BUILD");
+    snprintf(p, sizeof p, "%s/specd", b && *b ? b : "build");
+    return access(p, X_OK) == 0 ? p : NULL;
+}
+
+/* Runs cmd through the shell, puts up to cap-1 bytes of its stdout in out (NUL-terminated);
+ * returns its exit status, -1 when it could not run or did not exit normally. */
+static inline int run_cmd(const char *cmd, char *out, size_t cap) {
+    FILE *p = popen(cmd, "r");
+    if (!p) return -1;
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = '\0';
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* ---- llama.cpp's vocab conformance vectors ---- */
+
+/* .inp: every test string followed by "\n__ggml_vocab_test__\n"; .out: one line of ids per string. */
+#define VOCAB_SEP "\n__ggml_vocab_test__\n"
+typedef struct vecs {
+    char *inp, *out;
+    const char *str[128];
+    size_t len[128];
+    const char *ids[128]; /* start of the matching .out line */
+    int n;
+} vecs;
+
+/* Reads and splits a pair of .inp/.out files; -1 when either is unreadable or their counts differ. */
+static inline int load_vecs_files(const char *inp_path, const char *out_path, vecs *v) {
+    size_t ni, no;
+    memset(v, 0, sizeof *v);
+    v->inp = read_all(inp_path, &ni);
+    v->out = read_all(out_path, &no);
+    if (!v->inp || !v->out) return -1;
+    for (char *s = v->inp; v->n < 128;) {
+        char *e = strstr(s, VOCAB_SEP);
+        if (!e) break;
+        v->str[v->n] = s;
+        v->len[v->n++] = (size_t)(e - s);
+        s = e + strlen(VOCAB_SEP);
+    }
+    int lines = 0;
+    for (char *s = v->out; *s && lines < v->n; lines++) {
+        v->ids[lines] = s;
+        char *nl = strchr(s, '\n');
+        if (!nl) { lines++; break; }
+        s = nl + 1;
+    }
+    return lines == v->n ? 0 : -1;
+}
+
+static inline void free_vecs(vecs *v) {
+    free(v->inp);
+    free(v->out);
+}
+
+/* ---- token-id lists ---- */
+
+/* The integers on one line of text (up to cap), skipping anything between them. */
+static inline int parse_ids(const char *line, int32_t *ids, int cap) {
+    int n = 0;
+    while (*line && *line != '\n' && n < cap) {
+        char *end;
+        long x = strtol(line, &end, 10);
+        if (end == line) { line++; continue; }
+        ids[n++] = (int32_t)x;
+        line = end;
+    }
+    return n;
+}
+
+static inline bool ids_equal(const int32_t *a, int na, const int32_t *b, int nb) {
+    return na == nb && (na == 0 || !memcmp(a, b, (size_t)na * sizeof *a));
+}
+
+static inline void print_ids(const char *what, const int32_t *ids, int n) {
+    fprintf(stderr, "    %s:", what);
+    for (int i = 0; i < n; i++) fprintf(stderr, " %d", ids[i]);
+    fprintf(stderr, "\n");
+}
+
+/* ---- statistics ---- */
+
+/* Chi-square quantile with df degrees of freedom at standard-normal point z (Wilson-Hilferty),
+ * accurate to a fraction of a percent for df > 30. */
+static inline double chi2_crit(int df, double z) {
+    double h = 2.0 / (9.0 * df);
+    return df * pow(1 - h + z * sqrt(h), 3);
+}
+#endif
