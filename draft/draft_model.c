@@ -42,10 +42,14 @@ static void mp_invalidate(sd_proposer *p, int n) {
     if (mp->valid > n) mp->valid = n;
 }
 
-/* Feeds tokens to the draft sequence, recording them; logits of the last one land in mp->logits. */
-static int feed(model_prop *mp, const int32_t *toks, int n, sd_err *err) {
+/* Feeds tokens to the draft sequence, recording them. The prediction after the last one lands in *id as
+ * the argmax token when id is not NULL (greedy without a confidence floor: no logits leave the backend),
+ * else as logits in mp->logits. */
+static int feed(model_prop *mp, const int32_t *toks, int n, int32_t *id, sd_err *err) {
     int pos = mp->seq->pos;
-    if (sd_forward(mp->seq, toks, n, false, mp->logits, err)) return -1;
+    int rc = id ? sd_forward_greedy(mp->seq, toks, n, false, id, err)
+                : sd_forward(mp->seq, toks, n, false, mp->logits, err);
+    if (rc) return -1;
     memcpy(mp->cached + pos, toks, (size_t)n * sizeof *toks);
     return 0;
 }
@@ -67,23 +71,27 @@ static int mp_propose(sd_proposer *p, const int32_t *hist, int n, int k, const s
         c = n - 1;
         sd_seq_truncate(mp->seq, c);
     }
-    if (feed(mp, hist + c, n - c, err)) return -1;
+    bool greedy = sd_sampling_is_greedy(o->sampling);
+    bool ids_only = greedy && o->p_min <= 0;
+    int32_t chosen = -1;
+    if (feed(mp, hist + c, n - c, ids_only ? &chosen : NULL, err)) return -1;
     mp->valid = n;
 
-    bool greedy = sd_sampling_is_greedy(o->sampling);
     for (int i = 0; i < k; i++) {
         /* Stop early when the draft is unsure; the first token is always proposed because verifying
          * one more token costs the target little compared with a pass of its own. */
         if (i > 0 && o->p_min > 0 && top_prob(mp->logits, mp->vocab) < o->p_min) break;
         int32_t t;
-        if (greedy) {
+        if (ids_only) {
+            t = chosen;
+        } else if (greedy) {
             t = sd_argmax(mp->logits, mp->vocab);
         } else {
             sd_sampling_probs(o->sampling, mp->logits, mp->vocab, &mp->q[i]);
             t = sd_probs_draw(&mp->q[i], sd_rng_f32(o->rng));
         }
         mp->out[out->n++] = t;
-        if (i + 1 < k && feed(mp, &t, 1, err)) return -1;
+        if (i + 1 < k && feed(mp, &t, 1, ids_only ? &chosen : NULL, err)) return -1;
     }
     if (!greedy) out->q = mp->q;
     return 0;

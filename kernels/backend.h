@@ -98,6 +98,9 @@ struct sd_backend {
      * except the tokens and pos0, which ops inside a step take from the backend's step state. */
     int (*graph_begin)(sd_backend *b, const uint64_t *key, int key_len, const int32_t *tokens, int n, int pos0);
     int (*graph_end)(sd_backend *b);
+    /* ids[r] = index of the largest of row r of x ([rows][width], backend memory; lowest index on ties),
+     * into host memory; waits. Greedy decoding uses it so only token ids cross from a GPU, not logits. */
+    void (*argmax_rows)(sd_backend *b, int32_t *ids, const float *x, int rows, int width);
     /* Bytes of backend memory held, by kind (for start-up memory reports); may be NULL. */
     void (*mem_usage)(sd_backend *b, size_t *weights, size_t *kv, size_t *work);
 

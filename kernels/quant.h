@@ -161,6 +161,14 @@ static inline SD_HD float sd_dot_q8_0(const sd_block_q8_0 *w, const float *x, in
 
 static inline SD_HD float sd_silu(float x) { return x / (1.0f + expf(-x)); }
 
+/* The argmax order, shared by the sampler, the CPU and the CUDA backends so greedy picks agree everywhere:
+ * larger value first, lower index on ties, NaN after every number. True when (a, ia) beats (b, ib). */
+static inline SD_HD bool sd_argmax_prefers(float a, int32_t ia, float b, int32_t ib) {
+    if (b != b) return a == a || ia < ib; /* b is NaN */
+    if (a != a) return false;
+    return a > b || (a == b && ia < ib);
+}
+
 /* Rotates the pair (a, b) by the angle whose cosine and sine are c and s. */
 static inline SD_HD void sd_rope_rotate(float *a, float *b, float c, float s) {
     float x0 = *a, x1 = *b;

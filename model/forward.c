@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/quant.h"
 #include "model/model.h"
 
 /* Tokens one internal step takes. Every sequence (each daemon session has one or two) holds scratch for
@@ -81,6 +82,7 @@ int sd_seq_new(sd_model *m, int ctx, int n_layers, sd_seq **out, sd_err *err) {
 void sd_seq_free(sd_seq *s) {
     if (!s) return;
     release_scratch(s);
+    free(s->host_rows);
     if (s->kv.k || s->kv.v) s->m->be->kv_free(s->m->be, &s->kv);
     free(s);
 }
@@ -141,19 +143,50 @@ static void classify_rows(sd_seq *s, int n, int rows) {
     be->matmul(be, s->logits, &m->output, s->xb, rows);
 }
 
-/* All n rows' logits when they do not fit the scratch at once: the classifier in slices, each copied out. */
-static void classify_sliced(sd_seq *s, int n, float *out) {
+/* Where a forward call's results go: logits rows to host memory, or only each row's argmax id. */
+typedef struct fwd_out {
+    float *logits;
+    int32_t *ids;
+} fwd_out;
+
+/* Delivers `rows` rows of s->logits to out (at row offset r). */
+static int deliver(sd_seq *s, int rows, fwd_out out, size_t r, sd_err *err) {
+    sd_backend *be = s->m->be;
+    size_t vocab = (size_t)s->m->hp.vocab;
+    if (out.logits) {
+        be->to_host(be, out.logits + r * vocab, s->logits, (size_t)rows * vocab);
+        return 0;
+    }
+    if (be->argmax_rows) {
+        be->argmax_rows(be, out.ids + r, s->logits, rows, (int)vocab);
+        return 0;
+    }
+    if (!s->host_rows && !(s->host_rows = malloc(sizeof(float) * vocab * (size_t)logit_rows(s))))
+        return sd_errf(err, "out of memory (host logits)");
+    be->to_host(be, s->host_rows, s->logits, (size_t)rows * vocab);
+    for (int i = 0; i < rows; i++) {
+        const float *row = s->host_rows + (size_t)i * vocab;
+        int32_t best = 0;
+        for (int32_t v = 1; v < (int32_t)vocab; v++)
+            if (sd_argmax_prefers(row[v], v, row[best], best)) best = v;
+        out.ids[r + (size_t)i] = best;
+    }
+    return 0;
+}
+
+/* All n rows when they do not fit the logits scratch at once: the classifier in slices. */
+static int classify_sliced(sd_seq *s, int n, fwd_out out, sd_err *err) {
     const sd_model *m = s->m;
     const sd_hparams *hp = &m->hp;
     sd_backend *be = m->be;
-    size_t vocab = (size_t)hp->vocab;
     be->rmsnorm(be, s->xb, s->x, &m->out_norm, n, hp->dim, hp->eps);
     int step = logit_rows(s);
     for (int r = 0; r < n; r += step) {
         int rows = n - r < step ? n - r : step;
         be->matmul(be, s->logits, &m->output, s->xb + (size_t)r * hp->dim, rows);
-        be->to_host(be, out + (size_t)r * vocab, s->logits, (size_t)rows * vocab);
+        if (deliver(s, rows, out, (size_t)r, err)) return -1;
     }
+    return 0;
 }
 
 /* The backend work of one chunk, up to `rows` rows of logits in s->logits (0: none). */
@@ -190,20 +223,18 @@ static void run_chunk(sd_seq *s, const int32_t *tokens, int n, int pos0, int row
 }
 
 /* One chunk of at most max_batch tokens at positions [s->pos, s->pos+n). */
-static void forward_chunk(sd_seq *s, const int32_t *tokens, int n, bool all, bool want_logits, float *out) {
-    sd_backend *be = s->m->be;
-    size_t vocab = (size_t)s->m->hp.vocab;
-    int rows = !want_logits ? 0 : !all ? 1 : n <= logit_rows(s) ? n : 0;
+static int forward_chunk(sd_seq *s, const int32_t *tokens, int n, bool all, bool want, fwd_out out, sd_err *err) {
+    int rows = !want ? 0 : !all ? 1 : n <= logit_rows(s) ? n : 0;
     run_chunk(s, tokens, n, s->pos, rows);
     s->pos += n;
-    if (rows) be->to_host(be, out, s->logits, (size_t)rows * vocab);
-    else if (want_logits) classify_sliced(s, n, out);
+    if (rows) return deliver(s, rows, out, 0, err);
+    return want ? classify_sliced(s, n, out, err) : 0;
 }
 
-int sd_forward(sd_seq *s, const int32_t *tokens, int n, bool all_logits, float *logits, sd_err *err) {
+static int forward(sd_seq *s, const int32_t *tokens, int n, bool all, fwd_out out, sd_err *err) {
     const sd_hparams *hp = &s->m->hp;
     if (n <= 0) return sd_errf(err, "forward: no tokens (n = %d)", n);
-    if (!tokens || !logits) return sd_errf(err, "forward: NULL tokens or logits buffer");
+    if (!tokens || (!out.logits && !out.ids)) return sd_errf(err, "forward: NULL tokens or output buffer");
     if (n > s->ctx - s->pos)
         return sd_errf(err, "context overflow: %d positions held + %d new > context length %d", s->pos, n,
                        s->ctx);
@@ -214,9 +245,19 @@ int sd_forward(sd_seq *s, const int32_t *tokens, int n, bool all_logits, float *
     for (int done = 0; done < n;) {
         int c = n - done < s->max_batch ? n - done : s->max_batch;
         bool last = done + c == n;
-        float *out = all_logits ? logits + (size_t)done * hp->vocab : logits;
-        forward_chunk(s, tokens + done, c, all_logits, all_logits || last, out);
+        fwd_out o = out;
+        if (all && o.logits) o.logits += (size_t)done * hp->vocab;
+        if (all && o.ids) o.ids += done;
+        if (forward_chunk(s, tokens + done, c, all, all || last, o, err)) return -1;
         done += c;
     }
     return 0;
+}
+
+int sd_forward(sd_seq *s, const int32_t *tokens, int n, bool all_logits, float *logits, sd_err *err) {
+    return forward(s, tokens, n, all_logits, (fwd_out){.logits = logits}, err);
+}
+
+int sd_forward_greedy(sd_seq *s, const int32_t *tokens, int n, bool all, int32_t *ids, sd_err *err) {
+    return forward(s, tokens, n, all, (fwd_out){.ids = ids}, err);
 }

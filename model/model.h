@@ -73,6 +73,7 @@ typedef struct sd_seq {
     sd_kv kv;
     /* scratch activations in backend memory, sized for max_batch tokens */
     float *x, *xb, *q, *k, *v, *att, *hb, *hb2, *logits;
+    float *host_rows; /* host copy of logits rows, for argmax on backends without argmax_rows (lazy) */
 } sd_seq;
 
 /* ctx <= 0: the model's context length. n_layers <= 0: all layers. */
@@ -85,5 +86,9 @@ void sd_seq_truncate(sd_seq *s, int pos);
  * logits (host memory): when all_logits, n × vocab floats (one row per token); else vocab floats for the
  * last token only. Fails (nothing changed) when the context would overflow. */
 int sd_forward(sd_seq *s, const int32_t *tokens, int n, bool all_logits, float *logits, sd_err *err);
+
+/* sd_forward for greedy decoding: instead of logits, ids gets the argmax token of each row (all) or of the
+ * last row, computed where the logits live (on a GPU only the ids cross to the host). */
+int sd_forward_greedy(sd_seq *s, const int32_t *tokens, int n, bool all, int32_t *ids, sd_err *err);
 
 #endif

@@ -6,6 +6,8 @@
  * top-k uses a bounded heap, top-p and min-p first discard tokens that provably cannot be kept. */
 #include "model/sampler.h"
 
+#include "kernels/quant.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,11 +76,7 @@ void sd_probs_free(sd_probs *d) {
 }
 
 /* NaN compares as the lowest value so a broken logit never wins. */
-static bool better(float a, int32_t ia, float b, int32_t ib) {
-    if (isnan(b)) return !isnan(a) || ia < ib;
-    if (isnan(a)) return false;
-    return a > b || (a == b && ia < ib);
-}
+static bool better(float a, int32_t ia, float b, int32_t ib) { return sd_argmax_prefers(a, ia, b, ib); }
 
 int32_t sd_argmax(const float *x, int n) {
     int32_t best = 0;

@@ -44,6 +44,7 @@ struct sd_gen {
     sd_textout text;
     float *logits;  /* (draft_max + 1) rows of vocab */
     int32_t *block; /* pending token + drafts */
+    int32_t *chosen; /* greedy: the target's token after each block row (only ids leave the backend) */
     int step_from;  /* hist index of this step's first emitted token */
     const char *step_text;
     size_t step_text_len;
@@ -243,7 +244,8 @@ int sd_gen_start(sd_session *s, const int32_t *prompt, int n_prompt, const sd_ge
     int rows = g->spec ? p->draft_max + 1 : 1;
     g->logits = malloc((size_t)rows * vocab * sizeof *g->logits);
     g->block = malloc((size_t)rows * sizeof *g->block);
-    if (!g->logits || !g->block || sd_probs_init(&g->probs, vocab)) {
+    g->chosen = malloc((size_t)rows * sizeof *g->chosen);
+    if (!g->logits || !g->block || !g->chosen || sd_probs_init(&g->probs, vocab)) {
         sd_gen_free(g);
         return sd_errf(err, "out of memory for a request");
     }
@@ -274,12 +276,15 @@ int sd_gen_start(sd_session *s, const int32_t *prompt, int n_prompt, const sd_ge
     return 0;
 }
 
-/* Draws the next token from one row of target logits (plain decoding). */
-static int32_t sample_plain(sd_gen *g, const float *logits) {
-    int vocab = g->s->e->target->hp.vocab;
-    if (g->greedy) return sd_argmax(logits, vocab);
-    sd_sampling_probs(&g->p.sampling, logits, vocab, &g->probs);
-    return sd_probs_draw(&g->probs, sd_rng_f32(&g->rng));
+/* Runs n tokens through the target and picks the token after the last one (plain decoding). Greedy
+ * requests get the argmax from the backend, so no logits cross to the host. */
+static int next_plain(sd_gen *g, const int32_t *tokens, int n, int32_t *t, sd_err *err) {
+    sd_seq *seq = g->s->seq;
+    if (g->greedy) return sd_forward_greedy(seq, tokens, n, false, t, err);
+    if (sd_forward(seq, tokens, n, false, g->logits, err)) return -1;
+    sd_sampling_probs(&g->p.sampling, g->logits, g->s->e->target->hp.vocab, &g->probs);
+    *t = sd_probs_draw(&g->probs, sd_rng_f32(&g->rng));
+    return 0;
 }
 
 /* Appends one token to the output, applying the limits. Returns 1 when the request is now finished
@@ -319,9 +324,9 @@ static int step_prefill(sd_gen *g, sd_err *err) {
     sd_session *s = g->s;
     double t0 = now_s();
     int n = g->n_prompt - g->reuse;
-    if (sd_forward(s->seq, s->hist + g->reuse, n, false, g->logits, err)) return -1;
+    int32_t t;
+    if (next_plain(g, s->hist + g->reuse, n, &t, err)) return -1;
     g->st.prefilled = n;
-    int32_t t = sample_plain(g, g->logits);
     g->st.t_prefill = now_s() - t0;
     return emit(g, t, err) < 0 ? -1 : 0;
 }
@@ -329,9 +334,9 @@ static int step_prefill(sd_gen *g, sd_err *err) {
 static int step_plain(sd_gen *g, sd_err *err) {
     sd_session *s = g->s;
     double t0 = now_s();
-    if (sd_forward(s->seq, s->hist + s->n_hist - 1, 1, false, g->logits, err)) return -1;
+    int32_t t;
+    if (next_plain(g, s->hist + s->n_hist - 1, 1, &t, err)) return -1;
     g->st.target_passes++;
-    int32_t t = sample_plain(g, g->logits);
     g->st.t_target += now_s() - t0;
     return emit(g, t, err) < 0 ? -1 : 0;
 }
@@ -358,10 +363,12 @@ static int step_spec(sd_gen *g, sd_err *err) {
     double t0 = now_s();
     g->block[0] = s->hist[s->n_hist - 1];
     memcpy(g->block + 1, pr.tokens, (size_t)nd * sizeof *g->block);
-    if (sd_forward(s->seq, g->block, nd + 1, true, g->logits, err)) return -1;
+    int rc = g->greedy ? sd_forward_greedy(s->seq, g->block, nd + 1, true, g->chosen, err)
+                       : sd_forward(s->seq, g->block, nd + 1, true, g->logits, err);
+    if (rc) return -1;
     g->st.target_passes++;
     int32_t next;
-    int a = g->greedy ? sd_verify_greedy(g->logits, vocab, g->block + 1, nd, &next)
+    int a = g->greedy ? sd_verify_greedy(g->chosen, g->block + 1, nd, &next)
                       : sd_verify_sampled(&g->p.sampling, g->logits, vocab, g->block + 1, pr.q, nd, &g->rng,
                                           &g->probs, &next);
     g->st.t_target += now_s() - t0;
@@ -448,5 +455,6 @@ void sd_gen_free(sd_gen *g) {
     sd_probs_free(&g->probs);
     free(g->logits);
     free(g->block);
+    free(g->chosen);
     free(g);
 }

@@ -38,17 +38,11 @@ int32_t sd_spec_residual_draw(const sd_probs *p, const sd_probs *q, int32_t x, f
     return last; /* rounding left target at the very end */
 }
 
-int sd_verify_greedy(const float *logits, int vocab, const int32_t *draft, int k, int32_t *next) {
+int sd_verify_greedy(const int32_t *argmax, const int32_t *draft, int k, int32_t *next) {
     int a = 0;
-    for (; a < k; a++) {
-        int32_t t = sd_argmax(logits + (size_t)a * vocab, vocab);
-        if (t != draft[a]) {
-            *next = t;
-            return a;
-        }
-    }
-    *next = sd_argmax(logits + (size_t)k * vocab, vocab);
-    return k;
+    while (a < k && argmax[a] == draft[a]) a++;
+    *next = argmax[a];
+    return a;
 }
 
 int sd_verify_sampled(const sd_sampling *s, const float *logits, int vocab, const int32_t *draft,

@@ -23,10 +23,10 @@ bool sd_spec_accept(const sd_probs *p, const sd_probs *q, int32_t x, float u);
  * it draws from p. */
 int32_t sd_spec_residual_draw(const sd_probs *p, const sd_probs *q, int32_t x, float u);
 
-/* Greedy verification of k drafts. logits: (k+1) rows of `vocab` floats, row i is the target's
- * prediction after the i-th block token (row 0 follows the last accepted token). Returns the number of
- * drafts accepted (0..k) and sets *next to the target's token after them. */
-int sd_verify_greedy(const float *logits, int vocab, const int32_t *draft, int k, int32_t *next);
+/* Greedy verification of k drafts. argmax: k+1 target tokens, entry i the target's greedy choice after
+ * the i-th block token (entry 0 follows the last accepted token). Returns the number of drafts accepted
+ * (0..k) and sets *next to the target's token after them. */
+int sd_verify_greedy(const int32_t *argmax, const int32_t *draft, int k, int32_t *next);
 
 /* Speculative sampling over k drafts. q: k draft distributions (NULL: every proposal is a point mass).
  * p: scratch for the target distribution (initialised for vocab). Draws come from rng in a fixed order

@@ -124,6 +124,24 @@ static void test_row_ops(void) {
     free(x); free(y); free(a); free(b); free(k); free(v); free(wn);
 }
 
+static void test_argmax_rows_matches_cpu(void) {
+    if (!gpu) SKIP("%s", no_gpu_reason);
+    const int rows = 9, width = 50000;
+    float *x = malloc(sizeof(float) * rows * width);
+    for (int i = 0; i < rows * width; i++) x[i] = frand();
+    x[1 * width + 7] = x[1 * width + 9000] = 5.0f; /* a tie: the lower index wins */
+    x[2 * width + 3] = NAN;                           /* NaN never wins */
+    float *xc = dev_copy(cpu, x, (size_t)rows * width), *xg = dev_copy(gpu, x, (size_t)rows * width);
+    int32_t a[9], b[9];
+    cpu->argmax_rows(cpu, a, xc, rows, width);
+    gpu->argmax_rows(gpu, b, xg, rows, width);
+    for (int r = 0; r < rows; r++) CHECK_EQ_INT(b[r], a[r]);
+    CHECK_EQ_INT(a[1], 7);
+    cpu->release(cpu, xc);
+    gpu->release(gpu, xg);
+    free(x);
+}
+
 static void test_out_of_memory_error(void) {
     if (!gpu) SKIP("%s", no_gpu_reason);
     sd_err err = {{0}};
@@ -301,6 +319,7 @@ int main(void) {
     }
     RUN(test_matmul_all_types);
     RUN(test_row_ops);
+    RUN(test_argmax_rows_matches_cpu);
     RUN(test_out_of_memory_error);
     RUN(test_forward_logits_match_cpu);
     RUN(test_greedy_spec_equals_plain_on_gpu);

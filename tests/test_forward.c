@@ -5,6 +5,7 @@
 #include "kernels/backend.h"
 #include "model/gguf.h"
 #include "model/model.h"
+#include "model/sampler.h"
 #include "tests/test.h"
 #include "tests/test_util.h"
 
@@ -524,9 +525,41 @@ static void test_shared_models(void) {
     if (dg) check_real(dg, NULL);
 }
 
+/* sd_forward_greedy picks exactly the argmax of sd_forward's logits, for the last row and for all rows,
+ * through the backend's argmax_rows and through the host fallback of a backend without it. */
+static void test_forward_greedy_ids(void) {
+    const char *path = shared_path("models/aidreams260K.gguf");
+    if (!path) SKIP("../shared/models/aidreams260K.gguf not found");
+    for (int fallback = 0; fallback <= 1; fallback++) {
+        sd_backend *be = NULL;
+        sd_err err = {{0}};
+        REQUIRE(sd_backend_cpu_new(2, &be, &err) == 0);
+        REQUIRE(be->argmax_rows != NULL);
+        if (fallback) be->argmax_rows = NULL;
+        sd_model *m = NULL;
+        REQUIRE(sd_model_load(path, NULL, be, &m, &err) == 0);
+        sd_seq *a = NULL, *b = NULL;
+        REQUIRE(sd_seq_new(m, 0, 0, &a, &err) == 0 && sd_seq_new(m, 0, 0, &b, &err) == 0);
+        int vocab = m->hp.vocab;
+        float *lg = malloc(sizeof(float) * 6 * (size_t)vocab);
+        int32_t toks[6] = {1, 403, 407, 261, 378, 280}, ids[6] = {-1, -1, -1, -1, -1, -1}, id = -1;
+        REQUIRE(sd_forward(a, toks, 3, false, lg, &err) == 0 && sd_forward_greedy(b, toks, 3, false, &id, &err) == 0);
+        CHECK_EQ_INT(id, sd_argmax(lg, vocab));
+        REQUIRE(sd_forward(a, toks + 3, 3, true, lg, &err) == 0 && sd_forward_greedy(b, toks + 3, 3, true, ids, &err) == 0);
+        for (int r = 0; r < 3; r++) CHECK_EQ_INT(ids[r], sd_argmax(lg + (size_t)r * vocab, vocab));
+        CHECK_EQ_INT(b->pos, 6);
+        free(lg);
+        sd_seq_free(a);
+        sd_seq_free(b);
+        sd_model_free(m);
+        be->destroy(be);
+    }
+}
+
 int main(void) {
     if (make_tmpdir("specd_test_forward_")) return 1;
     RUN(test_llama_f32);
+    RUN(test_forward_greedy_ids);
     RUN(test_llama_gqa_f16_tied);
     RUN(test_llama_q8_0);
     RUN(test_qwen2_biases_neox);

@@ -29,17 +29,19 @@ static void test_greedy_verify(void) {
     int32_t argmax[K + 1] = {3, 1, 4, 0, 2};
     for (int r = 0; r <= K; r++)
         for (int i = 0; i < V; i++) lg[r * V + i] = i == argmax[r] ? 2.0f : -(float)i;
+    int32_t am[K + 1]; /* what the target's rows choose, as the forward pass reports them */
+    for (int r = 0; r <= K; r++) am[r] = sd_argmax(lg + r * V, V);
     int32_t next = -1;
     int32_t d1[K] = {3, 1, 2, 0}; /* third draft wrong */
-    CHECK_EQ_INT(sd_verify_greedy(lg, V, d1, K, &next), 2);
+    CHECK_EQ_INT(sd_verify_greedy(am, d1, K, &next), 2);
     CHECK_EQ_INT(next, 4);
     int32_t d2[K] = {3, 1, 4, 0}; /* all right: the target's token after them */
-    CHECK_EQ_INT(sd_verify_greedy(lg, V, d2, K, &next), K);
+    CHECK_EQ_INT(sd_verify_greedy(am, d2, K, &next), K);
     CHECK_EQ_INT(next, 2);
     int32_t d3[K] = {0, 1, 4, 0}; /* first wrong */
-    CHECK_EQ_INT(sd_verify_greedy(lg, V, d3, K, &next), 0);
+    CHECK_EQ_INT(sd_verify_greedy(am, d3, K, &next), 0);
     CHECK_EQ_INT(next, 3);
-    CHECK_EQ_INT(sd_verify_greedy(lg, V, d3, 0, &next), 0); /* no drafts: a plain step */
+    CHECK_EQ_INT(sd_verify_greedy(am, d3, 0, &next), 0); /* no drafts: a plain step */
     CHECK_EQ_INT(next, 3);
 }
 

@@ -387,6 +387,16 @@ static void cpu_destroy(sd_backend *b) {
     free(b);
 }
 
+static void cpu_argmax_rows(sd_backend *b, int32_t *ids, const float *x, int rows, int width) {
+    for (int r = 0; r < rows; r++) {
+        const float *row = x + (size_t)r * (size_t)width;
+        int32_t best = 0;
+        for (int32_t i = 1; i < width; i++)
+            if (sd_argmax_prefers(row[i], i, row[best], best)) best = i;
+        ids[r] = best;
+    }
+}
+
 int sd_backend_cpu_new_simd(int n_threads, sd_simd level, sd_backend **out, sd_err *err) {
     *out = NULL;
     const sd_cpu_kernels *k = sd_simd_kernels(level);
@@ -412,7 +422,7 @@ int sd_backend_cpu_new_simd(int n_threads, sd_simd level, sd_backend **out, sd_e
         .name = "cpu", .device = im->device, .mem_usage = cpu_mem_usage, .n_threads = sd_pool_size(im->pool), .impl = im, .destroy = cpu_destroy,
         .alloc = cpu_alloc, .release = cpu_release, .upload_weight = cpu_upload_weight,
         .free_weight = cpu_free_weight, .to_host = cpu_copy, .from_host = cpu_copy, .kv_alloc = cpu_kv_alloc,
-        .kv_free = cpu_kv_free, .sync = cpu_sync, .embed = cpu_embed, .rmsnorm = cpu_rmsnorm,
+        .kv_free = cpu_kv_free, .sync = cpu_sync, .argmax_rows = cpu_argmax_rows, .embed = cpu_embed, .rmsnorm = cpu_rmsnorm,
         .matmul = cpu_matmul, .add_bias = cpu_add_bias, .rope = cpu_rope, .kv_store = cpu_kv_store,
         .attention = cpu_attention, .swiglu = cpu_swiglu, .add = cpu_add,
     };

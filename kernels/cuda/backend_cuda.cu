@@ -251,6 +251,9 @@ static void c_attention(sd_backend *b, float *out, const float *q, const sd_kv *
 static void c_swiglu(sd_backend *b, float *out, const float *gate, const float *up, size_t count) {
     cuda_swiglu(ctx_of(b), out, gate, up, count);
 }
+static void c_argmax_rows(sd_backend *b, int32_t *ids, const float *x, int rows, int width) {
+    cuda_argmax_rows(ctx_of(b), ids, x, rows, width);
+}
 static void c_add(sd_backend *b, float *x, const float *y, size_t count) { cuda_add(ctx_of(b), x, y, count); }
 
 /* ---- step graphs ---- */
@@ -409,6 +412,7 @@ extern "C" int sd_backend_cuda_new(int device, sd_backend **out, sd_err *err) {
     b->kv_free = c_kv_free;
     b->sync = c_sync;
     b->mem_usage = c_mem_usage;
+    b->argmax_rows = c_argmax_rows;
     b->graph_begin = c_graph_begin;
     b->graph_end = c_graph_end;
     b->embed = c_embed;

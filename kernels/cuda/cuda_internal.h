@@ -60,6 +60,7 @@ void cuda_swiglu(cuda_ctx *c, float *out, const float *gate, const float *up, si
 void cuda_add(cuda_ctx *c, float *x, const float *y, size_t count);
 void cuda_attention(cuda_ctx *c, float *out, const float *q, const float *kcache, const float *vcache, int pos0,
                     int n, int n_heads, int n_kv_heads, int head_dim, int kv_dim);
+void cuda_argmax_rows(cuda_ctx *c, int32_t *ids_host, const float *x, int rows, int width);
 void cuda_kv_store(cuda_ctx *c, float *kcache, float *vcache, const float *k, const float *v, int pos0, int n,
                    int kv_dim);
 /* Device pointer to the current step's pos0 while stepping, else NULL (kernels then use the argument). */

@@ -125,3 +125,43 @@ void cuda_kv_store(cuda_ctx *c, float *kcache, float *vcache, const float *k, co
         k_kv_store<<<(unsigned)((count + 255) / 256), 256, 0, c->stream>>>(kcache, vcache, k, v, pos0, step_pos(c),
                                                                           count, kv_dim);
 }
+
+/* One block per row: each thread scans a strided share, then a shared-memory tree picks the winner under
+ * the same order the CPU uses (kernels/quant.h: larger first, lower index on ties, NaN last). */
+__global__ void k_argmax_rows(int32_t *ids, const float *x, int width) {
+    const float *row = x + (size_t)blockIdx.x * width;
+    float best = NAN;
+    int32_t best_i = INT32_MAX;
+    for (int32_t i = threadIdx.x; i < width; i += blockDim.x)
+        if (best_i == INT32_MAX || sd_argmax_prefers(row[i], i, best, best_i)) {
+            best = row[i];
+            best_i = i;
+        }
+    __shared__ float sv[256];
+    __shared__ int32_t si[256];
+    sv[threadIdx.x] = best;
+    si[threadIdx.x] = best_i;
+    __syncthreads();
+    for (int step = blockDim.x / 2; step > 0; step >>= 1) {
+        if (threadIdx.x < step) {
+            int o = threadIdx.x + step;
+            bool take = si[o] != INT32_MAX &&
+                        (si[threadIdx.x] == INT32_MAX || sd_argmax_prefers(sv[o], si[o], sv[threadIdx.x], si[threadIdx.x]));
+            if (take) {
+                sv[threadIdx.x] = sv[o];
+                si[threadIdx.x] = si[o];
+            }
+        }
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) ids[blockIdx.x] = si[0];
+}
+
+void cuda_argmax_rows(cuda_ctx *c, int32_t *ids_host, const float *x, int rows, int width) {
+    int32_t *d_ids = NULL;
+    CUDA_LOG(cudaMallocAsync((void **)&d_ids, sizeof(int32_t) * (size_t)rows, c->stream));
+    k_argmax_rows<<<rows, 256, 0, c->stream>>>(d_ids, x, width);
+    CUDA_LOG(cudaMemcpyAsync(ids_host, d_ids, sizeof(int32_t) * (size_t)rows, cudaMemcpyDeviceToHost, c->stream));
+    CUDA_LOG(cudaFreeAsync(d_ids, c->stream));
+    CUDA_LOG(cudaStreamSynchronize(c->stream));
+}
