@@ -96,15 +96,4 @@ int sd_tok_bpe_encode(const sd_tokenizer *t, const char *text, size_t len, bool 
 int sd_tok_bpe_init(sd_tokenizer *t, const gguf_file *f, sd_err *err);
 void sd_tok_bpe_free(sd_tokenizer *t);
 
-/* UTF-8: length of the sequence starting at s[0..len) if it is a valid character (1..4), else 0;
- * *cp gets the code point when valid. Rejects overlongs, surrogates and > U+10FFFF. */
-int sd_utf8_next(const char *s, size_t len, uint32_t *cp);
-/* Writes cp as UTF-8 into out (at least 4 bytes); returns the byte count. */
-int sd_utf8_put(uint32_t cp, char *out);
-
-/* GPT-2 byte-level mapping: byte -> code point of its printable stand-in, and back (-1 when cp is not
- * one of the 256 stand-ins). */
-uint32_t sd_tok_byte_to_cp(uint8_t b);
-int sd_tok_cp_to_byte(uint32_t cp);
-
 #endif

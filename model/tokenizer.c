@@ -2,6 +2,7 @@
  * map, special-token parsing, decoding, the streaming decoder, the end-of-generation set and the
  * draft/target compatibility check. The encoders live in tok_spm.c and tok_bpe.c. */
 #include "model/tok_internal.h"
+#include "model/unicode.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,72 +20,6 @@ int sd_ids_push(sd_ids *a, int32_t id, sd_err *err) {
     }
     a->v[a->n++] = id;
     return 0;
-}
-
-int sd_utf8_next(const char *s, size_t len, uint32_t *cp) {
-    const unsigned char *u = (const unsigned char *)s;
-    if (len == 0) return 0;
-    unsigned char c = u[0];
-    if (c < 0x80) { *cp = c; return 1; }
-    int n;
-    uint32_t v, lo = 0x80, hi = 0xBF; /* allowed range of the second byte */
-    if (c >= 0xC2 && c <= 0xDF) { n = 2; v = c & 0x1F; }
-    else if (c >= 0xE0 && c <= 0xEF) {
-        n = 3; v = c & 0x0F;
-        if (c == 0xE0) lo = 0xA0;      /* no overlongs */
-        if (c == 0xED) hi = 0x9F;      /* no surrogates */
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        n = 4; v = c & 0x07;
-        if (c == 0xF0) lo = 0x90;
-        if (c == 0xF4) hi = 0x8F;      /* <= U+10FFFF */
-    } else return 0;
-    if (len < (size_t)n) return 0;
-    if (u[1] < lo || u[1] > hi) return 0;
-    v = (v << 6) | (u[1] & 0x3F);
-    for (int i = 2; i < n; i++) {
-        if ((u[i] & 0xC0) != 0x80) return 0;
-        v = (v << 6) | (u[i] & 0x3F);
-    }
-    *cp = v;
-    return n;
-}
-
-int sd_utf8_put(uint32_t cp, char *out) {
-    unsigned char *o = (unsigned char *)out;
-    if (cp < 0x80) { o[0] = (unsigned char)cp; return 1; }
-    if (cp < 0x800) { o[0] = (unsigned char)(0xC0 | (cp >> 6)); o[1] = (unsigned char)(0x80 | (cp & 0x3F)); return 2; }
-    if (cp < 0x10000) {
-        o[0] = (unsigned char)(0xE0 | (cp >> 12));
-        o[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
-        o[2] = (unsigned char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    o[0] = (unsigned char)(0xF0 | (cp >> 18));
-    o[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
-    o[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
-    o[3] = (unsigned char)(0x80 | (cp & 0x3F));
-    return 4;
-}
-
-/* GPT-2's printable bytes stand for themselves; the other 68 map to U+0100.. in byte order. */
-static bool gpt2_printable(unsigned b) {
-    return (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
-}
-
-uint32_t sd_tok_byte_to_cp(uint8_t b) {
-    if (gpt2_printable(b)) return b;
-    uint32_t n = 0;
-    for (unsigned i = 0; i < b; i++) n += !gpt2_printable(i);
-    return 0x100 + n;
-}
-
-int sd_tok_cp_to_byte(uint32_t cp) {
-    if (cp < 0x100) return gpt2_printable(cp) ? (int)cp : -1;
-    if (cp >= 0x100 + 68) return -1;
-    uint32_t n = cp - 0x100;
-    for (unsigned b = 0; b < 256; b++)
-        if (!gpt2_printable(b) && n-- == 0) return (int)b;
-    return -1;
 }
 
 /* ---------------------------------------------------------------- text -> id map */
@@ -284,17 +219,16 @@ static int build_piece(sd_tokenizer *t, int i, sd_err *err) {
     } else if (type == SD_TT_NORMAL) { /* byte-level BPE: each char stands for one byte */
         for (size_t k = 0; k < n;) {
             uint32_t cp;
-            int l = sd_utf8_next(s + k, n - k, &cp);
-            int b = l ? sd_tok_cp_to_byte(cp) : -1;
-            if (b < 0) { /* not a stand-in: keep the bytes as they are */
-                size_t m = l ? (size_t)l : 1;
-                memcpy(p + o, s + k, m);
-                o += m;
-                k += m;
+            int valid;
+            size_t l = sd_uni_decode((const unsigned char *)s + k, n - k, &cp, &valid);
+            int b = valid ? sd_uni_cp_to_byte(cp) : -1;
+            if (b < 0) { /* not a stand-in (or an invalid byte, l = 1): keep the bytes as they are */
+                memcpy(p + o, s + k, l);
+                o += l;
             } else {
                 p[o++] = (char)b;
-                k += (size_t)l;
             }
+            k += l;
         }
     } /* control, unused: nothing */
     t->piece[i] = p;
@@ -304,9 +238,10 @@ static int build_piece(sd_tokenizer *t, int i, sd_err *err) {
     size_t worst = 3;
     for (size_t k = 0; k < o;) {
         uint32_t cp;
-        int l = sd_utf8_next(p + k, o - k, &cp);
-        worst += l ? (size_t)l : 3;
-        k += l ? (size_t)l : 1;
+        int valid;
+        size_t l = sd_uni_decode((const unsigned char *)p + k, o - k, &cp, &valid);
+        worst += valid ? l : 3;
+        k += l;
     }
     if (worst > SD_TOK_MAX_PIECE + 15)
         return sd_errf(err, "token %d decodes to %zu bytes of text (at most %d supported)", i, worst, SD_TOK_MAX_PIECE);
