@@ -68,8 +68,7 @@ static char *dup_str(gguf_str s) {
     return r;
 }
 
-/* Size of a fixed-size value type, 0 for string/array/unknown. */
-static size_t vtype_size(uint32_t t) {
+size_t gguf_type_size(uint32_t t) {
     switch (t) {
     case GGUF_T_UINT8: case GGUF_T_INT8: case GGUF_T_BOOL: return 1;
     case GGUF_T_UINT16: case GGUF_T_INT16: return 2;
@@ -105,7 +104,7 @@ static int skip_array(cursor *c, const char *key, int depth) {
     if (depth > GGUF_MAX_NEST) return sd_errf(c->err, "key '%s': arrays nested deeper than %d", key, GGUF_MAX_NEST);
     if (rd_u32(c, &et, "array element type") || rd_u64(c, &n, "array length")) return -1;
     if (!vtype_known(et)) return sd_errf(c->err, "key '%s': unknown array element type %u", key, et);
-    size_t es = vtype_size(et);
+    size_t es = gguf_type_size(et);
     if (es) {
         if (n > (c->size - c->off) / es)
             return sd_errf(c->err, "key '%s': array of %llu elements runs past the end of the file", key,
@@ -130,7 +129,7 @@ static int read_array(cursor *c, gguf_kv *kv) {
     if (rd_u32(c, &et, "array element type") || rd_u64(c, &kv->arr_n, "array length")) return -1;
     if (!vtype_known(et)) return sd_errf(c->err, "key '%s': unknown array element type %u", kv->key, et);
     kv->arr_type = (gguf_vtype)et;
-    size_t es = vtype_size(et);
+    size_t es = gguf_type_size(et);
     if (es) {
         if (kv->arr_n > (c->size - c->off) / es)
             return sd_errf(c->err, "key '%s': array of %llu elements runs past the end of the file", kv->key,
@@ -171,7 +170,7 @@ static int read_kv(cursor *c, gguf_kv *kv, uint64_t idx) {
     } else if (t == GGUF_T_ARRAY) {
         if (read_array(c, kv)) return -1;
     } else {
-        size_t n = vtype_size(t);
+        size_t n = gguf_type_size(t);
         if (need(c, n, kv->key)) return -1;
         load_scalar(kv, c->p + c->off);
         c->off += n;
@@ -407,7 +406,7 @@ int gguf_get_str(const gguf_file *f, const char *key, char **out, sd_err *err) {
 /* Element i of a fixed-size array, as raw bytes; NULL when out of range or not such an array. */
 static const uint8_t *arr_elem(const gguf_kv *kv, uint64_t i) {
     if (!kv || kv->type != GGUF_T_ARRAY || i >= kv->arr_n) return NULL;
-    size_t es = vtype_size(kv->arr_type);
+    size_t es = gguf_type_size(kv->arr_type);
     return es ? (const uint8_t *)kv->arr_data + i * es : NULL;
 }
 

@@ -13,6 +13,9 @@ typedef enum gguf_vtype {
     GGUF_T_UINT64 = 10, GGUF_T_INT64 = 11, GGUF_T_FLOAT64 = 12,
 } gguf_vtype;
 
+/* Byte size of a value of a fixed-size type; 0 for string, array and unknown types. */
+size_t gguf_type_size(uint32_t type);
+
 /* A string inside the mapping: not NUL-terminated. */
 typedef struct gguf_str {
     uint64_t len;

@@ -67,16 +67,6 @@ static void put_key(gguf_writer *w, const char *key, gguf_vtype type) {
     w->n_kv++;
 }
 
-static size_t scalar_size(gguf_vtype t) {
-    switch (t) {
-    case GGUF_T_UINT8: case GGUF_T_INT8: case GGUF_T_BOOL: return 1;
-    case GGUF_T_UINT16: case GGUF_T_INT16: return 2;
-    case GGUF_T_UINT32: case GGUF_T_INT32: case GGUF_T_FLOAT32: return 4;
-    case GGUF_T_UINT64: case GGUF_T_INT64: case GGUF_T_FLOAT64: return 8;
-    default: return 0;
-    }
-}
-
 gguf_writer *gguf_writer_new(uint32_t alignment) {
     gguf_writer *w = calloc(1, sizeof *w);
     if (!w) return NULL;
@@ -98,7 +88,7 @@ void gguf_writer_free(gguf_writer *w) {
 }
 
 void gguf_w_scalar(gguf_writer *w, const char *key, gguf_vtype type, const void *v) {
-    size_t n = scalar_size(type);
+    size_t n = gguf_type_size(type);
     if (!n) { fail(w, "key '%s': not a scalar type", key); return; }
     put_key(w, key, type);
     put(w, v, n);
@@ -118,7 +108,7 @@ void gguf_w_str(gguf_writer *w, const char *key, const char *v) {
 }
 
 void gguf_w_arr(gguf_writer *w, const char *key, gguf_vtype elem, const void *v, size_t n) {
-    size_t es = scalar_size(elem);
+    size_t es = gguf_type_size(elem);
     if (!es) { fail(w, "key '%s': array elements must be fixed-size", key); return; }
     put_key(w, key, GGUF_T_ARRAY);
     put_u32(w, elem);
