@@ -18,6 +18,7 @@
 #include "bench/bench_report.h"
 #include "target/draft_len.h"
 #include "target/engine.h"
+#include "tools/args.h"
 #include "tools/commands.h"
 
 #define MAX_CONFIGS 17
@@ -59,22 +60,13 @@ static void usage(void) {
         "  --plot FILE.svg     measured and predicted speedup against k\n");
 }
 
-static int parse_int(const char *s, long lo, long hi, int *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) return -1;
-    *out = (int)v;
-    return 0;
-}
-
 static int parse_sweep(const char *s, bench_opts *o) {
     char buf[256];
     if (strlen(s) >= sizeof buf) return -1;
     strcpy(buf, s);
     o->n_sweep = 0;
     for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-        if (o->n_sweep >= MAX_CONFIGS - 1 || parse_int(t, 1, 16, &o->sweep[o->n_sweep])) return -1;
+        if (o->n_sweep >= MAX_CONFIGS - 1 || sd_arg_int(t, 1, 16, &o->sweep[o->n_sweep])) return -1;
         o->n_sweep++;
     }
     return o->n_sweep > 0 ? 0 : -1;
@@ -98,29 +90,20 @@ static int parse_args(bench_opts *o, int argc, char **argv) {
         else if (!strcmp(a, "-z")) o->cfg.target_tok = v;
         else if (!strcmp(a, "-md")) { o->cfg.draft_path = v; n_prop++; }
         else if (!strcmp(a, "-zd")) o->cfg.draft_tok = v;
-        else if (!strcmp(a, "--lookup")) { bad = parse_int(v, 1, 64, &o->cfg.lookup_n); n_prop++; }
-        else if (!strcmp(a, "--draft-layers")) { bad = parse_int(v, 1, 100000, &o->cfg.draft_layers); n_prop++; }
+        else if (!strcmp(a, "--lookup")) { bad = sd_arg_int(v, 1, 64, &o->cfg.lookup_n); n_prop++; }
+        else if (!strcmp(a, "--draft-layers")) { bad = sd_arg_int(v, 1, 100000, &o->cfg.draft_layers); n_prop++; }
         else if (!strcmp(a, "--prompts")) o->prompts_file = v;
-        else if (!strcmp(a, "-n")) bad = parse_int(v, 2, 1 << 20, &o->n_tokens);
-        else if (!strcmp(a, "--repeat")) bad = parse_int(v, 1, 1000, &o->repeat);
-        else if (!strcmp(a, "--draft-max")) bad = parse_int(v, 1, 16, &o->gp.draft_max);
-        else if (!strcmp(a, "--draft-min")) bad = parse_int(v, 0, 16, &o->gp.draft_min);
-        else if (!strcmp(a, "--draft-p-min")) {
-            char *end;
-            o->gp.draft_p_min = strtof(v, &end);
-            bad = *end || !(o->gp.draft_p_min >= 0 && o->gp.draft_p_min <= 1);
-        } else if (!strcmp(a, "--sweep")) bad = parse_sweep(v, o);
-        else if (!strcmp(a, "--temp")) {
-            char *end;
-            o->gp.sampling.temperature = strtof(v, &end);
-            bad = *end || !(o->gp.sampling.temperature >= 0);
-        } else if (!strcmp(a, "--seed")) {
-            char *end;
-            o->gp.sampling.seed = strtoull(v, &end, 0);
-            bad = *end != 0;
-        } else if (!strcmp(a, "-t")) bad = parse_int(v, 1, 1024, &o->cfg.n_threads);
+        else if (!strcmp(a, "-n")) bad = sd_arg_int(v, 2, 1 << 20, &o->n_tokens);
+        else if (!strcmp(a, "--repeat")) bad = sd_arg_int(v, 1, 1000, &o->repeat);
+        else if (!strcmp(a, "--draft-max")) bad = sd_arg_int(v, 1, 16, &o->gp.draft_max);
+        else if (!strcmp(a, "--draft-min")) bad = sd_arg_int(v, 0, 16, &o->gp.draft_min);
+        else if (!strcmp(a, "--draft-p-min")) bad = sd_arg_float(v, 0, 1, &o->gp.draft_p_min);
+        else if (!strcmp(a, "--sweep")) bad = parse_sweep(v, o);
+        else if (!strcmp(a, "--temp")) bad = sd_arg_float(v, 0, 1e6, &o->gp.sampling.temperature);
+        else if (!strcmp(a, "--seed")) bad = sd_arg_u64(v, &o->gp.sampling.seed);
+        else if (!strcmp(a, "-t")) bad = sd_arg_int(v, 1, 1024, &o->cfg.n_threads);
         else if (!strcmp(a, "--device")) o->cfg.device = v;
-        else if (!strcmp(a, "--ctx")) bad = parse_int(v, 2, 1 << 20, &o->cfg.ctx);
+        else if (!strcmp(a, "--ctx")) bad = sd_arg_int(v, 2, 1 << 20, &o->cfg.ctx);
         else if (!strcmp(a, "--plot")) o->plot = v;
         else { fprintf(stderr, "bench: unknown option '%s'\n", a); return -1; }
         if (bad) { fprintf(stderr, "bench: bad value for %s: '%s'\n", a, v); return -1; }

@@ -1,7 +1,6 @@
 /* `specd generate`: local generation through the engine (target/engine.h), the same decode loop the
  * daemon and `specd bench` use. Streams the prompt and then the generated text to stdout, statistics to
  * stderr; or, with --json, one JSON object on stdout. */
-#include <errno.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -9,6 +8,7 @@
 #include <string.h>
 
 #include "target/engine.h"
+#include "tools/args.h"
 #include "tools/commands.h"
 
 #define MAX_STOP 16
@@ -50,34 +50,6 @@ static void usage(void) {
         MAX_STOP);
 }
 
-/* Strict number parsing: the whole string must be a number in range. */
-static int parse_int(const char *s, long lo, long hi, int *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) return -1;
-    *out = (int)v;
-    return 0;
-}
-
-static int parse_float(const char *s, double lo, double hi, float *out) {
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || !(v >= lo && v <= hi)) return -1;
-    *out = (float)v;
-    return 0;
-}
-
-static int parse_u64(const char *s, uint64_t *out) {
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 0);
-    if (errno || end == s || *end || *s == '-') return -1;
-    *out = v;
-    return 0;
-}
-
 /* Parses one option at argv[*i] (advancing *i past its value). 0 ok, -1 usage error (message printed). */
 static int parse_opt(gen_opts *o, int argc, char **argv, int *i) {
     const char *a = argv[*i];
@@ -91,22 +63,22 @@ static int parse_opt(gen_opts *o, int argc, char **argv, int *i) {
     else if (!strcmp(a, "-md")) { WANT(); o->cfg.draft_path = v; o->n_proposers++; }
     else if (!strcmp(a, "-zd")) { WANT(); o->cfg.draft_tok = v; }
     else if (!strcmp(a, "-p")) { WANT(); o->prompt = v; }
-    else if (!strcmp(a, "-n")) { WANT(); bad = parse_int(v, 0, INT_MAX, &o->gp.max_tokens); }
-    else if (!strcmp(a, "-t")) { WANT(); bad = parse_int(v, 1, 1024, &o->cfg.n_threads); }
-    else if (!strcmp(a, "--ctx")) { WANT(); bad = parse_int(v, 1, INT_MAX, &o->cfg.ctx); }
+    else if (!strcmp(a, "-n")) { WANT(); bad = sd_arg_int(v, 0, INT_MAX, &o->gp.max_tokens); }
+    else if (!strcmp(a, "-t")) { WANT(); bad = sd_arg_int(v, 1, 1024, &o->cfg.n_threads); }
+    else if (!strcmp(a, "--ctx")) { WANT(); bad = sd_arg_int(v, 1, INT_MAX, &o->cfg.ctx); }
     else if (!strcmp(a, "--device")) { WANT(); o->cfg.device = v; }
-    else if (!strcmp(a, "--temp")) { WANT(); bad = parse_float(v, 0, 1e6, &o->gp.sampling.temperature); }
-    else if (!strcmp(a, "--top-k")) { WANT(); bad = parse_int(v, 0, INT_MAX, &o->gp.sampling.top_k); }
-    else if (!strcmp(a, "--top-p")) { WANT(); bad = parse_float(v, 0, 1, &o->gp.sampling.top_p); }
-    else if (!strcmp(a, "--min-p")) { WANT(); bad = parse_float(v, 0, 1, &o->gp.sampling.min_p); }
-    else if (!strcmp(a, "--seed")) { WANT(); bad = parse_u64(v, &o->gp.sampling.seed); }
-    else if (!strcmp(a, "--lookup")) { WANT(); bad = parse_int(v, 1, 64, &o->cfg.lookup_n); o->n_proposers++; }
+    else if (!strcmp(a, "--temp")) { WANT(); bad = sd_arg_float(v, 0, 1e6, &o->gp.sampling.temperature); }
+    else if (!strcmp(a, "--top-k")) { WANT(); bad = sd_arg_int(v, 0, INT_MAX, &o->gp.sampling.top_k); }
+    else if (!strcmp(a, "--top-p")) { WANT(); bad = sd_arg_float(v, 0, 1, &o->gp.sampling.top_p); }
+    else if (!strcmp(a, "--min-p")) { WANT(); bad = sd_arg_float(v, 0, 1, &o->gp.sampling.min_p); }
+    else if (!strcmp(a, "--seed")) { WANT(); bad = sd_arg_u64(v, &o->gp.sampling.seed); }
+    else if (!strcmp(a, "--lookup")) { WANT(); bad = sd_arg_int(v, 1, 64, &o->cfg.lookup_n); o->n_proposers++; }
     else if (!strcmp(a, "--draft-layers")) {
-        WANT(); bad = parse_int(v, 1, 100000, &o->cfg.draft_layers); o->n_proposers++;
+        WANT(); bad = sd_arg_int(v, 1, 100000, &o->cfg.draft_layers); o->n_proposers++;
     }
-    else if (!strcmp(a, "--draft-max")) { WANT(); bad = parse_int(v, 1, 256, &o->gp.draft_max); }
-    else if (!strcmp(a, "--draft-min")) { WANT(); bad = parse_int(v, 0, 256, &o->gp.draft_min); }
-    else if (!strcmp(a, "--draft-p-min")) { WANT(); bad = parse_float(v, 0, 1, &o->gp.draft_p_min); }
+    else if (!strcmp(a, "--draft-max")) { WANT(); bad = sd_arg_int(v, 1, 256, &o->gp.draft_max); }
+    else if (!strcmp(a, "--draft-min")) { WANT(); bad = sd_arg_int(v, 0, 256, &o->gp.draft_min); }
+    else if (!strcmp(a, "--draft-p-min")) { WANT(); bad = sd_arg_float(v, 0, 1, &o->gp.draft_p_min); }
     else if (!strcmp(a, "--stop")) {
         WANT();
         if (o->gp.n_stop >= MAX_STOP) { fprintf(stderr, "generate: at most %d --stop strings\n", MAX_STOP); return -1; }

@@ -1,12 +1,12 @@
 /* `specd mkmodel`: writes GGUF models with synthetic weights (presets tiny .. 8b, any shape), or a
  * draft/target pair of one synthetic "language" with a controllable agreement. */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "kernels/backend.h"
+#include "tools/args.h"
 #include "tools/commands.h"
 #include "tools/mkmodel.h"
 
@@ -85,24 +85,6 @@ static void usage(void) {
             "  --draft-preset NAME, --draft-dim N --draft-layers N --draft-heads N --draft-kv-heads N --draft-ffn N\n");
 }
 
-static int parse_int(const char *s, int lo, int hi, int *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) return -1;
-    *out = (int)v;
-    return 0;
-}
-
-static int parse_float(const char *s, float lo, float hi, float *out) {
-    char *end;
-    errno = 0;
-    float v = strtof(s, &end);
-    if (errno || end == s || *end || !(v >= lo && v <= hi)) return -1;
-    *out = v;
-    return 0;
-}
-
 typedef struct cli {
     sd_mk_opts t;
     const char *out, *pair, *preset, *draft_preset;
@@ -136,25 +118,22 @@ static int parse_args(int argc, char **argv, cli *c) {
         if (!v) return fprintf(stderr, "specd mkmodel: missing value for '%s'\n", a), -1;
         i++;
         if ((k = shape_opt(a, shape_names, 7)) >= 0) {
-            if (parse_int(v, 1, 1 << 24, shape_field(&c->over, k))) goto bad;
+            if (sd_arg_int(v, 1, 1 << 24, shape_field(&c->over, k))) goto bad;
             c->shape_set[k] = 1;
         } else if ((k = shape_opt(a, draft_names, 5)) >= 0) {
-            if (parse_int(v, 1, 1 << 24, shape_field(&c->dover, k))) goto bad;
+            if (sd_arg_int(v, 1, 1 << 24, shape_field(&c->dover, k))) goto bad;
             c->draft_set[k] = 1;
         } else if (!strcmp(a, "--preset")) c->preset = v;
         else if (!strcmp(a, "--draft-preset")) c->draft_preset = v;
         else if (!strcmp(a, "-o")) c->out = v;
         else if (!strcmp(a, "--pair")) c->pair = v;
         else if (!strcmp(a, "--vocab-from")) c->t.vocab_from = v;
-        else if (!strcmp(a, "--agreement")) { if (parse_float(v, 0, 1, &c->agreement)) goto bad; }
+        else if (!strcmp(a, "--agreement")) { if (sd_arg_float(v, 0, 1, &c->agreement)) goto bad; }
         else if (!strcmp(a, "--layer-scale")) {
-            if (parse_float(v, 0, 50, &c->t.layer_scale)) goto bad;
+            if (sd_arg_float(v, 0, 50, &c->t.layer_scale)) goto bad;
             c->scale_given = true;
         } else if (!strcmp(a, "--seed")) {
-            char *end;
-            errno = 0;
-            c->t.seed = strtoull(v, &end, 0);
-            if (errno || end == v || *end || *v == '-') goto bad;
+            if (sd_arg_u64(v, &c->t.seed)) goto bad;
             c->t.lang_seed = c->t.seed;
         } else if (!strcmp(a, "--type")) {
             c->t.type = !strcmp(v, "f32") ? SD_F32 : !strcmp(v, "f16") ? SD_F16 : !strcmp(v, "q8_0") ? SD_Q8_0 : -1;
