@@ -24,12 +24,6 @@ static uint16_t f2h(float f) { /* truncating float -> half (only needs to be exa
     if (ne >= 31) return (uint16_t)(sign | 0x7bff);
     return (uint16_t)(sign | (uint32_t)ne << 10 | m >> 13);
 }
-static float h2f(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000) << 16, e = (h >> 10) & 0x1f, m = h & 0x3ff, x;
-    if (e == 0) { float v = ldexpf((float)m, -24); return sign ? -v : v; }
-    x = sign | (e - 15 + 127) << 23 | m << 13;
-    float f; memcpy(&f, &x, 4); return f;
-}
 
 /* A test model: config, F32 reference weights (exactly what the stored type dequantizes to). */
 typedef struct cfg {

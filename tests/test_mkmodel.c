@@ -14,15 +14,6 @@
 #include "tests/test_util.h"
 #include "tools/mkmodel.h"
 
-static float h2f(uint16_t h) {
-    uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 31, man = h & 1023, bits;
-    if (exp == 0) return (sign ? -1.0f : 1.0f) * ldexpf((float)man, -24);
-    bits = exp == 31 ? sign | 0x7f800000u | (man << 13) : sign | ((exp + 112) << 23) | (man << 13);
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
-
 static sd_mk_opts small_opts(int type) {
     sd_mk_opts o;
     sd_mk_defaults(&o);

@@ -308,15 +308,6 @@ static void test_synthetic_archs(void) {
     }
 }
 
-static float half_bits(uint16_t h) {
-    uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 31, man = h & 1023, bits;
-    if (exp == 0) return (sign ? -1.0f : 1.0f) * ldexpf((float)man, -24);
-    bits = exp == 31 ? sign | 0x7f800000u | (man << 13) : sign | ((exp + 112) << 23) | (man << 13);
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
-
 /* Norm vectors stored as f16 or bf16 are converted to f32 copies holding the same values. */
 static void test_vectors_converted(void) {
     int types[2] = {SD_F16, SD_BF16};
@@ -338,7 +329,7 @@ static void test_vectors_converted(void) {
             const float *got = vs[i]->host;
             for (int64_t j = 0; j < ti->ne[0]; j++) {
                 float want;
-                if (types[k] == SD_F16) want = half_bits(raw[j]);
+                if (types[k] == SD_F16) want = h2f(raw[j]);
                 else { uint32_t b = (uint32_t)raw[j] << 16; memcpy(&want, &b, 4); }
                 if (!(got[j] == want || (isnan(got[j]) && isnan(want)))) { CHECKF(0, "%s[%lld]", vs[i]->name, (long long)j); break; }
             }

@@ -149,7 +149,18 @@ static inline void print_ids(const char *what, const int32_t *ids, int n) {
     fprintf(stderr, "\n");
 }
 
-/* ---- statistics ---- */
+/* ---- numbers ---- */
+
+/* IEEE half (bits) -> float, written independently of the library's conversion it is used to check. */
+static inline float h2f(uint16_t h) {
+    uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 31, man = h & 1023, bits;
+    if (exp == 0) return (sign ? -1.0f : 1.0f) * ldexpf((float)man, -24);
+    bits = exp == 31 ? sign | 0x7f800000u | (man << 13) : sign | ((exp + 112) << 23) | (man << 13);
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
 
 /* Chi-square quantile with df degrees of freedom at standard-normal point z (Wilson-Hilferty),
  * accurate to a fraction of a percent for df > 30. */
