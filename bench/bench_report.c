@@ -1,5 +1,6 @@
 /* Figures and output of `specd bench`; see bench_report.h. */
 #include "bench/bench_report.h"
+#include "ipc/json_out.h"
 
 #include <errno.h>
 #include <math.h>
@@ -112,23 +113,11 @@ void bench_print_text(const bench_report *r, FILE *f) {
 
 static double jnum(double x) { return isfinite(x) ? x : 0; }
 
-/* A JSON string: quote, backslash and control characters escaped, other bytes as they are. */
-static void json_str(FILE *f, const char *s) {
-    fputc('"', f);
-    for (; s && *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
-        else if (c < 0x20) fprintf(f, "\\u%04x", c);
-        else fputc(c, f);
-    }
-    fputc('"', f);
-}
-
 void bench_print_json(const bench_report *r, FILE *f) {
     fputs("{\"target\":", f);
-    json_str(f, r->target);
+    sd_json_str(f, r->target, r->target ? strlen(r->target) : 0);
     fputs(",\"draft\":", f);
-    if (r->draft) json_str(f, r->draft);
+    if (r->draft) sd_json_str(f, r->draft, strlen(r->draft));
     else fputs("null", f);
     fprintf(f, ",\"proposer\":\"%s\",\"backend\":\"%s\",\"threads\":%d,\"prompts\":%d,\"repeat\":%d,\"n\":%d,"
                "\"configs\":[",

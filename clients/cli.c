@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "clients/cli.h"
+#include "ipc/json_out.h"
 
 static const char usage_text[] =
     "usage: specd-cli [--socket PATH | --tcp HOST:PORT] [--json] [--timeout SEC] <command> [options] [args]\n"
@@ -65,26 +66,6 @@ int cli_fail(const specd_error *e) {
     case SPECD_ERR_ARG: return CLI_USAGE;
     default: return CLI_ERR;
     }
-}
-
-void cli_json_str(FILE *f, const char *s, size_t n) {
-    fputc('"', f);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
-        else if (c == '\n') fputs("\\n", f);
-        else if (c == '\t') fputs("\\t", f);
-        else if (c == '\r') fputs("\\r", f);
-        else if (c < 0x20 || c == 0x7f) fprintf(f, "\\u%04x", c);
-        else fputc(c, f);
-    }
-    fputc('"', f);
-}
-
-static void json_ids(FILE *f, const int32_t *ids, int n) {
-    fputc('[', f);
-    for (int i = 0; i < n; i++) fprintf(f, "%s%d", i ? "," : "", (int)ids[i]);
-    fputc(']', f);
 }
 
 /* Human form of a JSON object: indented, two spaces a level (strings copied verbatim). */
@@ -292,7 +273,7 @@ static int cmd_generate(cli_opts *o) {
         while (n && r.json[n - 1] != '}') n--;
         fwrite(r.json, 1, n ? n - 1 : 0, stdout);
         printf(",\"client\":{\"endpoint\":");
-        cli_json_str(stdout, specd_endpoint(c), strlen(specd_endpoint(c)));
+        sd_json_str(stdout, specd_endpoint(c), strlen(specd_endpoint(c)));
         printf(",\"ttft_ms\":%.3f,\"total_ms\":%.3f,\"events\":%d}}\n", r.client_ttft_ms, r.client_total_ms,
                r.n_events);
     } else if (r.text_len == 0 || r.text[r.text_len - 1] != '\n') {
@@ -322,7 +303,7 @@ static int cmd_tokenize(cli_opts *o) {
     }
     if (o->json) {
         printf("{\"tokens\":");
-        json_ids(stdout, ids, n);
+        sd_json_ids(stdout, ids, n);
         printf(",\"n\":%d}\n", n);
     } else {
         for (int i = 0; i < n; i++) printf("%s%d", i ? " " : "", (int)ids[i]);
@@ -353,7 +334,7 @@ static int cmd_detokenize(cli_opts *o) {
     if (rc) return cli_fail(&e);
     if (o->json) {
         printf("{\"text\":");
-        cli_json_str(stdout, text, strlen(text));
+        sd_json_str(stdout, text, strlen(text));
         printf("}\n");
     } else {
         printf("%s\n", text);
@@ -409,7 +390,7 @@ static int cmd_ping(cli_opts *o) {
     double p50 = rtt[(n - 1) / 2], p95 = rtt[(int)((n - 1) * 0.95)];
     if (o->json) {
         printf("{\"endpoint\":");
-        cli_json_str(stdout, specd_endpoint(c), strlen(specd_endpoint(c)));
+        sd_json_str(stdout, specd_endpoint(c), strlen(specd_endpoint(c)));
         printf(",\"count\":%d,\"rtt_us\":{\"min\":%.2f,\"p50\":%.2f,\"p95\":%.2f,\"max\":%.2f,\"mean\":%.2f}}\n", n,
                rtt[0], p50, p95, rtt[n - 1], sum / n);
     } else if (n > 1) {

@@ -32,8 +32,6 @@ typedef struct cli_opts {
 
 /* Exit code for a library error, after printing "specd-cli: message" to stderr. */
 int cli_fail(const specd_error *e);
-/* Writes s[0..n) as a JSON string literal. */
-void cli_json_str(FILE *f, const char *s, size_t n);
 double cli_now_ms(void);
 
 int cli_bench(cli_opts *o);

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "clients/cli.h"
+#include "ipc/json_out.h"
 
 enum { M_PLAIN, M_SPEC, M_NOSTREAM, N_MODES };
 static const char *const mode_name[N_MODES] = {"plain", "spec", "plain-nostream"};
@@ -336,7 +337,7 @@ int cli_bench(cli_opts *o) {
 
     if (o->json) {
         printf("{\"endpoint\":");
-        cli_json_str(stdout, o->endpoint, strlen(o->endpoint));
+        sd_json_str(stdout, o->endpoint, strlen(o->endpoint));
         printf(",\"prompts\":%d,\"runs\":%d,\"concurrency\":%d,\"max_tokens\":%d,\"greedy\":%s,", b.n_prompts,
                o->runs, C, o->gen.max_tokens, greedy ? "true" : "false");
         for (int m = 0; m < b.n_modes; m++) { print_mode_json(mode_name[m], &s[m]); printf(","); }
@@ -345,7 +346,7 @@ int cli_bench(cli_opts *o) {
         jnum("ping_p50_us", p50, 1);
         jnum("ipc_us_per_token", ipc_us, 1);
         printf("\"errors\":%d,\"first_error\":", b.errors);
-        cli_json_str(stdout, b.first_error, strlen(b.first_error));
+        sd_json_str(stdout, b.first_error, strlen(b.first_error));
         printf("}\n");
     } else {
         printf("bench: %d prompts x %d runs x %d client%s, up to %d tokens, %s, %s\n", b.n_prompts, o->runs, C,

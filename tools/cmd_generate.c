@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ipc/json_out.h"
 #include "target/engine.h"
 #include "tools/args.h"
 #include "tools/commands.h"
@@ -119,33 +120,6 @@ static int parse_args(gen_opts *o, int argc, char **argv) {
 
 /* ---- JSON output ---- */
 
-/* Writes s as a JSON string: UTF-8 passes through; quote, backslash and control characters are escaped. */
-static void json_str(FILE *f, const char *s, size_t n) {
-    fputc('"', f);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        switch (c) {
-        case '"': fputs("\\\"", f); break;
-        case '\\': fputs("\\\\", f); break;
-        case '\n': fputs("\\n", f); break;
-        case '\r': fputs("\\r", f); break;
-        case '\t': fputs("\\t", f); break;
-        case '\b': fputs("\\b", f); break;
-        case '\f': fputs("\\f", f); break;
-        default:
-            if (c < 0x20 || c == 0x7f) fprintf(f, "\\u%04x", c);
-            else fputc(c, f);
-        }
-    }
-    fputc('"', f);
-}
-
-static void json_ids(FILE *f, const int32_t *ids, int n) {
-    fputc('[', f);
-    for (int i = 0; i < n; i++) fprintf(f, "%s%d", i ? "," : "", (int)ids[i]);
-    fputc(']', f);
-}
-
 /* A finite number for JSON (NaN/inf are not JSON). */
 static double jnum(double x) { return isfinite(x) ? x : 0.0; }
 
@@ -189,11 +163,11 @@ static void print_json(const sd_engine *e, sd_gen *g, const gen_opts *o, const i
     }
     FILE *f = stdout;
     fputs("{\"text\":", f);
-    if (all) json_str(f, all, plen + len); else fputs("\"\"", f);
+    if (all) sd_json_str(f, all, plen + len); else fputs("\"\"", f);
     fputs(",\"prompt_tokens\":", f);
-    json_ids(f, prompt, n_prompt);
+    sd_json_ids(f, prompt, n_prompt);
     fputs(",\"tokens\":", f);
-    json_ids(f, toks, n_tok);
+    sd_json_ids(f, toks, n_tok);
     fprintf(f, ",\"finish\":\"%s\"", sd_finish_name(sd_gen_finish(g)));
     fprintf(f, ",\"stats\":{\"prompt_tokens\":%d,\"generated\":%d,\"ms_per_token\":%.6g,\"tokens_per_s\":%.6g,"
                "\"prefill_tokens_per_s\":%.6g,\"bandwidth_gbs\":%.6g,\"drafted\":%d,\"accepted\":%d,"
