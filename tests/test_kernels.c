@@ -14,15 +14,9 @@
 #include "kernels/cpu/threadpool.h"
 #include "kernels/quant.h"
 #include "tests/test.h"
+#include "tests/test_util.h"
 
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-static uint32_t rnd(void) {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (uint32_t)(rng_state >> 16);
-}
-static float frand(void) { return (float)(rnd() % 2000001) / 1000000.0f - 1.0f; } /* [-1, 1] */
+static float frand(void) { return (float)(rand_u32() % 2000001) / 1000000.0f - 1.0f; } /* [-1, 1] */
 
 static const int types[] = {SD_F32, SD_F16, SD_BF16, SD_Q8_0};
 
@@ -62,7 +56,7 @@ static void test_fp16_rounding(void) {
     CHECK_EQ_INT(sd_fp32_to_fp16(1.0f + ldexpf(3, -11)), 0x3c02);
     /* Random floats: the result is a nearest half (no other half is closer). */
     for (int i = 0; i < 200000; i++) {
-        float f = ldexpf(frand(), (int)(rnd() % 44) - 28);
+        float f = ldexpf(frand(), (int)(rand_u32() % 44) - 28);
         uint16_t h = sd_fp32_to_fp16(f);
         double err = fabs(half_ref(h) - f);
         uint16_t up = (uint16_t)(h + 1), dn = (uint16_t)(h - 1);
@@ -87,7 +81,7 @@ static void test_bf16(void) {
 static void test_q8_0(void) {
     for (int it = 0; it < 2000; it++) {
         float x[32], y[32];
-        float mag = ldexpf(1, (int)(rnd() % 20) - 10);
+        float mag = ldexpf(1, (int)(rand_u32() % 20) - 10);
         for (int i = 0; i < 32; i++) x[i] = frand() * mag;
         if (it == 0) memset(x, 0, sizeof x);
         sd_block_q8_0 b;
@@ -463,7 +457,7 @@ static void test_embed(void) {
         g_t = (sd_tensor){.type = types[ti], .cols = cols, .rows = rows, .host = w, .name = "embd"};
         double *ref = malloc(sizeof(double) * 7 * (size_t)cols);
         for (int i = 0; i < 7; i++) {
-            g_ids[i] = (int32_t)(rnd() % rows);
+            g_ids[i] = (int32_t)(rand_u32() % rows);
             for (int64_t c = 0; c < cols; c++) ref[i * cols + c] = exact[g_ids[i] * cols + c];
         }
         check_op("embed", op_embed, 7 * (size_t)cols, ref, 0, 0);

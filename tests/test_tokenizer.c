@@ -293,14 +293,6 @@ static bool valid_utf8(const char *s, size_t n) {
     return n <= 2048 && sanitize((const unsigned char *)s, n, tmp) == n && !memcmp(tmp, s, n);
 }
 
-static uint64_t rng_state = 0x9E3779B97F4A7C15ULL;
-static uint32_t rnd(void) {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (uint32_t)(rng_state >> 16);
-}
-
 /* Random token sequences (many byte tokens, so characters split across tokens, plus broken sequences):
  * every chunk is valid UTF-8 and the chunks concatenate to the sanitized whole decode. */
 static void test_detok_stream(void) {
@@ -316,16 +308,16 @@ static void test_detok_stream(void) {
     for (int iter = 0; iter < 300; iter++) {
         int32_t ids[64];
         int n = 0;
-        int len = 1 + (int)(rnd() % 40);
-        ids[n++] = rnd() % 4 == 0 ? 1 : (int32_t)(3 + rnd() % 256);
+        int len = 1 + (int)(rand_u32() % 40);
+        ids[n++] = rand_u32() % 4 == 0 ? 1 : (int32_t)(3 + rand_u32() % 256);
         while (n < len) {
-            uint32_t r = rnd() % 10;
-            if (r < 4) ids[n++] = (int32_t)(rnd() % (uint32_t)nv);
-            else if (r < 6) ids[n++] = (int32_t)(3 + rnd() % 256);
+            uint32_t r = rand_u32() % 10;
+            if (r < 4) ids[n++] = (int32_t)(rand_u32() % (uint32_t)nv);
+            else if (r < 6) ids[n++] = (int32_t)(3 + rand_u32() % 256);
             else { /* a whole multi-byte character in byte tokens, sometimes cut short */
-                const unsigned char *m = multibyte[rnd() % 4];
+                const unsigned char *m = multibyte[rand_u32() % 4];
                 int ml = m[3] ? 4 : m[2] ? 3 : 2;
-                if (rnd() % 4 == 0) ml--;
+                if (rand_u32() % 4 == 0) ml--;
                 for (int k = 0; k < ml && n < 64; k++) ids[n++] = 3 + m[k];
             }
         }
@@ -583,7 +575,7 @@ static void test_long_and_garbage(void) {
     const char *words[] = {"the ", "quick ", "\xc3\xa9t\xc3\xa9 ", "x = f(y);\n", "\xe6\x97\xa5\xe6\x9c\xac ", "\t"};
     size_t o = 0;
     while (o + 16 < n) {
-        const char *w = words[rnd() % 6];
+        const char *w = words[rand_u32() % 6];
         memcpy(s + o, w, strlen(w));
         o += strlen(w);
     }
@@ -595,8 +587,8 @@ static void test_long_and_garbage(void) {
     double secs = (double)(clock() - c0) / CLOCKS_PER_SEC;
     CHECKF(secs < 5.0, "300 KB took %.2f s", secs);
     for (int iter = 0; iter < 200; iter++) {
-        size_t len = rnd() % 64;
-        for (size_t k = 0; k < len; k++) s[k] = (char)(rnd() & 0xFF);
+        size_t len = rand_u32() % 64;
+        for (size_t k = 0; k < len; k++) s[k] = (char)(rand_u32() & 0xFF);
         REQUIRE(sd_tok_encode(t, s, len, SD_TOK_PARSE_SPECIAL, &ids, &ni, &err) == 0);
         for (int i = 0; i < ni; i++) CHECK(ids[i] >= 0 && ids[i] < sd_tok_vocab_size(t));
         free(ids);

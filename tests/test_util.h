@@ -151,6 +151,15 @@ static inline void print_ids(const char *what, const int32_t *ids, int n) {
 
 /* ---- numbers ---- */
 
+/* A fixed-seed xorshift64 stream: the same pseudo-random inputs on every run. */
+static uint64_t g_rand_state = 0x9e3779b97f4a7c15ull;
+static inline uint32_t rand_u32(void) {
+    g_rand_state ^= g_rand_state << 13;
+    g_rand_state ^= g_rand_state >> 7;
+    g_rand_state ^= g_rand_state << 17;
+    return (uint32_t)(g_rand_state >> 16);
+}
+
 /* IEEE half (bits) -> float, written independently of the library's conversion it is used to check. */
 static inline float h2f(uint16_t h) {
     uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 31, man = h & 1023, bits;
