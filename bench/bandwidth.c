@@ -5,6 +5,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "kernels/clock.h"
 #include "kernels/cpu/threadpool.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -62,12 +63,6 @@ static void bw_worker(void *v, int ith, int nth) {
     j->sink[ith % 64] += s;
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 double sd_bench_read_bandwidth(int n_threads, size_t bytes) {
     sd_pool *pool;
     if (bytes < 1 << 20) bytes = 1 << 20;
@@ -89,9 +84,9 @@ double sd_bench_read_bandwidth(int n_threads, size_t bytes) {
     size_t per = bytes / (size_t)sd_pool_size(pool) / 128 * 128, total = per * (size_t)sd_pool_size(pool);
     sd_pool_run(pool, bw_worker, &j); /* warm-up: wakes the workers, settles page tables */
     for (int rep = 0; rep < 7; rep++) {
-        double t0 = now_s();
+        double t0 = sd_now_s();
         sd_pool_run(pool, bw_worker, &j);
-        double gbs = (double)total / (now_s() - t0) / 1e9;
+        double gbs = (double)total / (sd_now_s() - t0) / 1e9;
         if (gbs > best) best = gbs;
     }
     free(buf);

@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "bench/bandwidth.h"
+#include "kernels/clock.h"
 #include "target/engine.h"
 
 int sd_bench_decode(int argc, char **argv);
@@ -25,12 +26,6 @@ typedef struct decode_result {
     double median_ms, median_gbs;    /* median decode step: robust against other work on the machine */
     int steps;
 } decode_result;
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -53,9 +48,9 @@ static int decode_once(sd_engine *e, int n, decode_result *r) {
     if (sd_tok_encode(e->target->tok, prompt, strlen(prompt), SD_TOK_ADD_BOS, &ids, &n_ids, &err)) goto out;
     if (sd_session_new(e, &s, &err) || sd_gen_start(s, ids, n_ids, &p, &g, &err)) goto out;
     for (bool first = true; sd_gen_finish(g) == SD_FINISH_NONE; first = false) {
-        double t0 = now_s();
+        double t0 = sd_now_s();
         if (sd_gen_step(g, &err)) goto out;
-        if (!first && step_s && n_steps <= n) step_s[n_steps++] = now_s() - t0; /* plain: one token a step */
+        if (!first && step_s && n_steps <= n) step_s[n_steps++] = sd_now_s() - t0; /* plain: one token a step */
     }
     sd_gen_stats st;
     sd_gen_get_stats(g, &st);
@@ -103,11 +98,11 @@ static void forward_overhead(sd_engine *e, int reps) {
     for (int r = 0; r < reps; r++) {
         int32_t tok = 1 + r % 7;
         if (s->pos >= 60) sd_seq_truncate(s, 0);
-        double t0 = now_s();
+        double t0 = sd_now_s();
         if (sd_forward(s, &tok, 1, false, logits, &err)) break;
-        double t = now_s() - t0;
+        double t = sd_now_s() - t0;
         if (t < best_fwd) best_fwd = t;
-        t0 = now_s();
+        t0 = sd_now_s();
         for (int l = 0; l < m->hp.n_layers; l++) {
             const sd_layer *L = &m->layers[l];
             const sd_tensor *w[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
@@ -115,7 +110,7 @@ static void forward_overhead(sd_engine *e, int reps) {
         }
         be->matmul(be, y, &m->output, x, 1);
         be->sync(be);
-        t = now_s() - t0;
+        t = sd_now_s() - t0;
         if (t < best_mm) best_mm = t;
     }
     printf("  one decode step, best of %d: forward %.2f ms, its matrix products alone %.2f ms (overhead %+.1f%%)\n",

@@ -15,16 +15,11 @@
 
 #include "bench/bandwidth.h"
 #include "kernels/backend.h"
+#include "kernels/clock.h"
 #include "kernels/cpu/backend_cpu.h"
 #include "kernels/quant.h"
 
 int sd_bench_kernels(int argc, char **argv);
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static uint64_t rng = 0x2545f4914f6cdd1dull;
 static uint32_t rnd(void) {
@@ -84,10 +79,10 @@ static size_t set_bytes(const bench_set *s) {
 static double time_pass(sd_backend *b, const bench_set *s, int n, int reps, float *x, float *out) {
     double best = 1e30;
     for (int r = 0; r <= reps; r++) { /* pass 0 warms up */
-        double t0 = now_s();
+        double t0 = sd_now_s();
         for (int i = 0; i < s->count; i++) b->matmul(b, out, &s->w[i], x, n);
         b->sync(b);
-        double t = now_s() - t0;
+        double t = sd_now_s() - t0;
         if (r > 0 && t < best) best = t;
     }
     return best;

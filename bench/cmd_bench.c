@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "bench/bench_report.h"
+#include "kernels/clock.h"
 #include "target/draft_len.h"
 #include "target/engine.h"
 #include "tools/args.h"
@@ -136,12 +137,6 @@ static int load_prompts(const char *path, char ***out, int *n, sd_err *err) {
     return *n ? 0 : sd_errf(err, "%s: no prompts (one per line)", path);
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 /* One request under one configuration; appends per-token latencies and adds to the totals. */
 static int run_one(sd_session *s, const int32_t *prompt, int n_prompt, const sd_gen_params *gp, bench_acc *acc,
                    sd_err *err) {
@@ -151,12 +146,12 @@ static int run_one(sd_session *s, const int32_t *prompt, int n_prompt, const sd_
     bool first = true;
     while (sd_gen_finish(g) == SD_FINISH_NONE) {
         sd_gen_get_stats(g, &before);
-        double t0 = now_s();
+        double t0 = sd_now_s();
         if (sd_gen_step(g, err)) {
             sd_gen_free(g);
             return -1;
         }
-        double dt = now_s() - t0;
+        double dt = sd_now_s() - t0;
         sd_gen_get_stats(g, &after);
         int emitted = after.generated - before.generated;
         if (!first && emitted > 0) bench_acc_step(acc, dt, emitted);
@@ -195,13 +190,13 @@ static int verify_costs(sd_engine *e, bench_config *cfgs, int n_cfg, sd_err *err
         int k = cfgs[c].gp.draft_max;
         if (base + k + 1 > e->ctx) k = e->ctx - base - 1;
         for (int rep = 0; rep < REPS; rep++) { /* alternate, so load changes hit both alike */
-            double t0 = now_s();
+            double t0 = sd_now_s();
             if (sd_forward(seq, toks + base, 1, false, logits, err)) goto out;
-            t1[rep] = now_s() - t0;
+            t1[rep] = sd_now_s() - t0;
             sd_seq_truncate(seq, base);
-            t0 = now_s();
+            t0 = sd_now_s();
             if (sd_forward(seq, toks + base, k + 1, true, logits, err)) goto out;
-            tk[rep] = now_s() - t0;
+            tk[rep] = sd_now_s() - t0;
             sd_seq_truncate(seq, base);
         }
         cfgs[c].verify_cost = bench_median(tk, REPS) / bench_median(t1, REPS);

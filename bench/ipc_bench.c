@@ -27,14 +27,9 @@
 
 #include "ipc/protocol.h"
 #include "ipc/transport.h"
+#include "kernels/clock.h"
 #include "target/engine.h"
 #include "tools/commands.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static int cmp_d(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -78,8 +73,8 @@ static pid_t start_daemon(opts *o) {
         _exit(cmd_serve(15, (char **)argv));
     }
     void *ctx = zmq_ctx_new();
-    double end = now_s() + 30;
-    while (now_s() < end) {
+    double end = sd_now_s() + 30;
+    while (sd_now_s() < end) {
         if (access(o->sock, F_OK) == 0 && sd_ping_endpoint(ctx, o->endpoint, 500)) { zmq_ctx_term(ctx); return pid; }
         if (waitpid(pid, NULL, WNOHANG) == pid) break;
         usleep(20000);
@@ -122,11 +117,11 @@ static void bench_ping(opts *o, void *ctx) {
     size_t len;
     sd_request_encode(&q, &buf, &len, NULL);
     for (int i = 0; i < o->pings + 200; i++) {
-        double t0 = now_s();
+        double t0 = sd_now_s();
         if (sd_send(s, buf, len, NULL)) break;
         sd_reply r;
         if (recv_rep(s, &r, 5000)) break;
-        double dt = now_s() - t0;
+        double dt = sd_now_s() - t0;
         sd_reply_free(&r);
         if (i >= 200) t[n++] = dt * 1e6; /* the first 200 warm up */
     }
@@ -150,23 +145,23 @@ static double daemon_gen(opts *o, void *s, uint64_t id, bool stream, int *n_tok)
     q.gen.stream = stream;
     q.gen.set = SD_GF_MAX_TOKENS | SD_GF_STREAM | SD_GF_MODE;
     q.gen.mode = SD_PMODE_PLAIN;
-    double t0 = now_s();
+    double t0 = sd_now_s();
     if (send_req(s, &q)) return -1;
     for (;;) {
         sd_reply r;
         if (recv_rep(s, &r, 30000)) return -1;
         bool fin = r.type != SD_REPLY_TOKEN;
         if (r.type == SD_REPLY_TOKEN && r.time_us && g_n_lat < g_cap_lat)
-            g_lat[g_n_lat++] = now_s() * 1e6 - (double)r.time_us;
+            g_lat[g_n_lat++] = sd_now_s() * 1e6 - (double)r.time_us;
         if (r.type == SD_REPLY_DONE) *n_tok = r.n_tokens;
         sd_reply_free(&r);
         if (fin) break;
     }
-    return now_s() - t0;
+    return sd_now_s() - t0;
 }
 
 static double inproc_gen(opts *o, sd_engine *e, sd_session *sess, int *n_tok) {
-    double t0 = now_s();
+    double t0 = sd_now_s();
     int32_t *ids = NULL;
     int n = 0;
     if (sd_tok_encode(e->target->tok, o->prompt, strlen(o->prompt), SD_TOK_ADD_BOS, &ids, &n, NULL)) return -1;
@@ -180,7 +175,7 @@ static double inproc_gen(opts *o, sd_engine *e, sd_session *sess, int *n_tok) {
     sd_gen_tokens(g, n_tok);
     sd_gen_free(g);
     free(ids);
-    return now_s() - t0;
+    return sd_now_s() - t0;
 }
 
 static void bench_tokens(opts *o, void *ctx) {
@@ -245,11 +240,11 @@ static void *client_thread(void *p) {
         q.gen.seed = (uint64_t)(a->idx * 1000 + k);
         q.gen.set = SD_GF_MAX_TOKENS | SD_GF_STREAM | SD_GF_TEMPERATURE | SD_GF_SEED;
         if (send_req(s, &q)) { a->errors++; continue; }
-        double last = now_s();
+        double last = sd_now_s();
         for (;;) {
             sd_reply r;
             if (recv_rep(s, &r, 30000)) { a->lost++; break; }
-            double t = now_s();
+            double t = sd_now_s();
             if (r.type == SD_REPLY_TOKEN && a->n_gaps < a->cap_gaps) a->gaps[a->n_gaps++] = (t - last) * 1e3;
             if (r.type == SD_REPLY_TOKEN && r.time_us && a->n_lat < a->cap_gaps)
                 a->lat[a->n_lat++] = t * 1e6 - (double)r.time_us;
@@ -270,7 +265,7 @@ static void bench_clients(opts *o) {
     int n = o->clients;
     pthread_t *th = calloc((size_t)n, sizeof *th);
     cl_arg *args = calloc((size_t)n, sizeof *args);
-    double t0 = now_s();
+    double t0 = sd_now_s();
     for (int i = 0; i < n; i++) {
         args[i].o = o;
         args[i].idx = i;
@@ -286,7 +281,7 @@ static void bench_clients(opts *o) {
         ng += args[i].n_gaps;
         nl += args[i].n_lat;
     }
-    double dt = now_s() - t0;
+    double dt = sd_now_s() - t0;
     double *gaps = malloc(sizeof(double) * (size_t)(ng ? ng : 1)), *lat = malloc(sizeof(double) * (size_t)(nl ? nl : 1));
     int k = 0, kl = 0;
     for (int i = 0; i < n; i++) {

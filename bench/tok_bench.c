@@ -9,15 +9,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "kernels/clock.h"
 #include "model/gguf.h"
 #include "model/pretok.h"
 #include "model/tokenizer.h"
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 /* Deterministic mixed text: English sentences, C and Python lines, some non-ASCII, and between them
  * made-up words, identifiers and numbers (tens of thousands of distinct pieces, so a piece cache does
@@ -72,9 +67,9 @@ static double time_encode(const sd_tokenizer *t, const char *s, size_t n, int re
     double best = 1e30;
     for (int r = 0; r < reps; r++) {
         int32_t *ids = NULL;
-        double t0 = now();
+        double t0 = sd_now_s();
         if (sd_tok_encode(t, s, n, 0, &ids, n_ids, NULL)) return -1;
-        double dt = now() - t0;
+        double dt = sd_now_s() - t0;
         free(ids);
         if (dt < best) best = dt;
     }
@@ -85,9 +80,9 @@ static double time_split(sd_pretok_kind k, const char *s, size_t n, int reps, si
     double best = 1e30;
     for (int r = 0; r < reps; r++) {
         sd_span *sp;
-        double t0 = now();
+        double t0 = sd_now_s();
         if (sd_pretok_split(k, s, n, &sp, pieces, NULL)) return -1;
-        double dt = now() - t0;
+        double dt = sd_now_s() - t0;
         free(sp);
         if (dt < best) best = dt;
     }

@@ -9,6 +9,7 @@
 
 #include "clients/cli.h"
 #include "ipc/json_out.h"
+#include "kernels/clock.h"
 
 static const char usage_text[] =
     "usage: specd-cli [--socket PATH | --tcp HOST:PORT] [--json] [--timeout SEC] <command> [options] [args]\n"
@@ -47,12 +48,6 @@ static int usage_error(const char *fmt, const char *arg) {
     fprintf(stderr, fmt, arg);
     fprintf(stderr, "\n(specd-cli --help for usage)\n");
     return CLI_USAGE;
-}
-
-double cli_now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
 int cli_fail(const specd_error *e) {

@@ -32,7 +32,6 @@ typedef struct cli_opts {
 
 /* Exit code for a library error, after printing "specd-cli: message" to stderr. */
 int cli_fail(const specd_error *e);
-double cli_now_ms(void);
 
 int cli_bench(cli_opts *o);
 

@@ -13,6 +13,7 @@
 
 #include "clients/cli.h"
 #include "ipc/json_out.h"
+#include "kernels/clock.h"
 
 enum { M_PLAIN, M_SPEC, M_NOSTREAM, N_MODES };
 static const char *const mode_name[N_MODES] = {"plain", "spec", "plain-nostream"};
@@ -310,9 +311,9 @@ int cli_bench(cli_opts *o) {
     for (int run = 0; run < o->runs; run++)
         for (int ph = 0; ph < b.n_modes; ph++) {
             pthread_barrier_wait(&b.bar);
-            double t0 = cli_now_ms();
+            double t0 = sd_now_ms();
             pthread_barrier_wait(&b.bar);
-            wall[mode_of(run, ph)] += cli_now_ms() - t0;
+            wall[mode_of(run, ph)] += sd_now_ms() - t0;
         }
     for (int i = 0; i < C; i++) pthread_join(th[i], NULL);
 

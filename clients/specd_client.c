@@ -16,6 +16,7 @@
 
 #include "ipc/protocol.h"
 #include "ipc/transport.h"
+#include "kernels/clock.h"
 
 #define DEFAULT_CONNECT_TIMEOUT_MS 2000
 #define DEFAULT_TIMEOUT_MS 60000
@@ -32,12 +33,6 @@ struct specd_client {
     char *rbuf;         /* the last reply's bytes: a decoded sd_reply's strings point into them */
     int local;          /* ipc:// endpoint: the daemon shares our monotonic clock */
 };
-
-static double now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
 
 static int fail(specd_error *e, specd_err_kind kind, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int fail(specd_error *e, specd_err_kind kind, const char *fmt, ...) {
@@ -84,11 +79,11 @@ static int read_event(specd_client *c) {
 /* Waits up to timeout_ms (< 0: forever) for one message. 1: buf and len set; 0: timeout; -1: error (e set).
  * A connection refused before any reply (want_connect), or a connection lost, ends the wait at once. */
 static int wait_msg(specd_client *c, int timeout_ms, char **buf, size_t *len, int want_connect, specd_error *e) {
-    double end = timeout_ms < 0 ? 0 : now_ms() + timeout_ms;
+    double end = timeout_ms < 0 ? 0 : sd_now_ms() + timeout_ms;
     for (;;) {
         int left = -1;
         if (timeout_ms >= 0) {
-            left = (int)ceil(end - now_ms());
+            left = (int)ceil(end - sd_now_ms());
             if (left < 0) left = 0;
         }
         zmq_pollitem_t it[2] = {{c->sock, 0, ZMQ_POLLIN, 0}, {c->mon, 0, ZMQ_POLLIN, 0}};
@@ -110,7 +105,7 @@ static int wait_msg(specd_client *c, int timeout_ms, char **buf, size_t *len, in
                 return no_daemon(c, e, "connection refused");
             continue;
         }
-        if (rc == 0 && timeout_ms >= 0 && now_ms() >= end) return 0;
+        if (rc == 0 && timeout_ms >= 0 && sd_now_ms() >= end) return 0;
     }
 }
 
@@ -323,17 +318,17 @@ int specd_generate(specd_client *c, const specd_gen *g, specd_token_cb cb, void 
     sd_request_init(&q, SD_OP_GENERATE, c->next_id++);
     if (fill_generate(&q, g, e)) return -1;
     r->id = q.id;
-    double t0 = now_ms();
+    double t0 = sd_now_ms();
     if (send_req(c, &q, e)) return -1;
     int cancelled = 0;
     for (;;) {
         sd_reply rep;
         if (recv_reply(c, q.id, 0, c->timeout_ms, &rep, e)) return -1;
-        double t = now_ms() - t0;
+        double t = sd_now_ms() - t0;
         if (rep.type == SD_REPLY_TOKEN) {
             if (r->n_events++ == 0) r->client_ttft_ms = t;
             /* same machine (ipc://): the daemon's CLOCK_MONOTONIC stamp is comparable with ours */
-            double dl = rep.time_us && c->local ? now_ms() * 1e3 - (double)rep.time_us : -1;
+            double dl = rep.time_us && c->local ? sd_now_ms() * 1e3 - (double)rep.time_us : -1;
             specd_token tok = {rep.text, rep.text_len, rep.tokens, rep.n_tokens, t, dl};
             int stop = cb && !cancelled ? cb(&tok, user) : 0;
             sd_reply_free(&rep);
@@ -425,9 +420,9 @@ int specd_ping(specd_client *c, double *rtt_us, specd_error *e) {
     sd_request r;
     sd_request_init(&r, SD_OP_PING, c->next_id++);
     sd_reply rep;
-    double t0 = now_ms();
+    double t0 = sd_now_ms();
     if (simple_call(c, &r, &rep, e)) return -1;
-    if (rtt_us) *rtt_us = (now_ms() - t0) * 1e3;
+    if (rtt_us) *rtt_us = (sd_now_ms() - t0) * 1e3;
     sd_reply_free(&rep);
     return 0;
 }

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "daemon/srv.h"
+#include "kernels/clock.h"
 
 static const char *arch_name(sd_arch a) {
     return a == SD_ARCH_LLAMA ? "llama" : a == SD_ARCH_QWEN2 ? "qwen2" : a == SD_ARCH_QWEN3 ? "qwen3" : "?";
@@ -74,7 +75,7 @@ void srv_op_stats(srv *S, uint64_t id) {
     msgpack_packer pk;
     msgpack_packer_init(&pk, &S->sb, msgpack_sbuffer_write);
     sd_enc_result_begin(&pk, id, SD_OP_STATS, SD_STATS_N_FIELDS);
-    sd_stats_pack(&pk, &S->st, srv_now(), S->sched.n_active, S->sched.n_queued, S->sched.n_pool,
+    sd_stats_pack(&pk, &S->st, sd_now_s(), S->sched.n_active, S->sched.n_queued, S->sched.n_pool,
                   sd_sched_pool_busy(&S->sched));
 }
 

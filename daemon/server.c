@@ -19,13 +19,8 @@
 #include "daemon/stats.h"
 #include "ipc/protocol.h"
 #include "ipc/transport.h"
+#include "kernels/clock.h"
 
-
-double srv_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 /* ------------------------------------------------------------------ sending */
 
@@ -134,7 +129,7 @@ static void flush_stream(srv *S, sd_dreq *r, const char *text, size_t len, const
 
 /* Ends r with `done` (reason from the engine unless forced) or `error`, and frees it. */
 static void complete(srv *S, sd_dreq *r, const char *force_reason) {
-    double now = srv_now();
+    double now = sd_now_s();
     sd_finish f = r->gen ? sd_gen_finish(r->gen) : SD_FINISH_CANCELLED;
     if (!r->gone && f == SD_FINISH_ERROR && !force_reason) {
         srv_error(S, r->rid, r->rid_len, true, r->id, SD_E_INTERNAL, NULL, "generation failed");
@@ -184,7 +179,7 @@ static void reap_gone(srv *S) {
 
 static void start_or_fail(srv *S, sd_dreq *r) {
     sd_err err = {{0}};
-    r->t_start = srv_now();
+    r->t_start = sd_now_s();
     if (sd_sched_start(&S->sched, r, &err)) {
         srv_error(S, r->rid, r->rid_len, true, r->id, SD_E_OUT_OF_RANGE, NULL, err.msg);
         sd_log(SD_LOG_WARN, "request %llu could not start: %s", (unsigned long long)r->id, err.msg);
@@ -212,7 +207,7 @@ static void step_one(srv *S) {
     const char *text;
     size_t tl;
     sd_gen_last(r->gen, &ids, &n_ids, &text, &tl);
-    double now = srv_now();
+    double now = sd_now_s();
     if (n_ids > 0 && r->t_first == 0) r->t_first = now;
     if (r->stream && (n_ids > 0 || tl > 0) && !r->gone) {
         msgpack_sbuffer_clear(&S->sb);
@@ -227,7 +222,7 @@ static void step_one(srv *S) {
 /* Sends a heartbeat to clients with requests in flight that heard nothing for HEARTBEAT_AFTER_S (or to
  * all of them when force): a client that is gone fails the send and its requests are marked. */
 static void heartbeats(srv *S, bool force) {
-    double now = srv_now();
+    double now = sd_now_s();
     double quiet = force ? 0.0 : HEARTBEAT_AFTER_S;
     sd_sched *sc = &S->sched;
     msgpack_sbuffer_clear(&S->sb);
@@ -359,7 +354,7 @@ static void op_generate(srv *S, const unsigned char *rid, int rid_len, sd_reques
     r->req = *q;                       /* r takes ownership of the decoded request */
     sd_request_init(q, SD_OP_NONE, 0);
     r->slot = -1;
-    r->t_arrive = r->t_last_send = srv_now();
+    r->t_arrive = r->t_last_send = sd_now_s();
     if (prepare_prompt(S, r)) { sd_dreq_free(r); return; }
     apply_params(S, r);
     if (sd_sched_can_start(&S->sched)) {
@@ -458,7 +453,7 @@ static void drain_monitor(srv *S) {
                    "message over %u bytes)", SD_PROTO_MAX_MSG_BYTES);
             /* the event does not say which client: probe them all for a little while (the ROUTER forgets
              * the peer only once its pipe is torn down, shortly after the event) */
-            S->probe_until = srv_now() + PROBE_S;
+            S->probe_until = sd_now_s() + PROBE_S;
         }
         zmq_msg_close(&ev);
         zmq_msg_close(&addr);
@@ -534,22 +529,22 @@ static void cancel_all(srv *S) {
 }
 
 static void serve_loop(srv *S, volatile sig_atomic_t *stop) {
-    double last_hb = srv_now(), last_probe = 0;
+    double last_hb = sd_now_s(), last_probe = 0;
     for (;;) {
         if (*stop && !S->shutting) {
             S->shutting = true;
-            S->deadline = srv_now() + S->o->grace_s;
+            S->deadline = sd_now_s() + S->o->grace_s;
             sd_log(SD_LOG_INFO, "shutting down: %d running, %d queued, grace %.1fs", S->sched.n_active,
                    S->sched.n_queued, S->o->grace_s);
         }
         reap_gone(S);
-        if (S->shutting && ((S->sched.n_active == 0 && S->sched.n_queued == 0) || srv_now() >= S->deadline)) {
+        if (S->shutting && ((S->sched.n_active == 0 && S->sched.n_queued == 0) || sd_now_s() >= S->deadline)) {
             cancel_all(S);
             return;
         }
         poll_and_drain(S, S->sched.n_active > 0 ? 0 : IDLE_POLL_MS);
         reap_gone(S);
-        double now = srv_now();
+        double now = sd_now_s();
         if (now < S->probe_until && now - last_probe > PROBE_EVERY_S) {
             heartbeats(S, true);
             last_probe = now;
@@ -566,7 +561,7 @@ int sd_server_run(sd_engine *e, const sd_server_opts *o, volatile sig_atomic_t *
     memset(&S, 0, sizeof S);
     S.e = e;
     S.o = o;
-    S.st.t_start = srv_now();
+    S.st.t_start = sd_now_s();
     S.seed_state = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
     msgpack_sbuffer_init(&S.sb);
     int rc = -1;

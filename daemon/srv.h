@@ -33,7 +33,6 @@ typedef struct srv {
     uint64_t seed_state;
 } srv;
 
-double srv_now(void); /* CLOCK_MONOTONIC seconds */
 /* Sends S->sb to client rid; -1 when the client is gone (its requests are marked for cancelling). */
 int srv_send(srv *S, const unsigned char *rid, int rid_len);
 /* Sends an `error` reply (and counts it). */

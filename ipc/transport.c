@@ -11,6 +11,7 @@
 #include <zmq.h>
 
 #include "ipc/protocol.h"
+#include "kernels/clock.h"
 
 void sd_default_socket_path(char *out, size_t cap) {
     const char *xdg = getenv("XDG_RUNTIME_DIR");
@@ -116,12 +117,6 @@ int sd_recv(void *sock, int timeout_ms, char **buf, size_t *len, sd_err *err) {
     return 1;
 }
 
-static double now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
 int sd_ping_endpoint(void *zctx, const char *endpoint, int timeout_ms) {
     void *s = sd_client_connect(zctx, endpoint, NULL);
     if (!s) return 0;
@@ -131,9 +126,9 @@ int sd_ping_endpoint(void *zctx, const char *endpoint, int timeout_ms) {
     size_t len = 0;
     int alive = 0;
     if (sd_request_encode(&r, &buf, &len, NULL) == 0 && sd_send(s, buf, len, NULL) == 0) {
-        double end = now_ms() + timeout_ms;
+        double end = sd_now_ms() + timeout_ms;
         for (;;) {
-            int left = (int)(end - now_ms());
+            int left = (int)(end - sd_now_ms());
             if (left <= 0) break;
             char *rb = NULL;
             size_t rl = 0;

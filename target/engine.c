@@ -5,6 +5,7 @@
  * and the target's cache holds hist[0..n_hist - 1): the last token is *pending*. A plain step runs the
  * pending token; a speculative step runs it together with k drafts in one forward pass, whose k + 1
  * rows of logits verify the drafts. Either way the cache is then cut back to n_hist - 1. */
+#include "kernels/clock.h"
 #include "target/engine.h"
 
 #include <stdatomic.h>
@@ -51,12 +52,6 @@ struct sd_gen {
     sd_gen_stats st;
     char piece[SD_TOK_MAX_PIECE + 16];
 };
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 /* ---------------------------------------------------------------- engine */
 
@@ -322,22 +317,22 @@ static int emit_all(sd_gen *g, const int32_t *t, int n, sd_err *err) {
 /* Prefill: the prompt tokens not already cached, in one call; its last logits give the first token. */
 static int step_prefill(sd_gen *g, sd_err *err) {
     sd_session *s = g->s;
-    double t0 = now_s();
+    double t0 = sd_now_s();
     int n = g->n_prompt - g->reuse;
     int32_t t;
     if (next_plain(g, s->hist + g->reuse, n, &t, err)) return -1;
     g->st.prefilled = n;
-    g->st.t_prefill = now_s() - t0;
+    g->st.t_prefill = sd_now_s() - t0;
     return emit(g, t, err) < 0 ? -1 : 0;
 }
 
 static int step_plain(sd_gen *g, sd_err *err) {
     sd_session *s = g->s;
-    double t0 = now_s();
+    double t0 = sd_now_s();
     int32_t t;
     if (next_plain(g, s->hist + s->n_hist - 1, 1, &t, err)) return -1;
     g->st.target_passes++;
-    g->st.t_target += now_s() - t0;
+    g->st.t_target += sd_now_s() - t0;
     return emit(g, t, err) < 0 ? -1 : 0;
 }
 
@@ -352,15 +347,15 @@ static int step_spec(sd_gen *g, sd_err *err) {
     sd_proposal pr = {0};
     if (k >= 1) {
         sd_draft_opts o = {.sampling = &g->p.sampling, .p_min = g->p.draft_p_min, .rng = &g->rng};
-        double t0 = now_s();
+        double t0 = sd_now_s();
         if (s->prop->propose(s->prop, s->hist, s->n_hist, k, &o, &pr, err)) return -1;
-        g->st.t_draft += now_s() - t0;
+        g->st.t_draft += sd_now_s() - t0;
     }
     int nd = 0; /* drafts the target can verify (a draft vocabulary may be larger than the target's) */
     while (nd < pr.n && pr.tokens[nd] >= 0 && pr.tokens[nd] < vocab) nd++;
     if (nd == 0) return step_plain(g, err);
 
-    double t0 = now_s();
+    double t0 = sd_now_s();
     g->block[0] = s->hist[s->n_hist - 1];
     memcpy(g->block + 1, pr.tokens, (size_t)nd * sizeof *g->block);
     int rc = g->greedy ? sd_forward_greedy(s->seq, g->block, nd + 1, true, g->chosen, err)
@@ -371,7 +366,7 @@ static int step_spec(sd_gen *g, sd_err *err) {
     int a = g->greedy ? sd_verify_greedy(g->chosen, g->block + 1, nd, &next)
                       : sd_verify_sampled(&g->p.sampling, g->logits, vocab, g->block + 1, pr.q, nd, &g->rng,
                                           &g->probs, &next);
-    g->st.t_target += now_s() - t0;
+    g->st.t_target += sd_now_s() - t0;
     g->st.drafted += nd;
     g->st.accepted += a;
     sd_draft_len_update(&g->dl, nd, a);
@@ -400,7 +395,7 @@ int sd_gen_step(sd_gen *g, sd_err *err) {
     g->step_text = NULL;
     g->step_text_len = 0;
     if (g->finish != SD_FINISH_NONE) return 0;
-    double t0 = now_s();
+    double t0 = sd_now_s();
     int rc = 0;
     if (atomic_load(&g->cancel)) {
         g->finish = SD_FINISH_CANCELLED;
@@ -413,7 +408,7 @@ int sd_gen_step(sd_gen *g, sd_err *err) {
     }
     if (rc) g->finish = SD_FINISH_ERROR;
     settle(g, err);
-    g->st.t_total += now_s() - t0;
+    g->st.t_total += sd_now_s() - t0;
     return rc;
 }
 

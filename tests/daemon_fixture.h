@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "clients/specd_client.h"
+#include "kernels/clock.h"
 
 typedef struct fixture_daemon {
     pid_t pid;
@@ -25,12 +26,6 @@ typedef struct fixture_daemon {
 static inline const char *fx_build_dir(void) {
     const char *b = getenv("BUILD");
     return b && *b ? b : "build";
-}
-
-static inline double fx_now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
 /* Reads a whole file (NUL-terminated, malloc'd); NULL when unreadable. */
@@ -80,8 +75,8 @@ static inline int fx_daemon_start(fixture_daemon *d, const char *const *argv_ext
         execv(exe, (char *const *)argv);
         _exit(127);
     }
-    double end = fx_now_ms() + 20000;
-    while (fx_now_ms() < end) {
+    double end = sd_now_ms() + 20000;
+    while (sd_now_ms() < end) {
         int st;
         if (waitpid(d->pid, &st, WNOHANG) == d->pid) {
             char *log = fx_slurp(d->log);
@@ -113,10 +108,10 @@ static inline int fx_daemon_stop(fixture_daemon *d) {
     int rc = -1;
     if (d->pid > 0) {
         kill(d->pid, SIGTERM);
-        double end = fx_now_ms() + 10000;
+        double end = sd_now_ms() + 10000;
         int st = 0;
         pid_t w;
-        while ((w = waitpid(d->pid, &st, WNOHANG)) == 0 && fx_now_ms() < end) usleep(20 * 1000);
+        while ((w = waitpid(d->pid, &st, WNOHANG)) == 0 && sd_now_ms() < end) usleep(20 * 1000);
         if (w == d->pid) rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
         else { kill(d->pid, SIGKILL); waitpid(d->pid, NULL, 0); }
         d->pid = 0;

@@ -22,6 +22,7 @@
 
 #include "ipc/protocol.h"
 #include "ipc/transport.h"
+#include "kernels/clock.h"
 #include "tests/test.h"
 #include "tools/commands.h"
 
@@ -34,12 +35,6 @@ static char g_specd[512];
  * when a test cancels it or kills its client. */
 static char g_slow[300];
 static bool g_have_slow, g_slow_on;
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 /* ------------------------------------------------------------------ daemon process */
 
@@ -91,9 +86,9 @@ static int daemon_start_ep(daemon_t *d, const char *name, const char *const *ext
         _exit(cmd_serve(n, (char **)argv));
     }
     void *ctx = zmq_ctx_new();
-    double end = now_s() + 20;
+    double end = sd_now_s() + 20;
     int ok = 0;
-    while (now_s() < end) {
+    while (sd_now_s() < end) {
         int st;
         if (waitpid(d->pid, &st, WNOHANG) == d->pid) { d->pid = 0; break; }
         if ((tcp_endpoint || access(d->sock, F_OK) == 0) && sd_ping_endpoint(ctx, d->endpoint, 500)) { ok = 1; break; }
@@ -114,9 +109,9 @@ static int daemon_start_ep(daemon_t *d, const char *name, const char *const *ext
 static int daemon_stop(daemon_t *d, double timeout_s) {
     if (d->pid <= 0) return -1;
     kill(d->pid, SIGTERM);
-    double end = now_s() + timeout_s;
+    double end = sd_now_s() + timeout_s;
     int st = 0;
-    while (now_s() < end) {
+    while (sd_now_s() < end) {
         if (waitpid(d->pid, &st, WNOHANG) == d->pid) { d->pid = 0; return WIFEXITED(st) ? WEXITSTATUS(st) : -1; }
         usleep(10000);
     }
@@ -188,9 +183,9 @@ static int cl_send_raw(client *c, const void *buf, size_t len) { return sd_send(
 
 /* Next reply that is not a heartbeat, within timeout_s. 0 ok, -1 timeout/garbage. */
 static int cl_recv(client *c, sd_reply *r, double timeout_s) {
-    double end = now_s() + timeout_s;
+    double end = sd_now_s() + timeout_s;
     for (;;) {
-        int left = (int)((end - now_s()) * 1000);
+        int left = (int)((end - sd_now_s()) * 1000);
         if (left <= 0) return -1;
         char *buf;
         size_t len;
@@ -508,7 +503,7 @@ static void test_concurrent_clients(void) {
     cl_close(&c);
     pthread_t th[N_CLIENTS];
     conc_arg args[N_CLIENTS];
-    double t0 = now_s();
+    double t0 = sd_now_s();
     for (int i = 0; i < N_CLIENTS; i++) {
         memset(&args[i], 0, sizeof args[i]);
         args[i].d = &d;
@@ -521,7 +516,7 @@ static void test_concurrent_clients(void) {
         done += args[i].done; errors += args[i].errors; lost += args[i].lost;
         dup += args[i].dup; mismatch += args[i].mismatch; bad += args[i].bad_order;
     }
-    fprintf(stderr, "  %d clients x %d requests: %d done in %.2fs\n", N_CLIENTS, N_PER, done, now_s() - t0);
+    fprintf(stderr, "  %d clients x %d requests: %d done in %.2fs\n", N_CLIENTS, N_PER, done, sd_now_s() - t0);
     CHECK_EQ_INT(done, N_CLIENTS * N_PER);
     CHECK_EQ_INT(errors, 0);
     CHECK_EQ_INT(lost, 0);
@@ -712,8 +707,8 @@ static void test_client_killed(void) {
     CHECK_EQ_INT(helper_done, n_help);   /* the other client is served throughout */
     /* every request ended and every session is free again */
     long active = -1, queued = -1;
-    double end = now_s() + 15;
-    while (now_s() < end) {
+    double end = sd_now_s() + 15;
+    while (sd_now_s() < end) {
         active = stat_req(&h, "active");
         queued = stat_req(&h, "queued");
         if (active == 0 && queued == 0) break;
@@ -830,8 +825,8 @@ static void test_bad_input(void) {
     free(huge);
     CHECK(cl_recv(&big, &r, 1.0) != 0);   /* nothing comes back */
     /* the client still has its socket open: a new "connection closed" line is ZeroMQ dropping it */
-    double end = now_s() + 5;
-    while (now_s() < end && log_count(&d, "connection closed") <= closed_before) usleep(50000);
+    double end = sd_now_s() + 5;
+    while (sd_now_s() < end && log_count(&d, "connection closed") <= closed_before) usleep(50000);
     CHECK(log_count(&d, "connection closed") > closed_before);
     cl_close(&big);
 
@@ -904,14 +899,14 @@ static void test_sigterm_under_load(void) {
         pthread_create(&th[i], NULL, load_client, &args[i]);
     }
     /* SIGTERM once the daemon has all 8 requests: 4 run, the others wait in the queue */
-    double t_end = now_s() + 20;
-    while (__atomic_load_n(&g_load_started, __ATOMIC_SEQ_CST) < 8 && now_s() < t_end) usleep(200);
+    double t_end = sd_now_s() + 20;
+    while (__atomic_load_n(&g_load_started, __ATOMIC_SEQ_CST) < 8 && sd_now_s() < t_end) usleep(200);
     pid_t pid = d.pid;
     kill(pid, SIGTERM);
     int st = 0;
-    double end = now_s() + 15;
+    double end = sd_now_s() + 15;
     bool exited = false;
-    while (now_s() < end) {
+    while (sd_now_s() < end) {
         if (waitpid(pid, &st, WNOHANG) == pid) { exited = true; break; }
         usleep(10000);
     }
@@ -969,9 +964,9 @@ static void test_grace(void) {
     cl_close(&c);
     cl_close(&late);
     int st;
-    double end = now_s() + 10;
+    double end = sd_now_s() + 10;
     int rc = -1;
-    while (now_s() < end) {
+    while (sd_now_s() < end) {
         if (waitpid(d.pid, &st, WNOHANG) == d.pid) { rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1; d.pid = 0; break; }
         usleep(10000);
     }
@@ -1099,7 +1094,7 @@ static void test_memory_flat(void) {
     CHECK_EQ_INT(churn(&c, 500, 0), 0);
     conn_churn(&d, 50);
     long r0 = rss_kb(d.pid);
-    double t0 = now_s();
+    double t0 = sd_now_s();
     CHECK_EQ_INT(churn(&c, 1500, 100000), 0);
     conn_churn(&d, 100);
     long r1 = rss_kb(d.pid);
@@ -1110,7 +1105,7 @@ static void test_memory_flat(void) {
     conn_churn(&d, 100);
     long r3 = rss_kb(d.pid);
     fprintf(stderr, "  RSS %ld -> %ld -> %ld -> %ld kB over 3 x (1500 requests + 100 connections) (%.1fs)\n", r0, r1,
-            r2, r3, now_s() - t0);
+            r2, r3, sd_now_s() - t0);
     CHECK(r0 > 0 && r1 > 0 && r2 > 0 && r3 > 0);
     /* a leak grows every round; the allocator may take one step of about a megabyte once */
     CHECKF(r2 - r1 < 1024 || r3 - r2 < 1024, "RSS grew by %ld then %ld kB", r2 - r1, r3 - r2);
