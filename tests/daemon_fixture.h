@@ -14,6 +14,7 @@
 
 #include "clients/specd_client.h"
 #include "kernels/clock.h"
+#include "tests/test_util.h"
 
 typedef struct fixture_daemon {
     pid_t pid;
@@ -26,22 +27,6 @@ typedef struct fixture_daemon {
 static inline const char *fx_build_dir(void) {
     const char *b = getenv("BUILD");
     return b && *b ? b : "build";
-}
-
-/* Reads a whole file (NUL-terminated, malloc'd); NULL when unreadable. */
-static inline char *fx_slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    size_t cap = 4096, n = 0;
-    char *b = malloc(cap);
-    size_t r;
-    while (b && (r = fread(b + n, 1, cap - n - 1, f)) > 0) {
-        n += r;
-        if (cap - n < 2) { char *q = realloc(b, cap *= 2); if (!q) { free(b); b = NULL; } else b = q; }
-    }
-    fclose(f);
-    if (b) b[n] = 0;
-    return b;
 }
 
 /* Starts the daemon: argv_extra are the model options (NULL-terminated). Returns 0 when it answers a ping,
@@ -79,7 +64,7 @@ static inline int fx_daemon_start(fixture_daemon *d, const char *const *argv_ext
     while (sd_now_ms() < end) {
         int st;
         if (waitpid(d->pid, &st, WNOHANG) == d->pid) {
-            char *log = fx_slurp(d->log);
+            char *log = read_all(d->log, NULL);
             char *nl = log ? strchr(log, '\n') : NULL;
             if (nl) *nl = 0;
             snprintf(why, why_n, "`specd serve` exited (status %d): %s", WIFEXITED(st) ? WEXITSTATUS(st) : -1,
@@ -136,8 +121,8 @@ static inline int fx_run(const char *cmd, char **out, char **err_out) {
     fflush(stdout);
     int st = system(full);
     free(full);
-    if (out) *out = fx_slurp(of);
-    if (err_out) *err_out = fx_slurp(ef);
+    if (out) *out = read_all(of, NULL);
+    if (err_out) *err_out = read_all(ef, NULL);
     unlink(of);
     unlink(ef);
     return st == -1 ? -1 : WIFEXITED(st) ? WEXITSTATUS(st) : -1;

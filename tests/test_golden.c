@@ -6,6 +6,7 @@
 #include "model/sampler.h"
 #include "model/tokenizer.h"
 #include "tests/test.h"
+#include "tests/test_util.h"
 
 typedef struct gline {
     char *prompt, *expected;
@@ -153,23 +154,6 @@ static char *json_get_str(const char *js, const char *key) {
     return out;
 }
 
-/* Runs a command and returns its stdout (malloc'd) and exit status. */
-static char *run_cmd(const char *cmd, int *status) {
-    FILE *f = popen(cmd, "r");
-    if (!f) return NULL;
-    size_t cap = 4096, len = 0;
-    char *buf = malloc(cap);
-    size_t r;
-    while ((r = fread(buf + len, 1, cap - len - 1, f)) > 0) {
-        len += r;
-        if (cap - len < 2) buf = realloc(buf, cap *= 2);
-    }
-    buf[len] = 0;
-    int st = pclose(f);
-    *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-    return buf;
-}
-
 /* Single-quotes s for the shell. */
 static void shell_quote(char *out, size_t cap, const char *s) {
     size_t o = 0;
@@ -203,7 +187,7 @@ static void check_cli(const char *model_args) {
         snprintf(cmd, sizeof cmd, "%s/specd generate %s -p %s -n %d --temp 0 --json -t 1 2>/dev/null",
                  getenv("BUILD") ? getenv("BUILD") : "build", model_args, q, n_generate(&v[i], np));
         int st;
-        char *js = run_cmd(cmd, &st);
+        char *js = run_capture(cmd, &st);
         CHECKF(st == 0, "%s: exit %d", cmd, st);
         char *text = js ? json_get_str(js, "text") : NULL;
         CHECKF(text && !strcmp(text, v[i].expected), "%s\n   got:  %s\n   want: %s", cmd, text ? text : js,
@@ -221,7 +205,7 @@ static bool have_generate(void) {
     char cmd[512];
     snprintf(cmd, sizeof cmd, "%s/specd generate 2>&1", getenv("BUILD") ? getenv("BUILD") : "build");
     int st;
-    char *out = run_cmd(cmd, &st);
+    char *out = run_capture(cmd, &st);
     bool ok = out && st == 2 && strstr(out, "usage: specd generate");
     free(out);
     return ok;

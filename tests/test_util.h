@@ -40,18 +40,31 @@ static inline const char *tmp_path(const char *name) {
 
 /* ---- whole files ---- */
 
-/* The file's bytes plus a terminating NUL (free() it), its length in *n; NULL when unreadable. */
+/* Everything left in stream f (a file or a pipe) plus a terminating NUL (free() it), its length in *n
+ * when n is not NULL; NULL when out of memory. */
+static inline char *read_stream(FILE *f, size_t *n) {
+    size_t cap = 4096, len = 0, r;
+    char *b = malloc(cap);
+    while (b && (r = fread(b + len, 1, cap - len - 1, f)) > 0) {
+        len += r;
+        if (cap - len < 2) {
+            char *q = realloc(b, cap *= 2);
+            if (!q) free(b);
+            b = q;
+        }
+    }
+    if (b) b[len] = '\0';
+    if (n) *n = len;
+    return b;
+}
+
+/* The whole file plus a terminating NUL (free() it), its length in *n when n is not NULL; NULL when
+ * unreadable. */
 static inline char *read_all(const char *path, size_t *n) {
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)len + 1);
-    if (b && fread(b, 1, (size_t)len, f) != (size_t)len) { free(b); b = NULL; }
+    char *b = read_stream(f, n);
     fclose(f);
-    if (b) b[len] = '\0';
-    *n = (size_t)len;
     return b;
 }
 
@@ -81,6 +94,17 @@ static inline int run_cmd(const char *cmd, char *out, size_t cap) {
     out[n] = '\0';
     int st = pclose(p);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* Runs cmd through the shell: its whole stdout (malloc'd, NUL-terminated), *status its exit status
+ * (-1 when it did not exit normally); NULL when it could not run. */
+static inline char *run_capture(const char *cmd, int *status) {
+    FILE *p = popen(cmd, "r");
+    if (!p) return NULL;
+    char *out = read_stream(p, NULL);
+    int st = pclose(p);
+    *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return out;
 }
 
 /* ---- llama.cpp's vocab conformance vectors ---- */
