@@ -8,6 +8,7 @@
 #include "daemon/server.h"
 #include "ipc/transport.h"
 #include "target/engine.h"
+#include "tools/args.h"
 #include "tools/commands.h"
 
 static volatile sig_atomic_t g_stop;
@@ -39,26 +40,17 @@ static void usage(void) {
             "See docs/protocol.md for the protocol.\n");
 }
 
+/* Number options: the shared strict parser, and a message naming the option and the accepted range. */
 static int num_int(const char *opt, const char *v, long lo, long hi, int *out) {
-    char *end;
-    long x = v ? strtol(v, &end, 10) : 0;
-    if (!v || !*v || *end || x < lo || x > hi) {
-        fprintf(stderr, "specd serve: %s needs an integer in %ld..%ld, got '%s'\n", opt, lo, hi, v ? v : "");
-        return -1;
-    }
-    *out = (int)x;
-    return 0;
+    if (v && sd_arg_int(v, lo, hi, out) == 0) return 0;
+    fprintf(stderr, "specd serve: %s needs an integer in %ld..%ld, got '%s'\n", opt, lo, hi, v ? v : "");
+    return -1;
 }
 
 static int num_float(const char *opt, const char *v, double lo, double hi, float *out) {
-    char *end;
-    double x = v ? strtod(v, &end) : 0;
-    if (!v || !*v || *end || !(x >= lo && x <= hi)) {
-        fprintf(stderr, "specd serve: %s needs a number in %g..%g, got '%s'\n", opt, lo, hi, v ? v : "");
-        return -1;
-    }
-    *out = (float)x;
-    return 0;
+    if (v && sd_arg_float(v, lo, hi, out) == 0) return 0;
+    fprintf(stderr, "specd serve: %s needs a number in %g..%g, got '%s'\n", opt, lo, hi, v ? v : "");
+    return -1;
 }
 
 typedef struct serve_args {
