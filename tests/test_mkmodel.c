@@ -63,18 +63,6 @@ static void test_tiny_preset(void) {
     be->destroy(be);
 }
 
-static uint8_t *slurp(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    *n = (size_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc(*n);
-    if (b && fread(b, 1, *n, f) != *n) { free(b); b = NULL; }
-    fclose(f);
-    return b;
-}
-
 static void test_deterministic(void) {
     sd_mk_opts o = small_opts(SD_F16);
     sd_err err;
@@ -83,7 +71,9 @@ static void test_deterministic(void) {
     o.seed = 2;
     REQUIRE(sd_mk_write(&o, tmp_path("c.gguf"), &err) == 0);
     size_t na, nb, nc;
-    uint8_t *a = slurp(tmp_path("a.gguf"), &na), *b = slurp(tmp_path("b.gguf"), &nb), *c = slurp(tmp_path("c.gguf"), &nc);
+    uint8_t *a = (uint8_t *)read_all(tmp_path("a.gguf"), &na);
+    uint8_t *b = (uint8_t *)read_all(tmp_path("b.gguf"), &nb);
+    uint8_t *c = (uint8_t *)read_all(tmp_path("c.gguf"), &nc);
     REQUIRE(a && b && c);
     CHECK(na == nb && !memcmp(a, b, na));
     CHECK(na == nc && memcmp(a, c, na) != 0);
