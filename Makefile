@@ -48,6 +48,9 @@ TEST_SRC   := $(wildcard tests/test_*.c)
 TEST_BIN   := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 
 .PHONY: all test demo bench clean deps san-test
+# Keep object files of test programs (make would delete them as intermediates and print the rm last,
+# after the test summary that must close the run).
+.SECONDARY:
 all: deps $(BUILD)/specd $(BUILD)/specd-cli
 
 # Installs what the build needs when it is missing (root: apt-get; otherwise print the command and stop).
