@@ -6,14 +6,15 @@
 #define TGT __attribute__((target("avx,fma,f16c")))
 #define V __m256
 #define VW 8
-#define VZERO() _mm256_setzero_ps()
-#define VLOAD(p) _mm256_loadu_ps(p)
-#define VSTORE(p, v) _mm256_storeu_ps(p, v)
-#define VFMA(a, b, c) _mm256_fmadd_ps(a, b, c)
-#define VMUL(a, b) _mm256_mul_ps(a, b)
-#define VSET1(f) _mm256_set1_ps(f)
+#include "kernels/cpu/v256.h"
+#define VZERO() V256_ZERO()
+#define VLOAD(p) V256_LOAD(p)
+#define VSTORE(p, v) V256_STORE(p, v)
+#define VFMA(a, b, c) V256_FMA(a, b, c)
+#define VMUL(a, b) V256_MUL(a, b)
+#define VSET1(f) V256_SET1(f)
 #define VHSUM(v) hsum8(v)
-#define WF16(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
+#define WF16(p) V256_F16(p)
 #define WBF16(p) bf16x8((const uint16_t *)(p))
 #define R_FEW 4
 #define R_MANY 2
@@ -24,13 +25,6 @@
 #define KNAME sd_kernels_avx
 #define KLEVEL SD_SIMD_AVX
 #define KSTR "avx"
-
-TGT static inline float hsum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 
 /* bf16 -> f32 is a 16-bit shift: interleaving zeros below each value does it without AVX2. */
 TGT static inline __m256 bf16x8(const uint16_t *p) {

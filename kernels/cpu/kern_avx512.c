@@ -34,12 +34,7 @@ TGT static inline float hsum16(__m512 v) {
     return _mm_cvtss_f32(s);
 }
 
-TGT static inline float hsum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
+#include "kernels/cpu/v256.h"
 
 /* Q8_0 block dot with VNNI. vpdpbusd multiplies unsigned by signed bytes, so the activations are offset
  * to u = x + 128 (x ^ 0x80), and the accumulator starts at -128 * sum(w), computed once per weight block:
