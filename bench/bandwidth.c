@@ -63,33 +63,73 @@ static void bw_worker(void *v, int ith, int nth) {
     j->sink[ith % 64] += s;
 }
 
-double sd_bench_read_bandwidth(int n_threads, size_t bytes) {
+struct sd_bw_probe {
     sd_pool *pool;
+    bw_job job;
+    size_t total; /* bytes one pass reads (the parts of all threads) */
+};
+
+sd_bw_probe *sd_bw_probe_new(int n_threads, size_t bytes) {
+    sd_bw_probe *p = calloc(1, sizeof *p);
     if (bytes < 1 << 20) bytes = 1 << 20;
-    if (sd_pool_new(n_threads, &pool, NULL) != 0) return -1;
     void *buf = NULL;
+    if (!p || sd_pool_new(n_threads, &p->pool, NULL) != 0) {
+        free(p);
+        return NULL;
+    }
     if (posix_memalign(&buf, 4096, bytes) != 0) {
-        sd_pool_free(pool);
-        return -1;
+        sd_bw_probe_free(p);
+        return NULL;
     }
     /* Fill with small floats (no denormals or NaNs to slow the adds), which also faults every page in. */
     float *f = buf;
     for (size_t i = 0; i < bytes / sizeof(float); i++) f[i] = (float)(i & 1023) * 1e-3f;
-    bw_job j = {.buf = buf, .bytes = bytes};
+    p->job = (bw_job){.buf = buf, .bytes = bytes};
 #ifdef HAVE_X86
     __builtin_cpu_init();
-    j.use_avx = __builtin_cpu_supports("avx");
+    p->job.use_avx = __builtin_cpu_supports("avx");
 #endif
-    double best = 0;
-    size_t per = bytes / (size_t)sd_pool_size(pool) / 128 * 128, total = per * (size_t)sd_pool_size(pool);
-    sd_pool_run(pool, bw_worker, &j); /* warm-up: wakes the workers, settles page tables */
-    for (int rep = 0; rep < 7; rep++) {
-        double t0 = sd_now_s();
-        sd_pool_run(pool, bw_worker, &j);
-        double gbs = (double)total / (sd_now_s() - t0) / 1e9;
-        if (gbs > best) best = gbs;
+    int nth = sd_pool_size(p->pool);
+    p->total = bytes / (size_t)nth / 128 * 128 * (size_t)nth;
+    sd_pool_run(p->pool, bw_worker, &p->job); /* warm-up: wakes the workers, settles page tables */
+    return p;
+}
+
+double sd_bw_probe_pass(sd_bw_probe *p) {
+    double t0 = sd_now_s();
+    sd_pool_run(p->pool, bw_worker, &p->job);
+    return (double)p->total / (sd_now_s() - t0) / 1e9;
+}
+
+void sd_bw_probe_free(sd_bw_probe *p) {
+    if (!p) return;
+    free((void *)p->job.buf);
+    if (p->pool) sd_pool_free(p->pool);
+    free(p);
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+double sd_median(double *v, int n) {
+    if (n <= 0) return 0;
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+double sd_bench_read_bandwidth(int n_threads, size_t bytes, int passes) {
+    sd_bw_probe *p = sd_bw_probe_new(n_threads, bytes);
+    if (!p) return -1;
+    if (passes < 1) passes = 1;
+    double *v = malloc((size_t)passes * sizeof *v);
+    double med = -1;
+    if (v) {
+        for (int i = 0; i < passes; i++) v[i] = sd_bw_probe_pass(p);
+        med = sd_median(v, passes);
     }
-    free(buf);
-    sd_pool_free(pool);
-    return best;
+    free(v);
+    sd_bw_probe_free(p);
+    return med;
 }

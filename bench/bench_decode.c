@@ -1,12 +1,14 @@
 /* Decode benchmark: plain greedy decoding through the engine (the loop `specd generate` runs) on models
  * far larger than the last-level cache, as a fraction of the machine's memory read bandwidth measured in
- * the same run (before and after each model, best of both).
+ * the same run (each decode step paired with a probe pass beside it).
  *
  *   build/bench_decode [-t THREADS] [-n TOKENS] MODEL...
  *
  * Decode bandwidth = weight bytes one decode step reads × decode steps ÷ decode time (the first token,
  * which comes out of the prefill, is not counted). Reported for the whole decode (mean) and for the
- * median step, which a shared machine's other work disturbs far less. Built as a program by the Makefile rule
+ * median step, which a shared machine's other work disturbs far less. The fraction of the read bandwidth
+ * pairs every decode step with a probe pass right after it (bench/bandwidth.h) and takes the median of
+ * the per-step ratios, so the machine's changing bandwidth cancels out. Built as a program by the Makefile rule
  * $(BUILD)/bench_decode (compiled with -DSD_BENCH_MAIN). */
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,27 +21,25 @@
 
 int sd_bench_decode(int argc, char **argv);
 
-#define BW_BYTES ((size_t)1 << 30)
+#define BW_BYTES ((size_t)256 << 20) /* 8x the largest L3 here; a pass takes about as long as a step */
 
 typedef struct decode_result {
     double ms_per_token, gbs;        /* over the whole decode (what `specd generate` prints) */
     double median_ms, median_gbs;    /* median decode step: robust against other work on the machine */
+    double frac, probe_gbs;          /* median of step bandwidth / the probe pass after it; median probe */
     int steps;
 } decode_result;
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* Greedy decode of n tokens after a short prompt; 0 ok, -1 error (printed). */
-static int decode_once(sd_engine *e, int n, decode_result *r) {
+/* Greedy decode of n tokens after a short prompt; 0 ok, -1 error (printed). With a probe, every timed
+ * step is followed by a probe pass (not counted in the decode time). */
+static int decode_once(sd_engine *e, int n, sd_bw_probe *probe, decode_result *r) {
     sd_err err = {{0}};
     sd_session *s = NULL;
     sd_gen *g = NULL;
     int32_t *ids = NULL;
     int n_ids = 0, rc = -1, n_steps = 0;
-    double *step_s = calloc((size_t)n + 1, sizeof *step_s);
+    double *step_s = calloc(3 * ((size_t)n + 1), sizeof *step_s), *frac = step_s + n + 1, *pg = frac + n + 1;
+    double t_probe = 0;
     const char *prompt = "The quick brown fox jumps over the lazy dog";
     sd_gen_params p = sd_gen_params_default();
     p.sampling = sd_sampling_greedy();
@@ -50,11 +50,19 @@ static int decode_once(sd_engine *e, int n, decode_result *r) {
     for (bool first = true; sd_gen_finish(g) == SD_FINISH_NONE; first = false) {
         double t0 = sd_now_s();
         if (sd_gen_step(g, &err)) goto out;
-        if (!first && step_s && n_steps <= n) step_s[n_steps++] = sd_now_s() - t0; /* plain: one token a step */
+        if (first || !step_s || n_steps > n) continue;
+        step_s[n_steps] = sd_now_s() - t0; /* plain: one token a step */
+        if (probe) {
+            double t1 = sd_now_s();
+            pg[n_steps] = sd_bw_probe_pass(probe);
+            t_probe += sd_now_s() - t1;
+            frac[n_steps] = (double)e->target->bytes_per_token / step_s[n_steps] / 1e9 / pg[n_steps];
+        }
+        n_steps++;
     }
     sd_gen_stats st;
     sd_gen_get_stats(g, &st);
-    double t = st.t_total - st.t_prefill;
+    double t = st.t_total - st.t_prefill - t_probe;
     r->steps = st.generated - 1;
     if (r->steps < 1 || t <= 0) {
         sd_errf(&err, "only %d tokens generated", st.generated);
@@ -63,10 +71,9 @@ static int decode_once(sd_engine *e, int n, decode_result *r) {
     r->ms_per_token = 1e3 * t / r->steps;
     r->gbs = (double)e->target->bytes_per_token * r->steps / t / 1e9;
     r->median_ms = r->ms_per_token;
-    if (step_s && n_steps > 0) {
-        qsort(step_s, (size_t)n_steps, sizeof *step_s, cmp_double);
-        r->median_ms = 1e3 * step_s[n_steps / 2];
-    }
+    if (step_s && n_steps > 0) r->median_ms = 1e3 * sd_median(step_s, n_steps);
+    r->frac = probe && n_steps > 0 ? sd_median(frac, n_steps) : 0;
+    r->probe_gbs = probe && n_steps > 0 ? sd_median(pg, n_steps) : 0;
     r->median_gbs = (double)e->target->bytes_per_token / (r->median_ms * 1e-3) / 1e9;
     rc = 0;
 out:
@@ -134,19 +141,23 @@ static int bench_model(const char *path, int threads, int n) {
     const char *type = sd_dtype_name(m->layers[0].wq.type);
     printf("%s: %s, %.0fM parameters, %.1f MB read per token, %s\n", path, type ? type : "?",
            m->n_params / 1e6, m->bytes_per_token / 1e6, e->be->device ? e->be->device : e->be->name);
-    double bw = sd_bench_read_bandwidth(threads, BW_BYTES);
+    sd_bw_probe *probe = sd_bw_probe_new(threads, BW_BYTES);
+    if (!probe) {
+        fprintf(stderr, "bench_decode: cannot allocate the probe buffer\n");
+        sd_engine_free(e);
+        return -1;
+    }
     decode_result warm, r;
-    int rc = decode_once(e, 8, &warm); /* page the weights in, wake the threads */
-    if (!rc) rc = decode_once(e, n, &r);
+    int rc = decode_once(e, 8, NULL, &warm); /* page the weights in, wake the threads */
+    if (!rc) rc = decode_once(e, n, probe, &r);
     if (!rc) forward_overhead(e, 12);
-    double bw2 = sd_bench_read_bandwidth(threads, BW_BYTES);
-    if (bw2 > bw) bw = bw2;
     if (!rc) {
         printf("  decode %d tokens: mean %.2f ms/token (%.2f GB/s), median step %.2f ms (%.2f GB/s)\n", r.steps,
                r.ms_per_token, r.gbs, r.median_ms, r.median_gbs);
-        printf("RESULT decode %-5s median %5.1f%%, mean %5.1f%% of %.2f GB/s read bandwidth\n", type ? type : "?",
-               100 * r.median_gbs / bw, 100 * r.gbs / bw, bw);
+        printf("RESULT decode %-5s %5.1f%% of read bandwidth (median of per-step ratios; probe median %.2f GB/s)\n",
+               type ? type : "?", 100 * r.frac, r.probe_gbs);
     }
+    sd_bw_probe_free(probe);
     sd_engine_free(e);
     return rc;
 }

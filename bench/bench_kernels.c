@@ -75,17 +75,41 @@ static size_t set_bytes(const bench_set *s) {
     return t;
 }
 
-/* Best time of `reps` passes over every matrix with n activation vectors. */
-static double time_pass(sd_backend *b, const bench_set *s, int n, int reps, float *x, float *out) {
-    double best = 1e30;
-    for (int r = 0; r <= reps; r++) { /* pass 0 warms up */
-        double t0 = sd_now_s();
-        for (int i = 0; i < s->count; i++) b->matmul(b, out, &s->w[i], x, n);
-        b->sync(b);
-        double t = sd_now_s() - t0;
-        if (r > 0 && t < best) best = t;
+/* Seconds of one pass over every matrix with n activation vectors. */
+static double time_pass(sd_backend *b, const bench_set *s, int n, float *x, float *out) {
+    double t0 = sd_now_s();
+    for (int i = 0; i < s->count; i++) b->matmul(b, out, &s->w[i], x, n);
+    b->sync(b);
+    return sd_now_s() - t0;
+}
+
+/* Median figures of `reps` rounds of: probe, n = 1 pass, probe, n = 5 pass, probe. Each pass's bandwidth
+ * is divided by the mean of the probe passes on either side of it (see bench/bandwidth.h). */
+typedef struct pair_result {
+    double gbs[2], frac[2], t5_t1, probe;
+} pair_result;
+
+static void measure_pairs(sd_backend *b, sd_bw_probe *probe, const bench_set *s, int reps, float *x, float *out,
+                          pair_result *r) {
+    double *v = calloc((size_t)reps * 6, sizeof *v), *g1 = v, *g5 = v + reps, *f1 = v + 2 * reps,
+           *f5 = v + 3 * reps, *q = v + 4 * reps, *pr = v + 5 * reps;
+    double bytes = (double)set_bytes(s);
+    time_pass(b, s, 1, x, out); /* warm-up: pages, threads */
+    double before = sd_bw_probe_pass(probe);
+    for (int i = 0; i < reps; i++) {
+        double t1 = time_pass(b, s, 1, x, out), mid = sd_bw_probe_pass(probe);
+        double t5 = time_pass(b, s, 5, x, out), after = sd_bw_probe_pass(probe);
+        g1[i] = bytes / t1 / 1e9;
+        g5[i] = bytes / t5 / 1e9;
+        f1[i] = g1[i] / (0.5 * (before + mid));
+        f5[i] = g5[i] / (0.5 * (mid + after));
+        q[i] = t5 / t1;
+        pr[i] = mid;
+        before = after;
     }
-    return best;
+    *r = (pair_result){{sd_median(g1, reps), sd_median(g5, reps)}, {sd_median(f1, reps), sd_median(f5, reps)},
+                       sd_median(q, reps), sd_median(pr, reps)};
+    free(v);
 }
 
 static double cpu_now_s(void) {
@@ -136,7 +160,7 @@ static int bench_cache(void) {
 }
 
 int sd_bench_kernels(int argc, char **argv) {
-    int threads = 0, reps = 8;
+    int threads = 0, reps = 9;
     double params_m = 300;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-t") == 0 && i + 1 < argc) threads = atoi(argv[++i]);
@@ -154,35 +178,34 @@ int sd_bench_kernels(int argc, char **argv) {
         fprintf(stderr, "%s\n", err.msg);
         return 1;
     }
-    printf("matmul bandwidth: %s, %.0fM parameters per type, best of %d passes\n", b->device, params_m, reps);
-    double bw = sd_bench_read_bandwidth(b->n_threads, (size_t)1 << 30);
-    printf("memory read bandwidth (%d threads, 1 GiB buffer): %.2f GB/s\n", b->n_threads, bw);
+    printf("matmul bandwidth: %s, %.0fM parameters per type, median of %d rounds, each pass paired with a\n"
+           "read-bandwidth probe pass beside it (512 MiB buffer, same threads)\n", b->device, params_m, reps);
+    sd_bw_probe *probe = sd_bw_probe_new(b->n_threads, (size_t)512 << 20);
     float *x = b->alloc(b, 8 * 4096, &err), *out = b->alloc(b, 8 * 4096, &err);
+    if (!probe || !x || !out) {
+        fprintf(stderr, "cannot allocate the probe buffer\n");
+        return 1;
+    }
     for (int i = 0; i < 8 * 4096; i++) x[i] = (float)((int)(rnd() % 2001) - 1000) * 1e-3f;
     static const int types[] = {SD_F16, SD_Q8_0};
-    double gbs[2][2], ratio[2];
+    pair_result res[2];
     for (int ti = 0; ti < 2; ti++) {
         bench_set s = {0};
         if (make_set(b, types[ti], params_m, &s) != 0) {
             fprintf(stderr, "cannot allocate the %s matrices\n", sd_dtype_name(types[ti]));
             return 1;
         }
-        size_t bytes = set_bytes(&s);
-        double t1 = time_pass(b, &s, 1, reps, x, out), t5 = time_pass(b, &s, 5, reps, x, out);
-        gbs[ti][0] = bytes / t1 / 1e9;
-        gbs[ti][1] = bytes / t5 / 1e9;
-        ratio[ti] = t5 / t1;
-        printf("%-5s %3d matrices, %6.1f MB: n=1 %7.2f ms %6.2f GB/s | n=5 %7.2f ms %6.2f GB/s | T(5)/T(1) %.2f\n",
-               sd_dtype_name(types[ti]), s.count, bytes / 1e6, t1 * 1e3, gbs[ti][0], t5 * 1e3, gbs[ti][1], ratio[ti]);
+        measure_pairs(b, probe, &s, reps, x, out, &res[ti]);
+        printf("%-5s %3d matrices, %6.1f MB: n=1 %6.2f GB/s | n=5 %6.2f GB/s | probe %6.2f GB/s | T(5)/T(1) %.2f\n",
+               sd_dtype_name(types[ti]), s.count, set_bytes(&s) / 1e6, res[ti].gbs[0], res[ti].gbs[1],
+               res[ti].probe, res[ti].t5_t1);
         free(s.w);
         free(s.mem);
     }
-    double bw2 = sd_bench_read_bandwidth(b->n_threads, (size_t)1 << 30);
-    printf("memory read bandwidth again: %.2f GB/s\n", bw2);
-    if (bw2 > bw) bw = bw2; /* the fractions use the better of the two: the conservative choice */
     for (int ti = 0; ti < 2; ti++)
-        printf("RESULT %-5s n=1 %5.1f%% of %.2f GB/s, n=5 %5.1f%%, T(5)/T(1) %.2f\n", sd_dtype_name(types[ti]),
-               100 * gbs[ti][0] / bw, bw, 100 * gbs[ti][1] / bw, ratio[ti]);
+        printf("RESULT %-5s n=1 %5.1f%% of read bandwidth (%.2f GB/s), n=5 %5.1f%%, T(5)/T(1) %.2f\n",
+               sd_dtype_name(types[ti]), 100 * res[ti].frac[0], res[ti].probe, 100 * res[ti].frac[1], res[ti].t5_t1);
+    sd_bw_probe_free(probe);
     b->release(b, x);
     b->release(b, out);
     b->destroy(b);
