@@ -16,10 +16,10 @@
 #define VHSUM(v) hsum8(v)
 #define WF16(p) V256_F16(p)
 #define WBF16(p) bf16x8((const uint16_t *)(p))
-#define R_FEW 4
+#define R_FEW 1
 #define R_MANY 2
 #define N_MAX 5
-#define QR_FEW 2
+#define QR_FEW 1
 #define QR_MANY 1
 #define QN_MAX 6
 #define KNAME sd_kernels_avx

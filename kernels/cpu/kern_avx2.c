@@ -16,10 +16,10 @@
 #define VHSUM(v) hsum8(v)
 #define WF16(p) V256_F16(p)
 #define WBF16(p) _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(p))), 16))
-#define R_FEW 4
+#define R_FEW 1
 #define R_MANY 2
 #define N_MAX 5
-#define QR_FEW 2
+#define QR_FEW 1
 #define QR_MANY 1
 #define QN_MAX 6
 #define KNAME sd_kernels_avx2

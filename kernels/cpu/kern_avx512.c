@@ -15,10 +15,10 @@
 #define VHSUM(v) hsum16(v)
 #define WF16(p) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p)))
 #define WBF16(p) _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(p))), 16))
-#define R_FEW 4
+#define R_FEW 1
 #define R_MANY 4
 #define N_MAX 6
-#define QR_FEW 4
+#define QR_FEW 1
 #define QR_MANY 2
 #define QN_MAX 6
 #define KNAME sd_kernels_avx512

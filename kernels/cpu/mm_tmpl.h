@@ -27,9 +27,13 @@
 
 #define BLK 32 /* columns per step: one Q8_0 block, 32 / VW vectors */
 
-/* Software prefetch of the weights the next row group will read, at the same offset as the current
- * step: measured single-threaded, the hardware prefetchers alone left a core well short of the memory
- * bandwidth. Prefetching past the end of the matrix is harmless (prefetches never fault). */
+/* Access pattern. With n <= 2 (decode) a tile is one row (R_FEW = QR_FEW = 1): the weights are then read
+ * in address order, one sequential stream per thread, which the hardware prefetchers follow at full
+ * memory bandwidth. Interleaving 4 rows (4 streams a row apart) reached only 50-60% of it, software
+ * prefetch or not (docs/benchmarks.md). With more activations a tile takes several rows so that each
+ * activation vector loaded serves several rows; those interleaved streams get a software prefetch of the
+ * rows the next row group will read, at the same offset as the current step. Prefetching past the end
+ * of the matrix is harmless (prefetches never fault). */
 #ifndef PF_GROUPS
 #define PF_GROUPS 2 /* how many row groups ahead */
 #endif
@@ -70,7 +74,7 @@ TGT static inline __attribute__((always_inline)) void mm_tile(const sd_mm_job *j
     const int esz = type == SD_MM_F32 ? 4 : 2;
     for (; c + BLK <= cols; c += BLK) {
 #pragma GCC unroll 4
-        for (int a = 0; a < R; a++) PREFETCH(rows[a] + (size_t)(PF_GROUPS * R) * j->row_bytes + (size_t)c * esz, esz * BLK);
+        for (int a = 0; a < R; a++) if (R > 1) PREFETCH(rows[a] + (size_t)(PF_GROUPS * R) * j->row_bytes + (size_t)c * esz, esz * BLK);
 #pragma GCC unroll 4
         for (int k = 0; k < BLK / VW; k++) {
             V w[4];
@@ -123,7 +127,7 @@ TGT static inline __attribute__((always_inline)) void mmq_tile(const sd_mm_job *
         __m256 dw[4];
 #pragma GCC unroll 4
         for (int a = 0; a < R; a++) {
-            PREFETCH((const uint8_t *)(rows[a] + k) + (size_t)(PF_GROUPS * R) * j->row_bytes, (int)sizeof(sd_block_q8_0));
+            if (R > 1) PREFETCH((const uint8_t *)(rows[a] + k) + (size_t)(PF_GROUPS * R) * j->row_bytes, (int)sizeof(sd_block_q8_0));
             w[a] = q8_wprep(rows[a][k].qs);
             dw[a] = _mm256_set1_ps(_cvtsh_ss(rows[a][k].d));
         }
