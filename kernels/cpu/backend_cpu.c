@@ -12,6 +12,7 @@
 #include "kernels/cpu/backend_cpu.h"
 #include "kernels/cpu/threadpool.h"
 #include "kernels/quant.h"
+#include "kernels/softmax.h"
 
 typedef struct cpu_impl {
     sd_pool *pool;
@@ -306,8 +307,8 @@ static void attn_one(const attn_job *j, int i, int h, float *acc) {
             s[t] = j->kern->dot(q, j->k + (int64_t)(t0 + t) * j->kv_dim + kvh * hd, hd) * j->scale;
             if (s[t] > bm) bm = s[t];
         }
-        if (bm > m) {
-            float r = expf(m - bm); /* 0 on the first block (m = -inf) */
+        if (bm > m) { /* move the state to the new max (kernels/softmax.h; the CUDA kernels do the same) */
+            float r = sd_softmax_rescale(m, bm); /* 0 on the first block (m = -inf) */
             l *= r;
             j->kern->scale(acc, r, hd);
             m = bm;

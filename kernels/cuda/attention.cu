@@ -1,13 +1,43 @@
-/* Causal attention over the KV cache for 1..k+1 queries, GQA. One block per (query, head); each warp
- * walks a strided share of the positions keeping an online softmax (running max, sum, weighted V), and the
- * warps' partial results are merged at the end, so no score buffer of context length is needed. */
+/* Causal attention over the KV cache for 1..k+1 queries, GQA, with two paths:
+ *
+ *  - Single pass (short contexts, many queries): one block per (query, head); each of ATT_WARPS warps walks
+ *    a strided share of the positions keeping an online softmax (running max, sum, weighted V), and the
+ *    warps' states are merged at the end, so no score buffer of context length is needed.
+ *  - Split over the sequence ("flash decoding"; long contexts, few queries): one block per (query, head)
+ *    is far too few to fill a GPU (32 heads x 1 query = 32 blocks on 132 SMs) and each reads the whole
+ *    context serially. The positions are cut into chunks; one warp per (query, head, chunk) computes the
+ *    chunk's partial state into a workspace, and a second kernel merges each (query, head)'s partials.
+ *
+ * Both keep and merge states with the helpers of kernels/softmax.h (shared with, and tested on, the CPU). */
 #include <math.h>
 #include <stdio.h>
 
 #include "kernels/cuda/cuda_internal.h"
+#include "kernels/softmax.h"
 
 #define ATT_WARPS 4
 #define ATT_MAX_PER_LANE 8 /* head_dim <= 256 */
+#define ATT_MAX_HEAD_DIM (ATT_MAX_PER_LANE * 32)
+
+/* Split path tuning. None of these was measured yet (no GPU where this was written); the reasoning:
+ *  - ATT_SPLIT_MIN_SPAN: below it the single-pass kernel's warps each walk at most 128 positions, about
+ *    as long as the split path's second launch and the partials' round trip through memory cost.
+ *  - ATT_SPLIT_MAX_N: more queries than a step graph holds (prefill) already give n * heads blocks.
+ *  - chunks of at least ATT_CHUNK_MIN positions, so a partial's write (head_dim + 2 floats) stays small
+ *    next to the chunk's K/V reads; at most ATT_MAX_CHUNKS, which bounds the merge's serial loop and
+ *    still gives 64 x heads warps per query.
+ *  - ATT_BATCH: positions whose K (then V) rows a warp loads before it uses any, so a warp keeps several
+ *    loads in flight instead of waiting out the memory latency once per position. */
+#define ATT_SPLIT_MIN_SPAN 512
+#define ATT_SPLIT_MAX_N SD_CUDA_STEP_MAX
+#define ATT_CHUNK_MIN 64
+#define ATT_MAX_CHUNKS 64
+#define ATT_BATCH 8
+/* The partials' workspace, allocated once with the backend and never moved: a recorded step graph keeps
+ * its address, so growing it (a new allocation) would leave recorded graphs writing to freed memory.
+ * 16 MiB holds 64 chunks of 8 queries x 32 heads x head_dim 128 (8.5 MiB); larger shapes get fewer,
+ * longer chunks (split_plan). */
+#define ATT_WS_BYTES ((size_t)16 << 20)
 
 __global__ void k_attention(float *out, const float *q, const float *kc, const float *vc, int pos0,
                             const int *pos_dev, int n_heads, int n_kv_heads, int head_dim, int kv_dim) {
@@ -45,7 +75,7 @@ __global__ void k_attention(float *out, const float *q, const float *kc, const f
         }
         m = m_new;
     }
-    /* merge the warps */
+    /* merge the warps' states (a warp that saw no position holds the empty state) */
     __shared__ float sm[ATT_WARPS], sl[ATT_WARPS];
     __shared__ float sacc[ATT_WARPS][ATT_MAX_PER_LANE * 32];
     if (lane == 0) {
@@ -55,31 +85,183 @@ __global__ void k_attention(float *out, const float *q, const float *kc, const f
     for (int i = 0; i < per_lane; i++) sacc[warp][lane + 32 * i] = acc[i];
     __syncthreads();
     if (warp == 0) {
-        float M = -INFINITY;
-        for (int w = 0; w < ATT_WARPS; w++) M = fmaxf(M, sm[w]);
-        float L = 0.0f;
-        for (int w = 0; w < ATT_WARPS; w++)
-            if (sl[w] > 0.0f) L += sl[w] * __expf(sm[w] - M);
+        float M = -INFINITY, L = 0.0f, v[ATT_MAX_PER_LANE];
+#pragma unroll
+        for (int i = 0; i < ATT_MAX_PER_LANE; i++) v[i] = 0.0f;
+        for (int w = 0; w < ATT_WARPS; w++) {
+            float f1, f2;
+            sd_softmax_merge(&M, &L, sm[w], sl[w], &f1, &f2);
+#pragma unroll
+            for (int i = 0; i < ATT_MAX_PER_LANE; i++)
+                if (i < per_lane)
+                    v[i] = sd_softmax_scaled(f1, v[i]) + sd_softmax_scaled(f2, sacc[w][lane + 32 * i]);
+        }
         float *oh = out + ((size_t)t * n_heads + h) * head_dim;
-        for (int i = 0; i < per_lane; i++) {
+#pragma unroll
+        for (int i = 0; i < ATT_MAX_PER_LANE; i++) {
             int d = lane + 32 * i;
-            if (d >= head_dim) continue;
-            float v = 0.0f;
-            for (int w = 0; w < ATT_WARPS; w++)
-                if (sl[w] > 0.0f) v += sacc[w][d] * __expf(sm[w] - M);
-            oh[d] = v / L;
+            if (i < per_lane && d < head_dim) oh[d] = v[i] / L;
         }
     }
 }
 
-void cuda_attention(cuda_ctx *c, float *out, const float *q, const float *kcache, const float *vcache, int pos0,
-                    int n, int n_heads, int n_kv_heads, int head_dim, int kv_dim) {
-    if (head_dim > ATT_MAX_PER_LANE * 32) {
-        fprintf(stderr, "specd: cuda: head_dim %d above the attention kernel's limit %d\n", head_dim,
-                ATT_MAX_PER_LANE * 32);
+/* Split path, first kernel: the partial state of one chunk of positions for one (query, head), one warp
+ * each. Warps are numbered (chunk, head of the group) with the head fastest, so when a group has
+ * ATT_WARPS or more query heads a block's warps read the same K/V rows at about the same time (the
+ * group's K/V come from memory once, then L1); smaller groups get consecutive chunks of one head.
+ * Slot (t, h, c) of the workspace holds (m, l) in ml and head_dim floats of acc. A chunk past the query's
+ * last position writes the empty state (l = 0, acc = 0); with step graphs the chunk count comes from the
+ * cache capacity, so most chunks are empty early in a sequence. No block barriers: warps exit freely. */
+__global__ void k_attention_part(float2 *ml, float *accs, const float *q, const float *kc, const float *vc, int pos0,
+                                 const int *pos_dev, int n_heads, int group, int head_dim, int kv_dim, int chunk,
+                                 int n_chunks) {
+    if (pos_dev) pos0 = *pos_dev;
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    int task = blockIdx.x * ATT_WARPS + warp;
+    if (task >= n_chunks * group) return;
+    int c = task / group, kvh = blockIdx.y, h = kvh * group + task % group, t = blockIdx.z;
+    int p0 = c * chunk, p1 = min(p0 + chunk, pos0 + t + 1); /* this chunk's positions [p0, p1) */
+    int per_lane = (head_dim + 31) / 32;
+    float scale = rsqrtf((float)head_dim);
+    const float *qh = q + ((size_t)t * n_heads + h) * head_dim;
+    const float *kb = kc + (size_t)kvh * head_dim, *vb = vc + (size_t)kvh * head_dim;
+
+    float qv[ATT_MAX_PER_LANE], acc[ATT_MAX_PER_LANE];
+#pragma unroll
+    for (int i = 0; i < ATT_MAX_PER_LANE; i++) {
+        int d = lane + 32 * i;
+        qv[i] = (i < per_lane && d < head_dim) ? qh[d] * scale : 0.0f;
+        acc[i] = 0.0f;
+    }
+    float m = -INFINITY, l = 0.0f;
+    for (int p = p0; p < p1; p += ATT_BATCH) {
+        /* scores of a batch (conditions on p + u are the same for the whole warp) */
+        float s[ATT_BATCH];
+#pragma unroll
+        for (int u = 0; u < ATT_BATCH; u++) {
+            s[u] = 0.0f;
+            if (p + u >= p1) continue;
+            const float *kr = kb + (size_t)(p + u) * kv_dim;
+#pragma unroll
+            for (int i = 0; i < ATT_MAX_PER_LANE; i++) {
+                int d = lane + 32 * i;
+                if (i < per_lane && d < head_dim) s[u] += qv[i] * kr[d];
+            }
+        }
+        float bm = -INFINITY;
+#pragma unroll
+        for (int u = 0; u < ATT_BATCH; u++) {
+            for (int o = 16; o > 0; o >>= 1) s[u] += __shfl_xor_sync(0xffffffffu, s[u], o);
+            if (p + u < p1) bm = fmaxf(bm, s[u]);
+        }
+        if (bm > m) { /* move the state to the batch's larger max, as the CPU attention does */
+            float r = sd_softmax_rescale(m, bm);
+            l *= r;
+#pragma unroll
+            for (int i = 0; i < ATT_MAX_PER_LANE; i++) acc[i] *= r;
+            m = bm;
+        }
+#pragma unroll
+        for (int u = 0; u < ATT_BATCH; u++) {
+            if (p + u >= p1) continue;
+            float e = __expf(s[u] - m);
+            const float *vr = vb + (size_t)(p + u) * kv_dim;
+            l += e;
+#pragma unroll
+            for (int i = 0; i < ATT_MAX_PER_LANE; i++) {
+                int d = lane + 32 * i;
+                if (i < per_lane && d < head_dim) acc[i] += e * vr[d];
+            }
+        }
+    }
+    size_t slot = ((size_t)t * n_heads + h) * n_chunks + c;
+    if (lane == 0) ml[slot] = make_float2(m, l);
+    float *a = accs + slot * head_dim;
+#pragma unroll
+    for (int i = 0; i < ATT_MAX_PER_LANE; i++) {
+        int d = lane + 32 * i;
+        if (i < per_lane && d < head_dim) a[d] = acc[i];
+    }
+}
+
+/* Split path, second kernel: one block per (head, query), a thread per output element, merging the
+ * partials of the chunks that hold positions 0..pos0+t (the later ones are empty). */
+__global__ void k_attention_merge(float *out, const float2 *ml, const float *accs, int pos0, const int *pos_dev,
+                                  int n_heads, int head_dim, int chunk, int n_chunks) {
+    if (pos_dev) pos0 = *pos_dev;
+    int h = blockIdx.x, t = blockIdx.y;
+    int used = min((pos0 + t) / chunk + 1, n_chunks);
+    size_t slot0 = ((size_t)t * n_heads + h) * n_chunks;
+    float *oh = out + ((size_t)t * n_heads + h) * head_dim;
+    for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
+        float m = -INFINITY, l = 0.0f, a = 0.0f;
+        for (int c = 0; c < used; c++) {
+            float2 s = ml[slot0 + c];
+            float f1, f2;
+            sd_softmax_merge(&m, &l, s.x, s.y, &f1, &f2);
+            a = sd_softmax_scaled(f1, a) + sd_softmax_scaled(f2, accs[(slot0 + c) * head_dim + d]);
+        }
+        oh[d] = a / l; /* chunk 0 always holds position 0, so l > 0 */
+    }
+}
+
+void cuda_attention_init(cuda_ctx *c) {
+    if (cudaMalloc((void **)&c->att_ws, ATT_WS_BYTES) != cudaSuccess) {
+        cudaGetLastError();
+        c->att_ws = NULL; /* the single-pass kernel does everything then */
+        fprintf(stderr, "specd: cuda: no memory for the attention workspace; long contexts will be slower\n");
         return;
     }
-    dim3 grid((unsigned)n_heads, (unsigned)n);
-    k_attention<<<grid, ATT_WARPS * 32, 0, c->stream>>>(out, q, kcache, vcache, pos0, step_pos(c), n_heads, n_kv_heads,
-                                                        head_dim, kv_dim);
+    c->att_ws_floats = ATT_WS_BYTES / sizeof(float);
+    c->bytes_work += ATT_WS_BYTES;
+}
+
+void cuda_attention_free(cuda_ctx *c) {
+    if (!c->att_ws) return;
+    cudaFree(c->att_ws);
+    c->att_ws = NULL;
+    c->bytes_work -= c->att_ws_floats * sizeof(float);
+    c->att_ws_floats = 0;
+}
+
+/* Chunks for the split path over `span` positions: their count (0: use the single pass) and *chunk, their
+ * length. Depends only on its arguments, never on pos0 while stepping (span is the cache capacity then),
+ * so a recorded graph's grid stays right for every position it is replayed at. */
+static int split_plan(const cuda_ctx *c, int span, int n, int n_heads, int head_dim, int *chunk) {
+    if (!c->att_ws || n > ATT_SPLIT_MAX_N || span < ATT_SPLIT_MIN_SPAN) return 0;
+    size_t per_chunk = (size_t)n * (size_t)n_heads * (size_t)(head_dim + 2); /* acc + (m, l) */
+    size_t fit = c->att_ws_floats / per_chunk;
+    int nc = (span + ATT_CHUNK_MIN - 1) / ATT_CHUNK_MIN;
+    if (nc > ATT_MAX_CHUNKS) nc = ATT_MAX_CHUNKS;
+    if ((size_t)nc > fit) nc = (int)fit;
+    if (nc < 2) return 0;
+    *chunk = (span + nc - 1) / nc;
+    return (span + *chunk - 1) / *chunk; /* <= nc */
+}
+
+void cuda_attention(cuda_ctx *c, float *out, const float *q, const float *kcache, const float *vcache, int pos0,
+                    int n, int n_heads, int n_kv_heads, int head_dim, int kv_dim, int ctx) {
+    if (head_dim > ATT_MAX_HEAD_DIM || n_kv_heads <= 0 || n_heads % n_kv_heads != 0) {
+        fprintf(stderr, "specd: cuda: attention shape not supported (head_dim %d, max %d; %d heads, %d kv heads)\n",
+                head_dim, ATT_MAX_HEAD_DIM, n_heads, n_kv_heads);
+        return;
+    }
+    /* While a step is recorded pos0 changes on replay: plan for the whole cache. */
+    int chunk = 0, n_chunks = split_plan(c, c->stepping ? ctx : pos0 + n, n, n_heads, head_dim, &chunk);
+    if (n_chunks == 0) {
+        dim3 grid((unsigned)n_heads, (unsigned)n);
+        k_attention<<<grid, ATT_WARPS * 32, 0, c->stream>>>(out, q, kcache, vcache, pos0, step_pos(c), n_heads,
+                                                            n_kv_heads, head_dim, kv_dim);
+        return;
+    }
+    int group = n_heads / n_kv_heads;
+    size_t slots = (size_t)n * (size_t)n_heads * (size_t)n_chunks;
+    float2 *ml = (float2 *)c->att_ws;      /* slots × (m, l) first: keeps the float2s aligned */
+    float *accs = c->att_ws + 2 * slots; /* then slots × head_dim */
+    dim3 grid((unsigned)((n_chunks * group + ATT_WARPS - 1) / ATT_WARPS), (unsigned)n_kv_heads, (unsigned)n);
+    k_attention_part<<<grid, ATT_WARPS * 32, 0, c->stream>>>(ml, accs, q, kcache, vcache, pos0, step_pos(c), n_heads,
+                                                             group, head_dim, kv_dim, chunk, n_chunks);
+    int threads = (head_dim + 31) / 32 * 32;
+    k_attention_merge<<<dim3((unsigned)n_heads, (unsigned)n), threads, 0, c->stream>>>(
+        out, ml, accs, pos0, step_pos(c), n_heads, head_dim, chunk, n_chunks);
 }

@@ -246,7 +246,7 @@ static void c_kv_store(sd_backend *b, sd_kv *kv, int layer, int pos0, int n, con
 static void c_attention(sd_backend *b, float *out, const float *q, const sd_kv *kv, int layer, int pos0, int n,
                         int n_heads, int n_kv_heads, int head_dim) {
     cuda_attention(ctx_of(b), out, q, kv_layer(kv, kv->k, layer), kv_layer(kv, kv->v, layer), pos0, n, n_heads,
-                   n_kv_heads, head_dim, kv->kv_dim);
+                   n_kv_heads, head_dim, kv->kv_dim, kv->ctx);
 }
 static void c_swiglu(sd_backend *b, float *out, const float *gate, const float *up, size_t count) {
     cuda_swiglu(ctx_of(b), out, gate, up, count);
@@ -341,6 +341,7 @@ static void c_destroy(sd_backend *b) {
     cudaFree(cb->c.step_dev);
     cudaFreeHost(cb->c.step_host);
     if (cb->c.scratch) cudaFree(cb->c.scratch);
+    cuda_attention_free(&cb->c);
     cublasDestroy(cb->c.cublas);
     cudaStreamDestroy(cb->c.stream);
     free(cb->recs);
@@ -394,6 +395,7 @@ extern "C" int sd_backend_cuda_new(int device, sd_backend **out, sd_err *err) {
         c_destroy(b);
         return sd_errf(err, "cuda: cannot allocate the step state");
     }
+    cuda_attention_init(&cb->c);
     const char *g = getenv("SPECD_CUDA_GRAPHS");
     cb->c.graphs_enabled = !(g && !strcmp(g, "0"));
 

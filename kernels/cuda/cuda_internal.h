@@ -26,6 +26,8 @@ typedef struct cuda_ctx {
     int *step_host;       /* pinned host mirror filled by graph_begin */
     bool stepping;        /* ops are being captured into a graph */
     bool graphs_enabled;  /* SPECD_CUDA_GRAPHS=0 turns graphs off */
+    float *att_ws;        /* attention's split-path partials (attention.cu); fixed, NULL when unavailable */
+    size_t att_ws_floats;
 } cuda_ctx;
 
 #define SD_CUDA_STEP_MAX 8 /* steps of at most this many tokens are captured as graphs */
@@ -59,7 +61,9 @@ void cuda_rope(cuda_ctx *c, float *x, int n, int n_heads, int head_dim, int n_ro
 void cuda_swiglu(cuda_ctx *c, float *out, const float *gate, const float *up, size_t count);
 void cuda_add(cuda_ctx *c, float *x, const float *y, size_t count);
 void cuda_attention(cuda_ctx *c, float *out, const float *q, const float *kcache, const float *vcache, int pos0,
-                    int n, int n_heads, int n_kv_heads, int head_dim, int kv_dim);
+                    int n, int n_heads, int n_kv_heads, int head_dim, int kv_dim, int ctx);
+void cuda_attention_init(cuda_ctx *c); /* allocates att_ws (counted as work bytes); failure only slows */
+void cuda_attention_free(cuda_ctx *c);
 void cuda_argmax_rows(cuda_ctx *c, int32_t *ids_host, const float *x, int rows, int width);
 void cuda_kv_store(cuda_ctx *c, float *kcache, float *vcache, const float *k, const float *v, int pos0, int n,
                    int kv_dim);
