@@ -124,6 +124,80 @@ static void test_row_ops(void) {
     free(x); free(y); free(a); free(b); free(k); free(v); free(wn);
 }
 
+/* Attention of n queries at each pos0 in pos0s over a cache of ctx positions of random K/V, GPU vs CPU.
+ * graphs: the first pos0 is recorded as a step graph and the others replay it (pos0 read on the device),
+ * so the split path's plan must hold at positions other than the recorded one. */
+static void attention_case(int n, int n_heads, int n_kv, int hd, int ctx, const int *pos0s, int n_pos, bool graphs) {
+    int dim = n_heads * hd, kvd = n_kv * hd;
+    size_t nq = (size_t)n * dim, nkv = (size_t)ctx * kvd;
+    float *qh = malloc(nq * 4), *k = malloc(nkv * 4), *v = malloc(nkv * 4), *a = malloc(nq * 4), *b = malloc(nq * 4);
+    for (size_t i = 0; i < nq; i++) qh[i] = frand() * 4; /* peaky enough that the max matters */
+    for (size_t i = 0; i < nkv; i++) { k[i] = frand(); v[i] = frand(); }
+    sd_kv kc, kg;
+    REQUIRE(cpu->kv_alloc(cpu, &kc, 1, ctx, kvd, NULL) == 0 && gpu->kv_alloc(gpu, &kg, 1, ctx, kvd, NULL) == 0);
+    float *kdc = dev_copy(cpu, k, nkv), *vdc = dev_copy(cpu, v, nkv), *kdg = dev_copy(gpu, k, nkv), *vdg = dev_copy(gpu, v, nkv);
+    cpu->kv_store(cpu, &kc, 0, 0, ctx, kdc, vdc);
+    gpu->kv_store(gpu, &kg, 0, 0, ctx, kdg, vdg);
+    float *qc = dev_copy(cpu, qh, nq), *qg = dev_copy(gpu, qh, nq);
+    float *oc = cpu->alloc(cpu, nq, NULL), *og = gpu->alloc(gpu, nq, NULL);
+    static uint64_t case_id; /* buffers of a new case may reuse an old one's addresses: keys must differ */
+    const uint64_t key[3] = {0xa77e5111ull, ++case_id, (uint64_t)n};
+    const int32_t toks[8] = {0};
+    for (int i = 0; i < n_pos; i++) {
+        int pos0 = pos0s[i];
+        REQUIRE(pos0 + n <= ctx);
+        cpu->attention(cpu, oc, qc, &kc, 0, pos0, n, n_heads, n_kv, hd);
+        if (graphs) {
+            REQUIRE(gpu->graph_begin && gpu->graph_end);
+            int replayed = gpu->graph_begin(gpu, key, 3, toks, n, pos0);
+            CHECKF(replayed == (i > 0), "pos0 %d: graph_begin %d", pos0, replayed);
+            if (!replayed) {
+                gpu->attention(gpu, og, qg, &kg, 0, pos0, n, n_heads, n_kv, hd);
+                CHECK(gpu->graph_end(gpu) == 0);
+            }
+        } else {
+            gpu->attention(gpu, og, qg, &kg, 0, pos0, n, n_heads, n_kv, hd);
+        }
+        cpu->to_host(cpu, a, oc, nq);
+        gpu->to_host(gpu, b, og, nq);
+        double e = max_rel_err(b, a, nq);
+        CHECKF(e < 1e-4, "n %d heads %d/%d hd %d ctx %d pos0 %d graphs %d: rel err %g", n, n_heads, n_kv, hd, ctx,
+               pos0, graphs, e);
+    }
+    cpu->release(cpu, kdc); cpu->release(cpu, vdc); cpu->release(cpu, qc); cpu->release(cpu, oc);
+    gpu->release(gpu, kdg); gpu->release(gpu, vdg); gpu->release(gpu, qg); gpu->release(gpu, og);
+    cpu->kv_free(cpu, &kc); gpu->kv_free(gpu, &kg);
+    free(qh); free(k); free(v); free(a); free(b);
+}
+
+/* Long contexts take the split path (chunks of positions, partials merged); short ones the single pass. */
+static void test_attention_long_context(void) {
+    if (!gpu) SKIP("%s", no_gpu_reason);
+    static const int cfg[][4] = {/* heads, kv heads, head_dim, ctx */
+                                 {32, 8, 64, 4096}, {32, 8, 128, 4096}, {8, 8, 64, 3100}, {8, 8, 128, 4096},
+                                 {28, 4, 128, 3008}, {4, 4, 256, 5000}};
+    const int pos0s[] = {3000, 2999, 511, 500, 64, 0};
+    for (size_t ci = 0; ci < sizeof cfg / sizeof *cfg; ci++)
+        for (int n = 1; n <= 5; n += 4)
+            attention_case(n, cfg[ci][0], cfg[ci][1], cfg[ci][2], cfg[ci][3], pos0s, 6, false);
+    /* many queries (prefill) at a long context: the single pass */
+    attention_case(12, 8, 2, 64, 3100, pos0s, 2, false);
+}
+
+/* A step graph recorded at one position and replayed at others, before and after: the split plan comes
+ * from the cache capacity, and chunks past the replayed position are empty. */
+static void test_attention_graph_replay(void) {
+    if (!gpu) SKIP("%s", no_gpu_reason);
+    const char *g = getenv("SPECD_CUDA_GRAPHS");
+    if (g && !strcmp(g, "0")) SKIP("SPECD_CUDA_GRAPHS=0");
+    const int pos0s[] = {3000, 1234, 3090, 7, 0, 2048};
+    attention_case(1, 32, 8, 128, 4096, pos0s, 6, true);
+    attention_case(5, 32, 8, 64, 4096, pos0s, 6, true);
+    attention_case(5, 8, 8, 128, 3100, pos0s, 6, true);
+    const int short_pos0s[] = {250, 7, 0, 100};
+    attention_case(8, 8, 2, 64, 300, short_pos0s, 4, true); /* a short cache: the single pass, replayed */
+}
+
 static void test_argmax_rows_matches_cpu(void) {
     if (!gpu) SKIP("%s", no_gpu_reason);
     const int rows = 9, width = 50000;
@@ -320,6 +394,8 @@ int main(void) {
     RUN(test_matmul_all_types);
     RUN(test_row_ops);
     RUN(test_argmax_rows_matches_cpu);
+    RUN(test_attention_long_context);
+    RUN(test_attention_graph_replay);
     RUN(test_out_of_memory_error);
     RUN(test_forward_logits_match_cpu);
     RUN(test_greedy_spec_equals_plain_on_gpu);
