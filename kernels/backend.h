@@ -66,6 +66,18 @@ typedef struct sd_kv {
     void *k, *v; /* backend memory; layout is the backend's business */
 } sd_kv;
 
+/* Sampling filters as the backends see them (model/sampler.h's sd_sampling converts to this). */
+typedef struct sd_sample_cfg {
+    float temperature; /* <= 0: greedy (argmax) */
+    int top_k;         /* <= 0: off */
+    float top_p;       /* >= 1: off */
+    float min_p;       /* <= 0: off */
+} sd_sample_cfg;
+
+/* Most drafts one spec_accept call takes, and most rows one sample_rows launch draws for (more rows are
+ * split by the backend). */
+#define SD_SAMPLE_MAX_K 32
+
 typedef struct sd_backend sd_backend;
 struct sd_backend {
     const char *name; /* "cpu" or "cuda" */
@@ -101,6 +113,20 @@ struct sd_backend {
     /* ids[r] = index of the largest of row r of x ([rows][width], backend memory; lowest index on ties),
      * into host memory; waits. Greedy decoding uses it so only token ids cross from a GPU, not logits. */
     void (*argmax_rows)(sd_backend *b, int32_t *ids, const float *x, int rows, int width);
+    /* Optional (NULL: the engine downloads logits and samples on the host, model/sampler.c). Sampling where
+     * the logits live, so only token ids cross to the host; the algorithm is kernels/sample_ref.c's.
+     * sample_rows: for each row r of logits ([rows][width], backend memory) writes the filtered, normalised
+     * distribution (temperature, top-k, top-p, min-p) to row r of probs (backend memory, not aliasing
+     * logits) and, when ids is not NULL, ids[r] (host) = a draw from it with uniform u[r] (host). Waits.
+     * spec_accept: speculative acceptance of k <= SD_SAMPLE_MAX_K drafts (host ids) against the target's
+     * filtered rows p ([k+1][width]) and the draft's q ([k][width]; NULL: point masses) with k+1 host
+     * uniforms: draft i is accepted iff u[i] * q_i(x) < p_i(x); at the first rejection *next is drawn
+     * from normalize(max(0, p_i - q_i)) (p_i when that is empty) with u[k], else from p_k with u[k].
+     * Returns the number accepted; waits. */
+    void (*sample_rows)(sd_backend *b, int32_t *ids, float *probs, const float *logits, int rows, int width,
+                        const sd_sample_cfg *cfg, const float *u);
+    int (*spec_accept)(sd_backend *b, int32_t *next, const float *p, const float *q, const int32_t *draft, int k,
+                       int width, const float *u);
     /* Bytes of backend memory held, by kind (for start-up memory reports); may be NULL. */
     void (*mem_usage)(sd_backend *b, size_t *weights, size_t *kv, size_t *work);
 

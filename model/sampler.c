@@ -17,6 +17,11 @@ sd_sampling sd_sampling_greedy(void) {
     return s;
 }
 
+sd_sample_cfg sd_sampling_cfg(const sd_sampling *s) {
+    sd_sample_cfg c = {.temperature = s->temperature, .top_k = s->top_k, .top_p = s->top_p, .min_p = s->min_p};
+    return c;
+}
+
 bool sd_sampling_is_greedy(const sd_sampling *s) { return s->temperature <= 0.0f || s->top_k == 1; }
 
 /* ---- RNG: xoshiro256** seeded through splitmix64 ---- */

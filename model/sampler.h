@@ -6,6 +6,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "kernels/backend.h"
+
 typedef struct sd_sampling {
     float temperature; /* <= 0: greedy */
     int top_k;         /* <= 0: off */
@@ -15,6 +17,8 @@ typedef struct sd_sampling {
 } sd_sampling;
 
 sd_sampling sd_sampling_greedy(void);
+/* The filters as a backend's sample_rows takes them (kernels/backend.h). */
+sd_sample_cfg sd_sampling_cfg(const sd_sampling *s);
 bool sd_sampling_is_greedy(const sd_sampling *s);
 
 /* Deterministic RNG (xoshiro-style), same sequence on every machine and thread count. */

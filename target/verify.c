@@ -47,10 +47,13 @@ int sd_verify_greedy(const int32_t *argmax, const int32_t *draft, int k, int32_t
 
 int sd_verify_sampled(const sd_sampling *s, const float *logits, int vocab, const int32_t *draft,
                       const sd_probs *q, int k, sd_rng *rng, sd_probs *p, int32_t *next) {
+    /* k + 1 uniforms whatever happens: u[i] tests draft i, u[k] draws the final token (the device path,
+     * backend.h's spec_accept, takes the same k + 1, so both leave the RNG in the same state) */
     for (int a = 0; a < k; a++) {
         sd_sampling_probs(s, logits + (size_t)a * vocab, vocab, p);
         const sd_probs *qa = q ? &q[a] : NULL;
         if (sd_spec_accept(p, qa, draft[a], sd_rng_f32(rng))) continue;
+        for (int skip = a + 1; skip < k; skip++) sd_rng_f32(rng); /* the untested drafts' uniforms */
         *next = sd_spec_residual_draw(p, qa, draft[a], sd_rng_f32(rng));
         return a;
     }

@@ -29,8 +29,9 @@ int32_t sd_spec_residual_draw(const sd_probs *p, const sd_probs *q, int32_t x, f
 int sd_verify_greedy(const int32_t *argmax, const int32_t *draft, int k, int32_t *next);
 
 /* Speculative sampling over k drafts. q: k draft distributions (NULL: every proposal is a point mass).
- * p: scratch for the target distribution (initialised for vocab). Draws come from rng in a fixed order
- * (one per tested draft, one for the final token), so a seeded request is reproducible. Returns the
+ * p: scratch for the target distribution (initialised for vocab). Exactly k + 1 draws come from rng (one per
+ * draft, the last for the final token), so a seeded request is reproducible and the RNG advances as on
+ * a backend that verifies on the device (backend.h's spec_accept). Returns the
  * number accepted and sets *next to the residual or bonus token. */
 int sd_verify_sampled(const sd_sampling *s, const float *logits, int vocab, const int32_t *draft,
                       const sd_probs *q, int k, sd_rng *rng, sd_probs *p, int32_t *next);
