@@ -13,7 +13,8 @@ typedef struct model_prop {
     int valid;       /* cached[0..valid) is known to equal the history (the rest are drafts) */
     int32_t *out;    /* proposed tokens */
     float *logits;   /* host, vocab floats: the prediction after the last fed token */
-    sd_probs *q;     /* max_k distributions (filled only when sampling) */
+    sd_probs *q;     /* max_k distributions (filled only when sampling on the host) */
+    float *q_dev;    /* backend memory, max_k rows of vocab: the distributions when sampling on the backend */
 } model_prop;
 
 /* Top probability of softmax(logits) at temperature 1: the draft's confidence, whatever the sampler. */
@@ -42,16 +43,34 @@ static void mp_invalidate(sd_proposer *p, int n) {
     if (mp->valid > n) mp->valid = n;
 }
 
-/* Feeds tokens to the draft sequence, recording them. The prediction after the last one lands in *id as
- * the argmax token when id is not NULL (greedy without a confidence floor: no logits leave the backend),
- * else as logits in mp->logits. */
-static int feed(model_prop *mp, const int32_t *toks, int n, int32_t *id, sd_err *err) {
+/* Where the prediction after the fed tokens goes: the argmax id (greedy without a confidence floor: no
+ * logits leave the backend), logits kept in backend memory for sampling there, or host logits. */
+typedef enum feed_mode { FEED_ARGMAX, FEED_KEEP, FEED_HOST } feed_mode;
+
+/* Feeds tokens to the draft sequence, recording them; the prediction lands in *id (FEED_ARGMAX), *dev
+ * (FEED_KEEP) or mp->logits (FEED_HOST). */
+static int feed(model_prop *mp, const int32_t *toks, int n, feed_mode mode, int32_t *id, const float **dev,
+                sd_err *err) {
     int pos = mp->seq->pos;
-    int rc = id ? sd_forward_greedy(mp->seq, toks, n, false, id, err)
-                : sd_forward(mp->seq, toks, n, false, mp->logits, err);
+    int rc = mode == FEED_ARGMAX ? sd_forward_greedy(mp->seq, toks, n, false, id, err)
+             : mode == FEED_KEEP ? sd_forward_keep(mp->seq, toks, n, false, dev, err)
+                                 : sd_forward(mp->seq, toks, n, false, mp->logits, err);
     if (rc) return -1;
     memcpy(mp->cached + pos, toks, (size_t)n * sizeof *toks);
     return 0;
+}
+
+/* Sampling on the backend when the verifier does too and takes our rows: the same backend, the same
+ * vocabulary, and no confidence floor (top_prob needs the logits on the host). */
+static bool sample_on_backend(model_prop *mp, const sd_draft_opts *o, sd_err *err, int *failed) {
+    sd_backend *be = mp->seq->m->be;
+    *failed = 0;
+    if (!o->dev || o->dev != be || !be->sample_rows || o->dev_width != mp->vocab || o->p_min > 0) return false;
+    if (!mp->q_dev && !(mp->q_dev = be->alloc(be, (size_t)mp->max_k * mp->vocab, err))) {
+        *failed = 1;
+        return false;
+    }
+    return true;
 }
 
 static int mp_propose(sd_proposer *p, const int32_t *hist, int n, int k, const sd_draft_opts *o,
@@ -60,6 +79,7 @@ static int mp_propose(sd_proposer *p, const int32_t *hist, int n, int k, const s
     out->tokens = mp->out;
     out->n = 0;
     out->q = NULL;
+    out->q_dev = NULL;
     if (k > mp->max_k) k = mp->max_k;
     /* Room in the draft's cache: the history plus k - 1 fed drafts. */
     if (n + k - 1 > mp->seq->ctx) k = mp->seq->ctx - n + 1;
@@ -72,9 +92,16 @@ static int mp_propose(sd_proposer *p, const int32_t *hist, int n, int k, const s
         sd_seq_truncate(mp->seq, c);
     }
     bool greedy = sd_sampling_is_greedy(o->sampling);
-    bool ids_only = greedy && o->p_min <= 0;
+    int failed = 0;
+    feed_mode mode = greedy && o->p_min <= 0                          ? FEED_ARGMAX
+                     : !greedy && sample_on_backend(mp, o, err, &failed) ? FEED_KEEP
+                                                                       : FEED_HOST;
+    if (failed) return -1;
+    sd_backend *be = mp->seq->m->be;
+    sd_sample_cfg cfg = sd_sampling_cfg(o->sampling);
     int32_t chosen = -1;
-    if (feed(mp, hist + c, n - c, ids_only ? &chosen : NULL, err)) return -1;
+    const float *dev = NULL;
+    if (feed(mp, hist + c, n - c, mode, &chosen, &dev, err)) return -1;
     mp->valid = n;
 
     for (int i = 0; i < k; i++) {
@@ -82,24 +109,29 @@ static int mp_propose(sd_proposer *p, const int32_t *hist, int n, int k, const s
          * one more token costs the target little compared with a pass of its own. */
         if (i > 0 && o->p_min > 0 && top_prob(mp->logits, mp->vocab) < o->p_min) break;
         int32_t t;
-        if (ids_only) {
+        if (mode == FEED_ARGMAX) {
             t = chosen;
         } else if (greedy) {
             t = sd_argmax(mp->logits, mp->vocab);
+        } else if (mode == FEED_KEEP) {
+            float u = sd_rng_f32(o->rng);
+            be->sample_rows(be, &t, mp->q_dev + (size_t)i * mp->vocab, dev, 1, mp->vocab, &cfg, &u);
         } else {
             sd_sampling_probs(o->sampling, mp->logits, mp->vocab, &mp->q[i]);
             t = sd_probs_draw(&mp->q[i], sd_rng_f32(o->rng));
         }
         mp->out[out->n++] = t;
-        if (i + 1 < k && feed(mp, &t, 1, ids_only ? &chosen : NULL, err)) return -1;
+        if (i + 1 < k && feed(mp, &t, 1, mode, &chosen, &dev, err)) return -1;
     }
-    if (!greedy) out->q = mp->q;
+    if (mode == FEED_KEEP) out->q_dev = mp->q_dev;
+    else if (!greedy) out->q = mp->q;
     return 0;
 }
 
 static void mp_destroy(sd_proposer *p) {
     model_prop *mp = p->impl;
     if (mp) {
+        if (mp->q_dev) mp->seq->m->be->release(mp->seq->m->be, mp->q_dev);
         sd_seq_free(mp->seq);
         if (mp->q)
             for (int i = 0; i < mp->max_k; i++) sd_probs_free(&mp->q[i]);

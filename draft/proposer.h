@@ -18,12 +18,17 @@ typedef struct sd_draft_opts {
     const sd_sampling *sampling; /* greedy: propose argmax tokens; else draw from q filtered like p */
     float p_min;                 /* a model proposer stops before a token whose top probability is lower */
     sd_rng *rng;                 /* the request's RNG (sampling only) */
+    sd_backend *dev;             /* not NULL: the verifier samples on this backend (sample_rows, spec_accept),
+                                    so a model proposer on it may give q there (q_dev) */
+    int dev_width;               /* the width of q_dev rows the verifier takes (the target's vocabulary) */
 } sd_draft_opts;
 
 typedef struct sd_proposal {
     const int32_t *tokens; /* n proposed tokens, valid until the next call on the proposer */
     int n;
     const sd_probs *q;     /* n draft distributions when sampled from a model; NULL: point masses */
+    const float *q_dev;    /* instead of q: the n distributions as rows of dev_width floats in the memory of
+                              sd_draft_opts.dev (only when that was given); both NULL: point masses */
 } sd_proposal;
 
 typedef struct sd_proposer sd_proposer;

@@ -143,16 +143,19 @@ static void classify_rows(sd_seq *s, int n, int rows) {
     be->matmul(be, s->logits, &m->output, s->xb, rows);
 }
 
-/* Where a forward call's results go: logits rows to host memory, or only each row's argmax id. */
+/* Where a forward call's results go: logits rows to host memory, only each row's argmax id, or nowhere
+ * (keep: they stay in s->logits for the caller to sample on the backend). */
 typedef struct fwd_out {
     float *logits;
     int32_t *ids;
+    bool keep;
 } fwd_out;
 
 /* Delivers `rows` rows of s->logits to out (at row offset r). */
 static int deliver(sd_seq *s, int rows, fwd_out out, size_t r, sd_err *err) {
     sd_backend *be = s->m->be;
     size_t vocab = (size_t)s->m->hp.vocab;
+    if (out.keep) return 0;
     if (out.logits) {
         be->to_host(be, out.logits + r * vocab, s->logits, (size_t)rows * vocab);
         return 0;
@@ -234,7 +237,9 @@ static int forward_chunk(sd_seq *s, const int32_t *tokens, int n, bool all, bool
 static int forward(sd_seq *s, const int32_t *tokens, int n, bool all, fwd_out out, sd_err *err) {
     const sd_hparams *hp = &s->m->hp;
     if (n <= 0) return sd_errf(err, "forward: no tokens (n = %d)", n);
-    if (!tokens || (!out.logits && !out.ids)) return sd_errf(err, "forward: NULL tokens or output buffer");
+    if (!tokens || (!out.logits && !out.ids && !out.keep)) return sd_errf(err, "forward: NULL tokens or output buffer");
+    if (out.keep && all && n > logit_rows(s))
+        return sd_errf(err, "forward: %d rows of logits do not fit the sequence's %d", n, logit_rows(s));
     if (n > s->ctx - s->pos)
         return sd_errf(err, "context overflow: %d positions held + %d new > context length %d", s->pos, n,
                        s->ctx);
@@ -261,3 +266,11 @@ int sd_forward(sd_seq *s, const int32_t *tokens, int n, bool all_logits, float *
 int sd_forward_greedy(sd_seq *s, const int32_t *tokens, int n, bool all, int32_t *ids, sd_err *err) {
     return forward(s, tokens, n, all, (fwd_out){.ids = ids}, err);
 }
+
+int sd_forward_keep(sd_seq *s, const int32_t *tokens, int n, bool all, const float **logits, sd_err *err) {
+    if (forward(s, tokens, n, all, (fwd_out){.keep = true}, err)) return -1;
+    *logits = s->logits;
+    return 0;
+}
+
+int sd_seq_logit_rows(const sd_seq *s) { return logit_rows(s); }

@@ -91,4 +91,10 @@ int sd_forward(sd_seq *s, const int32_t *tokens, int n, bool all_logits, float *
  * last row, computed where the logits live (on a GPU only the ids cross to the host). */
 int sd_forward_greedy(sd_seq *s, const int32_t *tokens, int n, bool all, int32_t *ids, sd_err *err);
 
+/* sd_forward leaving the logits in backend memory, for sampling there (backend.h's sample_rows):
+ * *logits = n rows (all) or the last row, valid until the next call on s. all needs n <= sd_seq_logit_rows. */
+int sd_forward_keep(sd_seq *s, const int32_t *tokens, int n, bool all, const float **logits, sd_err *err);
+/* Most rows of logits one forward call can keep in backend memory. */
+int sd_seq_logit_rows(const sd_seq *s);
+
 #endif

@@ -46,6 +46,8 @@ struct sd_gen {
     float *logits;  /* (draft_max + 1) rows of vocab */
     int32_t *block; /* pending token + drafts */
     int32_t *chosen; /* greedy: the target's token after each block row (only ids leave the backend) */
+    float *dev_probs; /* backend memory, rows of vocab: the target's filtered distributions when the backend
+                         samples (sample_rows); NULL: sampling on the host */
     int step_from;  /* hist index of this step's first emitted token */
     const char *step_text;
     size_t step_text_len;
@@ -248,6 +250,11 @@ int sd_gen_start(sd_session *s, const int32_t *prompt, int n_prompt, const sd_ge
         sd_gen_free(g);
         return -1;
     }
+    sd_backend *be = e->be;
+    if (!g->greedy && be->sample_rows && !(g->dev_probs = be->alloc(be, (size_t)rows * vocab, err))) {
+        sd_gen_free(g);
+        return sd_err_prefix(err, "sampling buffer");
+    }
     sd_rng_seed(&g->rng, p->sampling.seed);
     if (g->spec) sd_draft_len_init(&g->dl, p->draft_min, p->draft_max, s->prop->cost);
 
@@ -272,10 +279,20 @@ int sd_gen_start(sd_session *s, const int32_t *prompt, int n_prompt, const sd_ge
 }
 
 /* Runs n tokens through the target and picks the token after the last one (plain decoding). Greedy
- * requests get the argmax from the backend, so no logits cross to the host. */
+ * requests get the argmax from the backend, and sampled ones a draw on backends that sample (one
+ * uniform either way), so no logits cross to the host. */
 static int next_plain(sd_gen *g, const int32_t *tokens, int n, int32_t *t, sd_err *err) {
     sd_seq *seq = g->s->seq;
     if (g->greedy) return sd_forward_greedy(seq, tokens, n, false, t, err);
+    if (g->dev_probs) {
+        const float *logits;
+        if (sd_forward_keep(seq, tokens, n, false, &logits, err)) return -1;
+        sd_backend *be = g->s->e->be;
+        sd_sample_cfg c = sd_sampling_cfg(&g->p.sampling);
+        float u = sd_rng_f32(&g->rng);
+        be->sample_rows(be, t, g->dev_probs, logits, 1, g->s->e->target->hp.vocab, &c, &u);
+        return 0;
+    }
     if (sd_forward(seq, tokens, n, false, g->logits, err)) return -1;
     sd_sampling_probs(&g->p.sampling, g->logits, g->s->e->target->hp.vocab, &g->probs);
     *t = sd_probs_draw(&g->probs, sd_rng_f32(&g->rng));
@@ -336,6 +353,29 @@ static int step_plain(sd_gen *g, sd_err *err) {
     return emit(g, t, err) < 0 ? -1 : 0;
 }
 
+/* True when this step's verification of up to k drafts can run on the backend: it samples and accepts,
+ * and the k + 1 rows of logits stay in backend memory. */
+static bool verify_on_backend(const sd_gen *g, int k) {
+    const sd_backend *be = g->s->e->be;
+    return g->dev_probs && be->spec_accept && k <= SD_SAMPLE_MAX_K && k + 1 <= sd_seq_logit_rows(g->s->seq);
+}
+
+/* Sampled verification on the backend: the target's k + 1 rows filtered there, then acceptance there
+ * with k + 1 uniforms from the request's RNG (as the host path takes); only ids come back. */
+static int verify_sampled_on_backend(sd_gen *g, int nd, const float *q_dev, int32_t *next, int *a, sd_err *err) {
+    sd_session *s = g->s;
+    sd_backend *be = s->e->be;
+    int vocab = s->e->target->hp.vocab;
+    const float *logits;
+    if (sd_forward_keep(s->seq, g->block, nd + 1, true, &logits, err)) return -1;
+    sd_sample_cfg c = sd_sampling_cfg(&g->p.sampling);
+    be->sample_rows(be, NULL, g->dev_probs, logits, nd + 1, vocab, &c, NULL);
+    float u[SD_SAMPLE_MAX_K + 1];
+    for (int i = 0; i <= nd; i++) u[i] = sd_rng_f32(&g->rng);
+    *a = be->spec_accept(be, next, g->dev_probs, q_dev, g->block + 1, nd, vocab, u);
+    return 0;
+}
+
 /* One draft-and-verify block; a block with no drafts is a plain step. */
 static int step_spec(sd_gen *g, sd_err *err) {
     sd_session *s = g->s;
@@ -344,9 +384,11 @@ static int step_spec(sd_gen *g, sd_err *err) {
     if (budget > s->e->ctx - s->n_hist) budget = s->e->ctx - s->n_hist;
     /* A block yields up to k + 1 tokens: never draft past max_tokens or the context. */
     int k = g->dl.k < budget - 1 ? g->dl.k : budget - 1;
+    bool on_backend = !g->greedy && verify_on_backend(g, k);
     sd_proposal pr = {0};
     if (k >= 1) {
-        sd_draft_opts o = {.sampling = &g->p.sampling, .p_min = g->p.draft_p_min, .rng = &g->rng};
+        sd_draft_opts o = {.sampling = &g->p.sampling, .p_min = g->p.draft_p_min, .rng = &g->rng,
+                           .dev = on_backend ? s->e->be : NULL, .dev_width = vocab};
         double t0 = sd_now_s();
         if (s->prop->propose(s->prop, s->hist, s->n_hist, k, &o, &pr, err)) return -1;
         g->st.t_draft += sd_now_s() - t0;
@@ -358,14 +400,18 @@ static int step_spec(sd_gen *g, sd_err *err) {
     double t0 = sd_now_s();
     g->block[0] = s->hist[s->n_hist - 1];
     memcpy(g->block + 1, pr.tokens, (size_t)nd * sizeof *g->block);
-    int rc = g->greedy ? sd_forward_greedy(s->seq, g->block, nd + 1, true, g->chosen, err)
-                       : sd_forward(s->seq, g->block, nd + 1, true, g->logits, err);
-    if (rc) return -1;
-    g->st.target_passes++;
     int32_t next;
-    int a = g->greedy ? sd_verify_greedy(g->chosen, g->block + 1, nd, &next)
-                      : sd_verify_sampled(&g->p.sampling, g->logits, vocab, g->block + 1, pr.q, nd, &g->rng,
-                                          &g->probs, &next);
+    int a;
+    if (g->greedy) {
+        if (sd_forward_greedy(s->seq, g->block, nd + 1, true, g->chosen, err)) return -1;
+        a = sd_verify_greedy(g->chosen, g->block + 1, nd, &next);
+    } else if (on_backend && !pr.q) { /* q on the backend, or point masses */
+        if (verify_sampled_on_backend(g, nd, pr.q_dev, &next, &a, err)) return -1;
+    } else {
+        if (sd_forward(s->seq, g->block, nd + 1, true, g->logits, err)) return -1;
+        a = sd_verify_sampled(&g->p.sampling, g->logits, vocab, g->block + 1, pr.q, nd, &g->rng, &g->probs, &next);
+    }
+    g->st.target_passes++;
     g->st.t_target += sd_now_s() - t0;
     g->st.drafted += nd;
     g->st.accepted += a;
@@ -448,6 +494,7 @@ void sd_gen_free(sd_gen *g) {
     if (g->s && g->s->active == g) g->s->active = NULL;
     sd_textout_free(&g->text);
     sd_probs_free(&g->probs);
+    if (g->dev_probs) g->s->e->be->release(g->s->e->be, g->dev_probs);
     free(g->logits);
     free(g->block);
     free(g->chosen);

@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "draft/proposer.h"
+#include "kernels/sample_ref.h"
 #include "tools/commands.h"
 #include "target/engine.h"
 #include "test.h"
@@ -707,6 +708,85 @@ static void test_sampling_law_mkmodel(void) {
     sd_engine_free(e);
 }
 
+/* Sampling on the backend (backend.h's sample_rows / spec_accept), run on the CPU: the engine's backend
+ * gets the plain-C reference as those ops, as the CUDA backend has them. The ops must really be used
+ * (counted), the law must be plain sampling's (as the host sampler computes it), and a seed must give
+ * the same tokens twice. */
+static int dev_rows_calls, dev_accept_calls, dev_accept_q_calls;
+static void counting_sample_rows(sd_backend *b, int32_t *ids, float *probs, const float *logits, int rows, int width,
+                                 const sd_sample_cfg *cfg, const float *u) {
+    dev_rows_calls++;
+    sd_sample_rows_ref(b, ids, probs, logits, rows, width, cfg, u);
+}
+static int counting_spec_accept(sd_backend *b, int32_t *next, const float *p, const float *q, const int32_t *draft,
+                                int k, int width, const float *u) {
+    dev_accept_calls++;
+    dev_accept_q_calls += q != NULL;
+    return sd_spec_accept_ref(b, next, p, q, draft, k, width, u);
+}
+
+static sd_engine *open_sampling_engine(const char *target, const char *draft, int lookup) {
+    sd_engine *e = open_engine(target, NULL, draft, lookup, 0);
+    if (e) {
+        e->be->sample_rows = counting_sample_rows;
+        e->be->spec_accept = counting_spec_accept;
+    }
+    dev_rows_calls = dev_accept_calls = dev_accept_q_calls = 0;
+    return e;
+}
+
+static void test_sampling_on_backend(void) {
+    char t[128], d[128];
+    REQUIRE(make_pair("dev", "0.7", "f16", t, d, sizeof t) == 0);
+    sd_engine *e = open_sampling_engine(t, d, 0);
+    REQUIRE(e);
+    int32_t *pr;
+    int n = encode(e, "Once upon a time", &pr);
+    sd_sampling smp = {.temperature = 1.3f, .top_k = 5, .top_p = 0.9f, .min_p = 0.05f};
+    static law L;
+    compute_law(e, pr, n, &smp, &L);
+    sd_gen_params p = params(SD_MODE_PLAIN, 1, 1, 5);
+    p.sampling = smp;
+    check_law(e, &L, pr, n, p, "plain sampling on the backend");
+    CHECK(dev_rows_calls >= 5 * SAMPLE_TRIALS && dev_accept_calls == 0);
+    for (int k = 1; k <= 2; k++) {
+        p = params(SD_MODE_SPEC, k, k, 5);
+        p.sampling = smp;
+        char label[64];
+        snprintf(label, sizeof label, "draft model on the backend, k=%d", k);
+        check_law(e, &L, pr, n, p, label);
+    }
+    CHECKF(dev_accept_q_calls > SAMPLE_TRIALS, "spec_accept with the draft's q: %d calls", dev_accept_q_calls);
+    /* a seed gives the same tokens twice, another seed others */
+    sd_session *s;
+    REQUIRE(sd_session_new(e, &s, NULL) == 0);
+    p = params(SD_MODE_SPEC, 1, 4, 60);
+    p.sampling = (sd_sampling){.temperature = 1.5f, .top_k = 0, .top_p = 0.95f, .min_p = 0.0f, .seed = 42};
+    static result r1, r2, r3;
+    REQUIRE(run(s, pr, n, &p, &r1) == 0 && run(s, pr, n, &p, &r2) == 0);
+    p.sampling.seed = 43;
+    REQUIRE(run(s, pr, n, &p, &r3) == 0);
+    CHECK(r1.n > 10 && same_ids(&r1, &r2));
+    CHECK(!same_ids(&r1, &r3));
+    sd_session_free(s);
+    sd_engine_free(e);
+    free(pr);
+    /* point masses: n-gram lookup on a prompt that repeats (aidreams follows the copy often enough) */
+    if (!have_aidreams()) SKIP("../shared/models/aidreams260K.* not found (lookup part)");
+    e = open_sampling_engine(aid_gguf, NULL, 2);
+    REQUIRE(e);
+    n = encode(e, "Once upon a time, pixels unfolding like petals. Classifications unfold, a kaleidoscope of "
+                  "probability revealing hidden patterns. Once upon a time, pixels", &pr);
+    smp = (sd_sampling){.temperature = 0.5f, .top_k = 4, .top_p = 0.9f, .min_p = 0.0f};
+    compute_law(e, pr, n, &smp, &L);
+    p = params(SD_MODE_SPEC, 2, 2, 5);
+    p.sampling = smp;
+    check_law(e, &L, pr, n, p, "lookup on the backend, k=2");
+    CHECK(dev_accept_calls > SAMPLE_TRIALS / 4 && dev_accept_q_calls == 0);
+    free(pr);
+    sd_engine_free(e);
+}
+
 /* A draft whose vocabulary differs from the target's is refused at load, naming the difference. */
 static void test_incompatible_vocab(void) {
     if (!have_aidreams()) SKIP("../shared/models/aidreams260K.* not found");
@@ -735,6 +815,7 @@ int main(void) {
     TIMED(test_eos_mid_block);
     TIMED(test_sampling_law);
     TIMED(test_sampling_law_mkmodel);
+    TIMED(test_sampling_on_backend);
     TIMED(test_prefix_reuse);
     TIMED(test_seed_reproducible);
     TIMED(test_bad_requests);
