@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include "kernels/backend.h"
+#include "kernels/sample_ref.h"
 #include "model/model.h"
 #include "target/engine.h"
 #include "tests/test.h"
@@ -311,6 +312,137 @@ static void test_greedy_spec_equals_plain_on_gpu(void) {
     sd_engine_free(e);
 }
 
+/* Device sampling against the plain-C reference (kernels/sample_ref.c) on the same logits: the filtered
+ * distributions agree within rounding (expf differs by an ulp or two), a draw equals the reference's draw
+ * on the device's own probabilities exactly (fixed-point scan), and a second run is bit-identical. */
+static void test_sample_rows_matches_ref(void) {
+    if (!gpu) SKIP("%s", no_gpu_reason);
+    const int widths[] = {7, 1000, 32000, 151936};
+    const sd_sample_cfg cfgs[] = {
+        {1.0f, 0, 1.0f, 0.0f},  {0.7f, 40, 1.0f, 0.0f},  {1.0f, 0, 0.9f, 0.0f},   {1.2f, 0, 1.0f, 0.05f},
+        {0.8f, 50, 0.95f, 0.02f}, {0.0f, 0, 1.0f, 0.0f}, {1.5f, 3, 0.5f, 0.0f},
+    };
+    enum { ROWS = 3 };
+    int support_diff = 0, value_diff = 0, id_diff_ref = 0;
+    for (int wi = 0; wi < 4; wi++)
+        for (int ci = 0; ci < (int)(sizeof cfgs / sizeof cfgs[0]); ci++) {
+            int w = widths[wi];
+            size_t n = (size_t)ROWS * w;
+            float *lg = malloc(n * sizeof *lg), *gp = malloc(n * sizeof *gp), *rp = malloc(n * sizeof *rp);
+            float *gp2 = malloc(n * sizeof *gp2), u[ROWS];
+            for (size_t i = 0; i < n; i++) {
+                float x = frand() * 8.0f;
+                lg[i] = ci % 2 ? floorf(x * 2.0f) * 0.5f : x; /* odd configurations: many exact ties */
+            }
+            for (int r = 0; r < ROWS; r++) u[r] = (frand() + 1.0f) * 0.4999f;
+            float *dl = dev_copy(gpu, lg, n), *dp = gpu->alloc(gpu, n, NULL);
+            int32_t ids[ROWS], ids2[ROWS], rids[ROWS];
+            gpu->sample_rows(gpu, ids, dp, dl, ROWS, w, &cfgs[ci], u);
+            gpu->to_host(gpu, gp, dp, n);
+            gpu->sample_rows(gpu, ids2, dp, dl, ROWS, w, &cfgs[ci], u);
+            gpu->to_host(gpu, gp2, dp, n);
+            CHECKF(memcmp(gp, gp2, n * sizeof *gp) == 0 && memcmp(ids, ids2, sizeof ids) == 0,
+                   "width %d cfg %d: a second run differs", w, ci);
+            sd_sample_rows_ref(NULL, rids, rp, lg, ROWS, w, &cfgs[ci], u);
+            for (size_t i = 0; i < n; i++) {
+                if ((gp[i] > 0) != (rp[i] > 0)) support_diff++;
+                else if (fabsf(gp[i] - rp[i]) > 1e-6f + 1e-5f * rp[i]) value_diff++;
+            }
+            for (int r = 0; r < ROWS; r++) {
+                CHECKF(ids[r] == sd_sample_ref_draw(gp + (size_t)r * w, w, u[r]), "width %d cfg %d row %d: draw %d",
+                       w, ci, r, ids[r]);
+                id_diff_ref += ids[r] != rids[r];
+            }
+            gpu->release(gpu, dl);
+            gpu->release(gpu, dp);
+            free(lg); free(gp); free(rp); free(gp2);
+        }
+    printf("# sample_rows vs reference: %d support differences, %d values off, %d ids differ (rounding)\n",
+           support_diff, value_diff, id_diff_ref);
+    CHECK(support_diff <= 2 && value_diff == 0 && id_diff_ref <= 2);
+}
+
+/* spec_accept on the device equals the reference on the same p, q, drafts and uniforms, exactly. */
+static void test_spec_accept_matches_ref(void) {
+    if (!gpu) SKIP("%s", no_gpu_reason);
+    enum { W = 5000, K = 4 };
+    sd_sample_cfg c = {0.9f, 0, 0.95f, 0.0f};
+    float *lg = malloc(sizeof(float) * W), *p = malloc(sizeof(float) * W * (K + 1)), *q = malloc(sizeof(float) * W * K);
+    for (int r = 0; r <= K; r++) {
+        for (int i = 0; i < W; i++) lg[i] = frand() * 6.0f;
+        sd_sample_ref_row(p + (size_t)r * W, lg, W, &c);
+        if (r == K) break;
+        for (int i = 0; i < W; i++) lg[i] = lg[i] * 0.8f + frand(); /* a draft close to the target */
+        sd_sample_ref_row(q + (size_t)r * W, lg, W, &c);
+    }
+    float *dp = dev_copy(gpu, p, (size_t)W * (K + 1)), *dq = dev_copy(gpu, q, (size_t)W * K);
+    int accepted = 0, same = 0, trials = 300;
+    for (int t = 0; t < trials; t++) {
+        int32_t draft[K];
+        float u[K + 1];
+        for (int i = 0; i < K; i++) draft[i] = sd_sample_ref_draw(q + (size_t)i * W, W, (frand() + 1.0f) * 0.4999f);
+        for (int i = 0; i <= K; i++) u[i] = (frand() + 1.0f) * 0.4999f;
+        bool point = t % 3 == 0;
+        int32_t gn = -1, rn = -2;
+        int ga = gpu->spec_accept(gpu, &gn, dp, point ? NULL : dq, draft, K, W, u);
+        int ra = sd_spec_accept_ref(NULL, &rn, p, point ? NULL : q, draft, K, W, u);
+        same += ga == ra && gn == rn;
+        accepted += ra;
+    }
+    printf("# spec_accept: %d/%d identical to the reference, %d drafts accepted\n", same, trials, accepted);
+    CHECK_EQ_INT(same, trials);
+    CHECK(accepted > 0 && accepted < trials * K);
+    gpu->release(gpu, dp);
+    gpu->release(gpu, dq);
+    free(lg); free(p); free(q);
+}
+
+static int generate_sampled(sd_engine *e, const int32_t *prompt, int n_prompt, sd_mode mode, uint64_t seed,
+                            int32_t *out, int cap) {
+    sd_session *s = NULL;
+    sd_gen *g = NULL;
+    sd_err err = {{0}};
+    if (sd_session_new(e, &s, &err) != 0) return -1;
+    sd_gen_params p = sd_gen_params_default();
+    p.max_tokens = cap;
+    p.mode = mode;
+    p.draft_max = 4;
+    p.sampling = (sd_sampling){.temperature = 0.9f, .top_k = 40, .top_p = 0.95f, .min_p = 0.0f, .seed = seed};
+    if (sd_gen_start(s, prompt, n_prompt, &p, &g, &err) != 0) { sd_session_free(s); return -1; }
+    while (sd_gen_finish(g) == SD_FINISH_NONE)
+        if (sd_gen_step(g, &err) != 0) break;
+    int n = 0;
+    const int32_t *ids = sd_gen_tokens(g, &n);
+    memcpy(out, ids, sizeof(int32_t) * (size_t)n);
+    sd_gen_free(g);
+    sd_session_free(s);
+    return n;
+}
+
+/* Sampled plain and speculative generation on the GPU (sampling on the device) repeat by seed. */
+static void test_sampled_spec_reproducible_on_gpu(void) {
+    if (!gpu) SKIP("%s", no_gpu_reason);
+    const char *t = shared_path("models/aidreams260K.gguf"), *d = shared_path("models/aidreams-draft.gguf");
+    if (!t || !d) SKIP("../shared/models aidreams GGUF pair not found");
+    sd_engine_config cfg = {.target_path = t, .draft_path = d, .device = "cuda"};
+    sd_engine *e = NULL;
+    sd_err err = {{0}};
+    REQUIRE(sd_engine_open(&cfg, &e, &err) == 0);
+    REQUIRE(e->be->sample_rows && e->be->spec_accept);
+    const int32_t prompt[] = {1, 403, 407, 261, 378};
+    for (int mode = 0; mode < 2; mode++) {
+        sd_mode m = mode ? SD_MODE_SPEC : SD_MODE_PLAIN;
+        int32_t a[64], b[64], c[64];
+        int na = generate_sampled(e, prompt, 5, m, 7, a, 60), nb = generate_sampled(e, prompt, 5, m, 7, b, 60);
+        int nc = generate_sampled(e, prompt, 5, m, 8, c, 60);
+        CHECK(na > 10);
+        CHECKF(na == nb && memcmp(a, b, sizeof(int32_t) * (size_t)na) == 0, "%s: the same seed differs",
+               mode ? "spec" : "plain");
+        CHECK(nc != na || memcmp(a, c, sizeof(int32_t) * (size_t)na) != 0);
+    }
+    sd_engine_free(e);
+}
+
 /* forward.c's step bracket, on the CPU: a backend that offers graphs but whose recording fails once must
  * still give exactly the plain CPU logits, and graph_begin must see each step's tokens and position. */
 static int gb_calls, ge_calls, gb_last_pos0, gb_last_n;
@@ -400,6 +532,9 @@ int main(void) {
     RUN(test_forward_logits_match_cpu);
     RUN(test_greedy_spec_equals_plain_on_gpu);
     RUN(test_graphs_on_off_same_tokens);
+    RUN(test_sample_rows_matches_ref);
+    RUN(test_spec_accept_matches_ref);
+    RUN(test_sampled_spec_reproducible_on_gpu);
     RUN(test_step_bracket_on_cpu);
     RUN(test_backend_open_reports_reason);
     if (gpu) gpu->destroy(gpu);

@@ -254,6 +254,14 @@ static void c_swiglu(sd_backend *b, float *out, const float *gate, const float *
 static void c_argmax_rows(sd_backend *b, int32_t *ids, const float *x, int rows, int width) {
     cuda_argmax_rows(ctx_of(b), ids, x, rows, width);
 }
+static void c_sample_rows(sd_backend *b, int32_t *ids, float *probs, const float *logits, int rows, int width,
+                          const sd_sample_cfg *cfg, const float *u) {
+    cuda_sample_rows(ctx_of(b), ids, probs, logits, rows, width, cfg, u);
+}
+static int c_spec_accept(sd_backend *b, int32_t *next, const float *p, const float *q, const int32_t *draft, int k,
+                         int width, const float *u) {
+    return cuda_spec_accept(ctx_of(b), next, p, q, draft, k, width, u);
+}
 static void c_add(sd_backend *b, float *x, const float *y, size_t count) { cuda_add(ctx_of(b), x, y, count); }
 
 /* ---- step graphs ---- */
@@ -415,6 +423,8 @@ extern "C" int sd_backend_cuda_new(int device, sd_backend **out, sd_err *err) {
     b->sync = c_sync;
     b->mem_usage = c_mem_usage;
     b->argmax_rows = c_argmax_rows;
+    b->sample_rows = c_sample_rows;
+    b->spec_accept = c_spec_accept;
     b->graph_begin = c_graph_begin;
     b->graph_end = c_graph_end;
     b->embed = c_embed;

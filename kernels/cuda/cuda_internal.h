@@ -65,6 +65,10 @@ void cuda_attention(cuda_ctx *c, float *out, const float *q, const float *kcache
 void cuda_attention_init(cuda_ctx *c); /* allocates att_ws (counted as work bytes); failure only slows */
 void cuda_attention_free(cuda_ctx *c);
 void cuda_argmax_rows(cuda_ctx *c, int32_t *ids_host, const float *x, int rows, int width);
+void cuda_sample_rows(cuda_ctx *c, int32_t *ids, float *probs, const float *logits, int rows, int width,
+                      const sd_sample_cfg *cfg, const float *u);
+int cuda_spec_accept(cuda_ctx *c, int32_t *next, const float *p, const float *q, const int32_t *draft, int k,
+                     int width, const float *u);
 void cuda_kv_store(cuda_ctx *c, float *kcache, float *vcache, const float *k, const float *v, int pos0, int n,
                    int kv_dim);
 /* Device pointer to the current step's pos0 while stepping, else NULL (kernels then use the argument). */
