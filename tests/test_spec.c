@@ -768,6 +768,12 @@ static void test_sampling_on_backend(void) {
     REQUIRE(run(s, pr, n, &p, &r3) == 0);
     CHECK(r1.n > 10 && same_ids(&r1, &r2));
     CHECK(!same_ids(&r1, &r3));
+    /* a confidence floor needs the draft's logits on the host: host q, so the step verifies on the host */
+    p.draft_p_min = 0.2f;
+    int accepts = dev_accept_calls;
+    REQUIRE(run(s, pr, n, &p, &r1) == 0 && run(s, pr, n, &p, &r2) == 0);
+    CHECK(r1.n > 10 && same_ids(&r1, &r2) && r1.st.drafted > 0);
+    CHECK_EQ_INT(dev_accept_calls, accepts);
     sd_session_free(s);
     sd_engine_free(e);
     free(pr);
