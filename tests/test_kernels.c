@@ -555,6 +555,34 @@ static void test_pool_for(void) {
     }
 }
 
+static void count_ith(void *v, int ith, int nth) {
+    _Atomic int *cnt = v;
+    cnt[ith]++;
+    cnt[nth]++;
+}
+
+/* Many tiny jobs on more threads than cores: workers wake late, find jobs finished and new ones
+ * started; every chunk must still run exactly once per job and nothing may touch a finished job. */
+static void test_pool_stress(void) {
+    sd_pool *p;
+    REQUIRE(sd_pool_new(6, &p, NULL) == 0);
+    enum { JOBS = 20000, N = 37 };
+    _Atomic int *cnt = calloc(N, sizeof *cnt), *ith = calloc(7, sizeof *ith);
+    REQUIRE(cnt && ith);
+    for (int j = 0; j < JOBS; j++) {
+        if (j % 5 == 4) sd_pool_run(p, count_ith, (void *)ith);
+        else sd_pool_for(p, N, 1 + j % 4, bump, (void *)cnt);
+    }
+    int for_jobs = JOBS - JOBS / 5, run_jobs = JOBS / 5, bad = 0;
+    for (int i = 0; i < N; i++) bad += cnt[i] != for_jobs;
+    for (int i = 0; i < 6; i++) bad += ith[i] != run_jobs;
+    CHECKF(bad == 0 && ith[6] == 6 * run_jobs, "%d counters off (item 0: %d of %d; ith 0: %d of %d)", bad,
+           (int)cnt[0], for_jobs, (int)ith[0], run_jobs);
+    free((void *)cnt);
+    free((void *)ith);
+    sd_pool_free(p);
+}
+
 static void test_upload_rejects(void) {
     sd_backend *b = open_cpu(1, SD_SIMD_SCALAR);
     REQUIRE(b);
@@ -606,6 +634,7 @@ int main(void) {
     RUN(test_q8_0);
     RUN(test_dtype_table);
     RUN(test_pool_for);
+    RUN(test_pool_stress);
     RUN(test_backend_open);
     RUN(test_upload_rejects);
     RUN(test_matmul_all_levels);

@@ -14,15 +14,30 @@
  * (a few microseconds), short enough not to burn a shared machine's cores while idle. */
 #define SPIN_ITERS 4000
 
+/* Every job is a list of chunks that any thread may run. Threads claim chunks one at a time from
+ * `claim`, which holds the job's generation (high 32 bits) and how many chunks are left to claim (low 32
+ * bits; both in one word, so a claim can never pair one job's generation with another's count), and
+ * the caller returns once `done` reaches the chunk count. The caller never waits for a worker that
+ * has no chunk: on a shared machine a worker may sit descheduled for milliseconds, and then the caller
+ * (or the other workers) simply runs its share. A worker that wakes late finds the generation moved on
+ * and claims nothing, so it never touches a finished job; job fields are read only after a successful
+ * claim, when the job cannot finish (and so cannot change) before this worker reports its chunk done. */
+typedef struct pool_job {
+    sd_pool_range_fn fn;
+    void *arg;
+    int64_t n, grain;
+    uint32_t chunks;
+} pool_job;
+
 struct sd_pool {
     int n;
     pthread_t *threads;
-    sd_pool_fn fn;
-    void *arg;
+    pool_job job;
+    _Atomic uint64_t claim;    /* generation << 32 | chunks left to claim */
+    _Atomic uint32_t done;     /* chunks finished in the current job; the caller waits on it */
     _Atomic uint32_t gen;      /* bumped once per job; workers futex-wait on it */
-    _Atomic uint32_t pending;  /* workers still running the current job; the caller waits on it */
     _Atomic int sleepers;      /* workers inside futex_wait on gen (skip the wake syscall when 0) */
-    _Atomic int caller_asleep; /* the caller is (about to be) in futex_wait on pending */
+    _Atomic int caller_asleep; /* the caller is (about to be) in futex_wait on done */
     _Atomic int stop;
 };
 
@@ -40,15 +55,29 @@ static inline void cpu_relax(void) {
 #endif
 }
 
+/* Runs chunks of job `gen` until none is left to claim. */
+static void run_chunks(sd_pool *p, uint32_t gen) {
+    for (;;) {
+        uint64_t w = atomic_load(&p->claim);
+        uint32_t left = (uint32_t)w;
+        if ((uint32_t)(w >> 32) != gen || left == 0) return;
+        if (!atomic_compare_exchange_weak(&p->claim, &w, w - 1)) continue;
+        const pool_job *j = &p->job; /* stable from here until this chunk is counted done */
+        int64_t i = (int64_t)(j->chunks - left); /* chunks go out in ascending order */
+        int64_t b = i * j->grain, e = b + j->grain < j->n ? b + j->grain : j->n;
+        j->fn(j->arg, b, e);
+        uint32_t chunks = j->chunks;
+        if (atomic_fetch_add(&p->done, 1) + 1 == chunks && atomic_load(&p->caller_asleep)) futex_wake(&p->done, 1);
+    }
+}
+
 typedef struct worker_arg {
     sd_pool *p;
-    int ith;
 } worker_arg;
 
 static void *worker_main(void *v) {
-    worker_arg wa = *(worker_arg *)v;
+    sd_pool *p = ((worker_arg *)v)->p;
     free(v);
-    sd_pool *p = wa.p;
     uint32_t seen = 0;
     for (;;) {
         uint32_t g = atomic_load(&p->gen);
@@ -63,8 +92,7 @@ static void *worker_main(void *v) {
         }
         seen = g;
         if (atomic_load(&p->stop)) return NULL;
-        p->fn(p->arg, wa.ith, p->n);
-        if (atomic_fetch_sub(&p->pending, 1) == 1 && atomic_load(&p->caller_asleep)) futex_wake(&p->pending, 1);
+        run_chunks(p, g);
     }
 }
 
@@ -90,7 +118,6 @@ int sd_pool_new(int n_threads, sd_pool **out, sd_err *err) {
         int rc = ENOMEM;
         if (wa) {
             wa->p = p;
-            wa->ith = i;
             rc = pthread_create(&p->threads[i], NULL, worker_main, wa);
         }
         if (rc != 0) {
@@ -116,44 +143,45 @@ void sd_pool_free(sd_pool *p) {
 
 int sd_pool_size(const sd_pool *p) { return p->n; }
 
+/* Publishes a job of `chunks` chunks, runs chunks on the calling thread, and waits for the rest. */
+static void pool_exec(sd_pool *p, sd_pool_range_fn fn, void *arg, int64_t n, int64_t grain, uint32_t chunks) {
+    p->job = (pool_job){fn, arg, n, grain, chunks};
+    atomic_store(&p->done, 0);
+    uint32_t g = atomic_load(&p->gen) + 1;
+    atomic_store(&p->claim, (uint64_t)g << 32 | chunks); /* seq_cst: a successful claim sees the job fields */
+    atomic_store(&p->gen, g);
+    if (atomic_load(&p->sleepers) > 0) futex_wake(&p->gen, INT_MAX);
+    run_chunks(p, g);
+    uint32_t d = atomic_load(&p->done);
+    for (int i = 0; i < SPIN_ITERS && d != chunks; i++) {
+        cpu_relax();
+        d = atomic_load_explicit(&p->done, memory_order_acquire);
+    }
+    if (d != chunks) {
+        atomic_store(&p->caller_asleep, 1);
+        while ((d = atomic_load(&p->done)) != chunks) futex_wait(&p->done, d);
+        atomic_store(&p->caller_asleep, 0);
+    }
+}
+
+typedef struct run_job {
+    sd_pool_fn fn;
+    void *arg;
+    int nth;
+} run_job;
+
+static void run_one(void *v, int64_t b, int64_t e) {
+    const run_job *r = v;
+    for (int64_t i = b; i < e; i++) r->fn(r->arg, (int)i, r->nth);
+}
+
 void sd_pool_run(sd_pool *p, sd_pool_fn fn, void *arg) {
     if (p->n == 1) {
         fn(arg, 0, 1);
         return;
     }
-    p->fn = fn;
-    p->arg = arg;
-    atomic_store(&p->pending, (uint32_t)(p->n - 1));
-    atomic_fetch_add(&p->gen, 1); /* seq_cst: orders fn/arg/pending before the workers see the new job */
-    if (atomic_load(&p->sleepers) > 0) futex_wake(&p->gen, INT_MAX);
-    fn(arg, 0, p->n);
-    uint32_t left = atomic_load(&p->pending);
-    for (int i = 0; i < SPIN_ITERS && left; i++) {
-        cpu_relax();
-        left = atomic_load_explicit(&p->pending, memory_order_acquire);
-    }
-    if (left) {
-        atomic_store(&p->caller_asleep, 1);
-        while ((left = atomic_load(&p->pending)) != 0) futex_wait(&p->pending, left);
-        atomic_store(&p->caller_asleep, 0);
-    }
-}
-
-typedef struct for_job {
-    int64_t n, grain;
-    _Atomic int64_t next;
-    sd_pool_range_fn fn;
-    void *arg;
-} for_job;
-
-static void for_worker(void *v, int ith, int nth) {
-    for_job *j = v;
-    for (;;) {
-        int64_t b = atomic_fetch_add(&j->next, j->grain);
-        if (b >= j->n) return;
-        int64_t e = b + j->grain < j->n ? b + j->grain : j->n;
-        j->fn(j->arg, b, e);
-    }
+    run_job r = {fn, arg, p->n};
+    pool_exec(p, run_one, &r, p->n, 1, (uint32_t)p->n);
 }
 
 void sd_pool_for(sd_pool *p, int64_t n, int64_t grain, sd_pool_range_fn fn, void *arg) {
@@ -163,7 +191,10 @@ void sd_pool_for(sd_pool *p, int64_t n, int64_t grain, sd_pool_range_fn fn, void
         fn(arg, 0, n);
         return;
     }
-    for_job j = {.n = n, .grain = grain, .fn = fn, .arg = arg};
-    atomic_init(&j.next, 0);
-    sd_pool_run(p, for_worker, &j);
+    int64_t chunks = (n + grain - 1) / grain;
+    if (chunks > UINT32_MAX) { /* never in practice: widen the grain rather than overflow the claim word */
+        grain = (n + UINT32_MAX - 1) / UINT32_MAX;
+        chunks = (n + grain - 1) / grain;
+    }
+    pool_exec(p, fn, arg, n, grain, (uint32_t)chunks);
 }
