@@ -1082,6 +1082,14 @@ static void conn_churn(const daemon_t *d, int n) {
     }
 }
 
+/* Under ASan the quarantine and shadow memory move RSS in bigger steps (a 3.2 MB rise was seen under
+ * load); there LeakSanitizer checks the daemon at exit, and daemon_stop fails on its non-zero status. */
+#if defined(__SANITIZE_ADDRESS__)
+#define RSS_SLACK_KB 8192
+#else
+#define RSS_SLACK_KB 3072
+#endif
+
 static void test_memory_flat(void) {
     NEED_MODELS();
     daemon_t d;
@@ -1109,7 +1117,7 @@ static void test_memory_flat(void) {
     CHECK(r0 > 0 && r1 > 0 && r2 > 0 && r3 > 0);
     /* a leak grows every round; the allocator may take one step of about a megabyte once */
     CHECKF(r2 - r1 < 1024 || r3 - r2 < 1024, "RSS grew by %ld then %ld kB", r2 - r1, r3 - r2);
-    CHECKF(r3 - r1 < 3072, "RSS grew by %ld kB over two rounds", r3 - r1);
+    CHECKF(r3 - r1 < RSS_SLACK_KB, "RSS grew by %ld kB over two rounds", r3 - r1);
     cl_close(&c);
     CHECK_EQ_INT(daemon_stop(&d, 10), 0);
 }
