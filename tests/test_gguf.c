@@ -124,7 +124,7 @@ static void test_rewrite_identical(void) {
         const char *out = tmp_path("rewrite.gguf");
         CHECKF(gguf_writer_save(w, out, &err) == 0, "%s", err.msg);
         gguf_writer_free(w);
-        size_t n;
+        size_t n = 0;
         uint8_t *b = (uint8_t *)read_all(out, &n);
         CHECKF(b && n == f->size && !memcmp(b, f->map, n), "%s: rewrite differs (%zu vs %zu bytes)", files[k], n, f->size);
         free(b);

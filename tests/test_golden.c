@@ -186,7 +186,7 @@ static void check_cli(const char *model_args) {
         shell_quote(q, sizeof q, v[i].prompt);
         snprintf(cmd, sizeof cmd, "%s/specd generate %s -p %s -n %d --temp 0 --json -t 1 2>/dev/null",
                  getenv("BUILD") ? getenv("BUILD") : "build", model_args, q, n_generate(&v[i], np));
-        int st;
+        int st = -1;
         char *js = run_capture(cmd, &st);
         CHECKF(st == 0, "%s: exit %d", cmd, st);
         char *text = js ? json_get_str(js, "text") : NULL;

@@ -665,7 +665,7 @@ static int make_pair(const char *tag, const char *agreement, const char *type, c
 static void test_greedy_mkmodel_pairs(void) {
     const char *agree[] = {"0.3", "0.7", "0.95"}, *types[] = {"f16", "q8_0", "f32"};
     for (int i = 0; i < 3; i++) {
-        char t[128], d[128], tag[32], label[64];
+        char t[512], d[512], tag[32], label[64];
         snprintf(tag, sizeof tag, "g%d", i);
         REQUIRE(make_pair(tag, agree[i], types[i], t, d, sizeof t) == 0);
         sd_engine *e = open_engine(t, NULL, d, 0, 0);
@@ -687,7 +687,7 @@ static void test_greedy_mkmodel_pairs(void) {
 }
 
 static void test_sampling_law_mkmodel(void) {
-    char t[128], d[128];
+    char t[512], d[512];
     REQUIRE(make_pair("law", "0.7", "f16", t, d, sizeof t) == 0);
     sd_engine *e = open_engine(t, NULL, d, 0, 0);
     REQUIRE(e);
@@ -736,7 +736,7 @@ static sd_engine *open_sampling_engine(const char *target, const char *draft, in
 }
 
 static void test_sampling_on_backend(void) {
-    char t[128], d[128];
+    char t[512], d[512];
     REQUIRE(make_pair("dev", "0.7", "f16", t, d, sizeof t) == 0);
     sd_engine *e = open_sampling_engine(t, d, 0);
     REQUIRE(e);
@@ -796,7 +796,7 @@ static void test_sampling_on_backend(void) {
 /* A draft whose vocabulary differs from the target's is refused at load, naming the difference. */
 static void test_incompatible_vocab(void) {
     if (!have_aidreams()) SKIP("../shared/models/aidreams260K.* not found");
-    char t[128], d[128];
+    char t[512], d[512];
     REQUIRE(make_pair("voc", "0.7", "f16", t, d, sizeof t) == 0);
     sd_engine_config c = {.target_path = aid_gguf, .draft_path = d, .device = "cpu", .n_threads = 1};
     sd_engine *e = NULL;
