@@ -73,11 +73,32 @@ struct sd_tokenizer {
      * ones are always split out, the others only with SD_TOK_PARSE_SPECIAL. */
     int32_t *special;
     int n_special;
+    struct sd_special_trie *strie; /* the special texts as a byte trie (tok_special.c) */
 
     /* byte-level BPE: merge ranks (left id, right id) -> rank, and tok_bpe.c's private state */
     sd_pairmap merges;
     void *bpe;
 };
+
+/* Special-token splitting, in tok_special.c. A text cut into raw fragments (id -1) and special tokens. */
+typedef struct sd_special_trie sd_special_trie;
+typedef struct sd_frag {
+    size_t off, len;
+    int32_t id; /* -1: raw text */
+} sd_frag;
+typedef struct sd_frag_list {
+    sd_frag *v;
+    size_t n, cap;
+} sd_frag_list;
+int sd_frag_push(sd_frag_list *l, size_t off, size_t len, int32_t id, sd_err *err);
+/* Builds t->strie from t->special (which must be sorted by priority). 0 ok, -1 with err. */
+int sd_special_trie_build(sd_tokenizer *t, sd_err *err);
+void sd_special_trie_free(sd_special_trie *tr);
+/* Cuts text[0..len) (len > 0) into out (emptied first): user-defined tokens always, control and unknown
+ * ones only with parse_special; longer texts take priority, then lower ids, as the reference tokenizers
+ * split. 0 ok, -1 with err. */
+int sd_tok_partition(const sd_tokenizer *t, const char *text, size_t len, bool parse_special, sd_frag_list *out,
+                     sd_err *err);
 
 /* The id of the token whose text is exactly s[0..len), or -1. */
 int32_t sd_tok_find(const sd_tokenizer *t, const char *s, size_t len);

@@ -161,6 +161,7 @@ void sd_tok_free(sd_tokenizer *t) {
     free(t->map.slots);
     free(t->eog);
     free(t->special);
+    sd_special_trie_free(t->strie);
     sd_pairmap_free(&t->merges);
     free(t->model);
     free(t->pre);
@@ -312,6 +313,7 @@ static int tok_finish(sd_tokenizer *t, sd_err *err) {
     for (int i = 0; i < t->n_vocab; i++)
         if (is_special_type(t->type[i]) && t->text_len[i] > 0) t->special[t->n_special++] = i;
     qsort_r(t->special, (size_t)t->n_special, sizeof *t->special, cmp_special, t);
+    if (sd_special_trie_build(t, err)) return -1;
     return build_eog(t, err);
 }
 
@@ -543,73 +545,6 @@ int sd_tok_from_llama2c(const char *path, int vocab_size, sd_tokenizer **out, sd
 
 /* ---------------------------------------------------------------- encode */
 
-/* A piece of the input: raw text to encode, or a special token found in it. */
-typedef struct frag {
-    size_t off, len;
-    int32_t id; /* -1: raw text */
-} frag;
-
-typedef struct frag_list {
-    frag *v;
-    size_t n, cap;
-} frag_list;
-
-static int frag_push(frag_list *l, size_t off, size_t len, int32_t id, sd_err *err) {
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 16;
-        frag *v = realloc(l->v, cap * sizeof *v);
-        if (!v) return sd_errf(err, "out of memory (special-token split)");
-        l->v = v;
-        l->cap = cap;
-    }
-    l->v[l->n++] = (frag){off, len, id};
-    return 0;
-}
-
-/* Splits every raw fragment on each occurrence of special token id (called longest token first). */
-static int split_on(const sd_tokenizer *t, const char *text, frag_list *in, frag_list *out, int32_t id,
-                    sd_err *err) {
-    const char *s = t->text[id];
-    size_t sl = t->text_len[id];
-    out->n = 0;
-    for (size_t k = 0; k < in->n; k++) {
-        frag f = in->v[k];
-        if (f.id >= 0 || f.len < sl) {
-            if (frag_push(out, f.off, f.len, f.id, err)) return -1;
-            continue;
-        }
-        size_t pos = f.off, end = f.off + f.len;
-        for (;;) {
-            const char *hit = memmem(text + pos, end - pos, s, sl);
-            if (!hit) break;
-            size_t h = (size_t)(hit - text);
-            if (h > pos && frag_push(out, pos, h - pos, -1, err)) return -1;
-            if (frag_push(out, h, sl, id, err)) return -1;
-            pos = h + sl;
-        }
-        if (pos < end && frag_push(out, pos, end - pos, -1, err)) return -1;
-    }
-    return 0;
-}
-
-/* Control and unknown tokens only with SD_TOK_PARSE_SPECIAL; user-defined ones always (as the reference
- * tokenizers treat added tokens). */
-static int partition(const sd_tokenizer *t, const char *text, size_t len, bool parse_special, frag_list *res,
-                     sd_err *err) {
-    frag_list other = {0};
-    int rc = frag_push(res, 0, len, -1, err);
-    for (int k = 0; k < t->n_special && rc == 0; k++) {
-        int32_t id = t->special[k];
-        if (!parse_special && t->type[id] != SD_TT_USER) continue;
-        rc = split_on(t, text, res, &other, id, err);
-        frag_list tmp = *res;
-        *res = other;
-        other = tmp;
-    }
-    free(other.v);
-    return rc;
-}
-
 int sd_tok_encode(const sd_tokenizer *t, const char *text, size_t len, int flags, int32_t **ids, int *n_ids,
                   sd_err *err) {
     *ids = NULL;
@@ -618,13 +553,13 @@ int sd_tok_encode(const sd_tokenizer *t, const char *text, size_t len, int flags
     bool bos = (flags & SD_TOK_ADD_BOS) || ((flags & SD_TOK_DEFAULT_SPECIALS) && t->add_bos);
     bool eos = (flags & SD_TOK_ADD_EOS) || ((flags & SD_TOK_DEFAULT_SPECIALS) && t->add_eos);
     sd_ids out = {0};
-    frag_list fr = {0};
+    sd_frag_list fr = {0};
     int rc = 0;
     if (bos && t->bos >= 0) rc = sd_ids_push(&out, t->bos, err);
-    if (rc == 0 && len > 0) rc = partition(t, text, len, (flags & SD_TOK_PARSE_SPECIAL) != 0, &fr, err);
+    if (rc == 0 && len > 0) rc = sd_tok_partition(t, text, len, (flags & SD_TOK_PARSE_SPECIAL) != 0, &fr, err);
     bool after_special = true; /* SentencePiece adds its space prefix at the start and after specials */
     for (size_t k = 0; k < fr.n && rc == 0; k++) {
-        frag f = fr.v[k];
+        sd_frag f = fr.v[k];
         if (f.id >= 0) {
             rc = sd_ids_push(&out, f.id, err);
             after_special = true;
