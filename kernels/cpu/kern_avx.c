@@ -3,6 +3,8 @@
 #include <immintrin.h>
 #include <stdint.h>
 
+#include "kernels/quant.h"
+
 #define TGT __attribute__((target("avx,fma,f16c")))
 #define V __m256
 #define VW 8
@@ -34,27 +36,42 @@ TGT static inline __m256 bf16x8(const uint16_t *p) {
 }
 
 
-/* Q8_0 block dot in 128-bit halves (no AVX2): |w| times x with w's sign, pairs to int16 (no saturation
- * since |x| <= 127), then to int32. */
-typedef struct qwb {
-    __m128i a0, a1, s0, s1;
-} qwb;
-
-TGT static inline qwb q8_wprep(const int8_t *p) {
-    __m128i w0 = _mm_loadu_si128((const __m128i *)p), w1 = _mm_loadu_si128((const __m128i *)(p + 16));
-    return (qwb){_mm_sign_epi8(w0, w0), _mm_sign_epi8(w1, w1), w0, w1};
+/* Q8_0 block dot in 128-bit halves (no AVX2): |w| (unsigned) times x with w's sign, pairs to int16 (no
+ * saturation since |x| <= 127), then to int32: 4 partial sums of a block. (|x| times w with x's sign
+ * would need no |w|, but w = -128 has no int8 negation; forming |w| and the signs with min/sub/blend
+ * instead of psignb measured slower: this loop is bound by its instruction count.) */
+TGT static inline __attribute__((always_inline)) __m128i q8_half(const int8_t *w, const int8_t *x) {
+    __m128i wv = _mm_loadu_si128((const __m128i *)w), xv = _mm_loadu_si128((const __m128i *)x);
+    return _mm_madd_epi16(_mm_maddubs_epi16(_mm_sign_epi8(wv, wv), _mm_sign_epi8(xv, wv)), _mm_set1_epi16(1));
 }
 
-TGT static inline __m256 q8_dot(qwb w, const int8_t *x) {
-    __m128i x0 = _mm_loadu_si128((const __m128i *)x), x1 = _mm_loadu_si128((const __m128i *)(x + 16));
-    __m128i one = _mm_set1_epi16(1);
-    __m128i p0 = _mm_madd_epi16(_mm_maddubs_epi16(w.a0, _mm_sign_epi8(x0, w.s0)), one);
-    __m128i p1 = _mm_madd_epi16(_mm_maddubs_epi16(w.a1, _mm_sign_epi8(x1, w.s1)), one);
-    return _mm256_cvtepi32_ps(_mm256_insertf128_si256(_mm256_castsi128_si256(p0), p1, 1));
+TGT static inline __attribute__((always_inline)) __m128i q8_part4(const sd_block_q8_0 *b, const int8_t *x) {
+    return _mm_add_epi32(q8_half(b->qs, x), q8_half(b->qs + 16, x + 16));
 }
 
-#define Q8_XPREP(p) (p)
-#define Q8_DOT(w, xp) q8_dot(w, xp)
+/* 4 blocks' partial sums reduced to their 4 sums (lane i: block i), exact in int32, by a transpose with
+ * unpacks and adds (phaddd costs several multiply-pipe slots). */
+TGT static inline __attribute__((always_inline)) __m128i q8_sum4(const sd_block_q8_0 *b, const int8_t *x) {
+    __m128i s0 = q8_part4(b, x), s1 = q8_part4(b + 1, x + 32), s2 = q8_part4(b + 2, x + 64),
+            s3 = q8_part4(b + 3, x + 96);
+    __m128i u01 = _mm_add_epi32(_mm_unpacklo_epi32(s0, s1), _mm_unpackhi_epi32(s0, s1)); /* s0 s1 s0 s1 */
+    __m128i u23 = _mm_add_epi32(_mm_unpacklo_epi32(s2, s3), _mm_unpackhi_epi32(s2, s3));
+    return _mm_add_epi32(_mm_unpacklo_epi64(u01, u23), _mm_unpackhi_epi64(u01, u23));
+}
+
+TGT static inline __attribute__((always_inline)) __m256 q8_dot8(const sd_block_q8_0 *b, const int8_t *x) {
+    __m128i lo = q8_sum4(b, x), hi = q8_sum4(b + 4, x + 128);
+    return _mm256_cvtepi32_ps(_mm256_insertf128_si256(_mm256_castsi128_si256(lo), hi, 1));
+}
+
+TGT static inline __attribute__((always_inline)) int q8_dot1(const sd_block_q8_0 *b, const int8_t *x) {
+    __m128i s = q8_part4(b, x);
+    s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    return _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32(s, 1)));
+}
+
+#define Q8_DOT8(b, x) q8_dot8(b, x)
+#define Q8_DOT1(b, x) q8_dot1(b, x)
 
 #include "kernels/cpu/mm_tmpl.h"
 #endif

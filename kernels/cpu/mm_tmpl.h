@@ -12,6 +12,9 @@
  *   Q8_XPREP(p)         32 int8 activations at p prepared (once for all rows of a tile)
  *   Q8_DOT(w, xp)       their exact integer dot product as 8 float lanes (partial sums) in a __m256
  *   QR_FEW, QR_MANY, QN_MAX           the register tile of the Q8_0 kernel
+ * Optional, instead of Q8_XPREP and Q8_DOT (the Q8_0 blocks then go in groups of 8, see below):
+ *   Q8_DOT8(b, x)       the exact integer sums of the 8 blocks at b with the activations at x, as 8 floats
+ *   Q8_DOT1(b, x)       the exact integer sum of one block, as an int
  *   KNAME, KLEVEL       name of the sd_cpu_kernels table defined here and its level
  *
  * Shape of the work: a tile of R weight rows x N activation vectors keeps R*N vector accumulators in
@@ -109,6 +112,7 @@ TGT static inline __attribute__((always_inline)) void mm_tile(const sd_mm_job *j
         }
 }
 
+#ifndef Q8_DOT8
 /* Q8_0: per block and (row, activation), an exact integer dot product, converted to float and scaled by
  * d_w * d_x into float accumulators. */
 TGT static inline __attribute__((always_inline)) void mmq_tile(const sd_mm_job *j, int64_t r, int i0, const int R,
@@ -145,6 +149,69 @@ TGT static inline __attribute__((always_inline)) void mmq_tile(const sd_mm_job *
 #pragma GCC unroll 8
         for (int b = 0; b < N; b++) j->out[(int64_t)(i0 + b) * j->out_stride + r + a] = hsum8(acc[a][b]);
 }
+#else
+/* Q8_0 with the blocks in groups of 8 (kernels that define Q8_DOT8): the exact integer sums of 8
+ * consecutive blocks go to the 8 lanes of one vector, converted and scaled by d_w * d_x of those blocks
+ * (8 weight scales converted at once), so the float work and the accumulator's dependency chain are per
+ * 8 blocks instead of per block. Lane l sums the blocks k = l mod 8 in order, then a horizontal sum; the
+ * blocks past the last group (cols / 32 mod 8 of them) follow one by one in a scalar sum, added last.
+ * Every tile shape runs this same sequence per output element. */
+TGT static inline __attribute__((always_inline)) __m256 q8_dscale8(const sd_block_q8_0 *b) {
+    /* The 8 F16 scales sit 34 bytes apart: packed in general-purpose registers, then one vector convert.
+     * The empty asm keeps the packing scalar (the vectorizer's shuffle version measured slower). */
+    uint64_t d0 = b[0].d, d1 = b[1].d, d2 = b[2].d, d3 = b[3].d, d4 = b[4].d, d5 = b[5].d, d6 = b[6].d, d7 = b[7].d;
+    __asm__("" : "+r"(d0), "+r"(d1), "+r"(d2), "+r"(d3), "+r"(d4), "+r"(d5), "+r"(d6), "+r"(d7));
+    uint64_t lo = d0 | d1 << 16 | d2 << 32 | d3 << 48, hi = d4 | d5 << 16 | d6 << 32 | d7 << 48;
+    __asm__("" : "+r"(lo), "+r"(hi));
+    return _mm256_cvtph_ps(_mm_insert_epi64(_mm_cvtsi64_si128((long long)lo), (long long)hi, 1));
+}
+
+TGT static inline __attribute__((always_inline)) void mmq_tile(const sd_mm_job *j, int64_t r, int i0, const int R,
+                                                               const int N) {
+    __m256 acc[4][8];
+    float tail[4][8];
+    const sd_block_q8_0 *rows[4];
+    int64_t nb = j->cols / BLK, k = 0;
+#pragma GCC unroll 4
+    for (int a = 0; a < R; a++) rows[a] = (const sd_block_q8_0 *)(j->w + (size_t)(r + a) * j->row_bytes);
+#pragma GCC unroll 4
+    for (int a = 0; a < R; a++)
+#pragma GCC unroll 8
+        for (int b = 0; b < N; b++) acc[a][b] = _mm256_setzero_ps(), tail[a][b] = 0;
+    for (; k + 8 <= nb; k += 8) {
+        __m256 dw[4];
+#pragma GCC unroll 4
+        for (int a = 0; a < R; a++) {
+            if (R > 1)
+                for (int l = 0; l < 8 * (int)sizeof(sd_block_q8_0); l += 64)
+                    _mm_prefetch((const char *)(rows[a] + k) + (size_t)(PF_GROUPS * R) * j->row_bytes + l, PF_HINT);
+            dw[a] = q8_dscale8(rows[a] + k);
+        }
+#pragma GCC unroll 8
+        for (int b = 0; b < N; b++) {
+            const int8_t *xq = j->xq + (int64_t)(i0 + b) * j->cols + k * BLK;
+            __m256 dx = _mm256_loadu_ps(j->xd + (int64_t)(i0 + b) * nb + k);
+#pragma GCC unroll 4
+            for (int a = 0; a < R; a++)
+                acc[a][b] = _mm256_fmadd_ps(Q8_DOT8(rows[a] + k, xq), _mm256_mul_ps(dw[a], dx), acc[a][b]);
+        }
+    }
+    for (; k < nb; k++)
+#pragma GCC unroll 4
+        for (int a = 0; a < R; a++)
+#pragma GCC unroll 8
+            for (int b = 0; b < N; b++) {
+                const int8_t *xq = j->xq + (int64_t)(i0 + b) * j->cols + k * BLK;
+                __m128 s = _mm_set_ss(_cvtsh_ss(rows[a][k].d) * j->xd[(int64_t)(i0 + b) * nb + k]);
+                __m128 p = _mm_cvtsi32_ss(_mm_setzero_ps(), Q8_DOT1(rows[a] + k, xq));
+                tail[a][b] = _mm_cvtss_f32(_mm_fmadd_ss(p, s, _mm_set_ss(tail[a][b])));
+            }
+#pragma GCC unroll 4
+    for (int a = 0; a < R; a++)
+#pragma GCC unroll 8
+        for (int b = 0; b < N; b++) j->out[(int64_t)(i0 + b) * j->out_stride + r + a] = hsum8(acc[a][b]) + tail[a][b];
+}
+#endif
 
 /* All N-tiles of one group of R rows (the rows stay in L1 while later tiles reuse them). */
 #define TILE(NT)                                                                                  \
