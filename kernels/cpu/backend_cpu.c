@@ -20,6 +20,7 @@ typedef struct cpu_impl {
     size_t kv_bytes, work_bytes;
     int8_t *xq; /* Q8_0 products: activations quantized per block (grows to the largest n x cols seen) */
     float *xd;
+    int32_t *xs;
     size_t xq_cap;
     char device[64];
 } cpu_impl;
@@ -213,7 +214,9 @@ static void cpu_matmul(sd_backend *b, float *out, const sd_tensor *w, const floa
             float *d = q ? realloc(im->xd, need / SD_QK8_0 * sizeof(float)) : NULL;
             if (q) im->xq = q;
             if (d) im->xd = d;
-            if (!q || !d) { /* out of memory: no product rather than a crash */
+            int32_t *sums = d ? realloc(im->xs, need / SD_QK8_0 * sizeof(int32_t)) : NULL;
+            if (sums) im->xs = sums;
+            if (!q || !d || !sums) { /* out of memory: no product rather than a crash */
                 for (size_t i = 0; i < (size_t)n * (size_t)w->rows; i++) out[i] = NAN;
                 return;
             }
@@ -222,8 +225,14 @@ static void cpu_matmul(sd_backend *b, float *out, const sd_tensor *w, const floa
         for (int i = 0; i < n; i++)
             sd_quant_act_q8(x + (size_t)i * w->cols, w->cols, im->xq + (size_t)i * w->cols,
                             im->xd + (size_t)i * (w->cols / SD_QK8_0));
+        for (size_t k = 0; k < need / SD_QK8_0; k++) {
+            int32_t sum = 0;
+            for (int c = 0; c < SD_QK8_0; c++) sum += im->xq[k * SD_QK8_0 + c];
+            im->xs[k] = 128 * sum;
+        }
         t.job.xq = im->xq;
         t.job.xd = im->xd;
+        t.job.xs = im->xs;
     }
     /* Chunks of whole row groups, several per thread so a thread slowed by a neighbour on a shared
      * machine does not hold up the others; large enough to stream from memory efficiently. */
@@ -384,6 +393,7 @@ static void cpu_destroy(sd_backend *b) {
     sd_pool_free(impl_of(b)->pool);
     free(impl_of(b)->xq);
     free(impl_of(b)->xd);
+    free(impl_of(b)->xs);
     free(b->impl);
     free(b);
 }

@@ -70,8 +70,8 @@ TGT static inline __attribute__((always_inline)) int q8_dot1(const sd_block_q8_0
     return _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32(s, 1)));
 }
 
-#define Q8_DOT8(b, x) q8_dot8(b, x)
-#define Q8_DOT1(b, x) q8_dot1(b, x)
+#define Q8_DOT8(b, x, xs) q8_dot8(b, x)
+#define Q8_DOT1(b, x, xs) q8_dot1(b, x)
 
 #include "kernels/cpu/mm_tmpl.h"
 #endif

@@ -3,6 +3,8 @@
 #include <immintrin.h>
 #include <stdint.h>
 
+#include "kernels/quant.h"
+
 #define TGT __attribute__((target("avx2,fma,f16c")))
 #define V __m256
 #define VW 8
@@ -27,24 +29,39 @@
 #define KSTR "avx2"
 
 /* Q8_0 block dot: |w| (unsigned) times x with w's sign, pairs summed to int16 (at most 2*128*127, no
- * saturation since |x| <= 127), then to int32. */
-typedef struct qwb {
-    __m256i a, s;
-} qwb;
-
-TGT static inline qwb q8_wprep(const int8_t *p) {
-    __m256i w = _mm256_loadu_si256((const __m256i *)p);
-    return (qwb){_mm256_sign_epi8(w, w), w};
+ * saturation since |x| <= 127), then to int32: 8 partial sums of a block. */
+TGT static inline __attribute__((always_inline)) __m256i q8_part8(const sd_block_q8_0 *b, const int8_t *x) {
+    __m256i w = _mm256_loadu_si256((const __m256i *)b->qs), xv = _mm256_loadu_si256((const __m256i *)x);
+    __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(xv, w));
+    return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
 }
 
-TGT static inline __m256 q8_dot(qwb w, const int8_t *x) {
-    __m256i xv = _mm256_loadu_si256((const __m256i *)x);
-    __m256i p = _mm256_maddubs_epi16(w.a, _mm256_sign_epi8(xv, w.s));
-    return _mm256_cvtepi32_ps(_mm256_madd_epi16(p, _mm256_set1_epi16(1)));
+/* The partial sums of 8 blocks reduced to their 8 sums (lane i: block i), exact in int32: unpacks and
+ * adds within 128-bit lanes, then the two halves. */
+TGT static inline __attribute__((always_inline)) __m256 q8_dot8(const sd_block_q8_0 *b, const int8_t *x) {
+    __m256i s[8];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) s[i] = q8_part8(b + i, x + 32 * i);
+    __m256i u[4], v[2];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) /* per 128-bit lane: s2i s2i+1 s2i s2i+1 */
+        u[i] = _mm256_add_epi32(_mm256_unpacklo_epi32(s[2 * i], s[2 * i + 1]), _mm256_unpackhi_epi32(s[2 * i], s[2 * i + 1]));
+#pragma GCC unroll 2
+    for (int i = 0; i < 2; i++) /* per 128-bit lane: s4i .. s4i+3 */
+        v[i] = _mm256_add_epi32(_mm256_unpacklo_epi64(u[2 * i], u[2 * i + 1]), _mm256_unpackhi_epi64(u[2 * i], u[2 * i + 1]));
+    __m256i t = _mm256_add_epi32(_mm256_permute2x128_si256(v[0], v[1], 0x20), _mm256_permute2x128_si256(v[0], v[1], 0x31));
+    return _mm256_cvtepi32_ps(t);
 }
 
-#define Q8_XPREP(p) (p)
-#define Q8_DOT(w, xp) q8_dot(w, xp)
+TGT static inline __attribute__((always_inline)) int q8_dot1(const sd_block_q8_0 *b, const int8_t *x) {
+    __m256i s = q8_part8(b, x);
+    __m128i h = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+    h = _mm_add_epi32(h, _mm_unpackhi_epi64(h, h));
+    return _mm_cvtsi128_si32(_mm_add_epi32(h, _mm_shuffle_epi32(h, 1)));
+}
+
+#define Q8_DOT8(b, x, xs) q8_dot8(b, x)
+#define Q8_DOT1(b, x, xs) q8_dot1(b, x)
 
 #include "kernels/cpu/mm_tmpl.h"
 #endif

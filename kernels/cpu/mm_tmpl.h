@@ -13,8 +13,9 @@
  *   Q8_DOT(w, xp)       their exact integer dot product as 8 float lanes (partial sums) in a __m256
  *   QR_FEW, QR_MANY, QN_MAX           the register tile of the Q8_0 kernel
  * Optional, instead of Q8_XPREP and Q8_DOT (the Q8_0 blocks then go in groups of 8, see below):
- *   Q8_DOT8(b, x)       the exact integer sums of the 8 blocks at b with the activations at x, as 8 floats
- *   Q8_DOT1(b, x)       the exact integer sum of one block, as an int
+ *   Q8_DOT8(b, x, xs)   the exact integer sums of the 8 blocks at b with the activations at x, as 8 floats
+ *                       (xs: 128 * the sums of those activation blocks, sd_mm_job.xs)
+ *   Q8_DOT1(b, x, xs)   the exact integer sum of one block, as an int (xs: 128 * its activation sum)
  *   KNAME, KLEVEL       name of the sd_cpu_kernels table defined here and its level
  *
  * Shape of the work: a tile of R weight rows x N activation vectors keeps R*N vector accumulators in
@@ -193,7 +194,7 @@ TGT static inline __attribute__((always_inline)) void mmq_tile(const sd_mm_job *
             __m256 dx = _mm256_loadu_ps(j->xd + (int64_t)(i0 + b) * nb + k);
 #pragma GCC unroll 4
             for (int a = 0; a < R; a++)
-                acc[a][b] = _mm256_fmadd_ps(Q8_DOT8(rows[a] + k, xq), _mm256_mul_ps(dw[a], dx), acc[a][b]);
+                acc[a][b] = _mm256_fmadd_ps(Q8_DOT8(rows[a] + k, xq, j->xs + (int64_t)(i0 + b) * nb + k), _mm256_mul_ps(dw[a], dx), acc[a][b]);
         }
     }
     for (; k < nb; k++)
@@ -203,7 +204,7 @@ TGT static inline __attribute__((always_inline)) void mmq_tile(const sd_mm_job *
             for (int b = 0; b < N; b++) {
                 const int8_t *xq = j->xq + (int64_t)(i0 + b) * j->cols + k * BLK;
                 __m128 s = _mm_set_ss(_cvtsh_ss(rows[a][k].d) * j->xd[(int64_t)(i0 + b) * nb + k]);
-                __m128 p = _mm_cvtsi32_ss(_mm_setzero_ps(), Q8_DOT1(rows[a] + k, xq));
+                __m128 p = _mm_cvtsi32_ss(_mm_setzero_ps(), Q8_DOT1(rows[a] + k, xq, j->xs[(int64_t)(i0 + b) * nb + k]));
                 tail[a][b] = _mm_cvtss_f32(_mm_fmadd_ss(p, s, _mm_set_ss(tail[a][b])));
             }
 #pragma GCC unroll 4
