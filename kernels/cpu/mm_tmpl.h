@@ -182,16 +182,16 @@ TGT static inline __attribute__((always_inline)) void mmq_tile(const sd_mm_job *
     for (; k + 8 <= nb; k += 8) {
         __m256 dw[4];
 #pragma GCC unroll 4
-        for (int a = 0; a < R; a++) {
-            if (R > 1)
-                for (int l = 0; l < 8 * (int)sizeof(sd_block_q8_0); l += 64)
-                    _mm_prefetch((const char *)(rows[a] + k) + (size_t)(PF_GROUPS * R) * j->row_bytes + l, PF_HINT);
-            dw[a] = q8_dscale8(rows[a] + k);
-        }
+        for (int a = 0; a < R; a++) dw[a] = q8_dscale8(rows[a] + k);
 #pragma GCC unroll 8
         for (int b = 0; b < N; b++) {
             const int8_t *xq = j->xq + (int64_t)(i0 + b) * j->cols + k * BLK;
             __m256 dx = _mm256_loadu_ps(j->xd + (int64_t)(i0 + b) * nb + k);
+#pragma GCC unroll 4
+            for (int a = 0; a < R; a++) /* the group's 272 bytes of the rows ahead, spread over the N steps */
+                if (R > 1)
+                    for (int l = b * 64; l < 8 * (int)sizeof(sd_block_q8_0); l += N * 64)
+                        _mm_prefetch((const char *)(rows[a] + k) + (size_t)(PF_GROUPS * R) * j->row_bytes + l, PF_HINT);
 #pragma GCC unroll 4
             for (int a = 0; a < R; a++)
                 acc[a][b] = _mm256_fmadd_ps(Q8_DOT8(rows[a] + k, xq, j->xs + (int64_t)(i0 + b) * nb + k), _mm256_mul_ps(dw[a], dx), acc[a][b]);
