@@ -37,12 +37,16 @@ TGT static inline __m256 bf16x8(const uint16_t *p) {
 
 
 /* Q8_0 block dot in 128-bit halves (no AVX2): |w| (unsigned) times x with w's sign, pairs to int16 (no
- * saturation since |x| <= 127), then to int32: 4 partial sums of a block. (|x| times w with x's sign
- * would need no |w|, but w = -128 has no int8 negation; forming |w| and the signs with min/sub/blend
- * instead of psignb measured slower: this loop is bound by its instruction count.) */
+ * saturation since |x| <= 127), then to int32: 4 partial sums of a block. The loop is bound by its
+ * instruction count (about 4 per cycle), so |w| and the sign take w straight from memory (vpabsb m128,
+ * vpsignb m128; in C the compiler would load w once into a register: one instruction more per half).
+ * |x| times w with x's sign would need no |w|, but w = -128 has no int8 negation; |w| and the signs by
+ * min/sub/blend or xor/sub masks (ops off the multiply pipes) measured slower: more instructions. */
 TGT static inline __attribute__((always_inline)) __m128i q8_half(const int8_t *w, const int8_t *x) {
-    __m128i wv = _mm_loadu_si128((const __m128i *)w), xv = _mm_loadu_si128((const __m128i *)x);
-    return _mm_madd_epi16(_mm_maddubs_epi16(_mm_sign_epi8(wv, wv), _mm_sign_epi8(xv, wv)), _mm_set1_epi16(1));
+    __m128i xv = _mm_loadu_si128((const __m128i *)x), aw, sx;
+    __asm__("vpabsb %1, %0" : "=x"(aw) : "m"(*(const __m128i_u *)w));
+    __asm__("vpsignb %2, %1, %0" : "=x"(sx) : "x"(xv), "m"(*(const __m128i_u *)w));
+    return _mm_madd_epi16(_mm_maddubs_epi16(aw, sx), _mm_set1_epi16(1));
 }
 
 TGT static inline __attribute__((always_inline)) __m128i q8_part4(const sd_block_q8_0 *b, const int8_t *x) {
