@@ -87,8 +87,9 @@ static inline SD_HD void sd_quant_q8_0(const float *x, sd_block_q8_0 *b) {
 }
 
 /* Activations for a Q8_0 product, quantized as llama.cpp does: per block of 32, d = amax / 127 (kept in
- * float) and q = round(x / d), so |x - d * q| <= d / 2. n is a multiple of 32. */
-static inline SD_HD void sd_quant_act_q8(const float *x, int64_t n, int8_t *q, float *d) {
+ * float) and q = round(x / d), so |x - d * q| <= d / 2. n is a multiple of 32. sums (NULL: not wanted)
+ * gets each block's sum of q, which kernels that offset the weights to unsigned need. */
+static inline SD_HD void sd_quant_act_q8(const float *x, int64_t n, int8_t *q, float *d, int32_t *sums) {
     for (int64_t b = 0; b < n / SD_QK8_0; b++) {
         const float *xb = x + b * SD_QK8_0;
         float amax = 0;
@@ -98,10 +99,13 @@ static inline SD_HD void sd_quant_act_q8(const float *x, int64_t n, int8_t *q, f
         }
         float db = amax / 127.0f, id = db != 0 ? 1.0f / db : 0.0f;
         d[b] = db;
+        int32_t sum = 0;
         for (int i = 0; i < SD_QK8_0; i++) { /* round half away from zero, without a libm call */
             float v = xb[i] * id;
             q[b * SD_QK8_0 + i] = (int8_t)(int)(v + (v >= 0 ? 0.5f : -0.5f));
+            sum += q[b * SD_QK8_0 + i];
         }
+        if (sums) sums[b] = sum;
     }
 }
 

@@ -224,12 +224,7 @@ static void cpu_matmul(sd_backend *b, float *out, const sd_tensor *w, const floa
         }
         for (int i = 0; i < n; i++)
             sd_quant_act_q8(x + (size_t)i * w->cols, w->cols, im->xq + (size_t)i * w->cols,
-                            im->xd + (size_t)i * (w->cols / SD_QK8_0));
-        for (size_t k = 0; k < need / SD_QK8_0; k++) {
-            int32_t sum = 0;
-            for (int c = 0; c < SD_QK8_0; c++) sum += im->xq[k * SD_QK8_0 + c];
-            im->xs[k] = 128 * sum;
-        }
+                            im->xd + (size_t)i * (w->cols / SD_QK8_0), im->xs + (size_t)i * (w->cols / SD_QK8_0));
         t.job.xq = im->xq;
         t.job.xd = im->xd;
         t.job.xs = im->xs;

@@ -8,6 +8,7 @@
 #define TGT __attribute__((target("avx2,fma,f16c")))
 #define V __m256
 #define VW 8
+#define V256_AVX2 /* v256.h: the integer helpers too */
 #include "kernels/cpu/v256.h"
 #define VZERO() V256_ZERO()
 #define VLOAD(p) V256_LOAD(p)
@@ -36,21 +37,12 @@ TGT static inline __attribute__((always_inline)) __m256i q8_part8(const sd_block
     return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
 }
 
-/* The partial sums of 8 blocks reduced to their 8 sums (lane i: block i), exact in int32: unpacks and
- * adds within 128-bit lanes, then the two halves. */
+/* The exact int32 sums of 8 blocks (lane i: block i). */
 TGT static inline __attribute__((always_inline)) __m256 q8_dot8(const sd_block_q8_0 *b, const int8_t *x) {
     __m256i s[8];
 #pragma GCC unroll 8
     for (int i = 0; i < 8; i++) s[i] = q8_part8(b + i, x + 32 * i);
-    __m256i u[4], v[2];
-#pragma GCC unroll 4
-    for (int i = 0; i < 4; i++) /* per 128-bit lane: s2i s2i+1 s2i s2i+1 */
-        u[i] = _mm256_add_epi32(_mm256_unpacklo_epi32(s[2 * i], s[2 * i + 1]), _mm256_unpackhi_epi32(s[2 * i], s[2 * i + 1]));
-#pragma GCC unroll 2
-    for (int i = 0; i < 2; i++) /* per 128-bit lane: s4i .. s4i+3 */
-        v[i] = _mm256_add_epi32(_mm256_unpacklo_epi64(u[2 * i], u[2 * i + 1]), _mm256_unpackhi_epi64(u[2 * i], u[2 * i + 1]));
-    __m256i t = _mm256_add_epi32(_mm256_permute2x128_si256(v[0], v[1], 0x20), _mm256_permute2x128_si256(v[0], v[1], 0x31));
-    return _mm256_cvtepi32_ps(t);
+    return _mm256_cvtepi32_ps(v256_sum8x8_epi32(s));
 }
 
 TGT static inline __attribute__((always_inline)) int q8_dot1(const sd_block_q8_0 *b, const int8_t *x) {

@@ -36,38 +36,31 @@ TGT static inline float hsum16(__m512 v) {
     return _mm_cvtss_f32(s);
 }
 
+#define V256_AVX2 /* v256.h: the integer helpers too */
 #include "kernels/cpu/v256.h"
 
 /* Q8_0 block dot with VNNI. vpdpbusd multiplies unsigned by signed bytes, so the weights are offset to
  * u = w + 128 (w ^ 0x80) and the activations stay signed: sum(u * x) = sum(w * x) + 128 * sum(x), exact in
- * int32 (no saturation in vpdpbusd), and 128 * sum(x) per activation block comes with the job (xs). */
+ * int32 (no saturation in vpdpbusd), and sum(x) per activation block comes with the job (xs). */
 TGT static inline __attribute__((always_inline)) __m256i q8_part8(const sd_block_q8_0 *b, const int8_t *x) {
     __m256i u = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)b->qs), _mm256_set1_epi8((char)0x80));
     return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, _mm256_loadu_si256((const __m256i *)x));
 }
 
-/* The partial sums of 8 blocks reduced to their 8 sums (lane i: block i), exact in int32: unpacks and
- * adds within 128-bit lanes, then the two halves; minus 128 * sum(x) of each block. */
+/* The exact int32 sums of 8 blocks (lane i: block i), minus 128 * sum(x) of each block. */
 TGT static inline __attribute__((always_inline)) __m256 q8_dot8(const sd_block_q8_0 *b, const int8_t *x, const int32_t *xs) {
     __m256i s[8];
 #pragma GCC unroll 8
     for (int i = 0; i < 8; i++) s[i] = q8_part8(b + i, x + 32 * i);
-    __m256i u[4], v[2];
-#pragma GCC unroll 4
-    for (int i = 0; i < 4; i++) /* per 128-bit lane: s2i s2i+1 s2i s2i+1 */
-        u[i] = _mm256_add_epi32(_mm256_unpacklo_epi32(s[2 * i], s[2 * i + 1]), _mm256_unpackhi_epi32(s[2 * i], s[2 * i + 1]));
-#pragma GCC unroll 2
-    for (int i = 0; i < 2; i++) /* per 128-bit lane: s4i .. s4i+3 */
-        v[i] = _mm256_add_epi32(_mm256_unpacklo_epi64(u[2 * i], u[2 * i + 1]), _mm256_unpackhi_epi64(u[2 * i], u[2 * i + 1]));
-    __m256i t = _mm256_add_epi32(_mm256_permute2x128_si256(v[0], v[1], 0x20), _mm256_permute2x128_si256(v[0], v[1], 0x31));
-    return _mm256_cvtepi32_ps(_mm256_sub_epi32(t, _mm256_loadu_si256((const __m256i *)xs)));
+    __m256i t = v256_sum8x8_epi32(s);
+    return _mm256_cvtepi32_ps(_mm256_sub_epi32(t, _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)xs), 7)));
 }
 
 TGT static inline __attribute__((always_inline)) int q8_dot1(const sd_block_q8_0 *b, const int8_t *x, int32_t xs) {
     __m256i s = q8_part8(b, x);
     __m128i h = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
     h = _mm_add_epi32(h, _mm_unpackhi_epi64(h, h));
-    return _mm_cvtsi128_si32(_mm_add_epi32(h, _mm_shuffle_epi32(h, 1))) - xs;
+    return _mm_cvtsi128_si32(_mm_add_epi32(h, _mm_shuffle_epi32(h, 1))) - 128 * xs;
 }
 
 #define Q8_DOT8(b, x, xs) q8_dot8(b, x, xs)

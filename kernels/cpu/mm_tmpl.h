@@ -14,8 +14,8 @@
  *   QR_FEW, QR_MANY, QN_MAX           the register tile of the Q8_0 kernel
  * Optional, instead of Q8_XPREP and Q8_DOT (the Q8_0 blocks then go in groups of 8, see below):
  *   Q8_DOT8(b, x, xs)   the exact integer sums of the 8 blocks at b with the activations at x, as 8 floats
- *                       (xs: 128 * the sums of those activation blocks, sd_mm_job.xs)
- *   Q8_DOT1(b, x, xs)   the exact integer sum of one block, as an int (xs: 128 * its activation sum)
+ *                       (xs: the sums of those activation blocks, sd_mm_job.xs)
+ *   Q8_DOT1(b, x, xs)   the exact integer sum of one block, as an int (xs: its activation sum)
  *   KNAME, KLEVEL       name of the sd_cpu_kernels table defined here and its level
  *
  * Shape of the work: a tile of R weight rows x N activation vectors keeps R*N vector accumulators in

@@ -28,7 +28,7 @@ typedef struct sd_mm_job {
     const float *x;
     const int8_t *xq;
     const float *xd;
-    const int32_t *xs; /* Q8_0: 128 * the sum of each block of xq (n x cols/32), for kernels that make the
+    const int32_t *xs; /* Q8_0: the sum of each block of xq (n x cols/32), for kernels that make the
                         * weights unsigned (w + 128) and take 128 * sum(x) back off */
     int n;
 } sd_mm_job;

@@ -1,4 +1,5 @@
-/* The 256-bit float vector operations the AVX and AVX2 kernels share (and hsum8, which AVX-512 uses too).
+/* The 256-bit vector operations the AVX and AVX2 kernels share (hsum8 and, with V256_AVX2 defined, the
+ * int32 8x8 reduction, which AVX-512 uses too).
  * Included by a kernel file after it defines TGT (its target attribute). */
 #ifndef SD_V256_H
 #define SD_V256_H
@@ -19,4 +20,19 @@ TGT static inline float hsum8(__m256 v) {
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
 }
+
+#ifdef V256_AVX2
+/* Lane i of the result = the sum of the 8 int32 lanes of s[i], exact: unpacks and adds within the 128-bit
+ * lanes, then the two halves (phaddd would cost several multiply-pipe slots). Needs AVX2. */
+TGT static inline __attribute__((always_inline)) __m256i v256_sum8x8_epi32(const __m256i s[8]) {
+    __m256i u[4], v[2];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) /* per 128-bit lane: s2i s2i+1 s2i s2i+1 */
+        u[i] = _mm256_add_epi32(_mm256_unpacklo_epi32(s[2 * i], s[2 * i + 1]), _mm256_unpackhi_epi32(s[2 * i], s[2 * i + 1]));
+#pragma GCC unroll 2
+    for (int i = 0; i < 2; i++) /* per 128-bit lane: s4i .. s4i+3 */
+        v[i] = _mm256_add_epi32(_mm256_unpacklo_epi64(u[2 * i], u[2 * i + 1]), _mm256_unpackhi_epi64(u[2 * i], u[2 * i + 1]));
+    return _mm256_add_epi32(_mm256_permute2x128_si256(v[0], v[1], 0x20), _mm256_permute2x128_si256(v[0], v[1], 0x31));
+}
+#endif
 #endif
