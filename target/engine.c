@@ -29,6 +29,8 @@ struct sd_session {
     int32_t *hist;     /* e->ctx entries */
     int n_hist;
     sd_gen *active;
+    float *dev_probs; /* backend memory, SD_DRAFT_LIMIT + 1 rows of vocab for sampling on the backend;
+                         allocated by the session's first sampled request there, then reused */
 };
 
 struct sd_gen {
@@ -46,8 +48,8 @@ struct sd_gen {
     float *logits;  /* (draft_max + 1) rows of vocab */
     int32_t *block; /* pending token + drafts */
     int32_t *chosen; /* greedy: the target's token after each block row (only ids leave the backend) */
-    float *dev_probs; /* backend memory, rows of vocab: the target's filtered distributions when the backend
-                         samples (sample_rows); NULL: sampling on the host */
+    float *dev_probs; /* the session's dev_probs when the backend samples (sample_rows): the target's
+                         filtered distributions; NULL: sampling on the host */
     int step_from;  /* hist index of this step's first emitted token */
     const char *step_text;
     size_t step_text_len;
@@ -162,6 +164,7 @@ void sd_session_free(sd_session *s) {
     if (s->active) sd_gen_free(s->active);
     sd_proposer_free(s->prop);
     sd_seq_free(s->seq);
+    if (s->dev_probs) s->e->be->release(s->e->be, s->dev_probs);
     free(s->hist);
     free(s);
 }
@@ -251,9 +254,12 @@ int sd_gen_start(sd_session *s, const int32_t *prompt, int n_prompt, const sd_ge
         return -1;
     }
     sd_backend *be = e->be;
-    if (!g->greedy && be->sample_rows && !(g->dev_probs = be->alloc(be, (size_t)rows * vocab, err))) {
-        sd_gen_free(g);
-        return sd_err_prefix(err, "sampling buffer");
+    if (!g->greedy && be->sample_rows) { /* once per session: device allocations are slow */
+        if (!s->dev_probs && !(s->dev_probs = be->alloc(be, (size_t)(SD_DRAFT_LIMIT + 1) * vocab, err))) {
+            sd_gen_free(g);
+            return sd_err_prefix(err, "sampling buffer");
+        }
+        g->dev_probs = s->dev_probs;
     }
     sd_rng_seed(&g->rng, p->sampling.seed);
     if (g->spec) sd_draft_len_init(&g->dl, p->draft_min, p->draft_max, s->prop->cost);
@@ -494,7 +500,6 @@ void sd_gen_free(sd_gen *g) {
     if (g->s && g->s->active == g) g->s->active = NULL;
     sd_textout_free(&g->text);
     sd_probs_free(&g->probs);
-    if (g->dev_probs) g->s->e->be->release(g->s->e->be, g->dev_probs);
     free(g->logits);
     free(g->block);
     free(g->chosen);
