@@ -6,11 +6,11 @@
 #include <string.h>
 
 #include "kernels/clock.h"
-#include "model/gguf.h"
 #include "model/tok_internal.h"
 #include "model/tokenizer.h"
 #include "tests/test.h"
 #include "tests/test_util.h"
+#include "tests/tok_fixture.h"
 
 static uint64_t g_rng = 0x9e3779b97f4a7c15ull;
 static uint32_t rnd(void) {
@@ -18,20 +18,6 @@ static uint32_t rnd(void) {
     g_rng ^= g_rng >> 7;
     g_rng ^= g_rng << 17;
     return (uint32_t)(g_rng >> 32);
-}
-
-static sd_tokenizer *load_vocab(const char *name) {
-    char rel[256];
-    snprintf(rel, sizeof rel, "vocab/ggml-vocab-%s.gguf", name);
-    const char *p = shared_path(rel);
-    if (!p) return NULL;
-    sd_err err = {{0}};
-    gguf_file *f = NULL;
-    sd_tokenizer *t = NULL;
-    if (gguf_open(p, &f, &err) == 0) sd_tok_from_gguf(f, &t, &err);
-    gguf_close(f);
-    if (!t) fprintf(stderr, "  %s\n", err.msg);
-    return t;
 }
 
 /* The literal rule: for each special token in priority order, split every raw fragment on it. */
@@ -97,7 +83,7 @@ static bool same(const sd_frag_list *x, const sd_frag_list *y) {
 }
 
 static void differential(const char *name) {
-    sd_tokenizer *t = load_vocab(name);
+    sd_tokenizer *t = tok_load_vocab(name);
     if (!t) {
         SKIP("../shared/vocab/ggml-vocab-%s.gguf not found", name);
         return;
@@ -188,7 +174,7 @@ static void test_overlapping_synthetic(void) {
 
 /* Priority, hand-made: a longer token wins over an earlier-starting shorter one it overlaps. */
 static void test_priority_cases(void) {
-    sd_tokenizer *t = load_vocab("deepseek-llm");
+    sd_tokenizer *t = tok_load_vocab("deepseek-llm");
     if (!t) {
         SKIP("../shared/vocab/ggml-vocab-deepseek-llm.gguf not found");
         return;
@@ -213,7 +199,7 @@ static void test_priority_cases(void) {
 }
 
 static void test_speed(void) {
-    sd_tokenizer *t = load_vocab("deepseek-llm");
+    sd_tokenizer *t = tok_load_vocab("deepseek-llm");
     if (!t) {
         SKIP("../shared/vocab/ggml-vocab-deepseek-llm.gguf not found");
         return;

@@ -11,15 +11,7 @@
 #include "model/tokenizer.h"
 #include "tests/test.h"
 #include "tests/test_util.h"
-
-static sd_tokenizer *load_gguf_tok(const char *path) {
-    gguf_file *f = NULL;
-    sd_err err = {{0}};
-    sd_tokenizer *t = NULL;
-    if (gguf_open(path, &f, &err) || sd_tok_from_gguf(f, &t, &err)) fprintf(stderr, "  %s\n", err.msg);
-    gguf_close(f);
-    return t;
-}
+#include "tests/tok_fixture.h"
 
 /* ---------------------------------------------------------------- conformance vectors */
 
@@ -41,7 +33,7 @@ static void check_vocab_vectors(const char *name) {
     vecs v;
     REQUIRE(load_vecs(path, &v) == 0);
     CHECK(v.n >= 40);
-    sd_tokenizer *t = load_gguf_tok(path);
+    sd_tokenizer *t = tok_load_path(path);
     REQUIRE(t);
     CHECK_EQ_INT(sd_tok_kind_of(t), SD_TOK_SPM);
     for (int i = 0; i < v.n; i++) {
@@ -211,7 +203,7 @@ static void test_llama2c(void) {
     /* the same tokenizer from the GGUF conversion encodes identically and is compatible */
     const char *gp = shared_path("models/aidreams260K.gguf");
     if (gp) {
-        sd_tokenizer *g = load_gguf_tok(gp);
+        sd_tokenizer *g = tok_load_path(gp);
         REQUIRE(g);
         CHECKF(sd_tok_compatible(t, g, &err) == 0, "%s", err.msg);
         for (size_t k = 0; k < sizeof k_texts / sizeof k_texts[0]; k++) {
@@ -298,7 +290,7 @@ static bool valid_utf8(const char *s, size_t n) {
 static void test_detok_stream(void) {
     const char *path = shared_path("vocab/ggml-vocab-llama-spm.gguf");
     if (!path) SKIP("../shared/vocab/ggml-vocab-llama-spm.gguf not found");
-    sd_tokenizer *t = load_gguf_tok(path);
+    sd_tokenizer *t = tok_load_path(path);
     REQUIRE(t);
     int nv = sd_tok_vocab_size(t);
     /* byte tokens <0xXX> are ids 3..258 in this vocabulary: checked rather than assumed */
@@ -348,7 +340,7 @@ static void test_detok_stream(void) {
 static void test_detok_basic(void) {
     const char *path = shared_path("vocab/ggml-vocab-llama-spm.gguf");
     if (!path) SKIP("../shared/vocab/ggml-vocab-llama-spm.gguf not found");
-    sd_tokenizer *t = load_gguf_tok(path);
+    sd_tokenizer *t = tok_load_path(path);
     REQUIRE(t);
     sd_detok d;
     char out[SD_TOK_MAX_PIECE + 16];
@@ -406,7 +398,7 @@ static bool contains(const int32_t *ids, int n, int32_t id) {
 static void test_special_parsing(void) {
     const char *path = shared_path("vocab/ggml-vocab-phi-3.gguf");
     if (!path) SKIP("../shared/vocab/ggml-vocab-phi-3.gguf not found");
-    sd_tokenizer *t = load_gguf_tok(path);
+    sd_tokenizer *t = tok_load_path(path);
     REQUIRE(t);
     int32_t user = -1, end = -1, a[256], b[256], c[256];
     for (int i = 0; i < sd_tok_vocab_size(t); i++) {
@@ -432,7 +424,7 @@ static void test_special_parsing(void) {
 
     const char *lp = shared_path("vocab/ggml-vocab-llama-spm.gguf");
     if (!lp) return;
-    t = load_gguf_tok(lp);
+    t = tok_load_path(lp);
     REQUIRE(t);
     int n1 = encode_list(t, "x</s>", SD_TOK_PARSE_SPECIAL, a, 256);
     CHECK(n1 >= 2 && a[n1 - 1] == 2);
@@ -448,7 +440,7 @@ static void test_special_parsing(void) {
 static void test_eog(void) {
     const char *pp = shared_path("vocab/ggml-vocab-phi-3.gguf"), *lp = shared_path("vocab/ggml-vocab-llama-spm.gguf");
     if (!pp || !lp) SKIP("../shared/vocab phi-3 / llama-spm not found");
-    sd_tokenizer *p = load_gguf_tok(pp), *l = load_gguf_tok(lp);
+    sd_tokenizer *p = tok_load_path(pp), *l = tok_load_path(lp);
     REQUIRE(p && l);
     for (int i = 0; i < sd_tok_vocab_size(p); i++) {
         const char *x = sd_tok_text(p, i);
@@ -467,7 +459,7 @@ static void test_compatible(void) {
     const char *a = shared_path("models/aidreams260K.gguf"), *d = shared_path("models/aidreams-draft.gguf");
     const char *l = shared_path("vocab/ggml-vocab-llama-spm.gguf"), *p = shared_path("vocab/ggml-vocab-phi-3.gguf");
     if (!a || !d || !l || !p) SKIP("../shared models or vocab files not found");
-    sd_tokenizer *ta = load_gguf_tok(a), *td = load_gguf_tok(d), *tl = load_gguf_tok(l), *tp = load_gguf_tok(p);
+    sd_tokenizer *ta = tok_load_path(a), *td = tok_load_path(d), *tl = tok_load_path(l), *tp = tok_load_path(p);
     REQUIRE(ta && td && tl && tp);
     sd_err err = {{0}};
     CHECKF(sd_tok_compatible(td, ta, &err) == 0, "%s", err.msg);
@@ -527,7 +519,7 @@ static void test_malformed_metadata(void) {
     const char *path = tmp_path("vocab.gguf");
     /* the well-formed file loads and encodes by score */
     REQUIRE(write_vocab(path, OK_FILE, &err) == 0);
-    sd_tokenizer *t = load_gguf_tok(path);
+    sd_tokenizer *t = tok_load_path(path);
     REQUIRE(t);
     int32_t ids[16];
     int n = encode_list(t, "ab a", 0, ids, 16);
@@ -554,7 +546,7 @@ static void test_malformed_metadata(void) {
 static void test_long_and_garbage(void) {
     const char *path = shared_path("vocab/ggml-vocab-llama-spm.gguf");
     if (!path) SKIP("../shared/vocab/ggml-vocab-llama-spm.gguf not found");
-    sd_tokenizer *t = load_gguf_tok(path);
+    sd_tokenizer *t = tok_load_path(path);
     REQUIRE(t);
     size_t n = 200000;
     char *s = malloc(n + 1);

@@ -12,25 +12,7 @@
 #include "model/unicode.h"
 #include "tests/test.h"
 #include "tests/test_util.h"
-
-static sd_tokenizer *load_tok(const char *path, sd_err *err) {
-    gguf_file *f = NULL;
-    sd_tokenizer *t = NULL;
-    if (gguf_open(path, &f, err) == 0) sd_tok_from_gguf(f, &t, err);
-    gguf_close(f);
-    return t;
-}
-
-static sd_tokenizer *load_vocab(const char *name) {
-    char rel[256];
-    snprintf(rel, sizeof rel, "vocab/ggml-vocab-%s.gguf", name);
-    const char *p = shared_path(rel);
-    if (!p) return NULL;
-    sd_err err = {{0}};
-    sd_tokenizer *t = load_tok(p, &err);
-    if (!t) fprintf(stderr, "  %s\n", err.msg);
-    return t;
-}
+#include "tests/tok_fixture.h"
 
 /* decode(ids) concatenated, no BOS involved. *n gets the length; the buffer is malloc'd. */
 static char *decode_all(const sd_tokenizer *t, const int32_t *ids, int n, size_t *len) {
@@ -62,7 +44,7 @@ static int load_vecs(const char *name, vecs *v) {
 static void check_vectors(const char *name) {
     vecs v;
     if (load_vecs(name, &v)) SKIP("../shared/vocab/ggml-vocab-%s.gguf{,.inp,.out} not found", name);
-    sd_tokenizer *t = load_vocab(name);
+    sd_tokenizer *t = tok_load_vocab(name);
     REQUIRE(t);
     CHECK_EQ_INT(sd_tok_kind_of(t), SD_TOK_BPE);
     CHECK(v.n >= 40);
@@ -164,7 +146,7 @@ static size_t random_text(char *b, size_t cap, int invalid) {
  * exact = 0: only that encoding never fails and gives ids in range (some vocabularies lack the stand-ins
  * of bytes that never occur in UTF-8, or have them as user-defined tokens that decode as text). */
 static void check_roundtrip(const char *name, int invalid, int iters, int exact) {
-    sd_tokenizer *t = load_vocab(name);
+    sd_tokenizer *t = tok_load_vocab(name);
     if (!t) SKIP("../shared/vocab/ggml-vocab-%s.gguf not loadable", name);
     char text[1024];
     int bad = 0;
@@ -214,7 +196,7 @@ static int valid_utf8(const char *s, size_t n) {
 /* Tokens of emoji and CJK end inside characters; the streaming decoder still hands out only whole,
  * valid characters, and the chunks add up to the text. */
 static void test_streaming_decoder(void) {
-    sd_tokenizer *t = load_vocab("gpt-2");
+    sd_tokenizer *t = tok_load_vocab("gpt-2");
     if (!t) SKIP("../shared/vocab/ggml-vocab-gpt-2.gguf not loadable");
     char text[1024];
     for (int it = 0; it < 200; it++) {
@@ -274,7 +256,7 @@ static int count_id(const int32_t *ids, int n, int32_t id) {
 /* "<|endoftext|>" is one token with SD_TOK_PARSE_SPECIAL and plain text without; the text around it is
  * encoded as if alone. */
 static void test_special_tokens(void) {
-    sd_tokenizer *t = load_vocab("gpt-2");
+    sd_tokenizer *t = tok_load_vocab("gpt-2");
     if (!t) SKIP("../shared/vocab/ggml-vocab-gpt-2.gguf not loadable");
     int32_t eot = find_text(t, "<|endoftext|>");
     REQUIRE(eot >= 0);
@@ -355,7 +337,7 @@ static void test_merge_order(void) {
     const char *p = write_vocab("m1.gguf", "gpt2", extra, 5, m1, 5);
     REQUIRE(p);
     sd_err err = {{0}};
-    sd_tokenizer *t = load_tok(p, &err);
+    sd_tokenizer *t = tok_load(p, &err);
     REQUIRE(t);
     CHECK_STR_EQ(pieces(t, "abc"), "abc");
     CHECK_STR_EQ(pieces(t, "aaa"), "aa|a");     /* equal ranks: leftmost first */
@@ -366,7 +348,7 @@ static void test_merge_order(void) {
     const char *m2[] = {"a b", "b c", "a bc"};
     p = write_vocab("m2.gguf", "gpt2", extra, 5, m2, 3);
     REQUIRE(p);
-    t = load_tok(p, &err);
+    t = tok_load(p, &err);
     REQUIRE(t);
     CHECK_STR_EQ(pieces(t, "abc"), "ab|c");
     CHECK_STR_EQ(pieces(t, "bcab"), "bc|ab");
@@ -379,7 +361,7 @@ static void test_ignore_merges(void) {
     const char *p1 = write_vocab("im1.gguf", "llama-bpe", extra, 1, extra, 0);
     const char *p2 = write_vocab("im2.gguf", "gpt2", extra, 1, extra, 0);
     REQUIRE(p1 && p2);
-    sd_tokenizer *a = load_tok(p1, NULL), *b = load_tok(p2, NULL);
+    sd_tokenizer *a = tok_load(p1, NULL), *b = tok_load(p2, NULL);
     REQUIRE(a && b);
     CHECK_STR_EQ(pieces(a, "abc"), "abc");
     CHECK_STR_EQ(pieces(b, "abc"), "a|b|c");
@@ -390,8 +372,8 @@ static void test_ignore_merges(void) {
     const char *p3 = write_vocab("im3.gguf", "falcon3", extra, 1, extra, 0);
     const char *p4 = write_vocab("im4.gguf", "dbrx", extra, 1, extra, 0);
     REQUIRE(p3 && p4);
-    a = load_tok(p3, NULL);
-    b = load_tok(p4, NULL);
+    a = tok_load(p3, NULL);
+    b = tok_load(p4, NULL);
     REQUIRE(a && b);
     CHECK_STR_EQ(pieces(a, "abc"), "abc");
     CHECK_STR_EQ(pieces(b, "abc"), "a|b|c");
@@ -404,24 +386,24 @@ static void test_bad_metadata(void) {
     sd_err err = {{0}};
     const char *p = write_vocab("bad1.gguf", "no-such-pre", extra, 1, merges, 1);
     REQUIRE(p);
-    CHECK(load_tok(p, &err) == NULL);
+    CHECK(tok_load(p, &err) == NULL);
     CHECKF(strstr(err.msg, "no-such-pre") != NULL, "message: %s", err.msg);
     p = write_vocab("bad2.gguf", "gpt2", extra, 1, NULL, 0);
     REQUIRE(p);
     memset(&err, 0, sizeof err);
-    CHECK(load_tok(p, &err) == NULL);
+    CHECK(tok_load(p, &err) == NULL);
     CHECKF(strstr(err.msg, "merges") != NULL, "message: %s", err.msg);
     /* merges of bad shape or naming no tokens are skipped, the rest works */
     p = write_vocab("bad3.gguf", "gpt2", extra, 1, merges, 3);
     REQUIRE(p);
-    sd_tokenizer *t = load_tok(p, &err);
+    sd_tokenizer *t = tok_load(p, &err);
     REQUIRE(t);
     CHECK_STR_EQ(pieces(t, "abxy"), "ab|x|y");
     sd_tok_free(t);
     /* no pre-tokenizer name: llama.cpp's default */
     p = write_vocab("nopre.gguf", NULL, extra, 1, merges, 1);
     REQUIRE(p);
-    t = load_tok(p, &err);
+    t = tok_load(p, &err);
     REQUIRE(t);
     CHECK_STR_EQ(pieces(t, "ab"), "ab");
     sd_tok_free(t);
@@ -429,7 +411,7 @@ static void test_bad_metadata(void) {
 
 /* A 100 KB run of one letter is one pre-tokenizer piece: merging it must not be quadratic. */
 static void test_long_run(void) {
-    sd_tokenizer *t = load_vocab("gpt-2");
+    sd_tokenizer *t = tok_load_vocab("gpt-2");
     if (!t) SKIP("../shared/vocab/ggml-vocab-gpt-2.gguf not loadable");
     size_t n = 100 * 1024;
     char *s = malloc(n);
