@@ -99,30 +99,6 @@ static void test_filter_edges(void) {
     CHECK_EQ_INT(sd_sample_ref_draw(d, 4, 0.9999999f), 3);
 }
 
-/* Chi-square of counts against probabilities (cells of expected count < 5 pooled); -1 when an outcome
- * of probability 0 was seen. */
-static double chi2(const int *count, const double *p, int n, int trials, int *df) {
-    double chi = 0, pe = 0, po = 0;
-    int cells = 0;
-    for (int i = 0; i < n; i++) {
-        double e = p[i] * trials;
-        if (p[i] <= 0 && count[i] > 0) return -1;
-        if (e < 5) {
-            pe += e;
-            po += count[i];
-            continue;
-        }
-        chi += (count[i] - e) * (count[i] - e) / e;
-        cells++;
-    }
-    if (pe > 0) {
-        chi += (po - pe) * (po - pe) / pe;
-        cells++;
-    }
-    *df = cells - 1;
-    return chi;
-}
-
 static void test_draws_follow_distribution(void) {
     enum { N = 40, TRIALS = 60000 };
     float logits[N], p[N];
@@ -136,7 +112,7 @@ static void test_draws_follow_distribution(void) {
     double pd[N];
     for (int i = 0; i < N; i++) pd[i] = p[i];
     int df;
-    double chi = chi2(count, pd, N, TRIALS, &df), crit = chi2_crit(df, 3.0902);
+    double chi = chi2_counts(count, pd, N, TRIALS, &df), crit = chi2_crit(df, 3.0902);
     CHECKF(chi >= 0 && chi < crit, "draws: chi2 %.1f (df %d, critical %.1f at 0.001)", chi, df, crit);
 }
 
@@ -210,17 +186,11 @@ static double run_chain(accept_fn accept, const sd_sample_cfg *c, int k, bool po
     for (int a = 0; a < MV; a++)
         for (int b = 0; b < MV; b++)
             for (int e = 0; e < MV; e++) law[(a * MV + b) * MV + e] = pr[0][a] * pr[a][b] * pr[b][e];
-    return chi2(count, law, MV * MV * MV, CHAIN_TRIALS, df);
+    return chi2_counts(count, law, MV * MV * MV, CHAIN_TRIALS, df);
 }
 
 static void test_spec_accept_law(void) {
-    sd_rng r;
-    sd_rng_seed(&r, 7);
-    for (int a = 0; a < MV; a++)
-        for (int b = 0; b < MV; b++) {
-            P[a][b] = logf(0.05f + sd_rng_f32(&r) * (b == (a + 1) % MV ? 4.0f : 1.0f));
-            Q[a][b] = logf(0.05f + sd_rng_f32(&r) * (b == (a + 2) % MV ? 4.0f : 1.0f)); /* disagrees often */
-        }
+    spec_chains(MV, &P[0][0], &Q[0][0]);
     sd_sample_cfg plain = {.temperature = 1.0f, .top_k = 0, .top_p = 1.0f, .min_p = 0.0f};
     sd_sample_cfg filt = {.temperature = 0.7f, .top_k = 4, .top_p = 0.95f, .min_p = 0.02f};
     const sd_sample_cfg *cs[] = {&plain, &filt};

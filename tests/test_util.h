@@ -201,4 +201,44 @@ static inline double chi2_crit(int df, double z) {
     double h = 2.0 / (9.0 * df);
     return df * pow(1 - h + z * sqrt(h), 3);
 }
+
+/* Chi-square of n cells' counts over `trials` against probabilities p (cells of expected count < 5
+ * pooled into one); sets *df; -1 when an outcome of probability 0 was seen. */
+static inline double chi2_counts(const int *count, const double *p, int n, int trials, int *df) {
+    double chi = 0, pe = 0, po = 0;
+    int cells = 0;
+    *df = 0;
+    for (int i = 0; i < n; i++) {
+        double e = p[i] * trials;
+        if (p[i] <= 0 && count[i] > 0) return -1;
+        if (e < 5) {
+            pe += e;
+            po += count[i];
+            continue;
+        }
+        chi += (count[i] - e) * (count[i] - e) / e;
+        cells++;
+    }
+    if (pe > 0) {
+        chi += (po - pe) * (po - pe) / pe;
+        cells++;
+    }
+    *df = cells - 1;
+    return chi;
+}
+
+/* Target and draft as Markov chains over mv tokens (row a: the logits after token a), for the exactness
+ * tests of speculative sampling: the target favours a + 1 after a, the draft a + 2, so they disagree often. */
+static inline void spec_chains(int mv, float *P, float *Q) {
+    uint64_t s = 7;
+    for (int a = 0; a < mv; a++)
+        for (int b = 0; b < mv; b++) {
+            s = s * 6364136223846793005ull + 1442695040888963407ull;
+            float u1 = (float)(s >> 40) / 16777216.0f;
+            s = s * 6364136223846793005ull + 1442695040888963407ull;
+            float u2 = (float)(s >> 40) / 16777216.0f;
+            P[a * mv + b] = logf(0.05f + u1 * (b == (a + 1) % mv ? 4.0f : 1.0f));
+            Q[a * mv + b] = logf(0.05f + u2 * (b == (a + 2) % mv ? 4.0f : 1.0f));
+        }
+}
 #endif
