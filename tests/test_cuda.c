@@ -273,7 +273,9 @@ static void test_forward_logits_match_cpu(void) {
     sd_model_free(mc); sd_model_free(mg);
 }
 
-static int generate(sd_engine *e, const int32_t *prompt, int n_prompt, sd_mode mode, int32_t *out, int cap) {
+/* Generates up to cap tokens after prompt: greedy, or sampling with seed when seed is not 0. */
+static int generate(sd_engine *e, const int32_t *prompt, int n_prompt, sd_mode mode, uint64_t seed, int32_t *out,
+                    int cap) {
     sd_session *s = NULL;
     sd_gen *g = NULL;
     sd_err err = {{0}};
@@ -282,6 +284,7 @@ static int generate(sd_engine *e, const int32_t *prompt, int n_prompt, sd_mode m
     p.max_tokens = cap;
     p.mode = mode;
     p.draft_max = 4;
+    if (seed) p.sampling = (sd_sampling){.temperature = 0.9f, .top_k = 40, .top_p = 0.95f, .min_p = 0.0f, .seed = seed};
     if (sd_gen_start(s, prompt, n_prompt, &p, &g, &err) != 0) { sd_session_free(s); return -1; }
     while (sd_gen_finish(g) == SD_FINISH_NONE)
         if (sd_gen_step(g, &err) != 0) break;
@@ -305,7 +308,7 @@ static void test_greedy_spec_equals_plain_on_gpu(void) {
     CHECK_STR_EQ(e->be->name, "cuda");
     const int32_t prompt[] = {1, 403, 407, 261, 378};
     int32_t a[64], b[64];
-    int na = generate(e, prompt, 5, SD_MODE_PLAIN, a, 60), nb = generate(e, prompt, 5, SD_MODE_SPEC, b, 60);
+    int na = generate(e, prompt, 5, SD_MODE_PLAIN, 0, a, 60), nb = generate(e, prompt, 5, SD_MODE_SPEC, 0, b, 60);
     CHECK(na > 0);
     CHECK_EQ_INT(na, nb);
     CHECK(na == nb && memcmp(a, b, sizeof(int32_t) * (size_t)na) == 0);
@@ -397,28 +400,6 @@ static void test_spec_accept_matches_ref(void) {
     free(lg); free(p); free(q);
 }
 
-static int generate_sampled(sd_engine *e, const int32_t *prompt, int n_prompt, sd_mode mode, uint64_t seed,
-                            int32_t *out, int cap) {
-    sd_session *s = NULL;
-    sd_gen *g = NULL;
-    sd_err err = {{0}};
-    if (sd_session_new(e, &s, &err) != 0) return -1;
-    sd_gen_params p = sd_gen_params_default();
-    p.max_tokens = cap;
-    p.mode = mode;
-    p.draft_max = 4;
-    p.sampling = (sd_sampling){.temperature = 0.9f, .top_k = 40, .top_p = 0.95f, .min_p = 0.0f, .seed = seed};
-    if (sd_gen_start(s, prompt, n_prompt, &p, &g, &err) != 0) { sd_session_free(s); return -1; }
-    while (sd_gen_finish(g) == SD_FINISH_NONE)
-        if (sd_gen_step(g, &err) != 0) break;
-    int n = 0;
-    const int32_t *ids = sd_gen_tokens(g, &n);
-    memcpy(out, ids, sizeof(int32_t) * (size_t)n);
-    sd_gen_free(g);
-    sd_session_free(s);
-    return n;
-}
-
 /* Sampled plain and speculative generation on the GPU (sampling on the device) repeat by seed. */
 static void test_sampled_spec_reproducible_on_gpu(void) {
     if (!gpu) SKIP("%s", no_gpu_reason);
@@ -433,8 +414,8 @@ static void test_sampled_spec_reproducible_on_gpu(void) {
     for (int mode = 0; mode < 2; mode++) {
         sd_mode m = mode ? SD_MODE_SPEC : SD_MODE_PLAIN;
         int32_t a[64], b[64], c[64];
-        int na = generate_sampled(e, prompt, 5, m, 7, a, 60), nb = generate_sampled(e, prompt, 5, m, 7, b, 60);
-        int nc = generate_sampled(e, prompt, 5, m, 8, c, 60);
+        int na = generate(e, prompt, 5, m, 7, a, 60), nb = generate(e, prompt, 5, m, 7, b, 60);
+        int nc = generate(e, prompt, 5, m, 8, c, 60);
         CHECK(na > 10);
         CHECKF(na == nb && memcmp(a, b, sizeof(int32_t) * (size_t)na) == 0, "%s: the same seed differs",
                mode ? "spec" : "plain");
@@ -504,8 +485,8 @@ static void test_graphs_on_off_same_tokens(void) {
         sd_engine *e = NULL;
         sd_err err = {{0}};
         REQUIRE(sd_engine_open(&cfg, &e, &err) == 0);
-        if (pass) nb = generate(e, prompt, 5, SD_MODE_SPEC, b, 60);
-        else na = generate(e, prompt, 5, SD_MODE_SPEC, a, 60);
+        if (pass) nb = generate(e, prompt, 5, SD_MODE_SPEC, 0, b, 60);
+        else na = generate(e, prompt, 5, SD_MODE_SPEC, 0, a, 60);
         sd_engine_free(e);
     }
     unsetenv("SPECD_CUDA_GRAPHS");
