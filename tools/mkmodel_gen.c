@@ -2,9 +2,11 @@
  * pure function of (seed, tensor, row, column), so the writer asks for any byte range of any tensor at
  * save time and the model is streamed to disk row by row, never held in memory. */
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "kernels/backend.h"
 #include "model/gguf.h"
@@ -22,8 +24,6 @@ typedef struct mk_gen {
     int ds;          /* language dims */
     float gain;      /* classifier scale */
     int32_t *pred[N_SUCC]; /* pred[i][v]: the token whose i-th successor is v, -1 for none */
-    float *row;      /* scratch: one row of floats */
-    uint8_t *bytes;  /* scratch: one encoded row */
 } mk_gen;
 
 typedef struct mk_tensor {
@@ -185,18 +185,52 @@ static void encode(int type, const float *x, int64_t n, uint8_t *out) {
     else quantize_q8_0(x, n, (sd_block_q8_0 *)out);
 }
 
-/* gguf_fill_fn: bytes [offset, offset+nbytes) of the tensor, made row by row. */
+/* Rows [r0, r1) of the chunk [offset, offset+nbytes) of a tensor, into buf; row and bytes are scratch. */
+typedef struct fill_job {
+    mk_tensor *t;
+    uint8_t *buf;
+    size_t offset, nbytes, r0, r1;
+} fill_job;
+
+static void *fill_rows(void *arg) {
+    fill_job *j = arg;
+    mk_tensor *t = j->t;
+    size_t rb = sd_dtype_row_bytes(t->type, t->cols);
+    float *row = malloc((size_t)t->cols * sizeof *row);       /* [cols] */
+    uint8_t *bytes = malloc((size_t)t->cols * 4);               /* one encoded row */
+    if (!row || !bytes) abort(); /* a few KB; the writer has no error path from a fill callback */
+    for (size_t r = j->r0; r < j->r1; r++) {
+        gen_row(t, (int64_t)r, row);
+        encode(t->type, row, t->cols, bytes);
+        size_t lo = r * rb < j->offset ? j->offset - r * rb : 0;
+        size_t hi = (r + 1) * rb > j->offset + j->nbytes ? j->offset + j->nbytes - r * rb : rb;
+        memcpy(j->buf + r * rb + lo - j->offset, bytes + lo, hi - lo);
+    }
+    free(row);
+    free(bytes);
+    return NULL;
+}
+
+/* gguf_fill_fn: bytes [offset, offset+nbytes) of the tensor, made row by row. Every value is a pure
+ * function of its position, so the rows are split over the CPUs (multi-GB presets on a GPU machine). */
 static void fill(void *ctx, void *buf, size_t offset, size_t nbytes) {
     mk_tensor *t = ctx;
-    mk_gen *g = t->g;
     size_t rb = sd_dtype_row_bytes(t->type, t->cols);
-    for (size_t r = offset / rb; r * rb < offset + nbytes; r++) {
-        gen_row(t, (int64_t)r, g->row);
-        encode(t->type, g->row, t->cols, g->bytes);
-        size_t lo = r * rb < offset ? offset - r * rb : 0;
-        size_t hi = (r + 1) * rb > offset + nbytes ? offset + nbytes - r * rb : rb;
-        memcpy((uint8_t *)buf + r * rb + lo - offset, g->bytes + lo, hi - lo);
+    size_t r0 = offset / rb, r1 = (offset + nbytes + rb - 1) / rb;
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    size_t nt = ncpu < 1 ? 1 : ncpu > 32 ? 32 : (size_t)ncpu;
+    if (nt > (r1 - r0) / 16) nt = (r1 - r0) / 16 ? (r1 - r0) / 16 : 1; /* small chunks: not worth a thread */
+    fill_job jobs[32];
+    pthread_t th[32];
+    size_t started = 0;
+    for (size_t i = 0; i < nt; i++) {
+        jobs[i] = (fill_job){t, buf, offset, nbytes, r0 + (r1 - r0) * i / nt, r0 + (r1 - r0) * (i + 1) / nt};
+        if (i > 0 && pthread_create(&th[i], NULL, fill_rows, &jobs[i]) == 0) started |= (size_t)1 << i;
+        else if (i > 0) fill_rows(&jobs[i]);
     }
+    fill_rows(&jobs[0]);
+    for (size_t i = 1; i < nt; i++)
+        if (started & ((size_t)1 << i)) pthread_join(th[i], NULL);
 }
 
 /* ---- the model ---- */
@@ -279,11 +313,8 @@ int sd_mk_write(const sd_mk_opts *opts, const char *path, sd_err *err) {
     if (!o.vocab_from && sd_mk_synth_vocab(w, o.shape.vocab, err)) goto done;
     g.ds = o.shared_dims ? o.shared_dims : (o.shape.dim < 256 ? o.shape.dim : 256);
     g.gain = LOGIT_TOP / sqrtf((float)o.shape.dim);
-    int64_t maxc = o.shape.dim > o.shape.ffn ? o.shape.dim : o.shape.ffn;
-    g.row = malloc((size_t)maxc * sizeof *g.row);
-    g.bytes = malloc((size_t)maxc * 4);
     ts = calloc(3 + 9 * (size_t)o.shape.layers, sizeof *ts);
-    if (!g.row || !g.bytes || !ts) {
+    if (!ts) {
         sd_errf(err, "out of memory");
         goto done;
     }
@@ -296,8 +327,6 @@ int sd_mk_write(const sd_mk_opts *opts, const char *path, sd_err *err) {
 done:
     gguf_writer_free(w);
     for (int k = 0; k < N_SUCC; k++) free(g.pred[k]);
-    free(g.row);
-    free(g.bytes);
     free(ts);
     return rc;
 }
