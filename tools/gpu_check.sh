@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Everything a lent GPU machine should run, in one call of at most ~8 minutes (issue 13 §3):
+#   tools/gpu_check.sh [--dry-run] [--only STEP,...] [OUTDIR]      (OUTDIR: $OUT, else build/gpu-check)
+# Steps (each under its own time limit and a budget for the whole run, GPU_CHECK_BUDGET seconds, default 420;
+# every step's output goes to OUTDIR/log.txt, one line per step to OUTDIR/summary.txt):
+#   info      the GPU, driver and tools
+#   test      tests/test_cuda (kernels against the CPU backend, forward logits, graphs, OOM)
+#   agree     greedy CPU vs CUDA on a synthetic model with a 300-token prompt (cuBLAS prefill path)
+#   sanitize  compute-sanitizer memcheck, racecheck and synccheck on one speculative sampled generation
+#   models    an 8-layer slice of the 8B preset, F16 and Q8_0, with its draft (mkmodel on the machine)
+#   decode    plain decode bandwidth, F16 and Q8_0, CUDA graphs on and off
+#   verify    the verify cost curve T(k+1)/T(1) for k = 1, 2, 4, 7, 8 (specd bench --sweep)
+#   longctx   decode with a 4096- and a 32768-position cache (the split-attention plan)
+#   sass      SASS facts of the CUDA objects: shared atomics (ATOMS), local memory (LDL/STL)
+# Binaries come from .gpu/ (tools/gpu_prep.sh, run where the project builds) or else build/gpu/.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+DRY=0; ONLY=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --dry-run) DRY=1 ;;
+    --only) ONLY=",$2,"; shift ;;
+    -h|--help) sed -n 2,15p "$0"; exit 0 ;;
+    *) break ;;
+  esac
+  shift
+done
+O=${1:-${OUT:-build/gpu-check}}
+mkdir -p "$O"
+if [ -d .gpu/bin ]; then BIN=.gpu/bin; OBJ=.gpu/obj; export SPECD_SHARED=$PWD/.gpu/shared
+  export LD_LIBRARY_PATH=$PWD/.gpu/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+else BIN=build/gpu; OBJ=build/gpu/kernels/cuda; fi
+[ -x $BIN/tests/test_cuda ] && TEST_CUDA=$BIN/tests/test_cuda || TEST_CUDA=$BIN/test_cuda
+SPECD=$BIN/specd
+SH=${SPECD_SHARED:-../shared}
+W=${GPU_CHECK_WORK:-/tmp/specd-gpu}   # multi-GB synthetic models
+mkdir -p "$W"
+# cuBLAS: CUDA's own folder first, else wherever the machine keeps libcublas.so.13 (e.g. a pip wheel).
+if [ ! -e /usr/local/cuda/lib64/libcublas.so.13 ] && [ "$DRY" = 0 ]; then
+  d=$(dirname "$(find / -name 'libcublas.so.13' -not -path '/proc/*' 2>/dev/null | head -1)" 2>/dev/null)
+  [ -n "$d" ] && export LD_LIBRARY_PATH=$d:$LD_LIBRARY_PATH
+fi
+SUM=$O/summary.txt; LOG=$O/log.txt; : >"$SUM"; : >"$LOG"
+BUDGET=${GPU_CHECK_BUDGET:-420}
+N=0
+# step NAME LIMIT_S COMMAND...: runs one step with a time limit, logs it, records its status.
+step() {
+  local name=$1 limit=$2; shift 2
+  N=$((N + 1))
+  if [ -n "$ONLY" ] && [[ "$ONLY" != *",$name,"* ]]; then return 0; fi
+  local log; log=$(printf '%s/%02d-%s.log' "$W" $N "$name")
+  if [ "$DRY" = 1 ]; then printf 'would run [%s, limit %ss]: %s\n' "$name" "$limit" "$*"; return 0; fi
+  local left=$((BUDGET - SECONDS))
+  if [ $left -lt 10 ]; then printf '%-9s skipped: the run'"'"'s budget of %ss is spent\n' "$name" "$BUDGET" | tee -a "$SUM"; return 0; fi
+  [ "$limit" -gt $left ] && limit=$left
+  local t0=$SECONDS
+  timeout -k 5 "$limit" bash -c "$*" >"$log" 2>&1; local rc=$?
+  { printf '\n==== %s (step %d, rc %d, %ss): %s\n' "$name" $N $rc $((SECONDS - t0)) "$*"; cat "$log"; } >>"$LOG"
+  local st=ok; [ $rc -ne 0 ] && st="rc=$rc"; [ $rc -eq 124 ] && st="TIMEOUT"
+  printf '%-9s %-8s %4ss  %s\n' "$name" "$st" $((SECONDS - t0)) "$(grep -E '^(ok|FAIL|skipped)|passed|GB/s|ERROR SUMMARY|error' "$log" | tail -1 | cut -c1-120)" | tee -a "$SUM"
+}
+
+G_F16=$W/t8b-f16.gguf; D_F16=$W/d8b-f16.gguf; G_Q8=$W/t8b-q8_0.gguf; D_Q8=$W/d8b-q8_0.gguf
+TINY=$SH/models/aidreams260K.gguf; TINYD=$SH/models/aidreams-draft.gguf
+LONGP=$(for i in $(seq 1 60); do printf 'the quick brown fox jumps '; done)
+
+step info 30 "nvidia-smi; nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,clocks.max.mem --format=csv; \
+  nvcc --version 2>/dev/null | tail -2; which compute-sanitizer cuobjdump; ldd $SPECD | grep -E 'not found|cublas|zmq'"
+
+step test 150 "$TEST_CUDA"
+
+step agree 90 "set -e; $SPECD mkmodel --preset demo --type f16 -o $W/demo.gguf >/dev/null; \
+  for d in cpu cuda; do $SPECD generate -m $W/demo.gguf -p '$LONGP' -n 48 --device \$d --json > $W/agree-\$d.json; done; \
+  python3 -c 'import json,sys; a=json.load(open(\"$W/agree-cpu.json\")); b=json.load(open(\"$W/agree-cuda.json\")); \
+n=next((i for i,(x,y) in enumerate(zip(a[\"tokens\"],b[\"tokens\"])) if x!=y), None); \
+print(\"prompt tokens\", len(a[\"prompt_tokens\"]), \"greedy cpu vs cuda:\", \"identical\" if n is None else \"first difference at %d\" % n); \
+sys.exit(0 if n is None else 1)'"
+
+for tool in memcheck racecheck synccheck; do
+  step sanitize 75 "compute-sanitizer --tool $tool --error-exitcode 9 $SPECD generate -m $TINY -md $TINYD \
+    -p 'Once upon a time' -n 24 --temp 0.8 --seed 3 --device cuda"
+done
+
+step models 150 "set -e; nproc; \
+  $SPECD mkmodel --preset 8b --layers 8 --ctx 32768 --type f16 -o $G_F16 --pair $D_F16; \
+  $SPECD mkmodel --preset 8b --layers 8 --ctx 32768 --type q8_0 -o $G_Q8 --pair $D_Q8; ls -la $W"
+
+for m in "$G_F16" "$G_Q8"; do
+  for g in 1 0; do
+    step decode 60 "SPECD_CUDA_GRAPHS=$g $SPECD generate -m $m -p 'Once upon a time' -n 256 --plain --device cuda --ctx 4096 \
+      2>&1 >/dev/null | sed 's|^|$(basename "$m") graphs=$g: |'"
+  done
+done
+
+step verify 150 "$SPECD bench -m $G_F16 -md $D_F16 --device cuda --ctx 4096 --sweep 1,2,4,7,8 -n 64"
+
+for c in 4096 32768; do
+  step longctx 60 "$SPECD generate -m $G_F16 -p 'Once upon a time' -n 128 --plain --device cuda --ctx $c \
+    2>&1 >/dev/null | sed 's|^|ctx $c: |'"
+done
+
+step sass 60 "for f in $OBJ/*.o; do echo \"== \$f\"; cuobjdump --dump-sass \$f > $W/sass.txt; \
+  printf 'ATOMS %s  LDL %s  STL %s  functions %s\n' \$(grep -c ATOMS $W/sass.txt) \$(grep -c 'LDL' $W/sass.txt) \
+    \$(grep -c 'STL' $W/sass.txt) \$(grep -c 'Function :' $W/sass.txt); \
+  grep -E 'Function :|ATOMS|LDL|STL' $W/sass.txt | awk '/Function/ {f=\$3} !/Function/ {c[f]++} END {for (k in c) print \"   \", c[k], k}'; done"
+
+[ "$DRY" = 1 ] && exit 0
+echo "== failures and sanitizer reports"
+grep -hE '^FAIL|check failed|required |ERROR SUMMARY: [1-9]|Invalid|Race|error' "$W"/*-test.log "$W"/*-sanitize.log 2>/dev/null | head -40 | cut -c1-200
+echo "== summary ($O/summary.txt, full output in $O/log.txt)"
+cat "$SUM"
