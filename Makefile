@@ -28,9 +28,10 @@ CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) -g -Wall -Wextra -Wno-unused-parameter 
 LDLIBS  += -lzmq -lmsgpackc -lm -pthread
 LDFLAGS += $(SANFLAGS)
 
-# Library sources: every .c in the layers below, except program entry points (main files).
-LIB_DIRS := kernels kernels/cpu model draft target ipc daemon bench tools
-LIB_SRC  := $(filter-out daemon/main.c, $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c)))
+# Library sources: every .c in the layers below (base/ is the layer every folder may use; cmd/ holds the
+# subcommands, main.c is the entry point of build/specd). bench/ holds programs and is not in the library.
+LIB_DIRS := base kernels kernels/cpu tokenizer model draft target ipc daemon tools cmd
+LIB_SRC  := $(filter-out cmd/main.c, $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c)))
 CLIENT_SRC := $(filter-out clients/cli.c, $(wildcard clients/*.c))
 CU_SRC   := $(wildcard kernels/cuda/*.cu)
 CUC_SRC  := $(wildcard kernels/cuda/*.c)
@@ -44,6 +45,9 @@ endif
 
 LIB_OBJ    := $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRC)) $(CU_OBJ)
 CLIENT_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(CLIENT_SRC))
+# Each bench/*.c but the shared bandwidth probe is one program, build/<name>.
+BENCH_SHARED := bench/bandwidth.c
+BENCH_BIN  := $(patsubst bench/%.c,$(BUILD)/%,$(filter-out $(BENCH_SHARED),$(wildcard bench/*.c)))
 TEST_SRC   := $(wildcard tests/test_*.c)
 TEST_BIN   := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 
@@ -51,7 +55,7 @@ TEST_BIN   := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 # Keep object files of test programs (make would delete them as intermediates and print the rm last,
 # after the test summary that must close the run).
 .SECONDARY:
-all: deps $(BUILD)/specd $(BUILD)/specd-cli
+all: deps $(BUILD)/specd $(BUILD)/specd-cli $(BENCH_BIN)
 
 # Installs what the build needs when it is missing (root: apt-get; otherwise print the command and stop).
 deps:
@@ -62,19 +66,12 @@ $(BUILD)/libspecd.a: $(LIB_OBJ)
 	@rm -f $@  # rebuilt from scratch: a member whose source was removed must not linger
 	ar rcs $@ $^
 
-$(BUILD)/libspecd-client.a: $(CLIENT_OBJ) $(patsubst %.c,$(BUILD)/%.o,$(wildcard ipc/*.c)) $(BUILD)/kernels/err.o
+$(BUILD)/libspecd-client.a: $(CLIENT_OBJ) $(patsubst %.c,$(BUILD)/%.o,$(wildcard ipc/*.c base/*.c))
 	@mkdir -p $(dir $@)
 	ar rcs $@ $^
 
-# main.c refers to the subcommands weakly (so it links while one is unwritten); a weak reference does not
-# pull an archive member in, so -u asks the linker for each command that the library does define.
-comma := ,
-# Only commands whose source file exists are asked for (an unresolved -u symbol is an error).
-SD_CMD_FILES := cmd_generate:tools/cmd_generate.c cmd_tokenize:tools/cmd_tokenize.c cmd_info:tools/cmd_info.c \
-                cmd_mkmodel:tools/mkmodel.c cmd_serve:daemon/serve.c cmd_bench:bench/cmd_bench.c
-SD_CMD_LINK := $(foreach p,$(SD_CMD_FILES),$(if $(wildcard $(word 2,$(subst :, ,$(p)))),-Wl$(comma)-u$(comma)$(word 1,$(subst :, ,$(p)))))
-$(BUILD)/specd: $(BUILD)/daemon/main.o $(BUILD)/libspecd.a
-	$(CC) $(LDFLAGS) $(SD_CMD_LINK) -o $@ $^ $(LDLIBS)
+$(BUILD)/specd: $(BUILD)/cmd/main.o $(BUILD)/libspecd.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/specd-cli: $(BUILD)/clients/cli.o $(BUILD)/libspecd-client.a
 	$(CC) $(LDFLAGS) -o $@ $^ -lzmq -lmsgpackc -lm -pthread
@@ -90,15 +87,9 @@ $(BUILD)/%.o: %.cu
 	@mkdir -p $(dir $@)
 	$(NVCC) -O3 -std=c++17 -I. $(CUDA_ARCH) -Xcompiler -fPIC,-Wall -MMD -MP -MF $(@:.o=.d) -c -o $@ $<
 
-# Benchmark programs: a bench/*.c file with its main() under SD_BENCH_MAIN (the library copy has none).
-$(BUILD)/bench_kernels: bench/bench_kernels.c $(BUILD)/libspecd.a
-	$(CC) $(CFLAGS) -DSD_BENCH_MAIN $(LDFLAGS) -o $@ $< $(BUILD)/libspecd.a $(LDLIBS)
-$(BUILD)/bench_decode: bench/bench_decode.c $(BUILD)/libspecd.a
-	$(CC) $(CFLAGS) -DSD_BENCH_MAIN $(LDFLAGS) -o $@ $< $(BUILD)/libspecd.a $(LDLIBS)
-
-# The daemon IPC benchmark (docs/benchmarks.md): bench/ipc_bench.c, its main() under SD_BENCH_MAIN.
-$(BUILD)/ipc_bench: bench/ipc_bench.c $(BUILD)/libspecd.a
-	$(CC) $(CFLAGS) -DSD_BENCH_MAIN $(LDFLAGS) -o $@ $< $(BUILD)/libspecd.a $(LDLIBS)
+# Benchmark programs: build/<name> from bench/<name>.c (BENCH_BIN above).
+$(BENCH_BIN): $(BUILD)/%: $(BUILD)/bench/%.o $(patsubst %.c,$(BUILD)/%.o,$(BENCH_SHARED)) $(BUILD)/libspecd.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 test: all $(TEST_BIN)
 	@BUILD=$(BUILD) bash tests/run.sh $(TEST_BIN)

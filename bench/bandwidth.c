@@ -5,7 +5,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "kernels/clock.h"
+#include "base/clock.h"
 #include "kernels/cpu/threadpool.h"
 
 #if defined(__x86_64__) || defined(__i386__)

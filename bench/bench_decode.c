@@ -8,18 +8,17 @@
  * which comes out of the prefill, is not counted). Reported for the whole decode (mean) and for the
  * median step, which a shared machine's other work disturbs far less. The fraction of the read bandwidth
  * pairs every decode step with a probe pass right after it (bench/bandwidth.h) and takes the median of
- * the per-step ratios, so the machine's changing bandwidth cancels out. Built as a program by the Makefile rule
- * $(BUILD)/bench_decode (compiled with -DSD_BENCH_MAIN). */
+ * the per-step ratios, so the machine's changing bandwidth cancels out. Built by
+ * `make build/bench_decode`. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "bench/bandwidth.h"
-#include "kernels/clock.h"
+#include "base/clock.h"
 #include "target/engine.h"
 
-int sd_bench_decode(int argc, char **argv);
 
 #define BW_BYTES ((size_t)256 << 20) /* 8x the largest L3 here; a pass takes about as long as a step */
 
@@ -159,7 +158,7 @@ static int bench_model(const char *path, int threads, int n) {
     return rc;
 }
 
-int sd_bench_decode(int argc, char **argv) {
+int main(int argc, char **argv) {
     int threads = 0, n = 64, n_models = 0, rc = 0;
     const char *models[16];
     for (int i = 1; i < argc; i++) {
@@ -180,6 +179,3 @@ int sd_bench_decode(int argc, char **argv) {
     return rc;
 }
 
-#ifdef SD_BENCH_MAIN
-int main(int argc, char **argv) { return sd_bench_decode(argc, argv); }
-#endif

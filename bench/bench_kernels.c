@@ -6,7 +6,7 @@
  *   build/bench_kernels --cache     in-cache compute throughput of every SIMD level (1 thread, CPU time)
  *
  * Every figure comes from this one run, so the ratios hold even when other work shares the machine.
- * Built as a program by the Makefile rule $(BUILD)/bench_kernels (compiled with -DSD_BENCH_MAIN). */
+ * Built by `make build/bench_kernels`. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,11 +15,10 @@
 
 #include "bench/bandwidth.h"
 #include "kernels/backend.h"
-#include "kernels/clock.h"
+#include "base/clock.h"
 #include "kernels/cpu/backend_cpu.h"
 #include "kernels/quant.h"
 
-int sd_bench_kernels(int argc, char **argv);
 
 static uint64_t rng = 0x2545f4914f6cdd1dull;
 static uint32_t rnd(void) {
@@ -159,7 +158,7 @@ static int bench_cache(void) {
     return 0;
 }
 
-int sd_bench_kernels(int argc, char **argv) {
+int main(int argc, char **argv) {
     int threads = 0, reps = 9;
     double params_m = 300;
     for (int i = 1; i < argc; i++) {
@@ -212,6 +211,3 @@ int sd_bench_kernels(int argc, char **argv) {
     return 0;
 }
 
-#ifdef SD_BENCH_MAIN
-int main(int argc, char **argv) { return sd_bench_kernels(argc, argv); }
-#endif

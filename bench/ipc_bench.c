@@ -11,8 +11,7 @@
  *     measures produced -> received -> decoded latency per token (same machine, same clock);
  *  3. N concurrent clients streaming R requests each: errors, lost replies, tokens/s, the gap between
  *     consecutive token events seen by a client (p50/p95).
- * The library build compiles this file to nothing; the program is built with -DSD_BENCH_MAIN. */
-#ifdef SD_BENCH_MAIN
+ * Built by `make build/ipc_bench` (bench/run.sh). */
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
@@ -27,9 +26,9 @@
 
 #include "ipc/protocol.h"
 #include "ipc/transport.h"
-#include "kernels/clock.h"
+#include "base/clock.h"
 #include "target/engine.h"
-#include "tools/commands.h"
+#include "cmd/commands.h"
 
 static int cmp_d(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -345,4 +344,3 @@ int main(int argc, char **argv) {
     printf("daemon exit status %d\n", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
     return 0;
 }
-#endif

@@ -17,13 +17,13 @@ make -s "$BUILD/bench_kernels" >/dev/null && section "kernels: matmul vs memory 
 # Byte-level BPE tokenizing speed (bench/tok_bench.c): 1 MB of mixed text, 100 KB and 1 MB of one letter.
 V=../shared/vocab
 if [ -f "$V/ggml-vocab-gpt-2.gguf" ]; then
-  ${CC:-cc} -O2 -std=c11 -D_GNU_SOURCE -I. -DSD_BENCH_MAIN bench/tok_bench.c "$BUILD/libspecd.a" -lm -pthread -o "$BUILD/tok_bench" &&
+  make -s "$BUILD/tok_bench" >/dev/null &&
     section "tokenizer: byte-level BPE encode speed" "$BUILD/tok_bench" "$V"/ggml-vocab-{gpt-2,deepseek-coder,deepseek-llm,falcon,mpt,starcoder}.gguf
 else
   echo; echo "=== tokenizer: skipped ($V/ggml-vocab-gpt-2.gguf not found)"
 fi
 
-# Speculative decoding (bench/cmd_bench.c): mkmodel's bench-shape pair (target ~337M params, F16, far larger
+# Speculative decoding (cmd/bench.c): mkmodel's bench-shape pair (target ~337M params, F16, far larger
 # than L3; draft 1/4 width, 1/6 depth), plain and speculative interleaved on the same prompts, k swept;
 # prints ms/token, acceptance, speedup vs plain, Leviathan's prediction and the verify cost T(k+1)/T(1).
 SPEC_DIR=$BUILD/bench/spec

@@ -1,18 +1,16 @@
 /* Byte-level BPE tokenizing speed: 1 MB of mixed English prose and code, and a 100 KB run of one letter
  * (one pre-tokenizer piece: the merge loop must not be quadratic), for each BPE vocabulary given.
  * Built and run by bench/run.sh (make bench):
- *   cc -O2 -I. -DSD_BENCH_MAIN bench/tok_bench.c build/libspecd.a -lm -pthread -o build/tok_bench
- *   build/tok_bench ../shared/vocab/ggml-vocab-gpt-2.gguf [more vocabularies...]
- * In the library this file contributes sd_tok_bench() only. */
+ *   make build/tok_bench && build/tok_bench ../shared/vocab/ggml-vocab-gpt-2.gguf [more vocabularies...] */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include "kernels/clock.h"
+#include "base/clock.h"
 #include "model/gguf.h"
-#include "model/pretok.h"
-#include "model/tokenizer.h"
+#include "tokenizer/pretok.h"
+#include "tokenizer/tokenizer.h"
 
 /* Deterministic mixed text: English sentences, C and Python lines, some non-ASCII, and between them
  * made-up words, identifiers and numbers (tens of thousands of distinct pieces, so a piece cache does
@@ -89,7 +87,7 @@ static double time_split(sd_pretok_kind k, const char *s, size_t n, int reps, si
     return best;
 }
 
-int sd_tok_bench(int argc, char **argv) {
+int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: tok_bench VOCAB.gguf [VOCAB.gguf...]\n");
         return 2;
@@ -143,6 +141,3 @@ int sd_tok_bench(int argc, char **argv) {
     return rc;
 }
 
-#ifdef SD_BENCH_MAIN
-int main(int argc, char **argv) { return sd_tok_bench(argc, argv); }
-#endif

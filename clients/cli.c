@@ -8,8 +8,8 @@
 #include <time.h>
 
 #include "clients/cli.h"
-#include "ipc/json_out.h"
-#include "kernels/clock.h"
+#include "base/json_out.h"
+#include "base/clock.h"
 
 static const char usage_text[] =
     "usage: specd-cli [--socket PATH | --tcp HOST:PORT] [--json] [--timeout SEC] <command> [options] [args]\n"

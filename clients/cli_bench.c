@@ -12,8 +12,8 @@
 #include <string.h>
 
 #include "clients/cli.h"
-#include "ipc/json_out.h"
-#include "kernels/clock.h"
+#include "base/json_out.h"
+#include "base/clock.h"
 
 enum { M_PLAIN, M_SPEC, M_NOSTREAM, N_MODES };
 static const char *const mode_name[N_MODES] = {"plain", "spec", "plain-nostream"};

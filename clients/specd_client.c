@@ -16,7 +16,7 @@
 
 #include "ipc/protocol.h"
 #include "ipc/transport.h"
-#include "kernels/clock.h"
+#include "base/clock.h"
 
 #define DEFAULT_CONNECT_TIMEOUT_MS 2000
 #define DEFAULT_TIMEOUT_MS 60000

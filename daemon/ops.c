@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "daemon/srv.h"
-#include "kernels/clock.h"
+#include "base/clock.h"
 
 static const char *arch_name(sd_arch a) {
     return a == SD_ARCH_LLAMA ? "llama" : a == SD_ARCH_QWEN2 ? "qwen2" : a == SD_ARCH_QWEN3 ? "qwen3" : "?";

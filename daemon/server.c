@@ -19,7 +19,7 @@
 #include "daemon/stats.h"
 #include "ipc/protocol.h"
 #include "ipc/transport.h"
-#include "kernels/clock.h"
+#include "base/clock.h"
 
 
 /* ------------------------------------------------------------------ sending */

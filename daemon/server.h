@@ -5,7 +5,7 @@
 #include <signal.h>
 #include <stdbool.h>
 
-#include "kernels/err.h"
+#include "base/err.h"
 #include "target/engine.h"
 
 typedef struct sd_server_opts {

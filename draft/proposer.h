@@ -10,9 +10,9 @@
 #define SD_PROPOSER_H
 #include <stdint.h>
 
-#include "kernels/err.h"
+#include "base/err.h"
 #include "model/model.h"
-#include "model/sampler.h"
+#include "target/sampler.h"
 
 typedef struct sd_draft_opts {
     const sd_sampling *sampling; /* greedy: propose argmax tokens; else draw from q filtered like p */

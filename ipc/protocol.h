@@ -2,7 +2,7 @@
  * One MessagePack map per ZeroMQ message; the daemon is a ROUTER, clients are DEALERs.
  *
  * This module is shared by the daemon and the client library, so it depends on nothing but msgpack-c
- * and kernels/err.h: no model, engine or daemon types appear here.
+ * and base/err.h: no model, engine or daemon types appear here.
  *
  * Requests: sd_request (decoded strictly: every problem becomes an sd_proto_err naming the field).
  * Replies: encoders for every reply type, and sd_reply_decode() which fills the common fields and keeps
@@ -15,7 +15,7 @@
 
 #include <msgpack.h>
 
-#include "kernels/err.h"
+#include "base/err.h"
 
 #define SD_PROTO_VERSION 1
 

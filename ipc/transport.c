@@ -11,7 +11,7 @@
 #include <zmq.h>
 
 #include "ipc/protocol.h"
-#include "kernels/clock.h"
+#include "base/clock.h"
 
 void sd_default_socket_path(char *out, size_t cap) {
     const char *xdg = getenv("XDG_RUNTIME_DIR");

@@ -1,12 +1,12 @@
 /* ZeroMQ plumbing shared by the daemon and its clients: where the daemon listens, how sockets are set
  * up (limits, heartbeats), and whether a live daemon already answers on an endpoint.
- * Depends on libzmq, ipc/protocol.h and kernels/err.h only. */
+ * Depends on libzmq, ipc/protocol.h and base/err.h only. */
 #ifndef SD_TRANSPORT_H
 #define SD_TRANSPORT_H
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "kernels/err.h"
+#include "base/err.h"
 
 #define SD_ENDPOINT_MAX 512
 

@@ -17,7 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "kernels/err.h"
+#include "base/err.h"
 
 /* Tensor element types. The values are GGML's type ids, so GGUF tensor types map one to one. */
 typedef enum sd_dtype {
@@ -66,7 +66,7 @@ typedef struct sd_kv {
     void *k, *v; /* backend memory; layout is the backend's business */
 } sd_kv;
 
-/* Sampling filters as the backends see them (model/sampler.h's sd_sampling converts to this). */
+/* Sampling filters as the backends see them (target/sampler.h's sd_sampling converts to this). */
 typedef struct sd_sample_cfg {
     float temperature; /* <= 0: greedy (argmax) */
     int top_k;         /* <= 0: off */
@@ -113,7 +113,7 @@ struct sd_backend {
     /* ids[r] = index of the largest of row r of x ([rows][width], backend memory; lowest index on ties),
      * into host memory; waits. Greedy decoding uses it so only token ids cross from a GPU, not logits. */
     void (*argmax_rows)(sd_backend *b, int32_t *ids, const float *x, int rows, int width);
-    /* Optional (NULL: the engine downloads logits and samples on the host, model/sampler.c). Sampling where
+    /* Optional (NULL: the engine downloads logits and samples on the host, target/sampler.c). Sampling where
      * the logits live, so only token ids cross to the host; the algorithm is kernels/sample_ref.c's.
      * sample_rows: for each row r of logits ([rows][width], backend memory) writes the filtered, normalised
      * distribution (temperature, top-k, top-p, min-p) to row r of probs (backend memory, not aliasing

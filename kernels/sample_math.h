@@ -1,7 +1,7 @@
 /* Sampling without a sort: the per-element math shared by the plain-C reference (kernels/sample_ref.c)
  * and the CUDA kernels (kernels/cuda/sample.cu), so the CPU tests cover what the GPU computes.
  *
- * The filters keep a prefix of the order "value descending, id ascending" (model/sampler.c's order), so
+ * The filters keep a prefix of the order "value descending, id ascending" (target/sampler.c's order), so
  * each is a threshold: the kept set is every element above a value plus the first few ties at it in id
  * order. The threshold is found by a radix select from the top digit of an order key (8 bits a pass, a
  * histogram per pass); top-k counts elements, top-p sums masses. Masses are fixed point (p * 2^38 as an

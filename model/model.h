@@ -7,9 +7,9 @@
 #include <stdint.h>
 
 #include "kernels/backend.h"
-#include "kernels/err.h"
+#include "base/err.h"
 #include "model/gguf.h"
-#include "model/tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 typedef enum sd_arch { SD_ARCH_LLAMA = 1, SD_ARCH_QWEN2 = 2, SD_ARCH_QWEN3 = 3 } sd_arch;
 

@@ -5,7 +5,7 @@
  * and the target's cache holds hist[0..n_hist - 1): the last token is *pending*. A plain step runs the
  * pending token; a speculative step runs it together with k drafts in one forward pass, whose k + 1
  * rows of logits verify the drafts. Either way the cache is then cut back to n_hist - 1. */
-#include "kernels/clock.h"
+#include "base/clock.h"
 #include "target/engine.h"
 
 #include <stdatomic.h>

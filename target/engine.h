@@ -14,7 +14,7 @@
 
 #include "kernels/backend.h"
 #include "model/model.h"
-#include "model/sampler.h"
+#include "target/sampler.h"
 
 typedef enum sd_proposer_kind {
     SD_PROP_NONE = 0,   /* plain decoding only */

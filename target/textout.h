@@ -5,7 +5,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "kernels/err.h"
+#include "base/err.h"
 
 typedef struct sd_textout {
     char *buf;          /* all decoded text (NUL-terminated), cut at a stop string once one matched */

@@ -10,7 +10,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "model/sampler.h"
+#include "target/sampler.h"
 
 /* A proposal made without a distribution (n-gram lookup) is a point mass: pass q = NULL for it. */
 

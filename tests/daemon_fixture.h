@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 #include "clients/specd_client.h"
-#include "kernels/clock.h"
+#include "base/clock.h"
 #include "tests/test_util.h"
 
 typedef struct fixture_daemon {

@@ -9,7 +9,7 @@
 #include <zmq.h>
 
 #include "ipc/protocol.h"
-#include "kernels/clock.h"
+#include "base/clock.h"
 #include "tests/daemon_fixture.h"
 #include "tests/test.h"
 

@@ -22,9 +22,9 @@
 
 #include "ipc/protocol.h"
 #include "ipc/transport.h"
-#include "kernels/clock.h"
+#include "base/clock.h"
 #include "tests/test.h"
-#include "tools/commands.h"
+#include "cmd/commands.h"
 
 static char g_dir[256];      /* temporary directory for sockets and logs */
 static const char *g_target, *g_tok, *g_draft;

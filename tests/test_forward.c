@@ -5,7 +5,7 @@
 #include "kernels/backend.h"
 #include "model/gguf.h"
 #include "model/model.h"
-#include "model/sampler.h"
+#include "target/sampler.h"
 #include "tests/test.h"
 #include "tests/test_util.h"
 

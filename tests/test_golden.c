@@ -3,8 +3,8 @@
  * GGUF conversion, through the forward pass directly and through `build/specd generate --json`. */
 #include "kernels/backend.h"
 #include "model/model.h"
-#include "model/sampler.h"
-#include "model/tokenizer.h"
+#include "target/sampler.h"
+#include "tokenizer/tokenizer.h"
 #include "tests/test.h"
 #include "tests/test_util.h"
 

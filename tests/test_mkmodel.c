@@ -9,7 +9,7 @@
 #include "kernels/backend.h"
 #include "model/gguf.h"
 #include "model/model.h"
-#include "model/tokenizer.h"
+#include "tokenizer/tokenizer.h"
 #include "tests/test.h"
 #include "tests/test_util.h"
 #include "tools/mkmodel.h"

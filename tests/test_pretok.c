@@ -1,11 +1,11 @@
-/* model/pretok: each pre-tokenizer's splits on inputs where the regex semantics matter (alternation
+/* tokenizer/pretok: each pre-tokenizer's splits on inputs where the regex semantics matter (alternation
  * order, backtracking of \s+(?!\S) and \s*[\r\n]+, \p{N}{1,3}, case-insensitive contractions, the
  * per-piece `$`), unknown names, and properties on random bytes: pieces are non-empty, in order, cover
  * the input exactly (invalid UTF-8 included), and long runs split in linear time. */
 #include <stdint.h>
 #include <time.h>
 
-#include "model/pretok.h"
+#include "tokenizer/pretok.h"
 #include "tests/test.h"
 
 /* The pieces of text joined with '|' (the inputs below contain no '|'). */

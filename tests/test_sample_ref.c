@@ -1,5 +1,5 @@
 /* The device-sampling algorithm's plain-C reference (kernels/sample_ref.c, the math the CUDA kernels
- * share): its filtered distributions equal the host sampler's (model/sampler.c), its draws follow them,
+ * share): its filtered distributions equal the host sampler's (target/sampler.c), its draws follow them,
  * and its speculative acceptance gives exactly target sampling's law (chi-square, with a deliberately
  * broken residual as the control that the test can fail). */
 #include <math.h>
@@ -8,7 +8,7 @@
 
 #include "kernels/sample_math.h"
 #include "kernels/sample_ref.h"
-#include "model/sampler.h"
+#include "target/sampler.h"
 #include "test.h"
 #include "tests/test_util.h"
 

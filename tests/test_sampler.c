@@ -1,6 +1,6 @@
 /* Sampler: RNG determinism, greedy/argmax, each filter against a plain reference implementation, large
  * vocabularies (the fast paths), and draw statistics (chi-square). */
-#include "model/sampler.h"
+#include "target/sampler.h"
 #include "tests/test.h"
 
 /* ---- reference: the filters written the obvious way (full sort, doubles) ---- */

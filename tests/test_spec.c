@@ -7,7 +7,7 @@
 
 #include "draft/proposer.h"
 #include "kernels/sample_ref.h"
-#include "tools/commands.h"
+#include "cmd/commands.h"
 #include "target/engine.h"
 #include "test.h"
 #include "tests/test_util.h"

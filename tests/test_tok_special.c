@@ -1,13 +1,13 @@
-/* Special-token splitting (model/tok_special.c): the one-scan trie version against the literal rule it
+/* Special-token splitting (tokenizer/tok_special.c): the one-scan trie version against the literal rule it
  * replaces (one left-to-right search of every still-raw fragment per special token, in priority order),
  * on texts built from the special texts of real vocabularies — whole, cut, overlapping, glued together —
  * with and without parse_special; and its speed on deepseek-llm's 2,398 user-defined tokens. */
 #include <stdint.h>
 #include <string.h>
 
-#include "kernels/clock.h"
-#include "model/tok_internal.h"
-#include "model/tokenizer.h"
+#include "base/clock.h"
+#include "tokenizer/tok_internal.h"
+#include "tokenizer/tokenizer.h"
 #include "tests/test.h"
 #include "tests/test_util.h"
 #include "tests/tok_fixture.h"

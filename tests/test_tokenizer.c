@@ -8,7 +8,7 @@
 #include <time.h>
 
 #include "model/gguf.h"
-#include "model/tokenizer.h"
+#include "tokenizer/tokenizer.h"
 #include "tests/test.h"
 #include "tests/test_util.h"
 #include "tests/tok_fixture.h"

@@ -8,8 +8,8 @@
 #include <time.h>
 
 #include "model/gguf.h"
-#include "model/tokenizer.h"
-#include "model/unicode.h"
+#include "tokenizer/tokenizer.h"
+#include "tokenizer/unicode.h"
 #include "tests/test.h"
 #include "tests/test_util.h"
 #include "tests/tok_fixture.h"

@@ -1,9 +1,9 @@
-/* model/unicode: general categories and White_Space from the generated tables (spot checks in several
+/* tokenizer/unicode: general categories and White_Space from the generated tables (spot checks in several
  * scripts, then every entry of the system's UnicodeData.txt), UTF-8 decoding edge cases, the GPT-2 byte
  * mapping. */
 #include <stdint.h>
 
-#include "model/unicode.h"
+#include "tokenizer/unicode.h"
 #include "tests/test.h"
 
 static int cat_of(const char *name) {

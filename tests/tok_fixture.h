@@ -5,7 +5,7 @@
 #include <stdio.h>
 
 #include "model/gguf.h"
-#include "model/tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 /* The tokenizer of the GGUF file at path; NULL with err on failure. */
 static inline sd_tokenizer *tok_load(const char *path, sd_err *err) {

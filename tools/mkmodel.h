@@ -14,7 +14,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "kernels/err.h"
+#include "base/err.h"
 
 typedef struct sd_mk_shape {
     int dim, layers, heads, kv_heads, ffn, vocab, ctx;
@@ -31,6 +31,8 @@ typedef struct sd_mk_opts {
     const char *name;       /* general.name */
 } sd_mk_opts;
 
+/* Preset i (0, 1, ...): its name, shape and a few words on its use; NULL past the last. */
+const char *sd_mk_preset_at(int i, sd_mk_shape *shape, const char **what);
 /* Fills shape for a preset name: tiny, demo, demo-draft, bench, 1b, 8b. -1 when unknown. */
 int sd_mk_preset(const char *name, sd_mk_shape *out);
 /* Defaults for everything but the shape (seed 1, f16, default agreement). */

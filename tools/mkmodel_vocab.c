@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "model/gguf.h"
-#include "model/tokenizer.h"
+#include "tokenizer/tokenizer.h"
 #include "tools/mkmodel.h"
 
 #define N_SPECIAL 3

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Differential check of the hand-written pre-tokenizers (model/pretok.c) against the published
+"""Differential check of the hand-written pre-tokenizers (tokenizer/pretok.c) against the published
 splitting regexes run by Python's `regex` module (which has \p{..} classes and lookahead): random strings
 from characters where the regexes differ (letters of every case kind, marks, numbers, punctuation,
 symbols, every kind of whitespace, CJK, emoji), split by both, compared piece by piece.
@@ -20,7 +20,7 @@ DRIVER = r"""
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "model/pretok.h"
+#include "tokenizer/pretok.h"
 int main(int argc, char **argv) {
     sd_pretok_kind k; sd_err err;
     if (sd_pretok_find(argv[1], &k, &err)) { puts(err.msg); return 1; }

@@ -6,7 +6,7 @@
 #define SD_THREADPOOL_H
 #include <stdint.h>
 
-#include "kernels/err.h"
+#include "base/err.h"
 
 typedef struct sd_pool sd_pool;
 

@@ -7,10 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ipc/json_out.h"
+#include "base/json_out.h"
 #include "target/engine.h"
-#include "tools/args.h"
-#include "tools/commands.h"
+#include "base/args.h"
+#include "cmd/commands.h"
 
 #define MAX_STOP 16
 

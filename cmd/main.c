@@ -2,15 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "tools/commands.h"
-
-/* Weak so the binary links while a subcommand is still being written; main() says which is missing. */
-#pragma weak cmd_generate
-#pragma weak cmd_tokenize
-#pragma weak cmd_info
-#pragma weak cmd_mkmodel
-#pragma weak cmd_serve
-#pragma weak cmd_bench
+#include "cmd/commands.h"
 
 typedef struct {
     const char *name;
@@ -39,12 +31,7 @@ int main(int argc, char **argv) {
         return argc < 2 ? 2 : 0;
     }
     for (int i = 0; i < n; i++) {
-        if (strcmp(argv[1], cmds[i].name) != 0) continue;
-        if (!cmds[i].fn) {
-            fprintf(stderr, "specd: command '%s' is not available in this build\n", argv[1]);
-            return 1;
-        }
-        return cmds[i].fn(argc - 1, argv + 1);
+        if (strcmp(argv[1], cmds[i].name) == 0) return cmds[i].fn(argc - 1, argv + 1);
     }
     fprintf(stderr, "specd: unknown command '%s'\n", argv[1]);
     usage(cmds, n);

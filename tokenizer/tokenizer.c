@@ -1,8 +1,8 @@
 /* The tokenizer's common part: loading (GGUF tokenizer.ggml.* and llama2.c tokenizer files), the text->id
  * map, special-token parsing, decoding, the streaming decoder, the end-of-generation set and the
  * draft/target compatibility check. The encoders live in tok_spm.c and tok_bpe.c. */
-#include "model/tok_internal.h"
-#include "model/unicode.h"
+#include "tokenizer/tok_internal.h"
+#include "tokenizer/unicode.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -5,8 +5,8 @@
 #include <string.h>
 
 #include "model/gguf.h"
-#include "model/tokenizer.h"
-#include "tools/commands.h"
+#include "tokenizer/tokenizer.h"
+#include "cmd/commands.h"
 
 static int usage(void) {
     fprintf(stderr,

@@ -1,5 +1,5 @@
 /* UTF-8 decoding, category lookup by binary search over the generated run table, GPT-2 byte mapping. */
-#include "model/unicode.h"
+#include "tokenizer/unicode.h"
 
 static const char *const cat_names[SD_UC_COUNT] = {
     "Cn", "Lu", "Ll", "Lt", "Lm", "Lo", "Mn", "Mc", "Me", "Nd", "Nl", "No", "Pc", "Pd", "Ps", "Pe",

@@ -1,15 +1,15 @@
-/* Internals shared by the tokenizer files: model/tokenizer.c (loading, specials, decoding, the streaming
- * decoder, compatibility), model/tok_spm.c (SentencePiece-style encode) and model/tok_bpe.c (byte-level
- * BPE encode, pre-tokenizers). Not for use outside model/tok*.c. Changes here are additive only. */
+/* Internals shared by the tokenizer files: tokenizer/tokenizer.c (loading, specials, decoding, the streaming
+ * decoder, compatibility), tokenizer/tok_spm.c (SentencePiece-style encode) and tokenizer/tok_bpe.c (byte-level
+ * BPE encode, pre-tokenizers). Not for use outside tokenizer/. Changes here are additive only. */
 #ifndef SD_TOK_INTERNAL_H
 #define SD_TOK_INTERNAL_H
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#include "kernels/err.h"
+#include "base/err.h"
 #include "model/gguf.h"
-#include "model/tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 /* A growable list of token ids: encoders append to it. */
 typedef struct sd_ids {

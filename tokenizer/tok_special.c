@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "model/tok_internal.h"
+#include "tokenizer/tok_internal.h"
 
 /* ---------------------------------------------------------------- the trie */
 

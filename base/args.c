@@ -1,5 +1,5 @@
 /* Strict number parsing for command-line options (see args.h). */
-#include "tools/args.h"
+#include "base/args.h"
 
 #include <errno.h>
 #include <stdlib.h>

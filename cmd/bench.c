@@ -15,12 +15,12 @@
 #include <string.h>
 #include <time.h>
 
-#include "bench/bench_report.h"
-#include "kernels/clock.h"
+#include "cmd/bench_report.h"
+#include "base/clock.h"
 #include "target/draft_len.h"
 #include "target/engine.h"
-#include "tools/args.h"
-#include "tools/commands.h"
+#include "base/args.h"
+#include "cmd/commands.h"
 
 #define MAX_CONFIGS 17
 #define MAX_PROMPTS 256

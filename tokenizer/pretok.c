@@ -20,13 +20,13 @@
  *   default:   [\p{P}\$\+<=>\^~\|]+ / gpt2 / \p{N}+ / [0-9][0-9][0-9]
  * \s is the White_Space property; (?i) on these ASCII letters also matches U+017F (long s) for 's', as
  * Unicode simple case folding does. */
-#include "model/pretok.h"
+#include "tokenizer/pretok.h"
 
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "model/unicode.h"
+#include "tokenizer/unicode.h"
 
 typedef struct ctx {
     const uint32_t *cp;

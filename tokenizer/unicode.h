@@ -1,6 +1,6 @@
 /* Unicode support for the tokenizers: UTF-8 decoding that never fails on bad input, general categories
  * and White_Space from tables generated out of the Unicode Character Database (tools/gen_unicode.py ->
- * model/unicode_tables.c), and GPT-2's byte <-> printable code point mapping used by byte-level BPE. */
+ * tokenizer/unicode_tables.c), and GPT-2's byte <-> printable code point mapping used by byte-level BPE. */
 #ifndef SD_UNICODE_H
 #define SD_UNICODE_H
 #include <stddef.h>
@@ -45,7 +45,7 @@ uint32_t sd_uni_byte_to_cp(uint8_t b);
 /* The byte a stand-in code point represents, or -1 when cp is none of the 256. */
 int sd_uni_cp_to_byte(uint32_t cp);
 
-/* Generated tables (model/unicode_tables.c). */
+/* Generated tables (tokenizer/unicode_tables.c). */
 extern const uint32_t sd_uni_cat_runs[];
 extern const int sd_uni_n_cat_runs;
 extern const uint32_t sd_uni_space_ranges[][2];

@@ -9,7 +9,7 @@
 #define SD_PRETOK_H
 #include <stddef.h>
 
-#include "kernels/err.h"
+#include "base/err.h"
 
 typedef enum sd_pretok_kind {
     SD_PRETOK_DEFAULT = 0, /* llama.cpp's default list ("default", or no tokenizer.ggml.pre) */

@@ -4,7 +4,7 @@
  * give the same draws on every machine and thread count. Work is proportional to the vocabulary for the
  * softmax, and the expensive part (ordering candidates) is limited to the candidates that can survive:
  * top-k uses a bounded heap, top-p and min-p first discard tokens that provably cannot be kept. */
-#include "model/sampler.h"
+#include "target/sampler.h"
 
 #include "kernels/quant.h"
 

@@ -4,7 +4,7 @@
  * Candidate pairs sit in a max-heap; entries made stale by earlier merges are skipped when popped, so the
  * work is O(n log n) rather than a rescan per merge. Characters left that are not tokens fall back to their
  * bytes (<0xXX>), or to the unknown token when the vocabulary has no byte tokens. */
-#include "model/tok_internal.h"
+#include "tokenizer/tok_internal.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -1,6 +1,6 @@
 /* Figures and output of `specd bench`; see bench_report.h. */
-#include "bench/bench_report.h"
-#include "ipc/json_out.h"
+#include "cmd/bench_report.h"
+#include "base/json_out.h"
 
 #include <errno.h>
 #include <math.h>

@@ -1,11 +1,11 @@
-/* Figures and output of `specd bench` (bench/cmd_bench.c): per-configuration accumulators, the derived
+/* Figures and output of `specd bench` (cmd/bench.c): per-configuration accumulators, the derived
  * figures, text and JSON output and the SVG plot. */
 #ifndef SD_BENCH_REPORT_H
 #define SD_BENCH_REPORT_H
 #include <stdbool.h>
 #include <stdio.h>
 
-#include "kernels/err.h"
+#include "base/err.h"
 #include "target/engine.h"
 
 typedef struct bench_acc {

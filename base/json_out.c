@@ -1,5 +1,5 @@
 /* JSON text output (see json_out.h). */
-#include "ipc/json_out.h"
+#include "base/json_out.h"
 
 void sd_json_str(FILE *f, const char *s, size_t n) {
     fputc('"', f);

@@ -5,7 +5,7 @@
 
 #include "kernels/backend.h"
 #include "model/model.h"
-#include "tools/commands.h"
+#include "cmd/commands.h"
 
 static void usage(void) {
     fprintf(stderr,

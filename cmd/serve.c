@@ -8,8 +8,8 @@
 #include "daemon/server.h"
 #include "ipc/transport.h"
 #include "target/engine.h"
-#include "tools/args.h"
-#include "tools/commands.h"
+#include "base/args.h"
+#include "cmd/commands.h"
 
 static volatile sig_atomic_t g_stop;
 static void on_signal(int sig) { (void)sig; g_stop = 1; }

@@ -1,13 +1,13 @@
 /* Tokenizers behind one interface: SentencePiece-style BPE (tokenizer.ggml.model = "llama", and
- * llama2.c tokenizer files) in model/tok_spm.c, byte-level BPE ("gpt2") in model/tok_bpe.c.
- * Shared code (vocabulary, special tokens, decoding, the streaming decoder) is in model/tokenizer.c. */
+ * llama2.c tokenizer files) in tokenizer/tok_spm.c, byte-level BPE ("gpt2") in tokenizer/tok_bpe.c.
+ * Shared code (vocabulary, special tokens, decoding, the streaming decoder) is in tokenizer/tokenizer.c. */
 #ifndef SD_TOKENIZER_H
 #define SD_TOKENIZER_H
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#include "kernels/err.h"
+#include "base/err.h"
 #include "model/gguf.h"
 
 typedef enum sd_tok_kind { SD_TOK_SPM = 1, SD_TOK_BPE = 2 } sd_tok_kind;

@@ -1,5 +1,5 @@
 /* Byte-level BPE (GGUF tokenizer.ggml.model = "gpt2"): the text is split by the model's pre-tokenizer
- * (model/pretok.c); each piece's bytes start as the tokens of their GPT-2 stand-in characters and are
+ * (tokenizer/pretok.c); each piece's bytes start as the tokens of their GPT-2 stand-in characters and are
  * merged pair by pair, always the pair of lowest merge rank first (leftmost among equals), until no pair
  * of neighbours has a rank. Merges run on a linked list of symbols with a binary heap of candidate pairs,
  * so a piece of n bytes costs O(n log n) — pre-tokenizer pieces can be huge (a 100 KB run of one letter
@@ -8,9 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "model/pretok.h"
-#include "model/tok_internal.h"
-#include "model/unicode.h"
+#include "tokenizer/pretok.h"
+#include "tokenizer/tok_internal.h"
+#include "tokenizer/unicode.h"
 
 typedef struct bpe_state {
     sd_pretok_kind pre;
