@@ -85,7 +85,7 @@ $(BUILD)/%.o: %.c
 
 $(BUILD)/%.o: %.cu
 	@mkdir -p $(dir $@)
-	$(NVCC) -O3 -std=c++17 -I. $(CUDA_ARCH) -Xcompiler -fPIC,-Wall -MMD -MP -MF $(@:.o=.d) -c -o $@ $<
+	$(NVCC) -O3 -lineinfo -std=c++17 -I. $(CUDA_ARCH) -Xcompiler -fPIC,-Wall -MMD -MP -MF $(@:.o=.d) -c -o $@ $<
 
 # Benchmark programs: build/<name> from bench/<name>.c (BENCH_BIN above).
 $(BENCH_BIN): $(BUILD)/%: $(BUILD)/bench/%.o $(patsubst %.c,$(BUILD)/%.o,$(BENCH_SHARED)) $(BUILD)/libspecd.a

@@ -381,7 +381,9 @@ static void dispatch(srv *S, const unsigned char *rid, int rid_len, sd_request *
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         msgpack_sbuffer_clear(&S->sb);
-        sd_enc_result_pong(&S->sb, q->id, (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u);
+        const sd_backend *be = S->e->be;
+        sd_enc_result_pong(&S->sb, q->id, (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u,
+                           be && be->failed ? be->fail_msg : NULL);
         srv_send(S, rid, rid_len);
         break;
     }

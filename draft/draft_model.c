@@ -116,6 +116,7 @@ static int mp_propose(sd_proposer *p, const int32_t *hist, int n, int k, const s
         } else if (mode == FEED_KEEP) {
             float u = sd_rng_f32(o->rng);
             be->sample_rows(be, &t, mp->q_dev + (size_t)i * mp->vocab, dev, 1, mp->vocab, &cfg, &u);
+            if (sd_backend_check(be, err)) return -1;
         } else {
             sd_sampling_probs(o->sampling, mp->logits, mp->vocab, &mp->q[i]);
             t = sd_probs_draw(&mp->q[i], sd_rng_f32(o->rng));

@@ -618,10 +618,12 @@ int sd_enc_result_cancel(msgpack_sbuffer *sb, uint64_t id, uint64_t target, bool
     return 0;
 }
 
-int sd_enc_result_pong(msgpack_sbuffer *sb, uint64_t id, uint64_t time_us) {
+int sd_enc_result_pong(msgpack_sbuffer *sb, uint64_t id, uint64_t time_us, const char *backend_error) {
     PACKER(sb);
-    sd_enc_result_begin(pk, id, SD_OP_PING, 1);
+    sd_enc_result_begin(pk, id, SD_OP_PING, 2 + (backend_error != NULL));
     sd_pack_kv_uint(pk, "time_us", time_us);
+    sd_pack_kv_bool(pk, "healthy", backend_error == NULL);
+    if (backend_error) sd_pack_kv_str(pk, "backend_error", backend_error);
     return 0;
 }
 
@@ -724,6 +726,9 @@ static int reply_fill(sd_reply *r, sd_err *err) {
         const msgpack_object *f = sd_mp_get(m, "found");
         r->found = f && f->type == MSGPACK_OBJECT_BOOLEAN && f->via.boolean;
         r->time_us = mp_u64(sd_mp_get(m, "time_us"));
+        const msgpack_object *h = sd_mp_get(m, "healthy");
+        r->unhealthy = h && h->type == MSGPACK_OBJECT_BOOLEAN && !h->via.boolean;
+        if (r->unhealthy) mp_copy_str(sd_mp_get(m, "backend_error"), r->message, sizeof r->message);
         break;
     }
     default: break;

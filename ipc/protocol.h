@@ -177,7 +177,8 @@ int sd_enc_heartbeat(msgpack_sbuffer *sb);
 int sd_enc_result_tokens(msgpack_sbuffer *sb, uint64_t id, const int32_t *ids, int n_ids); /* tokenize */
 int sd_enc_result_text(msgpack_sbuffer *sb, uint64_t id, const char *text, size_t len);   /* detokenize */
 int sd_enc_result_cancel(msgpack_sbuffer *sb, uint64_t id, uint64_t target, bool found);
-int sd_enc_result_pong(msgpack_sbuffer *sb, uint64_t id, uint64_t time_us);
+/* backend_error: NULL while the backend is healthy, else its sticky error (the reply says healthy false). */
+int sd_enc_result_pong(msgpack_sbuffer *sb, uint64_t id, uint64_t time_us, const char *backend_error);
 /* Starts a result map for `op` with n_extra more key/value pairs the caller packs itself (info, stats):
  * the map gets v, id, type, op plus n_extra entries. */
 int sd_enc_result_begin(msgpack_packer *pk, uint64_t id, sd_op op, int n_extra);
@@ -215,6 +216,7 @@ typedef struct sd_reply {
     bool found;
     /* RESULT ping: the daemon's clock; TOKEN: when the daemon produced it (0 when absent) */
     uint64_t time_us;
+    bool unhealthy;            /* RESULT ping: the backend failed (its error in message) */
     /* the whole message, for info/stats (a map) */
     msgpack_unpacked up;
     const msgpack_object *root;

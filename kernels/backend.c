@@ -1,6 +1,7 @@
 /* Backend selection ("auto", "cpu", "cuda", "cuda:N"); the type tables live in kernels/dtype.c. */
 #include "kernels/backend.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,4 +47,18 @@ int sd_backend_open(const char *spec, int n_threads, sd_backend **out, char *why
         return 0;
     }
     return sd_errf(err, "unknown backend \"%s\" (expected auto, cpu, cuda or cuda:N)", spec);
+}
+
+void sd_backend_fail(sd_backend *b, const char *fmt, ...) {
+    if (b->failed) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(b->fail_msg, sizeof b->fail_msg, fmt, ap);
+    va_end(ap);
+    b->failed = true;
+}
+
+int sd_backend_check(const sd_backend *b, sd_err *err) {
+    if (!b->failed) return 0;
+    return sd_errf(err, "backend %s failed: %s", b->name, b->fail_msg);
 }

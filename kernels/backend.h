@@ -84,6 +84,12 @@ struct sd_backend {
     const char *device; /* human-readable description (GPU model, CPU SIMD level); may be NULL */
     int n_threads;    /* CPU threads in use (1 for CUDA) */
     void *impl;
+    /* The sticky error. Ops return void, so a backend whose op fails (a device fault, an allocation inside
+     * an op, an injected test fault) calls sd_backend_fail() once; every result after that is garbage.
+     * The forward pass checks it (sd_backend_check) before handing out logits or ids, and the engine ends
+     * the request with its message: never NaN or garbage tokens. It stays set: the device may be lost. */
+    bool failed;
+    char fail_msg[400];
 
     void (*destroy)(sd_backend *b);
 
@@ -164,5 +170,10 @@ int sd_backend_cpu_new(int n_threads, sd_backend **out, sd_err *err);
 int sd_backend_cuda_new(int device, sd_backend **out, sd_err *err);
 /* spec: "auto" (CUDA when a device is present, else CPU, saying why on *why), "cpu", "cuda", "cuda:N". */
 int sd_backend_open(const char *spec, int n_threads, sd_backend **out, char *why, size_t why_len, sd_err *err);
+
+/* Sets the sticky error (the first failure wins; later calls keep the first message). */
+void sd_backend_fail(sd_backend *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* 0 while the backend is healthy, else -1 with "backend <name> failed: <message>" in err. */
+int sd_backend_check(const sd_backend *b, sd_err *err);
 
 #endif

@@ -155,18 +155,19 @@ typedef struct fwd_out {
 static int deliver(sd_seq *s, int rows, fwd_out out, size_t r, sd_err *err) {
     sd_backend *be = s->m->be;
     size_t vocab = (size_t)s->m->hp.vocab;
-    if (out.keep) return 0;
+    if (out.keep) return sd_backend_check(be, err);
     if (out.logits) {
         be->to_host(be, out.logits + r * vocab, s->logits, (size_t)rows * vocab);
-        return 0;
+        return sd_backend_check(be, err);
     }
     if (be->argmax_rows) {
         be->argmax_rows(be, out.ids + r, s->logits, rows, (int)vocab);
-        return 0;
+        return sd_backend_check(be, err);
     }
     if (!s->host_rows && !(s->host_rows = malloc(sizeof(float) * vocab * (size_t)logit_rows(s))))
         return sd_errf(err, "out of memory (host logits)");
     be->to_host(be, s->host_rows, s->logits, (size_t)rows * vocab);
+    if (sd_backend_check(be, err)) return -1;
     for (int i = 0; i < rows; i++) {
         const float *row = s->host_rows + (size_t)i * vocab;
         int32_t best = 0;
@@ -218,7 +219,7 @@ static void run_chunk(sd_seq *s, const int32_t *tokens, int n, int pos0, int row
         (uintptr_t)s->xb,    (uintptr_t)s->q,     (uintptr_t)s->k,         (uintptr_t)s->v,
         (uintptr_t)s->att,   (uintptr_t)s->hb,    (uintptr_t)s->hb2,       (uintptr_t)s->logits,
         (uintptr_t)s->kv.k,  (uintptr_t)s->kv.v,  (uint64_t)n,             (uint64_t)rows,
-        (uint64_t)s->n_layers,
+        (uint64_t)s->n_layers, (uint64_t)s->kv.ctx, /* attention plans its grid from the capacity */
     };
     if (be->graph_begin(be, key, (int)(sizeof key / sizeof key[0]), tokens, n, pos0)) return;
     chunk_ops(s, tokens, n, pos0, rows);

@@ -297,7 +297,7 @@ static int next_plain(sd_gen *g, const int32_t *tokens, int n, int32_t *t, sd_er
         sd_sample_cfg c = sd_sampling_cfg(&g->p.sampling);
         float u = sd_rng_f32(&g->rng);
         be->sample_rows(be, t, g->dev_probs, logits, 1, g->s->e->target->hp.vocab, &c, &u);
-        return 0;
+        return sd_backend_check(be, err);
     }
     if (sd_forward(seq, tokens, n, false, g->logits, err)) return -1;
     sd_sampling_probs(&g->p.sampling, g->logits, g->s->e->target->hp.vocab, &g->probs);
@@ -379,7 +379,7 @@ static int verify_sampled_on_backend(sd_gen *g, int nd, const float *q_dev, int3
     float u[SD_SAMPLE_MAX_K + 1];
     for (int i = 0; i <= nd; i++) u[i] = sd_rng_f32(&g->rng);
     *a = be->spec_accept(be, next, g->dev_probs, q_dev, g->block + 1, nd, vocab, u);
-    return 0;
+    return sd_backend_check(be, err);
 }
 
 /* One draft-and-verify block; a block with no drafts is a plain step. */

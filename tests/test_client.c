@@ -121,7 +121,7 @@ static void *silent_main(void *arg) {
                 if (r.id == 1) {
                     msgpack_sbuffer sb;
                     msgpack_sbuffer_init(&sb);
-                    sd_enc_result_pong(&sb, r.id, 1);
+                    sd_enc_result_pong(&sb, r.id, 1, NULL);
                     zmq_send(p->sock, zmq_msg_data(&idm), zmq_msg_size(&idm), ZMQ_SNDMORE);
                     zmq_send(p->sock, sb.data, sb.size, 0);
                     msgpack_sbuffer_destroy(&sb);

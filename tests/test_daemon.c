@@ -1195,6 +1195,40 @@ static void test_lookup_proposer(void) {
     CHECK_EQ_INT(daemon_stop(&d, 10), 0);
 }
 
+/* A backend failure (injected with SPECD_FAIL_AFTER, the test hook: the 60th matmul fails, inside the first
+ * request's decode) ends that request with an error reply naming it, never with garbage tokens and `done`;
+ * ping reports the backend unhealthy, and later requests fail fast with the same error. */
+static void test_backend_failure(void) {
+    NEED_MODELS();
+    daemon_t d;
+    setenv("SPECD_FAIL_AFTER", "60", 1);
+    int rc = daemon_start(&d, "fault", NULL);
+    unsetenv("SPECD_FAIL_AFTER");
+    REQUIRE(rc == 0);
+    client c;
+    REQUIRE(cl_open(&c, &d) == 0);
+    sd_request q;
+    gen_out o;
+    sd_reply r;
+    sd_request_init(&q, SD_OP_PING, 1);
+    REQUIRE(op_run(&c, &q, &r) == 0);
+    CHECK(r.type == SD_REPLY_RESULT && !r.unhealthy);
+    sd_reply_free(&r);
+    for (int i = 0; i < 2; i++) {
+        gen_init(&q, 2 + (uint64_t)i, conc_prompts[0], 60, true);
+        REQUIRE(gen_run(&c, &q, &o) == 0);
+        sd_request_free(&q);
+        CHECKF(!strcmp(o.error, "internal"), "request %d ended with '%s' instead of an error", i, o.error);
+    }
+    sd_request_init(&q, SD_OP_PING, 5);
+    REQUIRE(op_run(&c, &q, &r) == 0);
+    CHECK(r.type == SD_REPLY_RESULT && r.unhealthy);
+    CHECKF(strstr(r.message, "injected fault"), "backend_error '%s'", r.message);
+    sd_reply_free(&r);
+    cl_close(&c);
+    CHECK_EQ_INT(daemon_stop(&d, 10), 0);
+}
+
 int main(void) {
     g_target = shared_path("models/aidreams260K.bin");
     g_tok = shared_path("models/tok512.bin");
@@ -1235,6 +1269,7 @@ int main(void) {
     RUN(test_tcp);
     RUN(test_fairness);
     RUN(test_lookup_proposer);
+    RUN(test_backend_failure);
     if (getenv("SPECD_TEST_KEEP")) fprintf(stderr, "daemon logs kept in %s\n", g_dir);
     else {
         snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);

@@ -330,7 +330,7 @@ static void test_replies_roundtrip(void) {
     REQUIRE(sd_reply_decode(sb.data, sb.size, &r, &err) == 0);
     CHECK(r.op == SD_OP_CANCEL && r.target == 3 && r.found);
     sd_reply_free(&r); msgpack_sbuffer_clear(&sb);
-    sd_enc_result_pong(&sb, 12, 777);
+    sd_enc_result_pong(&sb, 12, 777, NULL);
     REQUIRE(sd_reply_decode(sb.data, sb.size, &r, &err) == 0);
     CHECK(r.op == SD_OP_PING && r.time_us == 777);
     sd_reply_free(&r); msgpack_sbuffer_clear(&sb);

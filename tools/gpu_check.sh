@@ -11,6 +11,7 @@
 #   decode    plain decode bandwidth, F16 and Q8_0, CUDA graphs on and off
 #   verify    the verify cost curve T(k+1)/T(1) for k = 1, 2, 4, 7, 8 (specd bench --sweep)
 #   longctx   decode with a 4096- and a 32768-position cache (the split-attention plan)
+#   profile   ncu: time and DRAM bytes of every kernel of one decode step (F16 and Q8_0 slices, graphs off)
 #   sass      SASS facts of the CUDA objects: shared atomics (ATOMS), local memory (LDL/STL)
 # Binaries come from .gpu/ (tools/gpu_prep.sh, run where the project builds) or else build/gpu/.
 set -uo pipefail
@@ -92,11 +93,38 @@ for m in "$G_F16" "$G_Q8"; do
   done
 done
 
-step verify 150 "$SPECD bench -m $G_F16 -md $D_F16 --device cuda --ctx 4096 --sweep 1,2,4,7,8 -n 64"
+step verify 150 "$SPECD bench -m $G_F16 -md $D_F16 --device cuda --ctx 4096 --sweep 1,2,4,7,8,12,15 -n 64"
 
 for c in 4096 32768; do
   step longctx 60 "$SPECD generate -m $G_F16 -p 'Once upon a time' -n 128 --plain --device cuda --ctx $c \
     2>&1 >/dev/null | sed 's|^|ctx $c: |'"
+done
+
+# One decode step is ~16 kernels a layer: skip the prefill and two steps, profile the next step's launches.
+PROF_PY='import csv,sys,collections
+rows=[r for r in csv.reader(l for l in open(sys.argv[1]) if l.startswith("\""))]
+h=rows[0]; i=h.index("Kernel Name"); m=h.index("Metric Name"); v=h.index("Metric Value"); u=h.index("Metric Unit")
+k=collections.OrderedDict(); cur={}
+for r in rows[1:]:
+  key=(r[h.index("ID")], r[i][:60]); val=float(r[v].replace(",",""))
+  if r[u] in ("usecond",): val*=1e3
+  if r[u] in ("msecond",): val*=1e6
+  if r[u] in ("Kbyte",): val*=1e3
+  if r[u] in ("Mbyte",): val*=1e6
+  if r[u] in ("Gbyte",): val*=1e9
+  k.setdefault(key,{})[r[m]]=val
+agg=collections.OrderedDict()
+for (id_,name),d in k.items():
+  a=agg.setdefault(name,[0,0.0,0.0]); a[0]+=1; a[1]+=d.get("gpu__time_duration.sum",0); a[2]+=d.get("dram__bytes_read.sum",0)
+tt=sum(a[1] for a in agg.values()); tb=sum(a[2] for a in agg.values())
+print("%-60s %5s %9s %9s %8s" % ("kernel","count","us","MB read","GB/s"))
+for n,a in sorted(agg.items(), key=lambda x:-x[1][1]):
+  print("%-60s %5d %9.1f %9.2f %8.0f" % (n,a[0],a[1]/1e3,a[2]/1e6,a[2]/a[1] if a[1] else 0))
+print("total %d kernels %.1f us, %.1f MB read, %.0f GB/s" % (sum(a[0] for a in agg.values()), tt/1e3, tb/1e6, tb/tt if tt else 0))'
+for m in "$G_F16" "$G_Q8"; do
+  step profile 90 "SPECD_CUDA_GRAPHS=0 ncu --clock-control none --launch-skip 420 --launch-count 150 \
+    --metrics gpu__time_duration.sum,dram__bytes_read.sum --csv $SPECD generate -m $m -p 'Once upon a time' -n 6 \
+    --plain --device cuda --ctx 4096 > $W/prof.csv 2>/dev/null; python3 -c '$PROF_PY' $W/prof.csv | sed 's|^|$(basename "$m"): |'"
 done
 
 step sass 60 "for f in $OBJ/*.o; do echo \"== \$f\"; cuobjdump --dump-sass \$f > $W/sass.txt; \

@@ -23,6 +23,7 @@ typedef struct cpu_impl {
     int32_t *xs;
     size_t xq_cap;
     char device[64];
+    long fail_after, matmuls; /* SPECD_FAIL_AFTER=N (test hook): the N-th matmul fails */
 } cpu_impl;
 
 static cpu_impl *impl_of(sd_backend *b) { return (cpu_impl *)b->impl; }
@@ -198,7 +199,10 @@ static void cpu_matmul(sd_backend *b, float *out, const sd_tensor *w, const floa
     cpu_impl *im = impl_of(b);
     int ti = mm_type_index(w->type);
     if (n <= 0) return;
+    if (im->fail_after > 0 && ++im->matmuls == im->fail_after)
+        sd_backend_fail(b, "injected fault in matmul %ld (SPECD_FAIL_AFTER)", im->matmuls);
     if (ti < 0) { /* upload_weight refused this type already; never read bytes we cannot interpret */
+        sd_backend_fail(b, "matmul of %s: type %d has no kernel", w->name ? w->name : "a tensor", (int)w->type);
         for (size_t i = 0; i < (size_t)n * (size_t)w->rows; i++) out[i] = NAN;
         return;
     }
@@ -217,6 +221,7 @@ static void cpu_matmul(sd_backend *b, float *out, const sd_tensor *w, const floa
             int32_t *sums = d ? realloc(im->xs, need / SD_QK8_0 * sizeof(int32_t)) : NULL;
             if (sums) im->xs = sums;
             if (!q || !d || !sums) { /* out of memory: no product rather than a crash */
+                sd_backend_fail(b, "out of memory quantizing %zu activations", need);
                 for (size_t i = 0; i < (size_t)n * (size_t)w->rows; i++) out[i] = NAN;
                 return;
             }
@@ -423,6 +428,8 @@ int sd_backend_cpu_new_simd(int n_threads, sd_simd level, sd_backend **out, sd_e
         return sd_err_prefix(err, "cpu backend");
     }
     im->k = k;
+    const char *fa = getenv("SPECD_FAIL_AFTER");
+    im->fail_after = fa ? strtol(fa, NULL, 10) : 0;
     snprintf(im->device, sizeof im->device, "cpu (%s, %d threads)", k->name, sd_pool_size(im->pool));
     *b = (sd_backend){
         .name = "cpu", .device = im->device, .mem_usage = cpu_mem_usage, .n_threads = sd_pool_size(im->pool), .impl = im, .destroy = cpu_destroy,

@@ -3,6 +3,7 @@
  *  - Single pass (short contexts, many queries): one block per (query, head); each of ATT_WARPS warps walks
  *    a strided share of the positions keeping an online softmax (running max, sum, weighted V), and the
  *    warps' states are merged at the end, so no score buffer of context length is needed.
+ *  - Tiled (prefill, more queries than a step holds): see k_attention_tiled.
  *  - Split over the sequence ("flash decoding"; long contexts, few queries): one block per (query, head)
  *    is far too few to fill a GPU (32 heads x 1 query = 32 blocks on 132 SMs) and each reads the whole
  *    context serially. The positions are cut into chunks; one warp per (query, head, chunk) computes the
@@ -105,17 +106,25 @@ __global__ void k_attention(float *out, const float *q, const float *kc, const f
     }
 }
 
+/* Chunk length for `len` live positions over a grid of n_chunks chunks. The grid comes from the cache
+ * capacity while stepping (a recorded graph replays it at every position); the length comes from the live
+ * sequence on the device, so a 131072-position cache at position 300 walks 64-position chunks (five of
+ * them busy, the rest empty and gone at once) instead of 2048-position ones. */
+__device__ __forceinline__ int live_chunk(int len, int n_chunks) {
+    int c = (len + n_chunks - 1) / n_chunks;
+    return c < ATT_CHUNK_MIN ? ATT_CHUNK_MIN : c;
+}
+
 /* Split path, first kernel: the partial state of one chunk of positions for one (query, head), one warp
  * each. Warps are numbered (chunk, head of the group) with the head fastest, so when a group has
  * ATT_WARPS or more query heads a block's warps read the same K/V rows at about the same time (the
  * group's K/V come from memory once, then L1); smaller groups get consecutive chunks of one head.
  * Slot (t, h, c) of the workspace holds (m, l) in ml and head_dim floats of acc. A chunk past the query's
- * last position writes the empty state (l = 0, acc = 0); with step graphs the chunk count comes from the
- * cache capacity, so most chunks are empty early in a sequence. No block barriers: warps exit freely. */
+ * last position writes the empty state (l = 0, acc = 0). No block barriers: warps exit freely. */
 __global__ void k_attention_part(float2 *ml, float *accs, const float *q, const float *kc, const float *vc, int pos0,
-                                 const int *pos_dev, int n_heads, int group, int head_dim, int kv_dim, int chunk,
-                                 int n_chunks) {
+                                 const int *pos_dev, int n_heads, int group, int head_dim, int kv_dim, int n_chunks) {
     if (pos_dev) pos0 = *pos_dev;
+    int chunk = live_chunk(pos0 + (int)gridDim.z, n_chunks);
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     int task = blockIdx.x * ATT_WARPS + warp;
     if (task >= n_chunks * group) return;
@@ -187,8 +196,9 @@ __global__ void k_attention_part(float2 *ml, float *accs, const float *q, const 
 /* Split path, second kernel: one block per (head, query), a thread per output element, merging the
  * partials of the chunks that hold positions 0..pos0+t (the later ones are empty). */
 __global__ void k_attention_merge(float *out, const float2 *ml, const float *accs, int pos0, const int *pos_dev,
-                                  int n_heads, int head_dim, int chunk, int n_chunks) {
+                                  int n_heads, int head_dim, int n_chunks) {
     if (pos_dev) pos0 = *pos_dev;
+    int chunk = live_chunk(pos0 + (int)gridDim.y, n_chunks);
     int h = blockIdx.x, t = blockIdx.y;
     int used = min((pos0 + t) / chunk + 1, n_chunks);
     size_t slot0 = ((size_t)t * n_heads + h) * n_chunks;
@@ -205,7 +215,95 @@ __global__ void k_attention_merge(float *out, const float2 *ml, const float *acc
     }
 }
 
+/* Prefill (more queries than a step holds): tiles. A block takes ATT_TQ consecutive queries of one head
+ * (ATT_TQ / ATT_WARPS per warp) and walks the K/V positions they need in tiles of ATT_TK, staged in shared
+ * memory once for all its queries: K/V are read from memory once per ATT_TQ queries instead of once per
+ * query, and each position's score is one lane's dot product instead of a warp-wide reduction.
+ * Dynamic shared memory: Q [ATT_TQ][hd], K [ATT_TK][hd + 1] (the pad keeps lanes on distinct banks), V
+ * [ATT_TK][hd]. Lane j scores position p0 + j; lane-owned dims (lane + 32 i) accumulate V. */
+#define ATT_TQ 16
+#define ATT_TK 32
+
+static size_t tiled_smem(int hd) { return sizeof(float) * ((size_t)ATT_TQ * hd + (size_t)ATT_TK * (hd + 1) + (size_t)ATT_TK * hd); }
+
+__global__ void k_attention_tiled(float *out, const float *q, const float *kc, const float *vc, int pos0, int n,
+                                  int n_heads, int n_kv_heads, int head_dim, int kv_dim) {
+    extern __shared__ float sm_tiled[];
+    float *Qs = sm_tiled, *Ks = Qs + ATT_TQ * head_dim, *Vs = Ks + ATT_TK * (head_dim + 1);
+    int h = blockIdx.y, kvh = h / (n_heads / n_kv_heads);
+    int t0 = blockIdx.x * ATT_TQ, nq = min(ATT_TQ, n - t0);
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    int per_lane = (head_dim + 31) / 32;
+    float scale = rsqrtf((float)head_dim);
+    for (int i = threadIdx.x; i < ATT_TQ * head_dim; i += blockDim.x) {
+        int t = i / head_dim, d = i % head_dim;
+        Qs[i] = t < nq ? q[((size_t)(t0 + t) * n_heads + h) * head_dim + d] * scale : 0.0f;
+    }
+    constexpr int QW = ATT_TQ / ATT_WARPS; /* queries per warp */
+    float m[QW], l[QW], acc[QW][ATT_MAX_PER_LANE];
+#pragma unroll
+    for (int a = 0; a < QW; a++) {
+        m[a] = -INFINITY;
+        l[a] = 0.0f;
+#pragma unroll
+        for (int i = 0; i < ATT_MAX_PER_LANE; i++) acc[a][i] = 0.0f;
+    }
+    int last = pos0 + t0 + nq - 1; /* the block's last query attends 0..last */
+    for (int p0 = 0; p0 <= last; p0 += ATT_TK) {
+        __syncthreads(); /* the previous tile is consumed (and Q is staged, the first time) */
+        for (int i = threadIdx.x; i < ATT_TK * head_dim; i += blockDim.x) {
+            int j = i / head_dim, d = i % head_dim, p = p0 + j;
+            size_t off = (size_t)p * kv_dim + (size_t)kvh * head_dim + d;
+            Ks[j * (head_dim + 1) + d] = p <= last ? kc[off] : 0.0f;
+            Vs[j * head_dim + d] = p <= last ? vc[off] : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int a = 0; a < QW; a++) {
+            int t = warp * QW + a;
+            if (t >= nq) break; /* uniform across the warp */
+            int qpos = pos0 + t0 + t, p = p0 + lane;
+            bool valid = lane < ATT_TK && p <= qpos;
+            float s = 0.0f;
+            if (valid)
+                for (int d = 0; d < head_dim; d++) s += Qs[t * head_dim + d] * Ks[lane * (head_dim + 1) + d];
+            float tmax = valid ? s : -INFINITY;
+            for (int o = 16; o > 0; o >>= 1) tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, o));
+            if (tmax == -INFINITY) continue; /* no position of this tile is visible to this query */
+            float m_new = fmaxf(m[a], tmax), corr = __expf(m[a] - m_new);
+            float e = valid ? __expf(s - m_new) : 0.0f, es = e;
+            for (int o = 16; o > 0; o >>= 1) es += __shfl_xor_sync(0xffffffffu, es, o);
+            l[a] = l[a] * corr + es;
+            m[a] = m_new;
+#pragma unroll
+            for (int i = 0; i < ATT_MAX_PER_LANE; i++) acc[a][i] *= corr;
+            for (int j = 0; j < ATT_TK; j++) {
+                float ej = __shfl_sync(0xffffffffu, e, j);
+#pragma unroll
+                for (int i = 0; i < ATT_MAX_PER_LANE; i++) {
+                    int d = lane + 32 * i;
+                    if (i < per_lane && d < head_dim) acc[a][i] += ej * Vs[j * head_dim + d];
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int a = 0; a < QW; a++) {
+        int t = warp * QW + a;
+        if (t >= nq) break;
+        float *oh = out + ((size_t)(t0 + t) * n_heads + h) * head_dim;
+#pragma unroll
+        for (int i = 0; i < ATT_MAX_PER_LANE; i++) {
+            int d = lane + 32 * i;
+            if (i < per_lane && d < head_dim) oh[d] = acc[a][i] / l[a];
+        }
+    }
+}
+
 void cuda_attention_init(cuda_ctx *c) {
+    cudaError_t e = cudaFuncSetAttribute(k_attention_tiled, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         (int)tiled_smem(ATT_MAX_HEAD_DIM));
+    if (e != cudaSuccess) cuda_fail(c, e, "allowing the tiled attention its shared memory", __FILE__, __LINE__);
     if (cudaMalloc((void **)&c->att_ws, ATT_WS_BYTES) != cudaSuccess) {
         cudaGetLastError();
         c->att_ws = NULL; /* the single-pass kernel does everything then */
@@ -224,34 +322,42 @@ void cuda_attention_free(cuda_ctx *c) {
     c->att_ws_floats = 0;
 }
 
-/* Chunks for the split path over `span` positions: their count (0: use the single pass) and *chunk, their
- * length. Depends only on its arguments, never on pos0 while stepping (span is the cache capacity then),
- * so a recorded graph's grid stays right for every position it is replayed at. */
-static int split_plan(const cuda_ctx *c, int span, int n, int n_heads, int head_dim, int *chunk) {
+/* The split path's grid over at most `span` positions: the chunk count (0: use the single pass). Depends only
+ * on its arguments, never on pos0 while stepping (span is the cache capacity then), so a recorded graph's
+ * grid stays right for every position it is replayed at; the kernels size the chunks from the live length. */
+static int split_plan(const cuda_ctx *c, int span, int n, int n_heads, int head_dim) {
     if (!c->att_ws || n > ATT_SPLIT_MAX_N || span < ATT_SPLIT_MIN_SPAN) return 0;
     size_t per_chunk = (size_t)n * (size_t)n_heads * (size_t)(head_dim + 2); /* acc + (m, l) */
     size_t fit = c->att_ws_floats / per_chunk;
     int nc = (span + ATT_CHUNK_MIN - 1) / ATT_CHUNK_MIN;
     if (nc > ATT_MAX_CHUNKS) nc = ATT_MAX_CHUNKS;
     if ((size_t)nc > fit) nc = (int)fit;
-    if (nc < 2) return 0;
-    *chunk = (span + nc - 1) / nc;
-    return (span + *chunk - 1) / *chunk; /* <= nc */
+    return nc < 2 ? 0 : nc;
 }
 
 void cuda_attention(cuda_ctx *c, float *out, const float *q, const float *kcache, const float *vcache, int pos0,
                     int n, int n_heads, int n_kv_heads, int head_dim, int kv_dim, int ctx) {
     if (head_dim > ATT_MAX_HEAD_DIM || n_kv_heads <= 0 || n_heads % n_kv_heads != 0) {
-        fprintf(stderr, "specd: cuda: attention shape not supported (head_dim %d, max %d; %d heads, %d kv heads)\n",
-                head_dim, ATT_MAX_HEAD_DIM, n_heads, n_kv_heads);
+        char what[160];
+        snprintf(what, sizeof what, "attention (head_dim %d, max %d; %d heads, %d kv heads: shape not supported)",
+                 head_dim, ATT_MAX_HEAD_DIM, n_heads, n_kv_heads);
+        cuda_fail(c, cudaErrorInvalidValue, what, __FILE__, __LINE__);
         return;
     }
     /* While a step is recorded pos0 changes on replay: plan for the whole cache. */
-    int chunk = 0, n_chunks = split_plan(c, c->stepping ? ctx : pos0 + n, n, n_heads, head_dim, &chunk);
+    int n_chunks = split_plan(c, c->stepping ? ctx : pos0 + n, n, n_heads, head_dim);
+    if (n_chunks == 0 && n > ATT_SPLIT_MAX_N) {
+        dim3 grid((unsigned)((n + ATT_TQ - 1) / ATT_TQ), (unsigned)n_heads);
+        k_attention_tiled<<<grid, ATT_WARPS * 32, tiled_smem(head_dim), c->stream>>>(out, q, kcache, vcache, pos0, n,
+                                                                                    n_heads, n_kv_heads, head_dim, kv_dim);
+        CUDA_LAUNCHED(c, "attention (tiled prefill)");
+        return;
+    }
     if (n_chunks == 0) {
         dim3 grid((unsigned)n_heads, (unsigned)n);
         k_attention<<<grid, ATT_WARPS * 32, 0, c->stream>>>(out, q, kcache, vcache, pos0, step_pos(c), n_heads,
                                                             n_kv_heads, head_dim, kv_dim);
+        CUDA_LAUNCHED(c, "attention");
         return;
     }
     int group = n_heads / n_kv_heads;
@@ -260,8 +366,10 @@ void cuda_attention(cuda_ctx *c, float *out, const float *q, const float *kcache
     float *accs = c->att_ws + 2 * slots; /* then slots × head_dim */
     dim3 grid((unsigned)((n_chunks * group + ATT_WARPS - 1) / ATT_WARPS), (unsigned)n_kv_heads, (unsigned)n);
     k_attention_part<<<grid, ATT_WARPS * 32, 0, c->stream>>>(ml, accs, q, kcache, vcache, pos0, step_pos(c), n_heads,
-                                                             group, head_dim, kv_dim, chunk, n_chunks);
+                                                             group, head_dim, kv_dim, n_chunks);
+    if (!CUDA_LAUNCHED(c, "attention (split part)")) return;
     int threads = (head_dim + 31) / 32 * 32;
     k_attention_merge<<<dim3((unsigned)n_heads, (unsigned)n), threads, 0, c->stream>>>(
-        out, ml, accs, pos0, step_pos(c), n_heads, head_dim, chunk, n_chunks);
+        out, ml, accs, pos0, step_pos(c), n_heads, head_dim, n_chunks);
+    CUDA_LAUNCHED(c, "attention (split merge)");
 }

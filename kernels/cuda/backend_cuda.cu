@@ -18,7 +18,7 @@ typedef struct alloc_rec {
 } alloc_rec;
 
 #define GRAPH_KEY_MAX 32
-#define GRAPH_CACHE 64
+#define GRAPH_CACHE 256 /* step shapes (1..16 rows, with and without logits) x sessions x (target + draft) */
 
 /* A recorded step, keyed by everything that shapes its ops (see graph_begin in backend.h). */
 typedef struct graph_rec {
@@ -43,6 +43,48 @@ typedef struct cuda_backend {
 
 static cuda_backend *cb_of(sd_backend *b) { return (cuda_backend *)b->impl; }
 static cuda_ctx *ctx_of(sd_backend *b) { return &cb_of(b)->c; }
+
+/* ---- the sticky error ---- */
+
+void cuda_fail(cuda_ctx *c, cudaError_t e, const char *what, const char *file, int line) {
+    fprintf(stderr, "specd: cuda: %s failed at %s:%d: %s\n", what, file, line, cudaGetErrorString(e));
+    if (c->err != cudaSuccess) return; /* the first failure is the cause; later ones are its echoes */
+    c->err = e;
+    snprintf(c->err_msg, sizeof c->err_msg, "cuda: %s failed: %s (%s)", what, cudaGetErrorString(e),
+             cudaGetErrorName(e));
+    if (c->owner) sd_backend_fail(c->owner, "%s", c->err_msg);
+}
+
+bool cuda_launched(cuda_ctx *c, const char *name, const char *file, int line) {
+    cudaError_t e = cudaGetLastError();
+    if (e == cudaSuccess && c->fail_after > 0 && ++c->launches == c->fail_after) e = cudaErrorLaunchFailure;
+    if (e == cudaSuccess && c->sync_each && !c->stepping) e = cudaStreamSynchronize(c->stream);
+    if (e == cudaSuccess) return true;
+    cuda_fail(c, e, name, file, line);
+    return false;
+}
+
+int32_t *cuda_ids(cuda_ctx *c, size_t n) {
+    if (n <= c->ids_cap) return c->ids;
+    if (c->stepping) { /* a recorded graph would keep the old address: never grow while recording */
+        cuda_fail(c, cudaErrorStreamCaptureUnsupported, "growing the id buffer inside a step", __FILE__, __LINE__);
+        return NULL;
+    }
+    size_t cap = n < 256 ? 256 : n;
+    CUDA_CK(c, cudaStreamSynchronize(c->stream));
+    if (c->ids) cudaFree(c->ids);
+    c->ids = NULL;
+    c->bytes_work -= c->ids_cap * sizeof(int32_t);
+    c->ids_cap = 0;
+    cudaError_t e = cudaMalloc((void **)&c->ids, cap * sizeof(int32_t));
+    if (e != cudaSuccess) {
+        cuda_fail(c, e, "allocating the id buffer", __FILE__, __LINE__);
+        return NULL;
+    }
+    c->ids_cap = cap;
+    c->bytes_work += cap * sizeof(int32_t);
+    return c->ids;
+}
 
 static size_t *kind_counter(cuda_ctx *c, int kind) {
     return kind == MEM_WEIGHTS ? &c->bytes_weights : kind == MEM_KV ? &c->bytes_kv : &c->bytes_work;
@@ -85,14 +127,14 @@ static void *dev_alloc(sd_backend *b, size_t bytes, int kind, const char *what, 
 static void dev_free(sd_backend *b, void *p) {
     if (!p) return;
     cuda_backend *cb = cb_of(b);
-    CUDA_LOG(cudaStreamSynchronize(cb->c.stream));
+    CUDA_CK(&cb->c, cudaStreamSynchronize(cb->c.stream));
     for (int i = 0; i < cb->n_recs; i++) {
         if (cb->recs[i].p != p) continue;
         *kind_counter(&cb->c, cb->recs[i].kind) -= cb->recs[i].bytes;
         cb->recs[i] = cb->recs[--cb->n_recs];
         break;
     }
-    CUDA_LOG(cudaFree(p));
+    CUDA_CK(&cb->c, cudaFree(p));
 }
 
 /* ---- memory ops ---- */
@@ -100,7 +142,7 @@ static void dev_free(sd_backend *b, void *p) {
 static float *c_alloc(sd_backend *b, size_t n_floats, sd_err *err) {
     size_t bytes = n_floats * sizeof(float);
     float *p = (float *)dev_alloc(b, bytes, MEM_WORK, "activations", err);
-    if (p) CUDA_LOG(cudaMemsetAsync(p, 0, bytes, ctx_of(b)->stream));
+    if (p) CUDA_CK(ctx_of(b), cudaMemsetAsync(p, 0, bytes, ctx_of(b)->stream));
     return p;
 }
 
@@ -136,9 +178,10 @@ static int c_upload_weight(sd_backend *b, sd_tensor *t, sd_err *err) {
             dev_free(b, d);
             return oom(c, err, count * 4, "F32 staging");
         }
-        CUDA_LOG(cudaMemcpy(staging, t->host, count * 4, cudaMemcpyHostToDevice));
+        /* copy and conversion on the one stream, in order; the wait is for the staging buffer's free */
+        CUDA_CK(c, cudaMemcpyAsync(staging, t->host, count * 4, cudaMemcpyHostToDevice, c->stream));
         cuda_f32_to_f16(c, d, staging, count);
-        CUDA_LOG(cudaStreamSynchronize(c->stream));
+        CUDA_CK(c, cudaStreamSynchronize(c->stream));
         cudaFree(staging);
         t->data = d;
         t->data_type = SD_F16;
@@ -154,7 +197,13 @@ static int c_upload_weight(sd_backend *b, sd_tensor *t, sd_err *err) {
             free(host);
             return -1;
         }
-        CUDA_LOG(cudaMemcpy(d, host, bytes, cudaMemcpyHostToDevice));
+        if (cuda_q8_reserve(c, t->cols)) {
+            free(host);
+            dev_free(b, d);
+            return oom(c, err, (size_t)t->cols * MV_MAX_N * 2, "Q8_0 activation buffers");
+        }
+        CUDA_CK(c, cudaMemcpyAsync(d, host, bytes, cudaMemcpyHostToDevice, c->stream));
+        CUDA_CK(c, cudaStreamSynchronize(c->stream)); /* before the host copy is freed */
         free(host);
         t->data = d;
         t->data_type = SD_Q8_0;
@@ -163,10 +212,11 @@ static int c_upload_weight(sd_backend *b, sd_tensor *t, sd_err *err) {
     size_t bytes = sd_dtype_row_bytes(t->type, t->cols) * (size_t)t->rows;
     void *d = dev_alloc(b, bytes, MEM_WEIGHTS, name, err);
     if (!d) return -1;
-    CUDA_LOG(cudaMemcpy(d, t->host, bytes, cudaMemcpyHostToDevice));
+    CUDA_CK(c, cudaMemcpyAsync(d, t->host, bytes, cudaMemcpyHostToDevice, c->stream));
+    CUDA_CK(c, cudaStreamSynchronize(c->stream)); /* the mapping may be unmapped once loading ends */
     t->data = d;
     t->data_type = t->type;
-    return 0;
+    return c->err ? sd_errf(err, "%s (uploading %s)", c->err_msg, name) : 0;
 }
 
 static void c_free_weight(sd_backend *b, sd_tensor *t) {
@@ -176,14 +226,14 @@ static void c_free_weight(sd_backend *b, sd_tensor *t) {
 
 static void c_to_host(sd_backend *b, float *dst, const float *src, size_t n) {
     cuda_ctx *c = ctx_of(b);
-    CUDA_LOG(cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyDeviceToHost, c->stream));
-    CUDA_LOG(cudaStreamSynchronize(c->stream));
+    CUDA_CK(c, cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyDeviceToHost, c->stream));
+    CUDA_CK(c, cudaStreamSynchronize(c->stream));
 }
 
 static void c_from_host(sd_backend *b, float *dst, const float *src, size_t n) {
     cuda_ctx *c = ctx_of(b);
-    CUDA_LOG(cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyHostToDevice, c->stream));
-    CUDA_LOG(cudaStreamSynchronize(c->stream)); /* src may be a stack buffer the caller reuses */
+    CUDA_CK(c, cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyHostToDevice, c->stream));
+    CUDA_CK(c, cudaStreamSynchronize(c->stream)); /* src may be a stack buffer the caller reuses */
 }
 
 /* KV layout: [layer][ctx][kv_dim] F32 for K, the same for V. */
@@ -209,7 +259,7 @@ static void c_kv_free(sd_backend *b, sd_kv *kv) {
     kv->k = kv->v = NULL;
 }
 
-static void c_sync(sd_backend *b) { CUDA_LOG(cudaStreamSynchronize(ctx_of(b)->stream)); }
+static void c_sync(sd_backend *b) { CUDA_CK(ctx_of(b), cudaStreamSynchronize(ctx_of(b)->stream)); }
 
 static void c_mem_usage(sd_backend *b, size_t *weights, size_t *kv, size_t *work) {
     cuda_ctx *c = ctx_of(b);
@@ -288,16 +338,16 @@ static int c_graph_begin(sd_backend *b, const uint64_t *key, int key_len, const 
     cuda_ctx *c = &cb->c;
     if (!c->graphs_enabled || n < 1 || n > SD_CUDA_STEP_MAX || key_len > GRAPH_KEY_MAX) return 0;
     /* stage pos0 and the ids where the step's kernels read them */
-    CUDA_LOG(cudaEventSynchronize(cb->step_copied));
+    CUDA_CK(c, cudaEventSynchronize(cb->step_copied));
     c->step_host[0] = pos0;
     memcpy(c->step_host + 1, tokens, sizeof(int32_t) * (size_t)n);
-    CUDA_LOG(cudaMemcpyAsync(c->step_dev, c->step_host, sizeof(int) * (size_t)(n + 1), cudaMemcpyHostToDevice,
-                             c->stream));
-    CUDA_LOG(cudaEventRecord(cb->step_copied, c->stream));
+    CUDA_CK(c, cudaMemcpyAsync(c->step_dev, c->step_host, sizeof(int) * (size_t)(n + 1), cudaMemcpyHostToDevice,
+                               c->stream));
+    CUDA_CK(c, cudaEventRecord(cb->step_copied, c->stream));
     graph_rec *g = graph_find(cb, key, key_len);
     if (g) {
         g->last_use = ++cb->tick;
-        CUDA_LOG(cudaGraphLaunch(g->exec, c->stream));
+        CUDA_CK(c, cudaGraphLaunch(g->exec, c->stream));
         return 1;
     }
     if (cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
@@ -335,7 +385,7 @@ static int c_graph_end(sd_backend *b) {
     g->exec = exec;
     g->last_use = ++cb->tick;
     /* capturing recorded the ops without running them: run this step now */
-    CUDA_LOG(cudaGraphLaunch(exec, c->stream));
+    CUDA_CK(c, cudaGraphLaunch(exec, c->stream));
     return 0;
 }
 
@@ -350,6 +400,10 @@ static void c_destroy(sd_backend *b) {
     cudaFreeHost(cb->c.step_host);
     if (cb->c.scratch) cudaFree(cb->c.scratch);
     cuda_attention_free(&cb->c);
+    cudaFree(cb->c.q8_x);
+    cudaFree(cb->c.q8_d);
+    cudaFree(cb->c.ids);
+    cudaFree(cb->c.gemm_scal);
     cublasDestroy(cb->c.cublas);
     cudaStreamDestroy(cb->c.stream);
     free(cb->recs);
@@ -396,6 +450,7 @@ extern "C" int sd_backend_cuda_new(int device, sd_backend **out, sd_err *err) {
     }
     cublasSetStream(cb->c.cublas, cb->c.stream);
     if (cudaMalloc((void **)&cb->c.step_dev, sizeof(int) * (SD_CUDA_STEP_MAX + 1)) != cudaSuccess ||
+        cudaMalloc((void **)&cb->c.gemm_scal, sizeof(float) * 3) != cudaSuccess ||
         cudaMallocHost((void **)&cb->c.step_host, sizeof(int) * (SD_CUDA_STEP_MAX + 1)) != cudaSuccess ||
         cudaEventCreateWithFlags(&cb->step_copied, cudaEventDisableTiming) != cudaSuccess) {
         cudaGetLastError();
@@ -406,7 +461,12 @@ extern "C" int sd_backend_cuda_new(int device, sd_backend **out, sd_err *err) {
     cuda_attention_init(&cb->c);
     const char *g = getenv("SPECD_CUDA_GRAPHS");
     cb->c.graphs_enabled = !(g && !strcmp(g, "0"));
+    const char *sy = getenv("SPECD_CUDA_SYNC");
+    cb->c.sync_each = sy && strcmp(sy, "0");
+    const char *fa = getenv("SPECD_FAIL_AFTER");
+    cb->c.fail_after = fa ? strtol(fa, NULL, 10) : 0;
 
+    cb->c.owner = b;
     b->name = "cuda";
     b->device = cb->c.name;
     b->n_threads = 1;

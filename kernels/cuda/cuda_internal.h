@@ -12,6 +12,7 @@ extern "C" {
 #include "kernels/quant.h"
 
 typedef struct cuda_ctx {
+    sd_backend *owner;    /* whose sticky error a failure sets */
     int device;
     cudaStream_t stream;
     cublasHandle_t cublas;
@@ -28,9 +29,40 @@ typedef struct cuda_ctx {
     bool graphs_enabled;  /* SPECD_CUDA_GRAPHS=0 turns graphs off */
     float *att_ws;        /* attention's split-path partials (attention.cu); fixed, NULL when unavailable */
     size_t att_ws_floats;
+    /* Q8_0 products quantize the activations first (matmul.cu): [MV_MAX_N][q8_cols] int8 and
+     * [MV_MAX_N][q8_cols / 32] float scales, sized by upload_weight (never while a graph records). */
+    int8_t *q8_x;
+    float *q8_d;
+    int64_t q8_cols;
+    float *gemm_scal;     /* [3] device scalars of F16 cuBLAS products (matmul.cu): max |x|, alpha, beta */
+    int32_t *ids;         /* small id buffer for embed gathers and argmax results, grown outside steps */
+    size_t ids_cap;
+    /* The sticky error: the first failed CUDA call or launch, with the op that made it. The context may
+     * be unusable after it (an illegal address poisons it), so the backend reports it on every later call
+     * and the engine ends the request with it instead of reading back garbage. */
+    cudaError_t err;
+    char err_msg[384];
+    bool sync_each;       /* SPECD_CUDA_SYNC=1: synchronise after every op, so a failure names its op */
+    long fail_after;      /* SPECD_FAIL_AFTER=N (test hook): the N-th launch check fails; 0 = never */
+    long launches;
 } cuda_ctx;
 
-#define SD_CUDA_STEP_MAX 8 /* steps of at most this many tokens are captured as graphs */
+#define SD_CUDA_STEP_MAX 16 /* steps of at most this many tokens are captured as graphs: the largest
+                               verify block (draft_max 15 + 1) and small batches */
+#define MV_MAX_N 16         /* matmul: up to this many rows read the weights once (matvec kernels) */
+
+/* Records a failure in the sticky error (the first one wins) and logs it. */
+void cuda_fail(cuda_ctx *c, cudaError_t e, const char *what, const char *file, int line);
+/* After a kernel launch: checks the launch, and with SPECD_CUDA_SYNC=1 (outside graph capture) also waits
+ * for the kernel, so an asynchronous fault is attributed to `name`. Returns false on failure. */
+bool cuda_launched(cuda_ctx *c, const char *name, const char *file, int line);
+#define CUDA_CK(c, call) do { cudaError_t _e = (call); if (_e != cudaSuccess) \
+    cuda_fail((c), _e, #call, __FILE__, __LINE__); } while (0)
+#define CUDA_LAUNCHED(c, name) cuda_launched((c), (name), __FILE__, __LINE__)
+/* Device buffer of at least n ids (grown outside graph capture only); NULL on failure (sticky error set). */
+int32_t *cuda_ids(cuda_ctx *c, size_t n);
+/* Sizes the Q8_0 activation buffers for matrices of `cols` columns; -1 when out of memory. */
+int cuda_q8_reserve(cuda_ctx *c, int64_t cols);
 
 /* Q8_0 matrices are repacked on upload so every load is aligned: all int8 quants row-major first
  * ([rows][cols]), then the F16 scales ([rows][cols/32]). */
@@ -76,9 +108,5 @@ static inline const int *step_pos(const cuda_ctx *c) { return c->stepping ? c->s
 /* F32 (host) matrix to F16 (device), for upload. */
 void cuda_f32_to_f16(cuda_ctx *c, __half *dst, const float *src, size_t count);
 
-/* Reports a failed CUDA call (aborting would lose every session; kernels launched with bad arguments
- * are programming errors, so they are logged loudly and the result is garbage rather than a crash). */
-#define CUDA_LOG(call) do { cudaError_t _e = (call); if (_e != cudaSuccess) \
-    fprintf(stderr, "specd: cuda: %s at %s:%d: %s\n", #call, __FILE__, __LINE__, cudaGetErrorString(_e)); } while (0)
 
 #endif

@@ -14,14 +14,16 @@ void cuda_embed(cuda_ctx *c, float *out, const sd_tensor *table, const int32_t *
     if (c->stepping) { /* graph_begin staged the ids on the device */
         k_embed<<<grid, 256, 0, c->stream>>>(out, table->data, table->data_type, table->rows, table->cols,
                                              (const int32_t *)c->step_dev + 1);
+        CUDA_LAUNCHED(c, "embed");
         return;
     }
-    /* ids are host memory: stage them on the device (small, n ints). */
-    int32_t *d_ids = NULL;
-    CUDA_LOG(cudaMallocAsync((void **)&d_ids, sizeof(int32_t) * (size_t)n, c->stream));
-    CUDA_LOG(cudaMemcpyAsync(d_ids, ids, sizeof(int32_t) * (size_t)n, cudaMemcpyHostToDevice, c->stream));
+    /* ids are host memory: stage them in the id buffer (pageable source: the copy is staged before the
+     * call returns, so the caller may reuse ids) */
+    int32_t *d_ids = cuda_ids(c, (size_t)n);
+    if (!d_ids) return;
+    CUDA_CK(c, cudaMemcpyAsync(d_ids, ids, sizeof(int32_t) * (size_t)n, cudaMemcpyHostToDevice, c->stream));
     k_embed<<<grid, 256, 0, c->stream>>>(out, table->data, table->data_type, table->rows, table->cols, d_ids);
-    CUDA_LOG(cudaFreeAsync(d_ids, c->stream));
+    CUDA_LAUNCHED(c, "embed");
 }
 
 __global__ void k_rmsnorm(float *out, const float *x, const void *w, int wtype, int width, float eps) {
@@ -47,6 +49,7 @@ __global__ void k_rmsnorm(float *out, const float *x, const void *w, int wtype, 
 void cuda_rmsnorm(cuda_ctx *c, float *out, const float *x, const sd_tensor *w, int rows, int width, float eps) {
     int threads = width >= 1024 ? 1024 : ((width + 31) / 32) * 32;
     k_rmsnorm<<<rows, threads, 0, c->stream>>>(out, x, w->data, w->data_type, width, eps);
+    CUDA_LAUNCHED(c, "rmsnorm");
 }
 
 __global__ void k_add_bias(float *x, const float *bias, int width, size_t count) {
@@ -58,6 +61,7 @@ void cuda_add_bias(cuda_ctx *c, float *x, const sd_tensor *bias, int n) {
     size_t count = (size_t)n * (size_t)bias->cols;
     k_add_bias<<<(unsigned)((count + 255) / 256), 256, 0, c->stream>>>(x, (const float *)bias->data,
                                                                        (int)bias->cols, count);
+    CUDA_LAUNCHED(c, "add_bias");
 }
 
 /* One thread per rotated pair. neox pairs (j, j + n_rot/2), otherwise (2j, 2j+1). */
@@ -84,6 +88,7 @@ void cuda_rope(cuda_ctx *c, float *x, int n, int n_heads, int head_dim, int n_ro
     if (!total) return;
     k_rope<<<(unsigned)((total + 255) / 256), 256, 0, c->stream>>>(x, n, n_heads, head_dim, n_rot, pos0, step_pos(c), inv_freq,
                                                                    neox ? 1 : 0);
+    CUDA_LAUNCHED(c, "rope");
 }
 
 __global__ void k_swiglu(float *out, const float *gate, const float *up, size_t count) {
@@ -94,7 +99,9 @@ __global__ void k_swiglu(float *out, const float *gate, const float *up, size_t 
 }
 
 void cuda_swiglu(cuda_ctx *c, float *out, const float *gate, const float *up, size_t count) {
-    if (count) k_swiglu<<<(unsigned)((count + 255) / 256), 256, 0, c->stream>>>(out, gate, up, count);
+    if (!count) return;
+    k_swiglu<<<(unsigned)((count + 255) / 256), 256, 0, c->stream>>>(out, gate, up, count);
+    CUDA_LAUNCHED(c, "swiglu");
 }
 
 __global__ void k_add(float *x, const float *y, size_t count) {
@@ -103,7 +110,9 @@ __global__ void k_add(float *x, const float *y, size_t count) {
 }
 
 void cuda_add(cuda_ctx *c, float *x, const float *y, size_t count) {
-    if (count) k_add<<<(unsigned)((count + 255) / 256), 256, 0, c->stream>>>(x, y, count);
+    if (!count) return;
+    k_add<<<(unsigned)((count + 255) / 256), 256, 0, c->stream>>>(x, y, count);
+    CUDA_LAUNCHED(c, "add");
 }
 
 /* K and V rows of n positions into the cache at pos0 (a kernel, not a memcpy, so the offset can come
@@ -121,47 +130,85 @@ __global__ void k_kv_store(float *kc, float *vc, const float *k, const float *v,
 void cuda_kv_store(cuda_ctx *c, float *kcache, float *vcache, const float *k, const float *v, int pos0, int n,
                    int kv_dim) {
     size_t count = (size_t)n * (size_t)kv_dim;
-    if (count)
-        k_kv_store<<<(unsigned)((count + 255) / 256), 256, 0, c->stream>>>(kcache, vcache, k, v, pos0, step_pos(c),
-                                                                          count, kv_dim);
+    if (!count) return;
+    k_kv_store<<<(unsigned)((count + 255) / 256), 256, 0, c->stream>>>(kcache, vcache, k, v, pos0, step_pos(c),
+                                                                      count, kv_dim);
+    CUDA_LAUNCHED(c, "kv_store");
 }
 
-/* One block per row: each thread scans a strided share, then a shared-memory tree picks the winner under
- * the same order the CPU uses (kernels/quant.h: larger first, lower index on ties, NaN last). */
-__global__ void k_argmax_rows(int32_t *ids, const float *x, int width) {
-    const float *row = x + (size_t)blockIdx.x * width;
+/* Argmax in two launches, so a 32000..150000-word row is scanned by many blocks instead of one:
+ * k_argmax_part: block (chunk, row) finds the best of its chunk of columns (each thread a strided share,
+ * then a shared-memory tree); k_argmax_merge: one warp per row picks the best chunk. Both compare under the
+ * order the CPU uses (kernels/quant.h: larger first, lower index on ties, NaN last), so ids match the CPU. */
+#define AM_THREADS 256
+#define AM_CHUNK 4096   /* columns per block, at most */
+#define AM_MAX_CHUNKS 32
+
+__device__ __forceinline__ bool am_take(float v, int32_t i, float bv, int32_t bi) {
+    return i != INT32_MAX && (bi == INT32_MAX || sd_argmax_prefers(v, i, bv, bi));
+}
+
+__global__ void k_argmax_part(float *pv, int32_t *pi, const float *x, int width, int chunk, int nch) {
+    int row = blockIdx.y, c0 = blockIdx.x * chunk, c1 = min(c0 + chunk, width);
+    const float *r = x + (size_t)row * width;
     float best = NAN;
     int32_t best_i = INT32_MAX;
-    for (int32_t i = threadIdx.x; i < width; i += blockDim.x)
-        if (best_i == INT32_MAX || sd_argmax_prefers(row[i], i, best, best_i)) {
-            best = row[i];
+    for (int32_t i = c0 + threadIdx.x; i < c1; i += AM_THREADS)
+        if (am_take(r[i], i, best, best_i)) {
+            best = r[i];
             best_i = i;
         }
-    __shared__ float sv[256];
-    __shared__ int32_t si[256];
+    __shared__ float sv[AM_THREADS];
+    __shared__ int32_t si[AM_THREADS];
     sv[threadIdx.x] = best;
     si[threadIdx.x] = best_i;
     __syncthreads();
-    for (int step = blockDim.x / 2; step > 0; step >>= 1) {
-        if (threadIdx.x < step) {
-            int o = threadIdx.x + step;
-            bool take = si[o] != INT32_MAX &&
-                        (si[threadIdx.x] == INT32_MAX || sd_argmax_prefers(sv[o], si[o], sv[threadIdx.x], si[threadIdx.x]));
-            if (take) {
-                sv[threadIdx.x] = sv[o];
-                si[threadIdx.x] = si[o];
-            }
+    for (int step = AM_THREADS / 2; step > 0; step >>= 1) {
+        if (threadIdx.x < step && am_take(sv[threadIdx.x + step], si[threadIdx.x + step], sv[threadIdx.x], si[threadIdx.x])) {
+            sv[threadIdx.x] = sv[threadIdx.x + step];
+            si[threadIdx.x] = si[threadIdx.x + step];
         }
         __syncthreads();
     }
-    if (threadIdx.x == 0) ids[blockIdx.x] = si[0];
+    if (threadIdx.x == 0) {
+        pv[row * nch + blockIdx.x] = sv[0];
+        pi[row * nch + blockIdx.x] = si[0];
+    }
+}
+
+__global__ void k_argmax_merge(int32_t *ids, const float *pv, const int32_t *pi, int nch) {
+    int row = blockIdx.x, lane = threadIdx.x;
+    float v = lane < nch ? pv[row * nch + lane] : NAN;
+    int32_t i = lane < nch ? pi[row * nch + lane] : INT32_MAX;
+    for (int o = 16; o > 0; o >>= 1) {
+        float ov = __shfl_xor_sync(0xffffffffu, v, o);
+        int32_t oi = __shfl_xor_sync(0xffffffffu, i, o);
+        if (am_take(ov, oi, v, i)) {
+            v = ov;
+            i = oi;
+        }
+    }
+    if (lane == 0) ids[row] = i;
 }
 
 void cuda_argmax_rows(cuda_ctx *c, int32_t *ids_host, const float *x, int rows, int width) {
-    int32_t *d_ids = NULL;
-    CUDA_LOG(cudaMallocAsync((void **)&d_ids, sizeof(int32_t) * (size_t)rows, c->stream));
-    k_argmax_rows<<<rows, 256, 0, c->stream>>>(d_ids, x, width);
-    CUDA_LOG(cudaMemcpyAsync(ids_host, d_ids, sizeof(int32_t) * (size_t)rows, cudaMemcpyDeviceToHost, c->stream));
-    CUDA_LOG(cudaFreeAsync(d_ids, c->stream));
-    CUDA_LOG(cudaStreamSynchronize(c->stream));
+    int nch = (width + AM_CHUNK - 1) / AM_CHUNK;
+    if (nch > AM_MAX_CHUNKS) nch = AM_MAX_CHUNKS; /* then each block's share is wider than AM_CHUNK */
+    int chunk = (width + nch - 1) / nch;
+    /* the id buffer holds the ids, then the partials' indices and values */
+    int32_t *buf = cuda_ids(c, (size_t)rows * (1 + 2 * (size_t)nch));
+    if (buf) {
+        int32_t *d_ids = buf, *pi = buf + rows;
+        float *pv = (float *)(pi + (size_t)rows * nch);
+        k_argmax_part<<<dim3((unsigned)nch, (unsigned)rows), AM_THREADS, 0, c->stream>>>(pv, pi, x, width, chunk, nch);
+        if (CUDA_LAUNCHED(c, "argmax (chunks)")) {
+            k_argmax_merge<<<rows, 32, 0, c->stream>>>(d_ids, pv, pi, nch);
+            if (CUDA_LAUNCHED(c, "argmax (merge)"))
+                CUDA_CK(c, cudaMemcpyAsync(ids_host, d_ids, sizeof(int32_t) * (size_t)rows, cudaMemcpyDeviceToHost,
+                                           c->stream));
+        }
+        CUDA_CK(c, cudaStreamSynchronize(c->stream));
+    }
+    if (c->err) /* never hand out ids the device did not compute */
+        for (int r = 0; r < rows; r++) ids_host[r] = 0;
 }

@@ -300,7 +300,10 @@ void cuda_sample_rows(cuda_ctx *c, int32_t *ids, float *probs, const float *logi
                       const sd_sample_cfg *cfg, const float *u) {
     if (rows <= 0) return;
     int32_t *d_ids = NULL;
-    if (ids) CUDA_LOG(cudaMallocAsync((void **)&d_ids, sizeof(int32_t) * (size_t)rows, c->stream));
+    if (ids && !(d_ids = cuda_ids(c, (size_t)rows))) {
+        for (int r = 0; r < rows; r++) ids[r] = 0;
+        return;
+    }
     for (int r0 = 0; r0 < rows; r0 += SD_SAMPLE_MAX_K) {
         int n = rows - r0 < SD_SAMPLE_MAX_K ? rows - r0 : SD_SAMPLE_MAX_K;
         row_uniforms ru;
@@ -310,13 +313,13 @@ void cuda_sample_rows(cuda_ctx *c, int32_t *ids, float *probs, const float *logi
         size_t off = (size_t)r0 * width;
         k_sample_rows<<<n, SB, 0, c->stream>>>(ids ? d_ids + r0 : NULL, probs + off, logits + off, width, *cfg, ru,
                                                ids != NULL);
+        if (!CUDA_LAUNCHED(c, "sample_rows")) break;
     }
-    CUDA_LOG(cudaGetLastError());
-    if (ids) {
-        CUDA_LOG(cudaMemcpyAsync(ids, d_ids, sizeof(int32_t) * (size_t)rows, cudaMemcpyDeviceToHost, c->stream));
-        CUDA_LOG(cudaFreeAsync(d_ids, c->stream));
-    }
-    CUDA_LOG(cudaStreamSynchronize(c->stream));
+    if (ids && !c->err)
+        CUDA_CK(c, cudaMemcpyAsync(ids, d_ids, sizeof(int32_t) * (size_t)rows, cudaMemcpyDeviceToHost, c->stream));
+    CUDA_CK(c, cudaStreamSynchronize(c->stream));
+    if (ids && c->err)
+        for (int r = 0; r < rows; r++) ids[r] = 0;
 }
 
 int cuda_spec_accept(cuda_ctx *c, int32_t *next, const float *p, const float *q, const int32_t *draft, int k,
@@ -329,13 +332,14 @@ int cuda_spec_accept(cuda_ctx *c, int32_t *next, const float *p, const float *q,
     memset(&a, 0, sizeof a);
     for (int i = 0; i < k; i++) a.draft[i] = draft[i];
     for (int i = 0; i <= k; i++) a.u[i] = u[i];
-    int32_t *d_out = NULL, out[2] = {0, 0};
-    CUDA_LOG(cudaMallocAsync((void **)&d_out, sizeof out, c->stream));
-    k_spec_accept<<<1, SB, 0, c->stream>>>(d_out, p, q, k, width, a);
-    CUDA_LOG(cudaGetLastError());
-    CUDA_LOG(cudaMemcpyAsync(out, d_out, sizeof out, cudaMemcpyDeviceToHost, c->stream));
-    CUDA_LOG(cudaFreeAsync(d_out, c->stream));
-    CUDA_LOG(cudaStreamSynchronize(c->stream));
+    int32_t *d_out = cuda_ids(c, 2), out[2] = {0, 0};
+    if (d_out) {
+        k_spec_accept<<<1, SB, 0, c->stream>>>(d_out, p, q, k, width, a);
+        if (CUDA_LAUNCHED(c, "spec_accept"))
+            CUDA_CK(c, cudaMemcpyAsync(out, d_out, sizeof out, cudaMemcpyDeviceToHost, c->stream));
+        CUDA_CK(c, cudaStreamSynchronize(c->stream));
+    }
+    if (c->err) out[0] = out[1] = 0; /* accept nothing the device did not decide */
     *next = out[1];
     return out[0];
 }
