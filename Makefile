@@ -25,12 +25,12 @@ CUDA_ARCH ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_86,code=s
 
 OPT     ?= -O2
 CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) -g -Wall -Wextra -Wno-unused-parameter -pthread -I. $(SANFLAGS) -MMD -MP
-LDLIBS  += -lzmq -lmsgpackc -lm -pthread
+LDLIBS  += -lzmq -lmsgpackc -ljansson -lm -pthread
 LDFLAGS += $(SANFLAGS)
 
 # Library sources: every .c in the layers below (base/ is the layer every folder may use; cmd/ holds the
 # subcommands, main.c is the entry point of build/specd). bench/ holds programs and is not in the library.
-LIB_DIRS := base kernels kernels/cpu tokenizer model draft target ipc daemon tools cmd
+LIB_DIRS := base kernels kernels/cpu tokenizer model draft target ipc daemon tools cmd chat
 LIB_SRC  := $(filter-out cmd/main.c, $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c)))
 CLIENT_SRC := $(filter-out clients/cli.c, $(wildcard clients/*.c))
 CU_SRC   := $(wildcard kernels/cuda/*.cu)

@@ -9,5 +9,6 @@ int cmd_info(int argc, char **argv);     /* info.c */
 int cmd_mkmodel(int argc, char **argv);  /* mkmodel.c */
 int cmd_serve(int argc, char **argv);    /* serve.c */
 int cmd_bench(int argc, char **argv);    /* bench.c */
+int cmd_template(int argc, char **argv); /* template.c */
 
 #endif

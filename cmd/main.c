@@ -23,6 +23,7 @@ int main(int argc, char **argv) {
         {"bench", cmd_bench, "compare plain and speculative decoding latency in one run"},
         {"tokenize", cmd_tokenize, "print the token ids of a text"},
         {"info", cmd_info, "describe a model file"},
+        {"template", cmd_template, "render a chat template for the cases of a file"},
         {"mkmodel", cmd_mkmodel, "write a GGUF model with synthetic weights"},
     };
     int n = (int)(sizeof cmds / sizeof cmds[0]);

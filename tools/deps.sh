@@ -4,7 +4,7 @@
 set -euo pipefail
 need=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-for p in build-essential libzmq3-dev libmsgpack-dev unicode-data python3-zmq python3-msgpack; do
+for p in build-essential libzmq3-dev libmsgpack-dev libjansson-dev unicode-data python3-zmq python3-msgpack; do
   have_pkg "$p" || need+=("$p")
 done
 [ ${#need[@]} -eq 0 ] && exit 0
