@@ -6,9 +6,6 @@
 #include "daemon/srv.h"
 #include "base/clock.h"
 
-static const char *arch_name(sd_arch a) {
-    return a == SD_ARCH_LLAMA ? "llama" : a == SD_ARCH_QWEN2 ? "qwen2" : a == SD_ARCH_QWEN3 ? "qwen3" : "?";
-}
 const char *srv_proposer_name(sd_proposer_kind k) {
     return k == SD_PROP_DRAFT ? "draft" : k == SD_PROP_LOOKUP ? "lookup" : k == SD_PROP_SELF ? "self" : "none";
 }
@@ -18,7 +15,7 @@ static void pack_model(msgpack_packer *pk, const char *key, const sd_model *m) {
     if (!m) { msgpack_pack_nil(pk); return; }
     msgpack_pack_map(pk, 6);
     sd_pack_kv_str(pk, "path", m->path ? m->path : "");
-    sd_pack_kv_str(pk, "arch", arch_name(m->hp.arch));
+    sd_pack_kv_str(pk, "arch", sd_arch_name(m->hp.arch));
     sd_pack_kv_uint(pk, "params", m->n_params);
     sd_pack_kv_int(pk, "layers", m->hp.n_layers);
     sd_pack_kv_int(pk, "vocab", m->hp.vocab);

@@ -1,6 +1,8 @@
 /* Admission (running set + bounded FIFO queue) and the session pool with prefix reuse. */
 #include "daemon/scheduler.h"
 
+#include "draft/proposer.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -78,12 +80,6 @@ sd_dreq *sd_sched_pop(sd_sched *s) {
     return r;
 }
 
-int sd_common_prefix(const int32_t *a, int na, const int32_t *b, int nb) {
-    int n = na < nb ? na : nb, i = 0;
-    while (i < n && a[i] == b[i]) i++;
-    return i;
-}
-
 /* Picks a slot: the idle session with the longest shared prefix; with none sharing anything, a fresh
  * slot while the pool is not full (so other cached prompts survive), else the least recently used. */
 static int pick_slot(sd_sched *s, const int32_t *prompt, int n) {
@@ -94,7 +90,7 @@ static int pick_slot(sd_sched *s, const int32_t *prompt, int n) {
         if (!p->s) { if (empty < 0) empty = i; continue; }
         int nt = 0;
         const int32_t *t = sd_session_tokens(p->s, &nt);
-        int lcp = sd_common_prefix(t, nt, prompt, n);
+        int lcp = sd_tokens_lcp(t, nt, prompt, n);
         if (lcp > best_lcp) { best_lcp = lcp; best = i; }
         if (lru < 0 || p->last_used < s->pool[lru].last_used) lru = i;
     }

@@ -77,9 +77,6 @@ sd_dreq *sd_sched_next(sd_sched *s);
 
 int sd_sched_pool_busy(const sd_sched *s);
 
-/* Length of the common prefix of two token arrays. */
-int sd_common_prefix(const int32_t *a, int na, const int32_t *b, int nb);
-
 void sd_dreq_free(sd_dreq *r);
 
 #endif

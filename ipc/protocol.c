@@ -1,6 +1,8 @@
 /* Protocol v1: strict request decoding, reply encoding and decoding (see docs/protocol.md). */
 #include "ipc/protocol.h"
 
+#include "base/json_out.h"
+
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -23,30 +25,6 @@ sd_op sd_op_parse(const char *s, size_t len) {
 static const char *const type_names[] = {"?", "token", "done", "error", "result", "heartbeat"};
 const char *sd_reply_type_name(sd_reply_type t) {
     return (t >= SD_REPLY_NONE && t <= SD_REPLY_HEARTBEAT) ? type_names[t] : "?";
-}
-
-bool sd_utf8_valid(const char *str, size_t len) {
-    const unsigned char *s = (const unsigned char *)str;
-    size_t i = 0;
-    while (i < len) {
-        unsigned c = s[i];
-        if (c < 0x80) { i++; continue; }
-        int n;
-        unsigned cp, min;
-        if (c >= 0xC2 && c <= 0xDF) { n = 1; cp = c & 0x1F; min = 0x80; }
-        else if (c >= 0xE0 && c <= 0xEF) { n = 2; cp = c & 0x0F; min = 0x800; }
-        else if (c >= 0xF0 && c <= 0xF4) { n = 3; cp = c & 0x07; min = 0x10000; }
-        else return false;
-        if (len - i < (size_t)n + 1) return false;
-        for (int k = 1; k <= n; k++) {
-            unsigned cc = s[i + k];
-            if ((cc & 0xC0) != 0x80) return false;
-            cp = (cp << 6) | (cc & 0x3F);
-        }
-        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
-        i += (size_t)n + 1;
-    }
-    return true;
 }
 
 /* ------------------------------------------------------------------ requests */
@@ -789,14 +767,10 @@ static void jputs(jbuf *b, const char *s) { jput(b, s, strlen(s)); }
 static void jstr(jbuf *b, const char *s, size_t n) {
     jputs(b, "\"");
     for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        char esc[8];
-        if (c == '"' || c == '\\') { esc[0] = '\\'; esc[1] = (char)c; jput(b, esc, 2); }
-        else if (c == '\n') jputs(b, "\\n");
-        else if (c == '\r') jputs(b, "\\r");
-        else if (c == '\t') jputs(b, "\\t");
-        else if (c < 0x20 || c == 0x7f) { snprintf(esc, sizeof esc, "\\u%04x", c); jputs(b, esc); }
-        else jput(b, (const char *)&s[i], 1);
+        char buf[8];
+        const char *esc = sd_json_escape((unsigned char)s[i], buf);
+        if (esc) jputs(b, esc);
+        else jput(b, &s[i], 1);
     }
     jputs(b, "\"");
 }

@@ -16,6 +16,7 @@
 #include <msgpack.h>
 
 #include "base/err.h"
+#include "base/utf8.h"
 
 #define SD_PROTO_VERSION 1
 
@@ -230,8 +231,6 @@ void sd_reply_free(sd_reply *r);
 
 /* ---- helpers ---- */
 
-/* True when s[0..len) is valid UTF-8 (no overlongs, no surrogates, <= U+10FFFF). */
-bool sd_utf8_valid(const char *s, size_t len);
 /* Looks key up in a msgpack map object; NULL when absent or o is not a map. */
 const msgpack_object *sd_mp_get(const msgpack_object *o, const char *key);
 /* Writes o as JSON to a malloc'd NUL-terminated string (for `--json` output). Binary data becomes a

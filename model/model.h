@@ -12,6 +12,8 @@
 #include "tokenizer/tokenizer.h"
 
 typedef enum sd_arch { SD_ARCH_LLAMA = 1, SD_ARCH_QWEN2 = 2, SD_ARCH_QWEN3 = 3 } sd_arch;
+/* The GGUF general.architecture name of a ("llama", "qwen2", "qwen3"; "?" for none of them). */
+const char *sd_arch_name(sd_arch a);
 
 typedef struct sd_hparams {
     sd_arch arch;

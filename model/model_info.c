@@ -4,10 +4,6 @@
 
 #include "model/model_internal.h"
 
-static const char *arch_name(sd_arch a) {
-    return a == SD_ARCH_LLAMA ? "llama" : a == SD_ARCH_QWEN2 ? "qwen2" : a == SD_ARCH_QWEN3 ? "qwen3" : "?";
-}
-
 /* 1234567 -> "1.23M" */
 static void human(double v, const char *unit, char *out, size_t cap) {
     const char *suffix[] = {"", "K", "M", "G", "T"};
@@ -55,7 +51,7 @@ void sd_model_print_info(const sd_model *cm, void *file) {
     fprintf(f, "model:              %s\n", m->path);
     if (m->gguf) fprintf(f, "format:             GGUF v%u\n", m->gguf->version);
     else fprintf(f, "format:             llama2.c checkpoint\n");
-    fprintf(f, "architecture:       %s\n", arch_name(hp->arch));
+    fprintf(f, "architecture:       %s\n", sd_arch_name(hp->arch));
     fprintf(f, "embedding length:   %d\n", hp->dim);
     fprintf(f, "layers:             %d\n", hp->n_layers);
     fprintf(f, "attention heads:    %d (kv heads %d%s, head dim %d)\n", hp->n_heads, hp->n_kv_heads,

@@ -22,6 +22,12 @@ static const arch_desc k_archs[] = {
     {"qwen3", SD_ARCH_QWEN3, true, false, true},
 };
 
+const char *sd_arch_name(sd_arch a) {
+    for (size_t i = 0; i < sizeof k_archs / sizeof k_archs[0]; i++)
+        if (k_archs[i].arch == a) return k_archs[i].name;
+    return "?";
+}
+
 /* ---- metadata ---- */
 
 /* An `<arch>.<suffix>` integer: *out = def when absent (or an error when required). */

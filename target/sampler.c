@@ -6,6 +6,7 @@
  * top-k uses a bounded heap, top-p and min-p first discard tokens that provably cannot be kept. */
 #include "target/sampler.h"
 
+#include "base/heap.h"
 #include "kernels/quant.h"
 
 #include <math.h>
@@ -130,25 +131,19 @@ static void sort_probs(cand *c, int n, cand *tmp, int *count, bool id_ordered) {
     /* two passes: the result is back in c */
 }
 
-/* Min-heap on "worse first" over k candidates: keeps the k best logits in one pass over the vocabulary. */
-static void heap_sift_down(cand *h, int k, int i) {
-    for (;;) {
-        int l = 2 * i + 1, r = l + 1, w = i;
-        if (l < k && better(h[w].v, h[w].id, h[l].v, h[l].id)) w = l;
-        if (r < k && better(h[w].v, h[w].id, h[r].v, h[r].id)) w = r;
-        if (w == i) return;
-        cand t = h[i]; h[i] = h[w]; h[w] = t;
-        i = w;
-    }
+/* Heap order for top-k: the worst of the k kept candidates at the root, replaced by any better logit. */
+static bool worse(const void *a, const void *b) {
+    const cand *x = a, *y = b;
+    return better(y->v, y->id, x->v, x->id);
 }
 
 static int top_k_select(const float *logits, int vocab, int k, cand *out) {
     for (int i = 0; i < k; i++) out[i] = (cand){logits[i], i};
-    for (int i = k / 2 - 1; i >= 0; i--) heap_sift_down(out, k, i);
+    for (int i = k / 2 - 1; i >= 0; i--) sd_heap_down(out, (size_t)k, (size_t)i, sizeof *out, worse);
     for (int32_t i = k; i < vocab; i++) {
         if (!better(logits[i], i, out[0].v, out[0].id)) continue;
         out[0] = (cand){logits[i], i};
-        heap_sift_down(out, k, 0);
+        sd_heap_down(out, (size_t)k, 0, sizeof *out, worse);
     }
     return k;
 }

@@ -287,6 +287,7 @@ static void test_synthetic_archs(void) {
         CHECKF(sd_model_load(p, NULL, &g_be, &m, &err) == 0, "%s: %s", archs[i], err.msg);
         if (!m) continue;
         CHECK_EQ_INT(m->hp.arch, i + 1);
+        CHECK_STR_EQ(sd_arch_name(m->hp.arch), archs[i]); /* the name info and the daemon report */
         CHECK_EQ_INT(m->hp.rope_neox, i > 0);
         CHECK_EQ_INT(m->hp.head_dim, s.head_dim);
         CHECK_EQ_INT(m->hp.n_rot, s.head_dim);

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/json_out.h"
 #include "ipc/protocol.h"
 #include "ipc/transport.h"
 #include "tests/test.h"
@@ -382,6 +383,28 @@ static void test_endpoints(void) {
     CHECK_EQ_INT(sd_parse_mode(""), -1);
 }
 
+/* One escaping rule: the msgpack -> JSON conversion and the command-line JSON writer give the same text
+ * for every byte, with the short forms JSON has (\b \f included). */
+static void test_json_escape_one_rule(void) {
+    char all[255];
+    for (int i = 0; i < 255; i++) all[i] = (char)(i + 1);
+    msgpack_sbuffer sb; msgpack_sbuffer_init(&sb);
+    msgpack_packer pk; msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_str(&pk, sizeof all); msgpack_pack_str_body(&pk, all, sizeof all);
+    msgpack_unpacked u; msgpack_unpacked_init(&u);
+    REQUIRE(msgpack_unpack_next(&u, sb.data, sb.size, NULL) == MSGPACK_UNPACK_SUCCESS);
+    char *from_mp = sd_mp_to_json(&u.data);
+    char *from_file = NULL; size_t n = 0;
+    FILE *f = open_memstream(&from_file, &n);
+    REQUIRE(f);
+    sd_json_str(f, all, sizeof all);
+    fclose(f);
+    CHECK_STR_EQ(from_mp, from_file);
+    CHECK(from_file && strstr(from_file, "\\b\\t\\n\\u000b\\f\\r") && strstr(from_file, "\\u007f"));
+    free(from_mp); free(from_file);
+    msgpack_unpacked_destroy(&u); msgpack_sbuffer_destroy(&sb);
+}
+
 int main(void) {
     RUN(test_generate_roundtrip);
     RUN(test_other_ops_roundtrip);
@@ -391,6 +414,7 @@ int main(void) {
     RUN(test_other_op_errors);
     RUN(test_replies_roundtrip);
     RUN(test_utf8);
+    RUN(test_json_escape_one_rule);
     RUN(test_endpoints);
     return TEST_DONE();
 }

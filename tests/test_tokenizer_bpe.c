@@ -187,7 +187,7 @@ static int valid_utf8(const char *s, size_t n) {
     for (size_t i = 0; i < n;) {
         uint32_t cp;
         int v;
-        i += sd_uni_decode((const unsigned char *)s + i, n - i, &cp, &v);
+        i += sd_utf8_decode((const unsigned char *)s + i, n - i, &cp, &v);
         if (!v) return 0;
     }
     return 1;
@@ -293,7 +293,7 @@ static const char *write_vocab(const char *file, const char *pre, const char *co
     int32_t *type = calloc((size_t)n, sizeof *type);
     for (int b = 0; b < 256; b++) {
         tok[b] = calloc(8, 1);
-        sd_uni_encode(sd_uni_byte_to_cp((uint8_t)b), tok[b]);
+        sd_utf8_encode(sd_uni_byte_to_cp((uint8_t)b), tok[b]);
         type[b] = SD_TT_NORMAL;
     }
     for (int i = 0; i < n_extra; i++) { tok[256 + i] = strdup(extra[i]); type[256 + i] = SD_TT_NORMAL; }

@@ -90,7 +90,7 @@ static void test_against_unicodedata(void) {
 }
 
 static size_t dec(const char *s, size_t n, uint32_t *cp, int *valid) {
-    return sd_uni_decode((const unsigned char *)s, n, cp, valid);
+    return sd_utf8_decode((const unsigned char *)s, n, cp, valid);
 }
 
 static void test_utf8_decode(void) {
@@ -123,8 +123,11 @@ static void test_utf8_decode(void) {
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         size_t n = strlen(bad[i]);
-        CHECKF(dec(bad[i], n, &cp, &v) == 1 && cp == SD_UNI_REPLACEMENT && !v, "case %zu", i);
+        CHECKF(dec(bad[i], n, &cp, &v) == 1 && cp == SD_UTF8_REPLACEMENT && !v, "case %zu", i);
+        CHECKF(!sd_utf8_valid(bad[i], n), "case %zu", i); /* the validator is the decoder */
     }
+    CHECK(sd_utf8_lead_len('A') == 1 && sd_utf8_lead_len(0xC2) == 2 && sd_utf8_lead_len(0xEF) == 3);
+    CHECK(sd_utf8_lead_len(0xF4) == 4 && !sd_utf8_lead_len(0x80) && !sd_utf8_lead_len(0xC1) && !sd_utf8_lead_len(0xF5));
     /* truncated at the end of the buffer: never reads past len */
     CHECK(dec("\xE2\x82", 2, &cp, &v) == 1 && !v);
     CHECK(dec("\xF0\x9F\x98", 3, &cp, &v) == 1 && !v);
@@ -135,7 +138,7 @@ static void test_utf8_decode(void) {
     for (size_t i = 0; i < sizeof buf; i++) { x = x * 1103515245u + 12345u; buf[i] = (unsigned char)(x >> 16); }
     size_t pos = 0, steps = 0;
     while (pos < sizeof buf) {
-        size_t k = sd_uni_decode(buf + pos, sizeof buf - pos, &cp, &v);
+        size_t k = sd_utf8_decode(buf + pos, sizeof buf - pos, &cp, &v);
         CHECK(k >= 1 && k <= 4 && pos + k <= sizeof buf);
         pos += k;
         steps++;
@@ -148,16 +151,16 @@ static void test_utf8_roundtrip(void) {
     for (uint32_t c = 0; c <= 0x10FFFF; c++) {
         if (c >= 0xD800 && c <= 0xDFFF) continue;
         char b[4];
-        int n = sd_uni_encode(c, b);
+        int n = sd_utf8_encode(c, b);
         uint32_t back;
         int v;
-        size_t k = sd_uni_decode((const unsigned char *)b, (size_t)n, &back, &v);
+        size_t k = sd_utf8_decode((const unsigned char *)b, (size_t)n, &back, &v);
         int want = c < 0x80 ? 1 : c < 0x800 ? 2 : c < 0x10000 ? 3 : 4;
         if ((n != want || k != (size_t)n || back != c || !v) && bad++ < 5) CHECKF(0, "U+%04X", (unsigned)c);
     }
     CHECK_EQ_INT(bad, 0);
     char b[4];
-    CHECK(sd_uni_encode(0x110000, b) == 0);
+    CHECK(sd_utf8_encode(0x110000, b) == 0);
 }
 
 static void test_byte_mapping(void) {

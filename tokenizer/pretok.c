@@ -375,7 +375,7 @@ int sd_pretok_split(sd_pretok_kind kind, const char *text, size_t len, sd_span *
     for (size_t i = 0; i < len; n++) {
         int valid;
         off[n] = i;
-        i += sd_uni_decode(s + i, len - i, &cp[n], &valid);
+        i += sd_utf8_decode(s + i, len - i, &cp[n], &valid);
         fl[n] = (uint16_t)sd_uni_flags(cp[n]);
     }
     off[n] = len;

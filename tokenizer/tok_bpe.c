@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/heap.h"
 #include "tokenizer/pretok.h"
 #include "tokenizer/tok_internal.h"
 #include "tokenizer/unicode.h"
@@ -75,7 +76,7 @@ int sd_tok_bpe_init(sd_tokenizer *t, const gguf_file *f, sd_err *err) {
     if (!t->map.slots) return sd_errf(err, "byte-level BPE setup needs the token map (tokenizer.c builds it first)");
     for (int b = 0; b < 256; b++) {
         char u[4];
-        int n = sd_uni_encode(sd_uni_byte_to_cp((uint8_t)b), u);
+        int n = sd_utf8_encode(sd_uni_byte_to_cp((uint8_t)b), u);
         st->byte_tok[b] = sd_tok_find(t, u, (size_t)n);
     }
     return load_merges(t, st, f, err);
@@ -107,8 +108,10 @@ typedef struct work {
 
 #define NONE UINT32_MAX
 
-static int cand_less(const cand *a, const cand *b) {
-    return a->rank < b->rank || (a->rank == b->rank && a->left < b->left);
+/* Merge order: lowest rank first, leftmost first among equal ranks. */
+static bool merges_first(const void *a, const void *b) {
+    const cand *x = a, *y = b;
+    return x->rank < y->rank || (x->rank == y->rank && x->left < y->left);
 }
 
 static int heap_push(work *w, cand c) {
@@ -119,30 +122,15 @@ static int heap_push(work *w, cand c) {
         w->heap = h;
         w->heap_cap = cap;
     }
-    size_t i = w->n_heap++;
-    while (i > 0) {
-        size_t p = (i - 1) / 2;
-        if (!cand_less(&c, &w->heap[p])) break;
-        w->heap[i] = w->heap[p];
-        i = p;
-    }
-    w->heap[i] = c;
+    w->heap[w->n_heap] = c;
+    sd_heap_up(w->heap, w->n_heap++, sizeof c, merges_first);
     return 0;
 }
 
 static cand heap_pop(work *w) {
-    cand top = w->heap[0], last = w->heap[--w->n_heap];
-    size_t i = 0, n = w->n_heap;
-    for (;;) {
-        size_t l = 2 * i + 1, m = i;
-        const cand *best = &last;
-        if (l < n && cand_less(&w->heap[l], best)) { m = l; best = &w->heap[l]; }
-        if (l + 1 < n && cand_less(&w->heap[l + 1], best)) m = l + 1;
-        if (m == i) break;
-        w->heap[i] = w->heap[m];
-        i = m;
-    }
-    if (n) w->heap[i] = last;
+    cand top = w->heap[0];
+    w->heap[0] = w->heap[--w->n_heap];
+    sd_heap_down(w->heap, w->n_heap, 0, sizeof top, merges_first);
     return top;
 }
 
@@ -178,7 +166,7 @@ static void work_free(work *w) {
 static int whole_piece(const sd_tokenizer *t, work *w, const unsigned char *s, size_t n, sd_ids *out, sd_err *err,
                        int *rc) {
     size_t m = 0;
-    for (size_t i = 0; i < n; i++) m += (size_t)sd_uni_encode(sd_uni_byte_to_cp(s[i]), w->buf + m);
+    for (size_t i = 0; i < n; i++) m += (size_t)sd_utf8_encode(sd_uni_byte_to_cp(s[i]), w->buf + m);
     int32_t id = sd_tok_find(t, w->buf, m);
     if (id < 0) return 0;
     *rc = sd_ids_push(out, id, err);

@@ -221,7 +221,7 @@ static int build_piece(sd_tokenizer *t, int i, sd_err *err) {
         for (size_t k = 0; k < n;) {
             uint32_t cp;
             int valid;
-            size_t l = sd_uni_decode((const unsigned char *)s + k, n - k, &cp, &valid);
+            size_t l = sd_utf8_decode((const unsigned char *)s + k, n - k, &cp, &valid);
             int b = valid ? sd_uni_cp_to_byte(cp) : -1;
             if (b < 0) { /* not a stand-in (or an invalid byte, l = 1): keep the bytes as they are */
                 memcpy(p + o, s + k, l);
@@ -240,7 +240,7 @@ static int build_piece(sd_tokenizer *t, int i, sd_err *err) {
     for (size_t k = 0; k < o;) {
         uint32_t cp;
         int valid;
-        size_t l = sd_uni_decode((const unsigned char *)p + k, o - k, &cp, &valid);
+        size_t l = sd_utf8_decode((const unsigned char *)p + k, o - k, &cp, &valid);
         worst += valid ? l : 3;
         k += l;
     }
@@ -644,14 +644,6 @@ static void sink_put(sink *s, const void *p, size_t n) {
     s->n += n;
 }
 
-/* Number of bytes of the UTF-8 character a lead byte starts (0: not a valid lead). */
-static int lead_len(unsigned char c) {
-    if (c >= 0xC2 && c <= 0xDF) return 2;
-    if (c >= 0xE0 && c <= 0xEF) return 3;
-    if (c >= 0xF0 && c <= 0xF4) return 4;
-    return 0;
-}
-
 /* Whether byte c may follow the held prefix p[0..n) (n >= 1) of a character. */
 static bool continues(const unsigned char *p, int n, unsigned char c) {
     if ((c & 0xC0) != 0x80) return false;
@@ -670,7 +662,7 @@ static void detok_byte(sd_detok *d, sink *s, unsigned char c) {
     if (d->n_pending > 0) {
         if (continues(d->pending, d->n_pending, c)) {
             d->pending[d->n_pending++] = c;
-            if (d->n_pending == lead_len(d->pending[0])) {
+            if (d->n_pending == sd_utf8_lead_len(d->pending[0])) {
                 sink_put(s, d->pending, (size_t)d->n_pending);
                 d->n_pending = 0;
             }
@@ -680,7 +672,7 @@ static void detok_byte(sd_detok *d, sink *s, unsigned char c) {
         d->n_pending = 0; /* and c starts afresh */
     }
     if (c < 0x80) sink_put(s, &c, 1);
-    else if (lead_len(c)) d->pending[d->n_pending++] = c;
+    else if (sd_utf8_lead_len(c)) d->pending[d->n_pending++] = c;
     else sink_put(s, "\xef\xbf\xbd", 3);
 }
 

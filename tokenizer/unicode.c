@@ -1,4 +1,4 @@
-/* UTF-8 decoding, category lookup by binary search over the generated run table, GPT-2 byte mapping. */
+/* Category lookup by binary search over the generated run table, GPT-2 byte mapping. */
 #include "tokenizer/unicode.h"
 
 static const char *const cat_names[SD_UC_COUNT] = {
@@ -65,48 +65,6 @@ int sd_uni_is_space(uint32_t cp) {
         if (cp <= sd_uni_space_ranges[i][1]) return 1;
     }
     return 0;
-}
-
-size_t sd_uni_decode(const unsigned char *s, size_t len, uint32_t *cp, int *valid) {
-    unsigned char b = s[0];
-    *valid = 1;
-    if (b < 0x80) { *cp = b; return 1; }
-    size_t n;
-    uint32_t c, min;
-    if (b >= 0xC2 && b <= 0xDF) { n = 2; c = b & 0x1F; min = 0x80; }
-    else if (b >= 0xE0 && b <= 0xEF) { n = 3; c = b & 0x0F; min = 0x800; }
-    else if (b >= 0xF0 && b <= 0xF4) { n = 4; c = b & 0x07; min = 0x10000; }
-    else goto bad;
-    if (len < n) goto bad;
-    for (size_t i = 1; i < n; i++) {
-        if ((s[i] & 0xC0) != 0x80) goto bad;
-        c = (c << 6) | (s[i] & 0x3F);
-    }
-    if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF)) goto bad;
-    *cp = c;
-    return n;
-bad:
-    *valid = 0;
-    *cp = SD_UNI_REPLACEMENT;
-    return 1;
-}
-
-int sd_uni_encode(uint32_t cp, char *out) {
-    unsigned char *o = (unsigned char *)out;
-    if (cp < 0x80) { o[0] = (unsigned char)cp; return 1; }
-    if (cp < 0x800) { o[0] = (unsigned char)(0xC0 | (cp >> 6)); o[1] = (unsigned char)(0x80 | (cp & 0x3F)); return 2; }
-    if (cp < 0x10000) {
-        o[0] = (unsigned char)(0xE0 | (cp >> 12));
-        o[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
-        o[2] = (unsigned char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    if (cp > 0x10FFFF) return 0;
-    o[0] = (unsigned char)(0xF0 | (cp >> 18));
-    o[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
-    o[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
-    o[3] = (unsigned char)(0x80 | (cp & 0x3F));
-    return 4;
 }
 
 /* Bytes GPT-2 keeps as themselves: '!'..'~', '¡'..'¬', '®'..'ÿ'. */

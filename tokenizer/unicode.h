@@ -1,10 +1,12 @@
-/* Unicode support for the tokenizers: UTF-8 decoding that never fails on bad input, general categories
+/* Unicode support for the tokenizers (UTF-8 itself is base/utf8.h): general categories
  * and White_Space from tables generated out of the Unicode Character Database (tools/gen_unicode.py ->
  * tokenizer/unicode_tables.c), and GPT-2's byte <-> printable code point mapping used by byte-level BPE. */
 #ifndef SD_UNICODE_H
 #define SD_UNICODE_H
 #include <stddef.h>
 #include <stdint.h>
+
+#include "base/utf8.h"
 
 /* General categories; the order is the generator's (tools/gen_unicode.py CATS). */
 enum sd_ucat {
@@ -21,9 +23,6 @@ enum {
     SD_UF_LU = 1 << 8, SD_UF_LL = 1 << 9, SD_UF_LT = 1 << 10, SD_UF_LM = 1 << 11, SD_UF_LO = 1 << 12,
 };
 
-/* Stand-in code point for a byte that does not start a valid UTF-8 character: U+FFFD (So). */
-#define SD_UNI_REPLACEMENT 0xFFFDu
-
 /* General category of cp (SD_UC_Cn for unassigned and for cp > U+10FFFF). */
 int sd_uni_cat(uint32_t cp);
 /* SD_UF_* flags of cp. */
@@ -31,13 +30,6 @@ unsigned sd_uni_flags(uint32_t cp);
 int sd_uni_is_space(uint32_t cp);
 /* Two-letter name of a category ("Lu"), for messages and tests. */
 const char *sd_uni_cat_name(int cat);
-
-/* Decodes the character at s[0..len), len > 0. Returns its byte length (1..4) and *cp; a byte that does
- * not start a valid character (bad lead, truncated, overlong, surrogate, > U+10FFFF) returns 1 with
- * *cp = SD_UNI_REPLACEMENT and *valid = 0, so any byte string decodes and can be re-assembled exactly. */
-size_t sd_uni_decode(const unsigned char *s, size_t len, uint32_t *cp, int *valid);
-/* Encodes cp (<= U+10FFFF) as UTF-8 into out[4]; returns the byte count (0 when cp is out of range). */
-int sd_uni_encode(uint32_t cp, char *out);
 
 /* GPT-2 byte-level alphabet: every byte has a printable stand-in code point (printable Latin-1 bytes
  * stand for themselves, the rest map to U+0100..U+0143 in byte order). */
