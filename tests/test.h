@@ -1,6 +1,11 @@
-/* A minimal test harness: each tests/test_*.c is one program of TEST functions run by TEST_MAIN.
- * Every test prints one line: "ok <name>", "FAIL <name>" (after the failed checks) or
- * "skipped: <name>: <reason>". tests/run.sh counts those lines across programs. */
+/* A minimal test harness: each tests/test_*.c is one program whose main() runs its test functions
+ * (static void test_x(void)) with RUN(test_x) and returns TEST_DONE(). Every test prints one line:
+ * "ok <name>", "FAIL <name>" (after the failed checks) or "skipped: <name>: <reason>"; tests/run.sh
+ * counts those lines across programs.
+ *
+ * Run by name: `build/tests/test_x NAME...` runs only the tests named (test_foo or foo), `--list` prints
+ * the names. The names are read from /proc/self/cmdline, so main() stays main(void); a name that matches
+ * no test is a failure (a typo must not pass as "0 tests failed"). */
 #ifndef SD_TEST_H
 #define SD_TEST_H
 #include <math.h>
@@ -31,11 +36,56 @@ static int t_n_pass, t_n_fail, t_n_skip;
 #define REQUIRE(cond) do { if (!(cond)) { t_failed_checks++; \
     fprintf(stderr, "  required %s:%d: %s\n", __FILE__, __LINE__, #cond); return; } } while (0)
 
-#define RUN(fn) do { t_failed_checks = 0; t_skipped = 0; fn(); \
+/* ---- selection by name ---- */
+#define T_MAX_NAMES 64
+static char t_args[8192];              /* the program's arguments, NUL-separated */
+static const char *t_names[T_MAX_NAMES];
+static int t_n_names, t_list, t_args_read;
+static unsigned char t_name_used[T_MAX_NAMES];
+
+static inline void t_read_args(void) {
+    if (t_args_read) return;
+    t_args_read = 1;
+    FILE *f = fopen("/proc/self/cmdline", "rb");
+    if (!f) return;
+    size_t n = fread(t_args, 1, sizeof t_args - 1, f);
+    fclose(f);
+    t_args[n] = 0;
+    size_t i = strlen(t_args) + 1; /* skip argv[0] */
+    while (i < n) {
+        const char *a = t_args + i;
+        if (!strcmp(a, "--list")) t_list = 1;
+        else if (t_n_names < T_MAX_NAMES) t_names[t_n_names++] = a;
+        i += strlen(a) + 1;
+    }
+}
+
+/* Whether test fn runs: every test when no names were given, else those named (with or without test_). */
+static inline int t_selected(const char *fn) {
+    t_read_args();
+    if (t_list) { printf("%s\n", fn); return 0; }
+    int hit = t_n_names == 0;
+    for (int i = 0; i < t_n_names; i++)
+        if (!strcmp(t_names[i], fn) || (!strncmp(fn, "test_", 5) && !strcmp(t_names[i], fn + 5))) {
+            t_name_used[i] = 1;
+            hit = 1;
+        }
+    return hit;
+}
+
+#define RUN(fn) do { if (!t_selected(#fn)) break; t_failed_checks = 0; t_skipped = 0; fn(); \
     if (t_failed_checks) { t_n_fail++; printf("FAIL %s\n", #fn); } \
     else if (t_skipped) { t_n_skip++; printf("skipped: %s: %s\n", #fn, t_skip_reason); } \
     else { t_n_pass++; printf("ok %s\n", #fn); } fflush(stdout); } while (0)
-#define TEST_DONE() (t_n_fail ? 1 : 0)
+
+/* The exit status of the program: 1 when a test failed or a name given matched no test. */
+static inline int t_done(void) {
+    t_read_args();
+    for (int i = 0; i < t_n_names && !t_list; i++)
+        if (!t_name_used[i]) { t_n_fail++; printf("FAIL %s: no such test in this program\n", t_names[i]); }
+    return t_n_fail ? 1 : 0;
+}
+#define TEST_DONE() t_done()
 
 /* Path of a file under ../shared (or $SPECD_SHARED), or NULL when it is not there. */
 static inline const char *shared_path(const char *rel) {
