@@ -66,7 +66,8 @@ $(BUILD)/libspecd.a: $(LIB_OBJ)
 	@rm -f $@  # rebuilt from scratch: a member whose source was removed must not linger
 	ar rcs $@ $^
 
-$(BUILD)/libspecd-client.a: $(CLIENT_OBJ) $(patsubst %.c,$(BUILD)/%.o,$(wildcard ipc/*.c base/*.c))
+# The client archive: clients/, ipc/, base/ and the option table (data only: specd-cli's options).
+$(BUILD)/libspecd-client.a: $(CLIENT_OBJ) $(patsubst %.c,$(BUILD)/%.o,$(wildcard ipc/*.c base/*.c) target/options.c)
 	@mkdir -p $(dir $@)
 	ar rcs $@ $^
 

@@ -8,40 +8,95 @@
 #include <time.h>
 
 #include "clients/cli.h"
-#include "base/json_out.h"
+#include "base/args.h"
 #include "base/clock.h"
+#include "base/json_out.h"
+#include "base/version.h"
+#include "ipc/protocol.h"
+#include "target/options.h"
 
-static const char usage_text[] =
-    "usage: specd-cli [--socket PATH | --tcp HOST:PORT] [--json] [--timeout SEC] <command> [options] [args]\n"
-    "\n"
-    "commands:\n"
-    "  generate PROMPT      stream the generated text to stdout\n"
-    "      -n N  --temp T  --top-k K  --top-p P  --min-p P  --seed S  --stop STR (repeatable)\n"
-    "      --plain (no speculation)  --spec  --draft-max K  --echo (print the prompt first)\n"
-    "      -v (a summary line on stderr: tokens, tokens/s, time to first token, acceptance)\n"
-    "  tokenize TEXT        print the token ids (--no-bos: without the BOS token)\n"
-    "  detokenize ID...     print the text of token ids\n"
-    "  info                 models, vocabulary, backend, limits, defaults, version\n"
-    "  stats                the daemon's counters and latency histograms\n"
-    "  ping [-c N] [-i MS]  round-trip time of N pings (default 1), MS apart (default 0)\n"
-    "  cancel ID            cancel request ID (protocol v1: only requests of the same connection,\n"
-    "                       so from a separate specd-cli this reports 'not found')\n"
-    "  bench                prompts through the daemon, plain and speculative interleaved: per-token\n"
-    "                       latency p50/p95, time to first token, tokens/s, speedup\n"
-    "      --prompts FILE (one prompt a line)  -n N (64)  --runs R (3)  --concurrency C (1)\n"
-    "      --ipc (also measure the streaming overhead per token)  and the sampling options of generate\n"
-    "\n"
-    "options for every command:\n"
-    "  --socket PATH        the daemon's Unix socket (default $XDG_RUNTIME_DIR/specd.sock,\n"
-    "                       else /tmp/specd-$UID.sock, as `specd serve`)\n"
-    "  --tcp HOST:PORT      a daemon listening on TCP (PORT alone: 127.0.0.1)\n"
-    "  --json               print one JSON object on stdout instead of text\n"
-    "  --timeout SEC        give up when the daemon is silent this long (default 60; 0: never)\n"
-    "  --connect-timeout MS how long connecting may take (default 2000)\n"
-    "\n"
+/* Command bits beyond the generate/bench ones of target/options.h, for rows of specd-cli's own table. */
+enum { CLI_ALL = 1 << 8, CLI_TOKENIZE = 1 << 9, CLI_PING = 1 << 10 };
+
+typedef struct cli_command {
+    const char *name, *usage, *help;
+    unsigned bit;
+} cli_command;
+
+static const cli_command k_commands[] = {
+    {"generate", "generate [options] PROMPT", "stream the generated text to stdout", SD_CMD_CLI_GENERATE},
+    {"tokenize", "tokenize [--no-bos] TEXT", "print the token ids", CLI_TOKENIZE},
+    {"detokenize", "detokenize ID...", "print the text of token ids", 0},
+    {"info", "info", "models, vocabulary, backend, limits, defaults, version", 0},
+    {"stats", "stats", "the daemon's counters and latency histograms", 0},
+    {"ping", "ping [-c N] [-i MS]", "round-trip time of N pings, MS apart", CLI_PING},
+    {"cancel", "cancel ID", "cancel request ID (protocol v1: only requests of the same connection, so from\n"
+                            "                       a separate specd-cli this reports 'not found')", 0},
+    {"bench", "bench [options]", "prompts through the daemon, plain and speculative interleaved: per-token\n"
+                                 "                       latency p50/p95, time to first token, tokens/s, speedup", SD_CMD_CLI_BENCH},
+};
+#define N_COMMANDS (int)(sizeof k_commands / sizeof k_commands[0])
+
+enum { O_SOCKET = SD_O_COUNT, O_TCP, O_JSON, O_TIMEOUT, O_CONNECT_TIMEOUT, O_HELP, O_VERSION, O_VERBOSE, O_ECHO,
+       O_SPEC, O_NO_BOS, O_COUNT, O_INTERVAL, O_PROMPTS, O_RUNS, O_CONCURRENCY, O_IPC, O_N };
+#define ANY (CLI_ALL | SD_CMD_CLI_GENERATE | SD_CMD_CLI_BENCH | CLI_TOKENIZE | CLI_PING)
+static const sd_opt k_own[] = {
+    {O_SOCKET, "--socket", NULL, SD_OPT_STR, 0, 0, NULL, "PATH", ANY,
+     "the daemon's Unix socket; unset: $XDG_RUNTIME_DIR/specd.sock, else /tmp/specd-$UID.sock"},
+    {O_TCP, "--tcp", NULL, SD_OPT_STR, 0, 0, NULL, "HOST:PORT", ANY, "a daemon listening on TCP (PORT alone: 127.0.0.1)"},
+    {O_JSON, "--json", NULL, SD_OPT_FLAG, 0, 0, NULL, NULL, ANY, "print one JSON object on stdout instead of text"},
+    {O_TIMEOUT, "--timeout", NULL, SD_OPT_FLOAT, 0, 1e6, "60", "SEC", ANY, "give up when the daemon is silent this long; 0: never"},
+    {O_CONNECT_TIMEOUT, "--connect-timeout", NULL, SD_OPT_INT, 1, 3600000, "2000", "MS", ANY, "how long connecting may take"},
+    {O_HELP, "--help", "-h", SD_OPT_FLAG, 0, 0, NULL, NULL, ANY, "this help; after a command, the command's"},
+    {O_VERSION, "--version", NULL, SD_OPT_FLAG, 0, 0, NULL, NULL, ANY, "print the version"},
+    {O_VERBOSE, "--verbose", "-v", SD_OPT_FLAG, 0, 0, NULL, NULL, SD_CMD_CLI_GENERATE,
+     "a summary line on stderr: tokens, tokens/s, time to first token, acceptance"},
+    {O_ECHO, "--echo", NULL, SD_OPT_FLAG, 0, 0, NULL, NULL, SD_CMD_CLI_GENERATE, "print the prompt first"},
+    {O_SPEC, "--spec", NULL, SD_OPT_FLAG, 0, 0, NULL, NULL, SD_CMD_CLI_GENERATE | SD_CMD_CLI_BENCH, "speculative decoding (the daemon's default)"},
+    {O_NO_BOS, "--no-bos", NULL, SD_OPT_FLAG, 0, 0, NULL, NULL, CLI_TOKENIZE, "without the BOS token"},
+    {O_COUNT, "--count", "-c", SD_OPT_INT, 1, 10000000, "1", "N", CLI_PING, "pings"},
+    {O_INTERVAL, "--interval", "-i", SD_OPT_FLOAT, 0, 3600000, "0", "MS", CLI_PING, "time between pings"},
+    {O_PROMPTS, "--prompts", NULL, SD_OPT_STR, 0, 0, NULL, "FILE", SD_CMD_CLI_BENCH, "one prompt a line"},
+    {O_RUNS, "--runs", NULL, SD_OPT_INT, 1, 1000, "3", "R", SD_CMD_CLI_BENCH, "runs over the prompts"},
+    {O_CONCURRENCY, "--concurrency", NULL, SD_OPT_INT, 1, 1024, "1", "C", SD_CMD_CLI_BENCH, "clients at once"},
+    {O_IPC, "--ipc", NULL, SD_OPT_FLAG, 0, 0, NULL, NULL, SD_CMD_CLI_BENCH, "also measure the streaming overhead per token"},
+};
+static const sd_opt_table k_own_table = {"specd-cli", k_own, (int)(sizeof k_own / sizeof k_own[0])};
+static const sd_opt_table *const k_tables[] = {&k_own_table, &sd_request_options};
+
+static const char k_exit_text[] =
     "exit status: 0 ok; 1 the daemon answered with an error (or cancel: id not found); 2 usage error;\n"
     "3 no daemon at the endpoint, connection lost or timed out; 130 interrupted (Ctrl-C cancels the\n"
     "request and prints what was generated).\n";
+
+/* specd-cli --help: the commands, the options of every command, the exit codes. */
+static void usage_all(FILE *f) {
+    fprintf(f, "usage: specd-cli [--socket PATH | --tcp HOST:PORT] [--json] [--timeout SEC] <command> [options] [args]\n"
+               "\ncommands (specd-cli COMMAND --help: its options):\n");
+    for (int i = 0; i < N_COMMANDS; i++) fprintf(f, "  %-20s %s\n", k_commands[i].name, k_commands[i].help);
+    fprintf(f, "\noptions for every command:\n");
+    for (int i = 0; i < k_own_table.n; i++)
+        if (k_own[i].cmds & CLI_ALL) {
+            const sd_opt *o = &k_own[i];
+            char left[64];
+            snprintf(left, sizeof left, "%s%s%s %s", o->alias ? o->alias : "", o->alias ? ", " : "", o->name,
+                     o->kind == SD_OPT_FLAG ? "" : o->arg);
+            fprintf(f, "  %-28s %s\n", left, o->help);
+        }
+    fprintf(f, "\n%s", k_exit_text);
+}
+
+/* specd-cli COMMAND --help. */
+static void usage_command(const cli_command *c, FILE *f) {
+    char line[256];
+    snprintf(line, sizeof line, "specd-cli [global options] %s\n%s", c->usage, c->help);
+    sd_args_spec spec = {.prog = "specd-cli", .usage = line, .tables = k_tables, .n_tables = 2, .cmd = c->bit | CLI_ALL};
+    sd_args_help(&spec, f);
+    if (c->bit & (SD_CMD_CLI_GENERATE | SD_CMD_CLI_BENCH))
+        fprintf(f, "Sampling and speculation options not given are not sent: the daemon's defaults apply\n"
+                   "(`specd-cli info` shows them; the defaults above are `specd serve`'s own).\n");
+    fprintf(f, "\n%s", k_exit_text);
+}
 
 static int usage_error(const char *fmt, const char *arg) {
     fprintf(stderr, "specd-cli: ");
@@ -92,10 +147,8 @@ static void print_indented(const char *j) {
 /* ---- option parsing ---- */
 
 static int parse_int(const char *opt, const char *s, long lo, long hi, long *out) {
-    char *end;
-    errno = 0;
-    long v = s ? strtol(s, &end, 10) : 0;
-    if (!s || !*s || *end || errno || v < lo || v > hi) {
+    int v;
+    if (!s || sd_arg_int(s, lo, hi, &v)) {
         fprintf(stderr, "specd-cli: %s: expected an integer in %ld..%ld, got '%s'\n", opt, lo, hi, s ? s : "");
         return -1;
     }
@@ -103,106 +156,86 @@ static int parse_int(const char *opt, const char *s, long lo, long hi, long *out
     return 0;
 }
 
-static int parse_num(const char *opt, const char *s, double lo, double hi, double *out) {
-    char *end;
-    errno = 0;
-    double v = s ? strtod(s, &end) : 0;
-    if (!s || !*s || *end || errno || !(v >= lo && v <= hi)) {
-        fprintf(stderr, "specd-cli: %s: expected a number in %g..%g, got '%s'\n", opt, lo, hi, s ? s : "");
-        return -1;
-    }
-    *out = v;
-    return 0;
+static const cli_command *find_command(const char *name) {
+    for (int i = 0; i < N_COMMANDS; i++)
+        if (!strcmp(k_commands[i].name, name)) return &k_commands[i];
+    return NULL;
 }
 
-/* Options are accepted before or after the command; "--" ends them. Returns CLI_OK or CLI_USAGE. */
+/* An option given on the command line that the command does not take: its name, else NULL. */
+static const char *foreign_option(const sd_optval *v, unsigned bit) {
+    for (int t = 0; t < 2; t++)
+        for (int i = 0; i < k_tables[t]->n; i++) {
+            const sd_opt *o = &k_tables[t]->opts[i];
+            if (v[o->id].on_cmdline && !(o->cmds & (bit | CLI_ALL))) return o->name;
+        }
+    return NULL;
+}
+
+/* The request fields the user gave (the rest stay unset, so the daemon's defaults apply). */
+static void gen_from_options(const sd_optval *v, cli_opts *o) {
+    specd_gen *g = &o->gen;
+    if (v[SD_O_MAX_TOKENS].given) g->max_tokens = (int)v[SD_O_MAX_TOKENS].i;
+    if (v[SD_O_TEMP].given) g->temperature = v[SD_O_TEMP].f;
+    if (v[SD_O_TOP_K].given) g->top_k = (int)v[SD_O_TOP_K].i;
+    if (v[SD_O_TOP_P].given) g->top_p = v[SD_O_TOP_P].f;
+    if (v[SD_O_MIN_P].given) g->min_p = v[SD_O_MIN_P].f;
+    if (v[SD_O_SEED].given) { g->seed = v[SD_O_SEED].u; g->has_seed = 1; }
+    if (v[SD_O_DRAFT_MAX].given) g->draft_max = (int)v[SD_O_DRAFT_MAX].i;
+    for (int i = 0; i < v[SD_O_STOP].n_list; i++) o->stop[i] = v[SD_O_STOP].list[i];
+    g->n_stop = v[SD_O_STOP].n_list;
+    g->stop = o->stop;
+    if (v[SD_O_PLAIN].i) g->mode = "plain";
+    if (v[O_SPEC].i) g->mode = "spec";
+}
+
+/* Options are accepted before or after the command; "--" ends them. Returns CLI_OK, CLI_USAGE, or -1 when
+ * --help / --version was answered (exit 0). */
 static int parse_args(int argc, char **argv, cli_opts *o, const char **cmd) {
-    const char *sock = NULL, *tcp = NULL;
-    int n_pos = 0, opts_done = 0;
+    static sd_optval v[O_N];
     o->args = calloc((size_t)argc + 1, sizeof *o->args);
     if (!o->args) return CLI_USAGE;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        long l;
-        double d;
-        if (opts_done || a[0] != '-' || !a[1]) {
-            if (!*cmd) *cmd = a; else o->args[n_pos++] = (char *)a;
-            continue;
-        }
-#define NEEDV() do { if (!v) return usage_error("option %s needs a value", a); i++; } while (0)
-        if (!strcmp(a, "--")) opts_done = 1;
-        else if (!strcmp(a, "-h") || !strcmp(a, "--help")) { fputs(usage_text, stdout); exit(CLI_OK); }
-        else if (!strcmp(a, "--socket")) { NEEDV(); sock = v; }
-        else if (!strcmp(a, "--tcp")) { NEEDV(); tcp = v; }
-        else if (!strcmp(a, "--json")) o->json = 1;
-        else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) o->verbose = 1;
-        else if (!strcmp(a, "--echo")) o->echo = 1;
-        else if (!strcmp(a, "--no-bos")) o->no_bos = 1;
-        else if (!strcmp(a, "--plain")) o->gen.mode = "plain";
-        else if (!strcmp(a, "--spec")) o->gen.mode = "spec";
-        else if (!strcmp(a, "--ipc")) o->ipc = 1;
-        else if (!strcmp(a, "--timeout")) {
-            NEEDV();
-            if (parse_num(a, v, 0, 1e6, &d)) return CLI_USAGE;
-            o->conn.timeout_ms = d == 0 ? -1 : (int)(d * 1000 + 0.5);
-            if (o->conn.timeout_ms == 0) o->conn.timeout_ms = 1;
-        } else if (!strcmp(a, "--connect-timeout")) {
-            NEEDV();
-            if (parse_int(a, v, 1, 3600000, &l)) return CLI_USAGE;
-            o->conn.connect_timeout_ms = (int)l;
-        } else if (!strcmp(a, "-n") || !strcmp(a, "--max-tokens")) {
-            NEEDV();
-            if (parse_int(a, v, 1, 1 << 20, &l)) return CLI_USAGE;
-            o->gen.max_tokens = (int)l;
-        } else if (!strcmp(a, "--temp")) { NEEDV(); if (parse_num(a, v, 0, 100, &o->gen.temperature)) return CLI_USAGE; }
-        else if (!strcmp(a, "--top-k")) {
-            NEEDV();
-            if (parse_int(a, v, 0, 1 << 20, &l)) return CLI_USAGE;
-            o->gen.top_k = (int)l;
-        } else if (!strcmp(a, "--top-p")) { NEEDV(); if (parse_num(a, v, 1e-9, 1, &o->gen.top_p)) return CLI_USAGE; }
-        else if (!strcmp(a, "--min-p")) { NEEDV(); if (parse_num(a, v, 0, 1, &o->gen.min_p)) return CLI_USAGE; }
-        else if (!strcmp(a, "--seed")) {
-            NEEDV();
-            char *end;
-            errno = 0;
-            unsigned long long s = strtoull(v, &end, 10);
-            if (!*v || *end || errno || v[0] == '-') return usage_error("--seed: expected an unsigned integer, got '%s'", v);
-            o->gen.seed = s;
-            o->gen.has_seed = 1;
-        } else if (!strcmp(a, "--stop")) {
-            NEEDV();
-            if (o->gen.n_stop >= CLI_MAX_STOP) return usage_error("--stop: at most 16 stop strings%s", "");
-            if (!*v) return usage_error("--stop: empty stop string%s", "");
-            o->stop[o->gen.n_stop++] = v;
-        } else if (!strcmp(a, "--draft-max")) {
-            NEEDV();
-            if (parse_int(a, v, 1, 64, &l)) return CLI_USAGE;
-            o->gen.draft_max = (int)l;
-        } else if (!strcmp(a, "-c") || !strcmp(a, "--count")) {
-            NEEDV();
-            if (parse_int(a, v, 1, 10000000, &l)) return CLI_USAGE;
-            o->count = (int)l;
-        } else if (!strcmp(a, "-i") || !strcmp(a, "--interval")) {
-            NEEDV();
-            if (parse_num(a, v, 0, 3600000, &o->interval_ms)) return CLI_USAGE;
-        } else if (!strcmp(a, "--prompts")) { NEEDV(); o->prompts_file = v; }
-        else if (!strcmp(a, "--runs")) {
-            NEEDV();
-            if (parse_int(a, v, 1, 1000, &l)) return CLI_USAGE;
-            o->runs = (int)l;
-        } else if (!strcmp(a, "--concurrency")) {
-            NEEDV();
-            if (parse_int(a, v, 1, 1024, &l)) return CLI_USAGE;
-            o->concurrency = (int)l;
-        } else return usage_error("unknown option '%s'", a);
-#undef NEEDV
+    sd_args_spec spec = {.prog = "specd-cli", .usage = "", .tables = k_tables, .n_tables = 2, .cmd = ANY,
+                         .pos = (const char **)o->args, .max_pos = argc, .no_help = true};
+    sd_err err = {{0}};
+    int n_pos = 0;
+    if (sd_args_parse(&spec, argc, argv, v, O_N, &n_pos, &err)) return usage_error("%s", err.msg + strlen("specd-cli: "));
+    const cli_command *c = n_pos > 0 ? find_command(o->args[0]) : NULL;
+    if (v[O_VERSION].i) { printf("specd-cli %s (protocol %d)\n", SD_VERSION, SD_PROTO_VERSION); return -1; }
+    if (v[O_HELP].i) {
+        if (c) usage_command(c, stdout); else usage_all(stdout);
+        return -1;
     }
-    o->n_args = n_pos;
-    o->gen.stop = o->stop;
-    if (!*cmd) return usage_error("no command given%s", "");
+    if (n_pos == 0) return usage_error("no command given%s", "");
+    if (!c) return usage_error("unknown command '%s'", o->args[0]);
+    *cmd = o->args[0];
+    o->n_args = n_pos - 1;
+    memmove(o->args, o->args + 1, (size_t)o->n_args * sizeof *o->args);
+    const char *foreign = foreign_option(v, c->bit);
+    if (foreign) {
+        fprintf(stderr, "specd-cli %s: %s does not apply to this command\n(specd-cli %s --help for its options)\n",
+                c->name, foreign, c->name);
+        return CLI_USAGE;
+    }
+    o->json = (int)v[O_JSON].i;
+    o->verbose = (int)v[O_VERBOSE].i;
+    o->echo = (int)v[O_ECHO].i;
+    o->no_bos = (int)v[O_NO_BOS].i;
+    o->ipc = (int)v[O_IPC].i;
+    o->count = (int)v[O_COUNT].i;
+    o->interval_ms = v[O_INTERVAL].f;
+    o->prompts_file = v[O_PROMPTS].s;
+    o->runs = (int)v[O_RUNS].i;
+    o->concurrency = (int)v[O_CONCURRENCY].i;
+    o->conn.connect_timeout_ms = (int)v[O_CONNECT_TIMEOUT].i;
+    double t = v[O_TIMEOUT].f;
+    o->conn.timeout_ms = t == 0 ? -1 : (int)(t * 1000 + 0.5);
+    if (o->conn.timeout_ms == 0) o->conn.timeout_ms = 1;
+    gen_from_options(v, o);
+    if (c->bit == SD_CMD_CLI_BENCH && !v[SD_O_MAX_TOKENS].given) o->gen.max_tokens = (int)v[SD_O_MAX_TOKENS].i;
     specd_error e;
-    if (specd_resolve_endpoint(sock, tcp, o->endpoint, sizeof o->endpoint, &e)) return usage_error("%s", e.message);
+    if (specd_resolve_endpoint(v[O_SOCKET].s, v[O_TCP].s, o->endpoint, sizeof o->endpoint, &e))
+        return usage_error("%s", e.message);
     o->conn.endpoint = o->endpoint;
     return CLI_OK;
 }
@@ -419,14 +452,15 @@ static int cmd_cancel(cli_opts *o) {
 }
 
 int main(int argc, char **argv) {
-    cli_opts o = {.gen = specd_gen_default(), .runs = 3, .concurrency = 1};
+    cli_opts o = {.gen = specd_gen_default()};
     const char *cmd = NULL;
     if (argc < 2) {
-        fputs(usage_text, stderr);
+        usage_all(stderr);
         return CLI_USAGE;
     }
     int rc = parse_args(argc, argv, &o, &cmd);
-    if (rc == CLI_OK) {
+    if (rc < 0) rc = CLI_OK;
+    else if (rc == CLI_OK) {
         if (!strcmp(cmd, "generate")) rc = cmd_generate(&o);
         else if (!strcmp(cmd, "tokenize")) rc = cmd_tokenize(&o);
         else if (!strcmp(cmd, "detokenize")) rc = cmd_detokenize(&o);

@@ -284,7 +284,6 @@ int cli_bench(cli_opts *o) {
         return CLI_USAGE;
     }
     bench b = {.o = o, .n_modes = o->ipc ? 3 : 2};
-    if (o->gen.max_tokens < 0) o->gen.max_tokens = 64;
     int greedy = o->gen.temperature <= 0;
     if (o->gen.temperature < 0) o->gen.temperature = 0;
     if (load_prompts(&b)) return CLI_USAGE;

@@ -18,9 +18,8 @@
 #include "cmd/bench_report.h"
 #include "base/clock.h"
 #include "target/draft_len.h"
-#include "target/engine.h"
-#include "base/args.h"
 #include "cmd/commands.h"
+#include "cmd/options.h"
 
 #define MAX_CONFIGS 17
 #define MAX_PROMPTS 256
@@ -32,7 +31,24 @@ static const char *default_prompts[] = {
     "In the morning the little girl",
 };
 
+/* bench's own options; the engine and request options come from target/options.h. */
+enum { O_PROMPTS = SD_O_COUNT, O_REPEAT, O_SWEEP, O_JSON, O_PLOT, O_N };
+static const sd_opt k_own[] = {
+    {O_PROMPTS, "--prompts", NULL, SD_OPT_STR, 0, 0, NULL, "FILE", SD_CMD_BENCH, "one prompt per line; unset: 4 built-in prompts"},
+    {O_REPEAT, "--repeat", NULL, SD_OPT_INT, 1, 1000, "1", "R", SD_CMD_BENCH, "run every prompt R times"},
+    {O_SWEEP, "--sweep", NULL, SD_OPT_STR, 0, 0, NULL, "K1,K2,..", SD_CMD_BENCH,
+     "one configuration per fixed k instead of adaptive k (draft-min = draft-max = k)"},
+    {O_JSON, "--json", NULL, SD_OPT_FLAG, 0, 0, NULL, NULL, SD_CMD_BENCH, "one JSON object on stdout"},
+    {O_PLOT, "--plot", NULL, SD_OPT_STR, 0, 0, NULL, "FILE.svg", SD_CMD_BENCH, "measured and predicted speedup against k"},
+};
+static const sd_opt_table k_own_table = {"bench", k_own, (int)(sizeof k_own / sizeof k_own[0])};
+static const sd_opt_table *const k_tables[] = {&k_own_table, &sd_engine_options, &sd_request_options};
+static const sd_args_spec k_spec = {.prog = "specd bench", .usage = "specd bench -m TARGET (-md DRAFT | --lookup N | --draft-layers L) [options]\n"
+                                    "Plain and speculative decoding on the same prompts in one run, interleaved.",
+                                    .tables = k_tables, .n_tables = 3, .cmd = SD_CMD_BENCH};
+
 typedef struct bench_opts {
+    sd_optval v[O_N];
     sd_engine_config cfg;
     sd_gen_params gp;
     const char *prompts_file, *plot;
@@ -41,78 +57,45 @@ typedef struct bench_opts {
     bool json;
 } bench_opts;
 
-static void usage(void) {
-    fprintf(stderr,
-        "usage: specd bench -m TARGET (-md DRAFT | --lookup N | --draft-layers L) [options]\n"
-        "  -m FILE / -z FILE   target model / its llama2.c tokenizer\n"
-        "  -md FILE / -zd FILE draft model / its llama2.c tokenizer (default -z)\n"
-        "  --lookup N          n-gram lookup proposer instead of a draft model\n"
-        "  --draft-layers L    self-draft proposer (the target's first L layers)\n"
-        "  --prompts FILE      one prompt per line (default: 4 built-in prompts)\n"
-        "  -n N                tokens per request (default 64)\n"
-        "  --repeat R          run every prompt R times (default 1)\n"
-        "  --draft-max K       adaptive k up to K (default 4)\n"
-        "  --draft-min K       adaptive k from K (default 1)\n"
-        "  --draft-p-min P     draft stops below this top probability (default 0)\n"
-        "  --sweep K1,K2,...   one configuration per fixed k instead (draft-min = draft-max = k)\n"
-        "  --temp T --seed S   sampling (default greedy)\n"
-        "  -t N --device D --ctx N   threads, backend, context length\n"
-        "  --json              one JSON object on stdout\n"
-        "  --plot FILE.svg     measured and predicted speedup against k\n");
-}
-
 static int parse_sweep(const char *s, bench_opts *o) {
     char buf[256];
     if (strlen(s) >= sizeof buf) return -1;
     strcpy(buf, s);
     o->n_sweep = 0;
     for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-        if (o->n_sweep >= MAX_CONFIGS - 1 || sd_arg_int(t, 1, 16, &o->sweep[o->n_sweep])) return -1;
+        if (o->n_sweep >= MAX_CONFIGS - 1 || sd_arg_int(t, 1, SD_DRAFT_LIMIT, &o->sweep[o->n_sweep])) return -1;
         o->n_sweep++;
     }
     return o->n_sweep > 0 ? 0 : -1;
 }
 
-static int parse_args(bench_opts *o, int argc, char **argv) {
+/* A usage error: prints it and returns 2. */
+static int usage_error(const char *msg) {
+    fprintf(stderr, "specd bench: %s\n(specd bench --help for usage)\n", msg);
+    return 2;
+}
+
+/* Returns 0 to go on, else the exit status (0 after --help, 2 on a usage error). */
+static int parse_args(bench_opts *o, int argc, char **argv, int *go_on) {
     memset(o, 0, sizeof *o);
-    o->gp = sd_gen_params_default();
-    o->gp.draft_max = 4;
-    o->gp.draft_min = 1;
-    o->n_tokens = 64;
-    o->repeat = 1;
-    int n_prop = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int bad = 0;
-        if (!strcmp(a, "--json")) { o->json = true; continue; }
-        if (!v) { fprintf(stderr, "bench: %s needs a value\n", a); return -1; }
-        i++;
-        if (!strcmp(a, "-m")) o->cfg.target_path = v;
-        else if (!strcmp(a, "-z")) o->cfg.target_tok = v;
-        else if (!strcmp(a, "-md")) { o->cfg.draft_path = v; n_prop++; }
-        else if (!strcmp(a, "-zd")) o->cfg.draft_tok = v;
-        else if (!strcmp(a, "--lookup")) { bad = sd_arg_int(v, 1, 64, &o->cfg.lookup_n); n_prop++; }
-        else if (!strcmp(a, "--draft-layers")) { bad = sd_arg_int(v, 1, 100000, &o->cfg.draft_layers); n_prop++; }
-        else if (!strcmp(a, "--prompts")) o->prompts_file = v;
-        else if (!strcmp(a, "-n")) bad = sd_arg_int(v, 2, 1 << 20, &o->n_tokens);
-        else if (!strcmp(a, "--repeat")) bad = sd_arg_int(v, 1, 1000, &o->repeat);
-        else if (!strcmp(a, "--draft-max")) bad = sd_arg_int(v, 1, 16, &o->gp.draft_max);
-        else if (!strcmp(a, "--draft-min")) bad = sd_arg_int(v, 0, 16, &o->gp.draft_min);
-        else if (!strcmp(a, "--draft-p-min")) bad = sd_arg_float(v, 0, 1, &o->gp.draft_p_min);
-        else if (!strcmp(a, "--sweep")) bad = parse_sweep(v, o);
-        else if (!strcmp(a, "--temp")) bad = sd_arg_float(v, 0, 1e6, &o->gp.sampling.temperature);
-        else if (!strcmp(a, "--seed")) bad = sd_arg_u64(v, &o->gp.sampling.seed);
-        else if (!strcmp(a, "-t")) bad = sd_arg_int(v, 1, 1024, &o->cfg.n_threads);
-        else if (!strcmp(a, "--device")) o->cfg.device = v;
-        else if (!strcmp(a, "--ctx")) bad = sd_arg_int(v, 2, 1 << 20, &o->cfg.ctx);
-        else if (!strcmp(a, "--plot")) o->plot = v;
-        else { fprintf(stderr, "bench: unknown option '%s'\n", a); return -1; }
-        if (bad) { fprintf(stderr, "bench: bad value for %s: '%s'\n", a, v); return -1; }
-    }
-    if (!o->cfg.target_path) { fprintf(stderr, "bench: -m TARGET is required\n"); return -1; }
-    if (n_prop != 1) { fprintf(stderr, "bench: give one proposer: -md DRAFT, --lookup N or --draft-layers L\n"); return -1; }
-    if (o->gp.draft_min > o->gp.draft_max) { fprintf(stderr, "bench: --draft-min > --draft-max\n"); return -1; }
-    if (o->cfg.draft_path && !o->cfg.draft_tok) o->cfg.draft_tok = o->cfg.target_tok;
+    int rc = cmd_parse_options(&k_spec, argc, argv, o->v, O_N, go_on);
+    if (!*go_on) return rc;
+    *go_on = 0;
+    const sd_optval *v = o->v;
+    cmd_engine_config(v, &o->cfg);
+    cmd_gen_params(v, &o->gp);
+    o->n_tokens = o->gp.max_tokens;
+    o->repeat = (int)v[O_REPEAT].i;
+    o->prompts_file = v[O_PROMPTS].s;
+    o->plot = v[O_PLOT].s;
+    o->json = v[O_JSON].i;
+    if (v[O_SWEEP].set && parse_sweep(v[O_SWEEP].s, o))
+        return usage_error("--sweep needs a comma-separated list of k in 1..16 (at most 16)");
+    if (!o->cfg.target_path) return usage_error("-m TARGET is required");
+    if (cmd_n_proposers(v) != 1) return usage_error("give one proposer: -md DRAFT, --lookup N or --draft-layers L");
+    if (o->n_tokens < 2) return usage_error("-n must be at least 2 (the first token comes from the prefill)");
+    if (o->gp.draft_min > o->gp.draft_max) return usage_error("--draft-min is above --draft-max");
+    *go_on = 1;
     return 0;
 }
 
@@ -210,15 +193,9 @@ out:
 }
 
 int cmd_bench(int argc, char **argv) {
-    bench_opts o;
-    if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
-        usage();
-        return 0;
-    }
-    if (parse_args(&o, argc, argv)) {
-        usage();
-        return 2;
-    }
+    static bench_opts o;
+    int go_on, prc = parse_args(&o, argc, argv, &go_on);
+    if (!go_on) return prc;
     sd_err err = {{0}};
     sd_engine *e = NULL;
     char **prompts = NULL;

@@ -8,113 +8,49 @@
 #include <string.h>
 
 #include "base/json_out.h"
-#include "target/engine.h"
-#include "base/args.h"
 #include "cmd/commands.h"
+#include "cmd/options.h"
 
-#define MAX_STOP 16
+/* generate's own options; the engine and request options come from target/options.h. */
+enum { O_PROMPT = SD_O_COUNT, O_JSON, O_N };
+static const sd_opt k_own[] = {
+    {O_PROMPT, "--prompt", "-p", SD_OPT_STR, 0, 0, NULL, "TEXT", SD_CMD_GENERATE, "prompt (BOS is added as the model asks)"},
+    {O_JSON, "--json", NULL, SD_OPT_FLAG, 0, 0, NULL, NULL, SD_CMD_GENERATE, "print one JSON object instead of streaming text"},
+};
+static const sd_opt_table k_own_table = {"generate", k_own, (int)(sizeof k_own / sizeof k_own[0])};
+static const sd_opt_table *const k_tables[] = {&k_own_table, &sd_engine_options, &sd_request_options};
+static const sd_args_spec k_spec = {.prog = "specd generate", .usage = "specd generate -m MODEL [-z TOKENIZER] -p PROMPT [options]\n"
+                                    "Streams the prompt and the generated text; with a proposer (-md, --lookup or\n"
+                                    "--draft-layers) decoding is speculative and the output equals the target's alone.",
+                                    .tables = k_tables, .n_tables = 3, .cmd = SD_CMD_GENERATE};
 
 typedef struct gen_opts {
+    sd_optval v[O_N];
     sd_engine_config cfg;
     sd_gen_params gp;
     const char *prompt;
-    const char *stop[MAX_STOP];
     bool json;
-    int n_proposers; /* -md, --lookup, --draft-layers given (at most one) */
 } gen_opts;
 
-static void usage(void) {
-    fprintf(stderr,
-        "usage: specd generate -m MODEL [-z TOKENIZER] -p PROMPT [options]\n"
-        "  -m FILE            target model (GGUF, or llama2.c .bin with -z)\n"
-        "  -z FILE            llama2.c tokenizer file (for .bin models)\n"
-        "  -p TEXT            prompt (BOS is added as the model asks)\n"
-        "  -n N               tokens to generate (default 128)\n"
-        "  --temp T           temperature, 0 = greedy (default 0)\n"
-        "  --top-k K          keep the K most likely tokens (default 0 = off)\n"
-        "  --top-p P          nucleus sampling (default 1 = off)\n"
-        "  --min-p M          drop tokens below M x the top probability (default 0 = off)\n"
-        "  --seed S           sampling seed (default 1); same seed, same output\n"
-        "  -t N               CPU threads (default: online CPUs)\n"
-        "  --device D         auto | cpu | cuda | cuda:N (default auto)\n"
-        "  --ctx N            context length (default: the model's)\n"
-        "  --stop STR         stop string, not printed (repeatable, up to %d)\n"
-        "  --json             print one JSON object instead of streaming text\n"
-        "speculative decoding (pick one proposer; output equals the target's alone):\n"
-        "  -md FILE           draft model (-zd FILE: its llama2.c tokenizer, default -z)\n"
-        "  --lookup N         n-gram lookup in prompt and output, n-gram length N\n"
-        "  --draft-layers L   self-draft with the target's first L layers\n"
-        "  --draft-max K      most tokens drafted per step\n"
-        "  --draft-min K      fewest tokens drafted per step\n"
-        "  --draft-p-min P    the draft stops proposing below this top probability\n"
-        "  --plain            plain decoding even when a proposer is given\n",
-        MAX_STOP);
-}
-
-/* Parses one option at argv[*i] (advancing *i past its value). 0 ok, -1 usage error (message printed). */
-static int parse_opt(gen_opts *o, int argc, char **argv, int *i) {
-    const char *a = argv[*i];
-    const char *v = *i + 1 < argc ? argv[*i + 1] : NULL;
-    int bad = 0;
-#define WANT() do { if (!v) { fprintf(stderr, "generate: %s needs a value\n", a); return -1; } (*i)++; } while (0)
-    if (!strcmp(a, "--json")) o->json = true;
-    else if (!strcmp(a, "--plain")) o->gp.mode = SD_MODE_PLAIN;
-    else if (!strcmp(a, "-m")) { WANT(); o->cfg.target_path = v; }
-    else if (!strcmp(a, "-z")) { WANT(); o->cfg.target_tok = v; }
-    else if (!strcmp(a, "-md")) { WANT(); o->cfg.draft_path = v; o->n_proposers++; }
-    else if (!strcmp(a, "-zd")) { WANT(); o->cfg.draft_tok = v; }
-    else if (!strcmp(a, "-p")) { WANT(); o->prompt = v; }
-    else if (!strcmp(a, "-n")) { WANT(); bad = sd_arg_int(v, 0, INT_MAX, &o->gp.max_tokens); }
-    else if (!strcmp(a, "-t")) { WANT(); bad = sd_arg_int(v, 1, 1024, &o->cfg.n_threads); }
-    else if (!strcmp(a, "--ctx")) { WANT(); bad = sd_arg_int(v, 1, INT_MAX, &o->cfg.ctx); }
-    else if (!strcmp(a, "--device")) { WANT(); o->cfg.device = v; }
-    else if (!strcmp(a, "--temp")) { WANT(); bad = sd_arg_float(v, 0, 1e6, &o->gp.sampling.temperature); }
-    else if (!strcmp(a, "--top-k")) { WANT(); bad = sd_arg_int(v, 0, INT_MAX, &o->gp.sampling.top_k); }
-    else if (!strcmp(a, "--top-p")) { WANT(); bad = sd_arg_float(v, 0, 1, &o->gp.sampling.top_p); }
-    else if (!strcmp(a, "--min-p")) { WANT(); bad = sd_arg_float(v, 0, 1, &o->gp.sampling.min_p); }
-    else if (!strcmp(a, "--seed")) { WANT(); bad = sd_arg_u64(v, &o->gp.sampling.seed); }
-    else if (!strcmp(a, "--lookup")) { WANT(); bad = sd_arg_int(v, 1, 64, &o->cfg.lookup_n); o->n_proposers++; }
-    else if (!strcmp(a, "--draft-layers")) {
-        WANT(); bad = sd_arg_int(v, 1, 100000, &o->cfg.draft_layers); o->n_proposers++;
+/* Returns 0 to go on, else the exit status (0 after --help, 2 on a usage error). */
+static int parse_args(gen_opts *o, int argc, char **argv, int *go_on) {
+    int rc = cmd_parse_options(&k_spec, argc, argv, o->v, O_N, go_on);
+    if (!*go_on) return rc;
+    *go_on = 0;
+    cmd_engine_config(o->v, &o->cfg);
+    cmd_gen_params(o->v, &o->gp);
+    o->prompt = o->v[O_PROMPT].s;
+    o->json = o->v[O_JSON].i;
+    const char *bad = !o->cfg.target_path ? "-m MODEL is required"
+                      : !o->prompt ? "-p PROMPT is required"
+                      : cmd_n_proposers(o->v) > 1 ? "-md, --lookup and --draft-layers are alternatives: give one"
+                      : o->gp.draft_min > o->gp.draft_max ? "--draft-min is above --draft-max"
+                                                          : NULL;
+    if (bad) {
+        fprintf(stderr, "specd generate: %s\n(specd generate --help for usage)\n", bad);
+        return 2;
     }
-    else if (!strcmp(a, "--draft-max")) { WANT(); bad = sd_arg_int(v, 1, 256, &o->gp.draft_max); }
-    else if (!strcmp(a, "--draft-min")) { WANT(); bad = sd_arg_int(v, 0, 256, &o->gp.draft_min); }
-    else if (!strcmp(a, "--draft-p-min")) { WANT(); bad = sd_arg_float(v, 0, 1, &o->gp.draft_p_min); }
-    else if (!strcmp(a, "--stop")) {
-        WANT();
-        if (o->gp.n_stop >= MAX_STOP) { fprintf(stderr, "generate: at most %d --stop strings\n", MAX_STOP); return -1; }
-        if (!*v) { fprintf(stderr, "generate: --stop needs a non-empty string\n"); return -1; }
-        o->stop[o->gp.n_stop++] = v;
-    } else {
-        fprintf(stderr, "generate: unknown option '%s'\n", a);
-        return -1;
-    }
-#undef WANT
-    if (bad) fprintf(stderr, "generate: bad value for %s: '%s'\n", a, v);
-    return bad ? -1 : 0;
-}
-
-static int parse_args(gen_opts *o, int argc, char **argv) {
-    memset(o, 0, sizeof *o);
-    o->gp = sd_gen_params_default();
-    o->gp.sampling = sd_sampling_greedy();
-    o->gp.sampling.seed = 1;
-    o->gp.max_tokens = 128;
-    o->gp.stop = o->stop;
-    o->gp.n_stop = 0;
-    for (int i = 1; i < argc; i++)
-        if (parse_opt(o, argc, argv, &i) != 0) return -1;
-    if (!o->cfg.target_path) { fprintf(stderr, "generate: -m MODEL is required\n"); return -1; }
-    if (!o->prompt) { fprintf(stderr, "generate: -p PROMPT is required\n"); return -1; }
-    if (o->n_proposers > 1) {
-        fprintf(stderr, "generate: -md, --lookup and --draft-layers are alternatives: give one\n");
-        return -1;
-    }
-    if (o->gp.draft_min > o->gp.draft_max && o->gp.draft_max > 0) {
-        fprintf(stderr, "generate: --draft-min %d > --draft-max %d\n", o->gp.draft_min, o->gp.draft_max);
-        return -1;
-    }
-    if (o->cfg.draft_path && !o->cfg.draft_tok) o->cfg.draft_tok = o->cfg.target_tok;
+    *go_on = 1;
     return 0;
 }
 
@@ -215,15 +151,9 @@ static int run(sd_gen *g, bool json, sd_err *err) {
 }
 
 int cmd_generate(int argc, char **argv) {
-    gen_opts o;
-    if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
-        usage();
-        return 0;
-    }
-    if (parse_args(&o, argc, argv) != 0) {
-        usage();
-        return 2;
-    }
+    static gen_opts o;
+    int go_on, prc = parse_args(&o, argc, argv, &go_on);
+    if (!go_on) return prc;
     sd_err err = {{0}};
     sd_engine *e = NULL;
     sd_session *sess = NULL;

@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "base/version.h"
 #include "cmd/commands.h"
 
 typedef struct {
@@ -13,7 +14,7 @@ typedef struct {
 static void usage(const command *cmds, int n) {
     fprintf(stderr, "usage: specd <command> [options]\n\ncommands:\n");
     for (int i = 0; i < n; i++) fprintf(stderr, "  %-10s %s\n", cmds[i].name, cmds[i].help);
-    fprintf(stderr, "\n`specd <command> --help` shows a command's options.\n");
+    fprintf(stderr, "\n`specd <command> --help` shows a command's options; `specd --version` the version.\n");
 }
 
 int main(int argc, char **argv) {
@@ -27,6 +28,10 @@ int main(int argc, char **argv) {
         {"mkmodel", cmd_mkmodel, "write a GGUF model with synthetic weights"},
     };
     int n = (int)(sizeof cmds / sizeof cmds[0]);
+    if (argc >= 2 && !strcmp(argv[1], "--version")) {
+        printf("specd %s\n", SD_VERSION);
+        return 0;
+    }
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         usage(cmds, n);
         return argc < 2 ? 2 : 0;

@@ -53,7 +53,7 @@ void srv_op_info(srv *S, uint64_t id) {
     sd_pack_kv_int(&pk, "max_stop", SD_PROTO_MAX_STOP);
     sd_pack_kv_int(&pk, "max_stop_bytes", SD_PROTO_MAX_STOP_BYTES);
     sd_pack_kv_int(&pk, "max_message_bytes", SD_PROTO_MAX_MSG_BYTES);
-    sd_pack_kv_int(&pk, "draft_max", ENGINE_DRAFT_LIMIT);
+    sd_pack_kv_int(&pk, "draft_max", SD_DRAFT_LIMIT);
     sd_pack_cstr(&pk, "defaults");
     const sd_gen_params *d = &o->defaults;
     msgpack_pack_map(&pk, 8);

@@ -325,9 +325,9 @@ static int prepare_prompt(srv *S, sd_dreq *r) {
         srv_error(S, r->rid, r->rid_len, true, r->id, SD_E_OUT_OF_RANGE, "max_tokens", msg);
         return -1;
     }
-    if ((g->set & SD_GF_DRAFT_MAX) && g->draft_max > ENGINE_DRAFT_LIMIT) {
+    if ((g->set & SD_GF_DRAFT_MAX) && g->draft_max > SD_DRAFT_LIMIT) {
         snprintf(msg, sizeof msg, "field 'draft_max': %d is above this daemon's limit of %d", g->draft_max,
-                 ENGINE_DRAFT_LIMIT);
+                 SD_DRAFT_LIMIT);
         srv_error(S, r->rid, r->rid_len, true, r->id, SD_E_OUT_OF_RANGE, "draft_max", msg);
         return -1;
     }

@@ -6,18 +6,18 @@
 
 #include <msgpack.h>
 
+#include "base/version.h"
 #include "daemon/scheduler.h"
 #include "daemon/server.h"
 #include "daemon/stats.h"
 #include "ipc/protocol.h"
 #include "target/engine.h"
 
-#define SD_VERSION_STR "specd 0.1.0"
+#define SD_VERSION_STR "specd " SD_VERSION
 #define HEARTBEAT_AFTER_S 1.0   /* a client with requests in flight hears from us at least this often */
 #define PROBE_S 0.5             /* how long to probe clients after a connection closed */
 #define PROBE_EVERY_S 0.05
 #define IDLE_POLL_MS 50         /* poll timeout with nothing to step (bounds signal/heartbeat latency) */
-#define ENGINE_DRAFT_LIMIT 16   /* target/engine.c accepts draft_max up to this (SD_DRAFT_LIMIT there) */
 #define SNDHWM 100000           /* queued outgoing messages per client before it counts as not reading */
 
 typedef struct srv {

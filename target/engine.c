@@ -19,8 +19,6 @@
 #include "target/textout.h"
 #include "target/verify.h"
 
-#define SD_DRAFT_LIMIT 16 /* most tokens one block may draft */
-#define SD_CTX_LIMIT (1 << 20)
 
 struct sd_session {
     sd_engine *e;
@@ -64,8 +62,8 @@ static int pick_proposer(const sd_engine_config *c, sd_proposer_kind *k, sd_err 
     if (n > 1) return sd_errf(err, "choose one proposer: a draft model, --lookup N or --draft-layers L");
     *k = c->draft_path ? SD_PROP_DRAFT : c->lookup_n ? SD_PROP_LOOKUP : c->draft_layers ? SD_PROP_SELF
                                                                                     : SD_PROP_NONE;
-    if (c->lookup_n < 0 || c->lookup_n > 64)
-        return sd_errf(err, "--lookup %d: the n-gram length must be in 1..64", c->lookup_n);
+    if (c->lookup_n < 0 || c->lookup_n > SD_LOOKUP_MAX)
+        return sd_errf(err, "--lookup %d: the n-gram length must be in 1..%d", c->lookup_n, SD_LOOKUP_MAX);
     return 0;
 }
 
@@ -180,10 +178,11 @@ sd_gen_params sd_gen_params_default(void) {
     sd_gen_params p;
     memset(&p, 0, sizeof p);
     p.sampling = sd_sampling_greedy();
-    p.max_tokens = 256;
+    p.sampling.seed = SD_DEFAULT_SEED;
+    p.max_tokens = SD_DEFAULT_MAX_TOKENS;
     p.mode = SD_MODE_SPEC;
-    p.draft_max = 8;
-    p.draft_min = 1;
+    p.draft_max = SD_DEFAULT_DRAFT_MAX;
+    p.draft_min = SD_DEFAULT_DRAFT_MIN;
     p.draft_p_min = 0.0f;
     return p;
 }
@@ -201,8 +200,8 @@ const char *sd_finish_name(sd_finish f) {
 
 static int check_params(const sd_gen_params *p, bool has_proposer, sd_err *err) {
     const sd_sampling *s = &p->sampling;
-    if (!(s->temperature == s->temperature) || s->temperature > 100)
-        return sd_errf(err, "temperature %g is out of range (0..100)", s->temperature);
+    if (!(s->temperature == s->temperature) || s->temperature > SD_TEMP_MAX)
+        return sd_errf(err, "temperature %g is out of range (0..%d)", s->temperature, SD_TEMP_MAX);
     if (!(s->top_p > 0) || s->top_p != s->top_p) return sd_errf(err, "top-p %g must be > 0", s->top_p);
     if (!(s->min_p <= 1) || s->min_p != s->min_p) return sd_errf(err, "min-p %g must be <= 1", s->min_p);
     if (p->max_tokens < 0) return sd_errf(err, "max tokens %d must be >= 0", p->max_tokens);

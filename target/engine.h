@@ -14,6 +14,7 @@
 
 #include "kernels/backend.h"
 #include "model/model.h"
+#include "target/limits.h"
 #include "target/sampler.h"
 
 typedef enum sd_proposer_kind {
