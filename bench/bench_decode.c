@@ -107,9 +107,8 @@ static void forward_overhead(sd_engine *e, int reps) {
         if (t < best_fwd) best_fwd = t;
         t0 = sd_now_s();
         for (int l = 0; l < m->hp.n_layers; l++) {
-            const sd_layer *L = &m->layers[l];
-            const sd_tensor *w[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
-            for (int i = 0; i < 7; i++) be->matmul(be, y, w[i], x, 1);
+            for (int i = 0; i < SD_LAYER_TENSORS; i++) /* the matrices: rows beyond one */
+                if (sd_layer_tensors[i].rows != SD_DIM_ONE) be->matmul(be, y, sd_layer_tensor_at(&m->layers[l], i), x, 1);
         }
         be->matmul(be, y, &m->output, x, 1);
         be->sync(be);

@@ -7,11 +7,9 @@ static size_t tensor_bytes(const sd_tensor *t) {
     return t->rows > 0 ? sd_dtype_row_bytes(t->type, t->cols) * (size_t)t->rows : 0;
 }
 
-static size_t layer_bytes(const sd_layer *l) {
-    const sd_tensor *ts[] = {&l->attn_norm, &l->wq, &l->wk, &l->wv, &l->wo, &l->bq, &l->bk, &l->bv,
-                             &l->q_norm, &l->k_norm, &l->ffn_norm, &l->w_gate, &l->w_up, &l->w_down};
+static size_t layer_bytes(sd_layer *l) {
     size_t b = 0;
-    for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) b += tensor_bytes(ts[i]);
+    for (int i = 0; i < SD_LAYER_TENSORS; i++) b += tensor_bytes(sd_layer_tensor_at(l, i));
     return b;
 }
 

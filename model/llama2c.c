@@ -67,25 +67,27 @@ static void take(walker *w, sd_tensor *first, size_t stride, int count, int64_t 
     }
 }
 
+/* The layer tensors of a checkpoint in file order (each for all layers in turn); llama2.c's w1, w2, w3 are
+ * ffn_gate, ffn_down, ffn_up. Shapes come from the tensor table (model.h). */
+static const char *const k_layer_order[] = {"attn_norm.weight", "attn_q.weight", "attn_k.weight", "attn_v.weight",
+                                            "attn_output.weight", "ffn_norm.weight", "ffn_gate.weight",
+                                            "ffn_down.weight", "ffn_up.weight"};
+
 static void walk(walker *w, bool shared) {
     sd_model *m = w->m;
     const sd_hparams *hp = &m->hp;
     int L = hp->n_layers;
-    int64_t dim = hp->dim, kv = (int64_t)hp->n_kv_heads * hp->head_dim, ffn = hp->ffn;
+    int64_t dim = hp->dim;
     sd_layer dummy[1];
     sd_layer *ly = w->base ? m->layers : dummy;
     size_t st = sizeof(sd_layer);
     sd_tensor scratch;
     take(w, w->base ? &m->tok_embd : &scratch, 0, 1, dim, hp->vocab, "token_embd.weight");
-    take(w, &ly->attn_norm, st, L, dim, 1, "attn_norm.weight");
-    take(w, &ly->wq, st, L, dim, dim, "attn_q.weight");
-    take(w, &ly->wk, st, L, dim, kv, "attn_k.weight");
-    take(w, &ly->wv, st, L, dim, kv, "attn_v.weight");
-    take(w, &ly->wo, st, L, dim, dim, "attn_output.weight");
-    take(w, &ly->ffn_norm, st, L, dim, 1, "ffn_norm.weight");
-    take(w, &ly->w_gate, st, L, dim, ffn, "ffn_gate.weight"); /* w1 */
-    take(w, &ly->w_down, st, L, ffn, dim, "ffn_down.weight"); /* w2 */
-    take(w, &ly->w_up, st, L, dim, ffn, "ffn_up.weight");     /* w3 */
+    for (int i = 0; i < (int)(sizeof k_layer_order / sizeof k_layer_order[0]); i++) {
+        const sd_layer_tensor *r = &sd_layer_tensors[sd_layer_tensor_find(k_layer_order[i])];
+        take(w, (sd_tensor *)((char *)ly + r->field), st, L, sd_dim_size(hp, r->cols), sd_dim_size(hp, r->rows),
+             r->suffix);
+    }
     take(w, w->base ? &m->out_norm : &scratch, 0, 1, dim, 1, "output_norm.weight");
     w->off += 2 * (uint64_t)hp->ctx * (uint64_t)(hp->head_dim / 2); /* freq_cis_real, freq_cis_imag: unused */
     if (!shared) take(w, w->base ? &m->output : &scratch, 0, 1, dim, hp->vocab, "output.weight");

@@ -40,6 +40,39 @@ typedef struct sd_layer {
     sd_tensor ffn_norm, w_gate, w_up, w_down;
 } sd_layer;
 
+/* The tensor table: every tensor of a layer with its GGUF name (blk.N.<suffix>), its field, its shape
+ * [cols, rows] as a rule over the hyperparameters, and when it must be present. Loading, counting,
+ * upload, bytes per token, self-drafting, the llama2.c mapping and the benchmarks walk it. */
+typedef enum sd_dim {
+    SD_DIM_ONE,   /* 1: rows of a vector */
+    SD_DIM_MODEL, /* dim */
+    SD_DIM_Q,     /* n_heads * head_dim */
+    SD_DIM_KV,    /* n_kv_heads * head_dim */
+    SD_DIM_HEAD,  /* head_dim */
+    SD_DIM_FFN,   /* ffn */
+} sd_dim;
+typedef enum sd_need {
+    SD_NEED_ALWAYS,
+    SD_NEED_QKV_BIAS, /* architectures with q/k/v biases (qwen2) */
+    SD_NEED_QK_NORM,  /* architectures with per-head q/k RMSNorm (qwen3) */
+} sd_need;
+typedef struct sd_layer_tensor {
+    const char *suffix; /* "attn_q.weight" */
+    size_t field;       /* offsetof(sd_layer, ...) */
+    sd_dim cols, rows;
+    sd_need need;
+} sd_layer_tensor;
+#define SD_LAYER_TENSORS 14
+extern const sd_layer_tensor sd_layer_tensors[SD_LAYER_TENSORS];
+/* Tensor i of the table in layer L. */
+static inline sd_tensor *sd_layer_tensor_at(sd_layer *L, int i) {
+    return (sd_tensor *)((char *)L + sd_layer_tensors[i].field);
+}
+/* The size a shape rule gives under hp. */
+int64_t sd_dim_size(const sd_hparams *hp, sd_dim d);
+/* The table row with this suffix, or -1. */
+int sd_layer_tensor_find(const char *suffix);
+
 typedef struct sd_model {
     char *path;
     sd_hparams hp;

@@ -2,6 +2,7 @@
  * hyperparameters, the RoPE inverse-frequency table (with linear or llama3-style scaling), uploading the
  * weights to the backend, and counting bytes and parameters. */
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -95,18 +96,52 @@ void sd_rope_inv_freq(const sd_hparams *hp, const float *freq_factors, float *in
     }
 }
 
+#define ROW(suffix, field, cols, rows, need) {suffix, offsetof(sd_layer, field), SD_DIM_##cols, SD_DIM_##rows, SD_NEED_##need}
+const sd_layer_tensor sd_layer_tensors[SD_LAYER_TENSORS] = {
+    ROW("attn_norm.weight", attn_norm, MODEL, ONE, ALWAYS),
+    ROW("attn_q.weight", wq, MODEL, Q, ALWAYS),
+    ROW("attn_k.weight", wk, MODEL, KV, ALWAYS),
+    ROW("attn_v.weight", wv, MODEL, KV, ALWAYS),
+    ROW("attn_output.weight", wo, Q, MODEL, ALWAYS),
+    ROW("attn_q.bias", bq, Q, ONE, QKV_BIAS),
+    ROW("attn_k.bias", bk, KV, ONE, QKV_BIAS),
+    ROW("attn_v.bias", bv, KV, ONE, QKV_BIAS),
+    ROW("attn_q_norm.weight", q_norm, HEAD, ONE, QK_NORM),
+    ROW("attn_k_norm.weight", k_norm, HEAD, ONE, QK_NORM),
+    ROW("ffn_norm.weight", ffn_norm, MODEL, ONE, ALWAYS),
+    ROW("ffn_gate.weight", w_gate, MODEL, FFN, ALWAYS),
+    ROW("ffn_up.weight", w_up, MODEL, FFN, ALWAYS),
+    ROW("ffn_down.weight", w_down, FFN, MODEL, ALWAYS),
+};
+#undef ROW
+
+int64_t sd_dim_size(const sd_hparams *hp, sd_dim d) {
+    switch (d) {
+    case SD_DIM_MODEL: return hp->dim;
+    case SD_DIM_Q: return (int64_t)hp->n_heads * hp->head_dim;
+    case SD_DIM_KV: return (int64_t)hp->n_kv_heads * hp->head_dim;
+    case SD_DIM_HEAD: return hp->head_dim;
+    case SD_DIM_FFN: return hp->ffn;
+    default: return 1;
+    }
+}
+
+int sd_layer_tensor_find(const char *suffix) {
+    for (int i = 0; i < SD_LAYER_TENSORS; i++)
+        if (!strcmp(sd_layer_tensors[i].suffix, suffix)) return i;
+    return -1;
+}
+
 int sd_model_tensors(sd_model *m, sd_tensor **list) {
     int n = 0;
     list[n++] = &m->tok_embd;
     list[n++] = &m->out_norm;
     if (m->output.host != m->tok_embd.host) list[n++] = &m->output;
-    for (int l = 0; l < m->hp.n_layers; l++) {
-        sd_layer *L = &m->layers[l];
-        sd_tensor *t[] = {&L->attn_norm, &L->wq, &L->wk, &L->wv, &L->wo, &L->bq, &L->bk, &L->bv,
-                          &L->q_norm, &L->k_norm, &L->ffn_norm, &L->w_gate, &L->w_up, &L->w_down};
-        for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
-            if (t[i]->rows) list[n++] = t[i];
-    }
+    for (int l = 0; l < m->hp.n_layers; l++)
+        for (int i = 0; i < SD_LAYER_TENSORS; i++) {
+            sd_tensor *t = sd_layer_tensor_at(&m->layers[l], i);
+            if (t->rows) list[n++] = t; /* absent optional tensors have no rows */
+        }
     return n;
 }
 

@@ -26,7 +26,7 @@ void sd_model_release_weights(sd_model *m);
 
 /* Every distinct tensor of the model (the tied classifier once, absent optional tensors skipped) into
  * list, which must hold SD_MODEL_MAX_TENSORS(n_layers) entries; returns the count. */
-#define SD_MODEL_MAX_TENSORS(n_layers) (3 + 14 * (size_t)(n_layers))
+#define SD_MODEL_MAX_TENSORS(n_layers) (3 + SD_LAYER_TENSORS * (size_t)(n_layers))
 int sd_model_tensors(sd_model *m, sd_tensor **list);
 
 /* Checks hyperparameters for absurd or inconsistent values; the message names the file. */

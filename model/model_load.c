@@ -183,26 +183,21 @@ static int bind(sd_model *m, const char *name, int64_t cols, int64_t rows, bool 
     return rows == 1 ? vector_to_f32(m, t, err) : 0;
 }
 
+/* Whether the architecture requires a table row's tensor (absent optional tensors stay empty). */
+static bool needed(const arch_desc *a, sd_need need) {
+    return need == SD_NEED_ALWAYS || (need == SD_NEED_QKV_BIAS && a->qkv_bias) || (need == SD_NEED_QK_NORM && a->qk_norm);
+}
+
 static int bind_layer(sd_model *m, const arch_desc *a, int l, sd_err *err) {
-    const sd_hparams *hp = &m->hp;
-    sd_layer *L = &m->layers[l];
-    int64_t dim = hp->dim, q = (int64_t)hp->n_heads * hp->head_dim, kv = (int64_t)hp->n_kv_heads * hp->head_dim;
-    char nm[14][64];
-    const char *suffix[14] = {"attn_norm.weight", "attn_q.weight", "attn_k.weight", "attn_v.weight",
-                              "attn_output.weight", "attn_q.bias", "attn_k.bias", "attn_v.bias",
-                              "attn_q_norm.weight", "attn_k_norm.weight", "ffn_norm.weight", "ffn_gate.weight",
-                              "ffn_up.weight", "ffn_down.weight"};
-    for (int i = 0; i < 14; i++) snprintf(nm[i], sizeof nm[i], "blk.%d.%s", l, suffix[i]);
-    return bind(m, nm[0], dim, 1, true, &L->attn_norm, err) || bind(m, nm[1], dim, q, true, &L->wq, err) ||
-           bind(m, nm[2], dim, kv, true, &L->wk, err) || bind(m, nm[3], dim, kv, true, &L->wv, err) ||
-           bind(m, nm[4], q, dim, true, &L->wo, err) || bind(m, nm[5], q, 1, a->qkv_bias, &L->bq, err) ||
-           bind(m, nm[6], kv, 1, a->qkv_bias, &L->bk, err) || bind(m, nm[7], kv, 1, a->qkv_bias, &L->bv, err) ||
-           bind(m, nm[8], hp->head_dim, 1, a->qk_norm, &L->q_norm, err) ||
-           bind(m, nm[9], hp->head_dim, 1, a->qk_norm, &L->k_norm, err) ||
-           bind(m, nm[10], dim, 1, true, &L->ffn_norm, err) || bind(m, nm[11], dim, hp->ffn, true, &L->w_gate, err) ||
-           bind(m, nm[12], dim, hp->ffn, true, &L->w_up, err) || bind(m, nm[13], hp->ffn, dim, true, &L->w_down, err)
-               ? -1
-               : 0;
+    for (int i = 0; i < SD_LAYER_TENSORS; i++) {
+        const sd_layer_tensor *r = &sd_layer_tensors[i];
+        char name[96];
+        snprintf(name, sizeof name, "blk.%d.%s", l, r->suffix);
+        if (bind(m, name, sd_dim_size(&m->hp, r->cols), sd_dim_size(&m->hp, r->rows), needed(a, r->need),
+                 sd_layer_tensor_at(&m->layers[l], i), err))
+            return -1;
+    }
+    return 0;
 }
 
 /* Vocabulary size: the embedding's rows; the tokenizer may not name more tokens than that. */

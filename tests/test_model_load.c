@@ -565,8 +565,28 @@ static void test_info_command(void) {
     CHECK(strstr(out, "bytes read / token") != NULL);
 }
 
+/* The tensor table (model.h) holds every field of sd_layer once, and its names find their rows. */
+static void test_tensor_table(void) {
+    CHECK_EQ_INT(SD_LAYER_TENSORS * sizeof(sd_tensor), sizeof(sd_layer));
+    bool seen[SD_LAYER_TENSORS] = {0};
+    for (int i = 0; i < SD_LAYER_TENSORS; i++) {
+        size_t f = sd_layer_tensors[i].field;
+        REQUIRE(f % sizeof(sd_tensor) == 0 && f / sizeof(sd_tensor) < SD_LAYER_TENSORS);
+        CHECKF(!seen[f / sizeof(sd_tensor)], "%s: a field named twice", sd_layer_tensors[i].suffix);
+        seen[f / sizeof(sd_tensor)] = true;
+        CHECK_EQ_INT(sd_layer_tensor_find(sd_layer_tensors[i].suffix), i);
+    }
+    CHECK_EQ_INT(sd_layer_tensor_find("attn_qkv.weight"), -1);
+    sd_layer L;
+    CHECK(sd_layer_tensor_at(&L, sd_layer_tensor_find("ffn_down.weight")) == &L.w_down);
+    sd_hparams hp = {.dim = 64, .n_heads = 4, .n_kv_heads = 2, .head_dim = 32, .ffn = 96};
+    CHECK_EQ_INT(sd_dim_size(&hp, SD_DIM_Q), 128);
+    CHECK_EQ_INT(sd_dim_size(&hp, SD_DIM_KV), 64);
+}
+
 int main(void) {
     if (make_tmpdir("specd_test_model_")) return 1;
+    RUN(test_tensor_table);
     RUN(test_aidreams_gguf_and_bin_agree);
     RUN(test_aidreams_draft);
     RUN(test_synthetic_archs);
