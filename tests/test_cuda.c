@@ -9,6 +9,7 @@
 #include "model/model.h"
 #include "target/engine.h"
 #include "tests/test.h"
+#include "tools/mkmodel.h"
 
 static sd_backend *gpu, *cpu;
 static char no_gpu_reason[512];
@@ -404,6 +405,48 @@ static void test_forward_logits_match_cpu(void) {
     sd_model_free(mc); sd_model_free(mg);
 }
 
+/* Logits of a whole forward pass, CUDA vs CPU, on a synthetic model of each weight type written by mkmodel:
+ * a 300-token prefill (cuBLAS for F16, 16-row chunks for Q8_0; the tiled attention), then single steps. */
+static void test_forward_types_long_prefill(void) {
+    if (!gpu) SKIP("%s", no_gpu_reason);
+    const int types[] = {SD_F16, SD_Q8_0, SD_F32};
+    for (size_t ti = 0; ti < 3; ti++) {
+        char path[128];
+        snprintf(path, sizeof path, "/tmp/specd-test-cuda-%d-%s.gguf", (int)getpid(), sd_dtype_name(types[ti]));
+        sd_mk_opts o;
+        sd_mk_defaults(&o);
+        REQUIRE(sd_mk_preset("tiny", &o.shape) == 0);
+        o.shape.dim = 256; o.shape.heads = 4; o.shape.kv_heads = 2; o.shape.ffn = 512; o.shape.ctx = 512;
+        o.type = types[ti];
+        sd_err err = {{0}};
+        REQUIRE(sd_mk_write(&o, path, &err) == 0);
+        sd_model *mc = NULL, *mg = NULL;
+        REQUIRE(sd_model_load(path, NULL, cpu, &mc, &err) == 0);
+        REQUIRE(sd_model_load(path, NULL, gpu, &mg, &err) == 0);
+        sd_seq *sc = NULL, *sg = NULL;
+        REQUIRE(sd_seq_new(mc, 0, 0, &sc, &err) == 0 && sd_seq_new(mg, 0, 0, &sg, &err) == 0);
+        int vocab = mc->hp.vocab, n = 300;
+        int32_t toks[310];
+        for (int i = 0; i < 310; i++) toks[i] = (int32_t)((i * 7919 + 13) % vocab);
+        float *lc = malloc(sizeof(float) * (size_t)vocab), *lg = malloc(sizeof(float) * (size_t)vocab);
+        REQUIRE(sd_forward(sc, toks, n, false, lc, &err) == 0 && sd_forward(sg, toks, n, false, lg, &err) == 0);
+        double tol = types[ti] == SD_Q8_0 ? 2e-2 : 1e-2; /* F16 activations in cuBLAS prefill; int8 activations */
+        CHECKF(max_rel_err(lg, lc, (size_t)vocab) < tol, "%s: logits after a %d-token prefill, rel err %g",
+               sd_dtype_name(types[ti]), n, max_rel_err(lg, lc, (size_t)vocab));
+        for (int i = n; i < n + 8; i++) {
+            REQUIRE(sd_forward(sc, toks + i, 1, false, lc, &err) == 0 && sd_forward(sg, toks + i, 1, false, lg, &err) == 0);
+            CHECKF(max_rel_err(lg, lc, (size_t)vocab) < tol, "%s step %d rel err %g", sd_dtype_name(types[ti]), i,
+                   max_rel_err(lg, lc, (size_t)vocab));
+        }
+        free(lc); free(lg);
+        sd_seq_free(sc); sd_seq_free(sg);
+        sd_model_free(mc); sd_model_free(mg);
+        unlink(path);
+    }
+}
+
+static int g_draft_max = 4;
+
 /* Generates up to cap tokens after prompt: greedy, or sampling with seed when seed is not 0. */
 static int generate(sd_engine *e, const int32_t *prompt, int n_prompt, sd_mode mode, uint64_t seed, int32_t *out,
                     int cap) {
@@ -414,7 +457,7 @@ static int generate(sd_engine *e, const int32_t *prompt, int n_prompt, sd_mode m
     sd_gen_params p = sd_gen_params_default();
     p.max_tokens = cap;
     p.mode = mode;
-    p.draft_max = 4;
+    p.draft_max = g_draft_max;
     if (seed) p.sampling = (sd_sampling){.temperature = 0.9f, .top_k = 40, .top_p = 0.95f, .min_p = 0.0f, .seed = seed};
     if (sd_gen_start(s, prompt, n_prompt, &p, &g, &err) != 0) { sd_session_free(s); return -1; }
     while (sd_gen_finish(g) == SD_FINISH_NONE)
@@ -442,6 +485,11 @@ static void test_greedy_spec_equals_plain_on_gpu(void) {
     int na = generate(e, prompt, 5, SD_MODE_PLAIN, 0, a, 60), nb = generate(e, prompt, 5, SD_MODE_SPEC, 0, b, 60);
     CHECK(na > 0);
     CHECK_EQ_INT(na, nb);
+    CHECK(na == nb && memcmp(a, b, sizeof(int32_t) * (size_t)na) == 0);
+    /* the largest verify block: 15 drafts + 1 (16 rows, still the matrix-vector kernels and a graph) */
+    g_draft_max = 15;
+    nb = generate(e, prompt, 5, SD_MODE_SPEC, 0, b, 60);
+    g_draft_max = 4;
     CHECK(na == nb && memcmp(a, b, sizeof(int32_t) * (size_t)na) == 0);
     sd_engine_free(e);
 }
@@ -646,6 +694,7 @@ int main(void) {
     RUN(test_attention_graph_replay);
     RUN(test_out_of_memory_error);
     RUN(test_forward_logits_match_cpu);
+    RUN(test_forward_types_long_prefill);
     RUN(test_greedy_spec_equals_plain_on_gpu);
     RUN(test_graphs_on_off_same_tokens);
     RUN(test_sample_rows_matches_ref);
