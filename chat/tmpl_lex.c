@@ -71,7 +71,7 @@ static tm_value unescape(tm_arena *a, const char *s, size_t n, int line) {
             i += (size_t)hex;
             if (cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
                 tm_fail(a, "TemplateSyntaxError: line %d: escape \\%c of an invalid code point", line, c);
-            k += (size_t)sd_uni_encode(cp, o + k);
+            k += (size_t)sd_utf8_encode(cp, o + k);
             continue;
         }
         if (c >= '0' && c <= '7') {
@@ -79,7 +79,7 @@ static tm_value unescape(tm_arena *a, const char *s, size_t n, int line) {
             int j = 0;
             for (; j < 3 && i + j < n && s[i + j] >= '0' && s[i + j] <= '7'; j++) cp = cp * 8 + (uint32_t)(s[i + j] - '0');
             i += (size_t)j - 1;
-            k += (size_t)sd_uni_encode(cp, o + k);
+            k += (size_t)sd_utf8_encode(cp, o + k);
             continue;
         }
         if (c == 'N') tm_fail(a, "TemplateSyntaxError: line %d: unsupported construct \\N{...} escape", line);

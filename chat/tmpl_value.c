@@ -274,7 +274,7 @@ size_t tm_lstrip_len(const char *s, size_t n) {
     while (i < n) {
         uint32_t cp;
         int valid;
-        size_t k = sd_uni_decode((const unsigned char *)s + i, n - i, &cp, &valid);
+        size_t k = sd_utf8_decode((const unsigned char *)s + i, n - i, &cp, &valid);
         if (!valid || !py_space(cp)) break;
         i += k;
     }
@@ -287,7 +287,7 @@ size_t tm_rstrip_len(const char *s, size_t n) {
         while (start > 0 && n - start < 4 && ((unsigned char)s[start] & 0xC0) == 0x80) start--;
         uint32_t cp;
         int valid;
-        size_t k = sd_uni_decode((const unsigned char *)s + start, n - start, &cp, &valid);
+        size_t k = sd_utf8_decode((const unsigned char *)s + start, n - start, &cp, &valid);
         if (!valid || start + k != n || !py_space(cp)) break;
         n = start;
     }
@@ -361,7 +361,7 @@ static void repr_str(tm_arena *a, tm_buf *b, const char *s, size_t n) {
     for (size_t i = 0; i < n;) {
         uint32_t cp;
         int valid;
-        size_t k = sd_uni_decode((const unsigned char *)s + i, n - i, &cp, &valid);
+        size_t k = sd_utf8_decode((const unsigned char *)s + i, n - i, &cp, &valid);
         if (!valid) cp = (unsigned char)s[i]; /* not reachable for UTF-8 input; shows the byte */
         if (cp == (uint32_t)q || cp == '\\') tm_buf_printf(a, b, "\\%c", (char)cp);
         else if (cp == '\n') tm_buf_put(a, b, "\\n", 2);
