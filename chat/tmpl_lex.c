@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "chat/tmpl_lex.h"
-#include "tokenizer/unicode.h"
+#include "base/utf8.h"
 
 static void push(tm_arena *a, tm_toks *ts, tm_tok t) {
     if (ts->n == ts->cap) {
