@@ -8,11 +8,12 @@
 #   agree     greedy CPU vs CUDA on a synthetic model with a 300-token prompt (cuBLAS prefill path)
 #   sanitize  compute-sanitizer memcheck, racecheck and synccheck on one speculative sampled generation
 #   models    an 8-layer slice of the 8B preset, F16 and Q8_0, with its draft (mkmodel on the machine)
+#   matvec    bench_cuda: matrix-vector kernels against the device's copy bandwidth (8B shapes, n = 1..16)
 #   decode    plain decode bandwidth, F16 and Q8_0, CUDA graphs on and off
 #   verify    the verify cost curve T(k+1)/T(1) for k = 1, 2, 4, 7, 8 (specd bench --sweep)
 #   longctx   decode with a 4096- and a 32768-position cache (the split-attention plan)
 #   profile   ncu: time and DRAM bytes of every kernel of one decode step (F16 and Q8_0 slices, graphs off)
-#   sass      SASS facts of the CUDA objects: shared atomics (ATOMS), local memory (LDL/STL)
+#   sass      SASS facts of the CUDA kernels in specd: shared atomics (ATOMS), local memory (LDL/STL)
 # Binaries come from .gpu/ (tools/gpu_prep.sh, run where the project builds) or else build/gpu/.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -28,9 +29,9 @@ while [ $# -gt 0 ]; do
 done
 O=${1:-${OUT:-build/gpu-check}}
 mkdir -p "$O"
-if [ -d .gpu/bin ]; then BIN=.gpu/bin; OBJ=.gpu/obj; export SPECD_SHARED=$PWD/.gpu/shared
+if [ -d .gpu/bin ]; then BIN=.gpu/bin; export SPECD_SHARED=$PWD/.gpu/shared
   export LD_LIBRARY_PATH=$PWD/.gpu/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-else BIN=build/gpu; OBJ=build/gpu/kernels/cuda; fi
+else BIN=build/gpu; fi
 [ -x $BIN/tests/test_cuda ] && TEST_CUDA=$BIN/tests/test_cuda || TEST_CUDA=$BIN/test_cuda
 SPECD=$BIN/specd
 SH=${SPECD_SHARED:-../shared}
@@ -86,12 +87,17 @@ step models 150 "set -e; nproc; \
   $SPECD mkmodel --preset 8b --layers 8 --ctx 32768 --type f16 -o $G_F16 --pair $D_F16; \
   $SPECD mkmodel --preset 8b --layers 8 --ctx 32768 --type q8_0 -o $G_Q8 --pair $D_Q8; ls -la $W"
 
+step matvec 60 "$BIN/bench_cuda"
+
 for m in "$G_F16" "$G_Q8"; do
   for g in 1 0; do
     step decode 60 "SPECD_CUDA_GRAPHS=$g $SPECD generate -m $m -p 'Once upon a time' -n 256 --plain --device cuda --ctx 4096 \
       2>&1 >/dev/null | sed 's|^|$(basename "$m") graphs=$g: |'"
   done
 done
+
+step sampled 60 "$SPECD generate -m $G_F16 -p 'Once upon a time' -n 256 --plain --device cuda --ctx 4096 \
+  --temp 0.8 --top-p 0.95 2>&1 >/dev/null | sed 's|^|sampled t=0.8 top-p 0.95: |'"
 
 step verify 150 "$SPECD bench -m $G_F16 -md $D_F16 --device cuda --ctx 4096 --sweep 1,2,4,7,8,12,15 -n 64"
 
@@ -127,7 +133,7 @@ for m in "$G_F16" "$G_Q8"; do
     --plain --device cuda --ctx 4096 > $W/prof.csv 2>/dev/null; python3 -c '$PROF_PY' $W/prof.csv | sed 's|^|$(basename "$m"): |'"
 done
 
-step sass 60 "for f in $OBJ/*.o; do echo \"== \$f\"; cuobjdump --dump-sass \$f > $W/sass.txt; \
+step sass 60 "for f in $SPECD; do echo \"== \$f\"; cuobjdump --dump-sass \$f > $W/sass.txt; \
   printf 'ATOMS %s  LDL %s  STL %s  functions %s\n' \$(grep -c ATOMS $W/sass.txt) \$(grep -c 'LDL' $W/sass.txt) \
     \$(grep -c 'STL' $W/sass.txt) \$(grep -c 'Function :' $W/sass.txt); \
   grep -E 'Function :|ATOMS|LDL|STL' $W/sass.txt | awk '/Function/ {f=\$3} !/Function/ {c[f]++} END {for (k in c) print \"   \", c[k], k}'; done"

@@ -1,19 +1,18 @@
 #!/usr/bin/env bash
 # Builds the CUDA binaries for Hopper (sm_90) here and packs what tools/gpu_check.sh needs into .gpu/, so a
 # GPU machine that has only the CUDA runtime and driver (no libzmq, msgpack or project headers) can run them:
-#   .gpu/bin/     specd, test_cuda, bench_decode
+#   .gpu/bin/     specd, test_cuda, bench_cuda
 #   .gpu/lib/     the shared libraries they link that are not glibc or CUDA (libzmq and its dependencies)
 #   .gpu/shared/  ../shared/models (tiny real models for the tests and the sanitizer run)
-#   .gpu/obj/     the CUDA object files, for SASS facts (cuobjdump) on the GPU machine
 # Then carry `.gpu` to the machine and run `tools/gpu_check.sh` there (docs/benchmarks.md, "CUDA backend").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=build/gpu
 ARCH="-gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90"
-make -j"$(nproc)" CUDA=1 BUILD=$B CUDA_ARCH="$ARCH" $B/specd $B/tests/test_cuda $B/bench_decode >/dev/null
-rm -rf .gpu && mkdir -p .gpu/bin .gpu/lib .gpu/shared .gpu/obj
-cp $B/specd $B/tests/test_cuda $B/bench_decode .gpu/bin/
-cp $B/kernels/cuda/*.o .gpu/obj/
+make -j"$(nproc)" CUDA=1 BUILD=$B CUDA_ARCH="$ARCH" $B/specd $B/tests/test_cuda $B/bench_cuda >/dev/null
+rm -rf .gpu && mkdir -p .gpu/bin .gpu/lib .gpu/shared
+cp $B/specd $B/tests/test_cuda $B/bench_cuda .gpu/bin/
+strip --strip-debug .gpu/bin/* # host debug info only; the device code (and its line info) stays
 # Every library the binaries resolve here except glibc's own, the C++ runtime and CUDA's (the GPU machine
 # has newer ones of those, and its CUDA libraries must match its driver).
 ldd $B/specd | awk '$3 ~ /^\// {print $3}' | grep -Ev '/(libc|libm|libdl|librt|libpthread|libresolv|libstdc\+\+|libgcc_s|ld-linux[^/]*)\.so|/usr/local/cuda' \

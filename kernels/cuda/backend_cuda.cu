@@ -42,7 +42,13 @@ typedef struct cuda_backend {
 } cuda_backend;
 
 static cuda_backend *cb_of(sd_backend *b) { return (cuda_backend *)b->impl; }
-static cuda_ctx *ctx_of(sd_backend *b) { return &cb_of(b)->c; }
+/* Every entry point but matmul reaches the context through ctx_of, which forgets the quantized activations
+ * of the last Q8_0 product (matmul.cu): any op may rewrite them, so only back-to-back products on the same
+ * input (q/k/v, gate/up) reuse them. */
+static cuda_ctx *ctx_of(sd_backend *b) {
+    cb_of(b)->c.q8_src = NULL;
+    return &cb_of(b)->c;
+}
 
 /* ---- the sticky error ---- */
 
@@ -281,7 +287,7 @@ static void c_rmsnorm(sd_backend *b, float *out, const float *x, const sd_tensor
     cuda_rmsnorm(ctx_of(b), out, x, w, rows, width, eps);
 }
 static void c_matmul(sd_backend *b, float *out, const sd_tensor *w, const float *x, int n) {
-    cuda_matmul(ctx_of(b), out, w, x, n);
+    cuda_matmul(&cb_of(b)->c, out, w, x, n);
 }
 static void c_add_bias(sd_backend *b, float *x, const sd_tensor *bias, int n) {
     cuda_add_bias(ctx_of(b), x, bias, n);
@@ -336,6 +342,7 @@ static graph_rec *graph_slot(cuda_backend *cb) {
 static int c_graph_begin(sd_backend *b, const uint64_t *key, int key_len, const int32_t *tokens, int n, int pos0) {
     cuda_backend *cb = cb_of(b);
     cuda_ctx *c = &cb->c;
+    c->q8_src = NULL;
     if (!c->graphs_enabled || n < 1 || n > SD_CUDA_STEP_MAX || key_len > GRAPH_KEY_MAX) return 0;
     /* stage pos0 and the ids where the step's kernels read them */
     CUDA_CK(c, cudaEventSynchronize(cb->step_copied));
@@ -364,6 +371,7 @@ static int c_graph_begin(sd_backend *b, const uint64_t *key, int key_len, const 
 static int c_graph_end(sd_backend *b) {
     cuda_backend *cb = cb_of(b);
     cuda_ctx *c = &cb->c;
+    c->q8_src = NULL;
     if (!cb->capturing) return 0;
     cb->capturing = false;
     c->stepping = false;

@@ -34,6 +34,9 @@ typedef struct cuda_ctx {
     int8_t *q8_x;
     float *q8_d;
     int64_t q8_cols;
+    const float *q8_src;  /* the activations q8_x holds ([q8_n][q8_src_cols]); NULL after any other op */
+    int q8_n;
+    int64_t q8_src_cols;
     float *gemm_scal;     /* [3] device scalars of F16 cuBLAS products (matmul.cu): max |x|, alpha, beta */
     int32_t *ids;         /* small id buffer for embed gathers and argmax results, grown outside steps */
     size_t ids_cap;

@@ -50,7 +50,8 @@ __device__ __forceinline__ float2 to_float2(__half2 h) { return __half22float2(h
 __device__ __forceinline__ float2 to_float2(__nv_bfloat162 h) { return __bfloat1622float2(h); }
 
 /* F16 and BF16 weights, 8 per 16-byte load. T2 is the pair type (__half2 or __nv_bfloat162). Rows past
- * the end read the last row (valid memory) and are not written. */
+ * the end read the last row (valid memory) and are not written. (Measured on the H200 and not kept: two
+ * 16-byte vectors per lane per strip, and evict-first weight loads; docs/benchmarks.md.) */
 template <int NC, typename T2>
 __global__ void __launch_bounds__(MV_WARPS * 32) mv_16bit(const void *W, int64_t rows, int64_t cols,
                                                           const float *x, float *out) {
@@ -61,7 +62,7 @@ __global__ void __launch_bounds__(MV_WARPS * 32) mv_16bit(const void *W, int64_t
 #pragma unroll
     for (int r = 0; r < R; r++) w[r] = (const uint16_t *)W + min(row0 + r, rows - 1) * cols;
     float acc[R][NC] = {};
-    for (int64_t c = (int64_t)warp * 256 + lane * 8; c < cols; c += MV_WARPS * 256) {
+    for (int64_t c = ((int64_t)warp * 32 + lane) * 8; c < cols; c += MV_WARPS * 256) {
         uint4 raw[R];
 #pragma unroll
         for (int r = 0; r < R; r++) raw[r] = __ldg((const uint4 *)(w[r] + c));
@@ -188,9 +189,14 @@ static void launch_mv(cuda_ctx *c, float *out, const sd_tensor *w, const float *
         break;
     case SD_Q8_0:
         if (aligned && cols % 32 == 0 && cols <= c->q8_cols && c->q8_x) {
-            int64_t blocks = (int64_t)NC * cols / 32;
-            k_quant_act_q8<<<(unsigned)((blocks + 7) / 8), 256, 0, c->stream>>>(c->q8_x, c->q8_d, x, blocks);
-            if (!CUDA_LAUNCHED(c, "quantize activations")) return;
+            if (!(c->q8_src == x && c->q8_n == NC && c->q8_src_cols == cols)) { /* not quantized already */
+                int64_t blocks = (int64_t)NC * cols / 32;
+                k_quant_act_q8<<<(unsigned)((blocks + 7) / 8), 256, 0, c->stream>>>(c->q8_x, c->q8_d, x, blocks);
+                if (!CUDA_LAUNCHED(c, "quantize activations")) return;
+                c->q8_src = x;
+                c->q8_n = NC;
+                c->q8_src_cols = cols;
+            }
             const __half *s = (const __half *)((const char *)w->data + q8_repacked_scales_offset(rows, cols));
             mv_q8_0<NC><<<grid, block, 0, c->stream>>>((const int8_t *)w->data, s, rows, cols, c->q8_x, c->q8_d,
                                                        out);
@@ -331,6 +337,9 @@ static bool gemm_cublas(cuda_ctx *c, float *out, const sd_tensor *w, const float
 }
 
 void cuda_matmul(cuda_ctx *c, float *out, const sd_tensor *w, const float *x, int n) {
+    /* the product's output must not be activations still held quantized */
+    if (c->q8_src && out < c->q8_src + (size_t)c->q8_n * c->q8_src_cols && c->q8_src < out + (size_t)n * w->rows)
+        c->q8_src = NULL;
     if (n <= MV_MAX_N) {
         matvec_small(c, out, w, x, n);
         return;
