@@ -73,6 +73,8 @@ int64_t sd_dim_size(const sd_hparams *hp, sd_dim d);
 /* The table row with this suffix, or -1. */
 int sd_layer_tensor_find(const char *suffix);
 
+typedef struct sd_fwd_ws sd_fwd_ws;
+
 typedef struct sd_model {
     char *path;
     sd_hparams hp;
@@ -88,6 +90,9 @@ typedef struct sd_model {
     gguf_file *gguf;          /* when loaded from GGUF */
     void *map; size_t map_size; /* when loaded from a llama2.c checkpoint */
     void *owned;              /* host buffers the loader made (converted tensors), freed with the model */
+    /* forward pass (model/forward.c) */
+    struct sd_fwd_ws *ws;     /* activations of one pass, shared by the model's sequences (made on first use) */
+    int batch_rows;           /* rows per internal pass; 0: SD_MAX_BATCH (tests lower it to force passes) */
 } sd_model;
 
 /* Loads a model file (GGUF by magic, else llama2.c checkpoint; tok_path is the llama2.c tokenizer,
@@ -98,17 +103,13 @@ void sd_model_free(sd_model *m);
 void sd_model_print_info(const sd_model *m, void *file /* FILE* */);
 
 /* One sequence's state: its KV cache and the number of positions in it. A sequence may use only the
- * first n_layers layers of its model (self-drafting). */
+ * first n_layers layers of its model (self-drafting). Activations live in the model's workspace. */
 typedef struct sd_seq {
     sd_model *m;
     int n_layers;
     int ctx;          /* capacity in positions */
     int pos;          /* positions computed so far (the KV cache holds [0, pos)) */
-    int max_batch;    /* most tokens one internal forward step takes; longer inputs are chunked */
     sd_kv kv;
-    /* scratch activations in backend memory, sized for max_batch tokens */
-    float *x, *xb, *q, *k, *v, *att, *hb, *hb2, *logits;
-    float *host_rows; /* host copy of logits rows, for argmax on backends without argmax_rows (lazy) */
 } sd_seq;
 
 /* ctx <= 0: the model's context length. n_layers <= 0: all layers. */
@@ -117,19 +118,50 @@ void sd_seq_free(sd_seq *s);
 /* Drops positions >= pos; afterwards the cache is exactly as if they had never been computed. */
 void sd_seq_truncate(sd_seq *s, int pos);
 
-/* Runs n tokens at positions [s->pos, s->pos + n), appends their K/V, advances s->pos by n.
- * logits (host memory): when all_logits, n × vocab floats (one row per token); else vocab floats for the
- * last token only. Fails (nothing changed) when the context would overflow. */
+/* ---- the forward pass: one entry point over a batch of rows ---- */
+
+/* What a row hands back. */
+typedef enum sd_row_out {
+    SD_OUT_NONE = 0, /* nothing: the row only extends its sequence's cache (prefill) */
+    SD_OUT_LOGITS,   /* vocab floats of logits into host memory at `logits` */
+    SD_OUT_ARGMAX,   /* the index of the largest logit into *id (only the id leaves a GPU) */
+    SD_OUT_KEEP,     /* the logits stay in backend memory: *kept points at them (vocab floats) until the
+                        model's next forward; for sampling there (backend.h's sample_rows, spec_accept) */
+} sd_row_out;
+
+/* One row of a batch: a token of a sequence at a position. */
+typedef struct sd_row {
+    sd_seq *seq;
+    int32_t token;
+    int pos;             /* seq->pos for its sequence's first row in the batch, then one more per row */
+    sd_row_out out;
+    float *logits;       /* SD_OUT_LOGITS */
+    int32_t *id;         /* SD_OUT_ARGMAX */
+    const float **kept;  /* SD_OUT_KEEP */
+} sd_row;
+
+/* Runs a batch of rows of any sequences of m (all with the same n_layers): appends every row's K/V to its
+ * sequence's cache, attends over that cache (causal: a row sees its sequence's earlier positions,
+ * including earlier rows of this batch) and delivers what each row asks for; each sequence's pos ends
+ * one past its last row. Each weight matrix is read once per SD_MAX_BATCH rows, whatever the sequences,
+ * and every row's result is bitwise what its sequence alone would compute. Rows of one sequence should be
+ * consecutive (a span): RoPE, KV store and attention run once per span. At most sd_model_keep_rows rows
+ * may be SD_OUT_KEEP; they land consecutively in batch order. Fails before any work (nothing changed) on
+ * bad rows (message names the row): a token outside the vocabulary, a position that does not continue
+ * its sequence, a context overflow, an output with no destination. */
+int sd_forward_batch(sd_model *m, const sd_row *rows, int n, sd_err *err);
+/* Most SD_OUT_KEEP rows one batch of m may hold. */
+int sd_model_keep_rows(sd_model *m);
+/* Frees the model's forward workspace (sd_model_free does; the next forward makes it again). */
+void sd_forward_ws_free(sd_model *m);
+
+/* One sequence, n tokens at positions [s->pos, s->pos + n): one batch. logits (host memory): when
+ * all_logits, n × vocab floats (one row per token); else vocab floats for the last token only. */
 int sd_forward(sd_seq *s, const int32_t *tokens, int n, bool all_logits, float *logits, sd_err *err);
-
-/* sd_forward for greedy decoding: instead of logits, ids gets the argmax token of each row (all) or of the
- * last row, computed where the logits live (on a GPU only the ids cross to the host). */
+/* The same with the argmax id of each row (all) or of the last row instead of logits. */
 int sd_forward_greedy(sd_seq *s, const int32_t *tokens, int n, bool all, int32_t *ids, sd_err *err);
-
-/* sd_forward leaving the logits in backend memory, for sampling there (backend.h's sample_rows):
- * *logits = n rows (all) or the last row, valid until the next call on s. all needs n <= sd_seq_logit_rows. */
+/* The same leaving the logits in backend memory (SD_OUT_KEEP): *logits = n consecutive rows (all) or the
+ * last row, valid until the model's next forward. all needs n <= sd_model_keep_rows. */
 int sd_forward_keep(sd_seq *s, const int32_t *tokens, int n, bool all, const float **logits, sd_err *err);
-/* Most rows of logits one forward call can keep in backend memory. */
-int sd_seq_logit_rows(const sd_seq *s);
 
 #endif

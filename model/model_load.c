@@ -291,6 +291,7 @@ int sd_model_load(const char *path, const char *tok_path, sd_backend *be, sd_mod
 
 void sd_model_free(sd_model *m) {
     if (!m) return;
+    sd_forward_ws_free(m);
     sd_model_release_weights(m);
     if (m->tok) sd_tok_free(m->tok);
     free(m->layers);

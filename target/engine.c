@@ -362,7 +362,7 @@ static int step_plain(sd_gen *g, sd_err *err) {
  * and the k + 1 rows of logits stay in backend memory. */
 static bool verify_on_backend(const sd_gen *g, int k) {
     const sd_backend *be = g->s->e->be;
-    return g->dev_probs && be->spec_accept && k <= SD_SAMPLE_MAX_K && k + 1 <= sd_seq_logit_rows(g->s->seq);
+    return g->dev_probs && be->spec_accept && k <= SD_SAMPLE_MAX_K && k + 1 <= sd_model_keep_rows(g->s->e->target);
 }
 
 /* Sampled verification on the backend: the target's k + 1 rows filtered there, then acceptance there

@@ -330,7 +330,7 @@ static void check_config(const cfg *c, double tol) {
     CHECK(sd_forward(s, tok, N, false, last, &err) == 0);
     CHECK(rel_diff(last, all + (size_t)(N - 1) * V, V) <= 1e-5);
     sd_seq_truncate(s, 0);
-    s->max_batch = 3;
+    m->batch_rows = 3;
     CHECK(sd_forward(s, tok, N, true, one, &err) == 0);
     d = rel_diff(one, all, (size_t)N * V);
     CHECKF(d <= tol, "chunked vs batch %.3g", d);
@@ -550,6 +550,179 @@ static void test_forward_greedy_ids(void) {
     }
 }
 
+/* ---- batches of several sequences ---- */
+
+/* What one sequence asks of a batch: its prefix (computed before), then `n` rows with output `out` on
+ * every row (all) or the last. */
+typedef struct bjob {
+    int prefix, n;
+    sd_row_out out;
+    bool all;
+} bjob;
+
+/* Output of a job's rows, as host data: logits rows or ids. */
+typedef struct bres {
+    float *logits;
+    int32_t ids[16];
+    const float *kept[16];
+} bres;
+
+static void bres_alloc(bres *r, int V) { memset(r, 0, sizeof *r); r->logits = calloc((size_t)16 * V, sizeof(float)); }
+
+/* Rows of job j for sequence s into rows (positions from s->pos + already) and its result slots. */
+static int job_rows(const bjob *j, sd_seq *s, const int32_t *tok, int from, int count, sd_row *rows, bres *r, int V) {
+    for (int i = from; i < from + count; i++) {
+        bool want = j->all || i == j->n - 1;
+        sd_row row = {.seq = s, .token = tok[j->prefix + i], .pos = s->pos + i, .out = want ? j->out : SD_OUT_NONE,
+                      .logits = r->logits + (size_t)i * V, .id = &r->ids[i], .kept = &r->kept[i]};
+        rows[i - from] = row;
+    }
+    return count;
+}
+
+/* The kept rows of a finished job, copied to host logits (they live until the model's next forward). */
+static void bres_fetch(const bjob *j, bres *r, sd_backend *be, int V) {
+    if (j->out != SD_OUT_KEEP) return;
+    for (int i = 0; i < j->n; i++)
+        if (r->kept[i]) be->to_host(be, r->logits + (size_t)i * V, r->kept[i], (size_t)V);
+}
+
+static bool bres_equal(const bjob *j, const bres *a, const bres *b, int V) {
+    for (int i = 0; i < j->n; i++) {
+        if (!(j->all || i == j->n - 1) || j->out == SD_OUT_NONE) continue;
+        if (j->out == SD_OUT_ARGMAX ? a->ids[i] != b->ids[i]
+                                    : memcmp(a->logits + (size_t)i * V, b->logits + (size_t)i * V, sizeof(float) * V))
+            return false;
+    }
+    return true;
+}
+
+/* Every sequence of a mixed batch (prefill, decode rows, verify blocks, kept rows; passes of `pass_rows`
+ * rows that split spans; one sequence in two spans) gets bitwise what it gets alone. */
+static void check_batch_exact(const cfg *c, int pass_rows) {
+    sd_err err = {{0}};
+    ref r;
+    const char *path = tmp_path("b.gguf");
+    REQUIRE(path && write_model(c, path, &r, &err) == 0);
+    sd_model *m = NULL;
+    REQUIRE(backend() && sd_model_load(path, NULL, g_be, &m, &err) == 0);
+    int V = c->vocab;
+    enum { J = 5 };
+    const bjob jobs[J] = {
+        {5, 1, SD_OUT_LOGITS, false}, /* a decode step */
+        {0, 9, SD_OUT_ARGMAX, false}, /* a prefill */
+        {12, 5, SD_OUT_LOGITS, true}, /* a verify block */
+        {3, 3, SD_OUT_KEEP, true},    /* a sampled verify block kept on the backend */
+        {7, 4, SD_OUT_ARGMAX, true},  /* a greedy verify block, split over two spans below */
+    };
+    int32_t tok[J][32];
+    sd_seq *solo[J], *bat[J];
+    bres rs[J], rb[J];
+    float *junk = malloc(sizeof(float) * V);
+    for (int j = 0; j < J; j++) {
+        make_tokens(tok[j], 32, V, 100 + (uint64_t)j);
+        REQUIRE(sd_seq_new(m, 40, 0, &solo[j], &err) == 0 && sd_seq_new(m, 40, 0, &bat[j], &err) == 0);
+        if (jobs[j].prefix) {
+            REQUIRE(sd_forward(solo[j], tok[j], jobs[j].prefix, false, junk, &err) == 0);
+            REQUIRE(sd_forward(bat[j], tok[j], jobs[j].prefix, false, junk, &err) == 0);
+        }
+        bres_alloc(&rs[j], V);
+        bres_alloc(&rb[j], V);
+    }
+    /* alone (passes of the default size) */
+    sd_row rows[64];
+    for (int j = 0; j < J; j++) {
+        int n = job_rows(&jobs[j], solo[j], tok[j], 0, jobs[j].n, rows, &rs[j], V);
+        CHECKF(sd_forward_batch(m, rows, n, &err) == 0, "%s", err.msg);
+        bres_fetch(&jobs[j], &rs[j], g_be, V);
+    }
+    /* together: job 4's rows in two spans around the others */
+    m->batch_rows = pass_rows;
+    int n = job_rows(&jobs[4], bat[4], tok[4], 0, 2, rows, &rb[4], V);
+    for (int j = 0; j < 4; j++) n += job_rows(&jobs[j], bat[j], tok[j], 0, jobs[j].n, rows + n, &rb[j], V);
+    n += job_rows(&jobs[4], bat[4], tok[4], 2, 2, rows + n, &rb[4], V);
+    CHECKF(sd_forward_batch(m, rows, n, &err) == 0, "%s", err.msg);
+    for (int j = 0; j < J; j++) {
+        bres_fetch(&jobs[j], &rb[j], g_be, V);
+        CHECKF(bres_equal(&jobs[j], &rs[j], &rb[j], V), "%s %s, passes of %d rows: job %d differs from alone", c->arch,
+               sd_dtype_name(c->type), pass_rows, j);
+        CHECK_EQ_INT(bat[j]->pos, solo[j]->pos);
+    }
+    m->batch_rows = 0;
+    for (int j = 0; j < J; j++) {
+        sd_seq_free(solo[j]);
+        sd_seq_free(bat[j]);
+        free(rs[j].logits);
+        free(rb[j].logits);
+    }
+    free(junk);
+    sd_model_free(m);
+    ref_free(&r);
+    remove(path);
+}
+
+static void test_batch_exact(void) {
+    cfg c = base; c.kv_heads = 2;
+    check_batch_exact(&c, 0);  /* one pass */
+    check_batch_exact(&c, 5);  /* passes of 5 rows split spans */
+    c.arch = "qwen3"; c.type = SD_Q8_0; c.head_dim = 32;
+    check_batch_exact(&c, 0);
+    c.arch = "qwen2"; c.type = SD_F16; c.head_dim = 16;
+    check_batch_exact(&c, 7);
+}
+
+/* A bad batch fails before any work, naming the row, and changes no sequence. */
+static void test_batch_errors(void) {
+    sd_err err = {{0}};
+    ref r;
+    cfg c = base;
+    const char *path = tmp_path("be.gguf");
+    REQUIRE(write_model(&c, path, &r, &err) == 0);
+    sd_model *m = NULL, *m2 = NULL;
+    REQUIRE(backend() && sd_model_load(path, NULL, g_be, &m, &err) == 0 && sd_model_load(path, NULL, g_be, &m2, &err) == 0);
+    sd_seq *a = NULL, *b = NULL, *o = NULL, *h = NULL;
+    REQUIRE(sd_seq_new(m, 8, 0, &a, &err) == 0 && sd_seq_new(m, 8, 0, &b, &err) == 0);
+    REQUIRE(sd_seq_new(m2, 8, 0, &o, &err) == 0 && sd_seq_new(m, 8, 1, &h, &err) == 0);
+    int32_t id;
+    const float *kept;
+    sd_row ok[2] = {{.seq = a, .token = 1, .pos = 0}, {.seq = b, .token = 1, .pos = 0, .out = SD_OUT_ARGMAX, .id = &id}};
+    struct { const char *label, *want; sd_row r; } bad[] = {
+        {"position gap", "continues at 0", {.seq = a, .token = 1, .pos = 1}},
+        {"other model", "another model", {.seq = o, .token = 1, .pos = 0}},
+        {"token", "outside the vocabulary", {.seq = a, .token = 300, .pos = 0}},
+        {"no place", "no place", {.seq = a, .token = 1, .pos = 0, .out = SD_OUT_LOGITS}},
+        {"depth", "one depth", {.seq = h, .token = 1, .pos = 0}},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        sd_row rows[3] = {ok[0], ok[1], bad[i].r};
+        if (bad[i].r.seq == a) rows[0].seq = b, rows[1].pos = 1; /* keep the good rows valid */
+        err.msg[0] = 0;
+        CHECKF(sd_forward_batch(m, rows, 3, &err) != 0, "%s accepted", bad[i].label);
+        CHECKF(strstr(err.msg, bad[i].want) != NULL, "%s: \"%s\"", bad[i].label, err.msg);
+        CHECK(strstr(err.msg, "row 2") != NULL || strstr(err.msg, "index 2") != NULL);
+        CHECK_EQ_INT(a->pos, 0);
+        CHECK_EQ_INT(b->pos, 0);
+    }
+    /* context overflow: 9 rows into 8 positions */
+    sd_row many[9];
+    for (int i = 0; i < 9; i++) many[i] = (sd_row){.seq = a, .token = 1, .pos = i};
+    CHECK(sd_forward_batch(m, many, 9, &err) != 0 && strstr(err.msg, "context overflow"));
+    CHECK_EQ_INT(a->pos, 0);
+    /* more kept rows than the model keeps */
+    m->batch_rows = 2;
+    CHECK_EQ_INT(sd_model_keep_rows(m), 2);
+    for (int i = 0; i < 3; i++) many[i] = (sd_row){.seq = a, .token = 1, .pos = i, .out = SD_OUT_KEEP, .kept = &kept};
+    CHECK(sd_forward_batch(m, many, 3, &err) != 0 && strstr(err.msg, "to keep"));
+    CHECK(sd_forward_batch(m, many, 2, &err) == 0);
+    CHECK_EQ_INT(a->pos, 2);
+    CHECK(sd_forward_batch(m, NULL, 0, &err) != 0);
+    sd_seq_free(a); sd_seq_free(b); sd_seq_free(o); sd_seq_free(h);
+    sd_model_free(m);
+    sd_model_free(m2);
+    ref_free(&r);
+    remove(path);
+}
+
 int main(void) {
     if (make_tmpdir("specd_test_forward_")) return 1;
     RUN(test_llama_f32);
@@ -561,6 +734,8 @@ int main(void) {
     RUN(test_qwen3_q8_0);
     RUN(test_truncate_exact);
     RUN(test_errors);
+    RUN(test_batch_exact);
+    RUN(test_batch_errors);
     RUN(test_mkmodel_tiny);
     RUN(test_shared_models);
     if (g_be) g_be->destroy(g_be);
