@@ -51,7 +51,7 @@ BENCH_BIN  := $(patsubst bench/%.c,$(BUILD)/%,$(filter-out $(BENCH_SHARED),$(wil
 TEST_SRC   := $(wildcard tests/test_*.c)
 TEST_BIN   := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 
-.PHONY: all test demo bench clean deps san-test
+.PHONY: all test demo bench clean deps san-test install
 # Keep object files of test programs (make would delete them as intermediates and print the rm last,
 # after the test summary that must close the run).
 .SECONDARY:
@@ -70,6 +70,16 @@ $(BUILD)/libspecd.a: $(LIB_OBJ)
 $(BUILD)/libspecd-client.a: $(CLIENT_OBJ) $(patsubst %.c,$(BUILD)/%.o,$(wildcard ipc/*.c base/*.c) target/options.c)
 	@mkdir -p $(dir $@)
 	ar rcs $@ $^
+
+# The shared client library: position-independent objects of the client and what it uses, exporting only
+# specd_* (clients/libspecd-client.map).
+SO_SRC := clients/specd_client.c $(wildcard ipc/*.c base/*.c)
+$(BUILD)/libspecd-client.so: $(patsubst %.c,$(BUILD)/pic/%.o,$(SO_SRC)) clients/libspecd-client.map
+	$(CC) $(LDFLAGS) -shared -Wl,-soname,libspecd-client.so.0 -Wl,--version-script=clients/libspecd-client.map \
+	  -o $@ $(filter %.o,$^) -lzmq -lmsgpackc -lm -pthread
+$(BUILD)/pic/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fPIC -c -o $@ $<
 
 $(BUILD)/specd: $(BUILD)/cmd/main.o $(BUILD)/libspecd.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
@@ -103,6 +113,25 @@ demo: all
 
 bench: all
 	@bash bench/run.sh
+
+# make install [PREFIX=/usr/local] [DESTDIR=...] [PYTHONDIR=...]: the binaries, the C client (header,
+# static and shared library, pkg-config file), the Python client and the systemd unit.
+PREFIX    ?= /usr/local
+PYTHONDIR ?= $(PREFIX)/lib/python3/dist-packages
+VERSION   := $(shell sed -n 's/^\#define SD_VERSION "\(.*\)"/\1/p' base/version.h)
+install: $(BUILD)/specd $(BUILD)/specd-cli $(BUILD)/libspecd-client.a $(BUILD)/libspecd-client.so
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include \
+	  $(DESTDIR)$(PYTHONDIR) $(DESTDIR)$(PREFIX)/lib/systemd/system
+	install -m 755 $(BUILD)/specd $(BUILD)/specd-cli $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 clients/specd_client.h $(DESTDIR)$(PREFIX)/include/
+	install -m 644 $(BUILD)/libspecd-client.a $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 $(BUILD)/libspecd-client.so $(DESTDIR)$(PREFIX)/lib/libspecd-client.so.$(VERSION)
+	ln -sf libspecd-client.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libspecd-client.so.0
+	ln -sf libspecd-client.so.0 $(DESTDIR)$(PREFIX)/lib/libspecd-client.so
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' clients/specd-client.pc.in \
+	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/specd-client.pc
+	install -m 644 clients/python/specd_client.py $(DESTDIR)$(PYTHONDIR)/
+	sed -e 's|@PREFIX@|$(PREFIX)|g' tools/specd.service.in > $(DESTDIR)$(PREFIX)/lib/systemd/system/specd.service
 
 clean:
 	rm -rf build

@@ -94,6 +94,10 @@ int cmd_serve(int argc, char **argv) {
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    if (sd_server_check_endpoint(&a.so, &err)) {
+        fprintf(stderr, "specd serve: %s\n", err.msg);
+        return 1;
+    }
     sd_engine *e = NULL;
     if (sd_engine_open(&a.ec, &e, &err)) {
         fprintf(stderr, "specd serve: %s\n", err.msg);

@@ -14,7 +14,10 @@ static void pack_model(msgpack_packer *pk, const char *key, const sd_model *m) {
     sd_pack_cstr(pk, key);
     if (!m) { msgpack_pack_nil(pk); return; }
     msgpack_pack_map(pk, 6);
-    sd_pack_kv_str(pk, "path", m->path ? m->path : "");
+    /* absolute: the daemon's working directory means nothing to a client */
+    char *abs = m->path ? realpath(m->path, NULL) : NULL;
+    sd_pack_kv_str(pk, "path", abs ? abs : m->path ? m->path : "");
+    free(abs);
     sd_pack_kv_str(pk, "arch", sd_arch_name(m->hp.arch));
     sd_pack_kv_uint(pk, "params", m->n_params);
     sd_pack_kv_int(pk, "layers", m->hp.n_layers);

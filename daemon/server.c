@@ -14,6 +14,7 @@
 #include <zmq.h>
 
 #include "daemon/log.h"
+#include "daemon/notify.h"
 #include "daemon/srv.h"
 #include "daemon/scheduler.h"
 #include "daemon/stats.h"
@@ -473,20 +474,37 @@ static void poll_and_drain(srv *S, int timeout_ms) {
 
 /* ------------------------------------------------------------------ setup and shutdown */
 
+/* 0 when the socket file is absent or stale (the caller may replace it), -1 when it is another file or a
+ * live daemon answers on it. */
+static int check_socket_file(void *zctx, const sd_server_opts *o, bool *stale, sd_err *err) {
+    const char *path = o->socket_path;
+    struct stat sb;
+    *stale = false;
+    if (!path || !*path || lstat(path, &sb) != 0) return 0;
+    if (!S_ISSOCK(sb.st_mode)) return sd_errf(err, "%s exists and is not a socket; refusing to replace it", path);
+    if (sd_ping_endpoint(zctx, o->endpoint, 500)) return sd_errf(err, "a specd daemon is already serving on %s", path);
+    *stale = true;
+    return 0;
+}
+
+int sd_server_check_endpoint(const sd_server_opts *o, sd_err *err) {
+    void *zctx = zmq_ctx_new();
+    if (!zctx) return sd_errf(err, "zmq_ctx_new failed");
+    bool stale;
+    int rc = check_socket_file(zctx, o, &stale, err);
+    zmq_ctx_term(zctx);
+    return rc;
+}
+
 static int bind_socket(srv *S, sd_err *err) {
     const sd_server_opts *o = S->o;
     const char *path = o->socket_path;
-    if (path && *path) {
-        struct stat sb;
-        if (lstat(path, &sb) == 0) {
-            if (!S_ISSOCK(sb.st_mode))
-                return sd_errf(err, "%s exists and is not a socket; refusing to replace it", path);
-            if (sd_ping_endpoint(S->zctx, o->endpoint, 500))
-                return sd_errf(err, "a specd daemon is already serving on %s", path);
-            sd_log(SD_LOG_INFO, "replacing stale socket %s (no daemon answers on it)", path);
-            if (unlink(path) != 0 && errno != ENOENT)
-                return sd_errf(err, "cannot remove stale socket %s: %s", path, strerror(errno));
-        }
+    bool stale;
+    if (check_socket_file(S->zctx, o, &stale, err)) return -1; /* again: one may have started meanwhile */
+    if (stale) {
+        sd_log(SD_LOG_INFO, "replacing stale socket %s (no daemon answers on it)", path);
+        if (unlink(path) != 0 && errno != ENOENT)
+            return sd_errf(err, "cannot remove stale socket %s: %s", path, strerror(errno));
     }
     S->sock = zmq_socket(S->zctx, ZMQ_ROUTER);
     if (!S->sock) return sd_errf(err, "zmq_socket: %s", zmq_strerror(zmq_errno()));
@@ -575,7 +593,12 @@ int sd_server_run(sd_engine *e, const sd_server_opts *o, volatile sig_atomic_t *
     bound = true;
     sd_log(SD_LOG_INFO, "serving on %s (%d sessions, queue %d, ctx %d, backend %s, proposer %s)", o->endpoint,
            o->max_sessions, o->queue, e->ctx, e->be && e->be->name ? e->be->name : "?", srv_proposer_name(e->proposer));
+    /* models loaded and the socket bound: clients can connect now (systemd Type=notify) */
+    char ready[600];
+    snprintf(ready, sizeof ready, "READY=1\nSTATUS=serving on %s", o->endpoint);
+    if (sd_notify_systemd(ready)) sd_log(SD_LOG_WARN, "could not notify systemd ($NOTIFY_SOCKET)");
     serve_loop(&S, stop);
+    sd_notify_systemd("STOPPING=1");
     rc = 0;
     sd_log(SD_LOG_INFO, "stopped: %llu requests, %llu tokens generated", (unsigned long long)S.st.total,
            (unsigned long long)S.st.tok_generated);

@@ -19,6 +19,9 @@ typedef struct sd_server_opts {
     sd_gen_params defaults;  /* default sampling / mode / draft bounds */
 } sd_server_opts;
 
+/* Before loading the models: -1 with a message when a live daemon already answers on the socket file (or
+ * the path is some other file), so a second `specd serve` fails at once instead of after loading. */
+int sd_server_check_endpoint(const sd_server_opts *o, sd_err *err);
 /* Binds the endpoint (refusing when a live daemon answers on it, replacing a stale socket file), serves
  * until *stop becomes non-zero, shuts down as docs/protocol.md §6 says and removes the socket file.
  * Returns 0 after a clean shutdown, -1 with err when it could not start. */

@@ -305,6 +305,11 @@ static void test_ops(void) {
     CHECK(proto && proto->via.u64 == 1 && ver && ver->type == MSGPACK_OBJECT_STR);
     const msgpack_object *tgt = sd_mp_get(r.root, "target");
     CHECK(tgt && sd_mp_get(tgt, "layers") && sd_mp_get(tgt, "layers")->via.u64 == 4);
+    const msgpack_object *mp = sd_mp_get(tgt, "path"); /* absolute, whatever the daemon's directory */
+    char path[512] = "";
+    if (mp && mp->type == MSGPACK_OBJECT_STR && mp->via.str.size < sizeof path)
+        memcpy(path, mp->via.str.ptr, mp->via.str.size);
+    CHECKF(path[0] == '/' && access(path, R_OK) == 0, "target path '%s'", path);
     CHECK(sd_mp_get(r.root, "backend") && sd_mp_get(r.root, "defaults"));
     sd_reply_free(&r);
 
@@ -989,7 +994,8 @@ static void test_stale_and_live_socket(void) {
     daemon_t d;
     REQUIRE(daemon_start(&d, "stale", NULL) == 0);   /* replaces it */
     CHECK(log_contains(&d, "stale"));
-    /* a second daemon on the same socket refuses to start, and the first keeps serving */
+    /* a second daemon on the same socket refuses to start, before loading its model (a missing file here:
+     * the message must be about the socket), and the first keeps serving */
     daemon_t d2 = d;
     snprintf(d2.log, sizeof d2.log, "%s/stale2.log", g_dir);
     fflush(NULL);
@@ -998,13 +1004,13 @@ static void test_stale_and_live_socket(void) {
     if (pid == 0) {
         int lfd = open(d2.log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
         if (lfd >= 0) { dup2(lfd, 2); close(lfd); }
-        const char *argv[] = {"serve", "-m", g_target, "-z", g_tok, "--socket", d.sock, "-t", "1", NULL};
+        const char *argv[] = {"serve", "-m", "/nonexistent/model.gguf", "--socket", d.sock, "-t", "1", NULL};
         if (g_exec_ok) {
-            const char *av[] = {g_specd, "serve", "-m", g_target, "-z", g_tok, "--socket", d.sock, "-t", "1", NULL};
+            const char *av[] = {g_specd, "serve", "-m", "/nonexistent/model.gguf", "--socket", d.sock, "-t", "1", NULL};
             execv(g_specd, (char *const *)av);
             _exit(127);
         }
-        _exit(cmd_serve(9, (char **)argv));
+        _exit(cmd_serve(7, (char **)argv));
     }
     int st;
     waitpid(pid, &st, 0);
@@ -1028,6 +1034,38 @@ static void test_stale_and_live_socket(void) {
     daemon_t d3;
     REQUIRE(daemon_start(&d3, "stale", NULL) == 0);
     CHECK_EQ_INT(daemon_stop(&d3, 10), 0);
+}
+
+/* One datagram from the notify socket within timeout_ms into buf (NUL-terminated); its length or -1. */
+static int recv_notify(int fd, char *buf, size_t cap, int timeout_ms) {
+    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    ssize_t n = recv(fd, buf, cap - 1, 0);
+    if (n < 0) return -1;
+    buf[n] = 0;
+    return (int)n;
+}
+
+/* systemd Type=notify: READY=1 once the socket answers, STOPPING=1 on SIGTERM, through $NOTIFY_SOCKET. */
+static void test_systemd_notify(void) {
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    REQUIRE(strlen(g_dir) + 20 < sizeof a.sun_path);
+    char *path = a.sun_path;
+    strcat(strcpy(path, g_dir), "/systemd-notify");
+    int fd = socket(AF_UNIX, SOCK_DGRAM, 0);
+    REQUIRE(fd >= 0);
+    REQUIRE(bind(fd, (struct sockaddr *)&a, sizeof a) == 0);
+    setenv("NOTIFY_SOCKET", path, 1);
+    daemon_t d;
+    int started = daemon_start(&d, "notify", NULL);
+    unsetenv("NOTIFY_SOCKET");
+    REQUIRE(started == 0);
+    char buf[1024];
+    CHECKF(recv_notify(fd, buf, sizeof buf, 5000) > 0 && !strncmp(buf, "READY=1\n", 8) && strstr(buf, d.sock),
+           "notify message '%s'", buf);
+    CHECK_EQ_INT(daemon_stop(&d, 10), 0);
+    CHECK(recv_notify(fd, buf, sizeof buf, 2000) > 0 && !strcmp(buf, "STOPPING=1"));
+    close(fd);
 }
 
 static void test_socket_mode(void) {
@@ -1265,6 +1303,7 @@ int main(void) {
     RUN(test_grace);
     RUN(test_stale_and_live_socket);
     RUN(test_socket_mode);
+    RUN(test_systemd_notify);
     RUN(test_memory_flat);
     RUN(test_tcp);
     RUN(test_fairness);
