@@ -1,6 +1,9 @@
 /* JSON text output (see json_out.h). */
 #include "base/json_out.h"
 
+#include <math.h>
+#include <stdlib.h>
+
 const char *sd_json_escape(unsigned char c, char buf[8]) {
     switch (c) {
     case '"': return "\\\"";
@@ -32,4 +35,24 @@ void sd_json_ids(FILE *f, const int32_t *ids, int n) {
     fputc('[', f);
     for (int i = 0; i < n; i++) fprintf(f, "%s%d", i ? "," : "", (int)ids[i]);
     fputc(']', f);
+}
+
+int sd_json_number(char *buf, size_t cap, double x) {
+    if (!isfinite(x)) return snprintf(buf, cap, "null");
+    int n = 0;
+    for (int prec = 1; prec <= 17; prec++) { /* the fewest digits that read back as x */
+        n = snprintf(buf, cap, "%.*g", prec, x);
+        if (strtod(buf, NULL) == x) break;
+    }
+    return n;
+}
+
+double sd_float_decimal(float f) {
+    char buf[32];
+    for (int prec = 1; prec <= 9; prec++) {
+        snprintf(buf, sizeof buf, "%.*g", prec, (double)f);
+        double d = strtod(buf, NULL);
+        if ((float)d == f) return d;
+    }
+    return (double)f;
 }

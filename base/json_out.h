@@ -15,4 +15,10 @@ const char *sd_json_escape(unsigned char c, char buf[8]);
 void sd_json_str(FILE *f, const char *s, size_t n);
 /* Writes ids[0..n) as a JSON array of integers. */
 void sd_json_ids(FILE *f, const int32_t *ids, int n);
+/* x as the shortest JSON number that reads back as the same double (0.05, not 0.050000000000000003);
+ * "null" for NaN and infinities, which JSON lacks. Returns what snprintf returns. */
+int sd_json_number(char *buf, size_t cap, double x);
+/* The double of the shortest decimal that reads back as f (0.05f -> 0.05): a float setting sent as a
+ * double, or printed, shows as it was typed rather than as 0.05000000074505806. */
+double sd_float_decimal(float f);
 #endif

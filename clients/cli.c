@@ -105,8 +105,23 @@ static int usage_error(const char *fmt, const char *arg) {
     return CLI_USAGE;
 }
 
+/* --json: errors are JSON on stdout too, so a script reads one object whatever happened. */
+static int g_json_errors;
+
+static const char *kind_name(specd_err_kind k) {
+    static const char *const names[] = {"none", "connect", "timeout", "daemon", "protocol", "argument"};
+    return k >= SPECD_ERR_NONE && k <= SPECD_ERR_ARG ? names[k] : "?";
+}
+
 int cli_fail(const specd_error *e) {
-    if (e->kind == SPECD_ERR_DAEMON)
+    if (g_json_errors) {
+        printf("{\"error\":{\"kind\":\"%s\",\"code\":", kind_name(e->kind));
+        sd_json_str(stdout, e->code, strlen(e->code));
+        printf(",\"message\":");
+        sd_json_str(stdout, e->message, strlen(e->message));
+        printf("}}\n");
+        fflush(stdout);
+    } else if (e->kind == SPECD_ERR_DAEMON)
         fprintf(stderr, "specd-cli: daemon error %s: %s\n", e->code, e->message);
     else
         fprintf(stderr, "specd-cli: %s\n", e->message);
@@ -218,6 +233,7 @@ static int parse_args(int argc, char **argv, cli_opts *o, const char **cmd) {
         return CLI_USAGE;
     }
     o->json = (int)v[O_JSON].i;
+    g_json_errors = o->json;
     o->verbose = (int)v[O_VERBOSE].i;
     o->echo = (int)v[O_ECHO].i;
     o->no_bos = (int)v[O_NO_BOS].i;

@@ -175,7 +175,12 @@ int cmd_generate(int argc, char **argv) {
     else print_stats(e, g);
     rc = 0;
 out:
-    if (rc) fprintf(stderr, "specd generate: %s\n", err.msg[0] ? err.msg : "failed");
+    if (rc && o.json) { /* --json: one object on stdout whatever happened */
+        fputs("{\"error\":{\"message\":", stdout);
+        const char *m = err.msg[0] ? err.msg : "failed";
+        sd_json_str(stdout, m, strlen(m));
+        fputs("}}\n", stdout);
+    } else if (rc) fprintf(stderr, "specd generate: %s\n", err.msg[0] ? err.msg : "failed");
     if (g) sd_gen_free(g);
     if (sess) sd_session_free(sess);
     free(prompt);

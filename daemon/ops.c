@@ -61,10 +61,10 @@ void srv_op_info(srv *S, uint64_t id) {
     const sd_gen_params *d = &o->defaults;
     msgpack_pack_map(&pk, 8);
     sd_pack_kv_int(&pk, "max_tokens", o->max_tokens);
-    sd_pack_kv_double(&pk, "temperature", d->sampling.temperature);
+    sd_pack_kv_float(&pk, "temperature", d->sampling.temperature);
     sd_pack_kv_int(&pk, "top_k", d->sampling.top_k);
-    sd_pack_kv_double(&pk, "top_p", d->sampling.top_p);
-    sd_pack_kv_double(&pk, "min_p", d->sampling.min_p);
+    sd_pack_kv_float(&pk, "top_p", d->sampling.top_p);
+    sd_pack_kv_float(&pk, "min_p", d->sampling.min_p);
     sd_pack_kv_str(&pk, "mode", d->mode == SD_MODE_PLAIN ? "plain" : "spec");
     sd_pack_kv_int(&pk, "draft_max", d->draft_max);
     sd_pack_kv_int(&pk, "draft_min", d->draft_min);

@@ -396,6 +396,7 @@ void sd_pack_kv_str(msgpack_packer *pk, const char *key, const char *val) { sd_p
 void sd_pack_kv_int(msgpack_packer *pk, const char *key, int64_t val) { sd_pack_cstr(pk, key); msgpack_pack_int64(pk, val); }
 void sd_pack_kv_uint(msgpack_packer *pk, const char *key, uint64_t val) { sd_pack_cstr(pk, key); msgpack_pack_uint64(pk, val); }
 void sd_pack_kv_double(msgpack_packer *pk, const char *key, double val) { sd_pack_cstr(pk, key); msgpack_pack_double(pk, val); }
+void sd_pack_kv_float(msgpack_packer *pk, const char *key, float val) { sd_pack_kv_double(pk, key, sd_float_decimal(val)); }
 void sd_pack_kv_bool(msgpack_packer *pk, const char *key, bool val) {
     sd_pack_cstr(pk, key);
     if (val) msgpack_pack_true(pk); else msgpack_pack_false(pk);
@@ -424,10 +425,10 @@ static void pack_request(msgpack_packer *pk, const sd_request *r) {
         if (g->prompt) { sd_pack_cstr(pk, "prompt"); pack_strn(pk, g->prompt, g->prompt_len); }
         if (g->tokens) { sd_pack_cstr(pk, "tokens"); pack_ids(pk, g->tokens, g->n_tokens); }
         if (g->set & SD_GF_MAX_TOKENS) sd_pack_kv_int(pk, "max_tokens", g->max_tokens);
-        if (g->set & SD_GF_TEMPERATURE) sd_pack_kv_double(pk, "temperature", g->temperature);
+        if (g->set & SD_GF_TEMPERATURE) sd_pack_kv_float(pk, "temperature", g->temperature);
         if (g->set & SD_GF_TOP_K) sd_pack_kv_int(pk, "top_k", g->top_k);
-        if (g->set & SD_GF_TOP_P) sd_pack_kv_double(pk, "top_p", g->top_p);
-        if (g->set & SD_GF_MIN_P) sd_pack_kv_double(pk, "min_p", g->min_p);
+        if (g->set & SD_GF_TOP_P) sd_pack_kv_float(pk, "top_p", g->top_p);
+        if (g->set & SD_GF_MIN_P) sd_pack_kv_float(pk, "min_p", g->min_p);
         if (g->set & SD_GF_SEED) sd_pack_kv_uint(pk, "seed", g->seed);
         if (g->set & SD_GF_STOP) {
             sd_pack_cstr(pk, "stop");
@@ -775,6 +776,11 @@ static void jstr(jbuf *b, const char *s, size_t n) {
     jputs(b, "\"");
 }
 
+static bool is_seed(const msgpack_object_kv *kv) {
+    return kv->key.type == MSGPACK_OBJECT_STR && kv->key.via.str.size == 4 && !memcmp(kv->key.via.str.ptr, "seed", 4) &&
+           kv->val.type == MSGPACK_OBJECT_POSITIVE_INTEGER;
+}
+
 static void jobj(jbuf *b, const msgpack_object *o, int depth) {
     char num[64];
     if (depth > 64) { jputs(b, "null"); return; }
@@ -783,10 +789,13 @@ static void jobj(jbuf *b, const msgpack_object *o, int depth) {
     case MSGPACK_OBJECT_BOOLEAN: jputs(b, o->via.boolean ? "true" : "false"); break;
     case MSGPACK_OBJECT_POSITIVE_INTEGER: snprintf(num, sizeof num, "%llu", (unsigned long long)o->via.u64); jputs(b, num); break;
     case MSGPACK_OBJECT_NEGATIVE_INTEGER: snprintf(num, sizeof num, "%lld", (long long)o->via.i64); jputs(b, num); break;
-    case MSGPACK_OBJECT_FLOAT32:
+    case MSGPACK_OBJECT_FLOAT32: /* at float precision: 0.05f prints as 0.05 */
+        sd_json_number(num, sizeof num, isfinite(o->via.f64) ? sd_float_decimal((float)o->via.f64) : o->via.f64);
+        jputs(b, num);
+        break;
     case MSGPACK_OBJECT_FLOAT64:
-        if (isfinite(o->via.f64)) { snprintf(num, sizeof num, "%.17g", o->via.f64); jputs(b, num); }
-        else jputs(b, "null");
+        sd_json_number(num, sizeof num, o->via.f64);
+        jputs(b, num);
         break;
     case MSGPACK_OBJECT_STR: jstr(b, o->via.str.ptr, o->via.str.size); break;
     case MSGPACK_OBJECT_ARRAY:
@@ -805,7 +814,10 @@ static void jobj(jbuf *b, const msgpack_object *o, int depth) {
             if (kv->key.type == MSGPACK_OBJECT_STR) jstr(b, kv->key.via.str.ptr, kv->key.via.str.size);
             else { jbuf k = {0}; jobj(&k, &kv->key, depth + 1); jstr(b, k.p ? k.p : "", k.n); free(k.p); }
             jputs(b, ":");
-            jobj(b, &kv->val, depth + 1);
+            if (is_seed(kv)) { /* 64-bit seeds exceed what JSON numbers carry (2^53): a string */
+                snprintf(num, sizeof num, "\"%llu\"", (unsigned long long)kv->val.via.u64);
+                jputs(b, num);
+            } else jobj(b, &kv->val, depth + 1);
         }
         jputs(b, "}");
         break;

@@ -190,6 +190,8 @@ void sd_pack_kv_str(msgpack_packer *pk, const char *key, const char *val);
 void sd_pack_kv_int(msgpack_packer *pk, const char *key, int64_t val);
 void sd_pack_kv_uint(msgpack_packer *pk, const char *key, uint64_t val);
 void sd_pack_kv_double(msgpack_packer *pk, const char *key, double val);
+/* A float setting as the double of its shortest decimal (0.05f is sent as 0.05). */
+void sd_pack_kv_float(msgpack_packer *pk, const char *key, float val);
 void sd_pack_kv_bool(msgpack_packer *pk, const char *key, bool val);
 
 /* A decoded reply. Pointers (text, code, ...) point into `up` and are valid until sd_reply_free. */

@@ -75,6 +75,13 @@ static void test_cli_no_daemon_exit_code(void) {
            "%s", err ? err : "");
     free(out);
     free(err);
+    /* --json: the error is one JSON object on stdout, the exit status unchanged */
+    snprintf(cmd, sizeof cmd, "%s/specd-cli --json --socket /tmp/specd-test-no-such-dir/none.sock ping", fx_build_dir());
+    CHECK_EQ_INT(fx_run(cmd, &out, &err), 3);
+    CHECKF(out && !strncmp(out, "{\"error\":{\"kind\":\"connect\",\"code\":\"\",\"message\":\"no daemon at", 50),
+           "%s", out ? out : "");
+    free(out);
+    free(err);
     snprintf(cmd, sizeof cmd, "%s/specd-cli --tcp 127.0.0.1:1 --connect-timeout 3000 info", fx_build_dir());
     double t0 = sd_now_ms();
     CHECK_EQ_INT(fx_run(cmd, &out, &err), 3);

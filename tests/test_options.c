@@ -115,6 +115,10 @@ static void test_help_and_version(void) {
     out = run("specd-cli --socket /tmp/specd-none.sock ping --temp 1", &st);
     CHECKF(st == 2 && out && strstr(out, "--temp does not apply"), "%d: %s", st, out ? out : "");
     free(out);
+    out = run("specd generate -m /nonexistent.gguf -p y --json", &st); /* a runtime error, as JSON */
+    CHECKF(st == 1 && out && !strncmp(out, "{\"error\":{\"message\":\"", 21) && strstr(out, "nonexistent.gguf"), "%s",
+           out ? out : "");
+    free(out);
     out = run("specd generate -m x -p y --draft-max 99", &st);
     CHECKF(st == 2 && out && strstr(out, "--draft-max needs an integer in 1..16, got '99'"), "%s", out ? out : "");
     free(out);

@@ -405,6 +405,31 @@ static void test_json_escape_one_rule(void) {
     msgpack_unpacked_destroy(&u); msgpack_sbuffer_destroy(&sb);
 }
 
+/* JSON numbers: the shortest text that reads back as the value (floats at float precision); NaN is
+ * null; seeds are strings, since 64-bit integers exceed what JSON numbers carry. */
+static void test_json_numbers_and_seeds(void) {
+    msgpack_sbuffer sb; msgpack_sbuffer_init(&sb);
+    msgpack_packer pk; msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 6);
+    sd_pack_kv_double(&pk, "a", 0.05);
+    sd_pack_cstr(&pk, "b"); msgpack_pack_float(&pk, 0.05f);
+    sd_pack_kv_float(&pk, "c", 0.8f);
+    sd_pack_kv_double(&pk, "d", NAN);
+    sd_pack_kv_uint(&pk, "seed", UINT64_MAX);
+    sd_pack_kv_double(&pk, "e", 1.0 / 3);
+    msgpack_unpacked u; msgpack_unpacked_init(&u);
+    REQUIRE(msgpack_unpack_next(&u, sb.data, sb.size, NULL) == MSGPACK_UNPACK_SUCCESS);
+    char *j = sd_mp_to_json(&u.data);
+    CHECK_STR_EQ(j, "{\"a\":0.05,\"b\":0.05,\"c\":0.8,\"d\":null,\"seed\":\"18446744073709551615\","
+                    "\"e\":0.3333333333333333}");
+    free(j);
+    msgpack_unpacked_destroy(&u); msgpack_sbuffer_destroy(&sb);
+    char buf[40];
+    sd_json_number(buf, sizeof buf, 1e300);
+    CHECK(strtod(buf, NULL) == 1e300);
+    CHECK(sd_float_decimal(0.1f) == 0.1 && sd_float_decimal(3.0f) == 3.0);
+}
+
 int main(void) {
     RUN(test_generate_roundtrip);
     RUN(test_other_ops_roundtrip);
@@ -415,6 +440,7 @@ int main(void) {
     RUN(test_replies_roundtrip);
     RUN(test_utf8);
     RUN(test_json_escape_one_rule);
+    RUN(test_json_numbers_and_seeds);
     RUN(test_endpoints);
     return TEST_DONE();
 }
