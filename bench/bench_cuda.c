@@ -1,6 +1,6 @@
 /* CUDA matrix-vector throughput against the device's own copy bandwidth, in one run: for the projections of
  * an 8B-class layer (4096 x 4096, 1024 x 4096, 14336 x 4096, 4096 x 14336) and its classifier (32000 x 4096),
- * F16 and Q8_0, n = 1, 2, 4, 8, 9, 16 rows: microseconds per product, weight bytes read per second, and the
+ * F16 and Q8_0, n = 1, 2, 4, 8, 9, 16, 32, 64 rows: microseconds per product, weight bytes read per second, and the
  * ratio to a device-to-device copy's (read + write) bandwidth measured beside it. Each matrix set is larger
  * than the L2 cache (the shapes are cycled), so the products stream from memory.
  *
@@ -82,7 +82,7 @@ int main(int argc, char **argv) {
     double copy = copy_gbs();
     printf("device %s; copy bandwidth (read + write) %.0f GB/s\n", b->device, copy);
     static const int64_t shapes[][2] = {{4096, 4096}, {1024, 4096}, {14336, 4096}, {4096, 14336}, {32000, 4096}};
-    static const int ns[] = {1, 2, 4, 8, 9, 16};
+    static const int ns[] = {1, 2, 4, 8, 9, 16, 32, 64};
     const int types[] = {SD_F16, SD_Q8_0};
     enum { COPIES = 4 }; /* distinct matrices per shape, cycled, so repeated products miss the L2 */
     printf("%-6s %-13s %3s %10s %9s %7s %9s\n", "type", "rows x cols", "n", "us", "GB/s", "copy%", "T(n)/T(1)");
@@ -97,7 +97,7 @@ int main(int argc, char **argv) {
                 w[k] = (sd_tensor){.type = types[ti], .rows = rows, .cols = cols, .host = host[k], .name = "bench"};
                 ok &= host[k] && b->upload_weight(b, &w[k], &err) == 0;
             }
-            float *x = b->alloc(b, (size_t)16 * cols, &err), *out = b->alloc(b, (size_t)16 * rows, &err);
+            float *x = b->alloc(b, (size_t)64 * cols, &err), *out = b->alloc(b, (size_t)64 * rows, &err);
             if (!ok || !x || !out) {
                 printf("error: %s\n", err.msg);
                 return 1;

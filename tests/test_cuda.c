@@ -67,11 +67,12 @@ static double max_rel_err_d(const float *a, const double *ref, size_t n) {
     return worst;
 }
 
-/* Every weight type, n = 1..20 rows (the matrix-vector kernels up to MV_MAX_N = 16, cuBLAS or row chunks
- * past it), against the exact dequantized product. Tolerances, relative to the largest output:
- *  - F16/BF16 weights, n <= 16: F32 activations and accumulation, 1e-5;
- *  - F32 weights become F16 on the GPU (rounding 2^-11 relative per weight), and cuBLAS (n > 16) rounds the
- *    activations to F16 too: 4e-3;
+/* Every weight type, n = 1..20, 33, 64, 65 rows (the F32 matrix-vector kernels up to 16, or tensor cores up to
+ * 64 for F16/BF16 with SPECD_CUDA_TC=1; cuBLAS or row chunks past them), against the exact dequantized product.
+ * Tolerances, relative to the largest output:
+ *  - F16/BF16 weights, n <= 16, F32 kernels (the default): F32 activations and accumulation, 1e-5;
+ *  - tensor cores (SPECD_CUDA_TC=1) round x to TF32 (11 significant bits), cuBLAS (n > 16, or 64 with
+ *    tensor cores) to F16, and F32 weights become F16 on the GPU (2^-11 relative per weight): 4e-3;
  *  - Q8_0 quantizes the activations per block of 32 to int8 as the CPU backend does (error up to d_x / 2 =
  *    amax / 254 per element): 2e-2 against the exact product, and 1e-4 against the CPU backend, whose
  *    activations are quantized bit for bit the same way (only float summation order differs). */
@@ -81,7 +82,7 @@ static void test_matmul_all_types(void) {
     const int64_t shapes[][2] = {{64, 64}, {96, 256}, {1000, 512}, {37, 4096}};
     for (size_t ti = 0; ti < 4; ti++)
         for (size_t si = 0; si < 4; si++)
-            for (int n = 1; n <= 20; n += (n < 9 ? 1 : n < 16 ? 3 : 1)) {
+            for (int n = 1; n <= 65; n += (n < 9 ? 1 : n < 16 ? 3 : n < 20 ? 1 : n < 33 ? 13 : n < 64 ? 31 : 1)) {
                 int64_t rows = shapes[si][0], cols = shapes[si][1];
                 void *w = make_weights(types[ti], rows, cols);
                 sd_tensor tc = {.type = types[ti], .cols = cols, .rows = rows, .host = w, .name = "w"};
@@ -100,7 +101,9 @@ static void test_matmul_all_types(void) {
                 gpu->to_host(gpu, og, dg, no);
                 exact_matmul(&tc, x, n, ref);
                 bool q8 = types[ti] == SD_Q8_0;
-                double tol = q8 ? 2e-2 : (types[ti] == SD_F32 || n > 16) ? 4e-3 : 1e-5;
+                const char *tc_env = getenv("SPECD_CUDA_TC");
+                bool exact_f32 = !(tc_env && !strcmp(tc_env, "1")) && n <= 16 && types[ti] != SD_F32;
+                double tol = q8 ? 2e-2 : exact_f32 ? 1e-5 : 4e-3;
                 double e = max_rel_err_d(og, ref, no);
                 CHECKF(e <= tol, "type %s rows %lld cols %lld n %d: rel err %g against the exact product",
                        sd_dtype_name(types[ti]), (long long)rows, (long long)cols, n, e);
@@ -116,35 +119,41 @@ static void test_matmul_all_types(void) {
     CHECK(!gpu->failed);
 }
 
-/* Activations past F16's range (65504; some models have them at w_down's input) through the cuBLAS path
- * (n > 16) of an F16 matrix: scaled by a power of two on the device, so the result is finite and as exact
- * as for ordinary activations (4e-3, the F16 rounding of x and w). */
+/* Activations past F16's range (65504; some models have them at w_down's input) into an F16 matrix: tensor
+ * cores round x to TF32 (F32's range); cuBLAS (n > 64) scales x by a power of two on the device. Either way
+ * the result is finite and as exact as for ordinary activations (4e-3). */
 static void test_matmul_large_activations(void) {
     if (!gpu) SKIP("%s", no_gpu_reason);
     const int64_t rows = 256, cols = 512;
-    const int n = 24;
+    const int ns[] = {24, 80}; /* tensor cores (F32 range), cuBLAS past 64 rows (scaled F16) */
     void *w = make_weights(SD_F16, rows, cols);
     sd_tensor tg = {.type = SD_F16, .cols = cols, .rows = rows, .host = w, .name = "w"};
     REQUIRE(gpu->upload_weight(gpu, &tg, NULL) == 0);
-    size_t nx = (size_t)n * cols, no = (size_t)n * rows;
-    float *x = malloc(nx * 4), *og = malloc(no * 4);
-    double *ref = malloc(no * sizeof(double));
-    for (size_t i = 0; i < nx; i++) x[i] = frand() * (i % 97 == 0 ? 3e5f : 1.0f);
-    float *xg = dev_copy(gpu, x, nx), *dg = gpu->alloc(gpu, no, NULL);
-    gpu->matmul(gpu, dg, &tg, xg, n);
-    gpu->to_host(gpu, og, dg, no);
-    exact_matmul(&tg, x, n, ref);
-    int finite = 1;
-    for (size_t i = 0; i < no; i++) finite &= isfinite(og[i]);
-    CHECK(finite);
-    double e = max_rel_err_d(og, ref, no);
-    CHECKF(e <= 4e-3, "rel err %g with activations up to 3e5", e);
-    gpu->release(gpu, xg); gpu->release(gpu, dg); gpu->free_weight(gpu, &tg);
-    free(x); free(og); free(ref); free(w);
+    for (int k = 0; k < 2; k++) {
+        int n = ns[k];
+        size_t nx = (size_t)n * cols, no = (size_t)n * rows;
+        float *x = malloc(nx * 4), *og = malloc(no * 4);
+        double *ref = malloc(no * sizeof(double));
+        for (size_t i = 0; i < nx; i++) x[i] = frand() * (i % 97 == 0 ? 3e5f : 1.0f);
+        float *xg = dev_copy(gpu, x, nx), *dg = gpu->alloc(gpu, no, NULL);
+        gpu->matmul(gpu, dg, &tg, xg, n);
+        gpu->to_host(gpu, og, dg, no);
+        exact_matmul(&tg, x, n, ref);
+        int finite = 1;
+        for (size_t i = 0; i < no; i++) finite &= isfinite(og[i]);
+        CHECKF(finite, "n %d: non-finite outputs", n);
+        double e = max_rel_err_d(og, ref, no);
+        CHECKF(e <= 4e-3, "n %d: rel err %g with activations up to 3e5", n, e);
+        gpu->release(gpu, xg); gpu->release(gpu, dg);
+        free(x); free(og); free(ref);
+    }
+    gpu->free_weight(gpu, &tg);
+    free(w);
 }
 
-/* Rows of an n-row product are bitwise the rows of n one-row products for every n the matrix-vector
- * kernels take: a verify block computes exactly what single decode steps would (greedy spec == plain). */
+/* Rows of an n-row product are bitwise the rows of n one-row products for every n the matrix-vector or
+ * tensor-core kernels take: a verify block computes exactly what single decode steps would (greedy spec
+ * == plain), and a request's rows in a batch what it would compute alone. */
 static void test_matmul_rows_bitwise(void) {
     if (!gpu) SKIP("%s", no_gpu_reason);
     const int types[] = {SD_F16, SD_BF16, SD_Q8_0};
@@ -153,13 +162,14 @@ static void test_matmul_rows_bitwise(void) {
         void *w = make_weights(types[ti], rows, cols);
         sd_tensor tg = {.type = types[ti], .cols = cols, .rows = rows, .host = w, .name = "w"};
         REQUIRE(gpu->upload_weight(gpu, &tg, NULL) == 0);
-        const int nmax = 16;
+        const char *tc_env = getenv("SPECD_CUDA_TC");
+        const int nmax = tc_env && !strcmp(tc_env, "1") ? 40 : 16; /* cuBLAS past 16 without tensor cores */
         float *x = malloc(sizeof(float) * nmax * cols), *one = malloc(sizeof(float) * rows),
               *all = malloc(sizeof(float) * nmax * rows);
         for (int64_t i = 0; i < nmax * cols; i++) x[i] = frand();
         float *xg = dev_copy(gpu, x, (size_t)nmax * cols), *dg = gpu->alloc(gpu, (size_t)nmax * rows, NULL);
         int bad = 0;
-        for (int n = 2; n <= nmax; n++) {
+        for (int n = 2; n <= nmax; n += n < 17 ? 1 : 23) {
             gpu->matmul(gpu, dg, &tg, xg, n);
             gpu->to_host(gpu, all, dg, (size_t)n * rows);
             for (int j = 0; j < n; j++) {

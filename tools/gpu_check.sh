@@ -70,6 +70,7 @@ step info 30 "nvidia-smi; nvidia-smi --query-gpu=name,memory.total,clocks.max.sm
   nvcc --version 2>/dev/null | tail -2; which compute-sanitizer cuobjdump; ldd $SPECD | grep -E 'not found|cublas|zmq'"
 
 step test 150 "$TEST_CUDA"
+step test 120 "SPECD_CUDA_TC=1 $TEST_CUDA" # F16/BF16 products on tensor cores (matmul_tc.cu, opt-in)
 
 step agree 90 "set -e; $SPECD mkmodel --preset demo --type f16 -o $W/demo.gguf >/dev/null; \
   for d in cpu cuda; do $SPECD generate -m $W/demo.gguf -p '$LONGP' -n 48 --device \$d --json > $W/agree-\$d.json; done; \
@@ -87,8 +88,11 @@ step models 150 "set -e; nproc; \
   $SPECD mkmodel --preset 8b --layers 8 --ctx 32768 --type f16 -o $G_F16 --pair $D_F16; \
   $SPECD mkmodel --preset 8b --layers 8 --ctx 32768 --type q8_0 -o $G_Q8 --pair $D_Q8; ls -la $W"
 
-step matvec 60 "$BIN/bench_cuda"
+step matvec 90 "$BIN/bench_cuda; echo '== SPECD_CUDA_TC=1 (tensor cores)'; \
+  SPECD_CUDA_TC=1 $BIN/bench_cuda | grep -E '^f16'"
 
+step decode 60 "SPECD_CUDA_TC=1 $SPECD generate -m $G_F16 -p 'Once upon a time' -n 256 --plain --device cuda \
+  --ctx 4096 2>&1 >/dev/null | sed 's|^|$(basename "$G_F16") tc=1: |'"
 for m in "$G_F16" "$G_Q8"; do
   for g in 1 0; do
     step decode 60 "SPECD_CUDA_GRAPHS=$g $SPECD generate -m $m -p 'Once upon a time' -n 256 --plain --device cuda --ctx 4096 \

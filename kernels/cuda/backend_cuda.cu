@@ -471,6 +471,8 @@ extern "C" int sd_backend_cuda_new(int device, sd_backend **out, sd_err *err) {
     cb->c.graphs_enabled = !(g && !strcmp(g, "0"));
     const char *sy = getenv("SPECD_CUDA_SYNC");
     cb->c.sync_each = sy && strcmp(sy, "0");
+    const char *tc = getenv("SPECD_CUDA_TC");
+    cb->c.tc = tc && !strcmp(tc, "1");
     const char *fa = getenv("SPECD_FAIL_AFTER");
     cb->c.fail_after = fa ? strtol(fa, NULL, 10) : 0;
 

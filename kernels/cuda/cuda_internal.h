@@ -48,11 +48,13 @@ typedef struct cuda_ctx {
     bool sync_each;       /* SPECD_CUDA_SYNC=1: synchronise after every op, so a failure names its op */
     long fail_after;      /* SPECD_FAIL_AFTER=N (test hook): the N-th launch check fails; 0 = never */
     long launches;
+    bool tc;              /* SPECD_CUDA_TC=1: F16/BF16 products of up to 64 rows on tensor cores (matmul_tc.cu) */
 } cuda_ctx;
 
 #define SD_CUDA_STEP_MAX 16 /* steps of at most this many tokens are captured as graphs: the largest
                                verify block (draft_max 15 + 1) and small batches */
 #define MV_MAX_N 16         /* matmul: up to this many rows read the weights once (matvec kernels) */
+#define TC_MAX_N 64         /* F16/BF16 matmul: up to this many rows on tensor cores (matmul_tc.cu) */
 
 /* Records a failure in the sticky error (the first one wins) and logs it. */
 void cuda_fail(cuda_ctx *c, cudaError_t e, const char *what, const char *file, int line);
@@ -88,6 +90,8 @@ __device__ __forceinline__ float cuda_load_elem(const void *data, int type, int6
 }
 
 void cuda_matmul(cuda_ctx *c, float *out, const sd_tensor *w, const float *x, int n);
+/* The tensor-core product (matmul_tc.cu) when it applies to w and n; false when the caller must use another. */
+bool cuda_matmul_tc(cuda_ctx *c, float *out, const sd_tensor *w, const float *x, int n);
 void cuda_embed(cuda_ctx *c, float *out, const sd_tensor *table, const int32_t *ids, int n);
 void cuda_rmsnorm(cuda_ctx *c, float *out, const float *x, const sd_tensor *w, int rows, int width, float eps);
 void cuda_add_bias(cuda_ctx *c, float *x, const sd_tensor *bias, int n);
