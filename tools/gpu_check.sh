@@ -10,6 +10,7 @@
 #   models    an 8-layer slice of the 8B preset, F16 and Q8_0, with its draft (mkmodel on the machine)
 #   matvec    bench_cuda: matrix-vector kernels against the device's copy bandwidth (8B shapes, n = 1..16)
 #   decode    plain decode bandwidth, F16 and Q8_0, CUDA graphs on and off
+#   prefill   a ~4000-token prompt on the F16 slice (cuBLAS GEMMs, tiled attention): prefill tokens/s
 #   verify    the verify cost curve T(k+1)/T(1) for k = 1, 2, 4, 7, 8 (specd bench --sweep)
 #   longctx   decode with a 4096- and a 32768-position cache (the split-attention plan)
 #   profile   ncu: time and DRAM bytes of every kernel of one decode step (F16 and Q8_0 slices, graphs off)
@@ -99,6 +100,10 @@ for m in "$G_F16" "$G_Q8"; do
       2>&1 >/dev/null | sed 's|^|$(basename "$m") graphs=$g: |'"
   done
 done
+
+LONG4K=$(for i in $(seq 1 260); do printf 'alpha beta gamma delta epsilon '; done)
+step prefill 60 "$SPECD generate -m $G_F16 -p '$LONG4K' -n 4 --plain --device cuda --ctx 8192 2>&1 >/dev/null \
+  | grep -E 'prompt tokens|backend' | sed 's|^|prefill F16 slice: |'"
 
 step sampled 60 "$SPECD generate -m $G_F16 -p 'Once upon a time' -n 256 --plain --device cuda --ctx 4096 \
   --temp 0.8 --top-p 0.95 2>&1 >/dev/null | sed 's|^|sampled t=0.8 top-p 0.95: |'"
