@@ -16,7 +16,8 @@
 #include "target/options.h"
 
 /* Command bits beyond the generate/bench ones of target/options.h, for rows of specd-cli's own table. */
-enum { CLI_ALL = 1 << 8, CLI_TOKENIZE = 1 << 9, CLI_PING = 1 << 10 };
+enum { CLI_ALL = 1 << 8, CLI_TOKENIZE = 1 << 9, CLI_PING = 1 << 10, CLI_CHAT = 1 << 11, CLI_SPECIAL = 1 << 12,
+       CLI_NO_BOS = 1 << 13 };
 
 typedef struct cli_command {
     const char *name, *usage, *help;
@@ -24,9 +25,13 @@ typedef struct cli_command {
 } cli_command;
 
 static const cli_command k_commands[] = {
-    {"generate", "generate [options] PROMPT", "stream the generated text to stdout", SD_CMD_CLI_GENERATE},
-    {"tokenize", "tokenize [--no-bos] TEXT", "print the token ids", CLI_TOKENIZE},
-    {"detokenize", "detokenize ID...", "print the text of token ids", 0},
+    {"generate", "generate [options] PROMPT", "stream the generated text to stdout",
+     SD_CMD_CLI_GENERATE | CLI_SPECIAL | CLI_NO_BOS},
+    {"chat", "chat [options]", "a conversation with the model's chat template: a message a line, the reply\n"
+                               "                       streams back; history kept; Ctrl-C cancels a reply; /reset, /exit",
+     SD_CMD_CLI_GENERATE | CLI_CHAT},
+    {"tokenize", "tokenize [--no-bos] [--special] TEXT", "print the token ids", CLI_TOKENIZE | CLI_SPECIAL | CLI_NO_BOS},
+    {"detokenize", "detokenize [--special] ID...", "print the text of token ids", CLI_SPECIAL},
     {"info", "info", "models, vocabulary, backend, limits, defaults, version", 0},
     {"stats", "stats", "the daemon's counters and latency histograms", 0},
     {"ping", "ping [-c N] [-i MS]", "round-trip time of N pings, MS apart", CLI_PING},
@@ -38,8 +43,8 @@ static const cli_command k_commands[] = {
 #define N_COMMANDS (int)(sizeof k_commands / sizeof k_commands[0])
 
 enum { O_SOCKET = SD_O_COUNT, O_TCP, O_JSON, O_TIMEOUT, O_CONNECT_TIMEOUT, O_HELP, O_VERSION, O_VERBOSE, O_ECHO,
-       O_SPEC, O_NO_BOS, O_COUNT, O_INTERVAL, O_PROMPTS, O_RUNS, O_CONCURRENCY, O_IPC, O_N };
-#define ANY (CLI_ALL | SD_CMD_CLI_GENERATE | SD_CMD_CLI_BENCH | CLI_TOKENIZE | CLI_PING)
+       O_SPEC, O_NO_BOS, O_COUNT, O_INTERVAL, O_PROMPTS, O_RUNS, O_CONCURRENCY, O_IPC, O_SPECIAL, O_SYSTEM, O_N };
+#define ANY (CLI_ALL | SD_CMD_CLI_GENERATE | SD_CMD_CLI_BENCH | CLI_TOKENIZE | CLI_PING | CLI_CHAT | CLI_SPECIAL | CLI_NO_BOS)
 static const sd_opt k_own[] = {
     {O_SOCKET, "--socket", NULL, SD_OPT_STR, 0, 0, NULL, "PATH", ANY,
      "the daemon's Unix socket; unset: $XDG_RUNTIME_DIR/specd.sock, else /tmp/specd-$UID.sock"},
@@ -53,7 +58,10 @@ static const sd_opt k_own[] = {
      "a summary line on stderr: tokens, tokens/s, time to first token, acceptance"},
     {O_ECHO, "--echo", NULL, SD_OPT_FLAG, 0, 0, NULL, NULL, SD_CMD_CLI_GENERATE, "print the prompt first"},
     {O_SPEC, "--spec", NULL, SD_OPT_FLAG, 0, 0, NULL, NULL, SD_CMD_CLI_GENERATE | SD_CMD_CLI_BENCH, "speculative decoding (the daemon's default)"},
-    {O_NO_BOS, "--no-bos", NULL, SD_OPT_FLAG, 0, 0, NULL, NULL, CLI_TOKENIZE, "without the BOS token"},
+    {O_NO_BOS, "--no-bos", NULL, SD_OPT_FLAG, 0, 0, NULL, NULL, CLI_NO_BOS, "without the BOS token"},
+    {O_SPECIAL, "--special", NULL, SD_OPT_FLAG, 0, 0, NULL, NULL, CLI_SPECIAL,
+     "special tokens as text: \"<|eot_id|>\" in the text is that token; detokenize shows them"},
+    {O_SYSTEM, "--system", NULL, SD_OPT_STR, 0, 0, NULL, "TEXT", CLI_CHAT, "a system message to start the conversation"},
     {O_COUNT, "--count", "-c", SD_OPT_INT, 1, 10000000, "1", "N", CLI_PING, "pings"},
     {O_INTERVAL, "--interval", "-i", SD_OPT_FLOAT, 0, 3600000, "0", "MS", CLI_PING, "time between pings"},
     {O_PROMPTS, "--prompts", NULL, SD_OPT_STR, 0, 0, NULL, "FILE", SD_CMD_CLI_BENCH, "one prompt a line"},
@@ -237,6 +245,8 @@ static int parse_args(int argc, char **argv, cli_opts *o, const char **cmd) {
     o->verbose = (int)v[O_VERBOSE].i;
     o->echo = (int)v[O_ECHO].i;
     o->no_bos = (int)v[O_NO_BOS].i;
+    o->special = (int)v[O_SPECIAL].i;
+    o->system = v[O_SYSTEM].s;
     o->ipc = (int)v[O_IPC].i;
     o->count = (int)v[O_COUNT].i;
     o->interval_ms = v[O_INTERVAL].f;
@@ -302,6 +312,8 @@ static int cmd_generate(cli_opts *o) {
     if (rc) return rc;
     o->gen.prompt = o->args[0];
     o->gen.stream = 1;
+    if (o->no_bos) o->gen.add_bos = 0;
+    o->gen.special = o->special;
     if (o->echo && !o->json) { fputs(o->gen.prompt, stdout); fflush(stdout); }
     signal(SIGINT, on_sigint);
     specd_result r;
@@ -341,7 +353,8 @@ static int cmd_tokenize(cli_opts *o) {
     int32_t *ids;
     int n;
     specd_error e;
-    if (specd_tokenize(c, o->args[0], !o->no_bos, &ids, &n, &e)) {
+    int flags = (o->no_bos ? 0 : SPECD_TOK_ADD_BOS) | (o->special ? SPECD_TOK_SPECIAL : 0);
+    if (specd_tokenize(c, o->args[0], flags, &ids, &n, &e)) {
         specd_close(c);
         return cli_fail(&e);
     }
@@ -372,7 +385,7 @@ static int cmd_detokenize(cli_opts *o) {
     if (rc) { free(ids); return rc; }
     char *text;
     specd_error e;
-    rc = specd_detokenize(c, ids, o->n_args, &text, &e);
+    rc = specd_detokenize_special(c, ids, o->n_args, o->special, &text, &e);
     free(ids);
     specd_close(c);
     if (rc) return cli_fail(&e);
@@ -478,6 +491,7 @@ int main(int argc, char **argv) {
     if (rc < 0) rc = CLI_OK;
     else if (rc == CLI_OK) {
         if (!strcmp(cmd, "generate")) rc = cmd_generate(&o);
+        else if (!strcmp(cmd, "chat")) rc = cli_chat(&o);
         else if (!strcmp(cmd, "tokenize")) rc = cmd_tokenize(&o);
         else if (!strcmp(cmd, "detokenize")) rc = cmd_detokenize(&o);
         else if (!strcmp(cmd, "info")) rc = cmd_json_op(&o, "info", specd_info);

@@ -19,7 +19,8 @@ enum {
 typedef struct cli_opts {
     specd_options conn;
     char endpoint[512];
-    int json, verbose, echo, no_bos;
+    int json, verbose, echo, no_bos, special;
+    const char *system;     /* chat --system */
     specd_gen gen;
     const char *stop[CLI_MAX_STOP];
     int count;              /* ping -c */
@@ -34,5 +35,6 @@ typedef struct cli_opts {
 int cli_fail(const specd_error *e);
 
 int cli_bench(cli_opts *o);
+int cli_chat(cli_opts *o); /* clients/cli_chat.c */
 
 #endif

@@ -254,7 +254,7 @@ const char *specd_endpoint(const specd_client *c) { return c->endpoint; }
 
 specd_gen specd_gen_default(void) {
     return (specd_gen){.max_tokens = -1, .temperature = -1, .top_k = -1, .top_p = -1, .min_p = -1,
-                       .draft_max = -1, .stream = 1};
+                       .draft_max = -1, .stream = 1, .add_bos = -1, .add_generation_prompt = -1};
 }
 
 void specd_result_free(specd_result *r) {
@@ -265,14 +265,37 @@ void specd_result_free(specd_result *r) {
     memset(r, 0, sizeof *r);
 }
 
+/* chat: the messages, borrowed as for fill_generate; the array of sd_chat_msg is the caller's to free. */
+static int fill_chat(sd_request *r, const specd_gen *g, specd_error *e) {
+    if (g->prompt || g->tokens) return fail(e, SPECD_ERR_ARG, "chat: give messages, not prompt or tokens");
+    if (!g->messages || g->n_messages <= 0) return fail(e, SPECD_ERR_ARG, "chat: no messages");
+    r->messages = calloc((size_t)g->n_messages, sizeof *r->messages);
+    if (!r->messages) return fail(e, SPECD_ERR_ARG, "out of memory");
+    r->n_messages = g->n_messages;
+    for (int i = 0; i < g->n_messages; i++) {
+        if (!g->messages[i].role || !g->messages[i].content)
+            return fail(e, SPECD_ERR_ARG, "chat: message %d has no role or content", i);
+        r->messages[i] = (sd_chat_msg){(char *)g->messages[i].role, (char *)g->messages[i].content,
+                                       strlen(g->messages[i].content)};
+    }
+    if (g->add_generation_prompt >= 0) {
+        r->add_generation_prompt = g->add_generation_prompt != 0;
+        r->gen.set |= SD_GF_ADD_GEN_PROMPT;
+    }
+    return 0;
+}
+
 static int fill_generate(sd_request *r, const specd_gen *g, specd_error *e) {
     sd_req_generate *q = &r->gen;
-    if (!!g->prompt == !!g->tokens) return fail(e, SPECD_ERR_ARG, "generate: give exactly one of prompt and tokens");
+    if (r->op == SD_OP_GENERATE && !!g->prompt == !!g->tokens)
+        return fail(e, SPECD_ERR_ARG, "generate: give exactly one of prompt and tokens");
     /* the request only borrows the caller's strings and arrays; it is never passed to sd_request_free */
     q->prompt = (char *)g->prompt;
     q->prompt_len = g->prompt ? strlen(g->prompt) : 0;
     q->tokens = (int32_t *)g->tokens;
     q->n_tokens = g->n_tokens;
+    if (g->prompt && g->add_bos >= 0) { q->add_bos = g->add_bos != 0; q->set |= SD_GF_ADD_BOS; }
+    if (g->prompt && g->special) { q->special = true; q->set |= SD_GF_SPECIAL; }
     if (g->max_tokens >= 0) { q->max_tokens = g->max_tokens; q->set |= SD_GF_MAX_TOKENS; }
     if (g->temperature >= 0) { q->temperature = (float)g->temperature; q->set |= SD_GF_TEMPERATURE; }
     if (g->top_k >= 0) { q->top_k = g->top_k; q->set |= SD_GF_TOP_K; }
@@ -310,16 +333,18 @@ static int take_done(const sd_reply *rep, specd_result *r, specd_error *e) {
     return 0;
 }
 
-int specd_generate(specd_client *c, const specd_gen *g, specd_token_cb cb, void *user, specd_result *r,
-                   specd_error *e) {
+static int run_generate(specd_client *c, sd_op op, const specd_gen *g, specd_token_cb cb, void *user,
+                        specd_result *r, specd_error *e) {
     memset(r, 0, sizeof *r);
     r->client_ttft_ms = -1;
     sd_request q;
-    sd_request_init(&q, SD_OP_GENERATE, c->next_id++);
-    if (fill_generate(&q, g, e)) return -1;
+    sd_request_init(&q, op, c->next_id++);
+    int bad = (op == SD_OP_CHAT && fill_chat(&q, g, e)) || fill_generate(&q, g, e);
     r->id = q.id;
     double t0 = sd_now_ms();
-    if (send_req(c, &q, e)) return -1;
+    bad = bad || send_req(c, &q, e);
+    free(q.messages); /* only the array: its strings are the caller's */
+    if (bad) return -1;
     int cancelled = 0;
     for (;;) {
         sd_reply rep;
@@ -355,7 +380,16 @@ int specd_generate(specd_client *c, const specd_gen *g, specd_token_cb cb, void 
     }
 }
 
-int specd_tokenize(specd_client *c, const char *text, int add_bos, int32_t **ids, int *n, specd_error *e) {
+int specd_generate(specd_client *c, const specd_gen *g, specd_token_cb cb, void *user, specd_result *r,
+                   specd_error *e) {
+    return run_generate(c, SD_OP_GENERATE, g, cb, user, r, e);
+}
+
+int specd_chat(specd_client *c, const specd_gen *g, specd_token_cb cb, void *user, specd_result *r, specd_error *e) {
+    return run_generate(c, SD_OP_CHAT, g, cb, user, r, e);
+}
+
+int specd_tokenize(specd_client *c, const char *text, int flags, int32_t **ids, int *n, specd_error *e) {
     *ids = NULL;
     *n = 0;
     if (!text) return fail(e, SPECD_ERR_ARG, "tokenize: text is NULL");
@@ -363,7 +397,8 @@ int specd_tokenize(specd_client *c, const char *text, int add_bos, int32_t **ids
     sd_request_init(&r, SD_OP_TOKENIZE, c->next_id++);
     r.text = (char *)text;
     r.text_len = strlen(text);
-    r.add_bos = add_bos != 0;
+    r.add_bos = (flags & SPECD_TOK_ADD_BOS) != 0;
+    r.special = (flags & SPECD_TOK_SPECIAL) != 0;
     sd_reply rep;
     if (simple_call(c, &r, &rep, e)) return -1;
     *ids = rep.tokens; /* malloc'd by the decoder: hand it over */
@@ -375,11 +410,16 @@ int specd_tokenize(specd_client *c, const char *text, int add_bos, int32_t **ids
 }
 
 int specd_detokenize(specd_client *c, const int32_t *ids, int n, char **text, specd_error *e) {
+    return specd_detokenize_special(c, ids, n, 0, text, e);
+}
+
+int specd_detokenize_special(specd_client *c, const int32_t *ids, int n, int special, char **text, specd_error *e) {
     *text = NULL;
     sd_request r;
     sd_request_init(&r, SD_OP_DETOKENIZE, c->next_id++);
     r.tokens = (int32_t *)ids;
     r.n_tokens = n;
+    r.special = special != 0;
     sd_reply rep;
     if (simple_call(c, &r, &rep, e)) return -1;
     *text = malloc(rep.text_len + 1);

@@ -39,8 +39,14 @@ int specd_connect(const specd_options *opts, specd_client **out, specd_error *er
 void specd_close(specd_client *c);
 const char *specd_endpoint(const specd_client *c); /* the endpoint actually used */
 
+/* A chat message (specd_chat). */
+typedef struct specd_chat_msg {
+    const char *role;    /* "system", "user", "assistant", ... as the model's chat template knows them */
+    const char *content;
+} specd_chat_msg;
+
 /* A generation request. Fields left at their specd_gen_default() values are not sent, so the daemon's
- * defaults apply. Exactly one of prompt / tokens. */
+ * defaults apply. specd_generate: exactly one of prompt / tokens; specd_chat: messages. */
 typedef struct specd_gen {
     const char *prompt;
     const int32_t *tokens;
@@ -56,6 +62,11 @@ typedef struct specd_gen {
     const char *mode;        /* "spec", "plain", or NULL: default */
     int draft_max;           /* < 0: default */
     int stream;              /* 1 (default): token events reach the callback; 0: only the final result */
+    int add_bos;             /* prompt only: -1 (default): the daemon's (yes); 0: no BOS; 1: BOS */
+    int special;             /* prompt only: 1: special-token text ("<|eot_id|>") becomes that token */
+    const specd_chat_msg *messages; /* specd_chat: the conversation, n_messages of them */
+    int n_messages;
+    int add_generation_prompt; /* specd_chat: -1 (default): yes; 0: no (the template's assistant header) */
 } specd_gen;
 specd_gen specd_gen_default(void);
 
@@ -99,10 +110,18 @@ void specd_result_free(specd_result *r);
  * cb may be NULL. The request id is written to r->id before the first callback. */
 int specd_generate(specd_client *c, const specd_gen *g, specd_token_cb cb, void *user, specd_result *r,
                    specd_error *err);
+/* The same for a chat: the daemon renders g->messages with the model's chat template and generates the
+ * reply; generation ends at the model's end-of-turn token. */
+int specd_chat(specd_client *c, const specd_gen *g, specd_token_cb cb, void *user, specd_result *r,
+               specd_error *err);
 
-/* add_bos: prepend the vocabulary's BOS token (as generate does with a prompt). free(*ids). */
-int specd_tokenize(specd_client *c, const char *text, int add_bos, int32_t **ids, int *n, specd_error *err);
+/* flags: SPECD_TOK_ADD_BOS prepends the vocabulary's BOS token (as generate does with a prompt; 1 is this
+ * flag), SPECD_TOK_SPECIAL makes special-token text ("<|eot_id|>") that one token. free(*ids). */
+enum { SPECD_TOK_ADD_BOS = 1, SPECD_TOK_SPECIAL = 2 };
+int specd_tokenize(specd_client *c, const char *text, int flags, int32_t **ids, int *n, specd_error *err);
 int specd_detokenize(specd_client *c, const int32_t *ids, int n, char **text, specd_error *err); /* free(*text) */
+/* special: control tokens come back as their text ("<|eot_id|>") instead of nothing. */
+int specd_detokenize_special(specd_client *c, const int32_t *ids, int n, int special, char **text, specd_error *err);
 /* info and stats: the daemon's reply map, as one JSON object (free(*json)). */
 int specd_info(specd_client *c, char **json, specd_error *err);
 int specd_stats(specd_client *c, char **json, specd_error *err);

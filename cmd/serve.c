@@ -15,7 +15,7 @@ static void on_signal(int sig) { (void)sig; g_stop = 1; }
 
 /* serve's own options; the engine and request options (the defaults of requests) come from
  * target/options.h. */
-enum { O_SOCKET = SD_O_COUNT, O_TCP, O_SOCKET_MODE, O_MAX_SESSIONS, O_QUEUE, O_GRACE, O_LOG_LEVEL, O_N };
+enum { O_SOCKET = SD_O_COUNT, O_TCP, O_SOCKET_MODE, O_MAX_SESSIONS, O_QUEUE, O_GRACE, O_LOG_LEVEL, O_CHAT_TEMPLATE, O_N };
 static const sd_opt k_own[] = {
     {O_SOCKET, "--socket", NULL, SD_OPT_STR, 0, 0, NULL, "PATH", SD_CMD_SERVE,
      "Unix socket; unset: $XDG_RUNTIME_DIR/specd.sock, else /tmp/specd-$UID.sock"},
@@ -27,6 +27,8 @@ static const sd_opt k_own[] = {
     {O_GRACE, "--grace", NULL, SD_OPT_FLOAT, 0, 86400, "0", "S", SD_CMD_SERVE,
      "on SIGTERM, let running requests finish for S seconds"},
     {O_LOG_LEVEL, "--log-level", NULL, SD_OPT_STR, 0, 0, "info", "L", SD_CMD_SERVE, "error, warn, info or debug"},
+    {O_CHAT_TEMPLATE, "--chat-template", NULL, SD_OPT_STR, 0, 0, NULL, "FILE", SD_CMD_SERVE,
+     "Jinja chat template for `chat` requests; unset: the model's tokenizer.chat_template"},
 };
 static const sd_opt_table k_own_table = {"serve", k_own, (int)(sizeof k_own / sizeof k_own[0])};
 static const sd_opt_table *const k_tables[] = {&k_own_table, &sd_engine_options, &sd_request_options};
@@ -63,6 +65,7 @@ static int parse_args(serve_args *a, int argc, char **argv, int *go_on) {
     a->so.grace_s = (float)v[O_GRACE].f;
     a->so.socket_mode = sd_parse_mode(v[O_SOCKET_MODE].s);
     a->log_level = sd_log_parse_level(v[O_LOG_LEVEL].s);
+    a->so.chat_template = v[O_CHAT_TEMPLATE].s;
     if (a->so.socket_mode < 0) return usage_error("--socket-mode needs an octal mode like 0660");
     if (a->log_level < 0) return usage_error("--log-level is error, warn, info or debug");
     if (!a->ec.target_path) return usage_error("-m TARGET is required");

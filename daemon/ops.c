@@ -25,6 +25,30 @@ static void pack_model(msgpack_packer *pk, const char *key, const sd_model *m) {
     sd_pack_kv_int(pk, "ctx", m->hp.ctx);
 }
 
+/* vocab: size, the special ids (-1 when none), the end-of-generation ids and every special token's text. */
+static void pack_vocab(msgpack_packer *pk, const sd_tokenizer *tok) {
+    const int32_t *eog, *special;
+    int n_eog = sd_tok_eog_ids(tok, &eog), n_special = sd_tok_special_ids(tok, &special);
+    sd_pack_cstr(pk, "vocab");
+    msgpack_pack_map(pk, 6);
+    sd_pack_kv_int(pk, "size", sd_tok_vocab_size(tok));
+    sd_pack_kv_int(pk, "bos", sd_tok_bos(tok));
+    sd_pack_kv_int(pk, "eos", sd_tok_eos(tok));
+    sd_pack_kv_int(pk, "eot", sd_tok_eot(tok));
+    sd_pack_cstr(pk, "eog");
+    msgpack_pack_array(pk, (size_t)n_eog);
+    for (int i = 0; i < n_eog; i++) msgpack_pack_int32(pk, eog[i]);
+    sd_pack_cstr(pk, "special");
+    msgpack_pack_array(pk, (size_t)n_special);
+    for (int i = 0; i < n_special; i++) {
+        msgpack_pack_map(pk, 2);
+        sd_pack_kv_int(pk, "id", special[i]);
+        const char *text = sd_tok_text(tok, special[i]);
+        bool utf8 = sd_utf8_valid(text, strlen(text));
+        sd_pack_kv_str(pk, "text", utf8 ? text : "\xef\xbf\xbd"); /* strings in replies are UTF-8 */
+    }
+}
+
 void srv_op_info(srv *S, uint64_t id) {
     const sd_engine *e = S->e;
     const sd_server_opts *o = S->o;
@@ -32,7 +56,7 @@ void srv_op_info(srv *S, uint64_t id) {
     msgpack_sbuffer_clear(&S->sb);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &S->sb, msgpack_sbuffer_write);
-    sd_enc_result_begin(&pk, id, SD_OP_INFO, 10);
+    sd_enc_result_begin(&pk, id, SD_OP_INFO, 11);
     sd_pack_kv_str(&pk, "version", SD_VERSION_STR);
     sd_pack_kv_int(&pk, "protocol", SD_PROTO_VERSION);
     sd_pack_kv_str(&pk, "backend", e->be && e->be->name ? e->be->name : "?");
@@ -40,11 +64,10 @@ void srv_op_info(srv *S, uint64_t id) {
     sd_pack_kv_str(&pk, "proposer", srv_proposer_name(e->proposer));
     pack_model(&pk, "target", e->target);
     pack_model(&pk, "draft", e->draft);
-    sd_pack_cstr(&pk, "vocab");
-    msgpack_pack_map(&pk, 3);
-    sd_pack_kv_int(&pk, "size", sd_tok_vocab_size(tok));
-    sd_pack_kv_int(&pk, "bos", sd_tok_bos(tok));
-    sd_pack_kv_int(&pk, "eos", sd_tok_eos(tok));
+    sd_pack_cstr(&pk, "chat_template");
+    if (S->chat) sd_pack_cstr(&pk, sd_chat_source(S->chat));
+    else msgpack_pack_nil(&pk);
+    pack_vocab(&pk, tok);
     sd_pack_cstr(&pk, "limits");
     msgpack_pack_map(&pk, 10);
     sd_pack_kv_int(&pk, "max_sessions", o->max_sessions);
@@ -96,7 +119,8 @@ void srv_op_tokenize(srv *S, const unsigned char *rid, int rid_len, sd_request *
     int32_t *ids = NULL;
     int n = 0;
     sd_err err = {{0}};
-    if (sd_tok_encode(S->e->target->tok, q->text, q->text_len, q->add_bos ? SD_TOK_ADD_BOS : 0, &ids, &n, &err)) {
+    int flags = (q->add_bos ? SD_TOK_ADD_BOS : 0) | (q->special ? SD_TOK_PARSE_SPECIAL : 0);
+    if (sd_tok_encode(S->e->target->tok, q->text, q->text_len, flags, &ids, &n, &err)) {
         srv_error(S, rid, rid_len, true, q->id, SD_E_INTERNAL, "text", err.msg);
         return;
     }
@@ -116,6 +140,7 @@ void srv_op_detokenize(srv *S, const unsigned char *rid, int rid_len, sd_request
     char *out = malloc(cap);
     sd_detok d;
     sd_detok_init(&d, S->e->target->tok, -1);
+    d.special = q->special;
     for (int i = 0; i <= q->n_tokens && out; i++) {
         if (cap - len < SD_TOK_MAX_PIECE + 64) {
             char *nb = realloc(out, cap * 2);

@@ -294,8 +294,8 @@ static int prepare_prompt(srv *S, sd_dreq *r) {
     sd_err err = {{0}};
     const char *fname = g->prompt ? "prompt" : "tokens";
     if (g->prompt) {
-        if (sd_tok_encode(S->e->target->tok, g->prompt, g->prompt_len, g->add_bos ? SD_TOK_ADD_BOS : 0, &r->prompt,
-                          &r->n_prompt, &err)) {
+        int flags = (g->add_bos ? SD_TOK_ADD_BOS : 0) | (g->special ? SD_TOK_PARSE_SPECIAL : 0);
+        if (sd_tok_encode(S->e->target->tok, g->prompt, g->prompt_len, flags, &r->prompt, &r->n_prompt, &err)) {
             srv_error(S, r->rid, r->rid_len, true, r->id, SD_E_INTERNAL, "prompt", err.msg);
             return -1;
         }
@@ -320,12 +320,8 @@ static int prepare_prompt(srv *S, sd_dreq *r) {
         srv_error(S, r->rid, r->rid_len, true, r->id, SD_E_TOO_LONG, fname, msg);
         return -1;
     }
-    if ((g->set & SD_GF_MAX_TOKENS) && g->max_tokens > S->e->ctx) {
-        snprintf(msg, sizeof msg, "field 'max_tokens': %d is above this daemon's limit of %d (the context)",
-                 g->max_tokens, S->e->ctx);
-        srv_error(S, r->rid, r->rid_len, true, r->id, SD_E_OUT_OF_RANGE, "max_tokens", msg);
-        return -1;
-    }
+    /* max_tokens beyond what the context holds means "at most": generation ends at the context's end
+     * with finish_reason "length" */
     if ((g->set & SD_GF_DRAFT_MAX) && g->draft_max > SD_DRAFT_LIMIT) {
         snprintf(msg, sizeof msg, "field 'draft_max': %d is above this daemon's limit of %d", g->draft_max,
                  SD_DRAFT_LIMIT);
@@ -375,8 +371,33 @@ static void op_generate(srv *S, const unsigned char *rid, int rid_len, sd_reques
     }
 }
 
+/* A chat request: the template renders the messages into prompt text (its special-token text parsed, no
+ * BOS added: templates write it themselves), which then runs as a generate request. */
+static void op_chat(srv *S, const unsigned char *rid, int rid_len, sd_request *q) {
+    if (!S->chat) {
+        srv_error(S, rid, rid_len, true, q->id, SD_E_UNSUPPORTED, "messages",
+                  "the model has no chat template; start the daemon with --chat-template FILE");
+        return;
+    }
+    const sd_tokenizer *tok = S->e->target->tok;
+    int32_t bos = sd_tok_bos(tok), eos = sd_tok_eos(tok);
+    char *text;
+    size_t len;
+    sd_err err = {{0}};
+    if (sd_chat_render(S->chat, q->messages, q->n_messages, q->add_generation_prompt, bos >= 0 ? sd_tok_text(tok, bos) : "",
+                       eos >= 0 ? sd_tok_text(tok, eos) : "", &text, &len, &err)) {
+        srv_error(S, rid, rid_len, true, q->id, SD_E_TEMPLATE, "messages", err.msg);
+        return;
+    }
+    q->gen.prompt = text;
+    q->gen.prompt_len = len;
+    q->gen.add_bos = false;
+    q->gen.special = true;
+    op_generate(S, rid, rid_len, q);
+}
+
 static void dispatch(srv *S, const unsigned char *rid, int rid_len, sd_request *q) {
-    if (q->op != SD_OP_GENERATE) S->st.other++;
+    if (q->op != SD_OP_GENERATE && q->op != SD_OP_CHAT) S->st.other++;
     switch (q->op) {
     case SD_OP_PING: {
         struct timespec ts;
@@ -394,6 +415,7 @@ static void dispatch(srv *S, const unsigned char *rid, int rid_len, sd_request *
     case SD_OP_DETOKENIZE: srv_op_detokenize(S, rid, rid_len, q); break;
     case SD_OP_CANCEL: op_cancel(S, rid, rid_len, q); break;
     case SD_OP_GENERATE: op_generate(S, rid, rid_len, q); break;
+    case SD_OP_CHAT: op_chat(S, rid, rid_len, q); break;
     default: break;
     }
 }
@@ -586,6 +608,8 @@ int sd_server_run(sd_engine *e, const sd_server_opts *o, volatile sig_atomic_t *
     msgpack_sbuffer_init(&S.sb);
     int rc = -1;
     bool bound = false;
+    if (sd_chat_open(o->chat_template, e->target->gguf, &S.chat, err)) goto out;
+    if (S.chat) sd_log(SD_LOG_INFO, "chat template from the %s", sd_chat_origin(S.chat));
     if (sd_sched_init(&S.sched, e, o->max_sessions, o->queue, err)) goto out;
     S.zctx = zmq_ctx_new();
     if (!S.zctx) { sd_errf(err, "zmq_ctx_new failed"); goto out; }
@@ -608,6 +632,7 @@ out:
     if (S.zctx) zmq_ctx_term(S.zctx);
     if (bound && o->socket_path && *o->socket_path) unlink(o->socket_path);
     sd_sched_free(&S.sched);
+    sd_chat_free(S.chat);
     msgpack_sbuffer_destroy(&S.sb);
     return rc;
 }

@@ -17,6 +17,7 @@ typedef struct sd_server_opts {
     double grace_s;          /* on SIGTERM: let running requests finish this long */
     int max_tokens;          /* default max_tokens */
     sd_gen_params defaults;  /* default sampling / mode / draft bounds */
+    const char *chat_template; /* --chat-template FILE: overrides the model's tokenizer.chat_template */
 } sd_server_opts;
 
 /* Before loading the models: -1 with a message when a live daemon already answers on the socket file (or

@@ -7,6 +7,7 @@
 #include <msgpack.h>
 
 #include "base/version.h"
+#include "chat/chat.h"
 #include "daemon/scheduler.h"
 #include "daemon/server.h"
 #include "daemon/stats.h"
@@ -31,6 +32,7 @@ typedef struct srv {
     double deadline;
     double probe_until;     /* after a disconnect: probe every in-flight client until then */
     uint64_t seed_state;
+    sd_chat *chat;          /* the chat template, NULL when the model has none (chat requests fail) */
 } srv;
 
 /* Sends S->sb to client rid; -1 when the client is gone (its requests are marked for cancelling). */

@@ -10,14 +10,14 @@
 #include <string.h>
 
 static const char *const op_names[] = {"?", "generate", "tokenize", "detokenize", "info", "stats", "cancel",
-                                       "ping"};
+                                       "ping", "chat"};
 
 const char *sd_op_name(sd_op op) {
-    return (op >= SD_OP_NONE && op <= SD_OP_PING) ? op_names[op] : "?";
+    return (op >= SD_OP_NONE && op <= SD_OP_LAST) ? op_names[op] : "?";
 }
 
 sd_op sd_op_parse(const char *s, size_t len) {
-    for (int i = SD_OP_GENERATE; i <= SD_OP_PING; i++)
+    for (int i = SD_OP_GENERATE; i <= SD_OP_LAST; i++)
         if (strlen(op_names[i]) == len && memcmp(op_names[i], s, len) == 0) return (sd_op)i;
     return SD_OP_NONE;
 }
@@ -34,6 +34,7 @@ void sd_request_init(sd_request *r, sd_op op, uint64_t id) {
     r->op = op;
     r->id = id;
     r->add_bos = true;
+    r->add_generation_prompt = true;
     r->gen.add_bos = true;
     r->gen.top_p = 1.0f;
 }
@@ -46,6 +47,11 @@ void sd_request_free(sd_request *r) {
     free(r->gen.stop);
     free(r->text);
     free(r->tokens);
+    for (int i = 0; i < r->n_messages; i++) {
+        free(r->messages[i].role);
+        free(r->messages[i].content);
+    }
+    free(r->messages);
     sd_request_init(r, SD_OP_NONE, 0);
 }
 
@@ -240,18 +246,80 @@ static int decode_generate_field(const msgpack_object_kv *kv, sd_req_generate *g
     }
     if (key_is(kv, "stream")) { g->set |= SD_GF_STREAM; return get_bool(o, "stream", &g->stream, e); }
     if (key_is(kv, "add_bos")) { g->set |= SD_GF_ADD_BOS; return get_bool(o, "add_bos", &g->add_bos, e); }
+    if (key_is(kv, "special")) { g->set |= SD_GF_SPECIAL; return get_bool(o, "special", &g->special, e); }
     return 1; /* not a generate field */
+}
+
+/* One chat message: a map with string `role` and `content`. */
+static int get_message(const msgpack_object *o, uint32_t i, sd_chat_msg *m, sd_proto_err *e) {
+    char name[64];
+    snprintf(name, sizeof name, "messages[%u]", i);
+    if (o->type != MSGPACK_OBJECT_MAP)
+        return perr(e, SD_E_BAD_TYPE, name, "must be a map with 'role' and 'content', got %s", mp_type_name(o->type));
+    for (uint32_t k = 0; k < o->via.map.size; k++) {
+        const msgpack_object_kv *kv = &o->via.map.ptr[k];
+        char fname[96];
+        if (key_is(kv, "role")) {
+            snprintf(fname, sizeof fname, "%s.role", name);
+            if (m->role) return perr(e, SD_E_DUPLICATE_FIELD, fname, "appears more than once");
+            if (get_str(&kv->val, fname, 1, SD_PROTO_MAX_ROLE_BYTES, &m->role, NULL, e)) return -1;
+        } else if (key_is(kv, "content")) {
+            snprintf(fname, sizeof fname, "%s.content", name);
+            if (m->content) return perr(e, SD_E_DUPLICATE_FIELD, fname, "appears more than once");
+            if (get_str(&kv->val, fname, 0, SD_PROTO_MAX_TEXT_BYTES, &m->content, &m->content_len, e)) return -1;
+        } else {
+            int n = kv->key.type == MSGPACK_OBJECT_STR ? (kv->key.via.str.size > 40 ? 40 : (int)kv->key.via.str.size) : 0;
+            snprintf(fname, sizeof fname, "%s.%.*s", name, n, n ? kv->key.via.str.ptr : "");
+            if (!sd_utf8_valid(fname, strlen(fname))) snprintf(fname, sizeof fname, "%s.(not UTF-8)", name);
+            return perr(e, SD_E_UNKNOWN_FIELD, fname, "messages have 'role' and 'content' only in protocol v1");
+        }
+    }
+    if (!m->role) return perr(e, SD_E_MISSING_FIELD, name, "a message needs 'role'");
+    if (!m->content) return perr(e, SD_E_MISSING_FIELD, name, "a message needs 'content'");
+    return 0;
+}
+
+static int get_messages(const msgpack_object *o, sd_request *r, sd_proto_err *e) {
+    if (o->type != MSGPACK_OBJECT_ARRAY)
+        return perr(e, SD_E_BAD_TYPE, "messages", "must be an array of maps, got %s", mp_type_name(o->type));
+    uint32_t n = o->via.array.size;
+    if (n > SD_PROTO_MAX_MESSAGES)
+        return perr(e, SD_E_OUT_OF_RANGE, "messages", "has %u messages, the limit is %d", n, SD_PROTO_MAX_MESSAGES);
+    r->messages = calloc(n ? n : 1, sizeof *r->messages);
+    if (!r->messages) return perr(e, SD_E_INTERNAL, "messages", "out of memory");
+    for (uint32_t i = 0; i < n; i++) {
+        r->n_messages = (int)i + 1; /* so sd_request_free releases what this message got */
+        if (get_message(&o->via.array.ptr[i], i, &r->messages[i], e)) return -1;
+    }
+    return 0;
+}
+
+static int decode_chat_field(const msgpack_object_kv *kv, sd_request *r, sd_proto_err *e) {
+    if (key_is(kv, "messages")) return get_messages(&kv->val, r, e);
+    if (key_is(kv, "add_generation_prompt")) {
+        r->gen.set |= SD_GF_ADD_GEN_PROMPT;
+        return get_bool(&kv->val, "add_generation_prompt", &r->add_generation_prompt, e);
+    }
+    if (key_is(kv, "tools")) return perr(e, SD_E_UNSUPPORTED, "tools", "tool calling is not supported yet");
+    static const char *const not_chat[] = {"prompt", "tokens", "add_bos", "special"};
+    for (int k = 0; k < 4; k++)
+        if (key_is(kv, not_chat[k]))
+            return perr(e, SD_E_UNKNOWN_FIELD, not_chat[k], "is not a field of 'chat' (the chat template makes the prompt)");
+    return decode_generate_field(kv, &r->gen, e);
 }
 
 static int decode_op_field(const msgpack_object_kv *kv, sd_request *r, sd_proto_err *e) {
     switch (r->op) {
     case SD_OP_GENERATE: return decode_generate_field(kv, &r->gen, e);
+    case SD_OP_CHAT: return decode_chat_field(kv, r, e);
     case SD_OP_TOKENIZE:
         if (key_is(kv, "text")) return get_str(&kv->val, "text", 0, SD_PROTO_MAX_TEXT_BYTES, &r->text, &r->text_len, e);
         if (key_is(kv, "add_bos")) return get_bool(&kv->val, "add_bos", &r->add_bos, e);
+        if (key_is(kv, "special")) return get_bool(&kv->val, "special", &r->special, e);
         return 1;
     case SD_OP_DETOKENIZE:
         if (key_is(kv, "tokens")) return get_tokens(&kv->val, "tokens", &r->tokens, &r->n_tokens, e);
+        if (key_is(kv, "special")) return get_bool(&kv->val, "special", &r->special, e);
         return 1;
     case SD_OP_CANCEL:
         if (key_is(kv, "target")) return get_u64(&kv->val, "target", &r->target, e);
@@ -269,8 +337,13 @@ static int check_required(const msgpack_object *m, sd_request *r, sd_proto_err *
         if (p && t) return perr(e, SD_E_BAD_TYPE, "prompt", "give either 'prompt' or 'tokens', not both");
         if (t && r->gen.n_tokens == 0) return perr(e, SD_E_OUT_OF_RANGE, "tokens", "must not be empty");
         if (t && sd_mp_get(m, "add_bos")) return perr(e, SD_E_BAD_TYPE, "add_bos", "only applies to 'prompt'");
+        if (t && sd_mp_get(m, "special")) return perr(e, SD_E_BAD_TYPE, "special", "only applies to 'prompt'");
         return 0;
     }
+    case SD_OP_CHAT:
+        if (!sd_mp_get(m, "messages")) return perr(e, SD_E_MISSING_FIELD, "messages", "chat needs 'messages'");
+        if (r->n_messages == 0) return perr(e, SD_E_OUT_OF_RANGE, "messages", "must not be empty");
+        return 0;
     case SD_OP_TOKENIZE:
         if (!sd_mp_get(m, "text")) return perr(e, SD_E_MISSING_FIELD, "text", "tokenize needs 'text'");
         return 0;
@@ -311,8 +384,8 @@ static int decode_header(const msgpack_object *m, sd_request *r, sd_proto_err *e
     r->op = e->op;
     if (r->op == SD_OP_NONE) {
         int n = op->via.str.size > 40 ? 40 : (int)op->via.str.size;
-        return perr(e, SD_E_UNKNOWN_OP, "op", "unknown op \"%.*s\" (known: generate, tokenize, detokenize, info, "
-                    "stats, cancel, ping)", n, op->via.str.ptr);
+        return perr(e, SD_E_UNKNOWN_OP, "op", "unknown op \"%.*s\" (known: generate, chat, tokenize, detokenize, "
+                    "info, stats, cancel, ping)", n, op->via.str.ptr);
     }
     return 0;
 }
@@ -411,16 +484,28 @@ static void pack_ids(msgpack_packer *pk, const int32_t *ids, int n) {
 static void pack_request(msgpack_packer *pk, const sd_request *r) {
     const sd_req_generate *g = &r->gen;
     int n = 3;
-    if (r->op == SD_OP_GENERATE) {
-        n += (g->prompt != NULL) + (g->tokens != NULL);
+    if (r->op == SD_OP_GENERATE || r->op == SD_OP_CHAT) {
+        n += (g->prompt != NULL) + (g->tokens != NULL) + (r->op == SD_OP_CHAT);
         for (unsigned b = g->set; b; b &= b - 1) n++;
-    } else if (r->op == SD_OP_TOKENIZE) n += 2;
-    else if (r->op == SD_OP_DETOKENIZE || r->op == SD_OP_CANCEL) n += 1;
+    } else if (r->op == SD_OP_TOKENIZE) n += 3;
+    else if (r->op == SD_OP_DETOKENIZE) n += 2;
+    else if (r->op == SD_OP_CANCEL) n += 1;
     msgpack_pack_map(pk, (size_t)n);
     sd_pack_kv_uint(pk, "v", SD_PROTO_VERSION);
     sd_pack_kv_uint(pk, "id", r->id);
     sd_pack_kv_str(pk, "op", sd_op_name(r->op));
     switch (r->op) {
+    case SD_OP_CHAT:
+        sd_pack_cstr(pk, "messages");
+        msgpack_pack_array(pk, (size_t)(r->n_messages > 0 ? r->n_messages : 0));
+        for (int i = 0; i < r->n_messages; i++) {
+            msgpack_pack_map(pk, 2);
+            sd_pack_kv_str(pk, "role", r->messages[i].role);
+            sd_pack_cstr(pk, "content");
+            pack_strn(pk, r->messages[i].content, r->messages[i].content_len);
+        }
+        if (g->set & SD_GF_ADD_GEN_PROMPT) sd_pack_kv_bool(pk, "add_generation_prompt", r->add_generation_prompt);
+        __attribute__((fallthrough)); /* then the generation fields */
     case SD_OP_GENERATE:
         if (g->prompt) { sd_pack_cstr(pk, "prompt"); pack_strn(pk, g->prompt, g->prompt_len); }
         if (g->tokens) { sd_pack_cstr(pk, "tokens"); pack_ids(pk, g->tokens, g->n_tokens); }
@@ -439,15 +524,18 @@ static void pack_request(msgpack_packer *pk, const sd_request *r) {
         if (g->set & SD_GF_DRAFT_MAX) sd_pack_kv_int(pk, "draft_max", g->draft_max);
         if (g->set & SD_GF_STREAM) sd_pack_kv_bool(pk, "stream", g->stream);
         if (g->set & SD_GF_ADD_BOS) sd_pack_kv_bool(pk, "add_bos", g->add_bos);
+        if (g->set & SD_GF_SPECIAL) sd_pack_kv_bool(pk, "special", g->special);
         break;
     case SD_OP_TOKENIZE:
         sd_pack_cstr(pk, "text");
         pack_strn(pk, r->text, r->text_len);
         sd_pack_kv_bool(pk, "add_bos", r->add_bos);
+        sd_pack_kv_bool(pk, "special", r->special);
         break;
     case SD_OP_DETOKENIZE:
         sd_pack_cstr(pk, "tokens");
         pack_ids(pk, r->tokens, r->n_tokens);
+        sd_pack_kv_bool(pk, "special", r->special);
         break;
     case SD_OP_CANCEL: sd_pack_kv_uint(pk, "target", r->target); break;
     default: break;
@@ -455,7 +543,7 @@ static void pack_request(msgpack_packer *pk, const sd_request *r) {
 }
 
 int sd_request_encode(const sd_request *r, char **buf, size_t *len, sd_err *err) {
-    if (r->op <= SD_OP_NONE || r->op > SD_OP_PING) return sd_errf(err, "request: unknown op %d", (int)r->op);
+    if (r->op <= SD_OP_NONE || r->op > SD_OP_LAST) return sd_errf(err, "request: unknown op %d", (int)r->op);
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
     msgpack_packer pk;

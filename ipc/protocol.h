@@ -30,6 +30,8 @@
 #define SD_PROTO_MAX_DRAFT 64                 /* draft_max upper bound */
 #define SD_PROTO_MAX_TOP_K (1 << 20)
 #define SD_PROTO_MAX_TEMPERATURE 100.0
+#define SD_PROTO_MAX_MESSAGES 1024            /* chat: messages per request */
+#define SD_PROTO_MAX_ROLE_BYTES 64            /* chat: bytes of a message's role */
 
 typedef enum sd_op {
     SD_OP_NONE = 0,
@@ -40,6 +42,8 @@ typedef enum sd_op {
     SD_OP_STATS,
     SD_OP_CANCEL,
     SD_OP_PING,
+    SD_OP_CHAT,
+    SD_OP_LAST = SD_OP_CHAT,
 } sd_op;
 const char *sd_op_name(sd_op op);      /* "generate", ... ; "?" for SD_OP_NONE */
 sd_op sd_op_parse(const char *s, size_t len); /* SD_OP_NONE when unknown */
@@ -60,6 +64,8 @@ enum {
     SD_GF_DRAFT_MAX = 1 << 8,
     SD_GF_STREAM = 1 << 9,
     SD_GF_ADD_BOS = 1 << 10,
+    SD_GF_SPECIAL = 1 << 11,      /* generate: `special` */
+    SD_GF_ADD_GEN_PROMPT = 1 << 12, /* chat: `add_generation_prompt` */
 };
 
 typedef struct sd_req_generate {
@@ -81,12 +87,25 @@ typedef struct sd_req_generate {
     int draft_max;   /* 1 .. SD_PROTO_MAX_DRAFT */
     bool stream;     /* default false */
     bool add_bos;    /* prompt text only: default true */
+    bool special;    /* prompt text only: special-token text ("<|eot_id|>") becomes that token; default false */
 } sd_req_generate;
+
+/* One chat message (role and content, both NUL-terminated UTF-8 copies). */
+typedef struct sd_chat_msg {
+    char *role;
+    char *content;
+    size_t content_len;
+} sd_chat_msg;
 
 typedef struct sd_request {
     uint64_t id;
     sd_op op;
-    sd_req_generate gen;    /* SD_OP_GENERATE */
+    sd_req_generate gen;    /* SD_OP_GENERATE; SD_OP_CHAT: the generation fields (no prompt/tokens) */
+    sd_chat_msg *messages;  /* SD_OP_CHAT */
+    int n_messages;
+    bool add_generation_prompt; /* SD_OP_CHAT: default true */
+    bool special;           /* SD_OP_TOKENIZE: parse special-token text; SD_OP_DETOKENIZE: render special
+                               tokens as their text; default false */
     char *text;             /* SD_OP_TOKENIZE: NUL-terminated copy */
     size_t text_len;
     bool add_bos;           /* SD_OP_TOKENIZE: default true */
@@ -115,6 +134,8 @@ void sd_request_free(sd_request *r);
 #define SD_E_BUSY "busy"                   /* every session is busy and the wait queue is full */
 #define SD_E_SHUTTING_DOWN "shutting_down"
 #define SD_E_INTERNAL "internal"
+#define SD_E_UNSUPPORTED "unsupported"     /* a known feature this daemon cannot serve (no chat template, tools) */
+#define SD_E_TEMPLATE "template_error"     /* chat: the chat template raised an error for these messages */
 
 /* A request decode failure: what to put in the `error` reply. */
 typedef struct sd_proto_err {

@@ -76,6 +76,24 @@ def main(endpoint):
             check(False, "an over-long prompt raised nothing")
         except sc.SpecdError as e:
             check(e.code == "too_long", f"code {e.code}")
+
+        # special tokens and add_bos
+        sp = c.tokenize("<s>hi</s>", add_bos=False, special=True)
+        check(sp[0] == 1 and sp[-1] == 2, f"special ids {sp}")
+        check(1 not in c.tokenize("<s>hi", add_bos=False), "without special, <s> is text")
+        check(c.detokenize(sp, special=True).startswith("<s>"), "detokenize special renders <s>")
+        check("<s>" not in c.detokenize(sp), "detokenize leaves control tokens out")
+        with_bos = c.complete("Once upon a time", max_tokens=4, temperature=0)
+        no_bos = c.complete("Once upon a time", max_tokens=4, temperature=0, add_bos=False)
+        check(no_bos["stats"]["prompt_tokens"] == with_bos["stats"]["prompt_tokens"] - 1, "add_bos=False drops BOS")
+        as_text = c.complete("<s>Once upon a time", max_tokens=4, temperature=0, add_bos=False, special=True)
+        check(as_text["tokens"] == with_bos["tokens"], "special <s> in the text = add_bos")
+        # chat without a chat template: the daemon says so
+        try:
+            c.complete_chat([{"role": "user", "content": "hi"}])
+            check(False, "chat without a template raised nothing")
+        except sc.SpecdError as e:
+            check(e.code == "unsupported" and "--chat-template" in str(e), f"chat: {e}")
     return 0 if not failures else 1
 
 

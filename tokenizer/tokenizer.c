@@ -600,6 +600,16 @@ bool sd_tok_is_eog(const sd_tokenizer *t, int32_t id) {
     return false;
 }
 
+int32_t sd_tok_eot(const sd_tokenizer *t) { return t->eot; }
+int sd_tok_eog_ids(const sd_tokenizer *t, const int32_t **ids) {
+    *ids = t->eog;
+    return t->n_eog;
+}
+int sd_tok_special_ids(const sd_tokenizer *t, const int32_t **ids) {
+    *ids = t->special;
+    return t->n_special;
+}
+
 const char *sd_tok_text(const sd_tokenizer *t, int32_t id) {
     return id >= 0 && id < t->n_vocab ? t->text[id] : NULL;
 }
@@ -678,8 +688,14 @@ static void detok_byte(sd_detok *d, sink *s, unsigned char c) {
 
 size_t sd_detok_push(sd_detok *d, int32_t id, char *out, size_t cap) {
     char piece[SD_TOK_MAX_PIECE];
-    size_t full = 0;
-    size_t n = sd_tok_decode(d->tok, d->prev, id, piece, sizeof piece, &full);
+    size_t full = 0, n;
+    const sd_tokenizer *t = d->tok;
+    if (d->special && id >= 0 && id < t->n_vocab && t->type[id] == SD_TT_CONTROL) { /* its text, as written */
+        n = t->text_len[id] < sizeof piece ? t->text_len[id] : sizeof piece;
+        memcpy(piece, t->text[id], n);
+    } else {
+        n = sd_tok_decode(t, d->prev, id, piece, sizeof piece, &full);
+    }
     d->prev = id;
     sink s = {out, cap, 0};
     for (size_t k = 0; k < n; k++) detok_byte(d, &s, (unsigned char)piece[k]);

@@ -37,6 +37,11 @@ sd_tok_kind sd_tok_kind_of(const sd_tokenizer *t);
 int sd_tok_vocab_size(const sd_tokenizer *t);
 int32_t sd_tok_bos(const sd_tokenizer *t); /* -1 when none */
 int32_t sd_tok_eos(const sd_tokenizer *t);
+int32_t sd_tok_eot(const sd_tokenizer *t); /* end of turn (<|eot_id|>, <|im_end|>, ...), -1 when none */
+/* The end-of-generation ids (sorted) and the special tokens (control, user-defined, unknown; longest text
+ * first): arrays owned by the tokenizer, their counts returned. */
+int sd_tok_eog_ids(const sd_tokenizer *t, const int32_t **ids);
+int sd_tok_special_ids(const sd_tokenizer *t, const int32_t **ids);
 /* True for every token that ends generation (EOS, EOT, <|im_end|>, <|endoftext|>...). */
 bool sd_tok_is_eog(const sd_tokenizer *t, int32_t id);
 /* The token's text as stored in the vocabulary (e.g. "▁the", "Ġthe", "<0x0A>"). */
@@ -56,6 +61,7 @@ typedef struct sd_detok {
     int32_t prev;
     unsigned char pending[8];
     int n_pending;
+    bool special; /* render control tokens as their text ("<|eot_id|>") instead of nothing; set after init */
 } sd_detok;
 void sd_detok_init(sd_detok *d, const sd_tokenizer *t, int32_t prev);
 /* Appends the valid UTF-8 text that token id completes to out (NUL-terminated); returns its length.

@@ -220,13 +220,30 @@ class Client:
     # ---- the calls ----
 
     def generate(self, prompt=None, tokens=None, max_tokens=None, temperature=None, top_k=None, top_p=None,
-                 min_p=None, seed=None, stop=None, mode=None, draft_max=None, stream=True):
+                 min_p=None, seed=None, stop=None, mode=None, draft_max=None, stream=True, add_bos=None,
+                 special=None):
         """A generator of events: {"type": "token", "text", "tokens", "id"} while streaming, then one
         {"type": "done", "text", "tokens", "finish_reason", "stats", "id"} last. Leaving the loop early
-        (break, an exception) cancels the request on the daemon."""
+        (break, an exception) cancels the request on the daemon. add_bos (default: the daemon's, yes) and
+        special (parse special-token text such as "<|eot_id|>" into those tokens) apply to prompt text."""
         rid = self._send("generate", prompt=prompt, tokens=tokens, max_tokens=max_tokens,
                          temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, seed=seed,
-                         stop=list(stop) if stop else None, mode=mode, draft_max=draft_max, stream=stream)
+                         stop=list(stop) if stop else None, mode=mode, draft_max=draft_max, stream=stream,
+                         add_bos=add_bos, special=special)
+        yield from self._events(rid, "generate")
+
+    def chat(self, messages, add_generation_prompt=None, max_tokens=None, temperature=None, top_k=None,
+             top_p=None, min_p=None, seed=None, stop=None, mode=None, draft_max=None, stream=True):
+        """Like generate, for a conversation: messages is a list of {"role", "content"}; the daemon renders
+        it with the model's chat template and generation ends at the end-of-turn token."""
+        msgs = [{"role": m["role"], "content": m["content"]} for m in messages]
+        rid = self._send("chat", messages=msgs, add_generation_prompt=add_generation_prompt,
+                         max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                         seed=seed, stop=list(stop) if stop else None, mode=mode, draft_max=draft_max,
+                         stream=stream)
+        yield from self._events(rid, "chat")
+
+    def _events(self, rid, op):
         finished = False
         try:
             while True:
@@ -240,7 +257,7 @@ class Client:
                     return
                 if rep.get("type") != "token":
                     finished = True
-                    raise SpecdError("protocol", f"unexpected '{rep.get('type')}' reply to generate")
+                    raise SpecdError("protocol", f"unexpected '{rep.get('type')}' reply to {op}")
                 yield rep
         finally:
             if not finished:
@@ -263,11 +280,21 @@ class Client:
             done = ev
         return done
 
-    def tokenize(self, text, add_bos=True):
-        return self._call("tokenize", text=text, add_bos=add_bos)["tokens"]
+    def complete_chat(self, messages, **params):
+        """chat without streaming: the `done` reply."""
+        params["stream"] = False
+        done = None
+        for ev in self.chat(messages, **params):
+            done = ev
+        return done
 
-    def detokenize(self, tokens):
-        return self._call("detokenize", tokens=list(tokens))["text"]
+    def tokenize(self, text, add_bos=True, special=False):
+        """special: special-token text ("<|eot_id|>") becomes that one token."""
+        return self._call("tokenize", text=text, add_bos=add_bos, special=special)["tokens"]
+
+    def detokenize(self, tokens, special=False):
+        """special: control tokens come back as their text instead of nothing."""
+        return self._call("detokenize", tokens=list(tokens), special=special)["text"]
 
     def info(self):
         return self._call("info")
