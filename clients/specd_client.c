@@ -176,7 +176,8 @@ static int simple_call(specd_client *c, sd_request *r, sd_reply *rep, specd_erro
     return 0;
 }
 
-int specd_connect(const specd_options *opts, specd_client **out, specd_error *e) {
+/* One connection attempt (see specd_connect). */
+static int connect_once(const specd_options *opts, specd_client **out, specd_error *e) {
     *out = NULL;
     specd_options o = opts ? *opts : (specd_options){0};
     specd_client *c = calloc(1, sizeof *c);
@@ -236,6 +237,18 @@ int specd_connect(const specd_options *opts, specd_client **out, specd_error *e)
     sd_reply_free(&rep);
     *out = c;
     return 0;
+}
+
+int specd_connect(const specd_options *opts, specd_client **out, specd_error *e) {
+    double end = sd_now_ms() + (opts && opts->wait_ms > 0 ? opts->wait_ms : 0);
+    specd_error mine;
+    if (!e) e = &mine;
+    for (;;) {
+        int rc = connect_once(opts, out, e);
+        if (rc == 0 || e->kind != SPECD_ERR_CONNECT || sd_now_ms() + 100 > end) return rc;
+        struct timespec ts = {0, 100 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
 }
 
 void specd_close(specd_client *c) {

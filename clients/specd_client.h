@@ -31,10 +31,12 @@ typedef struct specd_options {
     const char *endpoint;   /* "ipc:///path", "tcp://host:port", or NULL: the daemon's default endpoint */
     int connect_timeout_ms; /* <= 0: 2000 */
     int timeout_ms;         /* silence allowed during a request; 0: 60000; < 0: wait forever */
+    int wait_ms;            /* a daemon still starting (loading its models: no socket yet): keep trying to
+                               connect for this long, every 100 ms; 0: one try */
 } specd_options;
 
 /* Connects (fails with SPECD_ERR_CONNECT, "no daemon at ipc://…: is `specd serve` running?", when nothing
- * listens there). opts may be NULL for the default endpoint and timeouts. */
+ * listens there, after opts->wait_ms of retries). opts may be NULL for the default endpoint and timeouts. */
 int specd_connect(const specd_options *opts, specd_client **out, specd_error *err);
 void specd_close(specd_client *c);
 const char *specd_endpoint(const specd_client *c); /* the endpoint actually used */

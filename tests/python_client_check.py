@@ -25,6 +25,14 @@ def main(endpoint):
     except sc.ConnectError as e:
         check("no daemon at ipc:///tmp/specd-test-no-such-dir/none.sock" in str(e), f"message: {e}")
     check(time.monotonic() - t0 < 1.0, "missing socket took over 1 s")
+    # wait: retried for about that long (a daemon still loading has no socket yet), then the same error
+    t0 = time.monotonic()
+    try:
+        sc.Client(socket="/tmp/specd-test-no-such-dir/none.sock", wait=0.5)
+        check(False, "connect with wait to a missing socket raised nothing")
+    except sc.ConnectError as e:
+        check("no socket file" in str(e), f"message: {e}")
+    check(0.3 < time.monotonic() - t0 < 2.0, f"wait=0.5 took {time.monotonic() - t0:.2f} s")
 
     with sc.Client(endpoint, timeout=30) as c:
         check(0 < c.ping() < 1.0, "ping round trip")

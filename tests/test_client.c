@@ -464,6 +464,45 @@ static void test_cli_bench_text(void) {
     unlink(f);
 }
 
+/* A daemon still starting (no socket yet): specd_connect with wait_ms retries until it answers; without
+ * waiting the same connect fails at once. */
+static void test_connect_waits_for_a_starting_daemon(void) {
+    if (!target || !tok) SKIP("%s", no_daemon_why);
+    char dir[] = "/tmp/specd-test-wait-XXXXXX";
+    REQUIRE(mkdtemp(dir));
+    char sock[300], ep[320], exe[512];
+    snprintf(sock, sizeof sock, "%s/d.sock", dir);
+    snprintf(ep, sizeof ep, "ipc://%s", sock);
+    snprintf(exe, sizeof exe, "%s/specd", fx_build_dir());
+    fflush(NULL);
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        int fd = open("/dev/null", O_WRONLY);
+        if (fd >= 0) { dup2(fd, 1); dup2(fd, 2); close(fd); }
+        usleep(700 * 1000); /* "loading" */
+        execl(exe, exe, "serve", "-m", target, "-z", tok, "--socket", sock, "-t", "1", (char *)NULL);
+        _exit(127);
+    }
+    specd_options o = {.endpoint = ep};
+    specd_client *c = NULL;
+    specd_error e;
+    CHECK(specd_connect(&o, &c, &e) == -1 && e.kind == SPECD_ERR_CONNECT); /* no waiting: not there yet */
+    o.wait_ms = 20000;
+    double t0 = sd_now_ms();
+    CHECKF(specd_connect(&o, &c, &e) == 0, "%s", e.message);
+    CHECK(sd_now_ms() - t0 > 300);
+    if (c) {
+        double rtt;
+        CHECK(specd_ping(c, &rtt, &e) == 0);
+        specd_close(c);
+    }
+    kill(pid, SIGTERM);
+    waitpid(pid, NULL, 0);
+    unlink(sock);
+    rmdir(dir);
+}
+
 int main(void) {
     snprintf(cli, sizeof cli, "%s/specd-cli", fx_build_dir());
     RUN(test_no_daemon_library);
@@ -485,6 +524,7 @@ int main(void) {
                                       sizeof no_daemon_why) == 0;
         if (have_daemon) snprintf(cli, sizeof cli, "%s/specd-cli --socket %s", fx_build_dir(), dmn.sock);
     }
+    RUN(test_connect_waits_for_a_starting_daemon);
     RUN(test_lib_short_ops);
     RUN(test_lib_stream_order);
     RUN(test_lib_cancel);

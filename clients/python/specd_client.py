@@ -75,19 +75,33 @@ class Client:
     endpoint: "ipc:///path" or "tcp://host:port"; or give socket=PATH / tcp=HOST:PORT; default: the
     daemon's default socket. timeout: seconds the daemon may stay silent during a request (None: wait
     forever; the daemon sends heartbeats while a request is queued). connect_timeout: seconds for the
-    first ping that proves a v1 daemon answers.
+    first ping that proves a v1 daemon answers. wait: seconds to keep retrying while no daemon answers
+    yet (one still loading its models has no socket until it is ready); 0: one try.
     """
 
-    def __init__(self, endpoint=None, socket=None, tcp=None, timeout=60.0, connect_timeout=2.0):
+    def __init__(self, endpoint=None, socket=None, tcp=None, timeout=60.0, connect_timeout=2.0, wait=0.0):
         self.endpoint = endpoint or resolve_endpoint(socket, tcp)
         if not self.endpoint.startswith(("ipc://", "tcp://")):
             raise ValueError(f"endpoint '{self.endpoint}': expected ipc://PATH or tcp://HOST:PORT")
         self.timeout = timeout
+        # wait: a daemon still starting (loading its models, no socket yet): retry for up to `wait` seconds
+        deadline = time.monotonic() + max(0.0, wait)
+        while True:
+            try:
+                self._connect(connect_timeout)
+                return
+            except ConnectError:
+                if time.monotonic() + 0.1 > deadline:
+                    raise
+                time.sleep(0.1)
+
+    def _connect(self, connect_timeout):
         self._next_id = 1
         self._pending = {}  # id -> replies that arrived while waiting for another request
         self._inflight = set()
         self._connected = False
         self._lost = False
+        self._ctx = None
         if self.endpoint.startswith("ipc://"):
             path = self.endpoint[len("ipc://"):]
             try:
