@@ -15,7 +15,8 @@ static void on_signal(int sig) { (void)sig; g_stop = 1; }
 
 /* serve's own options; the engine and request options (the defaults of requests) come from
  * target/options.h. */
-enum { O_SOCKET = SD_O_COUNT, O_TCP, O_SOCKET_MODE, O_MAX_SESSIONS, O_QUEUE, O_GRACE, O_LOG_LEVEL, O_CHAT_TEMPLATE, O_N };
+enum { O_SOCKET = SD_O_COUNT, O_TCP, O_SOCKET_MODE, O_MAX_SESSIONS, O_QUEUE, O_BATCH_TOKENS, O_GRACE, O_LOG_LEVEL, O_CHAT_TEMPLATE,
+       O_N };
 static const sd_opt k_own[] = {
     {O_SOCKET, "--socket", NULL, SD_OPT_STR, 0, 0, NULL, "PATH", SD_CMD_SERVE,
      "Unix socket; unset: $XDG_RUNTIME_DIR/specd.sock, else /tmp/specd-$UID.sock"},
@@ -24,6 +25,8 @@ static const sd_opt k_own[] = {
     {O_MAX_SESSIONS, "--max-sessions", NULL, SD_OPT_INT, 1, 1024, "4", "N", SD_CMD_SERVE,
      "requests running at once, each with its own KV caches"},
     {O_QUEUE, "--queue", NULL, SD_OPT_INT, 0, 1 << 20, "64", "N", SD_CMD_SERVE, "requests waiting beyond that; more are answered `busy`"},
+    {O_BATCH_TOKENS, "--batch-tokens", NULL, SD_OPT_INT, 0, 1 << 20, "128", "N", SD_CMD_SERVE,
+     "rows of a turn's batch that prompt prefill may fill (chunked prefill; 0: whole prompts)"},
     {O_GRACE, "--grace", NULL, SD_OPT_FLOAT, 0, 86400, "0", "S", SD_CMD_SERVE,
      "on SIGTERM, let running requests finish for S seconds"},
     {O_LOG_LEVEL, "--log-level", NULL, SD_OPT_STR, 0, 0, "info", "L", SD_CMD_SERVE, "error, warn, info or debug"},
@@ -62,6 +65,7 @@ static int parse_args(serve_args *a, int argc, char **argv, int *go_on) {
     a->so.max_tokens = a->so.defaults.max_tokens;
     a->so.max_sessions = (int)v[O_MAX_SESSIONS].i;
     a->so.queue = (int)v[O_QUEUE].i;
+    a->so.batch_tokens = (int)v[O_BATCH_TOKENS].i;
     a->so.grace_s = (float)v[O_GRACE].f;
     a->so.socket_mode = sd_parse_mode(v[O_SOCKET_MODE].s);
     a->log_level = sd_log_parse_level(v[O_LOG_LEVEL].s);

@@ -13,7 +13,9 @@ int sd_sched_init(sd_sched *s, sd_engine *e, int max_active, int queue_max, sd_e
     s->queue_max = queue_max;
     s->active = calloc((size_t)max_active, sizeof *s->active);
     s->pool = calloc((size_t)max_active, sizeof *s->pool);
-    if (!s->active || !s->pool) {
+    s->turn = calloc((size_t)max_active, sizeof *s->turn);
+    s->gens = calloc((size_t)max_active, sizeof *s->gens);
+    if (!s->active || !s->pool || !s->turn || !s->gens) {
         sd_sched_free(s);
         return sd_errf(err, "scheduler: out of memory for %d sessions", max_active);
     }
@@ -26,6 +28,8 @@ void sd_sched_free(sd_sched *s) {
             if (s->pool[i].s) sd_session_free(s->pool[i].s);
     free(s->pool);
     free(s->active);
+    free(s->turn);
+    free(s->gens);
     memset(s, 0, sizeof *s);
 }
 
@@ -128,18 +132,6 @@ void sd_sched_finish(sd_sched *s, sd_dreq *r) {
     }
     for (int i = 0; i < s->max_active; i++)
         if (s->active[i] == r) { s->active[i] = NULL; s->n_active--; break; }
-}
-
-sd_dreq *sd_sched_next(sd_sched *s) {
-    if (s->n_active == 0) return NULL;
-    for (int k = 0; k < s->max_active; k++) {
-        int i = (s->rr + k) % s->max_active;
-        if (s->active[i]) {
-            s->rr = (i + 1) % s->max_active;
-            return s->active[i];
-        }
-    }
-    return NULL;
 }
 
 int sd_sched_pool_busy(const sd_sched *s) {

@@ -45,12 +45,13 @@ typedef struct sd_sched {
     int max_active, queue_max;
     sd_dreq **active;        /* max_active entries; NULL = free */
     int n_active;
-    int rr;                  /* next active index to step */
     sd_dreq *q_head, *q_tail;
     int n_queued;
     sd_pool_slot *pool;      /* max_active slots */
     int n_pool;              /* sessions allocated */
     uint64_t tick;
+    sd_dreq **turn;          /* max_active entries: the requests of the turn being stepped */
+    sd_gen **gens;           /* max_active entries: their generations */
 } sd_sched;
 
 int sd_sched_init(sd_sched *s, sd_engine *e, int max_active, int queue_max, sd_err *err);
@@ -72,8 +73,6 @@ sd_dreq *sd_sched_pop(sd_sched *s);
 int sd_sched_start(sd_sched *s, sd_dreq *r, sd_err *err);
 /* Ends r's generation (if any), releases its session and removes it from the active set. */
 void sd_sched_finish(sd_sched *s, sd_dreq *r);
-/* The next active request in round-robin order, or NULL when none. */
-sd_dreq *sd_sched_next(sd_sched *s);
 
 int sd_sched_pool_busy(const sd_sched *s);
 

@@ -192,13 +192,12 @@ static void fill_from_queue(srv *S) {
     while (S->sched.n_active < S->sched.max_active && S->sched.n_queued > 0) start_or_fail(S, sd_sched_pop(&S->sched));
 }
 
-static void step_one(srv *S) {
-    sd_dreq *r = sd_sched_next(&S->sched);
-    if (!r) return;
-    sd_err err = {{0}};
-    if (sd_gen_step(r->gen, &err)) {
-        sd_log(SD_LOG_ERROR, "request %llu: engine step failed: %s", (unsigned long long)r->id, err.msg);
-        srv_error(S, r->rid, r->rid_len, true, r->id, SD_E_INTERNAL, NULL, err.msg);
+/* After a turn: r's step output to its client (stream events), its end when it finished. */
+static void after_step(srv *S, sd_dreq *r) {
+    const char *why = sd_gen_error(r->gen);
+    if (why) {
+        sd_log(SD_LOG_ERROR, "request %llu: engine step failed: %s", (unsigned long long)r->id, why);
+        srv_error(S, r->rid, r->rid_len, true, r->id, SD_E_INTERNAL, NULL, why);
         sd_sched_finish(&S->sched, r);
         sd_dreq_free(r);
         return;
@@ -218,6 +217,25 @@ static void step_one(srv *S) {
         r->sent_ids += n_ids;
     }
     if (sd_gen_finish(r->gen) != SD_FINISH_NONE) complete(S, r, NULL);
+}
+
+/* One turn: every running request advances one step, their target work in one forward batch. */
+static void step_all(srv *S) {
+    sd_sched *sc = &S->sched;
+    int n = 0;
+    for (int i = 0; i < sc->max_active; i++)
+        if (sc->active[i]) {
+            sc->turn[n] = sc->active[i];
+            sc->gens[n++] = sc->active[i]->gen;
+        }
+    if (!n) return;
+    sd_err err = {{0}};
+    if (sd_gen_step_batch(sc->gens, n, S->o->batch_tokens, &err)) { /* bad arguments: a bug, not a request's */
+        sd_log(SD_LOG_ERROR, "engine turn failed: %s", err.msg);
+        for (int i = 0; i < n; i++) sd_gen_cancel(sc->gens[i]);
+        return;
+    }
+    for (int i = 0; i < n; i++) after_step(S, sc->turn[i]);
 }
 
 /* Sends a heartbeat to clients with requests in flight that heard nothing for HEARTBEAT_AFTER_S (or to
@@ -594,7 +612,7 @@ static void serve_loop(srv *S, volatile sig_atomic_t *stop) {
         }
         if (now - last_hb > 0.25) { heartbeats(S, false); last_hb = now; reap_gone(S); }
         fill_from_queue(S);
-        step_one(S);
+        step_all(S);
     }
 }
 

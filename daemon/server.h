@@ -1,5 +1,6 @@
-/* The daemon's ZeroMQ ROUTER loop: receives requests, answers the quick ops at once, and interleaves the
- * generate requests one engine step at a time (round robin), checking the socket between steps. */
+/* The daemon's ZeroMQ ROUTER loop: receives requests, answers the quick ops at once, and advances every
+ * running generate request one engine step per turn, all in one forward batch (continuous batching:
+ * requests join and leave between turns), checking the socket between turns. */
 #ifndef SD_SERVER_H
 #define SD_SERVER_H
 #include <signal.h>
@@ -14,6 +15,7 @@ typedef struct sd_server_opts {
     int socket_mode;         /* file mode of the socket file (0600) */
     int max_sessions;        /* concurrent requests (sessions) */
     int queue;               /* wait queue length beyond max_sessions */
+    int batch_tokens;        /* rows of one turn's batch that prefill chunks may fill (<= 0: no bound) */
     double grace_s;          /* on SIGTERM: let running requests finish this long */
     int max_tokens;          /* default max_tokens */
     sd_gen_params defaults;  /* default sampling / mode / draft bounds */

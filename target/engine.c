@@ -1,10 +1,6 @@
-/* The generation engine: engine, sessions and requests (bookkeeping). The algorithm parts live beside
- * it: verify.c (acceptance), draft_len.c (adaptive k), textout.c (stop strings), draft/ (proposers).
- *
- * Invariant between steps: the session's history hist[0..n_hist) is the prompt plus the emitted tokens,
- * and the target's cache holds hist[0..n_hist - 1): the last token is *pending*. A plain step runs the
- * pending token; a speculative step runs it together with k drafts in one forward pass, whose k + 1
- * rows of logits verify the drafts. Either way the cache is then cut back to n_hist - 1. */
+/* The generation engine: engine, sessions and requests (bookkeeping; the invariant between steps is in
+ * engine_internal.h). The algorithm parts live beside it: step.c (advancing requests in batches),
+ * verify.c (acceptance), draft_len.c (adaptive k), textout.c (stop strings), draft/ (proposers). */
 #include "base/clock.h"
 #include "target/engine.h"
 
@@ -14,46 +10,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "draft/proposer.h"
-#include "target/draft_len.h"
-#include "target/textout.h"
-#include "target/verify.h"
+#include "target/engine_internal.h"
 
-
-struct sd_session {
-    sd_engine *e;
-    sd_seq *seq;
-    sd_proposer *prop; /* NULL without a proposer */
-    int32_t *hist;     /* e->ctx entries */
-    int n_hist;
-    sd_gen *active;
-    float *dev_probs; /* backend memory, SD_DRAFT_LIMIT + 1 rows of vocab for sampling on the backend;
-                         allocated by the session's first sampled request there, then reused */
-};
-
-struct sd_gen {
-    sd_session *s;
-    sd_gen_params p;
-    int n_prompt, reuse; /* reuse: prompt tokens already in the cache */
-    bool started, spec, greedy;
-    sd_finish finish;
-    atomic_bool cancel;
-    sd_rng rng;
-    sd_probs probs;
-    sd_draft_len dl;
-    sd_detok detok;
-    sd_textout text;
-    float *logits;  /* (draft_max + 1) rows of vocab */
-    int32_t *block; /* pending token + drafts */
-    int32_t *chosen; /* greedy: the target's token after each block row (only ids leave the backend) */
-    float *dev_probs; /* the session's dev_probs when the backend samples (sample_rows): the target's
-                         filtered distributions; NULL: sampling on the host */
-    int step_from;  /* hist index of this step's first emitted token */
-    const char *step_text;
-    size_t step_text_len;
-    sd_gen_stats st;
-    char piece[SD_TOK_MAX_PIECE + 16];
-};
 
 /* ---------------------------------------------------------------- engine */
 
@@ -273,6 +231,7 @@ int sd_gen_start(sd_session *s, const int32_t *prompt, int n_prompt, const sd_ge
     s->n_hist = n_prompt;
     g->n_prompt = n_prompt;
     g->reuse = c;
+    g->prefilled = c;
     g->step_from = n_prompt;
     g->st.prompt_tokens = n_prompt;
     g->st.draft_k = g->spec ? g->dl.k : 0;
@@ -281,186 +240,6 @@ int sd_gen_start(sd_session *s, const int32_t *prompt, int n_prompt, const sd_ge
     s->active = g;
     *out = g;
     return 0;
-}
-
-/* Runs n tokens through the target and picks the token after the last one (plain decoding). Greedy
- * requests get the argmax from the backend, and sampled ones a draw on backends that sample (one
- * uniform either way), so no logits cross to the host. */
-static int next_plain(sd_gen *g, const int32_t *tokens, int n, int32_t *t, sd_err *err) {
-    sd_seq *seq = g->s->seq;
-    if (g->greedy) return sd_forward_greedy(seq, tokens, n, false, t, err);
-    if (g->dev_probs) {
-        const float *logits;
-        if (sd_forward_keep(seq, tokens, n, false, &logits, err)) return -1;
-        sd_backend *be = g->s->e->be;
-        sd_sample_cfg c = sd_sampling_cfg(&g->p.sampling);
-        float u = sd_rng_f32(&g->rng);
-        be->sample_rows(be, t, g->dev_probs, logits, 1, g->s->e->target->hp.vocab, &c, &u);
-        return sd_backend_check(be, err);
-    }
-    if (sd_forward(seq, tokens, n, false, g->logits, err)) return -1;
-    sd_sampling_probs(&g->p.sampling, g->logits, g->s->e->target->hp.vocab, &g->probs);
-    *t = sd_probs_draw(&g->probs, sd_rng_f32(&g->rng));
-    return 0;
-}
-
-/* Appends one token to the output, applying the limits. Returns 1 when the request is now finished
- * (the token that ends it is the last one emitted; an end-of-generation token is not emitted). */
-static int emit(sd_gen *g, int32_t t, sd_err *err) {
-    sd_session *s = g->s;
-    if (sd_tok_is_eog(s->e->target->tok, t)) {
-        g->finish = SD_FINISH_STOP;
-        return 1;
-    }
-    s->hist[s->n_hist++] = t;
-    g->st.generated++;
-    size_t n = sd_detok_push(&g->detok, t, g->piece, sizeof g->piece);
-    int r = sd_textout_push(&g->text, g->piece, n, err);
-    if (r < 0) return -1;
-    if (r == 1) {
-        g->finish = SD_FINISH_STOP;
-        return 1;
-    }
-    if (g->st.generated >= g->p.max_tokens || s->n_hist >= s->e->ctx) {
-        g->finish = SD_FINISH_LENGTH;
-        return 1;
-    }
-    return 0;
-}
-
-static int emit_all(sd_gen *g, const int32_t *t, int n, sd_err *err) {
-    for (int i = 0; i < n; i++) {
-        int r = emit(g, t[i], err);
-        if (r) return r;
-    }
-    return 0;
-}
-
-/* Prefill: the prompt tokens not already cached, in one call; its last logits give the first token. */
-static int step_prefill(sd_gen *g, sd_err *err) {
-    sd_session *s = g->s;
-    double t0 = sd_now_s();
-    int n = g->n_prompt - g->reuse;
-    int32_t t;
-    if (next_plain(g, s->hist + g->reuse, n, &t, err)) return -1;
-    g->st.prefilled = n;
-    g->st.t_prefill = sd_now_s() - t0;
-    return emit(g, t, err) < 0 ? -1 : 0;
-}
-
-static int step_plain(sd_gen *g, sd_err *err) {
-    sd_session *s = g->s;
-    double t0 = sd_now_s();
-    int32_t t;
-    if (next_plain(g, s->hist + s->n_hist - 1, 1, &t, err)) return -1;
-    g->st.target_passes++;
-    g->st.t_target += sd_now_s() - t0;
-    return emit(g, t, err) < 0 ? -1 : 0;
-}
-
-/* True when this step's verification of up to k drafts can run on the backend: it samples and accepts,
- * and the k + 1 rows of logits stay in backend memory. */
-static bool verify_on_backend(const sd_gen *g, int k) {
-    const sd_backend *be = g->s->e->be;
-    return g->dev_probs && be->spec_accept && k <= SD_SAMPLE_MAX_K && k + 1 <= sd_model_keep_rows(g->s->e->target);
-}
-
-/* Sampled verification on the backend: the target's k + 1 rows filtered there, then acceptance there
- * with k + 1 uniforms from the request's RNG (as the host path takes); only ids come back. */
-static int verify_sampled_on_backend(sd_gen *g, int nd, const float *q_dev, int32_t *next, int *a, sd_err *err) {
-    sd_session *s = g->s;
-    sd_backend *be = s->e->be;
-    int vocab = s->e->target->hp.vocab;
-    const float *logits;
-    if (sd_forward_keep(s->seq, g->block, nd + 1, true, &logits, err)) return -1;
-    sd_sample_cfg c = sd_sampling_cfg(&g->p.sampling);
-    be->sample_rows(be, NULL, g->dev_probs, logits, nd + 1, vocab, &c, NULL);
-    float u[SD_SAMPLE_MAX_K + 1];
-    for (int i = 0; i <= nd; i++) u[i] = sd_rng_f32(&g->rng);
-    *a = be->spec_accept(be, next, g->dev_probs, q_dev, g->block + 1, nd, vocab, u);
-    return sd_backend_check(be, err);
-}
-
-/* One draft-and-verify block; a block with no drafts is a plain step. */
-static int step_spec(sd_gen *g, sd_err *err) {
-    sd_session *s = g->s;
-    int vocab = s->e->target->hp.vocab;
-    int budget = g->p.max_tokens - g->st.generated;
-    if (budget > s->e->ctx - s->n_hist) budget = s->e->ctx - s->n_hist;
-    /* A block yields up to k + 1 tokens: never draft past max_tokens or the context. */
-    int k = g->dl.k < budget - 1 ? g->dl.k : budget - 1;
-    bool on_backend = !g->greedy && verify_on_backend(g, k);
-    sd_proposal pr = {0};
-    if (k >= 1) {
-        sd_draft_opts o = {.sampling = &g->p.sampling, .p_min = g->p.draft_p_min, .rng = &g->rng,
-                           .dev = on_backend ? s->e->be : NULL, .dev_width = vocab};
-        double t0 = sd_now_s();
-        if (s->prop->propose(s->prop, s->hist, s->n_hist, k, &o, &pr, err)) return -1;
-        g->st.t_draft += sd_now_s() - t0;
-    }
-    int nd = 0; /* drafts the target can verify (a draft vocabulary may be larger than the target's) */
-    while (nd < pr.n && pr.tokens[nd] >= 0 && pr.tokens[nd] < vocab) nd++;
-    if (nd == 0) return step_plain(g, err);
-
-    double t0 = sd_now_s();
-    g->block[0] = s->hist[s->n_hist - 1];
-    memcpy(g->block + 1, pr.tokens, (size_t)nd * sizeof *g->block);
-    int32_t next;
-    int a;
-    if (g->greedy) {
-        if (sd_forward_greedy(s->seq, g->block, nd + 1, true, g->chosen, err)) return -1;
-        a = sd_verify_greedy(g->chosen, g->block + 1, nd, &next);
-    } else if (on_backend && !pr.q) { /* q on the backend, or point masses */
-        if (verify_sampled_on_backend(g, nd, pr.q_dev, &next, &a, err)) return -1;
-    } else {
-        if (sd_forward(s->seq, g->block, nd + 1, true, g->logits, err)) return -1;
-        a = sd_verify_sampled(&g->p.sampling, g->logits, vocab, g->block + 1, pr.q, nd, &g->rng, &g->probs, &next);
-    }
-    g->st.target_passes++;
-    g->st.t_target += sd_now_s() - t0;
-    g->st.drafted += nd;
-    g->st.accepted += a;
-    sd_draft_len_update(&g->dl, nd, a);
-    g->st.draft_k = g->dl.k;
-    int r = emit_all(g, g->block + 1, a, err);
-    if (r == 0) r = emit(g, next, err);
-    return r < 0 ? -1 : 0;
-}
-
-/* After a step: cut the caches back to the history (rejected drafts, tokens past a limit) and release
- * the text that is now safe to show. */
-static void settle(sd_gen *g, sd_err *err) {
-    sd_session *s = g->s;
-    if (s->seq->pos > s->n_hist - 1) sd_seq_truncate(s->seq, s->n_hist - 1);
-    if (s->prop) s->prop->rollback(s->prop, s->hist, s->n_hist);
-    bool final = g->finish != SD_FINISH_NONE;
-    if (final && !g->text.matched) {
-        size_t n = sd_detok_flush(&g->detok, g->piece, sizeof g->piece);
-        if (n && sd_textout_push(&g->text, g->piece, n, err) < 0) g->finish = SD_FINISH_ERROR;
-    }
-    g->step_text = sd_textout_release(&g->text, final, &g->step_text_len);
-}
-
-int sd_gen_step(sd_gen *g, sd_err *err) {
-    g->step_from = g->s->n_hist;
-    g->step_text = NULL;
-    g->step_text_len = 0;
-    if (g->finish != SD_FINISH_NONE) return 0;
-    double t0 = sd_now_s();
-    int rc = 0;
-    if (atomic_load(&g->cancel)) {
-        g->finish = SD_FINISH_CANCELLED;
-    } else if (!g->started) {
-        g->started = true;
-        if (g->p.max_tokens == 0 || g->n_prompt >= g->s->e->ctx) g->finish = SD_FINISH_LENGTH;
-        else rc = step_prefill(g, err);
-    } else {
-        rc = g->spec ? step_spec(g, err) : step_plain(g, err);
-    }
-    if (rc) g->finish = SD_FINISH_ERROR;
-    settle(g, err);
-    g->st.t_total += sd_now_s() - t0;
-    return rc;
 }
 
 void sd_gen_last(const sd_gen *g, const int32_t **ids, int *n_ids, const char **text, size_t *text_len) {

@@ -5,8 +5,9 @@
  * request on a session keeps the longest common prefix of what the session holds and its prompt, so
  * requests sharing a long prompt prefill only what differs.
  *
- * A request advances one *step* at a time (first step: prefill; then one plain token, or one
- * draft-and-verify block), so a scheduler can interleave many requests fairly. */
+ * A request advances one *step* at a time (first steps: prefill, in chunks when a row budget asks; then
+ * one plain token, or one draft-and-verify block); a scheduler steps every running request each turn in
+ * one forward batch (sd_gen_step_batch). */
 #ifndef SD_ENGINE_H
 #define SD_ENGINE_H
 #include <stdbool.h>
@@ -92,8 +93,18 @@ typedef struct sd_gen sd_gen;
  * in the context or parameters are out of range (message names which). */
 int sd_gen_start(sd_session *s, const int32_t *prompt, int n_prompt, const sd_gen_params *p, sd_gen **out,
                  sd_err *err);
-/* Advances one step. Returns 0 (check sd_gen_finish) or -1 on an internal error. */
+/* Advances one step. Returns 0 (check sd_gen_finish) or -1 on an internal error (the request then
+ * finished with SD_FINISH_ERROR; err says why). */
 int sd_gen_step(sd_gen *g, sd_err *err);
+/* Advances every request of gens[0..n) (one engine; distinct sessions) one step, with all their target
+ * rows in one forward batch: one row for a plain step, k + 1 for a verify block, and prefill in chunks
+ * that share what decode and verify rows leave of batch_tokens rows (<= 0: whole prompts at once; each
+ * prefilling request gets at least 4 rows a turn). Drafting runs per request before the batch. Each
+ * request's tokens are exactly those it gets stepped alone. Requests that fail end with
+ * SD_FINISH_ERROR (sd_gen_error says why) without affecting the others; -1 only for bad arguments. */
+int sd_gen_step_batch(sd_gen **gens, int n, int batch_tokens, sd_err *err);
+/* Why the request ended with SD_FINISH_ERROR, else NULL. */
+const char *sd_gen_error(const sd_gen *g);
 /* What the last step emitted: token ids and the text that is now safe to show (valid UTF-8, never a
  * possible prefix of a stop string, never past a stop). Valid until the next step. */
 void sd_gen_last(const sd_gen *g, const int32_t **ids, int *n_ids, const char **text, size_t *text_len);

@@ -1,0 +1,334 @@
+/* Advancing requests: one step of every request of a turn, with all their target work in one forward
+ * batch (model.h's sd_forward_batch), so the target's weights are read once per turn however many
+ * requests run. A step is planned (cancellation, limits, drafting, the rows it needs), its rows join the
+ * batch, and after the batch its results are taken (acceptance, sampling, emission) and the caches
+ * settled. Each request owns its RNG and every row's logits are bitwise what the request alone would
+ * get, so a request's output does not depend on what shares its batch. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/clock.h"
+#include "target/engine_internal.h"
+#include "target/verify.h"
+
+/* A prefilling request gets at least this many rows per turn, so decode rows alone can never starve it. */
+#define SD_PREFILL_MIN_ROWS 4
+
+/* ---------------------------------------------------------------- emission */
+
+/* Appends one token to the output, applying the limits. Returns 1 when the request is now finished
+ * (the token that ends it is the last one emitted; an end-of-generation token is not emitted). */
+static int emit(sd_gen *g, int32_t t, sd_err *err) {
+    sd_session *s = g->s;
+    if (sd_tok_is_eog(s->e->target->tok, t)) {
+        g->finish = SD_FINISH_STOP;
+        return 1;
+    }
+    s->hist[s->n_hist++] = t;
+    g->st.generated++;
+    size_t n = sd_detok_push(&g->detok, t, g->piece, sizeof g->piece);
+    int r = sd_textout_push(&g->text, g->piece, n, err);
+    if (r < 0) return -1;
+    if (r == 1) {
+        g->finish = SD_FINISH_STOP;
+        return 1;
+    }
+    if (g->st.generated >= g->p.max_tokens || s->n_hist >= s->e->ctx) {
+        g->finish = SD_FINISH_LENGTH;
+        return 1;
+    }
+    return 0;
+}
+
+static int emit_all(sd_gen *g, const int32_t *t, int n, sd_err *err) {
+    for (int i = 0; i < n; i++) {
+        int r = emit(g, t[i], err);
+        if (r) return r;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- planning */
+
+/* True when verification of up to k drafts can run on the backend: it samples and accepts, and the
+ * k + 1 rows of logits stay in backend memory. */
+static bool verify_on_backend(const sd_gen *g, int k) {
+    const sd_backend *be = g->s->e->be;
+    return g->dev_probs && be->spec_accept && k <= SD_SAMPLE_MAX_K && k + 1 <= sd_model_keep_rows(g->s->e->target);
+}
+
+/* Drafts for a speculative step; sets the plan to a verify block, or a plain step when nothing was
+ * drafted (a block with no drafts is a plain step). */
+static int plan_spec(sd_gen *g, sd_err *err) {
+    sd_session *s = g->s;
+    int vocab = s->e->target->hp.vocab;
+    int budget = g->p.max_tokens - g->st.generated;
+    if (budget > s->e->ctx - s->n_hist) budget = s->e->ctx - s->n_hist;
+    /* A block yields up to k + 1 tokens: never draft past max_tokens or the context. */
+    int k = g->dl.k < budget - 1 ? g->dl.k : budget - 1;
+    bool on_backend = !g->greedy && verify_on_backend(g, k);
+    memset(&g->pr, 0, sizeof g->pr);
+    if (k >= 1) {
+        sd_draft_opts o = {.sampling = &g->p.sampling, .p_min = g->p.draft_p_min, .rng = &g->rng,
+                           .dev = on_backend ? s->e->be : NULL, .dev_width = vocab};
+        double t0 = sd_now_s();
+        if (s->prop->propose(s->prop, s->hist, s->n_hist, k, &o, &g->pr, err)) return -1;
+        g->st.t_draft += sd_now_s() - t0;
+    }
+    int nd = 0; /* drafts the target can verify (a draft vocabulary may be larger than the target's) */
+    while (nd < g->pr.n && g->pr.tokens[nd] >= 0 && g->pr.tokens[nd] < vocab) nd++;
+    g->kind = nd ? SD_STEP_VERIFY : SD_STEP_PLAIN;
+    g->n_rows = nd + 1;
+    /* sampled rows stay on the backend when it accepts there with q there too (or point masses) */
+    g->keep_rows = nd ? on_backend && !g->pr.q : g->dev_probs != NULL;
+    g->block[0] = s->hist[s->n_hist - 1];
+    memcpy(g->block + 1, g->pr.tokens, (size_t)nd * sizeof *g->block);
+    return 0;
+}
+
+/* Decides g's step: what it needs from the batch (g->kind, g->n_rows), drafting when it speculates.
+ * prefill_rows bounds a prefill chunk (<= 0: the whole prompt). */
+static void plan(sd_gen *g, int prefill_rows) {
+    g->step_from = g->s->n_hist;
+    g->step_text = NULL;
+    g->step_text_len = 0;
+    g->n_rows = 0;
+    if (g->finish != SD_FINISH_NONE) {
+        g->kind = SD_STEP_IDLE;
+        return;
+    }
+    g->kind = SD_STEP_SETTLE;
+    if (atomic_load(&g->cancel)) {
+        g->finish = SD_FINISH_CANCELLED;
+        return;
+    }
+    if (!g->started) {
+        g->started = true;
+        if (g->p.max_tokens == 0 || g->n_prompt >= g->s->e->ctx) {
+            g->finish = SD_FINISH_LENGTH;
+            return;
+        }
+    }
+    if (g->prefilled < g->n_prompt) {
+        int n = g->n_prompt - g->prefilled;
+        if (prefill_rows > 0 && n > prefill_rows) n = prefill_rows;
+        g->kind = SD_STEP_PREFILL;
+        g->n_rows = n;
+        g->last_chunk = g->prefilled + n == g->n_prompt;
+        g->keep_rows = g->dev_probs != NULL;
+        return;
+    }
+    if (!g->spec) {
+        g->kind = SD_STEP_PLAIN;
+        g->n_rows = 1;
+        g->block[0] = g->s->hist[g->s->n_hist - 1];
+        g->keep_rows = g->dev_probs != NULL;
+        return;
+    }
+    if (plan_spec(g, &g->err)) {
+        g->kind = SD_STEP_SETTLE;
+        g->finish = SD_FINISH_ERROR;
+    }
+}
+
+/* Rows of the batch that want output, kept on the backend. */
+static int kept_rows(const sd_gen *g) {
+    if (!g->keep_rows) return 0;
+    return g->kind == SD_STEP_VERIFY ? g->n_rows : g->kind == SD_STEP_PREFILL && !g->last_chunk ? 0 : 1;
+}
+
+/* Output of a row that wants one: the argmax id (greedy), logits kept on the backend, or host logits. */
+static void row_out(sd_gen *g, sd_row *r, int i) {
+    if (g->greedy) {
+        r->out = SD_OUT_ARGMAX;
+        r->id = &g->chosen[i];
+    } else if (g->keep_rows) {
+        r->out = SD_OUT_KEEP;
+        r->kept = &g->kept[i];
+    } else {
+        r->out = SD_OUT_LOGITS;
+        r->logits = g->logits + (size_t)i * g->s->e->target->hp.vocab;
+    }
+}
+
+/* g's rows into rows[0..g->n_rows). */
+static void add_rows(sd_gen *g, sd_row *rows) {
+    sd_session *s = g->s;
+    const int32_t *tok = g->kind == SD_STEP_PREFILL ? s->hist + g->prefilled : g->block;
+    for (int i = 0; i < g->n_rows; i++) {
+        rows[i] = (sd_row){.seq = s->seq, .token = tok[i], .pos = s->seq->pos + i};
+        if (g->kind == SD_STEP_VERIFY) row_out(g, &rows[i], i);
+    }
+    if (g->kind == SD_STEP_PLAIN || (g->kind == SD_STEP_PREFILL && g->last_chunk)) row_out(g, &rows[g->n_rows - 1], 0);
+}
+
+/* ---------------------------------------------------------------- results */
+
+/* The token after a plain step or a prefill: the argmax (greedy), a draw on the backend from the kept
+ * row, or a draw on the host; one uniform from the request's RNG when sampling. */
+static int pick(sd_gen *g, int32_t *t, sd_err *err) {
+    sd_engine *e = g->s->e;
+    int vocab = e->target->hp.vocab;
+    if (g->greedy) {
+        *t = g->chosen[0];
+        return 0;
+    }
+    if (g->keep_rows) {
+        sd_sample_cfg c = sd_sampling_cfg(&g->p.sampling);
+        float u = sd_rng_f32(&g->rng);
+        e->be->sample_rows(e->be, t, g->dev_probs, g->kept[0], 1, vocab, &c, &u);
+        return sd_backend_check(e->be, err);
+    }
+    sd_sampling_probs(&g->p.sampling, g->logits, vocab, &g->probs);
+    *t = sd_probs_draw(&g->probs, sd_rng_f32(&g->rng));
+    return 0;
+}
+
+/* Acceptance of the block's nd drafts: greedy on the ids, sampled on the backend (the kept rows filtered
+ * there, k + 1 uniforms from the request's RNG as the host path takes) or on the host. */
+static int accept(sd_gen *g, int nd, int32_t *next, int *a, sd_err *err) {
+    sd_backend *be = g->s->e->be;
+    int vocab = g->s->e->target->hp.vocab;
+    if (g->greedy) {
+        *a = sd_verify_greedy(g->chosen, g->block + 1, nd, next);
+        return 0;
+    }
+    if (g->keep_rows) { /* the kept rows of one request are consecutive */
+        sd_sample_cfg c = sd_sampling_cfg(&g->p.sampling);
+        be->sample_rows(be, NULL, g->dev_probs, g->kept[0], nd + 1, vocab, &c, NULL);
+        float u[SD_SAMPLE_MAX_K + 1];
+        for (int i = 0; i <= nd; i++) u[i] = sd_rng_f32(&g->rng);
+        *a = be->spec_accept(be, next, g->dev_probs, g->pr.q_dev, g->block + 1, nd, vocab, u);
+        return sd_backend_check(be, err);
+    }
+    *a = sd_verify_sampled(&g->p.sampling, g->logits, vocab, g->block + 1, g->pr.q, nd, &g->rng, &g->probs, next);
+    return 0;
+}
+
+/* Takes the results of g's rows (dt: the seconds its batch took). */
+static int take(sd_gen *g, double dt, sd_err *err) {
+    int32_t t;
+    if (g->kind == SD_STEP_PREFILL) {
+        g->prefilled += g->n_rows;
+        g->st.prefilled += g->n_rows;
+        g->st.t_prefill += dt;
+        if (!g->last_chunk) return 0;
+        return pick(g, &t, err) || emit(g, t, err) < 0 ? -1 : 0;
+    }
+    g->st.target_passes++;
+    g->st.t_target += dt;
+    if (g->kind == SD_STEP_PLAIN) return pick(g, &t, err) || emit(g, t, err) < 0 ? -1 : 0;
+    int nd = g->n_rows - 1, a;
+    if (accept(g, nd, &t, &a, err)) return -1;
+    g->st.drafted += nd;
+    g->st.accepted += a;
+    sd_draft_len_update(&g->dl, nd, a);
+    g->st.draft_k = g->dl.k;
+    int r = emit_all(g, g->block + 1, a, err);
+    if (r == 0) r = emit(g, t, err);
+    return r < 0 ? -1 : 0;
+}
+
+/* After a step: cut the caches back to the history (rejected drafts, tokens past a limit) and release
+ * the text that is now safe to show. */
+static void settle(sd_gen *g) {
+    sd_session *s = g->s;
+    int keep = g->prefilled < g->n_prompt ? g->prefilled : s->n_hist - 1;
+    if (s->seq->pos > keep) sd_seq_truncate(s->seq, keep);
+    if (s->prop && g->prefilled >= g->n_prompt) s->prop->rollback(s->prop, s->hist, s->n_hist);
+    bool final = g->finish != SD_FINISH_NONE;
+    if (final && !g->text.matched) {
+        size_t n = sd_detok_flush(&g->detok, g->piece, sizeof g->piece);
+        if (n && sd_textout_push(&g->text, g->piece, n, &g->err) < 0) g->finish = SD_FINISH_ERROR;
+    }
+    g->step_text = sd_textout_release(&g->text, final, &g->step_text_len);
+}
+
+/* ---------------------------------------------------------------- the turn */
+
+static void fail(sd_gen *g, const sd_err *err) {
+    g->finish = SD_FINISH_ERROR;
+    if (err != &g->err) g->err = *err;
+}
+
+/* One forward batch over gens[0..n) (their rows already planned), then their results. */
+static void run_batch(sd_gen **gens, int n, sd_row *rows) {
+    int total = 0;
+    for (int i = 0; i < n; i++) {
+        add_rows(gens[i], rows + total);
+        total += gens[i]->n_rows;
+    }
+    double t0 = sd_now_s();
+    sd_err err = {{0}};
+    if (sd_forward_batch(gens[0]->s->e->target, rows, total, &err)) {
+        for (int i = 0; i < n; i++) fail(gens[i], &err);
+        return;
+    }
+    double dt = sd_now_s() - t0;
+    for (int i = 0; i < n; i++) /* before the model's next forward: kept rows live until then */
+        if (take(gens[i], dt, &gens[i]->err)) fail(gens[i], &gens[i]->err);
+}
+
+/* Plans every request (decode and verify steps first, prefill chunks in what is left of the row
+ * budget), then runs their rows in as few batches as the kept-logits room allows (one, unless many
+ * sampled blocks stay on the backend at once). */
+int sd_gen_step_batch(sd_gen **gens, int n, int batch_tokens, sd_err *err) {
+    double t0 = sd_now_s();
+    int rows_used = 0, total = 0;
+    for (int i = 0; i < n; i++) {
+        if (!gens[i]) return sd_errf(err, "step: request %d is NULL", i);
+        if (gens[i]->s->e != gens[0]->s->e) return sd_errf(err, "step: requests of different engines");
+    }
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < n; i++) {
+            sd_gen *g = gens[i];
+            bool prefilling = g->finish == SD_FINISH_NONE && (!g->started || g->prefilled < g->n_prompt);
+            if (prefilling != (pass == 1)) continue;
+            int left = batch_tokens - rows_used;
+            plan(g, batch_tokens <= 0 ? 0 : left > SD_PREFILL_MIN_ROWS ? left : SD_PREFILL_MIN_ROWS);
+            rows_used += g->n_rows;
+        }
+    for (int i = 0; i < n; i++)
+        if (gens[i]->kind >= SD_STEP_PREFILL) total += gens[i]->n_rows;
+    sd_gen **batch = malloc((size_t)n * sizeof *batch);
+    sd_row *rows = malloc((size_t)(total ? total : 1) * sizeof *rows);
+    if (!batch || !rows) {
+        free(batch);
+        free(rows);
+        return sd_errf(err, "out of memory (a batch of %d rows)", total);
+    }
+    int keep_room = n ? sd_model_keep_rows(gens[0]->s->e->target) : 0;
+    int nb = 0, kept = 0;
+    for (int i = 0; i <= n; i++) {
+        sd_gen *g = i < n ? gens[i] : NULL;
+        if (g && g->kind < SD_STEP_PREFILL) continue;
+        if (nb && (!g || kept + kept_rows(g) > keep_room)) {
+            run_batch(batch, nb, rows);
+            nb = kept = 0;
+        }
+        if (g) {
+            batch[nb++] = g;
+            kept += kept_rows(g);
+        }
+    }
+    double dt = sd_now_s() - t0;
+    for (int i = 0; i < n; i++) {
+        if (gens[i]->kind == SD_STEP_IDLE) continue;
+        settle(gens[i]);
+        gens[i]->st.t_total += dt;
+    }
+    free(batch);
+    free(rows);
+    return 0;
+}
+
+int sd_gen_step(sd_gen *g, sd_err *err) {
+    if (sd_gen_step_batch(&g, 1, 0, err)) return -1;
+    if (g->finish == SD_FINISH_ERROR && g->kind != SD_STEP_IDLE) {
+        if (err) *err = g->err;
+        return -1;
+    }
+    return 0;
+}
+
+const char *sd_gen_error(const sd_gen *g) { return g->finish == SD_FINISH_ERROR ? g->err.msg : NULL; }

@@ -1,0 +1,219 @@
+/* Continuous batching through the engine (target/step.c): requests stepped together in one target batch
+ * per turn, joining as others finish, give exactly the tokens and text they give alone, at concurrency
+ * 1, 2, 4, 8 and 16, with plain and speculative requests, different k, greedy and seeded sampling,
+ * different prompt lengths, chunked prefill and mid-stream cancels in the same batches; sampling on the
+ * host and on the backend (the CPU backend given the reference sample_rows/spec_accept, so kept rows
+ * and batches split by the kept-logits room are exercised). Models: ../shared aidreams260K and its draft. */
+#include <stdint.h>
+
+#include "kernels/sample_ref.h"
+#include "target/engine.h"
+#include "test.h"
+#include "tests/engine_fixture.h"
+
+static const char *prompts[] = {
+    "Once upon a time", "The robot", "Data flows", "In the quiet of the night, when the stars came out and the",
+    "The", "A little", "Light", "She said",
+};
+#define N_PROMPTS (int)(sizeof prompts / sizeof *prompts)
+
+enum { N_JOBS = 24 };
+
+/* One request of the mix. */
+typedef struct job {
+    int prompt;
+    sd_gen_params p;
+    int cancel_after; /* cancel once this many tokens came out (0: never) */
+} job;
+
+static job jobs[N_JOBS];
+
+static void make_jobs(void) {
+    for (int i = 0; i < N_JOBS; i++) {
+        job *j = &jobs[i];
+        j->prompt = (i * 5) % N_PROMPTS;
+        int k = 1 + (i * 3) % 8;
+        j->p = eng_params(i % 3 == 2 ? SD_MODE_PLAIN : SD_MODE_SPEC, i % 2 ? 1 : k, k, 12 + (i * 7) % 40);
+        if (i % 4 == 3) {
+            j->p.sampling.temperature = 0.9f;
+            j->p.sampling.top_k = i % 8 == 7 ? 40 : 0;
+            j->p.sampling.seed = 1000 + (uint64_t)i;
+        }
+        j->cancel_after = i % 5 == 4 ? 6 : 0;
+    }
+}
+
+/* A request in flight: its generation and what came out so far. */
+typedef struct flight {
+    sd_gen *g;
+    int job;
+    eng_result r;
+} flight;
+
+/* Appends g's last step to r; cancels when the job says so. */
+static void collect(flight *f) {
+    const int32_t *ids;
+    int ni;
+    const char *text;
+    size_t tl;
+    sd_gen_last(f->g, &ids, &ni, &text, &tl);
+    for (int i = 0; i < ni && f->r.n < ENG_MAXTOK; i++) f->r.ids[f->r.n++] = ids[i];
+    if (f->r.len + tl < sizeof f->r.text) memcpy(f->r.text + f->r.len, text, tl), f->r.len += tl;
+    int c = jobs[f->job].cancel_after;
+    if (c && f->r.n >= c) sd_gen_cancel(f->g);
+}
+
+static int start(sd_session *s, int32_t **toks, int *ntok, int j, flight *f) {
+    memset(f, 0, sizeof *f);
+    f->job = j;
+    sd_err err = {{0}};
+    if (sd_gen_start(s, toks[jobs[j].prompt], ntok[jobs[j].prompt], &jobs[j].p, &f->g, &err)) {
+        fprintf(stderr, "  start job %d: %s\n", j, err.msg);
+        return -1;
+    }
+    return 0;
+}
+
+static void end(flight *f, eng_result *out) {
+    f->r.text[f->r.len] = 0;
+    f->r.fin = sd_gen_finish(f->g);
+    sd_gen_get_stats(f->g, &f->r.st);
+    *out = f->r;
+    sd_gen_free(f->g);
+    f->g = NULL;
+}
+
+/* Runs every job with up to `conc` at once on conc sessions: each turn steps all in flight in one batch
+ * (prefill chunks within batch_tokens rows); a finished request's session takes the next job. */
+static int run_all(sd_engine *e, int32_t **toks, int *ntok, int conc, int batch_tokens, eng_result *res) {
+    sd_session *ss[16] = {0};
+    flight fl[16];
+    sd_gen *gens[16];
+    int next = 0, active = 0, rc = 0;
+    sd_err err = {{0}};
+    for (int i = 0; i < conc; i++) {
+        fl[i].g = NULL;
+        if (sd_session_new(e, &ss[i], &err)) {
+            fprintf(stderr, "  session: %s\n", err.msg);
+            rc = -1;
+            goto out;
+        }
+    }
+    for (;;) {
+        for (int i = 0; i < conc && next < N_JOBS; i++)
+            if (!fl[i].g) {
+                if (start(ss[i], toks, ntok, next, &fl[i])) { rc = -1; goto out; }
+                next++;
+                active++;
+            }
+        if (!active) break;
+        int n = 0;
+        for (int i = 0; i < conc; i++)
+            if (fl[i].g) gens[n++] = fl[i].g;
+        if (sd_gen_step_batch(gens, n, batch_tokens, &err)) {
+            fprintf(stderr, "  step: %s\n", err.msg);
+            rc = -1;
+            goto out;
+        }
+        for (int i = 0; i < conc; i++) {
+            if (!fl[i].g) continue;
+            collect(&fl[i]);
+            if (sd_gen_finish(fl[i].g) == SD_FINISH_NONE) continue;
+            if (sd_gen_error(fl[i].g)) fprintf(stderr, "  job %d: %s\n", fl[i].job, sd_gen_error(fl[i].g));
+            end(&fl[i], &res[fl[i].job]);
+            active--;
+        }
+    }
+out:
+    for (int i = 0; i < conc; i++) {
+        if (fl[i].g) sd_gen_free(fl[i].g);
+        sd_session_free(ss[i]);
+    }
+    return rc;
+}
+
+static bool same(const eng_result *a, const eng_result *b) {
+    return eng_same_ids(a, b) && a->len == b->len && !memcmp(a->text, b->text, a->len) && a->fin == b->fin;
+}
+
+static void check_concurrency(bool backend_sampling) {
+    const char *target = shared_path("models/aidreams260K.bin"), *tok = shared_path("models/tok512.bin");
+    const char *draft = shared_path("models/aidreams-draft.bin");
+    if (!target || !tok || !draft) SKIP("../shared/models/aidreams260K.bin, aidreams-draft.bin or tok512.bin not found");
+    eng_fx f;
+    REQUIRE(eng_open(&f, target, tok, draft, 0, 0) == 0);
+    if (backend_sampling) {
+        f.e->be->sample_rows = sd_sample_rows_ref;
+        f.e->be->spec_accept = sd_spec_accept_ref;
+    }
+    make_jobs();
+    int32_t *toks[N_PROMPTS];
+    int ntok[N_PROMPTS];
+    for (int i = 0; i < N_PROMPTS; i++) REQUIRE((ntok[i] = eng_encode(f.e, prompts[i], &toks[i])) > 0);
+    static eng_result solo[N_JOBS], bat[N_JOBS];
+    /* alone: one request at a time, whole prompts */
+    REQUIRE(run_all(f.e, toks, ntok, 1, 0, solo) == 0);
+    int cancelled = 0, sampled_spec = 0;
+    for (int j = 0; j < N_JOBS; j++) {
+        cancelled += solo[j].fin == SD_FINISH_CANCELLED;
+        sampled_spec += jobs[j].p.sampling.temperature > 0 && solo[j].st.drafted > 0;
+        CHECKF(solo[j].n > 0, "job %d produced nothing", j);
+    }
+    CHECKF(cancelled >= 3, "only %d jobs were cancelled mid-stream", cancelled);
+    CHECKF(sampled_spec >= 2, "only %d sampled jobs speculated", sampled_spec);
+    const int concs[] = {1, 2, 4, 8, 16}, budgets[] = {5, 0, 7, 16, 24};
+    for (int c = 0; c < 5; c++) {
+        memset(bat, 0, sizeof bat);
+        REQUIRE(run_all(f.e, toks, ntok, concs[c], budgets[c], bat) == 0);
+        int bad = 0;
+        for (int j = 0; j < N_JOBS; j++)
+            if (!same(&solo[j], &bat[j])) {
+                bad++;
+                fprintf(stderr, "  concurrency %d, job %d: differs at token %d (%d vs %d tokens, finish %d vs %d)\n",
+                        concs[c], j, eng_first_diff(&solo[j], &bat[j]), solo[j].n, bat[j].n, solo[j].fin,
+                        bat[j].fin);
+            }
+        CHECKF(bad == 0, "%s sampling, concurrency %d (prefill rows %d): %d of %d requests differ from alone",
+               backend_sampling ? "backend" : "host", concs[c], budgets[c], bad, N_JOBS);
+    }
+    for (int i = 0; i < N_PROMPTS; i++) free(toks[i]);
+    eng_close(&f);
+}
+
+static void test_concurrency_host_sampling(void) { check_concurrency(false); }
+static void test_concurrency_backend_sampling(void) { check_concurrency(true); }
+
+/* Bad calls fail with a message; a batch of one finished request does nothing. */
+static void test_step_batch_errors(void) {
+    const char *target = shared_path("models/aidreams260K.bin"), *tok = shared_path("models/tok512.bin");
+    if (!target || !tok) SKIP("../shared/models/aidreams260K.bin or tok512.bin not found");
+    eng_fx a, b;
+    REQUIRE(eng_open(&a, target, tok, NULL, 0, 0) == 0 && eng_open(&b, target, tok, NULL, 0, 0) == 0);
+    REQUIRE(eng_prompt(&a, "The robot") > 0);
+    sd_err err = {{0}};
+    sd_gen_params p = eng_params(SD_MODE_PLAIN, 1, 1, 3);
+    sd_gen *ga = NULL, *gb = NULL;
+    REQUIRE(sd_gen_start(a.s, a.prompt, a.n, &p, &ga, &err) == 0 && sd_gen_start(b.s, a.prompt, a.n, &p, &gb, &err) == 0);
+    sd_gen *mixed[2] = {ga, gb}, *none[1] = {NULL};
+    CHECK(sd_gen_step_batch(mixed, 2, 0, &err) != 0 && strstr(err.msg, "different engines"));
+    CHECK(sd_gen_step_batch(none, 1, 0, &err) != 0 && strstr(err.msg, "NULL"));
+    while (sd_gen_finish(ga) == SD_FINISH_NONE) REQUIRE(sd_gen_step_batch(&ga, 1, 0, &err) == 0);
+    int n;
+    sd_gen_tokens(ga, &n);
+    CHECK_EQ_INT(n, 3);
+    CHECK(sd_gen_error(ga) == NULL);
+    CHECK(sd_gen_step_batch(&ga, 1, 0, &err) == 0); /* finished: nothing happens */
+    sd_gen_tokens(ga, &n);
+    CHECK_EQ_INT(n, 3);
+    sd_gen_free(ga);
+    sd_gen_free(gb);
+    eng_close(&a);
+    eng_close(&b);
+}
+
+int main(void) {
+    RUN(test_concurrency_host_sampling);
+    RUN(test_concurrency_backend_sampling);
+    RUN(test_step_batch_errors);
+    return TEST_DONE();
+}
