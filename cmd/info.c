@@ -6,34 +6,20 @@
 #include "kernels/backend.h"
 #include "model/model.h"
 #include "cmd/commands.h"
+#include "cmd/options.h"
 
-static void usage(void) {
-    fprintf(stderr,
-            "usage: specd info -m MODEL [-z TOKENIZER]\n"
-            "  -m FILE   model (GGUF, or llama2.c .bin with -z)\n"
-            "  -z FILE   llama2.c tokenizer file (for .bin models)\n"
-            "prints architecture, hyperparameters, tensor types, parameter count and bytes read per token\n");
-}
+static const sd_opt_table *const k_tables[] = {&sd_engine_options};
+static const sd_args_spec k_spec = {.prog = "specd info", .usage = "specd info -m MODEL [-z TOKENIZER]\n"
+                                    "Prints architecture, hyperparameters, tensor types, parameter count and bytes read per token.",
+                                    .tables = k_tables, .n_tables = 1, .cmd = SD_CMD_INFO};
 
 int cmd_info(int argc, char **argv) {
-    const char *model = NULL, *tok = NULL;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            usage();
-            return 0;
-        }
-        bool known = !strcmp(argv[i], "-m") || !strcmp(argv[i], "-z");
-        if (!known || i + 1 >= argc) {
-            fprintf(stderr, "specd info: %s '%s'\n", known ? "missing value for" : "unknown argument", argv[i]);
-            usage();
-            return 2;
-        }
-        if (!strcmp(argv[i], "-m")) model = argv[++i];
-        else tok = argv[++i];
-    }
+    sd_optval v[SD_O_COUNT];
+    int go_on, rc = cmd_parse_options(&k_spec, argc, argv, v, SD_O_COUNT, &go_on);
+    if (!go_on) return rc;
+    const char *model = v[SD_O_MODEL].s, *tok = v[SD_O_TOKENIZER].s;
     if (!model) {
-        fprintf(stderr, "specd info: -m MODEL is required\n");
-        usage();
+        fprintf(stderr, "specd info: -m MODEL is required\n(specd info --help for usage)\n");
         return 2;
     }
     sd_err err = {{0}};

@@ -7,18 +7,19 @@
 #include "model/gguf.h"
 #include "tokenizer/tokenizer.h"
 #include "cmd/commands.h"
+#include "cmd/options.h"
 
-static int usage(void) {
-    fprintf(stderr,
-            "usage: specd tokenize -m MODEL [-z TOKENIZER] [--no-bos] [--special] (TEXT | --file F)\n"
-            "  -m MODEL      GGUF file (its tokenizer.ggml.* metadata) or llama2.c checkpoint (.bin, needs -z)\n"
-            "  -z TOKENIZER  llama2.c tokenizer file (tokenizer.bin format)\n"
-            "  --no-bos      do not add BOS (nor EOS) even when the model's metadata asks for it\n"
-            "  --special     parse special-token text (\"<|eot_id|>\" becomes that one token)\n"
-            "  --file F      take the text byte for byte from file F\n"
-            "prints the ids space-separated on one line\n");
-    return 2;
-}
+/* tokenize's own options; -m and -z are the engine table's. */
+enum { O_NO_BOS = SD_O_COUNT, O_SPECIAL, O_FILE, O_N };
+static const sd_opt k_own[] = {
+    {O_NO_BOS, "--no-bos", NULL, SD_OPT_FLAG, 0, 0, NULL, NULL, SD_CMD_INFO,
+     "do not add BOS (nor EOS) even when the model's metadata asks for it"},
+    {O_SPECIAL, "--special", NULL, SD_OPT_FLAG, 0, 0, NULL, NULL, SD_CMD_INFO,
+     "parse special-token text (\"<|eot_id|>\" becomes that one token)"},
+    {O_FILE, "--file", NULL, SD_OPT_STR, 0, 0, NULL, "F", SD_CMD_INFO, "take the text byte for byte from file F"},
+};
+static const sd_opt_table k_own_table = {"tokenize", k_own, (int)(sizeof k_own / sizeof k_own[0])};
+static const sd_opt_table *const k_tables[] = {&k_own_table, &sd_engine_options};
 
 /* Reads a whole file; 0 ok. */
 static int read_file(const char *path, char **buf, size_t *len) {
@@ -88,29 +89,23 @@ static int load_tokenizer(const char *model, const char *tokfile, sd_tokenizer *
 }
 
 int cmd_tokenize(int argc, char **argv) {
-    const char *model = NULL, *tokfile = NULL, *file = NULL, *text = NULL;
-    bool no_bos = false, special = false;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        bool has_val = i + 1 < argc;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(); return 0; }
-        else if (!strcmp(a, "-m") && has_val) model = argv[++i];
-        else if (!strcmp(a, "-z") && has_val) tokfile = argv[++i];
-        else if (!strcmp(a, "--file") && has_val) file = argv[++i];
-        else if (!strcmp(a, "--no-bos")) no_bos = true;
-        else if (!strcmp(a, "--special")) special = true;
-        else if (a[0] == '-' && a[1] != '\0') {
-            fprintf(stderr, "specd tokenize: unknown option or missing value: %s\n", a);
-            return usage();
-        } else if (!text) text = a;
-        else {
-            fprintf(stderr, "specd tokenize: more than one text given\n");
-            return usage();
-        }
-    }
-    if (!model || (!text && !file) || (text && file)) {
-        fprintf(stderr, "specd tokenize: %s\n", !model ? "-m MODEL is required" : "give either TEXT or --file F");
-        return usage();
+    const char *pos[2] = {0};
+    sd_args_spec spec = {.prog = "specd tokenize", .usage = "specd tokenize -m MODEL [-z TOKENIZER] [--no-bos] [--special] (TEXT | --file F)\n"
+                         "Prints the token ids, space-separated, on one line (the tokenizer alone: no weights are loaded).",
+                         .tables = k_tables, .n_tables = 2, .cmd = SD_CMD_INFO, .pos = pos, .max_pos = 2};
+    sd_optval v[O_N];
+    sd_err perr = {{0}};
+    int n_pos = 0, prc = sd_args_parse(&spec, argc, argv, v, O_N, &n_pos, &perr);
+    if (prc > 0) return 0;
+    const char *model = v[SD_O_MODEL].s, *tokfile = v[SD_O_TOKENIZER].s, *file = v[O_FILE].s, *text = pos[0];
+    bool no_bos = v[O_NO_BOS].i, special = v[O_SPECIAL].i;
+    const char *bad = prc < 0 ? perr.msg + strlen("specd tokenize: ")
+                      : !model ? "-m MODEL is required"
+                      : n_pos > 1 ? "more than one text given (quote it)"
+                      : (!text) == (!file) ? "give either TEXT or --file F" : NULL;
+    if (bad) {
+        fprintf(stderr, "specd tokenize: %s\n(specd tokenize --help for usage)\n", bad);
+        return 2;
     }
     char *buf = NULL;
     size_t len = 0;

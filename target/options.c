@@ -5,8 +5,10 @@
 #define CLI (SD_CMD_CLI_GENERATE | SD_CMD_CLI_BENCH)
 
 static const sd_opt k_engine[] = {
-    {SD_O_MODEL, "--model", "-m", SD_OPT_STR, 0, 0, NULL, "FILE", GSB, "target model (GGUF, or llama2.c .bin with -z)"},
-    {SD_O_TOKENIZER, "--tokenizer", "-z", SD_OPT_STR, 0, 0, NULL, "FILE", GSB, "llama2.c tokenizer of a .bin target"},
+    {SD_O_MODEL, "--model", "-m", SD_OPT_STR, 0, 0, NULL, "FILE", GSB | SD_CMD_INFO,
+     "target model (GGUF, or llama2.c .bin with -z)"},
+    {SD_O_TOKENIZER, "--tokenizer", "-z", SD_OPT_STR, 0, 0, NULL, "FILE", GSB | SD_CMD_INFO,
+     "llama2.c tokenizer of a .bin target"},
     {SD_O_DRAFT, "--draft", "-md", SD_OPT_STR, 0, 0, NULL, "FILE", GSB, "draft model: speculative decoding"},
     {SD_O_DRAFT_TOKENIZER, "--draft-tokenizer", "-zd", SD_OPT_STR, 0, 0, NULL, "FILE", GSB,
      "llama2.c tokenizer of a .bin draft; unset: -z"},

@@ -13,6 +13,7 @@ enum {
     SD_CMD_BENCH = 1 << 2,
     SD_CMD_CLI_GENERATE = 1 << 3, /* specd-cli generate */
     SD_CMD_CLI_BENCH = 1 << 4,    /* specd-cli bench */
+    SD_CMD_INFO = 1 << 5,         /* specd info, specd tokenize: the model and tokenizer rows only */
 };
 
 /* Ids of the rows (indexes into sd_optval arrays); a command's own options continue from SD_O_COUNT. */
