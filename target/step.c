@@ -82,7 +82,7 @@ static int plan_spec(sd_gen *g, sd_err *err) {
     /* sampled rows stay on the backend when it accepts there with q there too (or point masses) */
     g->keep_rows = nd ? on_backend && !g->pr.q : g->dev_probs != NULL;
     g->block[0] = s->hist[s->n_hist - 1];
-    memcpy(g->block + 1, g->pr.tokens, (size_t)nd * sizeof *g->block);
+    if (nd) memcpy(g->block + 1, g->pr.tokens, (size_t)nd * sizeof *g->block);
     return 0;
 }
 
