@@ -54,6 +54,13 @@ static void test_make_install(void) {
     snprintf(want, sizeof want, "ExecStart=%s/prefix/bin/specd serve", g_dir);
     CHECKF(out && strstr(out, want), "unit: %s", out);
     free(out);
+    /* systemd's own check of the unit (it also finds ExecStart's binary), where systemd-analyze exists */
+    snprintf(cmd, sizeof cmd, "command -v systemd-analyze >/dev/null && systemd-analyze verify %s/prefix/lib/systemd/system/specd.service",
+             g_dir);
+    if (sh("command -v systemd-analyze >/dev/null", NULL) == 0) {
+        CHECKF(sh(cmd, &out) == 0 && out && !strstr(out, "Unknown"), "systemd-analyze verify: %s", out ? out : "");
+        free(out);
+    }
     g_installed = true;
 }
 
