@@ -4,6 +4,7 @@
 #   make demo       install missing packages (as root), build, run the daemon and a client on the synthetic pair
 #   make bench      bandwidth and decode benchmarks (see docs/benchmarks.md)
 #   make SAN=1      build with ASan/UBSan into build/san/
+#   make fuzz       each fuzz target of tests/fuzz/ for FUZZ_SECONDS under libFuzzer (clang), see docs/fuzzing.md
 
 CC      ?= cc
 NVCC    ?= /usr/local/cuda/bin/nvcc
@@ -51,7 +52,7 @@ BENCH_BIN  := $(patsubst bench/%.c,$(BUILD)/%,$(filter-out $(BENCH_SHARED),$(wil
 TEST_SRC   := $(wildcard tests/test_*.c)
 TEST_BIN   := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 
-.PHONY: all test demo bench clean deps san-test install
+.PHONY: all test demo bench clean deps san-test install fuzz
 # Keep object files of test programs (make would delete them as intermediates and print the rm last,
 # after the test summary that must close the run).
 .SECONDARY:
@@ -107,6 +108,27 @@ test: all $(TEST_BIN)
 
 san-test:
 	$(MAKE) SAN=1 test
+
+# make fuzz [FUZZ_SECONDS=60]: each target of tests/fuzz/ for FUZZ_SECONDS under libFuzzer with ASan and
+# UBSan (Debian's clang; the library is rebuilt with it into build/fuzz/obj). Starts from the kept corpus
+# (tests/fuzz/corpus/<t>/) and the seeds test_fuzz generates (build/fuzz/seeds/<t>/); new inputs collect in
+# build/fuzz/corpus/<t>/, a crash is written to build/fuzz/crash-<t>-* and stops the run: keep it in
+# tests/fuzz/corpus/<t>/ with the fix. See docs/fuzzing.md.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_SAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+fuzz: $(BUILD)/tests/test_fuzz
+	@bash tools/deps.sh fuzz
+	$(MAKE) CC=clang CUDA=0 BUILD=build/fuzz/obj SANFLAGS="-fsanitize=fuzzer-no-link $(FUZZ_SAN)" build/fuzz/obj/libspecd.a
+	for t in $(FUZZ_TARGETS); do \
+	  clang -std=c11 -D_GNU_SOURCE -O1 -g -I. -fsanitize=fuzzer $(FUZZ_SAN) -o build/fuzz/fuzz_$$t tests/fuzz/fuzz_$$t.c \
+	    build/fuzz/obj/libspecd.a $(LDLIBS) || exit 1; done
+	BUILD=$(BUILD) $(BUILD)/tests/test_fuzz >/dev/null
+	for t in $(FUZZ_TARGETS); do mkdir -p build/fuzz/corpus/$$t; \
+	  build/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=4096 -print_final_stats=1 \
+	    -artifact_prefix=build/fuzz/crash-$$t- build/fuzz/corpus/$$t build/fuzz/seeds/$$t tests/fuzz/corpus/$$t \
+	    2>build/fuzz/$$t.log || { tail -60 build/fuzz/$$t.log; exit 1; }; \
+	  grep -h "stat::number_of_executed_units\|Done [0-9]* runs" build/fuzz/$$t.log | sed "s/^/$$t: /"; done
 
 demo: all
 	@bash tools/demo.sh

@@ -69,6 +69,7 @@ static int llama2c_vocab_size(const char *path) {
     size_t n = fread(h, sizeof h[0], 7, fp);
     fclose(fp);
     if (n != 7) return -1;
+    if (h[5] == INT32_MIN) return -1; /* its negation overflows */
     int v = h[5] < 0 ? -h[5] : h[5];
     return v > 0 ? v : -1;
 }

@@ -354,13 +354,6 @@ static void op_generate(srv *S, const unsigned char *rid, int rid_len, sd_reques
         srv_error(S, rid, rid_len, true, q->id, SD_E_SHUTTING_DOWN, NULL, "the daemon is shutting down");
         return;
     }
-    sd_dreq *dup = sd_sched_find(&S->sched, rid, rid_len, q->id);
-    if (dup && !dup->gone) {
-        char msg[128];
-        snprintf(msg, sizeof msg, "request id %llu is already in flight on this connection", (unsigned long long)q->id);
-        srv_error(S, rid, rid_len, true, q->id, SD_E_DUPLICATE_ID, "id", msg);
-        return;
-    }
     sd_dreq *r = calloc(1, sizeof *r);
     if (!r) { srv_error(S, rid, rid_len, true, q->id, SD_E_INTERNAL, NULL, "out of memory"); return; }
     r->id = q->id;
@@ -414,8 +407,20 @@ static void op_chat(srv *S, const unsigned char *rid, int rid_len, sd_request *q
     op_generate(S, rid, rid_len, q);
 }
 
+/* Every reply carries its request's id, so no request of any op may reuse the id of a generate still in
+ * flight on the same connection: the client would see two final replies with one id. */
+static bool id_in_flight(srv *S, const unsigned char *rid, int rid_len, uint64_t id) {
+    sd_dreq *dup = sd_sched_find(&S->sched, rid, rid_len, id);
+    if (!dup || dup->gone) return false;
+    char msg[128];
+    snprintf(msg, sizeof msg, "request id %llu is already in flight on this connection", (unsigned long long)id);
+    srv_error(S, rid, rid_len, true, id, SD_E_DUPLICATE_ID, "id", msg);
+    return true;
+}
+
 static void dispatch(srv *S, const unsigned char *rid, int rid_len, sd_request *q) {
     if (q->op != SD_OP_GENERATE && q->op != SD_OP_CHAT) S->st.other++;
+    if (id_in_flight(S, rid, rid_len, q->id)) return;
     switch (q->op) {
     case SD_OP_PING: {
         struct timespec ts;

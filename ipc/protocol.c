@@ -2,6 +2,7 @@
 #include "ipc/protocol.h"
 
 #include "base/json_out.h"
+#include "ipc/mp_check.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -18,7 +19,7 @@ const char *sd_op_name(sd_op op) {
 
 sd_op sd_op_parse(const char *s, size_t len) {
     for (int i = SD_OP_GENERATE; i <= SD_OP_LAST; i++)
-        if (strlen(op_names[i]) == len && memcmp(op_names[i], s, len) == 0) return (sd_op)i;
+        if (len > 0 && strlen(op_names[i]) == len && memcmp(op_names[i], s, len) == 0) return (sd_op)i;
     return SD_OP_NONE;
 }
 
@@ -71,6 +72,17 @@ __attribute__((format(printf, 4, 5))) static int perr(sd_proto_err *e, const cha
     return -1;
 }
 
+/* A name from the request, fit to be echoed in an error reply: at most 60 bytes cut on a character
+ * boundary, and "(not UTF-8)" when it is not valid UTF-8 (replies carry only UTF-8 strings). */
+static void echo_name(char *dst, size_t cap, const char *s, size_t n) {
+    if (n > 60) {
+        n = 60;
+        while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80) n--; /* s[n] exists: the string is longer */
+    }
+    if (n && !sd_utf8_valid(s, n)) s = "(not UTF-8)", n = strlen(s);
+    snprintf(dst, cap, "%.*s", (int)n, n ? s : "");
+}
+
 static const char *mp_type_name(msgpack_object_type t) {
     switch (t) {
     case MSGPACK_OBJECT_NIL: return "nil";
@@ -90,7 +102,7 @@ static const char *mp_type_name(msgpack_object_type t) {
 
 static bool key_is(const msgpack_object_kv *kv, const char *name) {
     size_t n = strlen(name);
-    return kv->key.type == MSGPACK_OBJECT_STR && kv->key.via.str.size == n &&
+    return kv->key.type == MSGPACK_OBJECT_STR && kv->key.via.str.size == n && n > 0 &&
            memcmp(kv->key.via.str.ptr, name, n) == 0;
 }
 
@@ -140,9 +152,12 @@ static int get_float(const msgpack_object *o, const char *field, double lo, doub
     case MSGPACK_OBJECT_FLOAT64: v = o->via.f64; break;
     default: return perr(e, SD_E_BAD_TYPE, field, "must be a number, got %s", mp_type_name(o->type));
     }
-    if (!isfinite(v) || v > hi || (lo_open ? v <= lo : v < lo))
-        return perr(e, SD_E_OUT_OF_RANGE, field, "must be in %s%g, %g], got %g", lo_open ? "(" : "[", lo, hi, v);
-    *out = (float)v;
+    /* the range holds for the float the engine will use: 1e-300 is above 0 as a double but 0 as a float */
+    float f = isfinite(v) && fabs(v) <= 3.4e38 ? (float)v : NAN;
+    if (!isfinite(f) || f > hi || (lo_open ? f <= lo : f < lo))
+        return perr(e, SD_E_OUT_OF_RANGE, field, "must be in %s%g, %g] as a 32-bit float, got %g", lo_open ? "(" : "[",
+                    lo, hi, v);
+    *out = f;
     return 0;
 }
 
@@ -164,7 +179,7 @@ static int get_str(const msgpack_object *o, const char *field, size_t min_len, s
     if (!sd_utf8_valid(o->via.str.ptr, n)) return perr(e, SD_E_BAD_UTF8, field, "is not valid UTF-8");
     char *s = malloc(n + 1);
     if (!s) return perr(e, SD_E_INTERNAL, field, "out of memory");
-    memcpy(s, o->via.str.ptr, n);
+    if (n) memcpy(s, o->via.str.ptr, n); /* an empty string's pointer may be NULL */
     s[n] = 0;
     *out = s;
     if (out_len) *out_len = n;
@@ -268,9 +283,9 @@ static int get_message(const msgpack_object *o, uint32_t i, sd_chat_msg *m, sd_p
             if (m->content) return perr(e, SD_E_DUPLICATE_FIELD, fname, "appears more than once");
             if (get_str(&kv->val, fname, 0, SD_PROTO_MAX_TEXT_BYTES, &m->content, &m->content_len, e)) return -1;
         } else {
-            int n = kv->key.type == MSGPACK_OBJECT_STR ? (kv->key.via.str.size > 40 ? 40 : (int)kv->key.via.str.size) : 0;
-            snprintf(fname, sizeof fname, "%s.%.*s", name, n, n ? kv->key.via.str.ptr : "");
-            if (!sd_utf8_valid(fname, strlen(fname))) snprintf(fname, sizeof fname, "%s.(not UTF-8)", name);
+            char key[64] = "";
+            if (kv->key.type == MSGPACK_OBJECT_STR) echo_name(key, sizeof key, kv->key.via.str.ptr, kv->key.via.str.size);
+            snprintf(fname, sizeof fname, "%s.%.40s", name, key);
             return perr(e, SD_E_UNKNOWN_FIELD, fname, "messages have 'role' and 'content' only in protocol v1");
         }
     }
@@ -383,9 +398,10 @@ static int decode_header(const msgpack_object *m, sd_request *r, sd_proto_err *e
         return perr(e, SD_E_BAD_TYPE, "op", "must be a string, got %s", mp_type_name(op->type));
     r->op = e->op;
     if (r->op == SD_OP_NONE) {
-        int n = op->via.str.size > 40 ? 40 : (int)op->via.str.size;
-        return perr(e, SD_E_UNKNOWN_OP, "op", "unknown op \"%.*s\" (known: generate, chat, tokenize, detokenize, "
-                    "info, stats, cancel, ping)", n, op->via.str.ptr);
+        char name[64];
+        echo_name(name, sizeof name, op->via.str.ptr, op->via.str.size);
+        return perr(e, SD_E_UNKNOWN_OP, "op", "unknown op \"%s\" (known: generate, chat, tokenize, detokenize, "
+                    "info, stats, cancel, ping)", name);
     }
     return 0;
 }
@@ -398,9 +414,11 @@ static int check_keys(const msgpack_object *m, sd_proto_err *e) {
             return perr(e, SD_E_BAD_TYPE, "", "map keys must be strings, got a %s key", mp_type_name(k->type));
         for (uint32_t j = 0; j < i; j++) {
             const msgpack_object *k2 = &mp->ptr[j].key;
-            if (k2->via.str.size == k->via.str.size && !memcmp(k2->via.str.ptr, k->via.str.ptr, k->via.str.size)) {
+            /* an empty key has no bytes (msgpack-c leaves its pointer NULL): compare sizes first */
+            if (k2->via.str.size == k->via.str.size &&
+                (k->via.str.size == 0 || !memcmp(k2->via.str.ptr, k->via.str.ptr, k->via.str.size))) {
                 char name[64];
-                snprintf(name, sizeof name, "%.*s", k->via.str.size > 60 ? 60 : (int)k->via.str.size, k->via.str.ptr);
+                echo_name(name, sizeof name, k->via.str.ptr, k->via.str.size);
                 return perr(e, SD_E_DUPLICATE_FIELD, name, "appears more than once");
             }
         }
@@ -419,9 +437,7 @@ static int decode_map(const msgpack_object *m, sd_request *r, sd_proto_err *e) {
         if (rc < 0) return -1;
         if (rc > 0) {
             char name[64];
-            int n = kv->key.via.str.size > 60 ? 60 : (int)kv->key.via.str.size;
-            snprintf(name, sizeof name, "%.*s", n, kv->key.via.str.ptr);
-            if (!sd_utf8_valid(name, strlen(name))) snprintf(name, sizeof name, "(not UTF-8)");
+            echo_name(name, sizeof name, kv->key.via.str.ptr, kv->key.via.str.size);
             return perr(e, SD_E_UNKNOWN_FIELD, name, "is not a field of '%s' in protocol v1", sd_op_name(r->op));
         }
     }
@@ -435,8 +451,11 @@ int sd_request_decode(const void *buf, size_t len, sd_request *r, sd_proto_err *
     msgpack_unpacked_init(&up);
     size_t off = 0;
     int rc = -1;
-    msgpack_unpack_return ur = msgpack_unpack_next(&up, buf, len, &off);
-    if (ur != MSGPACK_UNPACK_SUCCESS)
+    char why[128];
+    msgpack_unpack_return ur = MSGPACK_UNPACK_PARSE_ERROR;
+    if (sd_mp_check(buf, len, why, sizeof why))
+        perr(e, SD_E_BAD_MESSAGE, "", "not a well-formed MessagePack message: %s", why);
+    else if ((ur = msgpack_unpack_next(&up, buf, len, &off)) != MSGPACK_UNPACK_SUCCESS)
         perr(e, SD_E_BAD_MESSAGE, "", "not a MessagePack message (%s)",
              ur == MSGPACK_UNPACK_CONTINUE ? "truncated" : ur == MSGPACK_UNPACK_NOMEM_ERROR ? "too large" : "parse error");
     else if (off != len)
@@ -703,7 +722,7 @@ static void mp_copy_str(const msgpack_object *o, char *dst, size_t cap) {
     dst[0] = 0;
     if (o && o->type == MSGPACK_OBJECT_STR) {
         size_t n = o->via.str.size < cap - 1 ? o->via.str.size : cap - 1;
-        memcpy(dst, o->via.str.ptr, n);
+        if (n) memcpy(dst, o->via.str.ptr, n); /* an empty string's pointer may be NULL */
         dst[n] = 0;
     }
 }
@@ -716,6 +735,15 @@ static double mp_num(const msgpack_object *o) {
     case MSGPACK_OBJECT_FLOAT64: return o->via.f64;
     default: return 0;
     }
+}
+/* A counter of a reply as an int: out-of-range, fractional or non-finite numbers (a broken or hostile
+ * daemon) saturate or become 0 instead of an undefined conversion. */
+static int mp_int(const msgpack_object *o) {
+    double d = mp_num(o);
+    if (!(d == d)) return 0;
+    if (d >= 2147483647.0) return INT32_MAX;
+    if (d <= -2147483648.0) return INT32_MIN;
+    return (int)d;
 }
 static uint64_t mp_u64(const msgpack_object *o) {
     return o && o->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? o->via.u64 : 0;
@@ -737,13 +765,13 @@ static int reply_ids(const msgpack_object *o, sd_reply *r, sd_err *err) {
 }
 
 static void reply_stats(const msgpack_object *s, sd_done_stats *st) {
-    st->prompt_tokens = (int)mp_num(sd_mp_get(s, "prompt_tokens"));
-    st->prefilled = (int)mp_num(sd_mp_get(s, "prefilled"));
-    st->generated = (int)mp_num(sd_mp_get(s, "generated"));
-    st->drafted = (int)mp_num(sd_mp_get(s, "drafted"));
-    st->accepted = (int)mp_num(sd_mp_get(s, "accepted"));
-    st->target_passes = (int)mp_num(sd_mp_get(s, "target_passes"));
-    st->draft_k = (int)mp_num(sd_mp_get(s, "draft_k"));
+    st->prompt_tokens = mp_int(sd_mp_get(s, "prompt_tokens"));
+    st->prefilled = mp_int(sd_mp_get(s, "prefilled"));
+    st->generated = mp_int(sd_mp_get(s, "generated"));
+    st->drafted = mp_int(sd_mp_get(s, "drafted"));
+    st->accepted = mp_int(sd_mp_get(s, "accepted"));
+    st->target_passes = mp_int(sd_mp_get(s, "target_passes"));
+    st->draft_k = mp_int(sd_mp_get(s, "draft_k"));
     st->queue_ms = mp_num(sd_mp_get(s, "queue_ms"));
     st->ttft_ms = mp_num(sd_mp_get(s, "ttft_ms"));
     st->ms_per_token = mp_num(sd_mp_get(s, "ms_per_token"));
@@ -767,7 +795,7 @@ static int reply_fill(sd_reply *r, sd_err *err) {
     const msgpack_object *text = sd_mp_get(m, "text");
     if (text) {
         if (text->type != MSGPACK_OBJECT_STR) return sd_errf(err, "reply: 'text' is not a string");
-        r->text = text->via.str.ptr;
+        r->text = text->via.str.size ? text->via.str.ptr : "";
         r->text_len = text->via.str.size;
     }
     const msgpack_object *op = sd_mp_get(m, "op");
@@ -785,7 +813,7 @@ static int reply_fill(sd_reply *r, sd_err *err) {
         mp_copy_str(sd_mp_get(m, "code"), r->code, sizeof r->code);
         mp_copy_str(sd_mp_get(m, "field"), r->field, sizeof r->field);
         mp_copy_str(sd_mp_get(m, "message"), r->message, sizeof r->message);
-        r->retry_after_ms = (int)mp_num(sd_mp_get(m, "retry_after_ms"));
+        r->retry_after_ms = mp_int(sd_mp_get(m, "retry_after_ms"));
         break;
     case SD_REPLY_TOKEN: r->time_us = mp_u64(sd_mp_get(m, "time_us")); break;
     case SD_REPLY_RESULT: {
@@ -811,11 +839,13 @@ int sd_reply_decode(const void *buf, size_t len, sd_reply *r, sd_err *err) {
     memcpy(r->owned, buf, len);
     msgpack_unpacked_init(&r->up);
     size_t off = 0;
-    if (msgpack_unpack_next(&r->up, r->owned, len, &off) != MSGPACK_UNPACK_SUCCESS || off != len) {
+    char why[128] = "";
+    if (sd_mp_check(buf, len, why, sizeof why) ||
+        msgpack_unpack_next(&r->up, r->owned, len, &off) != MSGPACK_UNPACK_SUCCESS || off != len) {
         msgpack_unpacked_destroy(&r->up);
         free(r->owned);
         memset(r, 0, sizeof *r);
-        return sd_errf(err, "reply is not one MessagePack object");
+        return sd_errf(err, "reply is not one well-formed MessagePack object%s%s", *why ? ": " : "", why);
     }
     r->root = &r->up.data;
     if (reply_fill(r, err)) {

@@ -5,6 +5,7 @@
  * Each row's result is therefore what its sequence alone would compute. */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "kernels/quant.h"
 #include "model/model.h"
@@ -97,6 +98,20 @@ static int ws_get(sd_model *m, sd_fwd_ws **out, sd_err *err) {
     return 0;
 }
 
+/* The context length may come from the model file: a tiny model claiming 16M positions would have the
+ * backend allocate and zero gigabytes of KV cache. A cache above half of the machine's memory is refused
+ * with the numbers and the way out, before anything is allocated. */
+static int check_kv_fits(const sd_model *m, int n_layers, int ctx, sd_err *err) {
+    double bytes = 2.0 * n_layers * (double)ctx * kv_width(&m->hp) * sizeof(float);
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    double mem = pages > 0 && page > 0 ? (double)pages * (double)page : 0;
+    if (mem > 0 && bytes > mem / 2)
+        return sd_errf(err, "%s: context length %d needs a %.1f GiB KV cache (%d layers), more than half of this "
+                       "machine's %.1f GiB of memory: ask for a shorter context (--ctx)",
+                       m->path ? m->path : "model", ctx, bytes / (1 << 30), n_layers, mem / (1 << 30));
+    return 0;
+}
+
 int sd_seq_new(sd_model *m, int ctx, int n_layers, sd_seq **out, sd_err *err) {
     *out = NULL;
     const sd_hparams *hp = &m->hp;
@@ -105,6 +120,7 @@ int sd_seq_new(sd_model *m, int ctx, int n_layers, sd_seq **out, sd_err *err) {
     if (n_layers <= 0) n_layers = hp->n_layers;
     if (n_layers > hp->n_layers)
         return sd_errf(err, "sequence asks for %d layers but the model has %d", n_layers, hp->n_layers);
+    if (check_kv_fits(m, n_layers, ctx, err)) return -1;
     sd_seq *s = calloc(1, sizeof *s);
     if (!s) return sd_errf(err, "out of memory (sequence)");
     s->m = m;

@@ -16,6 +16,7 @@
 
 #define GGUF_MAGIC 0x46554747u /* "GGUF" little-endian */
 #define GGUF_DEFAULT_ALIGN 32
+#define GGUF_MAX_ALIGN (1 << 16)  /* general.alignment: padding beyond a page size is absurd */
 #define GGUF_MAX_DIMS 4
 #define GGUF_MAX_KEY 65535      /* the spec's limit on key length */
 #define GGUF_MAX_NAME 4096      /* generous; llama.cpp itself stops at 63 */
@@ -218,9 +219,19 @@ static int check_alignment(gguf_file *f, sd_err *err) {
     if (!kv) return 0;
     uint32_t a;
     if (gguf_get_u32(f, "general.alignment", &a, err)) return -1;
-    if (a == 0 || (a & (a - 1))) return sd_errf(err, "general.alignment %u is not a power of two", a);
+    if (a == 0 || (a & (a - 1)) || a > GGUF_MAX_ALIGN)
+        return sd_errf(err, "general.alignment %u is not a power of two up to %d", a, GGUF_MAX_ALIGN);
     f->alignment = a;
     return 0;
+}
+
+/* The alignment the kernels need to load a tensor's elements in place: the largest power of two that
+ * divides its block size, at most 8 (F32 4, F16 2, Q8_0's 34-byte blocks 2). */
+static uint64_t type_align(uint32_t type) {
+    size_t bb = sd_dtype_block_bytes((int)type);
+    uint64_t a = 1;
+    while (a < 8 && bb % (a * 2) == 0) a *= 2;
+    return a;
 }
 
 /* Tensor data must lie inside the file, be aligned, and not repeat a name. */
@@ -239,6 +250,13 @@ static int place_tensors(gguf_file *f, size_t header_end, sd_err *err) {
         if (t->offset > avail || t->nbytes > avail - t->offset)
             return sd_errf(err, "tensor '%s': data [%llu, +%zu) lies outside the data section (%llu bytes): truncated or corrupt file",
                            t->name, (unsigned long long)t->offset, t->nbytes, (unsigned long long)avail);
+        /* general.alignment may be 1: the offset in the file (the mapping is page-aligned) must still suit
+         * the element type, or the kernels would load misaligned values */
+        uint64_t ta = type_align(t->type);
+        if ((f->data_offset + t->offset) % ta)
+            return sd_errf(err, "tensor '%s': data at file offset %llu is not aligned to %llu bytes as %s needs "
+                           "(general.alignment %llu)", t->name, (unsigned long long)(f->data_offset + t->offset),
+                           (unsigned long long)ta, sd_dtype_name((int)t->type), (unsigned long long)a);
         t->data = f->map + f->data_offset + t->offset;
     }
     return 0;

@@ -40,7 +40,8 @@ int sd_engine_open(const sd_engine_config *cfg, sd_engine **out, sd_err *err) {
         sd_errf(err, "context length %d is out of range (1..%d)", cfg->ctx, SD_CTX_LIMIT);
         goto fail;
     }
-    e->ctx = cfg->ctx > 0 ? cfg->ctx : e->target->hp.ctx;
+    /* the model's own context length is a default, held to the limit an asked-for one has */
+    e->ctx = cfg->ctx > 0 ? cfg->ctx : e->target->hp.ctx < SD_CTX_LIMIT ? e->target->hp.ctx : SD_CTX_LIMIT;
     if (e->ctx < 2) {
         sd_errf(err, "%s: context length %d is too small", cfg->target_path, e->ctx);
         goto fail;

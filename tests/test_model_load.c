@@ -437,6 +437,25 @@ static void test_broken_models(void) {
     expect_load_fail(tmp_path("no-such-file.gguf"), NULL, "cannot open");
 }
 
+/* A context length whose KV cache cannot fit is refused when the sequence is made, before allocating. */
+static void test_context_against_memory(void) {
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    spec s = base_spec("llama");
+    s.layers = 16;
+    s.ctx = 1 << 24;
+    double kv = 2.0 * s.layers * s.ctx * s.kv_heads * s.head_dim * 4;
+    if (pages <= 0 || page <= 0 || kv <= (double)pages * page / 2) SKIP("this machine has room for a %.0f GiB cache", kv / (1 << 30));
+    const char *p = tmp_path("bigctx.gguf");
+    REQUIRE(write_model(&s, p) == 0);
+    sd_model *m = NULL;
+    sd_err err;
+    REQUIRE(sd_model_load(p, NULL, &g_be, &m, &err) == 0);
+    sd_seq *q = NULL;
+    CHECK(sd_seq_new(m, 0, 0, &q, &err) == -1 && q == NULL); /* the mock backend has no kv_alloc to call */
+    CHECKF(strstr(err.msg, "context length 16777216") && strstr(err.msg, "--ctx"), "%s", err.msg);
+    sd_model_free(m);
+}
+
 /* Upload failing at every point of the load leaves nothing uploaded or allocated behind. */
 static void test_upload_failure_cleans_up(void) {
     spec s = base_spec("qwen2");
@@ -491,7 +510,8 @@ static void test_broken_llama2c(void) {
     fclose(f);
     struct { int field; int32_t value; const char *what; } cases[] = {
         {3, 0, "n_heads = 0"}, {0, 66, "not a positive multiple"}, {2, 1 << 30, "block_count"},
-        {4, 3, "head_count_kv"}, {5, 0, "vocabulary size"}, {6, -5, "context_length"}, {1, 0, "feed_forward"},
+        {4, 3, "head_count_kv"}, {5, 0, "vocabulary size"}, {5, INT32_MIN, "vocabulary size"},
+        {6, -5, "context_length"}, {1, 0, "feed_forward"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         REQUIRE(copy_prefix(bin, p, st.st_size, 0) == 0);
@@ -563,6 +583,19 @@ static void test_info_command(void) {
     CHECK(strstr(out, "qwen2") != NULL);
     CHECK(strstr(out, "feed-forward:       96") != NULL);
     CHECK(strstr(out, "bytes read / token") != NULL);
+    /* tokenize reads the vocabulary size from a llama2.c header: INT32_MIN (whose negation overflows) is
+     * an error, not undefined behaviour */
+    const char *l2c = shared_path("models/aidreams260K.bin"), *tok = shared_path("models/tok512.bin");
+    if (!l2c || !tok) return;
+    const char *hb = tmp_path("intmin.bin");
+    f = fopen(hb, "wb");
+    REQUIRE(f);
+    int32_t h[7] = {64, 172, 4, 4, 4, INT32_MIN, 128};
+    fwrite(h, 4, 7, f);
+    fclose(f);
+    snprintf(args, sizeof args, "tokenize -m '%s' -z '%s' hello", hb, tok);
+    CHECK_EQ_INT(run_specd(args, out, sizeof out), 1);
+    CHECKF(strstr(out, "header") != NULL, "%s", out);
 }
 
 /* The tensor table (model.h) holds every field of sd_layer once, and its names find their rows. */
@@ -596,6 +629,7 @@ int main(void) {
     RUN(test_broken_models);
     RUN(test_upload_failure_cleans_up);
     RUN(test_broken_llama2c);
+    RUN(test_context_against_memory);
     RUN(test_info_command);
     remove_tmpdir();
     return TEST_DONE();

@@ -2,6 +2,8 @@
 #include <msgpack.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "base/json_out.h"
 #include "ipc/protocol.h"
@@ -343,6 +345,121 @@ static void test_replies_roundtrip(void) {
     msgpack_sbuffer_destroy(&sb);
 }
 
+
+/* Decodes raw bytes and expects bad_message (the structure check runs before msgpack-c allocates). */
+static void expect_bad_bytes(const void *buf, size_t len, const char *needle) {
+    sd_request r; sd_proto_err e;
+    CHECK(sd_request_decode(buf, len, &r, &e) == -1);
+    CHECKF(!strcmp(e.code, SD_E_BAD_MESSAGE), "code %s (%s)", e.code, e.message);
+    CHECKF(strstr(e.message, needle) != NULL, "message lacks '%s': %s", needle, e.message);
+}
+
+/* Headers that claim more than the message holds, nesting, empty and duplicate keys, names that are
+ * not UTF-8 and floats that vanish as 32-bit floats: each once made the sanitizer build fail. */
+static void test_hostile_requests(void) {
+    expect_bad_bytes("\xdf\xff\xff\xff\xff", 5, "more elements than bytes");   /* map32 of 2^32-1 */
+    expect_bad_bytes("\xdd\xff\xff\xff\xff", 5, "more elements than bytes");   /* array32 */
+    expect_bad_bytes("\xde\x00\x02\x00", 4, "more elements than bytes");       /* map16 of 2, 1 byte */
+    expect_bad_bytes("\xdb\xff\xff\xff\xf0" "ab", 7, "past the end");          /* str32 */
+    char deep[64];
+    memset(deep, 0x91, sizeof deep); /* 63 nested one-element arrays, then nil */
+    deep[63] = (char)0xc0;
+    expect_bad_bytes(deep, sizeof deep, "nested too deeply");
+    /* a tokens array32 header claiming 2^32-1 ids inside an otherwise fine request */
+    mb b; mb_head(&b, 1, "detokenize");
+    mb_key(&b, "tokens");
+    msgpack_sbuffer_write(&b.sb, "\xdd\xff\xff\xff\xff\x01", 6);
+    expect_bad_bytes(b.sb.data, b.sb.size, "more elements than bytes");
+    msgpack_sbuffer_destroy(&b.sb);
+
+    /* two empty keys: a duplicate, not a crash (msgpack-c gives empty strings a NULL pointer) */
+    mb_init(&b, 2);
+    mb_key(&b, ""); msgpack_pack_nil(&b.pk);
+    mb_key(&b, ""); msgpack_pack_nil(&b.pk);
+    expect_err(&b, SD_E_DUPLICATE_FIELD, "");
+    mb_head(&b, 1, "ping");
+    mb_key(&b, ""); msgpack_pack_nil(&b.pk);
+    expect_err(&b, SD_E_UNKNOWN_FIELD, "");
+
+    /* echoed names are valid UTF-8: invalid bytes are replaced, long names cut on a character boundary */
+    sd_request r; sd_proto_err e;
+    const char *bad_names[] = {"\xff\xfe", "\xc3", NULL};
+    char longname[200] = "";
+    for (int i = 0; i < 40; i++) strcat(longname, "é"); /* 80 bytes of 2-byte characters, cut inside one */
+    strcat(longname, "x");
+    bad_names[2] = longname + 1;                        /* starts mid-character: not UTF-8 at all */
+    for (int k = 0; k < 4; k++) {
+        const char *name = k < 3 ? bad_names[k] : longname;
+        mb_init(&b, 3);
+        sd_pack_kv_uint(&b.pk, "v", 1); sd_pack_kv_uint(&b.pk, "id", 7);
+        if (k % 2) { mb_key(&b, "op"); sd_pack_cstr(&b.pk, name); }          /* unknown op */
+        else { sd_pack_kv_str(&b.pk, "op", "ping"); mb_key(&b, name); msgpack_pack_nil(&b.pk); }
+        CHECK(sd_request_decode(b.sb.data, b.sb.size, &r, &e) == -1);
+        CHECKF(sd_utf8_valid(e.message, strlen(e.message)) && sd_utf8_valid(e.field, strlen(e.field)),
+               "name %d: reply strings not UTF-8: %s", k, e.message);
+        msgpack_sbuffer_destroy(&b.sb);
+    }
+    mb_init(&b, 4); /* duplicate keys that are not UTF-8 */
+    sd_pack_kv_uint(&b.pk, "v", 1); sd_pack_kv_uint(&b.pk, "id", 7);
+    mb_key(&b, "\xff"); msgpack_pack_nil(&b.pk);
+    mb_key(&b, "\xff"); msgpack_pack_nil(&b.pk);
+    CHECK(sd_request_decode(b.sb.data, b.sb.size, &r, &e) == -1 && !strcmp(e.code, SD_E_DUPLICATE_FIELD));
+    CHECK(sd_utf8_valid(e.field, strlen(e.field)) && sd_utf8_valid(e.message, strlen(e.message)));
+    msgpack_sbuffer_destroy(&b.sb);
+
+    /* top_p must be above 0 as the float the sampler uses; 1e-300 is 0 as a float */
+    mb_head(&b, 2, "generate");
+    sd_pack_kv_str(&b.pk, "prompt", "x");
+    mb_key(&b, "top_p"); msgpack_pack_double(&b.pk, 1e-300);
+    expect_err(&b, SD_E_OUT_OF_RANGE, "top_p");
+    mb_head(&b, 2, "generate");
+    sd_pack_kv_str(&b.pk, "prompt", "x");
+    mb_key(&b, "temperature"); msgpack_pack_double(&b.pk, 1e300);
+    expect_err(&b, SD_E_OUT_OF_RANGE, "temperature");
+    /* an empty prompt decodes (its bytes may be a NULL pointer) */
+    mb_head(&b, 1, "generate");
+    sd_pack_kv_str(&b.pk, "prompt", "");
+    REQUIRE(sd_request_decode(b.sb.data, b.sb.size, &r, &e) == 0);
+    CHECK(r.gen.prompt && r.gen.prompt_len == 0 && r.gen.prompt[0] == 0);
+    sd_request_free(&r);
+    msgpack_sbuffer_destroy(&b.sb);
+}
+
+/* A broken or hostile daemon: counters beyond int, NaN, and headers claiming more than the message. */
+static void test_hostile_replies(void) {
+    sd_reply r; sd_err err;
+    CHECK(sd_reply_decode("\xdf\xff\xff\xff\xff", 5, &r, &err) == -1 && strstr(err.msg, "more elements"));
+    mb b; mb_init(&b, 5);
+    sd_pack_kv_uint(&b.pk, "v", 1);
+    sd_pack_kv_str(&b.pk, "type", "done");
+    sd_pack_kv_uint(&b.pk, "id", 1);
+    mb_key(&b, "stats");
+    msgpack_pack_map(&b.pk, 4);
+    sd_pack_kv_double(&b.pk, "prompt_tokens", 1e300);
+    sd_pack_kv_double(&b.pk, "prefilled", -1e300);
+    sd_pack_kv_double(&b.pk, "generated", NAN);
+    sd_pack_kv_uint(&b.pk, "drafted", UINT64_MAX);
+    mb_key(&b, "text"); sd_pack_cstr(&b.pk, "");
+    REQUIRE(sd_reply_decode(b.sb.data, b.sb.size, &r, &err) == 0);
+    CHECK_EQ_INT(r.stats.prompt_tokens, INT32_MAX);
+    CHECK_EQ_INT(r.stats.prefilled, INT32_MIN);
+    CHECK_EQ_INT(r.stats.generated, 0);
+    CHECK_EQ_INT(r.stats.drafted, INT32_MAX);
+    CHECK(r.text && r.text_len == 0);
+    sd_reply_free(&r);
+    msgpack_sbuffer_destroy(&b.sb);
+    mb_init(&b, 4); /* an error with retry_after_ms out of range */
+    sd_pack_kv_uint(&b.pk, "v", 1);
+    sd_pack_kv_str(&b.pk, "type", "error");
+    sd_pack_kv_str(&b.pk, "code", "");
+    sd_pack_kv_double(&b.pk, "retry_after_ms", -1e19);
+    REQUIRE(sd_reply_decode(b.sb.data, b.sb.size, &r, &err) == 0);
+    CHECK_EQ_INT(r.retry_after_ms, INT32_MIN);
+    CHECK(r.code[0] == 0);
+    sd_reply_free(&r);
+    msgpack_sbuffer_destroy(&b.sb);
+}
+
 static void test_utf8(void) {
     CHECK(sd_utf8_valid("", 0));
     CHECK(sd_utf8_valid("a\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80", 10));
@@ -438,6 +555,8 @@ int main(void) {
     RUN(test_generate_errors);
     RUN(test_other_op_errors);
     RUN(test_replies_roundtrip);
+    RUN(test_hostile_requests);
+    RUN(test_hostile_replies);
     RUN(test_utf8);
     RUN(test_json_escape_one_rule);
     RUN(test_json_numbers_and_seeds);

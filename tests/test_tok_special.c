@@ -172,6 +172,19 @@ static void test_overlapping_synthetic(void) {
     CHECKF(bad == 0, "%d of %d texts split differently from the literal rule", bad, cases);
 }
 
+/* A vocabulary without special tokens (e.g. tokenizer.ggml.token_type all one value): the text is one
+ * plain fragment, and nothing is sorted (qsort of a NULL array was undefined behaviour). */
+static void test_no_special_tokens(void) {
+    sd_tokenizer t = {0};
+    sd_frag_list got = {0};
+    sd_err err = {{0}};
+    for (int ps = 0; ps < 2; ps++) {
+        CHECKF(sd_tok_partition(&t, "abc", 3, ps, &got, &err) == 0, "%s", err.msg);
+        CHECK(got.n == 1 && got.v[0].off == 0 && got.v[0].len == 3 && got.v[0].id == -1);
+    }
+    free(got.v);
+}
+
 /* Priority, hand-made: a longer token wins over an earlier-starting shorter one it overlaps. */
 static void test_priority_cases(void) {
     sd_tokenizer *t = tok_load_vocab("deepseek-llm");
@@ -231,6 +244,7 @@ int main(void) {
     RUN(test_same_as_literal_rule);
     RUN(test_overlapping_synthetic);
     RUN(test_priority_cases);
+    RUN(test_no_special_tokens);
     RUN(test_speed);
     return TEST_DONE();
 }

@@ -175,15 +175,16 @@ int sd_tok_partition(const sd_tokenizer *t, const char *text, size_t len, bool p
         free(o);
         return sd_errf(err, "out of memory (special-token split)");
     }
-    /* replay the priority rule: token by token, left to right, keep occurrences on untaken bytes */
-    qsort(o, n, sizeof *o, occ_by_rank);
+    /* replay the priority rule: token by token, left to right, keep occurrences on untaken bytes
+     * (qsort only when there is something to sort: o is NULL when the vocabulary has no special token) */
+    if (n) qsort(o, n, sizeof *o, occ_by_rank);
     for (size_t i = 0; i < n; i++) {
         size_t sl = t->text_len[t->special[o[i].rank]];
         if (!span_free(taken, o[i].pos, sl)) continue;
         span_take(taken, o[i].pos, sl);
         o[kept++] = o[i];
     }
-    qsort(o, kept, sizeof *o, occ_by_pos);
+    if (kept) qsort(o, kept, sizeof *o, occ_by_pos);
     size_t pos = 0;
     int rc = 0;
     for (size_t i = 0; i < kept && rc == 0; i++) {
