@@ -210,6 +210,15 @@ static int connect_once(const specd_options *opts, specd_client **out, specd_err
             free(c);
             return r;
         }
+        /* nothing is sent to a daemon of another user: it could be an impostor that bound the name first */
+        sd_err pe = {{0}};
+        int pr = sd_check_daemon_peer(c->endpoint + 6, &pe);
+        if (pr) {
+            int r = pr == -2 ? no_daemon(c, e, "nothing listens on the socket file")
+                             : fail(e, SPECD_ERR_CONNECT, "%s", pe.msg);
+            free(c);
+            return r;
+        }
     }
     c->zctx = zmq_ctx_new();
     sd_err se = {{0}};

@@ -1,8 +1,9 @@
-/* `specd serve`: parses options, loads the models once, and runs the daemon until SIGINT/SIGTERM. */
+/* `specd serve`: parses options, loads the models once, and runs the daemon until SIGINT/SIGTERM/SIGQUIT. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "daemon/log.h"
 #include "daemon/server.h"
@@ -10,8 +11,47 @@
 #include "cmd/commands.h"
 #include "cmd/options.h"
 
-static volatile sig_atomic_t g_stop;
+/* Signals: SIGTERM, SIGINT and SIGQUIT stop the daemon gracefully; SIGHUP and SIGUSR1 log a line of
+ * statistics; SIGALRM, SIGUSR2 and SIGPIPE are ignored. Every other signal that would end the process
+ * removes the socket file first (while the server holds it), so only SIGKILL leaves one behind, and the
+ * next `specd serve` replaces that stale file. */
+static volatile sig_atomic_t g_stop, g_report, g_bound;
+static char g_sock_path[SD_ENDPOINT_MAX];
 static void on_signal(int sig) { (void)sig; g_stop = 1; }
+static void on_report(int sig) { (void)sig; g_report = 1; }
+static void on_fatal(int sig) {
+    if (g_bound && g_sock_path[0]) unlink(g_sock_path);
+    raise(sig); /* SA_RESETHAND restored the default action: it ends the process when this returns */
+}
+
+static void handle(int sig, void (*fn)(int), int flags) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = fn;
+    sa.sa_flags = flags;
+    sigemptyset(&sa.sa_mask);
+    sigaction(sig, &sa, NULL);
+}
+
+static void install_signals(void) {
+    handle(SIGTERM, on_signal, 0);
+    handle(SIGINT, on_signal, 0);
+    handle(SIGQUIT, on_signal, 0);
+    handle(SIGHUP, on_report, SA_RESTART);
+    handle(SIGUSR1, on_report, SA_RESTART);
+    handle(SIGALRM, SIG_IGN, 0);
+    handle(SIGUSR2, SIG_IGN, 0);
+    handle(SIGPIPE, SIG_IGN, 0);
+    static const int fatal[] = {SIGXCPU, SIGXFSZ, SIGVTALRM, SIGPROF, SIGSTKFLT, SIGPWR, SIGIO, SIGSYS,
+                                SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGTRAP};
+    for (size_t i = 0; i < sizeof fatal / sizeof fatal[0]; i++) {
+        struct sigaction old;
+        /* a sanitizer's crash handler stays: its report matters more than the file */
+        if (sigaction(fatal[i], NULL, &old) == 0 && old.sa_handler != SIG_DFL) continue;
+        handle(fatal[i], on_fatal, SA_RESETHAND);
+    }
+    for (int sig = SIGRTMIN; sig <= SIGRTMAX; sig++) handle(sig, on_fatal, SA_RESETHAND);
+}
 
 /* serve's own options; the engine and request options (the defaults of requests) come from
  * target/options.h. */
@@ -92,14 +132,19 @@ int cmd_serve(int argc, char **argv) {
     }
     a.so.endpoint = endpoint;
     a.so.socket_path = path;
+    if (!a.v[O_SOCKET].s && !a.v[O_TCP].s) { /* the default socket: its directory must be ours alone */
+        char dir[SD_ENDPOINT_MAX];
+        sd_default_socket_dir(dir, sizeof dir);
+        if (sd_private_dir(dir, true, &err)) {
+            fprintf(stderr, "specd serve: %s\n", err.msg);
+            return 1;
+        }
+    }
 
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    snprintf(g_sock_path, sizeof g_sock_path, "%s", path);
+    a.so.report = &g_report;
+    a.so.bound = &g_bound;
+    install_signals();
 
     if (sd_server_check_endpoint(&a.so, &err)) {
         fprintf(stderr, "specd serve: %s\n", err.msg);

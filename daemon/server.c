@@ -593,9 +593,22 @@ static void cancel_all(srv *S) {
     reap_gone(S);
 }
 
+/* One line of the counters `stats` reports, for SIGHUP / SIGUSR1. */
+static void log_stats(const srv *S) {
+    const sd_srv_stats *st = &S->st;
+    sd_log(SD_LOG_INFO, "stats: up %.0f s, %llu requests (%llu completed, %llu cancelled, %llu errors, %llu busy), "
+           "%d running, %d queued, %llu tokens generated", sd_now_s() - st->t_start, (unsigned long long)st->total,
+           (unsigned long long)st->completed, (unsigned long long)st->cancelled, (unsigned long long)st->errors,
+           (unsigned long long)st->busy, S->sched.n_active, S->sched.n_queued, (unsigned long long)st->tok_generated);
+}
+
 static void serve_loop(srv *S, volatile sig_atomic_t *stop) {
     double last_hb = sd_now_s(), last_probe = 0;
     for (;;) {
+        if (S->o->report && *S->o->report) {
+            *S->o->report = 0;
+            log_stats(S);
+        }
         if (*stop && !S->shutting) {
             S->shutting = true;
             S->deadline = sd_now_s() + S->o->grace_s;
@@ -638,6 +651,7 @@ int sd_server_run(sd_engine *e, const sd_server_opts *o, volatile sig_atomic_t *
     if (!S.zctx) { sd_errf(err, "zmq_ctx_new failed"); goto out; }
     if (bind_socket(&S, err)) goto out;
     bound = true;
+    if (o->bound) *o->bound = 1;
     sd_log(SD_LOG_INFO, "serving on %s (%d sessions, queue %d, ctx %d, backend %s, proposer %s)", o->endpoint,
            o->max_sessions, o->queue, e->ctx, e->be && e->be->name ? e->be->name : "?", srv_proposer_name(e->proposer));
     /* models loaded and the socket bound: clients can connect now (systemd Type=notify) */
@@ -653,6 +667,7 @@ out:
     if (S.mon) { zmq_socket_monitor(S.sock, NULL, 0); zmq_close(S.mon); }
     if (S.sock) zmq_close(S.sock);
     if (S.zctx) zmq_ctx_term(S.zctx);
+    if (o->bound) *o->bound = 0;
     if (bound && o->socket_path && *o->socket_path) unlink(o->socket_path);
     sd_sched_free(&S.sched);
     sd_chat_free(S.chat);

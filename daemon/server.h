@@ -20,6 +20,9 @@ typedef struct sd_server_opts {
     int max_tokens;          /* default max_tokens */
     sd_gen_params defaults;  /* default sampling / mode / draft bounds */
     const char *chat_template; /* --chat-template FILE: overrides the model's tokenizer.chat_template */
+    /* optional, for signal handlers: *report non-zero makes the server log a line of statistics and clear
+     * it (SIGHUP, SIGUSR1); *bound is 1 while the socket file is the server's (bound, not yet removed) */
+    volatile sig_atomic_t *report, *bound;
 } sd_server_opts;
 
 /* Before loading the models: -1 with a message when a live daemon already answers on the socket file (or

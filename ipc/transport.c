@@ -6,6 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <zmq.h>
@@ -13,12 +16,88 @@
 #include "ipc/protocol.h"
 #include "base/clock.h"
 
-void sd_default_socket_path(char *out, size_t cap) {
+void sd_default_socket_dir(char *out, size_t cap) {
     const char *xdg = getenv("XDG_RUNTIME_DIR");
     if (xdg && *xdg)
-        snprintf(out, cap, "%s/specd.sock", xdg);
+        snprintf(out, cap, "%s", xdg);
     else
-        snprintf(out, cap, "/tmp/specd-%u.sock", (unsigned)getuid());
+        snprintf(out, cap, "/tmp/specd-%u", (unsigned)getuid());
+}
+
+void sd_default_socket_path(char *out, size_t cap) {
+    char dir[SD_ENDPOINT_MAX];
+    sd_default_socket_dir(dir, sizeof dir);
+    if ((size_t)snprintf(out, cap, "%s/specd.sock", dir) >= cap) out[0] = 0; /* too long: resolving fails */
+}
+
+int sd_private_dir(const char *dir, bool create, sd_err *err) {
+    if (create && mkdir(dir, 0700) != 0 && errno != EEXIST)
+        return sd_errf(err, "cannot create the socket directory %s: %s", dir, strerror(errno));
+    struct stat st;
+    if (lstat(dir, &st) != 0) return sd_errf(err, "socket directory %s: %s", dir, strerror(errno));
+    const char *why = S_ISLNK(st.st_mode) ? "is a symbolic link" : !S_ISDIR(st.st_mode) ? "is not a directory" : NULL;
+    char buf[96];
+    if (!why && st.st_uid != getuid()) {
+        snprintf(buf, sizeof buf, "belongs to uid %u, not to you (uid %u)", (unsigned)st.st_uid, (unsigned)getuid());
+        why = buf;
+    } else if (!why && (st.st_mode & 022)) {
+        snprintf(buf, sizeof buf, "has mode %04o: others could bind a socket there", (unsigned)(st.st_mode & 07777));
+        why = buf;
+    }
+    if (why)
+        return sd_errf(err, "refusing the socket directory %s: it %s (remove it, or give --socket in a directory "
+                       "only you can write)", dir, why);
+    return 0;
+}
+
+/* The uid a daemon must run as: $SPECD_DAEMON_UID, else -1 (this user or root). */
+static long expected_daemon_uid(sd_err *err) {
+    const char *s = getenv(SD_DAEMON_UID_ENV);
+    if (!s || !*s) return -1;
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (*end || errno || v < 0 || v > (long)UINT32_MAX - 1)
+        return sd_errf(err, "%s='%s' is not a uid", SD_DAEMON_UID_ENV, s), -2;
+    return v;
+}
+
+static bool trusted_uid(uid_t uid, long want) {
+    return want >= 0 ? (long)uid == want : uid == getuid() || uid == 0;
+}
+
+static int untrusted(const char *path, const char *what, uid_t uid, long want, sd_err *err) {
+    char expect[64];
+    if (want >= 0) snprintf(expect, sizeof expect, "uid %ld (%s)", want, SD_DAEMON_UID_ENV);
+    else snprintf(expect, sizeof expect, "you (uid %u) or root", (unsigned)getuid());
+    return sd_errf(err, "refusing to talk to %s: %s is uid %u, expected %s; another user may have taken the "
+                   "socket (set %s to trust a daemon of another user)", path, what, (unsigned)uid, expect,
+                   SD_DAEMON_UID_ENV);
+}
+
+int sd_check_daemon_peer(const char *path, sd_err *err) {
+    long want = expected_daemon_uid(err);
+    if (want == -2) return -1;
+    struct stat st;
+    if (lstat(path, &st) != 0) return sd_errf(err, "%s: %s", path, strerror(errno));
+    if (!S_ISSOCK(st.st_mode)) return sd_errf(err, "%s is not a socket", path);
+    if (!trusted_uid(st.st_uid, want)) return untrusted(path, "the socket file's owner", st.st_uid, want, err);
+    /* the file's owner is who bound it; SO_PEERCRED names the process listening now */
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof a.sun_path) return sd_errf(err, "%s: path too long for a Unix socket", path);
+    memcpy(a.sun_path, path, strlen(path));
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return sd_errf(err, "socket: %s", strerror(errno));
+    struct ucred cr;
+    socklen_t cl = sizeof cr;
+    int rc = 0;
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) rc = sd_errf(err, "%s: %s", path, strerror(errno)) - 1;
+    else if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &cl) != 0)
+        rc = sd_errf(err, "%s: cannot read the daemon's credentials: %s", path, strerror(errno));
+    else if (!trusted_uid(cr.uid, want))
+        rc = untrusted(path, "the listening process", cr.uid, want, err);
+    close(fd);
+    return rc;
 }
 
 static int parse_port(const char *s, sd_err *err) {

@@ -14,9 +14,22 @@
 #define SD_HEARTBEAT_IVL_MS 1000
 #define SD_HEARTBEAT_TIMEOUT_MS 5000
 
-/* Default Unix socket path: $XDG_RUNTIME_DIR/specd.sock when XDG_RUNTIME_DIR is set (and not empty),
- * else /tmp/specd-$UID.sock. */
+/* The default socket lives in a directory only its user can write, so no one else can bind the name
+ * first: $XDG_RUNTIME_DIR when set (and not empty), else /tmp/specd-$UID (made 0700 by the daemon). */
+void sd_default_socket_dir(char *out, size_t cap);
+/* The default Unix socket path: sd_default_socket_dir()/specd.sock. */
 void sd_default_socket_path(char *out, size_t cap);
+/* Makes sure dir is a directory only this user can write: created 0700 when missing and create is set;
+ * refused, with an error naming the directory and what is wrong, when it is a symbolic link or not a
+ * directory, belongs to another user, or is writable by group or others. */
+int sd_private_dir(const char *dir, bool create, sd_err *err);
+
+/* Who listens on the Unix socket at path, checked before a client sends anything: the socket file's owner
+ * and the listening process's user (SO_PEERCRED) must be the uid in $SPECD_DAEMON_UID when that is set,
+ * else this user or root. 0 when they are; -1 with an error naming the uid found otherwise; -2 when
+ * nothing accepts connections there (a stale socket file: the caller reports no daemon). */
+#define SD_DAEMON_UID_ENV "SPECD_DAEMON_UID"
+int sd_check_daemon_peer(const char *path, sd_err *err);
 
 /* Resolves the endpoint from the --socket / --tcp options (either may be NULL; tcp wins when both).
  *   socket_path "x.sock"   -> "ipc://x.sock", *path = "x.sock"

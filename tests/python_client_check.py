@@ -34,6 +34,17 @@ def main(endpoint):
         check("no socket file" in str(e), f"message: {e}")
     check(0.3 < time.monotonic() - t0 < 2.0, f"wait=0.5 took {time.monotonic() - t0:.2f} s")
 
+    # a daemon of another user than the one expected is refused before anything is sent
+    if endpoint.startswith("ipc://"):
+        os.environ[sc.DAEMON_UID_ENV] = str(os.getuid() + 1)
+        try:
+            sc.Client(endpoint)
+            check(False, "a daemon of an unexpected uid was accepted")
+        except sc.ConnectError as e:
+            check("refusing to talk to" in str(e) and f"uid {os.getuid()}" in str(e), f"message: {e}")
+        del os.environ[sc.DAEMON_UID_ENV]
+        check(sc.default_socket_path().endswith("/specd.sock"), "default socket path")
+
     with sc.Client(endpoint, timeout=30) as c:
         check(0 < c.ping() < 1.0, "ping round trip")
         ids = c.tokenize("Once upon a time", add_bos=False)

@@ -3,12 +3,16 @@
  * tests need no daemon: absent, stale, silent daemons and usage errors must fail fast with the documented
  * exit codes. */
 #include <pthread.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
 #include <zmq.h>
 
 #include "ipc/protocol.h"
+#include "ipc/transport.h"
 #include "base/clock.h"
 #include "tests/daemon_fixture.h"
 #include "tests/test.h"
@@ -65,6 +69,81 @@ static void test_stale_socket(void) {
     CHECKF(sd_now_ms() - t0 < 2500, "took %.0f ms", sd_now_ms() - t0);
     unlink(path);
     rmdir(dir);
+}
+
+/* A fake daemon in a child process: answers pings like a real one and writes one byte to report_fd per
+ * message it receives, so the parent can tell whether anything was sent to it. drop: run as nobody. */
+static void fake_daemon_child(const char *ep, int report_fd, bool drop) {
+    if (drop && (setgid(65534) || setuid(65534))) _exit(2);
+    void *ctx = zmq_ctx_new(), *s = zmq_socket(ctx, ZMQ_ROUTER);
+    if (!s || zmq_bind(s, ep)) _exit(3);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    for (double end = sd_now_ms() + 30000; sd_now_ms() < end;) {
+        zmq_pollitem_t it = {s, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&it, 1, 100) <= 0) continue;
+        char rid[256], body[4096];
+        int rl = zmq_recv(s, rid, sizeof rid, 0), bl = zmq_recv(s, body, sizeof body, 0);
+        if (rl <= 0 || bl < 0 || write(report_fd, "m", 1) != 1) continue;
+        sd_request r;
+        sd_proto_err pe;
+        if (sd_request_decode(body, (size_t)bl, &r, &pe) == 0 && r.op == SD_OP_PING) {
+            msgpack_sbuffer_clear(&sb);
+            sd_enc_result_pong(&sb, r.id, 1, NULL);
+            zmq_send(s, rid, (size_t)rl, ZMQ_SNDMORE);
+            zmq_send(s, sb.data, sb.size, 0);
+        }
+        sd_request_free(&r);
+    }
+    _exit(0);
+}
+
+/* Socket squatting: a daemon of another user (nobody when the tests run as root, else a uid the client
+ * is told to expect instead of its own) is refused by the library and the CLI before anything is sent.
+ * The fake answers pings, so a client without the check connects and sends it its requests. */
+static void test_squatted_socket(void) {
+    bool root = getuid() == 0;
+    char dir[] = "/tmp/specd-test-XXXXXX", ep[96], cmd[800], other[32];
+    REQUIRE(mkdtemp(dir));
+    chmod(dir, 0777); /* a directory anyone can write, like /tmp */
+    snprintf(ep, sizeof ep, "ipc://%s/specd.sock", dir);
+    int pfd[2];
+    REQUIRE(pipe(pfd) == 0);
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        close(pfd[0]);
+        fake_daemon_child(ep, pfd[1], root);
+    }
+    close(pfd[1]);
+    for (int i = 0; i < 200 && access(ep + 6, F_OK); i++) usleep(10000);
+    if (!root) { snprintf(other, sizeof other, "%u", (unsigned)getuid() + 1); setenv(SD_DAEMON_UID_ENV, other, 1); }
+    specd_options o = {.endpoint = ep, .connect_timeout_ms = 3000};
+    specd_client *c = NULL;
+    specd_error e;
+    CHECK_EQ_INT(specd_connect(&o, &c, &e), -1);
+    CHECK_EQ_INT(e.kind, SPECD_ERR_CONNECT);
+    CHECKF(strstr(e.message, "refusing to talk to") && strstr(e.message, root ? "is uid 65534" : "expected uid"), "%s",
+           e.message);
+    char *err = NULL;
+    snprintf(cmd, sizeof cmd, "%s/specd-cli --socket %s/specd.sock generate 'my secret prompt'", fx_build_dir(), dir);
+    CHECK(fx_run(cmd, NULL, &err) != 0);
+    CHECKF(err && strstr(err, "refusing to talk to"), "%s", err ? err : "");
+    free(err);
+    /* told to trust that uid, the same client talks to the fake: the refusal above was the check */
+    snprintf(other, sizeof other, "%u", root ? 65534u : (unsigned)getuid());
+    setenv(SD_DAEMON_UID_ENV, other, 1);
+    CHECKF(specd_connect(&o, &c, &e) == 0, "%s", e.message);
+    if (c) specd_close(c);
+    unsetenv(SD_DAEMON_UID_ENV);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    char got[64];
+    ssize_t n = read(pfd[0], got, sizeof got);
+    close(pfd[0]);
+    CHECK_EQ_INT(n, 1); /* only the trusted connection's ping reached it */
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CHECK(system(cmd) == 0);
 }
 
 static void test_cli_no_daemon_exit_code(void) {
@@ -510,6 +589,7 @@ int main(void) {
     RUN(test_cli_no_daemon_exit_code);
     RUN(test_cli_usage_exit_code);
     RUN(test_timeout_silent_daemon);
+    RUN(test_squatted_socket);
 
     target = shared_path("models/aidreams260K.bin");
     tok = shared_path("models/tok512.bin");

@@ -1053,6 +1053,51 @@ static void test_stale_and_live_socket(void) {
     CHECK_EQ_INT(daemon_stop(&d3, 10), 0);
 }
 
+/* Waits up to timeout_s for d to end; its wait status, or -1 when it is still running (then killed). */
+static int wait_end(daemon_t *d, double timeout_s) {
+    int st = 0;
+    for (double end = sd_now_s() + timeout_s; sd_now_s() < end; usleep(10000))
+        if (waitpid(d->pid, &st, WNOHANG) == d->pid) { d->pid = 0; return st; }
+    kill(d->pid, SIGKILL);
+    waitpid(d->pid, NULL, 0);
+    d->pid = 0;
+    return -1;
+}
+
+/* SIGHUP and SIGUSR1 log statistics, SIGALRM and SIGUSR2 do nothing, SIGQUIT stops cleanly; a signal
+ * that ends the daemon still removes its socket file (only SIGKILL leaves one, see the test above). */
+static void test_signals(void) {
+    daemon_t d;
+    REQUIRE(daemon_start(&d, "signals", NULL) == 0);
+    int harmless[] = {SIGHUP, SIGUSR1, SIGALRM, SIGUSR2};
+    for (size_t i = 0; i < sizeof harmless / sizeof harmless[0]; i++) {
+        kill(d.pid, harmless[i]);
+        usleep(50000);
+        CHECKF(waitpid(d.pid, NULL, WNOHANG) == 0, "signal %d ended the daemon", harmless[i]);
+    }
+    client c;
+    REQUIRE(cl_open(&c, &d) == 0);
+    sd_request q;
+    sd_request_init(&q, SD_OP_PING, 1);
+    sd_reply r;
+    CHECK(op_run(&c, &q, &r) == 0 && r.type == SD_REPLY_RESULT);
+    sd_reply_free(&r);
+    cl_close(&c);
+    CHECK(log_contains(&d, "stats: up"));
+    kill(d.pid, SIGQUIT);
+    int st = wait_end(&d, 10);
+    CHECKF(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "SIGQUIT: status %d", st);
+    CHECK(access(d.sock, F_OK) != 0);
+    int fatal[] = {SIGPWR, SIGXCPU, SIGRTMIN + 3};
+    for (size_t i = 0; i < sizeof fatal / sizeof fatal[0]; i++) {
+        REQUIRE(daemon_start(&d, "signals", NULL) == 0);
+        kill(d.pid, fatal[i]);
+        st = wait_end(&d, 10);
+        CHECKF(st != -1 && WIFSIGNALED(st) && WTERMSIG(st) == fatal[i], "signal %d: status %d", fatal[i], st);
+        CHECKF(access(d.sock, F_OK) != 0, "signal %d left the socket file", fatal[i]);
+    }
+}
+
 /* One datagram from the notify socket within timeout_ms into buf (NUL-terminated); its length or -1. */
 static int recv_notify(int fd, char *buf, size_t cap, int timeout_ms) {
     struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
@@ -1319,6 +1364,7 @@ int main(void) {
     RUN(test_sigterm_under_load);
     RUN(test_grace);
     RUN(test_stale_and_live_socket);
+    RUN(test_signals);
     RUN(test_socket_mode);
     RUN(test_systemd_notify);
     RUN(test_memory_flat);

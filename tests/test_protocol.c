@@ -490,7 +490,7 @@ static void test_endpoints(void) {
     CHECK(sd_endpoint_resolve(NULL, NULL, ep, sizeof ep, path, sizeof path, &err) == 0);
     CHECK_STR_EQ(ep, "ipc:///run/user/1234/specd.sock");
     unsetenv("XDG_RUNTIME_DIR");
-    char want[64]; snprintf(want, sizeof want, "/tmp/specd-%u.sock", (unsigned)getuid());
+    char want[64]; snprintf(want, sizeof want, "/tmp/specd-%u/specd.sock", (unsigned)getuid());
     sd_default_socket_path(path, sizeof path);
     CHECK_STR_EQ(path, want);
     CHECK_EQ_INT(sd_parse_mode("600"), 0600);
@@ -498,6 +498,39 @@ static void test_endpoints(void) {
     CHECK_EQ_INT(sd_parse_mode("999"), -1);
     CHECK_EQ_INT(sd_parse_mode("1777"), -1);
     CHECK_EQ_INT(sd_parse_mode(""), -1);
+}
+
+/* The default socket's directory must be this user's alone: created 0700, refused when another user owns
+ * it, others can write it, or it is a link or a file (the old default was a name in /tmp anyone could take). */
+static void test_private_dir(void) {
+    char base[] = "/tmp/specd-test-dir-XXXXXX", d[128], l[128];
+    REQUIRE(mkdtemp(base));
+    sd_err err;
+    snprintf(d, sizeof d, "%s/sock", base);
+    CHECK(sd_private_dir(d, false, &err) == -1 && strstr(err.msg, d));
+    CHECK(sd_private_dir(d, true, &err) == 0);
+    struct stat st;
+    CHECK(stat(d, &st) == 0 && S_ISDIR(st.st_mode) && (st.st_mode & 0777) == 0700);
+    CHECK(sd_private_dir(d, true, &err) == 0); /* exists already: fine */
+    chmod(d, 0777);
+    CHECK(sd_private_dir(d, true, &err) == -1);
+    CHECKF(strstr(err.msg, "refusing the socket directory") && strstr(err.msg, "mode 0777"), "%s", err.msg);
+    chmod(d, 0700);
+    snprintf(l, sizeof l, "%s/link", base);
+    REQUIRE(symlink(d, l) == 0);
+    CHECK(sd_private_dir(l, true, &err) == -1 && strstr(err.msg, "symbolic link"));
+    unlink(l);
+    if (getuid() == 0) { /* root can make a directory that belongs to someone else */
+        CHECK(chown(d, 65534, 65534) == 0);
+        CHECK(sd_private_dir(d, true, &err) == -1);
+        CHECKF(strstr(err.msg, "belongs to uid 65534"), "%s", err.msg);
+    }
+    rmdir(d);
+    FILE *f = fopen(d, "w");
+    if (f) fclose(f);
+    CHECK(sd_private_dir(d, true, &err) == -1 && strstr(err.msg, "not a directory"));
+    unlink(d);
+    rmdir(base);
 }
 
 /* One escaping rule: the msgpack -> JSON conversion and the command-line JSON writer give the same text
@@ -561,5 +594,6 @@ int main(void) {
     RUN(test_json_escape_one_rule);
     RUN(test_json_numbers_and_seeds);
     RUN(test_endpoints);
+    RUN(test_private_dir);
     return TEST_DONE();
 }

@@ -15,7 +15,9 @@ for `timeout` seconds); none blocks forever. One Client is one connection and is
 open one per thread.
 """
 import os
+import socket as socketlib
 import stat
+import struct
 import time
 
 import msgpack
@@ -52,11 +54,43 @@ class Timeout(SpecdError):
 
 
 def default_socket_path():
-    """$XDG_RUNTIME_DIR/specd.sock, else /tmp/specd-$UID.sock (the same rule as `specd serve`)."""
+    """$XDG_RUNTIME_DIR/specd.sock, else /tmp/specd-$UID/specd.sock (the same rule as `specd serve`)."""
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     if xdg:
         return os.path.join(xdg, "specd.sock")
-    return f"/tmp/specd-{os.getuid()}.sock"
+    return f"/tmp/specd-{os.getuid()}/specd.sock"
+
+
+DAEMON_UID_ENV = "SPECD_DAEMON_UID"
+
+
+def check_daemon_peer(path):
+    """Who listens on the socket, checked before anything is sent (the rule of the C client): the socket
+    file's owner and the listening process (SO_PEERCRED) must be $SPECD_DAEMON_UID when set, else this
+    user or root. Raises ConnectError naming the uid found."""
+    want = os.environ.get(DAEMON_UID_ENV)
+    if want:
+        if not want.isdigit():
+            raise ConnectError(f"{DAEMON_UID_ENV}='{want}' is not a uid")
+        ok, expect = (lambda uid: uid == int(want)), f"uid {want} ({DAEMON_UID_ENV})"
+    else:
+        ok, expect = (lambda uid: uid in (os.getuid(), 0)), f"you (uid {os.getuid()}) or root"
+
+    def refuse(what, uid):
+        return ConnectError(f"refusing to talk to {path}: {what} is uid {uid}, expected {expect}; another "
+                            f"user may have taken the socket (set {DAEMON_UID_ENV} to trust a daemon of another user)")
+    owner = os.lstat(path).st_uid
+    if not ok(owner):
+        raise refuse("the socket file's owner", owner)
+    with socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM) as s:
+        try:
+            s.connect(path)
+        except OSError as e:
+            raise ConnectError(f"no daemon at ipc://{path}: is `specd serve` running? ({e.strerror})") from None
+        _pid, uid, _gid = struct.unpack("3i", s.getsockopt(socketlib.SOL_SOCKET, socketlib.SO_PEERCRED,
+                                                          struct.calcsize("3i")))
+        if not ok(uid):
+            raise refuse("the listening process", uid)
 
 
 def resolve_endpoint(socket=None, tcp=None):
@@ -110,6 +144,7 @@ class Client:
                 raise self._no_daemon("no socket file") from None
             if not is_sock:
                 raise self._no_daemon("the file is not a socket")
+            check_daemon_peer(path)
         self._ctx = zmq.Context()
         self._sock = self._ctx.socket(zmq.DEALER)
         for opt, val in ((zmq.LINGER, 0), (zmq.MAXMSGSIZE, MAX_MSG_BYTES), (zmq.RCVHWM, 0),
