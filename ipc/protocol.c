@@ -285,7 +285,7 @@ static int get_message(const msgpack_object *o, uint32_t i, sd_chat_msg *m, sd_p
         } else {
             char key[64] = "";
             if (kv->key.type == MSGPACK_OBJECT_STR) echo_name(key, sizeof key, kv->key.via.str.ptr, kv->key.via.str.size);
-            snprintf(fname, sizeof fname, "%s.%.40s", name, key);
+            snprintf(fname, sizeof fname, "%s.%s", name, key);
             return perr(e, SD_E_UNKNOWN_FIELD, fname, "messages have 'role' and 'content' only in protocol v1");
         }
     }

@@ -319,7 +319,9 @@ static void test_request(void) {
     size_t len;
     int32_t ids[] = {1, 2, 300};
     char *stops[] = {"\n\n", "END"};
-    for (int op = SD_OP_GENERATE; op <= SD_OP_PING; op++) {
+    sd_chat_msg msgs[2] = {{.role = "system", .content = "Be brief.", .content_len = 9},
+                           {.role = "user", .content = "Hi", .content_len = 2}};
+    for (int op = SD_OP_GENERATE; op <= SD_OP_LAST; op++) {
         sd_request_init(&r, (sd_op)op, 7);
         if (op == SD_OP_GENERATE) {
             r.gen.prompt = "Once upon a time";
@@ -336,6 +338,7 @@ static void test_request(void) {
         if (op == SD_OP_TOKENIZE) { r.text = "héllo"; r.text_len = strlen(r.text); }
         if (op == SD_OP_DETOKENIZE) { r.tokens = ids; r.n_tokens = 3; }
         if (op == SD_OP_CANCEL) r.target = 3;
+        if (op == SD_OP_CHAT) { r.messages = msgs; r.n_messages = 2; }
         if (sd_request_encode(&r, &buf, &len, &err) == 0) add_seed(&s, NULL, 0, buf, len);
         free(buf);
     }
