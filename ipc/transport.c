@@ -2,6 +2,7 @@
 #include "ipc/transport.h"
 
 #include <errno.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,16 +51,18 @@ int sd_private_dir(const char *dir, bool create, sd_err *err) {
     return 0;
 }
 
-/* The uid a daemon must run as: $SPECD_DAEMON_UID, else -1 (this user or root). */
+/* The uid a daemon must run as: $SPECD_DAEMON_UID (a uid or a user name, e.g. the systemd unit's
+ * dynamic user "specd"), else -1 (this user or root). */
 static long expected_daemon_uid(sd_err *err) {
     const char *s = getenv(SD_DAEMON_UID_ENV);
     if (!s || !*s) return -1;
     char *end;
     errno = 0;
     long v = strtol(s, &end, 10);
-    if (*end || errno || v < 0 || v > (long)UINT32_MAX - 1)
-        return sd_errf(err, "%s='%s' is not a uid", SD_DAEMON_UID_ENV, s), -2;
-    return v;
+    if (!*end && !errno && v >= 0 && v <= (long)UINT32_MAX - 1) return v;
+    const struct passwd *pw = getpwnam(s);
+    if (pw) return (long)pw->pw_uid;
+    return sd_errf(err, "%s='%s' is neither a uid nor a known user name", SD_DAEMON_UID_ENV, s), -2;
 }
 
 static bool trusted_uid(uid_t uid, long want) {

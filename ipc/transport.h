@@ -25,8 +25,8 @@ void sd_default_socket_path(char *out, size_t cap);
 int sd_private_dir(const char *dir, bool create, sd_err *err);
 
 /* Who listens on the Unix socket at path, checked before a client sends anything: the socket file's owner
- * and the listening process's user (SO_PEERCRED) must be the uid in $SPECD_DAEMON_UID when that is set,
- * else this user or root. 0 when they are; -1 with an error naming the uid found otherwise; -2 when
+ * and the listening process's user (SO_PEERCRED) must be the user in $SPECD_DAEMON_UID (a uid or a name)
+ * when that is set, else this user or root. 0 when they are; -1 with an error naming the uid found otherwise; -2 when
  * nothing accepts connections there (a stale socket file: the caller reports no daemon). */
 #define SD_DAEMON_UID_ENV "SPECD_DAEMON_UID"
 int sd_check_daemon_peer(const char *path, sd_err *err);

@@ -3,6 +3,7 @@
  * tests need no daemon: absent, stale, silent daemons and usage errors must fail fast with the documented
  * exit codes. */
 #include <pthread.h>
+#include <pwd.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -130,8 +131,12 @@ static void test_squatted_socket(void) {
     CHECK(fx_run(cmd, NULL, &err) != 0);
     CHECKF(err && strstr(err, "refusing to talk to"), "%s", err ? err : "");
     free(err);
-    /* told to trust that uid, the same client talks to the fake: the refusal above was the check */
+    setenv(SD_DAEMON_UID_ENV, "no-such-user-xyz", 1);
+    CHECK_EQ_INT(specd_connect(&o, &c, &e), -1);
+    CHECKF(strstr(e.message, "neither a uid nor a known user name"), "%s", e.message);
+    /* told to trust that user, the same client talks to the fake: the refusal above was the check */
     snprintf(other, sizeof other, "%u", root ? 65534u : (unsigned)getuid());
+    if (root && getpwuid(65534)) snprintf(other, sizeof other, "%s", getpwuid(65534)->pw_name); /* by name */
     setenv(SD_DAEMON_UID_ENV, other, 1);
     CHECKF(specd_connect(&o, &c, &e) == 0, "%s", e.message);
     if (c) specd_close(c);

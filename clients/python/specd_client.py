@@ -15,6 +15,7 @@ for `timeout` seconds); none blocks forever. One Client is one connection and is
 open one per thread.
 """
 import os
+import pwd
 import socket as socketlib
 import stat
 import struct
@@ -66,12 +67,16 @@ DAEMON_UID_ENV = "SPECD_DAEMON_UID"
 
 def check_daemon_peer(path):
     """Who listens on the socket, checked before anything is sent (the rule of the C client): the socket
-    file's owner and the listening process (SO_PEERCRED) must be $SPECD_DAEMON_UID when set, else this
+    file's owner and the listening process (SO_PEERCRED) must be $SPECD_DAEMON_UID (a uid or a user name)
+    when set, else this
     user or root. Raises ConnectError naming the uid found."""
     want = os.environ.get(DAEMON_UID_ENV)
     if want:
-        if not want.isdigit():
-            raise ConnectError(f"{DAEMON_UID_ENV}='{want}' is not a uid")
+        if not want.isdigit():  # a user name, e.g. the systemd unit's dynamic user "specd"
+            try:
+                want = str(pwd.getpwnam(want).pw_uid)
+            except KeyError:
+                raise ConnectError(f"{DAEMON_UID_ENV}='{want}' is neither a uid nor a known user name") from None
         ok, expect = (lambda uid: uid == int(want)), f"uid {want} ({DAEMON_UID_ENV})"
     else:
         ok, expect = (lambda uid: uid in (os.getuid(), 0)), f"you (uid {os.getuid()}) or root"
