@@ -26,12 +26,12 @@ CUDA_ARCH ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_86,code=s
 
 OPT     ?= -O2
 CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) -g -Wall -Wextra -Wno-unused-parameter -pthread -I. $(SANFLAGS) -MMD -MP
-LDLIBS  += -lzmq -lmsgpackc -ljansson -lm -pthread
+LDLIBS  += -lzmq -lmsgpackc -ljansson -lmicrohttpd -lm -pthread
 LDFLAGS += $(SANFLAGS)
 
 # Library sources: every .c in the layers below (base/ is the layer every folder may use; cmd/ holds the
 # subcommands, main.c is the entry point of build/specd). bench/ holds programs and is not in the library.
-LIB_DIRS := base kernels kernels/cpu tokenizer model draft target ipc daemon tools cmd chat
+LIB_DIRS := base kernels kernels/cpu tokenizer model draft target ipc daemon tools cmd chat gateway
 LIB_SRC  := $(filter-out cmd/main.c, $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c)))
 CLIENT_SRC := $(filter-out clients/cli.c, $(wildcard clients/*.c))
 CU_SRC   := $(wildcard kernels/cuda/*.cu)
@@ -82,7 +82,7 @@ $(BUILD)/pic/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -fPIC -c -o $@ $<
 
-$(BUILD)/specd: $(BUILD)/cmd/main.o $(BUILD)/libspecd.a
+$(BUILD)/specd: $(BUILD)/cmd/main.o $(BUILD)/libspecd.a $(BUILD)/libspecd-client.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/specd-cli: $(BUILD)/clients/cli.o $(BUILD)/libspecd-client.a
@@ -100,7 +100,7 @@ $(BUILD)/%.o: %.cu
 	$(NVCC) -O3 -lineinfo -std=c++17 -I. $(CUDA_ARCH) -Xcompiler -fPIC,-Wall -MMD -MP -MF $(@:.o=.d) -c -o $@ $<
 
 # Benchmark programs: build/<name> from bench/<name>.c (BENCH_BIN above).
-$(BENCH_BIN): $(BUILD)/%: $(BUILD)/bench/%.o $(patsubst %.c,$(BUILD)/%.o,$(BENCH_SHARED)) $(BUILD)/libspecd.a
+$(BENCH_BIN): $(BUILD)/%: $(BUILD)/bench/%.o $(patsubst %.c,$(BUILD)/%.o,$(BENCH_SHARED)) $(BUILD)/libspecd.a $(BUILD)/libspecd-client.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 test: all $(TEST_BIN)

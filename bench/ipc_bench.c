@@ -29,17 +29,8 @@
 #include "base/clock.h"
 #include "target/engine.h"
 #include "cmd/commands.h"
+#include "bench/pct.h"
 
-static int cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-static double pct(double *v, int n, double p) {
-    if (n <= 0) return 0;
-    qsort(v, (size_t)n, sizeof *v, cmp_d);
-    int i = (int)(p * (n - 1) + 0.5);
-    return v[i];
-}
 
 typedef struct opts {
     const char *model, *tok;

@@ -57,4 +57,13 @@ else
   echo; echo "=== daemon IPC: skipped ($M/aidreams260K.bin not found)"
 fi
 
+# OpenAI HTTP gateway (bench/http_bench.c): per-token delivery latency through HTTP vs IPC and time to first
+# token, on the demo-shape synthetic model (tokens slower than delivery, so the difference is per-token cost).
+if [ ! -s "$BUILD/demo-q8_0.gguf" ]; then
+  "$BUILD/specd" mkmodel --preset demo --type q8_0 -o "$BUILD/demo-q8_0.gguf" >/dev/null
+fi
+make -s "$BUILD/specd" "$BUILD/http_bench" >/dev/null &&
+  section "http: OpenAI gateway vs IPC (per-token delivery, time to first token)" \
+    "$BUILD/http_bench" -m "$BUILD/demo-q8_0.gguf" --runs 20 --tokens 64
+
 exit $status

@@ -376,7 +376,7 @@ static int run_generate(specd_client *c, sd_op op, const specd_gen *g, specd_tok
             if (r->n_events++ == 0) r->client_ttft_ms = t;
             /* same machine (ipc://): the daemon's CLOCK_MONOTONIC stamp is comparable with ours */
             double dl = rep.time_us && c->local ? sd_now_ms() * 1e3 - (double)rep.time_us : -1;
-            specd_token tok = {rep.text, rep.text_len, rep.tokens, rep.n_tokens, t, dl};
+            specd_token tok = {rep.text, rep.text_len, rep.tokens, rep.n_tokens, t, dl, rep.time_us};
             int stop = cb && !cancelled ? cb(&tok, user) : 0;
             sd_reply_free(&rep);
             if (stop) {

@@ -82,6 +82,7 @@ typedef struct specd_token {
     /* microseconds from the daemon producing this piece to the client having decoded it (the IPC path),
      * from the event's `time_us`; -1 when unknown (not an ipc:// endpoint, or no time_us) */
     double delivery_us;
+    uint64_t time_us; /* the daemon's monotonic clock (µs) when it produced this piece; 0 when unknown */
 } specd_token;
 /* Return 0 to go on, non-zero to cancel the request: no more callbacks; the result (every id the daemon
  * sent) has finish_reason "cancelled", unless the request ended before the cancel reached the daemon. */

@@ -9,6 +9,7 @@
 #include "daemon/server.h"
 #include "ipc/transport.h"
 #include "cmd/commands.h"
+#include "gateway/gateway.h"
 #include "cmd/options.h"
 
 /* Signals: SIGTERM, SIGINT and SIGQUIT stop the daemon gracefully; SIGHUP and SIGUSR1 log a line of
@@ -56,7 +57,7 @@ static void install_signals(void) {
 /* serve's own options; the engine and request options (the defaults of requests) come from
  * target/options.h. */
 enum { O_SOCKET = SD_O_COUNT, O_TCP, O_SOCKET_MODE, O_MAX_SESSIONS, O_QUEUE, O_BATCH_TOKENS, O_GRACE, O_LOG_LEVEL, O_CHAT_TEMPLATE,
-       O_N };
+       O_HTTP, O_API_KEY, O_N };
 static const sd_opt k_own[] = {
     {O_SOCKET, "--socket", NULL, SD_OPT_STR, 0, 0, NULL, "PATH", SD_CMD_SERVE,
      "Unix socket; unset: $XDG_RUNTIME_DIR/specd.sock, else /tmp/specd-$UID.sock"},
@@ -72,6 +73,10 @@ static const sd_opt k_own[] = {
     {O_LOG_LEVEL, "--log-level", NULL, SD_OPT_STR, 0, 0, "info", "L", SD_CMD_SERVE, "error, warn, info or debug"},
     {O_CHAT_TEMPLATE, "--chat-template", NULL, SD_OPT_STR, 0, 0, NULL, "FILE", SD_CMD_SERVE,
      "Jinja chat template for `chat` requests; unset: the model's tokenizer.chat_template"},
+    {O_HTTP, "--http", NULL, SD_OPT_STR, 0, 0, NULL, "[HOST:]PORT", SD_CMD_SERVE,
+     "also serve the OpenAI HTTP API there (host 127.0.0.1 unless named)"},
+    {O_API_KEY, "--api-key", NULL, SD_OPT_STR, 0, 0, NULL, "KEY", SD_CMD_SERVE,
+     "HTTP clients must send Authorization: Bearer KEY (required beyond loopback)"},
 };
 static const sd_opt_table k_own_table = {"serve", k_own, (int)(sizeof k_own / sizeof k_own[0])};
 static const sd_opt_table *const k_tables[] = {&k_own_table, &sd_engine_options, &sd_request_options};
@@ -150,9 +155,18 @@ int cmd_serve(int argc, char **argv) {
         fprintf(stderr, "specd serve: %s\n", err.msg);
         return 1;
     }
+    /* the gateway is up while the models load: /health answers 503 until the daemon answers */
+    sd_gateway *gw = NULL;
+    sd_gateway_opts go = {.listen = a.v[O_HTTP].s, .endpoint = endpoint, .api_key = a.v[O_API_KEY].s};
+    if (go.listen && sd_gateway_start(&go, &gw, &err)) {
+        fprintf(stderr, "specd serve: %s\n", err.msg);
+        return 2;
+    }
+    if (gw) sd_log(SD_LOG_INFO, "OpenAI HTTP API on http://%s/v1", go.listen);
     sd_engine *e = NULL;
     if (sd_engine_open(&a.ec, &e, &err)) {
         fprintf(stderr, "specd serve: %s\n", err.msg);
+        sd_gateway_stop(gw);
         return 1;
     }
     if (e->backend_note[0]) sd_log(SD_LOG_INFO, "%s", e->backend_note);
@@ -160,6 +174,7 @@ int cmd_serve(int argc, char **argv) {
     sd_engine_memory_report(e, mem, sizeof mem);
     sd_log(SD_LOG_INFO, "%s", mem);
     int rc = sd_server_run(e, &a.so, &g_stop, &err);
+    sd_gateway_stop(gw);
     sd_engine_free(e);
     if (rc) {
         fprintf(stderr, "specd serve: %s\n", err.msg);

@@ -5,7 +5,7 @@
 set -euo pipefail
 need=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-pkgs=(build-essential libzmq3-dev libmsgpack-dev libjansson-dev unicode-data python3-zmq python3-msgpack)
+pkgs=(build-essential libzmq3-dev libmsgpack-dev libjansson-dev libmicrohttpd-dev unicode-data python3-zmq python3-msgpack)
 [ "${1:-}" = fuzz ] && pkgs+=(clang) # `make fuzz`: libFuzzer and the sanitizers come with Debian's clang
 for p in "${pkgs[@]}"; do
   have_pkg "$p" || need+=("$p")

@@ -1,0 +1,505 @@
+/* The HTTP gateway (gateway/gateway.h): libmicrohttpd with a thread per connection, so each request may
+ * block on its daemon connection; a streamed request runs its generation in a producer thread that turns
+ * token events into SSE chunks, which libmicrohttpd pulls as the client reads. */
+#include "gateway/gateway.h"
+
+#include <arpa/inet.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <microhttpd.h>
+
+#include "base/clock.h"
+#include "gateway/openai.h"
+
+enum { MAX_BODY_DEFAULT = 4 << 20, BODY_SECONDS = 30 };
+
+struct sd_gateway {
+    struct MHD_Daemon *mhd;
+    char endpoint[512];
+    char api_key[256];
+    size_t max_body;
+    pthread_mutex_t lock;
+    char model[256];              /* the served model's id, from `info` (empty until known) */
+    atomic_ullong n_requests, n_errors, n_streams, seq;
+};
+
+/* ---- per-request state ---- */
+typedef struct stream stream;
+typedef struct req {
+    char *body;
+    size_t len, cap;
+    bool too_large;
+    double t0;
+} req;
+
+static enum MHD_Result send_text(struct MHD_Connection *c, int status, const char *type, const char *text) {
+    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(text), (void *)text, MHD_RESPMEM_MUST_COPY);
+    if (!r) return MHD_NO;
+    MHD_add_response_header(r, "Content-Type", type);
+    enum MHD_Result ok = MHD_queue_response(c, (unsigned)status, r);
+    MHD_destroy_response(r);
+    return ok;
+}
+
+static enum MHD_Result send_json(struct MHD_Connection *c, int status, char *json) {
+    enum MHD_Result ok = send_text(c, status, "application/json", json ? json : "{}");
+    free(json);
+    return ok;
+}
+
+static enum MHD_Result send_error(sd_gateway *g, struct MHD_Connection *c, const oai_error *e) {
+    g->n_errors++;
+    return send_json(c, e->status, oai_error_json(e));
+}
+
+static int connect_daemon(sd_gateway *g, specd_client **out, oai_error *e) {
+    specd_options o = {.endpoint = g->endpoint, .connect_timeout_ms = 1000, .timeout_ms = 120000};
+    specd_error se;
+    if (specd_connect(&o, out, &se) == 0) return 0;
+    oai_errorf(e, 503, "service_unavailable", NULL, "the model is not ready: %s", se.message);
+    return -1;
+}
+
+/* The model id: the target file's name, learned from `info` once. */
+static const char *model_id(sd_gateway *g, specd_client *c) {
+    pthread_mutex_lock(&g->lock);
+    if (!g->model[0]) {
+        char *info;
+        specd_error se;
+        if (specd_info(c, &info, &se) == 0) {
+            json_t *j = json_loads(info, 0, NULL);
+            const char *path = json_string_value(json_object_get(json_object_get(j, "target"), "path"));
+            const char *base = path ? strrchr(path, '/') : NULL;
+            snprintf(g->model, sizeof g->model, "%s", base ? base + 1 : path ? path : "specd");
+            json_decref(j);
+            free(info);
+        }
+    }
+    pthread_mutex_unlock(&g->lock);
+    return g->model;
+}
+
+/* ---- simple endpoints ---- */
+static enum MHD_Result get_health(sd_gateway *g, struct MHD_Connection *c) {
+    specd_client *cl;
+    oai_error e;
+    if (connect_daemon(g, &cl, &e)) return send_text(c, 503, "application/json", "{\"status\":\"loading\"}");
+    specd_error se;
+    int rc = specd_ping(cl, NULL, &se);
+    specd_close(cl);
+    return rc ? send_text(c, 503, "application/json", "{\"status\":\"unavailable\"}")
+              : send_text(c, 200, "application/json", "{\"status\":\"ok\"}");
+}
+
+static enum MHD_Result get_models(sd_gateway *g, struct MHD_Connection *c) {
+    specd_client *cl;
+    oai_error e;
+    if (connect_daemon(g, &cl, &e)) return send_error(g, c, &e);
+    const char *id = model_id(g, cl);
+    specd_close(cl);
+    json_t *j = json_pack("{s:s, s:[{s:s, s:s, s:i, s:s}]}", "object", "list", "data", "id", id, "object", "model",
+                          "created", 0, "owned_by", "specd");
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    return send_json(c, 200, text);
+}
+
+/* Prometheus text from the daemon's stats and the gateway's own counters. */
+static enum MHD_Result get_metrics(sd_gateway *g, struct MHD_Connection *c) {
+    specd_client *cl;
+    oai_error e;
+    if (connect_daemon(g, &cl, &e)) return send_error(g, c, &e);
+    char *stats;
+    specd_error se;
+    int rc = specd_stats(cl, &stats, &se);
+    specd_close(cl);
+    if (rc) {
+        oai_from_specd_error(&se, &e);
+        return send_error(g, c, &e);
+    }
+    json_t *j = json_loads(stats, 0, NULL);
+    free(stats);
+    size_t cap = 1 << 16, n = 0;
+    char *out = malloc(cap);
+    if (!out) return MHD_NO;
+#define EMIT(...) do { int k_ = snprintf(out + n, cap - n, __VA_ARGS__); if (k_ > 0 && (size_t)k_ < cap - n) n += (size_t)k_; } while (0)
+    json_t *req = json_object_get(j, "requests"), *tok = json_object_get(j, "tokens"), *ses = json_object_get(j, "sessions");
+    static const char *const counters[][3] = {
+        {"requests", "total", "specd_requests_total"}, {"requests", "completed", "specd_requests_completed_total"},
+        {"requests", "cancelled", "specd_requests_cancelled_total"}, {"requests", "errors", "specd_request_errors_total"},
+        {"requests", "busy", "specd_requests_busy_total"}, {"tokens", "prompt", "specd_prompt_tokens_total"},
+        {"tokens", "generated", "specd_generated_tokens_total"}, {"tokens", "drafted", "specd_drafted_tokens_total"},
+        {"tokens", "accepted", "specd_accepted_tokens_total"}};
+    for (size_t i = 0; i < sizeof counters / sizeof counters[0]; i++)
+        EMIT("# TYPE %s counter\n%s %lld\n", counters[i][2], counters[i][2],
+             (long long)json_integer_value(json_object_get(!strcmp(counters[i][0], "requests") ? req : tok, counters[i][1])));
+    EMIT("# TYPE specd_requests_active gauge\nspecd_requests_active %lld\n", (long long)json_integer_value(json_object_get(req, "active")));
+    EMIT("# TYPE specd_queue_depth gauge\nspecd_queue_depth %lld\n", (long long)json_integer_value(json_object_get(req, "queued")));
+    EMIT("# TYPE specd_sessions_busy gauge\nspecd_sessions_busy %lld\n", (long long)json_integer_value(json_object_get(ses, "busy")));
+    EMIT("# TYPE specd_sessions gauge\nspecd_sessions %lld\n", (long long)json_integer_value(json_object_get(ses, "pool")));
+    EMIT("# TYPE specd_acceptance gauge\nspecd_acceptance %g\n", json_number_value(json_object_get(j, "acceptance")));
+    const char *key;
+    json_t *h;
+    json_object_foreach(json_object_get(j, "histograms"), key, h) { /* buckets in ms, as the daemon keeps them */
+        json_t *bounds = json_object_get(h, "bounds_ms"), *counts = json_object_get(h, "counts");
+        long long acc = 0;
+        EMIT("# TYPE specd_%s histogram\n", key);
+        for (size_t i = 0; i < json_array_size(counts); i++) {
+            acc += (long long)json_integer_value(json_array_get(counts, i));
+            if (i < json_array_size(bounds))
+                EMIT("specd_%s_bucket{le=\"%g\"} %lld\n", key, json_number_value(json_array_get(bounds, i)), acc);
+            else
+                EMIT("specd_%s_bucket{le=\"+Inf\"} %lld\nspecd_%s_count %lld\n", key, acc, key, acc);
+        }
+    }
+    EMIT("# TYPE specd_http_requests_total counter\nspecd_http_requests_total %llu\n", (unsigned long long)g->n_requests);
+    EMIT("# TYPE specd_http_errors_total counter\nspecd_http_errors_total %llu\n", (unsigned long long)g->n_errors);
+    EMIT("# TYPE specd_http_streams_total counter\nspecd_http_streams_total %llu\n", (unsigned long long)g->n_streams);
+#undef EMIT
+    json_decref(j);
+    out[n] = '\0';
+    enum MHD_Result ok = send_text(c, 200, "text/plain; version=0.0.4", out);
+    free(out);
+    return ok;
+}
+
+/* ---- streaming ---- */
+struct stream {
+    sd_gateway *g;
+    oai_request rq;
+    specd_client *cl;
+    char id[64];
+    long created;
+    pthread_t th;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    char *buf;           /* SSE bytes produced, not yet sent */
+    size_t len, cap, off;
+    bool started;        /* the first event (token, done or error) has arrived */
+    bool done, failed, cancel, first_delta;
+    oai_error err;
+};
+
+static void push_bytes(stream *s, char *text) {
+    if (!text) return;
+    size_t n = strlen(text);
+    pthread_mutex_lock(&s->mu);
+    if (s->len + n > s->cap) {
+        size_t cap = (s->len + n) * 2;
+        char *b = realloc(s->buf, cap);
+        if (b) { s->buf = b; s->cap = cap; }
+    }
+    if (s->len + n <= s->cap) {
+        memcpy(s->buf + s->len, text, n);
+        s->len += n;
+    }
+    s->started = true;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    free(text);
+}
+
+static int on_token(const specd_token *t, void *user) {
+    stream *s = user;
+    if (t->len) {
+        push_bytes(s, oai_chunk_delta(&s->rq, s->id, s->created, t->text, t->len, !s->first_delta, t->time_us));
+        s->first_delta = true;
+    }
+    pthread_mutex_lock(&s->mu);
+    bool cancel = s->cancel;
+    pthread_mutex_unlock(&s->mu);
+    return cancel;
+}
+
+static void *produce(void *arg) {
+    stream *s = arg;
+    specd_result res;
+    specd_error se;
+    int rc = s->rq.kind == OAI_CHAT ? specd_chat(s->cl, &s->rq.g, on_token, s, &res, &se)
+                                    : specd_generate(s->cl, &s->rq.g, on_token, s, &res, &se);
+    if (rc == 0) {
+        if (s->rq.kind == OAI_CHAT && !s->first_delta) /* the role arrives even with an empty reply */
+            push_bytes(s, oai_chunk_delta(&s->rq, s->id, s->created, "", 0, true, 0));
+        push_bytes(s, oai_chunk_finish(&s->rq, s->id, s->created, oai_finish_reason(res.finish_reason)));
+        if (s->rq.include_usage) push_bytes(s, oai_chunk_usage(&s->rq, s->id, s->created, &res));
+        push_bytes(s, strdup("data: [DONE]\n\n"));
+        specd_result_free(&res);
+    }
+    pthread_mutex_lock(&s->mu);
+    if (rc) {
+        oai_from_specd_error(&se, &s->err);
+        s->failed = true;
+    }
+    s->done = s->started = true;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+static ssize_t read_stream(void *cls, uint64_t pos, char *buf, size_t max) {
+    (void)pos;
+    stream *s = cls;
+    pthread_mutex_lock(&s->mu);
+    while (s->off == s->len && !s->done) pthread_cond_wait(&s->cv, &s->mu);
+    size_t n = s->len - s->off;
+    if (n > max) n = max;
+    memcpy(buf, s->buf + s->off, n);
+    s->off += n;
+    bool end = n == 0 && s->done;
+    if (s->off == s->len) s->off = s->len = 0;
+    pthread_mutex_unlock(&s->mu);
+    if (end) return s->failed ? MHD_CONTENT_READER_END_WITH_ERROR : MHD_CONTENT_READER_END_OF_STREAM;
+    return (ssize_t)n;
+}
+
+/* The end of a stream, whether it finished or the client went away: cancel, wait, free. */
+static void free_stream(void *cls) {
+    stream *s = cls;
+    pthread_mutex_lock(&s->mu);
+    s->cancel = true;
+    pthread_mutex_unlock(&s->mu);
+    pthread_join(s->th, NULL);
+    specd_close(s->cl);
+    oai_request_free(&s->rq);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    free(s->buf);
+    free(s);
+}
+
+static enum MHD_Result start_stream(sd_gateway *g, struct MHD_Connection *c, oai_request *rq, specd_client *cl,
+                                    const char *id, long created) {
+    stream *s = calloc(1, sizeof *s);
+    if (!s) return MHD_NO;
+    s->g = g;
+    s->rq = *rq;
+    s->cl = cl;
+    snprintf(s->id, sizeof s->id, "%s", id);
+    s->created = created;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    if (pthread_create(&s->th, NULL, produce, s)) {
+        specd_close(cl);
+        oai_request_free(&s->rq);
+        free(s);
+        return MHD_NO;
+    }
+    /* errors before the first token (busy, a template error...) are answered with their status */
+    pthread_mutex_lock(&s->mu);
+    while (!s->started) pthread_cond_wait(&s->cv, &s->mu);
+    bool failed = s->failed && s->len == 0;
+    pthread_mutex_unlock(&s->mu);
+    if (failed) {
+        oai_error e = s->err;
+        free_stream(s);
+        return send_error(g, c, &e);
+    }
+    g->n_streams++;
+    struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, read_stream, s, free_stream);
+    if (!r) {
+        free_stream(s);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, "Content-Type", "text/event-stream");
+    MHD_add_response_header(r, "Cache-Control", "no-cache");
+    enum MHD_Result ok = MHD_queue_response(c, 200, r);
+    MHD_destroy_response(r);
+    return ok;
+}
+
+/* ---- completions ---- */
+static enum MHD_Result post_completion(sd_gateway *g, struct MHD_Connection *c, oai_kind kind, const req *q) {
+    oai_request rq;
+    oai_error e;
+    if (oai_parse(kind, q->body ? q->body : "", q->len, &rq, &e)) {
+        oai_request_free(&rq);
+        return send_error(g, c, &e);
+    }
+    specd_client *cl;
+    if (connect_daemon(g, &cl, &e)) {
+        oai_request_free(&rq);
+        return send_error(g, c, &e);
+    }
+    const char *model = model_id(g, cl);
+    if (rq.model && model[0] && strcmp(rq.model, model)) {
+        oai_errorf(&e, 404, "invalid_request_error", "model", "the model '%.100s' does not exist (this server has '%s')",
+                   rq.model, model);
+        snprintf(e.code, sizeof e.code, "model_not_found");
+        specd_close(cl);
+        oai_request_free(&rq);
+        return send_error(g, c, &e);
+    }
+    rq.model = model;
+    char id[64];
+    snprintf(id, sizeof id, "%s-%llu", kind == OAI_CHAT ? "chatcmpl" : "cmpl", (unsigned long long)++g->seq);
+    long created = (long)time(NULL);
+    if (rq.stream) return start_stream(g, c, &rq, cl, id, created);
+    specd_result res;
+    specd_error se;
+    rq.g.stream = 0;
+    int rc = kind == OAI_CHAT ? specd_chat(cl, &rq.g, NULL, NULL, &res, &se) : specd_generate(cl, &rq.g, NULL, NULL, &res, &se);
+    specd_close(cl);
+    enum MHD_Result ok;
+    if (rc) {
+        oai_from_specd_error(&se, &e);
+        ok = send_error(g, c, &e);
+    } else {
+        ok = send_json(c, 200, oai_response(&rq, &res, id, created));
+        specd_result_free(&res);
+    }
+    oai_request_free(&rq);
+    return ok;
+}
+
+/* ---- routing ---- */
+static bool authorized(sd_gateway *g, struct MHD_Connection *c) {
+    if (!g->api_key[0]) return true;
+    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+    return h && !strncmp(h, "Bearer ", 7) && !strcmp(h + 7, g->api_key);
+}
+
+static enum MHD_Result route(sd_gateway *g, struct MHD_Connection *c, const char *url, const char *method, const req *q) {
+    oai_error e;
+    g->n_requests++;
+    bool get = !strcmp(method, "GET"), post = !strcmp(method, "POST");
+    if (!strcmp(url, "/health") && get) return get_health(g, c);
+    if (!authorized(g, c)) {
+        oai_errorf(&e, 401, "invalid_request_error", NULL, "a valid API key is required (Authorization: Bearer KEY)");
+        snprintf(e.code, sizeof e.code, "invalid_api_key");
+        return send_error(g, c, &e);
+    }
+    if (q->too_large) {
+        oai_errorf(&e, 413, "invalid_request_error", NULL, "the request body is larger than %zu bytes", g->max_body);
+        return send_error(g, c, &e);
+    }
+    if (!strcmp(url, "/v1/models") && get) return get_models(g, c);
+    if (!strcmp(url, "/metrics") && get) return get_metrics(g, c);
+    if (!strcmp(url, "/v1/chat/completions") && post) return post_completion(g, c, OAI_CHAT, q);
+    if (!strcmp(url, "/v1/completions") && post) return post_completion(g, c, OAI_COMPLETION, q);
+    static const char *const known[] = {"/health", "/v1/models", "/metrics", "/v1/chat/completions", "/v1/completions"};
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        if (!strcmp(url, known[i])) {
+            oai_errorf(&e, 405, "invalid_request_error", NULL, "%s does not take %s", url, method);
+            return send_error(g, c, &e);
+        }
+    oai_errorf(&e, 404, "invalid_request_error", NULL, "no such endpoint: %s %.200s", method, url);
+    return send_error(g, c, &e);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                                  const char *version, const char *data, size_t *data_size, void **con_cls) {
+    (void)version;
+    sd_gateway *g = cls;
+    req *q = *con_cls;
+    if (!q) { /* first call: headers only */
+        q = calloc(1, sizeof *q);
+        if (!q) return MHD_NO;
+        q->t0 = sd_now_s();
+        *con_cls = q;
+        return MHD_YES;
+    }
+    if (*data_size) { /* a piece of the body */
+        if (sd_now_s() - q->t0 > BODY_SECONDS) {
+            oai_error e;
+            oai_errorf(&e, 408, "invalid_request_error", NULL, "the request body took longer than %d s", BODY_SECONDS);
+            *data_size = 0;
+            return send_error(g, c, &e);
+        }
+        if (!q->too_large && q->len + *data_size > g->max_body) {
+            q->too_large = true;
+            free(q->body);
+            q->body = NULL;
+            q->len = q->cap = 0;
+        }
+        if (!q->too_large) {
+            if (q->len + *data_size + 1 > q->cap) {
+                size_t cap = (q->len + *data_size + 1) * 2;
+                char *b = realloc(q->body, cap);
+                if (!b) return MHD_NO;
+                q->body = b;
+                q->cap = cap;
+            }
+            memcpy(q->body + q->len, data, *data_size);
+            q->len += *data_size;
+            q->body[q->len] = '\0';
+        }
+        *data_size = 0;
+        return MHD_YES;
+    }
+    return route(g, c, url, method, q);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe) {
+    (void)cls;
+    (void)c;
+    (void)toe;
+    req *q = *con_cls;
+    if (q) {
+        free(q->body);
+        free(q);
+    }
+    *con_cls = NULL;
+}
+
+/* "[HOST:]PORT" into an IPv4 address; loopback tells whether it is 127.0.0.0/8. */
+static int parse_listen(const char *s, struct sockaddr_in *sa, bool *loopback, sd_err *err) {
+    char host[256] = "127.0.0.1";
+    const char *colon = strrchr(s, ':'), *port = colon ? colon + 1 : s;
+    if (colon) {
+        size_t n = (size_t)(colon - s);
+        if (n >= sizeof host) return sd_errf(err, "--http %s: host too long", s);
+        memcpy(host, s, n);
+        host[n] = '\0';
+        if (!n) snprintf(host, sizeof host, "127.0.0.1");
+    }
+    if (!strcmp(host, "localhost")) snprintf(host, sizeof host, "127.0.0.1");
+    char *end;
+    long p = strtol(port, &end, 10);
+    if (!*port || *end || p < 1 || p > 65535) return sd_errf(err, "--http %s: the port must be 1..65535", s);
+    memset(sa, 0, sizeof *sa);
+    sa->sin_family = AF_INET;
+    sa->sin_port = htons((uint16_t)p);
+    if (inet_pton(AF_INET, host, &sa->sin_addr) != 1)
+        return sd_errf(err, "--http %s: '%s' is not an IPv4 address", s, host);
+    *loopback = (ntohl(sa->sin_addr.s_addr) >> 24) == 127;
+    return 0;
+}
+
+int sd_gateway_start(const sd_gateway_opts *o, sd_gateway **out, sd_err *err) {
+    *out = NULL;
+    struct sockaddr_in sa;
+    bool loopback;
+    if (parse_listen(o->listen, &sa, &loopback, err)) return -1;
+    if (!loopback && !(o->api_key && *o->api_key))
+        return sd_errf(err, "--http %s: serving beyond loopback needs --api-key KEY", o->listen);
+    sd_gateway *g = calloc(1, sizeof *g);
+    if (!g) return sd_errf(err, "out of memory");
+    snprintf(g->endpoint, sizeof g->endpoint, "%s", o->endpoint);
+    snprintf(g->api_key, sizeof g->api_key, "%s", o->api_key ? o->api_key : "");
+    g->max_body = o->max_body ? o->max_body : MAX_BODY_DEFAULT;
+    pthread_mutex_init(&g->lock, NULL);
+    g->mhd = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG,
+                              0, NULL, NULL, on_request, g, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
+                              MHD_OPTION_NOTIFY_COMPLETED, on_completed, g, MHD_OPTION_CONNECTION_TIMEOUT,
+                              (unsigned)BODY_SECONDS, MHD_OPTION_CONNECTION_LIMIT, 256u, MHD_OPTION_END);
+    if (!g->mhd) {
+        pthread_mutex_destroy(&g->lock);
+        free(g);
+        return sd_errf(err, "--http %s: cannot listen there (port in use?)", o->listen);
+    }
+    *out = g;
+    return 0;
+}
+
+void sd_gateway_stop(sd_gateway *g) {
+    if (!g) return;
+    MHD_stop_daemon(g->mhd);
+    pthread_mutex_destroy(&g->lock);
+    free(g);
+}
