@@ -3,6 +3,7 @@
 #define SPECD_CLI_H
 #include <stdio.h>
 
+#include "base/args.h"
 #include "clients/specd_client.h"
 
 /* Exit codes (documented in --help and README "Clients"). */
@@ -14,15 +15,13 @@ enum {
     CLI_INTERRUPTED = 130,
 };
 
-#define CLI_MAX_STOP 16
-
 typedef struct cli_opts {
     specd_options conn;
     char endpoint[512];
     int json, verbose, echo, no_bos, special;
     const char *system;     /* chat --system */
     specd_gen gen;
-    const char *stop[CLI_MAX_STOP];
+    const char *stop[SD_OPT_MAX_LIST];  /* --stop values (the option table bounds them: SD_MAX_STOP) */
     int count;              /* ping -c */
     double interval_ms;     /* ping -i */
     const char *prompts_file;

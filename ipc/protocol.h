@@ -17,6 +17,7 @@
 
 #include "base/err.h"
 #include "base/utf8.h"
+#include "target/limits.h" /* macros only: the engine's ranges, which the protocol's match */
 
 #define SD_PROTO_VERSION 1
 
@@ -24,12 +25,13 @@
 #define SD_PROTO_MAX_MSG_BYTES (4u << 20)     /* ZMQ_MAXMSGSIZE: larger messages drop the connection */
 #define SD_PROTO_MAX_TEXT_BYTES (1u << 20)    /* prompt / tokenize text */
 #define SD_PROTO_MAX_INPUT_TOKENS (1 << 18)   /* `tokens` arrays in requests */
-#define SD_PROTO_MAX_GEN_TOKENS (1 << 20)     /* max_tokens upper bound (the context bounds it further) */
-#define SD_PROTO_MAX_STOP 16                  /* stop strings per request */
+#define SD_PROTO_MAX_GEN_TOKENS SD_MAX_TOKENS_LIMIT /* max_tokens upper bound (the context bounds it further) */
+#define SD_PROTO_MAX_STOP SD_MAX_STOP         /* stop strings per request */
 #define SD_PROTO_MAX_STOP_BYTES 256           /* bytes per stop string */
-#define SD_PROTO_MAX_DRAFT 64                 /* draft_max upper bound */
-#define SD_PROTO_MAX_TOP_K (1 << 20)
-#define SD_PROTO_MAX_TEMPERATURE 100.0
+#define SD_PROTO_MAX_DRAFT 64                 /* draft_max upper bound on the wire; today's engine takes
+                                                 SD_DRAFT_LIMIT and says so in info.limits.draft_max */
+#define SD_PROTO_MAX_TOP_K SD_TOP_K_MAX
+#define SD_PROTO_MAX_TEMPERATURE ((double)SD_TEMP_MAX)
 #define SD_PROTO_MAX_MESSAGES 1024            /* chat: messages per request */
 #define SD_PROTO_MAX_ROLE_BYTES 64            /* chat: bytes of a message's role */
 
