@@ -6,6 +6,23 @@
 
 #include "draft/proposer.h"
 
+/* Where the prediction after the fed tokens goes: the argmax id (greedy without a confidence floor: no
+ * logits leave the backend), logits kept in backend memory for sampling there, or host logits. */
+typedef enum feed_mode { FEED_ARGMAX, FEED_KEEP, FEED_HOST } feed_mode;
+
+/* A proposal in progress (between begin and the last next). */
+typedef struct round_state {
+    sd_draft_opts o;
+    int k;                /* drafts wanted */
+    int n_hist;           /* the history's length: the cache agrees with it after the first round */
+    bool greedy, first;
+    feed_mode mode;
+    const int32_t *feed;  /* the rows pending: tokens to feed (the history's tail, then the last draft) */
+    int n_feed;
+    int32_t chosen;       /* FEED_ARGMAX: the prediction */
+    const float *dev;     /* FEED_KEEP: the prediction's logits on the backend */
+} round_state;
+
 typedef struct model_prop {
     sd_seq *seq;
     int vocab, max_k;
@@ -15,6 +32,7 @@ typedef struct model_prop {
     float *logits;   /* host, vocab floats: the prediction after the last fed token */
     sd_probs *q;     /* max_k distributions (filled only when sampling on the host) */
     float *q_dev;    /* backend memory, max_k rows of vocab: the distributions when sampling on the backend */
+    round_state rs;  /* the proposal in progress */
 } model_prop;
 
 /* Top probability of softmax(logits) at temperature 1: the draft's confidence, whatever the sampler. */
@@ -43,23 +61,6 @@ static void mp_invalidate(sd_proposer *p, int n) {
     if (mp->valid > n) mp->valid = n;
 }
 
-/* Where the prediction after the fed tokens goes: the argmax id (greedy without a confidence floor: no
- * logits leave the backend), logits kept in backend memory for sampling there, or host logits. */
-typedef enum feed_mode { FEED_ARGMAX, FEED_KEEP, FEED_HOST } feed_mode;
-
-/* Feeds tokens to the draft sequence, recording them; the prediction lands in *id (FEED_ARGMAX), *dev
- * (FEED_KEEP) or mp->logits (FEED_HOST). */
-static int feed(model_prop *mp, const int32_t *toks, int n, feed_mode mode, int32_t *id, const float **dev,
-                sd_err *err) {
-    int pos = mp->seq->pos;
-    int rc = mode == FEED_ARGMAX ? sd_forward_greedy(mp->seq, toks, n, false, id, err)
-             : mode == FEED_KEEP ? sd_forward_keep(mp->seq, toks, n, false, dev, err)
-                                 : sd_forward(mp->seq, toks, n, false, mp->logits, err);
-    if (rc) return -1;
-    memcpy(mp->cached + pos, toks, (size_t)n * sizeof *toks);
-    return 0;
-}
-
 /* Sampling on the backend when the verifier does too and takes our rows: the same backend, the same
  * vocabulary, and no confidence floor (top_prob needs the logits on the host). */
 static bool sample_on_backend(model_prop *mp, const sd_draft_opts *o, sd_err *err, int *failed) {
@@ -73,13 +74,15 @@ static bool sample_on_backend(model_prop *mp, const sd_draft_opts *o, sd_err *er
     return true;
 }
 
-static int mp_propose(sd_proposer *p, const int32_t *hist, int n, int k, const sd_draft_opts *o,
-                      sd_proposal *out, sd_err *err) {
+static int mp_begin(sd_proposer *p, const int32_t *hist, int n, int k, const sd_draft_opts *o, sd_proposal *out,
+                    sd_err *err) {
     model_prop *mp = p->impl;
+    round_state *rs = &mp->rs;
     out->tokens = mp->out;
     out->n = 0;
     out->q = NULL;
     out->q_dev = NULL;
+    rs->n_feed = 0;
     if (k > mp->max_k) k = mp->max_k;
     /* Room in the draft's cache: the history plus k - 1 fed drafts. */
     if (n + k - 1 > mp->seq->ctx) k = mp->seq->ctx - n + 1;
@@ -91,42 +94,88 @@ static int mp_propose(sd_proposer *p, const int32_t *hist, int n, int k, const s
         c = n - 1;
         sd_seq_truncate(mp->seq, c);
     }
-    bool greedy = sd_sampling_is_greedy(o->sampling);
+    rs->greedy = sd_sampling_is_greedy(o->sampling);
     int failed = 0;
-    feed_mode mode = greedy && o->p_min <= 0                          ? FEED_ARGMAX
-                     : !greedy && sample_on_backend(mp, o, err, &failed) ? FEED_KEEP
-                                                                       : FEED_HOST;
+    rs->mode = rs->greedy && o->p_min <= 0                           ? FEED_ARGMAX
+               : !rs->greedy && sample_on_backend(mp, o, err, &failed) ? FEED_KEEP
+                                                                     : FEED_HOST;
     if (failed) return -1;
-    sd_backend *be = mp->seq->m->be;
-    sd_sample_cfg cfg = sd_sampling_cfg(o->sampling);
-    int32_t chosen = -1;
-    const float *dev = NULL;
-    if (feed(mp, hist + c, n - c, mode, &chosen, &dev, err)) return -1;
-    mp->valid = n;
+    rs->o = *o;
+    rs->k = k;
+    rs->n_hist = n;
+    rs->first = true;
+    rs->feed = hist + c;
+    rs->n_feed = n - c;
+    return 1;
+}
 
-    for (int i = 0; i < k; i++) {
-        /* Stop early when the draft is unsure; the first token is always proposed because verifying
-         * one more token costs the target little compared with a pass of its own. */
-        if (i > 0 && o->p_min > 0 && top_prob(mp->logits, mp->vocab) < o->p_min) break;
+static int mp_rows(sd_proposer *p, sd_row *rows) {
+    model_prop *mp = p->impl;
+    round_state *rs = &mp->rs;
+    if (!rows) return rs->n_feed;
+    for (int i = 0; i < rs->n_feed; i++) rows[i] = (sd_row){.seq = mp->seq, .token = rs->feed[i], .pos = mp->seq->pos + i};
+    sd_row *last = &rows[rs->n_feed - 1];
+    if (rs->mode == FEED_ARGMAX) *last = (sd_row){.seq = last->seq, .token = last->token, .pos = last->pos, .out = SD_OUT_ARGMAX, .id = &rs->chosen};
+    else if (rs->mode == FEED_KEEP) *last = (sd_row){.seq = last->seq, .token = last->token, .pos = last->pos, .out = SD_OUT_KEEP, .kept = &rs->dev};
+    else *last = (sd_row){.seq = last->seq, .token = last->token, .pos = last->pos, .out = SD_OUT_LOGITS, .logits = mp->logits};
+    return rs->n_feed;
+}
+
+/* The draft after the prediction the last round gave, into out; 1 when it is to be fed (another round). */
+static int mp_next(sd_proposer *p, sd_proposal *out, sd_err *err) {
+    model_prop *mp = p->impl;
+    round_state *rs = &mp->rs;
+    memcpy(mp->cached + mp->seq->pos - rs->n_feed, rs->feed, (size_t)rs->n_feed * sizeof *rs->feed);
+    if (rs->first) mp->valid = rs->n_hist;
+    rs->first = false;
+    rs->n_feed = 0;
+    int i = out->n;
+    /* Stop early when the draft is unsure; the first token is always proposed because verifying one more
+     * token costs the target little compared with a pass of its own. */
+    bool stop = i > 0 && rs->o.p_min > 0 && top_prob(mp->logits, mp->vocab) < rs->o.p_min;
+    if (!stop) {
         int32_t t;
-        if (mode == FEED_ARGMAX) {
-            t = chosen;
-        } else if (greedy) {
+        sd_backend *be = mp->seq->m->be;
+        if (rs->mode == FEED_ARGMAX) {
+            t = rs->chosen;
+        } else if (rs->greedy) {
             t = sd_argmax(mp->logits, mp->vocab);
-        } else if (mode == FEED_KEEP) {
-            float u = sd_rng_f32(o->rng);
-            be->sample_rows(be, &t, mp->q_dev + (size_t)i * mp->vocab, dev, 1, mp->vocab, &cfg, &u);
+        } else if (rs->mode == FEED_KEEP) {
+            sd_sample_cfg cfg = sd_sampling_cfg(rs->o.sampling);
+            float u = sd_rng_f32(rs->o.rng);
+            be->sample_rows(be, &t, mp->q_dev + (size_t)i * mp->vocab, rs->dev, 1, mp->vocab, &cfg, &u);
             if (sd_backend_check(be, err)) return -1;
         } else {
-            sd_sampling_probs(o->sampling, mp->logits, mp->vocab, &mp->q[i]);
-            t = sd_probs_draw(&mp->q[i], sd_rng_f32(o->rng));
+            sd_sampling_probs(rs->o.sampling, mp->logits, mp->vocab, &mp->q[i]);
+            t = sd_probs_draw(&mp->q[i], sd_rng_f32(rs->o.rng));
         }
         mp->out[out->n++] = t;
-        if (i + 1 < k && feed(mp, &t, 1, mode, &chosen, &dev, err)) return -1;
+        if (out->n < rs->k) {
+            rs->feed = &mp->out[i];
+            rs->n_feed = 1;
+            return 1;
+        }
     }
-    if (mode == FEED_KEEP) out->q_dev = mp->q_dev;
-    else if (!greedy) out->q = mp->q;
+    if (rs->mode == FEED_KEEP) out->q_dev = mp->q_dev;
+    else if (!rs->greedy) out->q = mp->q;
     return 0;
+}
+
+/* A proposal alone: its rounds, each a batch of this one sequence. */
+static int mp_propose(sd_proposer *p, const int32_t *hist, int n, int k, const sd_draft_opts *o,
+                      sd_proposal *out, sd_err *err) {
+    model_prop *mp = p->impl;
+    int rc = mp_begin(p, hist, n, k, o, out, err);
+    while (rc == 1) {
+        int nr = mp_rows(p, NULL);
+        sd_row *rows = malloc((size_t)nr * sizeof *rows);
+        if (!rows) return sd_errf(err, "out of memory (%d draft rows)", nr);
+        mp_rows(p, rows);
+        rc = sd_forward_batch(mp->seq->m, rows, nr, err);
+        free(rows);
+        if (rc == 0) rc = mp_next(p, out, err);
+    }
+    return rc;
 }
 
 static void mp_destroy(sd_proposer *p) {
@@ -159,6 +208,10 @@ int sd_prop_model_new(const char *name, sd_model *m, int n_layers, int ctx, int 
     p->cost = cost;
     p->impl = mp;
     p->propose = mp_propose;
+    p->begin = mp_begin;
+    p->rows = mp_rows;
+    p->next = mp_next;
+    p->model = m;
     p->rollback = mp_rollback;
     p->invalidate = mp_invalidate;
     p->destroy = mp_destroy;

@@ -39,6 +39,18 @@ struct sd_proposer {
     /* Proposes up to k tokens to follow hist[0..n) (n >= 1). Fewer (even 0) is fine. */
     int (*propose)(sd_proposer *p, const int32_t *hist, int n, int k, const sd_draft_opts *o,
                    sd_proposal *out, sd_err *err);
+    /* Optional (model proposers; NULL for the others): the same proposal in rounds, so the drafts of many
+     * requests share draft forward batches on `model` (target/step.c). begin takes propose's arguments
+     * (o is copied) and returns 1 when rows are pending, 0 when *out is already final (nothing to draft),
+     * -1 on error. While rows are pending: rows(p, NULL) counts them, rows(p, r) writes them into a batch
+     * on `model` (rows of one sequence, at its next positions), the caller runs the batch, and next()
+     * takes the results before the model's next forward: 1 = another round pending, 0 = *out final.
+     * propose() itself runs these rounds alone, so both ways give the same tokens. */
+    sd_model *model;
+    int (*begin)(sd_proposer *p, const int32_t *hist, int n, int k, const sd_draft_opts *o, sd_proposal *out,
+                 sd_err *err);
+    int (*rows)(sd_proposer *p, sd_row *rows);
+    int (*next)(sd_proposer *p, sd_proposal *out, sd_err *err);
     /* The history is now hist[0..n): drop whatever was cached beyond what agrees with it. */
     void (*rollback)(sd_proposer *p, const int32_t *hist, int n);
     /* The history may differ from what the proposer saw from position n on (a new request). */

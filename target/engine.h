@@ -99,7 +99,8 @@ int sd_gen_step(sd_gen *g, sd_err *err);
 /* Advances every request of gens[0..n) (one engine; distinct sessions) one step, with all their target
  * rows in one forward batch: one row for a plain step, k + 1 for a verify block, and prefill in chunks
  * that share what decode and verify rows leave of batch_tokens rows (<= 0: whole prompts at once; each
- * prefilling request gets at least 4 rows a turn). Drafting runs per request before the batch. Each
+ * prefilling request gets at least 4 rows a turn). Model proposers draft in rounds before it, one draft
+ * forward batch per round for all speculating requests (proposer.h's begin/rows/next). Each
  * request's tokens are exactly those it gets stepped alone. Requests that fail end with
  * SD_FINISH_ERROR (sd_gen_error says why) without affecting the others; -1 only for bad arguments. */
 int sd_gen_step_batch(sd_gen **gens, int n, int batch_tokens, sd_err *err);

@@ -30,6 +30,7 @@ struct sd_session {
 typedef enum sd_step_kind {
     SD_STEP_IDLE = 0,  /* finished before this step: nothing at all */
     SD_STEP_SETTLE,    /* no rows (cancelled, a limit, an error): only settles */
+    SD_STEP_DRAFT,     /* speculative, drafting (then SD_STEP_VERIFY, or SD_STEP_PLAIN with no drafts) */
     SD_STEP_PREFILL,   /* a chunk of the prompt; its last row gives the first token when it ends the prompt */
     SD_STEP_PLAIN,     /* the pending token: one row */
     SD_STEP_VERIFY,    /* the pending token and nd drafts: nd + 1 rows */
@@ -59,6 +60,10 @@ struct sd_gen {
     int n_rows;        /* rows in the batch */
     bool last_chunk;   /* SD_STEP_PREFILL: the chunk ends the prompt */
     bool keep_rows;    /* the rows' logits stay on the backend (sampling there) */
+    int draft_k;       /* SD_STEP_DRAFT: drafts asked for */
+    bool verify_dev;   /* SD_STEP_DRAFT: verification may run on the backend (q there too) */
+    bool drafting;     /* SD_STEP_DRAFT: the proposer has rows pending in the draft rounds */
+    sd_draft_opts dopts; /* SD_STEP_DRAFT: what the proposer was asked */
     sd_proposal pr;    /* SD_STEP_VERIFY: the drafts (pr.n >= n_rows - 1) */
     const float *kept[SD_DRAFT_LIMIT + 1]; /* the kept rows, when keep_rows */
     int step_from;  /* hist index of this step's first emitted token */

@@ -57,33 +57,35 @@ static bool verify_on_backend(const sd_gen *g, int k) {
     return g->dev_probs && be->spec_accept && k <= SD_SAMPLE_MAX_K && k + 1 <= sd_model_keep_rows(g->s->e->target);
 }
 
-/* Drafts for a speculative step; sets the plan to a verify block, or a plain step when nothing was
- * drafted (a block with no drafts is a plain step). */
-static int plan_spec(sd_gen *g, sd_err *err) {
+/* A speculative step's plan up to drafting: k (never past max_tokens or the context: a block yields up
+ * to k + 1 tokens) and where verification may run; drafting follows for all requests at once. */
+static void plan_spec(sd_gen *g) {
     sd_session *s = g->s;
-    int vocab = s->e->target->hp.vocab;
     int budget = g->p.max_tokens - g->st.generated;
     if (budget > s->e->ctx - s->n_hist) budget = s->e->ctx - s->n_hist;
-    /* A block yields up to k + 1 tokens: never draft past max_tokens or the context. */
     int k = g->dl.k < budget - 1 ? g->dl.k : budget - 1;
-    bool on_backend = !g->greedy && verify_on_backend(g, k);
+    g->verify_dev = !g->greedy && verify_on_backend(g, k);
+    g->draft_k = k;
+    g->drafting = false;
+    g->dopts = (sd_draft_opts){.sampling = &g->p.sampling, .p_min = g->p.draft_p_min, .rng = &g->rng,
+                               .dev = g->verify_dev ? s->e->be : NULL, .dev_width = s->e->target->hp.vocab};
     memset(&g->pr, 0, sizeof g->pr);
-    if (k >= 1) {
-        sd_draft_opts o = {.sampling = &g->p.sampling, .p_min = g->p.draft_p_min, .rng = &g->rng,
-                           .dev = on_backend ? s->e->be : NULL, .dev_width = vocab};
-        double t0 = sd_now_s();
-        if (s->prop->propose(s->prop, s->hist, s->n_hist, k, &o, &g->pr, err)) return -1;
-        g->st.t_draft += sd_now_s() - t0;
-    }
-    int nd = 0; /* drafts the target can verify (a draft vocabulary may be larger than the target's) */
+    g->kind = SD_STEP_DRAFT;
+    g->n_rows = (k > 0 ? k : 0) + 1; /* at most; the prefill budget counts it */
+}
+
+/* After drafting: a verify block of the drafts the target can verify (a draft vocabulary may be larger
+ * than the target's), or a plain step when there are none (a block with no drafts is a plain step). */
+static void plan_block(sd_gen *g) {
+    sd_session *s = g->s;
+    int vocab = s->e->target->hp.vocab, nd = 0;
     while (nd < g->pr.n && g->pr.tokens[nd] >= 0 && g->pr.tokens[nd] < vocab) nd++;
     g->kind = nd ? SD_STEP_VERIFY : SD_STEP_PLAIN;
     g->n_rows = nd + 1;
     /* sampled rows stay on the backend when it accepts there with q there too (or point masses) */
-    g->keep_rows = nd ? on_backend && !g->pr.q : g->dev_probs != NULL;
+    g->keep_rows = nd ? g->verify_dev && !g->pr.q : g->dev_probs != NULL;
     g->block[0] = s->hist[s->n_hist - 1];
     if (nd) memcpy(g->block + 1, g->pr.tokens, (size_t)nd * sizeof *g->block);
-    return 0;
 }
 
 /* Decides g's step: what it needs from the batch (g->kind, g->n_rows), drafting when it speculates.
@@ -125,10 +127,7 @@ static void plan(sd_gen *g, int prefill_rows) {
         g->keep_rows = g->dev_probs != NULL;
         return;
     }
-    if (plan_spec(g, &g->err)) {
-        g->kind = SD_STEP_SETTLE;
-        g->finish = SD_FINISH_ERROR;
-    }
+    plan_spec(g);
 }
 
 /* Rows of the batch that want output, kept on the backend. */
@@ -244,12 +243,103 @@ static void settle(sd_gen *g) {
     g->step_text = sd_textout_release(&g->text, final, &g->step_text_len);
 }
 
-/* ---------------------------------------------------------------- the turn */
+/* ---------------------------------------------------------------- drafting */
 
 static void fail(sd_gen *g, const sd_err *err) {
     g->finish = SD_FINISH_ERROR;
+    g->kind = SD_STEP_SETTLE;
+    g->drafting = false;
     if (err != &g->err) g->err = *err;
 }
+
+/* Starts g's proposal: proposers without rounds (lookup) propose at once; model proposers begin. */
+static void draft_begin(sd_gen *g) {
+    sd_proposer *p = g->s->prop;
+    if (g->draft_k < 1) {
+        plan_block(g);
+        return;
+    }
+    double t0 = sd_now_s();
+    int rc = p->begin ? p->begin(p, g->s->hist, g->s->n_hist, g->draft_k, &g->dopts, &g->pr, &g->err)
+                      : p->propose(p, g->s->hist, g->s->n_hist, g->draft_k, &g->dopts, &g->pr, &g->err);
+    g->st.t_draft += sd_now_s() - t0;
+    if (rc < 0) fail(g, &g->err);
+    else if (rc == 1 && p->begin) g->drafting = true;
+    else plan_block(g);
+}
+
+/* Rows of every drafting request on the first drafter's model into *rows (grown as needed), as long as
+ * the kept rows fit the model's room; the requests into batch. Returns the batch's size. */
+static int draft_round_rows(sd_gen **gens, int n, sd_gen **batch, sd_row **rows, int *cap, int *total, sd_model **m) {
+    int nb = 0, kept = 0;
+    *total = 0;
+    *m = NULL;
+    for (int i = 0; i < n; i++) {
+        sd_gen *g = gens[i];
+        if (!g->drafting) continue;
+        sd_proposer *p = g->s->prop;
+        if (!*m) *m = p->model;
+        if (p->model != *m) continue; /* another model: a later batch */
+        int c = p->rows(p, NULL);
+        if (*total + c > *cap) {
+            int nc = (*total + c) * 2;
+            sd_row *r = realloc(*rows, (size_t)nc * sizeof *r);
+            if (!r) {
+                sd_err e;
+                sd_errf(&e, "out of memory (%d draft rows)", nc);
+                fail(g, &e);
+                continue;
+            }
+            *rows = r;
+            *cap = nc;
+        }
+        p->rows(p, *rows + *total);
+        int k = 0;
+        for (int j = 0; j < c; j++) k += (*rows)[*total + j].out == SD_OUT_KEEP;
+        if (nb && kept + k > sd_model_keep_rows(*m)) continue; /* no room left this round */
+        batch[nb++] = g;
+        kept += k;
+        *total += c;
+    }
+    return nb;
+}
+
+/* Drafting for every speculating request of the turn: model proposers in rounds, each round one draft
+ * forward batch for all of them (round 0 feeds what each draft cache has not seen yet, round i the i-th
+ * draft), so the draft model's weights too are read once per round however many requests speculate. */
+static void draft_all(sd_gen **gens, int n) {
+    for (int i = 0; i < n; i++)
+        if (gens[i]->kind == SD_STEP_DRAFT) draft_begin(gens[i]);
+    sd_gen **batch = malloc((size_t)n * sizeof *batch);
+    sd_row *rows = NULL;
+    int cap = 0, total, nb;
+    sd_model *m;
+    while (batch && (nb = draft_round_rows(gens, n, batch, &rows, &cap, &total, &m)) > 0) {
+        double t0 = sd_now_s();
+        sd_err err = {{0}};
+        int rc = sd_forward_batch(m, rows, total, &err);
+        for (int i = 0; i < nb; i++) {
+            sd_gen *g = batch[i];
+            sd_proposer *p = g->s->prop;
+            int r = rc ? -1 : p->next(p, &g->pr, &g->err);
+            if (r < 0) {
+                fail(g, rc ? &err : &g->err);
+            } else if (r == 0) {
+                g->drafting = false;
+                plan_block(g);
+            }
+        }
+        double dt = sd_now_s() - t0;
+        for (int i = 0; i < nb; i++) batch[i]->st.t_draft += dt;
+    }
+    if (!batch) /* out of memory: no drafting this turn, everyone fails rather than hangs */
+        for (int i = 0; i < n; i++)
+            if (gens[i]->kind == SD_STEP_DRAFT) fail(gens[i], &(sd_err){.msg = "out of memory (draft batch)"});
+    free(batch);
+    free(rows);
+}
+
+/* ---------------------------------------------------------------- the turn */
 
 /* One forward batch over gens[0..n) (their rows already planned), then their results. */
 static void run_batch(sd_gen **gens, int n, sd_row *rows) {
@@ -288,6 +378,7 @@ int sd_gen_step_batch(sd_gen **gens, int n, int batch_tokens, sd_err *err) {
             plan(g, batch_tokens <= 0 ? 0 : left > SD_PREFILL_MIN_ROWS ? left : SD_PREFILL_MIN_ROWS);
             rows_used += g->n_rows;
         }
+    draft_all(gens, n);
     for (int i = 0; i < n; i++)
         if (gens[i]->kind >= SD_STEP_PREFILL) total += gens[i]->n_rows;
     sd_gen **batch = malloc((size_t)n * sizeof *batch);

@@ -1,7 +1,8 @@
 /* Continuous batching through the engine (target/step.c): requests stepped together in one target batch
  * per turn, joining as others finish, give exactly the tokens and text they give alone, at concurrency
  * 1, 2, 4, 8 and 16, with plain and speculative requests, different k, greedy and seeded sampling,
- * different prompt lengths, chunked prefill and mid-stream cancels in the same batches; sampling on the
+ * different prompt lengths, chunked prefill, draft confidence floors and mid-stream cancels in the same
+ * batches; a draft model and self-drafting (their drafts batched per round) and lookup; sampling on the
  * host and on the backend (the CPU backend given the reference sample_rows/spec_accept, so kept rows
  * and batches split by the kept-logits room are exercised). Models: ../shared aidreams260K and its draft. */
 #include <stdint.h>
@@ -40,6 +41,7 @@ static void make_jobs(void) {
             j->p.sampling.seed = 1000 + (uint64_t)i;
         }
         j->cancel_after = i % 5 == 4 ? 6 : 0;
+        if (i % 6 == 1) j->p.draft_p_min = 0.6f; /* model proposers stop early, at different rounds */
     }
 }
 
@@ -136,12 +138,13 @@ static bool same(const eng_result *a, const eng_result *b) {
     return eng_same_ids(a, b) && a->len == b->len && !memcmp(a->text, b->text, a->len) && a->fin == b->fin;
 }
 
-static void check_concurrency(bool backend_sampling) {
+/* prop: 'd' the draft model, 's' self-drafting with 3 layers, 'l' 2-gram lookup. */
+static void check_concurrency(bool backend_sampling, char prop) {
     const char *target = shared_path("models/aidreams260K.bin"), *tok = shared_path("models/tok512.bin");
     const char *draft = shared_path("models/aidreams-draft.bin");
     if (!target || !tok || !draft) SKIP("../shared/models/aidreams260K.bin, aidreams-draft.bin or tok512.bin not found");
     eng_fx f;
-    REQUIRE(eng_open(&f, target, tok, draft, 0, 0) == 0);
+    REQUIRE(eng_open(&f, target, tok, prop == 'd' ? draft : NULL, prop == 'l' ? 2 : 0, prop == 's' ? 3 : 0) == 0);
     if (backend_sampling) {
         f.e->be->sample_rows = sd_sample_rows_ref;
         f.e->be->spec_accept = sd_spec_accept_ref;
@@ -160,7 +163,7 @@ static void check_concurrency(bool backend_sampling) {
         CHECKF(solo[j].n > 0, "job %d produced nothing", j);
     }
     CHECKF(cancelled >= 3, "only %d jobs were cancelled mid-stream", cancelled);
-    CHECKF(sampled_spec >= 2, "only %d sampled jobs speculated", sampled_spec);
+    if (prop != 'l') CHECKF(sampled_spec >= 2, "only %d sampled jobs speculated", sampled_spec);
     const int concs[] = {1, 2, 4, 8, 16}, budgets[] = {5, 0, 7, 16, 24};
     for (int c = 0; c < 5; c++) {
         memset(bat, 0, sizeof bat);
@@ -173,15 +176,17 @@ static void check_concurrency(bool backend_sampling) {
                         concs[c], j, eng_first_diff(&solo[j], &bat[j]), solo[j].n, bat[j].n, solo[j].fin,
                         bat[j].fin);
             }
-        CHECKF(bad == 0, "%s sampling, concurrency %d (prefill rows %d): %d of %d requests differ from alone",
-               backend_sampling ? "backend" : "host", concs[c], budgets[c], bad, N_JOBS);
+        CHECKF(bad == 0, "proposer %c, %s sampling, concurrency %d (prefill rows %d): %d of %d requests differ from alone",
+               prop, backend_sampling ? "backend" : "host", concs[c], budgets[c], bad, N_JOBS);
     }
     for (int i = 0; i < N_PROMPTS; i++) free(toks[i]);
     eng_close(&f);
 }
 
-static void test_concurrency_host_sampling(void) { check_concurrency(false); }
-static void test_concurrency_backend_sampling(void) { check_concurrency(true); }
+static void test_concurrency_draft_model(void) { check_concurrency(false, 'd'); }
+static void test_concurrency_draft_model_backend_sampling(void) { check_concurrency(true, 'd'); }
+static void test_concurrency_self_draft_backend_sampling(void) { check_concurrency(true, 's'); }
+static void test_concurrency_lookup(void) { check_concurrency(false, 'l'); }
 
 /* Bad calls fail with a message; a batch of one finished request does nothing. */
 static void test_step_batch_errors(void) {
@@ -212,8 +217,10 @@ static void test_step_batch_errors(void) {
 }
 
 int main(void) {
-    RUN(test_concurrency_host_sampling);
-    RUN(test_concurrency_backend_sampling);
+    RUN(test_concurrency_draft_model);
+    RUN(test_concurrency_draft_model_backend_sampling);
+    RUN(test_concurrency_self_draft_backend_sampling);
+    RUN(test_concurrency_lookup);
     RUN(test_step_batch_errors);
     return TEST_DONE();
 }
