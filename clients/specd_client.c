@@ -349,6 +349,8 @@ static int take_done(const sd_reply *rep, specd_result *r, specd_error *e) {
     if (rep->n_tokens > 0) memcpy(r->ids, rep->tokens, sizeof(int32_t) * (size_t)rep->n_tokens);
     r->n_ids = rep->n_tokens;
     snprintf(r->finish_reason, sizeof r->finish_reason, "%s", rep->finish_reason);
+    r->stop_token = rep->stop_token;
+    snprintf(r->stop_string, sizeof r->stop_string, "%s", rep->stop_string);
     const sd_done_stats *s = &rep->stats;
     r->stats = (specd_gen_stats){s->prompt_tokens, s->generated, s->drafted, s->accepted, s->acceptance,
                                  s->queue_ms, s->ttft_ms, s->ms_per_token, s->total_ms};

@@ -101,6 +101,8 @@ typedef struct specd_result {
     int32_t *ids;
     int n_ids;
     char finish_reason[16]; /* "stop", "length", "cancelled" */
+    int32_t stop_token;     /* "stop" by an end-of-generation token: its id; else -1 */
+    char stop_string[257];  /* "stop" by a stop string: that string; else "" */
     specd_gen_stats stats;
     /* client-side timings, ms since the request was sent */
     double client_ttft_ms, client_total_ms;

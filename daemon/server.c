@@ -145,8 +145,12 @@ static void complete(srv *S, sd_dreq *r, const char *force_reason) {
         flush_stream(S, r, text, len, ids, n);
         sd_done_stats d;
         fill_done_stats(S, r, now, &d);
+        int32_t stop_token = -1;
+        int stop_index = -1;
+        if (r->gen && !force_reason) sd_gen_stop_cause(r->gen, &stop_token, &stop_index);
         msgpack_sbuffer_clear(&S->sb);
-        sd_enc_done(&S->sb, r->id, text, len, ids, n, reason, &d);
+        sd_enc_done_stop(&S->sb, r->id, text, len, ids, n, reason, &d, stop_token,
+                         stop_index >= 0 ? r->req.gen.stop[stop_index] : NULL);
         if (!r->gone) srv_send(S, r->rid, r->rid_len);
         account(S, r, &d, reason);
     }

@@ -615,8 +615,16 @@ int sd_enc_token(msgpack_sbuffer *sb, uint64_t id, const char *text, size_t text
 
 int sd_enc_done(msgpack_sbuffer *sb, uint64_t id, const char *text, size_t text_len, const int32_t *ids, int n_ids,
                 const char *finish_reason, const sd_done_stats *st) {
+    return sd_enc_done_stop(sb, id, text, text_len, ids, n_ids, finish_reason, st, -1, NULL);
+}
+
+int sd_enc_done_stop(msgpack_sbuffer *sb, uint64_t id, const char *text, size_t text_len, const int32_t *ids,
+                     int n_ids, const char *finish_reason, const sd_done_stats *st, int32_t stop_token,
+                     const char *stop_string) {
     PACKER(sb);
-    pack_head(pk, 4, true, id, "done");
+    pack_head(pk, 4 + (stop_token >= 0) + (stop_string != NULL), true, id, "done");
+    if (stop_token >= 0) sd_pack_kv_int(pk, "stop_token", stop_token);
+    if (stop_string) sd_pack_kv_str(pk, "stop_string", stop_string);
     sd_pack_cstr(pk, "text");
     pack_strn(pk, text, text_len);
     sd_pack_cstr(pk, "tokens");
@@ -805,10 +813,14 @@ static int reply_fill(sd_reply *r, sd_err *err) {
         reply_ids(sd_mp_get(m, "tokens"), r, err))
         return -1;
     switch (r->type) {
-    case SD_REPLY_DONE:
+    case SD_REPLY_DONE: {
         mp_copy_str(sd_mp_get(m, "finish_reason"), r->finish_reason, sizeof r->finish_reason);
         reply_stats(sd_mp_get(m, "stats"), &r->stats);
+        const msgpack_object *st = sd_mp_get(m, "stop_token");
+        r->stop_token = st && st->type == MSGPACK_OBJECT_POSITIVE_INTEGER && st->via.u64 <= INT32_MAX ? (int32_t)st->via.u64 : -1;
+        mp_copy_str(sd_mp_get(m, "stop_string"), r->stop_string, sizeof r->stop_string);
         break;
+    }
     case SD_REPLY_ERROR:
         mp_copy_str(sd_mp_get(m, "code"), r->code, sizeof r->code);
         mp_copy_str(sd_mp_get(m, "field"), r->field, sizeof r->field);

@@ -193,6 +193,11 @@ int sd_enc_token_t(msgpack_sbuffer *sb, uint64_t id, const char *text, size_t te
                    int n_ids, uint64_t time_us);
 int sd_enc_done(msgpack_sbuffer *sb, uint64_t id, const char *text, size_t text_len, const int32_t *ids,
                 int n_ids, const char *finish_reason, const sd_done_stats *st);
+/* The same with why a `stop` finish stopped: stop_token >= 0 (an end-of-generation token) becomes
+ * `stop_token`, a non-NULL stop_string `stop_string`; neither when -1 / NULL. */
+int sd_enc_done_stop(msgpack_sbuffer *sb, uint64_t id, const char *text, size_t text_len, const int32_t *ids,
+                     int n_ids, const char *finish_reason, const sd_done_stats *st, int32_t stop_token,
+                     const char *stop_string);
 /* has_id false: the id could not be read (malformed message); `id` is then nil. field may be NULL/"". */
 int sd_enc_error(msgpack_sbuffer *sb, bool has_id, uint64_t id, const char *code, const char *field,
                  const char *message);
@@ -231,6 +236,8 @@ typedef struct sd_reply {
     int n_tokens;
     /* DONE */
     char finish_reason[16];
+    int32_t stop_token;        /* the end-of-generation token that ended it, -1 when none */
+    char stop_string[SD_PROTO_MAX_STOP_BYTES + 1]; /* the stop string that matched, "" when none */
     sd_done_stats stats;
     /* ERROR */
     char code[32];

@@ -197,6 +197,7 @@ int sd_gen_start(sd_session *s, const int32_t *prompt, int n_prompt, const sd_ge
     g->s = s;
     g->p = *p;
     g->p.stop = NULL;
+    g->stop_token = -1;
     g->spec = p->mode == SD_MODE_SPEC && s->prop != NULL;
     g->greedy = sd_sampling_is_greedy(&p->sampling);
     int rows = g->spec ? p->draft_max + 1 : 1;
@@ -251,6 +252,11 @@ void sd_gen_last(const sd_gen *g, const int32_t **ids, int *n_ids, const char **
 }
 
 sd_finish sd_gen_finish(const sd_gen *g) { return g->finish; }
+
+void sd_gen_stop_cause(const sd_gen *g, int32_t *token, int *stop_index) {
+    *token = g->finish == SD_FINISH_STOP ? g->stop_token : -1;
+    *stop_index = g->finish == SD_FINISH_STOP && g->text.matched ? g->text.which : -1;
+}
 
 void sd_gen_cancel(sd_gen *g) { atomic_store(&g->cancel, true); }
 

@@ -110,6 +110,9 @@ const char *sd_gen_error(const sd_gen *g);
  * possible prefix of a stop string, never past a stop). Valid until the next step. */
 void sd_gen_last(const sd_gen *g, const int32_t **ids, int *n_ids, const char **text, size_t *text_len);
 sd_finish sd_gen_finish(const sd_gen *g);
+/* Why a request finished with SD_FINISH_STOP: the end-of-generation token (else -1) or the index of the
+ * stop string that matched (else -1). Both -1 for any other finish. */
+void sd_gen_stop_cause(const sd_gen *g, int32_t *token, int *stop_index);
 void sd_gen_cancel(sd_gen *g);
 /* Everything emitted so far. */
 const int32_t *sd_gen_tokens(const sd_gen *g, int *n);

@@ -43,6 +43,7 @@ struct sd_gen {
     int prefilled;       /* prompt tokens in the cache so far (reuse, then chunks) */
     bool started, spec, greedy;
     sd_finish finish;
+    int32_t stop_token;  /* the end-of-generation token that ended it (-1: none) */
     sd_err err;          /* why finish is SD_FINISH_ERROR */
     atomic_bool cancel;
     sd_rng rng;

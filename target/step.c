@@ -22,6 +22,7 @@ static int emit(sd_gen *g, int32_t t, sd_err *err) {
     sd_session *s = g->s;
     if (sd_tok_is_eog(s->e->target->tok, t)) {
         g->finish = SD_FINISH_STOP;
+        g->stop_token = t;
         return 1;
     }
     s->hist[s->n_hist++] = t;

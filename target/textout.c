@@ -61,7 +61,10 @@ int sd_textout_push(sd_textout *t, const char *s, size_t n, sd_err *err) {
     size_t cut = t->len;
     for (int i = 0; i < t->n_stop; i++) {
         char *m = memmem(t->buf + from, t->len - from, t->stop[i], t->stop_len[i]);
-        if (m && (size_t)(m - t->buf) < cut) cut = (size_t)(m - t->buf);
+        if (m && (size_t)(m - t->buf) < cut) {
+            cut = (size_t)(m - t->buf);
+            t->which = i;
+        }
     }
     if (cut == t->len) return 0;
     t->len = cut;

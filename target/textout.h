@@ -16,6 +16,7 @@ typedef struct sd_textout {
     int n_stop;
     size_t max_stop;
     bool matched;
+    int which;          /* the stop string that matched (index), when matched */
 } sd_textout;
 
 /* Fails on an empty stop string (naming which). */

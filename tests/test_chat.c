@@ -205,6 +205,30 @@ static void test_daemon_chat(void) {
     specd_result_free(&gen);
     specd_result_free(&chat);
 
+    /* `done` says what stopped it: the end-of-generation token (greedy "The sun" ends with </s> within 120
+     * tokens), or the stop string that matched */
+    specd_gen s = specd_gen_default();
+    s.prompt = "The sun";
+    s.max_tokens = 120;
+    s.temperature = 0;
+    REQUIRE(specd_generate(c, &s, NULL, NULL, &gen, &e) == 0);
+    CHECK(!strcmp(gen.finish_reason, "stop") && gen.stop_token == 2 && !gen.stop_string[0]);
+    specd_result_free(&gen);
+    s.prompt = "Once upon a time";
+    s.max_tokens = 24;
+    REQUIRE(specd_generate(c, &s, NULL, NULL, &gen, &e) == 0);
+    CHECK(!strcmp(gen.finish_reason, "length") && gen.stop_token == -1 && gen.text_len > 12);
+    char word[8] = "";
+    if (gen.text_len > 12) memcpy(word, gen.text + 8, 4);
+    const char *stops[] = {"\x01never", word};
+    s.stop = stops;
+    s.n_stop = 2;
+    specd_result_free(&gen);
+    REQUIRE(specd_generate(c, &s, NULL, NULL, &gen, &e) == 0);
+    CHECKF(!strcmp(gen.finish_reason, "stop") && !strcmp(gen.stop_string, word) && gen.stop_token == -1,
+           "finish %s stop '%s' (word '%s')", gen.finish_reason, gen.stop_string, word);
+    specd_result_free(&gen);
+
     /* tokenize/detokenize with special tokens */
     int32_t *ids;
     int n;
