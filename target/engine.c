@@ -67,15 +67,28 @@ fail:
     return -1;
 }
 
+/* K and V of every layer, F32: what one position costs a sequence of m with n_layers layers. */
+static size_t kv_bytes_per_token(const sd_model *m, int n_layers) {
+    return 2 * (size_t)n_layers * (size_t)m->hp.n_kv_heads * (size_t)m->hp.head_dim * sizeof(float);
+}
+
+size_t sd_engine_kv_bytes_per_token(const sd_engine *e) {
+    size_t b = kv_bytes_per_token(e->target, e->target->hp.n_layers);
+    if (e->proposer == SD_PROP_DRAFT) b += kv_bytes_per_token(e->draft, e->draft->hp.n_layers);
+    if (e->proposer == SD_PROP_SELF) b += kv_bytes_per_token(e->target, e->cfg.draft_layers);
+    return b;
+}
+
 void sd_engine_memory_report(const sd_engine *e, char *buf, size_t len) {
     size_t w = 0, kv = 0, work = 0;
     if (e->be->mem_usage) e->be->mem_usage(e->be, &w, &kv, &work);
     /* the CPU backend reads weights in place from the file mappings and holds none of its own */
     const char *where = w ? "on the device" : "mapped";
     if (!w) w = e->target->weight_bytes + (e->draft ? e->draft->weight_bytes : 0);
-    snprintf(buf, len, "backend %s: weights %.1f MiB %s, KV caches %.1f MiB, workspace %.1f MiB",
+    snprintf(buf, len, "backend %s: weights %.1f MiB %s, KV caches %.1f MiB reserved (%zu bytes per position "
+             "and session, committed as used), workspace %.1f MiB",
              e->be->device ? e->be->device : e->be->name, w / 1048576.0, where, kv / 1048576.0,
-             work / 1048576.0);
+             sd_engine_kv_bytes_per_token(e), work / 1048576.0);
 }
 
 void sd_engine_free(sd_engine *e) {

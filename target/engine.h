@@ -50,6 +50,8 @@ void sd_engine_free(sd_engine *e);
 /* One line on where the models live: the backend's device and the memory it holds by kind (weights, KV
  * caches, workspace), e.g. for start-up logs. */
 void sd_engine_memory_report(const sd_engine *e, char *buf, size_t len);
+/* KV cache bytes one position costs a session (target, plus the draft model or self-draft layers). */
+size_t sd_engine_kv_bytes_per_token(const sd_engine *e);
 
 typedef enum sd_mode { SD_MODE_SPEC = 0, SD_MODE_PLAIN = 1 } sd_mode;
 

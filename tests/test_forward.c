@@ -723,6 +723,46 @@ static void test_batch_errors(void) {
     remove(path);
 }
 
+/* Resident memory of this process in bytes (/proc/self/statm), 0 when unknown. */
+static size_t rss_bytes(void) {
+    FILE *f = fopen("/proc/self/statm", "r");
+    long pages = 0, res = 0;
+    if (!f) return 0;
+    if (fscanf(f, "%ld %ld", &pages, &res) != 2) res = 0;
+    fclose(f);
+    return (size_t)res * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+/* A cache for a long context costs resident memory for the positions used, not for the whole context:
+ * 131072 positions (128 MiB of K and V here) on a 4-token request grow the process by far less. */
+static void test_kv_committed_as_used(void) {
+    sd_err err = {{0}};
+    ref r;
+    cfg c = base;
+    const char *path = tmp_path("kv.gguf");
+    REQUIRE(write_model(&c, path, &r, &err) == 0);
+    sd_model *m = NULL;
+    REQUIRE(backend() && sd_model_load(path, NULL, g_be, &m, &err) == 0);
+    int32_t tok[4] = {1, 5, 9, 11};
+    int32_t id;
+    sd_seq *warm = NULL, *s = NULL; /* a first forward makes the model's workspace: not counted */
+    REQUIRE(sd_seq_new(m, 16, 0, &warm, &err) == 0 && sd_forward_greedy(warm, tok, 4, false, &id, &err) == 0);
+    size_t before = rss_bytes();
+    if (!before) SKIP("/proc/self/statm unreadable");
+    REQUIRE(sd_seq_new(m, 131072, 0, &s, &err) == 0);
+    size_t reserved = 0;
+    g_be->mem_usage(g_be, NULL, &reserved, NULL);
+    CHECKF(reserved >= (size_t)2 * 2 * 131072 * 64 * sizeof(float), "KV reported %zu bytes", reserved);
+    REQUIRE(sd_forward_greedy(s, tok, 4, false, &id, &err) == 0);
+    size_t grew = rss_bytes() - before;
+    CHECKF(grew < (size_t)16 << 20, "a 4-token request on a 131072-position cache grew RSS by %zu bytes", grew);
+    sd_seq_free(s);
+    sd_seq_free(warm);
+    sd_model_free(m);
+    ref_free(&r);
+    remove(path);
+}
+
 int main(void) {
     if (make_tmpdir("specd_test_forward_")) return 1;
     RUN(test_llama_f32);
@@ -736,6 +776,7 @@ int main(void) {
     RUN(test_errors);
     RUN(test_batch_exact);
     RUN(test_batch_errors);
+    RUN(test_kv_committed_as_used);
     RUN(test_mkmodel_tiny);
     RUN(test_shared_models);
     if (g_be) g_be->destroy(g_be);

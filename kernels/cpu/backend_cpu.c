@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "kernels/backend.h"
 #include "kernels/cpu/backend_cpu.h"
@@ -103,16 +104,29 @@ static void cpu_copy(sd_backend *b, float *dst, const float *src, size_t n) {
     if (n && dst != src) memmove(dst, src, n * sizeof(float));
 }
 
+/* KV caches are anonymous mappings: the kernel hands out zero pages as positions are first written, so
+ * a session's cache costs resident memory for the positions it used, not for its whole context (a
+ * 131072-position context on a 4-token request stays small). */
+static void *kv_map(size_t bytes, sd_err *err) {
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) {
+        sd_errf(err, "cpu backend: cannot map %zu bytes", bytes);
+        return NULL;
+    }
+    return p;
+}
+
 static int cpu_kv_alloc(sd_backend *b, sd_kv *kv, int n_layers, int ctx, int kv_dim, sd_err *err) {
     memset(kv, 0, sizeof *kv);
     if (n_layers <= 0 || ctx <= 0 || kv_dim <= 0)
         return sd_errf(err, "kv cache: bad shape (%d layers, %d positions, kv_dim %d)", n_layers, ctx, kv_dim);
     size_t n = (size_t)n_layers * (size_t)ctx * (size_t)kv_dim;
-    if (n / (size_t)n_layers / (size_t)ctx != (size_t)kv_dim) return sd_errf(err, "kv cache: size overflows");
-    kv->k = raw_alloc(n, err);
-    kv->v = kv->k ? raw_alloc(n, err) : NULL;
+    if (n / (size_t)n_layers / (size_t)ctx != (size_t)kv_dim || n > SIZE_MAX / sizeof(float))
+        return sd_errf(err, "kv cache: size overflows");
+    kv->k = kv_map(n * sizeof(float), err);
+    kv->v = kv->k ? kv_map(n * sizeof(float), err) : NULL;
     if (!kv->v) {
-        raw_free(kv->k);
+        if (kv->k) munmap(kv->k, n * sizeof(float));
         kv->k = NULL;
         return sd_err_prefix(err, "kv cache (%d layers x %d positions x %d)", n_layers, ctx, kv_dim);
     }
@@ -124,7 +138,10 @@ static int cpu_kv_alloc(sd_backend *b, sd_kv *kv, int n_layers, int ctx, int kv_
 }
 
 static void cpu_kv_free(sd_backend *b, sd_kv *kv) {
-    impl_of(b)->kv_bytes -= raw_free(kv->k) + raw_free(kv->v);
+    size_t bytes = (size_t)kv->n_layers * (size_t)kv->ctx * (size_t)kv->kv_dim * sizeof(float);
+    if (kv->k) munmap(kv->k, bytes);
+    if (kv->v) munmap(kv->v, bytes);
+    if (kv->k || kv->v) impl_of(b)->kv_bytes -= 2 * bytes;
     kv->k = kv->v = NULL;
 }
 
