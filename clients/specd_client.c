@@ -357,51 +357,91 @@ static int take_done(const sd_reply *rep, specd_result *r, specd_error *e) {
     return 0;
 }
 
+int specd_stream_begin(specd_client *c, int chat, const specd_gen *g, specd_stream *s, specd_error *e) {
+    memset(s, 0, sizeof *s);
+    s->ttft_ms = -1;
+    sd_request q;
+    sd_request_init(&q, chat ? SD_OP_CHAT : SD_OP_GENERATE, c->next_id++);
+    int bad = (chat && fill_chat(&q, g, e)) || fill_generate(&q, g, e);
+    s->id = q.id;
+    s->t0 = sd_now_ms();
+    bad = bad || send_req(c, &q, e);
+    free(q.messages); /* only the array: its strings are the caller's */
+    if (!bad) s->held = calloc(1, sizeof(sd_reply));
+    return bad ? -1 : s->held ? 0 : fail(e, SPECD_ERR_ARG, "out of memory");
+}
+
+static void release_held(specd_stream *s) {
+    sd_reply *held = s->held;
+    if (held && held->type != SD_REPLY_NONE) sd_reply_free(held);
+    if (held) memset(held, 0, sizeof *held);
+}
+
+int specd_stream_next(specd_client *c, specd_stream *s, specd_token *tok, specd_result *r, specd_error *e) {
+    release_held(s);
+    sd_reply *rep = s->held;
+    if (!rep) return fail(e, SPECD_ERR_ARG, "stream: not begun, or already ended");
+    if (recv_reply(c, s->id, 0, c->timeout_ms, rep, e)) {
+        memset(rep, 0, sizeof *rep);
+        return -1;
+    }
+    double t = sd_now_ms() - s->t0;
+    if (rep->type == SD_REPLY_TOKEN) {
+        if (s->n_events++ == 0) s->ttft_ms = t;
+        /* same machine (ipc://): the daemon's CLOCK_MONOTONIC stamp is comparable with ours */
+        double dl = rep->time_us && c->local ? sd_now_ms() * 1e3 - (double)rep->time_us : -1;
+        *tok = (specd_token){rep->text, rep->text_len, rep->tokens, rep->n_tokens, t, dl, rep->time_us};
+        return 1;
+    }
+    int rc = -1;
+    if (rep->type == SD_REPLY_DONE) {
+        memset(r, 0, sizeof *r);
+        r->id = s->id;
+        r->n_events = s->n_events;
+        r->client_total_ms = t;
+        r->client_ttft_ms = s->ttft_ms < 0 ? t : s->ttft_ms;
+        rc = take_done(rep, r, e);
+        if (rc) specd_result_free(r);
+    } else {
+        reply_error(rep, e);
+    }
+    release_held(s);
+    return rc;
+}
+
+int specd_stream_cancel(specd_client *c, specd_stream *s, specd_error *e) {
+    if (s->cancelled) return 0;
+    s->cancelled = 1;
+    sd_request cq;
+    sd_request_init(&cq, SD_OP_CANCEL, c->next_id++);
+    cq.target = s->id;
+    return send_req(c, &cq, e); /* its `result` is skipped by recv_reply */
+}
+
+void specd_stream_end(specd_stream *s) {
+    release_held(s);
+    free(s->held);
+    s->held = NULL;
+}
+
 static int run_generate(specd_client *c, sd_op op, const specd_gen *g, specd_token_cb cb, void *user,
                         specd_result *r, specd_error *e) {
     memset(r, 0, sizeof *r);
-    r->client_ttft_ms = -1;
-    sd_request q;
-    sd_request_init(&q, op, c->next_id++);
-    int bad = (op == SD_OP_CHAT && fill_chat(&q, g, e)) || fill_generate(&q, g, e);
-    r->id = q.id;
-    double t0 = sd_now_ms();
-    bad = bad || send_req(c, &q, e);
-    free(q.messages); /* only the array: its strings are the caller's */
-    if (bad) return -1;
-    int cancelled = 0;
-    for (;;) {
-        sd_reply rep;
-        if (recv_reply(c, q.id, 0, c->timeout_ms, &rep, e)) return -1;
-        double t = sd_now_ms() - t0;
-        if (rep.type == SD_REPLY_TOKEN) {
-            if (r->n_events++ == 0) r->client_ttft_ms = t;
-            /* same machine (ipc://): the daemon's CLOCK_MONOTONIC stamp is comparable with ours */
-            double dl = rep.time_us && c->local ? sd_now_ms() * 1e3 - (double)rep.time_us : -1;
-            specd_token tok = {rep.text, rep.text_len, rep.tokens, rep.n_tokens, t, dl, rep.time_us};
-            int stop = cb && !cancelled ? cb(&tok, user) : 0;
-            sd_reply_free(&rep);
-            if (stop) {
-                cancelled = 1;
-                sd_request cq;
-                sd_request_init(&cq, SD_OP_CANCEL, c->next_id++);
-                cq.target = q.id;
-                if (send_req(c, &cq, e)) return -1; /* its `result` is skipped by recv_reply */
-            }
-            continue;
-        }
-        if (rep.type == SD_REPLY_DONE) {
-            r->client_total_ms = t;
-            if (r->client_ttft_ms < 0) r->client_ttft_ms = t;
-            int rc = take_done(&rep, r, e);
-            sd_reply_free(&rep);
-            if (rc) specd_result_free(r);
-            return rc;
-        }
-        reply_error(&rep, e);
-        sd_reply_free(&rep);
+    specd_stream s;
+    if (specd_stream_begin(c, op == SD_OP_CHAT, g, &s, e)) {
+        specd_stream_end(&s);
         return -1;
     }
+    r->id = s.id;
+    specd_token tok;
+    int rc;
+    while ((rc = specd_stream_next(c, &s, &tok, r, e)) == 1)
+        if (cb && !s.cancelled && cb(&tok, user) && specd_stream_cancel(c, &s, e)) {
+            rc = -1;
+            break;
+        }
+    specd_stream_end(&s);
+    return rc;
 }
 
 int specd_generate(specd_client *c, const specd_gen *g, specd_token_cb cb, void *user, specd_result *r,

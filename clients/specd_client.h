@@ -120,6 +120,23 @@ int specd_generate(specd_client *c, const specd_gen *g, specd_token_cb cb, void 
 int specd_chat(specd_client *c, const specd_gen *g, specd_token_cb cb, void *user, specd_result *r,
                specd_error *err);
 
+/* Pull-style streaming, for callers that cannot block inside a callback (an HTTP server writing each piece
+ * when its socket asks for more): specd_stream_begin sends a generate (chat: a chat) request and returns;
+ * each specd_stream_next returns the next event: 1 with *tok (valid until the next call on c), 0 at the end
+ * with *r filled as specd_generate fills it, -1 on an error (the request is over). specd_stream_cancel
+ * asks the daemon to stop (the stream then ends with finish_reason "cancelled"); specd_stream_end frees
+ * what the stream holds (call it after begin, whatever happened). specd_generate/specd_chat use these. */
+typedef struct specd_stream {
+    uint64_t id;
+    double t0, ttft_ms;
+    int n_events, cancelled;
+    void *held; /* the reply the last token points into */
+} specd_stream;
+int specd_stream_begin(specd_client *c, int chat, const specd_gen *g, specd_stream *s, specd_error *err);
+int specd_stream_next(specd_client *c, specd_stream *s, specd_token *tok, specd_result *r, specd_error *err);
+int specd_stream_cancel(specd_client *c, specd_stream *s, specd_error *err);
+void specd_stream_end(specd_stream *s);
+
 /* flags: SPECD_TOK_ADD_BOS prepends the vocabulary's BOS token (as generate does with a prompt; 1 is this
  * flag), SPECD_TOK_SPECIAL makes special-token text ("<|eot_id|>") that one token. free(*ids). */
 enum { SPECD_TOK_ADD_BOS = 1, SPECD_TOK_SPECIAL = 2 };

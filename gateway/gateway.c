@@ -1,6 +1,6 @@
 /* The HTTP gateway (gateway/gateway.h): libmicrohttpd with a thread per connection, so each request may
- * block on its daemon connection; a streamed request runs its generation in a producer thread that turns
- * token events into SSE chunks, which libmicrohttpd pulls as the client reads. */
+ * block on its daemon connection; a streamed request's SSE chunks are pulled from the daemon connection as
+ * libmicrohttpd asks for more (gateway/gateway.c "streaming"). */
 #include "gateway/gateway.h"
 
 #include <arpa/inet.h>
@@ -170,105 +170,95 @@ static enum MHD_Result get_metrics(sd_gateway *g, struct MHD_Connection *c) {
 }
 
 /* ---- streaming ---- */
+/* A streamed request, pulled by libmicrohttpd: each time the client's socket takes more, read_stream
+ * reads the next token event from the daemon (blocking in this connection's own thread) and hands over its
+ * SSE chunk. No second thread: a token goes daemon -> this thread -> the client's socket. */
 struct stream {
     sd_gateway *g;
     oai_request rq;
     specd_client *cl;
+    specd_stream st;
     char id[64];
     long created;
-    pthread_t th;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    char *buf;           /* SSE bytes produced, not yet sent */
-    size_t len, cap, off;
-    bool started;        /* the first event (token, done or error) has arrived */
-    bool done, failed, cancel, first_delta;
-    oai_error err;
+    char *buf;           /* SSE bytes produced, not yet handed over */
+    size_t len, off;
+    bool ended, failed, first_delta;
+    oai_error err;       /* failed: why */
 };
 
-static void push_bytes(stream *s, char *text) {
-    if (!text) return;
-    size_t n = strlen(text);
-    pthread_mutex_lock(&s->mu);
-    if (s->len + n > s->cap) {
-        size_t cap = (s->len + n) * 2;
-        char *b = realloc(s->buf, cap);
-        if (b) { s->buf = b; s->cap = cap; }
-    }
-    if (s->len + n <= s->cap) {
-        memcpy(s->buf + s->len, text, n);
-        s->len += n;
-    }
-    s->started = true;
-    pthread_cond_broadcast(&s->cv);
-    pthread_mutex_unlock(&s->mu);
-    free(text);
+static void set_buf(stream *s, char *text) {
+    free(s->buf);
+    s->buf = text;
+    s->len = text ? strlen(text) : 0;
+    s->off = 0;
 }
 
-static int on_token(const specd_token *t, void *user) {
-    stream *s = user;
-    if (t->len) {
-        push_bytes(s, oai_chunk_delta(&s->rq, s->id, s->created, t->text, t->len, !s->first_delta, t->time_us));
-        s->first_delta = true;
+/* Appends the closing events of a finished request. */
+static char *closing(stream *s, const specd_result *res) {
+    char *parts[4] = {NULL, NULL, NULL, NULL};
+    int n = 0;
+    if (s->rq.kind == OAI_CHAT && !s->first_delta) /* the role arrives even with an empty reply */
+        parts[n++] = oai_chunk_delta(&s->rq, s->id, s->created, "", 0, true, 0);
+    parts[n++] = oai_chunk_finish(&s->rq, s->id, s->created, oai_finish_reason(res->finish_reason));
+    if (s->rq.include_usage) parts[n++] = oai_chunk_usage(&s->rq, s->id, s->created, res);
+    parts[n++] = strdup("data: [DONE]\n\n");
+    size_t total = 1;
+    for (int i = 0; i < n; i++) total += parts[i] ? strlen(parts[i]) : 0;
+    char *out = malloc(total), *p = out;
+    for (int i = 0; i < n; i++) {
+        if (out && parts[i]) p = stpcpy(p, parts[i]);
+        free(parts[i]);
     }
-    pthread_mutex_lock(&s->mu);
-    bool cancel = s->cancel;
-    pthread_mutex_unlock(&s->mu);
-    return cancel;
+    if (out) *p = '\0';
+    return out;
 }
 
-static void *produce(void *arg) {
-    stream *s = arg;
-    specd_result res;
-    specd_error se;
-    int rc = s->rq.kind == OAI_CHAT ? specd_chat(s->cl, &s->rq.g, on_token, s, &res, &se)
-                                    : specd_generate(s->cl, &s->rq.g, on_token, s, &res, &se);
-    if (rc == 0) {
-        if (s->rq.kind == OAI_CHAT && !s->first_delta) /* the role arrives even with an empty reply */
-            push_bytes(s, oai_chunk_delta(&s->rq, s->id, s->created, "", 0, true, 0));
-        push_bytes(s, oai_chunk_finish(&s->rq, s->id, s->created, oai_finish_reason(res.finish_reason)));
-        if (s->rq.include_usage) push_bytes(s, oai_chunk_usage(&s->rq, s->id, s->created, &res));
-        push_bytes(s, strdup("data: [DONE]\n\n"));
-        specd_result_free(&res);
-    }
-    pthread_mutex_lock(&s->mu);
-    if (rc) {
+/* Reads events until one yields bytes (a text delta, or the end). false when nothing more will come. */
+static bool pull(stream *s) {
+    while (!s->ended) {
+        specd_token tok;
+        specd_result res;
+        specd_error se;
+        int rc = specd_stream_next(s->cl, &s->st, &tok, &res, &se);
+        if (rc == 1) {
+            if (!tok.len) continue;
+            set_buf(s, oai_chunk_delta(&s->rq, s->id, s->created, tok.text, tok.len, !s->first_delta, tok.time_us));
+            s->first_delta = true;
+            return s->buf != NULL;
+        }
+        s->ended = true;
+        if (rc == 0) {
+            set_buf(s, closing(s, &res));
+            specd_result_free(&res);
+            return s->buf != NULL;
+        }
         oai_from_specd_error(&se, &s->err);
         s->failed = true;
     }
-    s->done = s->started = true;
-    pthread_cond_broadcast(&s->cv);
-    pthread_mutex_unlock(&s->mu);
-    return NULL;
+    return false;
 }
 
 static ssize_t read_stream(void *cls, uint64_t pos, char *buf, size_t max) {
     (void)pos;
     stream *s = cls;
-    pthread_mutex_lock(&s->mu);
-    while (s->off == s->len && !s->done) pthread_cond_wait(&s->cv, &s->mu);
-    size_t n = s->len - s->off;
-    if (n > max) n = max;
+    if (s->off == s->len && !pull(s))
+        return s->failed ? MHD_CONTENT_READER_END_WITH_ERROR : MHD_CONTENT_READER_END_OF_STREAM;
+    size_t n = s->len - s->off < max ? s->len - s->off : max;
     memcpy(buf, s->buf + s->off, n);
     s->off += n;
-    bool end = n == 0 && s->done;
-    if (s->off == s->len) s->off = s->len = 0;
-    pthread_mutex_unlock(&s->mu);
-    if (end) return s->failed ? MHD_CONTENT_READER_END_WITH_ERROR : MHD_CONTENT_READER_END_OF_STREAM;
     return (ssize_t)n;
 }
 
-/* The end of a stream, whether it finished or the client went away: cancel, wait, free. */
+/* The end of a stream, whether it finished or the client went away: a request still running is
+ * cancelled and drained (its `done` arrives within a step), then everything is freed. */
 static void free_stream(void *cls) {
     stream *s = cls;
-    pthread_mutex_lock(&s->mu);
-    s->cancel = true;
-    pthread_mutex_unlock(&s->mu);
-    pthread_join(s->th, NULL);
+    specd_error se;
+    if (!s->ended && specd_stream_cancel(s->cl, &s->st, &se) == 0)
+        while (!s->ended) pull(s);
+    specd_stream_end(&s->st);
     specd_close(s->cl);
     oai_request_free(&s->rq);
-    pthread_mutex_destroy(&s->mu);
-    pthread_cond_destroy(&s->cv);
     free(s->buf);
     free(s);
 }
@@ -276,26 +266,24 @@ static void free_stream(void *cls) {
 static enum MHD_Result start_stream(sd_gateway *g, struct MHD_Connection *c, oai_request *rq, specd_client *cl,
                                     const char *id, long created) {
     stream *s = calloc(1, sizeof *s);
-    if (!s) return MHD_NO;
+    if (!s) {
+        specd_close(cl);
+        oai_request_free(rq);
+        return MHD_NO;
+    }
     s->g = g;
     s->rq = *rq;
     s->cl = cl;
     snprintf(s->id, sizeof s->id, "%s", id);
     s->created = created;
-    pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->cv, NULL);
-    if (pthread_create(&s->th, NULL, produce, s)) {
-        specd_close(cl);
-        oai_request_free(&s->rq);
-        free(s);
-        return MHD_NO;
+    specd_error se;
+    if (specd_stream_begin(cl, rq->kind == OAI_CHAT, &s->rq.g, &s->st, &se)) {
+        oai_from_specd_error(&se, &s->err);
+        s->ended = s->failed = true;
+    } else {
+        pull(s); /* errors before the first token (busy, a template error...) get their HTTP status */
     }
-    /* errors before the first token (busy, a template error...) are answered with their status */
-    pthread_mutex_lock(&s->mu);
-    while (!s->started) pthread_cond_wait(&s->cv, &s->mu);
-    bool failed = s->failed && s->len == 0;
-    pthread_mutex_unlock(&s->mu);
-    if (failed) {
+    if (s->failed && s->len == 0) {
         oai_error e = s->err;
         free_stream(s);
         return send_error(g, c, &e);
