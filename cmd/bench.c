@@ -32,12 +32,17 @@ static const char *default_prompts[] = {
 };
 
 /* bench's own options; the engine and request options come from target/options.h. */
-enum { O_PROMPTS = SD_O_COUNT, O_REPEAT, O_SWEEP, O_JSON, O_PLOT, O_N };
+enum { O_PROMPTS = SD_O_COUNT, O_REPEAT, O_SWEEP, O_CONCURRENCY, O_BATCH_TOKENS, O_JSON, O_PLOT, O_N };
 static const sd_opt k_own[] = {
     {O_PROMPTS, "--prompts", NULL, SD_OPT_STR, 0, 0, NULL, "FILE", SD_CMD_BENCH, "one prompt per line; unset: 4 built-in prompts"},
     {O_REPEAT, "--repeat", NULL, SD_OPT_INT, 1, 1000, "1", "R", SD_CMD_BENCH, "run every prompt R times"},
     {O_SWEEP, "--sweep", NULL, SD_OPT_STR, 0, 0, NULL, "K1,K2,..", SD_CMD_BENCH,
      "one configuration per fixed k instead of adaptive k (draft-min = draft-max = k)"},
+    {O_CONCURRENCY, "--concurrency", NULL, SD_OPT_STR, 0, 0, NULL, "C1,C2,..", SD_CMD_BENCH,
+     "instead: C requests at once (each running every prompt R times), stepped in one batch per turn; "
+     "plain and speculative aggregate tokens/s, latency, TTFT per C"},
+    {O_BATCH_TOKENS, "--batch-tokens", NULL, SD_OPT_INT, 0, 1 << 20, "128", "N", SD_CMD_BENCH,
+     "with --concurrency: rows of a turn that prompt prefill may fill (as specd serve)"},
     {O_JSON, "--json", NULL, SD_OPT_FLAG, 0, 0, NULL, NULL, SD_CMD_BENCH, "one JSON object on stdout"},
     {O_PLOT, "--plot", NULL, SD_OPT_STR, 0, 0, NULL, "FILE.svg", SD_CMD_BENCH, "measured and predicted speedup against k"},
 };
@@ -54,19 +59,21 @@ typedef struct bench_opts {
     const char *prompts_file, *plot;
     int n_tokens, repeat;
     int sweep[MAX_CONFIGS], n_sweep;
+    int conc[MAX_CONFIGS], n_conc, batch_tokens;
     bool json;
 } bench_opts;
 
-static int parse_sweep(const char *s, bench_opts *o) {
+/* A comma-separated list of at most `max` integers in lo..hi. */
+static int parse_ints(const char *s, int lo, int hi, int *out, int max, int *n) {
     char buf[256];
     if (strlen(s) >= sizeof buf) return -1;
     strcpy(buf, s);
-    o->n_sweep = 0;
+    *n = 0;
     for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-        if (o->n_sweep >= MAX_CONFIGS - 1 || sd_arg_int(t, 1, SD_DRAFT_LIMIT, &o->sweep[o->n_sweep])) return -1;
-        o->n_sweep++;
+        if (*n >= max || sd_arg_int(t, lo, hi, &out[*n])) return -1;
+        (*n)++;
     }
-    return o->n_sweep > 0 ? 0 : -1;
+    return *n > 0 ? 0 : -1;
 }
 
 /* A usage error: prints it and returns 2. */
@@ -89,8 +96,11 @@ static int parse_args(bench_opts *o, int argc, char **argv, int *go_on) {
     o->prompts_file = v[O_PROMPTS].s;
     o->plot = v[O_PLOT].s;
     o->json = v[O_JSON].i;
-    if (v[O_SWEEP].set && parse_sweep(v[O_SWEEP].s, o))
+    if (v[O_SWEEP].set && parse_ints(v[O_SWEEP].s, 1, SD_DRAFT_LIMIT, o->sweep, MAX_CONFIGS - 1, &o->n_sweep))
         return usage_error("--sweep needs a comma-separated list of k in 1..16 (at most 16)");
+    if (v[O_CONCURRENCY].set && parse_ints(v[O_CONCURRENCY].s, 1, 1024, o->conc, MAX_CONFIGS, &o->n_conc))
+        return usage_error("--concurrency needs a comma-separated list of request counts in 1..1024 (at most 17)");
+    o->batch_tokens = (int)v[O_BATCH_TOKENS].i;
     if (!o->cfg.target_path) return usage_error("-m TARGET is required");
     if (cmd_n_proposers(v) != 1) return usage_error("give one proposer: -md DRAFT, --lookup N or --draft-layers L");
     if (o->n_tokens < 2) return usage_error("-n must be at least 2 (the first token comes from the prefill)");
@@ -215,6 +225,19 @@ int cmd_bench(int argc, char **argv) {
                           &err))
             goto out;
 
+    if (o.n_conc) { /* the batch under concurrency instead */
+        o.gp.max_tokens = o.n_tokens;
+        if (!o.json)
+            fprintf(stderr, "bench: concurrency %d..%d, %d prompts x %d repeats per request stream, %d tokens each\n",
+                    o.conc[0], o.conc[o.n_conc - 1], n_prompts, o.repeat, o.n_tokens);
+        /* warm-up (page in the weights, settle the thread pool), not reported */
+        if (bench_concurrency(e, ptoks, pn, n_prompts, &o.gp, 1, o.conc, 1, o.batch_tokens, false, NULL, &err)) goto out;
+        if (bench_concurrency(e, ptoks, pn, n_prompts, &o.gp, n_prompts * o.repeat, o.conc, o.n_conc, o.batch_tokens,
+                              o.json, stdout, &err))
+            goto out;
+        rc = 0;
+        goto out;
+    }
     /* configurations: plain, then the proposer at each k (or adaptive up to draft-max) */
     const char *pname = e->proposer == SD_PROP_DRAFT ? "draft" : e->proposer == SD_PROP_LOOKUP ? "lookup" : "self";
     cfgs[n_cfg++] = (bench_config){.mode = "plain", .gp = o.gp};

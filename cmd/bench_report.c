@@ -45,10 +45,12 @@ static double quantile_sorted(const double *x, int n, double q) {
     return x[i] + (pos - i) * (x[i + 1] - x[i]);
 }
 
-double bench_median(double *x, int n) {
+double bench_quantile(double *x, int n, double q) {
     qsort(x, (size_t)n, sizeof *x, cmp_d);
-    return quantile_sorted(x, n, 0.5);
+    return quantile_sorted(x, n, q);
 }
+
+double bench_median(double *x, int n) { return bench_quantile(x, n, 0.5); }
 
 /* Leviathan's expected speedup for a real-valued mean draft length k. */
 static double predicted_speedup(double a, double k, double c) {

@@ -21,6 +21,13 @@ void bench_acc_free(bench_acc *a);
 /* A step of dt seconds that emitted n tokens: each token's latency is dt / n. */
 void bench_acc_step(bench_acc *a, double dt, int n);
 double bench_median(double *x, int n); /* sorts x */
+double bench_quantile(double *x, int n, double q); /* q in [0, 1]; sorts x */
+
+/* `specd bench --concurrency` (cmd/bench_conc.c): C requests at once stepped in one batch per turn,
+ * plain then speculative at each C of concs; every request stream runs `per` prompts (cycling) with gp.
+ * The figures go to f (NULL: nowhere, e.g. a warm-up), as JSON when json. */
+int bench_concurrency(sd_engine *e, int32_t *const *ptoks, const int *pn, int n_prompts, const sd_gen_params *gp,
+                      int per, const int *concs, int n_conc, int batch_tokens, bool json, FILE *f, sd_err *err);
 
 typedef struct bench_config {
     const char *mode; /* "plain" or the proposer */

@@ -11,6 +11,7 @@
 #include "target/engine.h"
 #include "test.h"
 #include "tests/engine_fixture.h"
+#include "tests/test_util.h"
 
 static const char *prompts[] = {
     "Once upon a time", "The robot", "Data flows", "In the quiet of the night, when the stars came out and the",
@@ -216,11 +217,46 @@ static void test_step_batch_errors(void) {
     eng_close(&b);
 }
 
+/* Counts the occurrences of needle in hay. */
+static int count_of(const char *hay, const char *needle) {
+    int n = 0;
+    for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle)) n++;
+    return n;
+}
+
+/* `specd bench --concurrency`: one entry per (concurrency, mode) with every request counted (4 built-in
+ * prompts per request stream), plain drafting nothing; bad lists refused. */
+static void test_bench_concurrency(void) {
+    const char *target = shared_path("models/aidreams260K.bin"), *tok = shared_path("models/tok512.bin");
+    const char *draft = shared_path("models/aidreams-draft.bin"), *bin = specd_bin();
+    if (!target || !tok || !draft) SKIP("../shared/models/aidreams260K.bin, aidreams-draft.bin or tok512.bin not found");
+    if (!bin) SKIP("build/specd not built");
+    char cmd[2048];
+    int st;
+    snprintf(cmd, sizeof cmd, "%s bench -m %s -z %s -md %s -n 8 -t 1 --concurrency 1,3 --json 2>/dev/null", bin, target,
+             tok, draft);
+    char *out = run_capture(cmd, &st);
+    REQUIRE(out);
+    CHECK_EQ_INT(st, 0);
+    CHECKF(count_of(out, "\"mode\":") == 4, "%s", out);
+    CHECK(count_of(out, "\"concurrency\":3,\"mode\":\"plain\",\"requests\":12") == 1);
+    CHECK(count_of(out, "\"concurrency\":1,\"mode\":\"spec\",\"requests\":4") == 1);
+    CHECK(strstr(out, "\"drafted\":0,") != NULL); /* plain drafts nothing */
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s bench -m %s -z %s -md %s --concurrency 0,x 2>&1", bin, target, tok, draft);
+    out = run_capture(cmd, &st);
+    REQUIRE(out);
+    CHECK_EQ_INT(st, 2);
+    CHECKF(strstr(out, "--concurrency") != NULL, "%s", out);
+    free(out);
+}
+
 int main(void) {
     RUN(test_concurrency_draft_model);
     RUN(test_concurrency_draft_model_backend_sampling);
     RUN(test_concurrency_self_draft_backend_sampling);
     RUN(test_concurrency_lookup);
     RUN(test_step_batch_errors);
+    RUN(test_bench_concurrency);
     return TEST_DONE();
 }
