@@ -73,12 +73,17 @@ struct sd_tokenizer {
      * ones are always split out, the others only with SD_TOK_PARSE_SPECIAL. */
     int32_t *special;
     int n_special;
+    /* per token, SD_STRIP_* bits (NULL: none): the whitespace a special token swallows when it is split out,
+     * as Hugging Face's lstrip/rstrip on added tokens. GGUF does not store them; set by model family. */
+    uint8_t *strip;
     struct sd_special_trie *strie; /* the special texts as a byte trie (tok_special.c) */
 
     /* byte-level BPE: merge ranks (left id, right id) -> rank, and tok_bpe.c's private state */
     sd_pairmap merges;
     void *bpe;
 };
+
+enum { SD_STRIP_LEFT = 1, SD_STRIP_RIGHT = 2 };
 
 /* Special-token splitting, in tok_special.c. A text cut into raw fragments (id -1) and special tokens. */
 typedef struct sd_special_trie sd_special_trie;

@@ -10,6 +10,7 @@
  * because an occurrence lies inside one raw fragment exactly when none of its bytes belongs to a token
  * taken before it, and within one token, left to right, a later occurrence that overlaps an earlier taken
  * one is exactly the one a left-to-right search skips. */
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -164,6 +165,27 @@ static void span_take(uint8_t *taken, size_t pos, size_t len) {
     for (size_t i = pos; i < pos + len; i++) taken[i >> 3] |= (uint8_t)(1u << (i & 7));
 }
 
+/* A special token with SD_STRIP_RIGHT swallows the whitespace that follows it, SD_STRIP_LEFT the whitespace
+ * before it (as llama.cpp's partition does: ASCII isspace); text fragments left empty are dropped. */
+static void apply_strip(const sd_tokenizer *t, const char *text, sd_frag_list *l) {
+    for (size_t i = 0; i < l->n; i++) {
+        if (l->v[i].id < 0) continue;
+        uint8_t s = t->strip[l->v[i].id];
+        if ((s & SD_STRIP_RIGHT) && i + 1 < l->n && l->v[i + 1].id < 0) {
+            sd_frag *f = &l->v[i + 1];
+            while (f->len && isspace((unsigned char)text[f->off])) f->off++, f->len--;
+        }
+        if ((s & SD_STRIP_LEFT) && i > 0 && l->v[i - 1].id < 0) {
+            sd_frag *f = &l->v[i - 1];
+            while (f->len && isspace((unsigned char)text[f->off + f->len - 1])) f->len--;
+        }
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < l->n; i++)
+        if (l->v[i].id >= 0 || l->v[i].len) l->v[k++] = l->v[i];
+    l->n = k;
+}
+
 int sd_tok_partition(const sd_tokenizer *t, const char *text, size_t len, bool parse_special, sd_frag_list *out,
                      sd_err *err) {
     out->n = 0;
@@ -194,6 +216,7 @@ int sd_tok_partition(const sd_tokenizer *t, const char *text, size_t len, bool p
         pos = o[i].pos + t->text_len[id];
     }
     if (rc == 0 && pos < len) rc = sd_frag_push(out, pos, len - pos, -1, err);
+    if (rc == 0 && t->strip) apply_strip(t, text, out);
     free(taken);
     free(o);
     return rc;

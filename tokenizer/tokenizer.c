@@ -4,6 +4,7 @@
 #include "tokenizer/tok_internal.h"
 #include "tokenizer/unicode.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -160,6 +161,7 @@ void sd_tok_free(sd_tokenizer *t) {
     free(t->piece_len);
     free(t->map.slots);
     free(t->eog);
+    free(t->strip);
     free(t->special);
     sd_special_trie_free(t->strie);
     sd_pairmap_free(&t->merges);
@@ -402,6 +404,27 @@ static int gguf_specials(sd_tokenizer *t, const gguf_file *f, sd_err *err) {
     return 0;
 }
 
+/* The lstrip/rstrip attributes the reference tokenizers give special tokens, which GGUF does not carry:
+ * llama.cpp sets them from the model's name, and so do we. Phi-3 (general.name containing "phi-3" or
+ * "phi3"): every special token swallows the whitespace after it, except <unk>, <s> and <|endoftext|>. */
+static int family_strip(sd_tokenizer *t, const gguf_file *f, sd_err *err) {
+    char *name = NULL;
+    if (!gguf_find(f, "general.name") || gguf_get_str(f, "general.name", &name, NULL)) return 0;
+    for (char *p = name; *p; p++) *p = (char)tolower((unsigned char)*p);
+    bool phi3 = strstr(name, "phi-3") || strstr(name, "phi3");
+    free(name);
+    if (!phi3 || !t->n_special) return 0;
+    t->strip = calloc((size_t)t->n_vocab, 1);
+    if (!t->strip) return sd_errf(err, "out of memory (token attributes)");
+    for (int i = 0; i < t->n_special; i++) t->strip[t->special[i]] = SD_STRIP_RIGHT;
+    static const char *const keep[] = {"<unk>", "<s>", "<|endoftext|>"};
+    for (int k = 0; k < 3; k++) {
+        int32_t id = sd_tok_find(t, keep[k], strlen(keep[k]));
+        if (id >= 0) t->strip[id] = 0;
+    }
+    return 0;
+}
+
 static int from_gguf(const gguf_file *f, sd_tokenizer **out, sd_err *err) {
     char *model = NULL;
     if (gguf_get_str(f, "tokenizer.ggml.model", &model, err)) return -1;
@@ -435,6 +458,7 @@ static int from_gguf(const gguf_file *f, sd_tokenizer **out, sd_err *err) {
     if (map_build(t, err)) goto fail; /* before the BPE setup, which looks merges up by text */
     if (kind == SD_TOK_BPE && sd_tok_bpe_init(t, f, err)) goto fail;
     if (tok_finish(t, err)) goto fail;
+    if (family_strip(t, f, err)) goto fail;
     *out = t;
     return 0;
 fail:
