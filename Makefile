@@ -14,6 +14,12 @@ ifeq ($(SAN),1)
 BUILD   := build/san
 SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 endif
+FUZZ_SAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+ifeq ($(FUZZ_BUILD),1) # the library as `make fuzz` links it (clang, build/fuzz/obj)
+SANFLAGS := -fsanitize=fuzzer-no-link $(FUZZ_SAN)
+# the SIMD kernels take many minutes to compile under ASan and are not what the targets aim at
+$(BUILD)/kernels/cpu/kern_%.o: SANFLAGS := -fsanitize=fuzzer-no-link
+endif
 
 ifeq ($(origin CUDA),undefined)
 CUDA := $(shell test -x $(NVCC) && echo 1 || echo 0)
@@ -116,10 +122,9 @@ san-test:
 # tests/fuzz/corpus/<t>/ with the fix. See docs/fuzzing.md.
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
-FUZZ_SAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 fuzz: $(BUILD)/tests/test_fuzz
 	@bash tools/deps.sh fuzz
-	$(MAKE) CC=clang CUDA=0 BUILD=build/fuzz/obj SANFLAGS="-fsanitize=fuzzer-no-link $(FUZZ_SAN)" build/fuzz/obj/libspecd.a
+	$(MAKE) CC=clang CUDA=0 BUILD=build/fuzz/obj FUZZ_BUILD=1 build/fuzz/obj/libspecd.a
 	for t in $(FUZZ_TARGETS); do \
 	  clang -std=c11 -D_GNU_SOURCE -O1 -g -I. -fsanitize=fuzzer $(FUZZ_SAN) -o build/fuzz/fuzz_$$t tests/fuzz/fuzz_$$t.c \
 	    build/fuzz/obj/libspecd.a $(LDLIBS) || exit 1; done

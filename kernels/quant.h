@@ -77,13 +77,20 @@ static inline SD_HD void sd_dequant_q8_0(const sd_block_q8_0 *b, float *y) {
     for (int i = 0; i < SD_QK8_0; i++) y[i] = d * (float)b->qs[i];
 }
 
+/* x / d of a Q8_0 quantization: within +-127 for finite x; NaN (from a NaN or infinite value of a broken
+ * model) becomes 0, since converting NaN to an integer is undefined. */
+static inline SD_HD float sd_q8_scaled(float x, float id) {
+    float v = x * id;
+    return v == v ? (v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v) : 0.0f;
+}
+
 /* Quantizes 32 floats into one Q8_0 block (as llama.cpp does: d = amax / 127, q = round(x / d)). */
 static inline SD_HD void sd_quant_q8_0(const float *x, sd_block_q8_0 *b) {
     float amax = 0;
     for (int i = 0; i < SD_QK8_0; i++) amax = fmaxf(amax, fabsf(x[i]));
     float d = amax / 127.0f, id = d != 0 ? 1.0f / d : 0.0f;
     b->d = sd_fp32_to_fp16(d);
-    for (int i = 0; i < SD_QK8_0; i++) b->qs[i] = (int8_t)roundf(x[i] * id);
+    for (int i = 0; i < SD_QK8_0; i++) b->qs[i] = (int8_t)roundf(sd_q8_scaled(x[i], id));
 }
 
 /* Activations for a Q8_0 product, quantized as llama.cpp does: per block of 32, d = amax / 127 (kept in
@@ -101,7 +108,7 @@ static inline SD_HD void sd_quant_act_q8(const float *x, int64_t n, int8_t *q, f
         d[b] = db;
         int32_t sum = 0;
         for (int i = 0; i < SD_QK8_0; i++) { /* round half away from zero, without a libm call */
-            float v = xb[i] * id;
+            float v = sd_q8_scaled(xb[i], id);
             q[b * SD_QK8_0 + i] = (int8_t)(int)(v + (v >= 0 ? 0.5f : -0.5f));
             sum += q[b * SD_QK8_0 + i];
         }

@@ -100,6 +100,28 @@ static void test_q8_0(void) {
     }
 }
 
+/* NaN and infinite values (a broken model's weights or activations) quantize without undefined
+ * conversions: their blocks give codes in range, and finite neighbours of a NaN keep their codes. */
+static void test_q8_0_non_finite(void) {
+    float x[32];
+    for (int i = 0; i < 32; i++) x[i] = (float)(i - 16);
+    x[3] = NAN;
+    x[7] = INFINITY;
+    x[9] = -INFINITY;
+    sd_block_q8_0 b;
+    sd_quant_q8_0(x, &b);
+    int8_t q[32];
+    float d;
+    int32_t sum;
+    sd_quant_act_q8(x, 32, q, &d, &sum);
+    for (int i = 0; i < 32; i++) CHECK(q[i] >= -127 && q[i] <= 127 && b.qs[i] >= -127 && b.qs[i] <= 127);
+    x[7] = x[9] = 0; /* only a NaN: amax ignores it, the others quantize as usual */
+    sd_quant_act_q8(x, 32, q, &d, &sum);
+    CHECK_EQ_INT(q[3], 0);
+    CHECK_EQ_INT(q[31], 119); /* 15 / 16 * 127 */
+    CHECK_EQ_INT(q[0], -127);
+}
+
 /* Random weights of a type (rows x cols) and their exact F32 values. */
 static void *make_weights(int type, int64_t rows, int64_t cols, float *exact) {
     size_t rb = sd_dtype_row_bytes(type, cols);
@@ -632,6 +654,7 @@ int main(void) {
     RUN(test_fp16_rounding);
     RUN(test_bf16);
     RUN(test_q8_0);
+    RUN(test_q8_0_non_finite);
     RUN(test_dtype_table);
     RUN(test_pool_for);
     RUN(test_pool_stress);

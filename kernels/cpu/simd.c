@@ -7,11 +7,20 @@ static const char *const names[SD_SIMD_COUNT] = {"scalar", "avx", "avx2", "avx51
 
 const char *sd_simd_name(sd_simd s) { return (unsigned)s < SD_SIMD_COUNT ? names[s] : "?"; }
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+/* F16C from CPUID leaf 1 (ECX bit 29): clang before 15 has no "f16c" for __builtin_cpu_supports. */
+static int has_f16c(void) {
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c >> 29 & 1);
+}
+#endif
+
 sd_simd sd_simd_detect(void) {
 #if defined(__x86_64__) || defined(__i386__)
     /* __builtin_cpu_supports also checks the OS saves the wider registers (XGETBV). */
     __builtin_cpu_init();
-    if (!(__builtin_cpu_supports("avx") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")))
+    if (!(__builtin_cpu_supports("avx") && __builtin_cpu_supports("fma") && has_f16c()))
         return SD_SIMD_SCALAR;
     if (!__builtin_cpu_supports("avx2")) return SD_SIMD_AVX;
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
