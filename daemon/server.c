@@ -41,8 +41,30 @@ static void mark_gone(srv *S, const unsigned char *rid, int rid_len, const char 
     }
 }
 
+/* No reply may exceed the message limit (clients set it as ZMQ_MAXMSGSIZE and would drop the
+ * connection): an answer that would is replaced by an error reply for its request. */
+static void cap_reply(srv *S) {
+    if (S->sb.size <= SD_PROTO_MAX_MSG_BYTES) return;
+    sd_reply r;
+    bool has_id = false;
+    uint64_t id = 0;
+    if (sd_reply_decode(S->sb.data, S->sb.size, &r, NULL) == 0) {
+        has_id = r.has_id;
+        id = r.id;
+        sd_reply_free(&r);
+    }
+    char msg[256];
+    snprintf(msg, sizeof msg, "the reply would be %zu bytes, above the %u-byte message limit: ask for less "
+             "(fewer ids, a shorter text, or stream)", S->sb.size, SD_PROTO_MAX_MSG_BYTES);
+    sd_log(SD_LOG_WARN, "request %llu: %s", (unsigned long long)id, msg);
+    S->st.errors++;
+    msgpack_sbuffer_clear(&S->sb);
+    sd_enc_error(&S->sb, has_id, id, SD_E_REPLY_TOO_LARGE, NULL, msg);
+}
+
 /* Sends S->sb to client rid. -1 when the client is gone (its requests are marked). */
 int srv_send(srv *S, const unsigned char *rid, int rid_len) {
+    cap_reply(S);
     if (zmq_send(S->sock, rid, (size_t)rid_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
         int e = zmq_errno();
         mark_gone(S, rid, rid_len, e == EAGAIN ? "is not reading its replies" : "has disconnected");

@@ -136,6 +136,7 @@ void sd_request_free(sd_request *r);
 #define SD_E_BUSY "busy"                   /* every session is busy and the wait queue is full */
 #define SD_E_SHUTTING_DOWN "shutting_down"
 #define SD_E_INTERNAL "internal"
+#define SD_E_REPLY_TOO_LARGE "reply_too_large" /* the answer would exceed SD_PROTO_MAX_MSG_BYTES */
 #define SD_E_UNSUPPORTED "unsupported"     /* a known feature this daemon cannot serve (no chat template, tools) */
 #define SD_E_TEMPLATE "template_error"     /* chat: the chat template raised an error for these messages */
 

@@ -1098,6 +1098,62 @@ static void test_signals(void) {
     }
 }
 
+/* No reply exceeds the 4 MiB message limit the clients enforce: detokenize of 200,000 copies of a long
+ * token (megabytes of text) is answered with reply_too_large, and the connection stays usable (before,
+ * the daemon sent the whole text and the client dropped the connection). */
+static void test_reply_limit(void) {
+    const char *voc = shared_path("vocab/ggml-vocab-deepseek-coder.gguf");
+    if (!voc) SKIP("ggml-vocab-deepseek-coder.gguf not in ../shared/vocab");
+    char model[300], saved[300];
+    snprintf(model, sizeof model, "%s/longvocab.gguf", g_dir);
+    fflush(NULL);
+    pid_t mk = fork();
+    if (mk == 0) {
+        int fd = open("/dev/null", O_WRONLY);
+        if (fd >= 0) { dup2(fd, 1); dup2(fd, 2); close(fd); }
+        const char *av[] = {"mkmodel", "--preset", "tiny", "--vocab-from", voc, "-o", model, NULL};
+        _exit(cmd_mkmodel(7, (char **)av));
+    }
+    int mst = 0;
+    waitpid(mk, &mst, 0);
+    REQUIRE(WIFEXITED(mst) && WEXITSTATUS(mst) == 0);
+    snprintf(saved, sizeof saved, "%s", g_slow);
+    snprintf(g_slow, sizeof g_slow, "%s", model);
+    g_slow_on = true;
+    daemon_t d;
+    int started = daemon_start(&d, "replylimit", NULL);
+    g_slow_on = false;
+    snprintf(g_slow, sizeof g_slow, "%s", saved);
+    REQUIRE(started == 0);
+    client c;
+    REQUIRE(cl_open(&c, &d) == 0);
+    const int32_t longest = 8653; /* 128 bytes in the vocabulary: the longest token of deepseek-coder */
+    sd_request q;
+    sd_reply r;
+    sd_request_init(&q, SD_OP_DETOKENIZE, 1);
+    q.tokens = malloc(200000 * sizeof *q.tokens);
+    REQUIRE(q.tokens);
+    q.n_tokens = 1;
+    q.tokens[0] = longest;
+    REQUIRE(op_run(&c, &q, &r) == 0);
+    size_t one = r.text_len;
+    sd_reply_free(&r);
+    REQUIRE(one >= 32); /* 200,000 copies are then above 4 MiB */
+    for (int i = 0; i < 200000; i++) q.tokens[i] = longest;
+    q.n_tokens = 200000;
+    q.id = 2;
+    REQUIRE(op_run(&c, &q, &r) == 0);
+    CHECKF(r.type == SD_REPLY_ERROR && !strcmp(r.code, SD_E_REPLY_TOO_LARGE) && r.id == 2, "%s %s: %s",
+           sd_reply_type_name(r.type), r.code, r.message);
+    sd_reply_free(&r);
+    sd_request_free(&q);
+    sd_request_init(&q, SD_OP_PING, 3);
+    CHECK(op_run(&c, &q, &r) == 0 && r.type == SD_REPLY_RESULT && r.id == 3);
+    sd_reply_free(&r);
+    cl_close(&c);
+    CHECK_EQ_INT(daemon_stop(&d, 10), 0);
+}
+
 /* One datagram from the notify socket within timeout_ms into buf (NUL-terminated); its length or -1. */
 static int recv_notify(int fd, char *buf, size_t cap, int timeout_ms) {
     struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
@@ -1365,6 +1421,7 @@ int main(void) {
     RUN(test_grace);
     RUN(test_stale_and_live_socket);
     RUN(test_signals);
+    RUN(test_reply_limit);
     RUN(test_socket_mode);
     RUN(test_systemd_notify);
     RUN(test_memory_flat);
