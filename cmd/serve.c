@@ -57,7 +57,7 @@ static void install_signals(void) {
 /* serve's own options; the engine and request options (the defaults of requests) come from
  * target/options.h. */
 enum { O_SOCKET = SD_O_COUNT, O_TCP, O_SOCKET_MODE, O_MAX_SESSIONS, O_QUEUE, O_BATCH_TOKENS, O_GRACE, O_LOG_LEVEL, O_CHAT_TEMPLATE,
-       O_HTTP, O_API_KEY, O_N };
+       O_HTTP, O_API_KEY, O_HTTP_TIMEOUT, O_N };
 static const sd_opt k_own[] = {
     {O_SOCKET, "--socket", NULL, SD_OPT_STR, 0, 0, NULL, "PATH", SD_CMD_SERVE,
      "Unix socket; unset: $XDG_RUNTIME_DIR/specd.sock, else /tmp/specd-$UID.sock"},
@@ -77,6 +77,8 @@ static const sd_opt k_own[] = {
      "also serve the OpenAI HTTP API there (host 127.0.0.1 unless named)"},
     {O_API_KEY, "--api-key", NULL, SD_OPT_STR, 0, 0, NULL, "KEY", SD_CMD_SERVE,
      "HTTP clients must send Authorization: Bearer KEY (required beyond loopback)"},
+    {O_HTTP_TIMEOUT, "--http-timeout", NULL, SD_OPT_INT, 1, 3600, "30", "S", SD_CMD_SERVE,
+     "an HTTP connection whose request body is still arriving after S seconds, or idle that long, is closed"},
 };
 static const sd_opt_table k_own_table = {"serve", k_own, (int)(sizeof k_own / sizeof k_own[0])};
 static const sd_opt_table *const k_tables[] = {&k_own_table, &sd_engine_options, &sd_request_options};
@@ -157,7 +159,8 @@ int cmd_serve(int argc, char **argv) {
     }
     /* the gateway is up while the models load: /health answers 503 until the daemon answers */
     sd_gateway *gw = NULL;
-    sd_gateway_opts go = {.listen = a.v[O_HTTP].s, .endpoint = endpoint, .api_key = a.v[O_API_KEY].s};
+    sd_gateway_opts go = {.listen = a.v[O_HTTP].s, .endpoint = endpoint, .api_key = a.v[O_API_KEY].s,
+                          .body_timeout_s = (int)a.v[O_HTTP_TIMEOUT].i};
     if (go.listen && sd_gateway_start(&go, &gw, &err)) {
         fprintf(stderr, "specd serve: %s\n", err.msg);
         return 2;

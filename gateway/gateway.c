@@ -17,13 +17,14 @@
 #include "base/clock.h"
 #include "gateway/openai.h"
 
-enum { MAX_BODY_DEFAULT = 4 << 20, BODY_SECONDS = 30 };
+enum { MAX_BODY_DEFAULT = 4 << 20, BODY_SECONDS_DEFAULT = 30 };
 
 struct sd_gateway {
     struct MHD_Daemon *mhd;
     char endpoint[512];
     char api_key[256];
     size_t max_body;
+    int body_timeout_s;
     pthread_mutex_t lock;
     char model[256];              /* the served model's id, from `info` (empty until known) */
     atomic_ullong n_requests, n_errors, n_streams, seq;
@@ -390,15 +391,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (!q) return MHD_NO;
         q->t0 = sd_now_s();
         *con_cls = q;
+        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+        if (cl && strtoull(cl, NULL, 10) > g->max_body) { /* refused before the body is sent */
+            oai_error e;
+            oai_errorf(&e, 413, "invalid_request_error", NULL, "the request body is larger than %zu bytes", g->max_body);
+            return send_error(g, c, &e);
+        }
         return MHD_YES;
     }
     if (*data_size) { /* a piece of the body */
-        if (sd_now_s() - q->t0 > BODY_SECONDS) {
-            oai_error e;
-            oai_errorf(&e, 408, "invalid_request_error", NULL, "the request body took longer than %d s", BODY_SECONDS);
-            *data_size = 0;
-            return send_error(g, c, &e);
-        }
+        /* too slow: libmicrohttpd allows no reply before the body is complete, so the connection closes */
+        if (sd_now_s() - q->t0 > g->body_timeout_s) return MHD_NO;
         if (!q->too_large && q->len + *data_size > g->max_body) {
             q->too_large = true;
             free(q->body);
@@ -471,11 +474,12 @@ int sd_gateway_start(const sd_gateway_opts *o, sd_gateway **out, sd_err *err) {
     snprintf(g->endpoint, sizeof g->endpoint, "%s", o->endpoint);
     snprintf(g->api_key, sizeof g->api_key, "%s", o->api_key ? o->api_key : "");
     g->max_body = o->max_body ? o->max_body : MAX_BODY_DEFAULT;
+    g->body_timeout_s = o->body_timeout_s > 0 ? o->body_timeout_s : BODY_SECONDS_DEFAULT;
     pthread_mutex_init(&g->lock, NULL);
     g->mhd = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG,
                               0, NULL, NULL, on_request, g, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
                               MHD_OPTION_NOTIFY_COMPLETED, on_completed, g, MHD_OPTION_CONNECTION_TIMEOUT,
-                              (unsigned)BODY_SECONDS, MHD_OPTION_CONNECTION_LIMIT, 256u, MHD_OPTION_END);
+                              (unsigned)g->body_timeout_s, MHD_OPTION_CONNECTION_LIMIT, 256u, MHD_OPTION_END);
     if (!g->mhd) {
         pthread_mutex_destroy(&g->lock);
         free(g);

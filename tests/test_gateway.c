@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 
 #include "gateway/openai.h"
 #include "tests/daemon_fixture.h"
@@ -84,15 +85,19 @@ typedef struct gw {
     char tmpl[64], url[64], port[16];
 } gw;
 
-static int gw_start(gw *g, const char *api_key) {
+/* api_key, timeout: --api-key / --http-timeout when not NULL. */
+static int gw_start(gw *g, const char *api_key, const char *timeout) {
     snprintf(g->tmpl, sizeof g->tmpl, "/tmp/specd-test-gwtmpl-XXXXXX");
     int fd = mkstemp(g->tmpl);
     if (fd < 0 || write(fd, k_template, sizeof k_template - 1) != (ssize_t)(sizeof k_template - 1)) return -1;
     close(fd);
     snprintf(g->port, sizeof g->port, "%d", free_port());
     snprintf(g->url, sizeof g->url, "http://127.0.0.1:%s", g->port);
-    const char *argv[] = {"-m", shared_path("models/aidreams260K.gguf"), "--chat-template", g->tmpl, "--http", g->port,
-                          api_key ? "--api-key" : NULL, api_key, NULL};
+    const char *argv[12] = {"-m", shared_path("models/aidreams260K.gguf"), "--chat-template", g->tmpl, "--http", g->port};
+    int n = 6;
+    if (api_key) argv[n++] = "--api-key", argv[n++] = api_key;
+    if (timeout) argv[n++] = "--http-timeout", argv[n++] = timeout;
+    argv[n] = NULL;
     char why[512];
     if (fx_daemon_start(&g->d, argv, why, sizeof why)) {
         fprintf(stderr, "  %s\n", why);
@@ -138,7 +143,7 @@ static void test_http(void) {
     if (!shared_path("models/aidreams260K.gguf")) SKIP("../shared/models/aidreams260K.gguf is not there");
     if (system("curl --version >/dev/null 2>&1") != 0) SKIP("curl is not installed");
     gw g;
-    REQUIRE(gw_start(&g, NULL) == 0);
+    REQUIRE(gw_start(&g, NULL, NULL) == 0);
     char *out;
     char args[1024];
     snprintf(args, sizeof args, "%s/health", g.url);
@@ -263,7 +268,7 @@ static void test_concurrency_and_disconnect(void) {
     if (!shared_path("models/aidreams260K.gguf")) SKIP("../shared/models/aidreams260K.gguf is not there");
     if (system("curl --version >/dev/null 2>&1") != 0) SKIP("curl is not installed");
     gw g;
-    REQUIRE(gw_start(&g, NULL) == 0);
+    REQUIRE(gw_start(&g, NULL, NULL) == 0);
     char cmd[4096];
     snprintf(cmd, sizeof cmd,
              "(cd %s && for i in $(seq 16); do curl -sN -m 60 -d '{\"prompt\":\"Once upon a time\",\"max_tokens\":40,"
@@ -323,7 +328,7 @@ static void test_api_key(void) {
     free(out);
     free(err);
     gw g;
-    REQUIRE(gw_start(&g, "s3cret") == 0);
+    REQUIRE(gw_start(&g, "s3cret", NULL) == 0);
     char args[256];
     snprintf(args, sizeof args, "%s/v1/models", g.url);
     CHECK_EQ_INT(curl(&g, args, &out), 401);
@@ -332,6 +337,39 @@ static void test_api_key(void) {
     CHECK_EQ_INT(curl(&g, args, &out), 200);
     free(out);
     snprintf(args, sizeof args, "%s/health", g.url); /* health needs no key */
+    CHECK_EQ_INT(curl(&g, args, &out), 200);
+    free(out);
+    gw_stop(&g);
+}
+
+/* A body that drips in slower than --http-timeout is cut off (the connection closes: libmicrohttpd allows
+ * no reply before a body is complete), and the daemon goes on serving others. */
+static void test_slow_drip(void) {
+    if (!shared_path("models/aidreams260K.gguf")) SKIP("../shared/models/aidreams260K.gguf is not there");
+    gw g;
+    REQUIRE(gw_start(&g, NULL, "1") == 0);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(g.port)),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    REQUIRE(fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0);
+    const char head[] = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\n{\"prompt\":";
+    REQUIRE(write(fd, head, sizeof head - 1) == (ssize_t)(sizeof head - 1));
+    char buf[2048];
+    struct timeval tv = {0, 1000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    double t0 = sd_now_ms(), closed_after = -1;
+    for (int i = 0; i < 25 && closed_after < 0; i++) { /* a byte every 200 ms: 5 s for 25 bytes */
+        usleep(200 * 1000);
+        if (send(fd, " ", 1, MSG_NOSIGNAL) != 1 || read(fd, buf, sizeof buf) == 0) closed_after = sd_now_ms() - t0;
+    }
+    close(fd);
+    CHECKF(closed_after > 900 && closed_after < 3000, "the dripping connection closed after %.0f ms", closed_after);
+    /* a Content-Length over the limit is refused before the body is sent */
+    char *out, args[256];
+    snprintf(args, sizeof args, "-H 'Content-Length: 99999999' -d x %s/v1/completions", g.url);
+    CHECK_EQ_INT(curl(&g, args, &out), 413);
+    free(out);
+    snprintf(args, sizeof args, "%s/health", g.url);
     CHECK_EQ_INT(curl(&g, args, &out), 200);
     free(out);
     gw_stop(&g);
@@ -349,7 +387,7 @@ static void test_openai_sdk(void) {
              fx_build_dir());
     if (system(cmd) != 0) SKIP("could not install the openai npm package (no registry access?)");
     gw g;
-    REQUIRE(gw_start(&g, NULL) == 0);
+    REQUIRE(gw_start(&g, NULL, NULL) == 0);
     char *out = NULL, *err = NULL;
     snprintf(cmd, sizeof cmd, "timeout 120 node %s/node/openai_check.mjs %s/v1 aidreams260K.gguf", fx_build_dir(), g.url);
     int rc = fx_run(cmd, &out, &err);
@@ -364,6 +402,7 @@ int main(void) {
     RUN(test_http);
     RUN(test_concurrency_and_disconnect);
     RUN(test_api_key);
+    RUN(test_slow_drip);
     RUN(test_openai_sdk);
     return TEST_DONE();
 }

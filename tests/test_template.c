@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 
 #include "chat/template.h"
+#include "model/gguf.h"
 #include "test.h"
 
 static const char *const k_templates[] = {
@@ -384,6 +385,49 @@ static void test_cmd_template(void) {
     CHECK(WIFEXITED(rc) && WEXITSTATUS(rc) == 2); /* neither a template nor a model: usage */
 }
 
+/* -m MODEL takes the GGUF's tokenizer.chat_template; --vars renders one object as plain text. */
+static void test_cmd_template_model(void) {
+    char dir[] = "/tmp/specd-test-tmplcmd-XXXXXX";
+    REQUIRE(mkdtemp(dir));
+    char model[300], vars[300], cmd[1024];
+    snprintf(model, sizeof model, "%s/m.gguf", dir);
+    snprintf(vars, sizeof vars, "%s/v.json", dir);
+    gguf_writer *w = gguf_writer_new(32);
+    REQUIRE(w);
+    gguf_w_str(w, "general.architecture", "llama");
+    gguf_w_str(w, "tokenizer.chat_template", "{% for m in messages %}<{{ m.role }}>{{ m.content | trim }}{% endfor %}");
+    sd_err err = {{0}};
+    CHECKF(gguf_writer_save(w, model, &err) == 0, "%s", err.msg);
+    gguf_writer_free(w);
+    FILE *f = fopen(vars, "w");
+    REQUIRE(f);
+    fputs("{\"messages\": [{\"role\": \"user\", \"content\": \" hi \"}, {\"role\": \"bot\", \"content\": \"yo\"}]}", f);
+    fclose(f);
+    const char *b = getenv("BUILD") ? getenv("BUILD") : "build";
+    snprintf(cmd, sizeof cmd, "%s/specd template -m %s --vars %s", b, model, vars);
+    FILE *p = popen(cmd, "r");
+    REQUIRE(p);
+    char out[256] = "";
+    size_t n = fread(out, 1, sizeof out - 1, p);
+    out[n] = '\0';
+    CHECK_EQ_INT(pclose(p), 0);
+    CHECK_STR_EQ(out, "<user>hi<bot>yo");
+    /* a model without a template says so */
+    w = gguf_writer_new(32);
+    gguf_w_str(w, "general.architecture", "llama");
+    CHECK(gguf_writer_save(w, model, &err) == 0);
+    gguf_writer_free(w);
+    snprintf(cmd, sizeof cmd, "%s/specd template -m %s --vars %s 2>&1", b, model, vars);
+    p = popen(cmd, "r");
+    REQUIRE(p);
+    n = fread(out, 1, sizeof out - 1, p);
+    out[n] = '\0';
+    CHECK(pclose(p) != 0 && strstr(out, "no chat template"));
+    unlink(model);
+    unlink(vars);
+    rmdir(dir);
+}
+
 int main(void) {
     RUN(test_real_templates);
     RUN(test_tool_cases);
@@ -392,5 +436,6 @@ int main(void) {
     RUN(test_limits);
     RUN(test_mutations);
     RUN(test_cmd_template);
+    RUN(test_cmd_template_model);
     return TEST_DONE();
 }
