@@ -1098,6 +1098,22 @@ static void test_signals(void) {
     }
 }
 
+/* Runs `specd mkmodel` with the NULL-terminated arguments av in a child (quietly); 0 when it succeeded. */
+static int run_mkmodel(const char *const *av) {
+    int n = 0;
+    while (av[n]) n++;
+    fflush(NULL);
+    pid_t mk = fork();
+    if (mk == 0) {
+        int fd = open("/dev/null", O_WRONLY);
+        if (fd >= 0) { dup2(fd, 1); dup2(fd, 2); close(fd); }
+        _exit(cmd_mkmodel(n, (char **)av));
+    }
+    int st = 0;
+    if (mk < 0 || waitpid(mk, &st, 0) != mk) return -1;
+    return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
+}
+
 /* No reply exceeds the 4 MiB message limit the clients enforce: detokenize of 200,000 copies of a long
  * token (megabytes of text) is answered with reply_too_large, and the connection stays usable (before,
  * the daemon sent the whole text and the client dropped the connection). */
@@ -1106,17 +1122,8 @@ static void test_reply_limit(void) {
     if (!voc) SKIP("ggml-vocab-deepseek-coder.gguf not in ../shared/vocab");
     char model[300], saved[300];
     snprintf(model, sizeof model, "%s/longvocab.gguf", g_dir);
-    fflush(NULL);
-    pid_t mk = fork();
-    if (mk == 0) {
-        int fd = open("/dev/null", O_WRONLY);
-        if (fd >= 0) { dup2(fd, 1); dup2(fd, 2); close(fd); }
-        const char *av[] = {"mkmodel", "--preset", "tiny", "--vocab-from", voc, "-o", model, NULL};
-        _exit(cmd_mkmodel(7, (char **)av));
-    }
-    int mst = 0;
-    waitpid(mk, &mst, 0);
-    REQUIRE(WIFEXITED(mst) && WEXITSTATUS(mst) == 0);
+    const char *av[] = {"mkmodel", "--preset", "tiny", "--vocab-from", voc, "-o", model, NULL};
+    REQUIRE(run_mkmodel(av) == 0);
     snprintf(saved, sizeof saved, "%s", g_slow);
     snprintf(g_slow, sizeof g_slow, "%s", model);
     g_slow_on = true;
@@ -1398,18 +1405,9 @@ int main(void) {
     if (!mkdtemp(g_dir)) { perror("mkdtemp"); return 1; }
     signal(SIGPIPE, SIG_IGN);
     snprintf(g_slow, sizeof g_slow, "%s/slow.gguf", g_dir);
-    fflush(NULL);
-    pid_t mk = fork();
-    if (mk == 0) {
-        int fd = open("/dev/null", O_WRONLY);
-        if (fd >= 0) { dup2(fd, 1); dup2(fd, 2); close(fd); }
-        const char *av[] = {"mkmodel", "--preset", "tiny", "--dim", "256", "--layers", "4", "--ffn", "512",
-                            "--ctx", "4096", "-o", g_slow, NULL};
-        _exit(cmd_mkmodel(13, (char **)av));
-    }
-    int mst = 0;
-    if (mk > 0) waitpid(mk, &mst, 0);
-    g_have_slow = mk > 0 && WIFEXITED(mst) && WEXITSTATUS(mst) == 0 && access(g_slow, R_OK) == 0;
+    const char *av[] = {"mkmodel", "--preset", "tiny", "--dim", "256", "--layers", "4", "--ffn", "512",
+                        "--ctx", "4096", "-o", g_slow, NULL};
+    g_have_slow = run_mkmodel(av) == 0 && access(g_slow, R_OK) == 0;
     RUN(test_ops);
     RUN(test_streaming);
     RUN(test_concurrent_clients);

@@ -1,8 +1,6 @@
 /* Fuzz target: one reply message through the client's decoder and the JSON conversion `--json` prints. */
 #include "tests/fuzz/fuzz.h"
 
-#include <stdlib.h>
-
 #include "ipc/protocol.h"
 
 int FUZZ_ENTRY(const uint8_t *data, size_t size) {

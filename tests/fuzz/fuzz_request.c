@@ -2,8 +2,6 @@
  * encoded again and must decode to the same op and id (the encoder validates the way the decoder does). */
 #include "tests/fuzz/fuzz.h"
 
-#include <stdlib.h>
-
 #include "ipc/protocol.h"
 
 int FUZZ_ENTRY(const uint8_t *data, size_t size) {

@@ -3,10 +3,7 @@
  * encoded, every id decoded (one by one and streamed), and the ids' decode re-encoded. */
 #include "tests/fuzz/fuzz.h"
 
-#include <stdlib.h>
-
 #include "model/gguf.h"
-#include "tokenizer/tokenizer.h"
 
 static int g_tok_fd = -1;
 
