@@ -15,6 +15,7 @@
 
 #include "kernels/backend.h"
 #include "model/model.h"
+#include "target/batch_k.h"
 #include "target/limits.h"
 #include "target/sampler.h"
 
@@ -43,6 +44,7 @@ typedef struct sd_engine {
     sd_model *draft; /* SD_PROP_DRAFT only */
     int ctx;
     char backend_note[256]; /* why this backend (e.g. "no CUDA device: running on the CPU") */
+    sd_pass_cost cost;      /* measured target pass and draft round times (step.c, batch_k.h) */
 } sd_engine;
 
 int sd_engine_open(const sd_engine_config *cfg, sd_engine **out, sd_err *err);

@@ -331,6 +331,7 @@ static void draft_all(sd_gen **gens, int n) {
             }
         }
         double dt = sd_now_s() - t0;
+        sd_pass_cost_record_draft(&gens[0]->s->e->cost, dt);
         for (int i = 0; i < nb; i++) batch[i]->st.t_draft += dt;
     }
     if (!batch) /* out of memory: no drafting this turn, everyone fails rather than hangs */
@@ -338,6 +339,50 @@ static void draft_all(sd_gen **gens, int n) {
             if (gens[i]->kind == SD_STEP_DRAFT) fail(gens[i], &(sd_err){.msg = "out of memory (draft batch)"});
     free(batch);
     free(rows);
+}
+
+/* ---------------------------------------------------------------- batch-aware k */
+
+/* True when g's draft length is the batch rule's to choose: greedy (its tokens do not depend on k; a
+ * seeded sampled request's do, so its k stays its own), adaptive (draft-min < draft-max). */
+static bool k_by_batch(const sd_gen *g) {
+    return g->kind == SD_STEP_DRAFT && g->greedy && g->p.draft_min < g->p.draft_max && g->draft_k > 0;
+}
+
+/* Lowers the draft lengths of the turn's greedy speculating requests to what pays in this batch
+ * (batch_k.h), when at least two of them share it; the other rows of the turn are the rule's base. */
+static void batch_k(sd_gen **gens, int n) {
+    int m = 0, base_rows = 0;
+    double base_tokens = 0;
+    for (int i = 0; i < n; i++) m += k_by_batch(gens[i]);
+    if (m < 2) return;
+    double *alpha = malloc(sizeof(double) * (size_t)m);
+    int *kmax = malloc(sizeof(int) * (size_t)m), *k = malloc(sizeof(int) * (size_t)m);
+    if (!alpha || !kmax || !k) goto out;
+    m = 0;
+    for (int i = 0; i < n; i++) {
+        sd_gen *g = gens[i];
+        if (k_by_batch(g)) {
+            alpha[m] = sd_draft_len_alpha(&g->dl);
+            kmax[m++] = g->draft_k;
+        } else if (g->kind >= SD_STEP_DRAFT) {
+            base_rows += g->n_rows;
+            base_tokens += g->kind == SD_STEP_PREFILL ? g->last_chunk
+                           : g->kind == SD_STEP_DRAFT ? sd_spec_expected_tokens(sd_draft_len_alpha(&g->dl), g->draft_k)
+                                                      : 1;
+        }
+    }
+    sd_batch_k(&gens[0]->s->e->cost, base_rows, base_tokens, m, alpha, kmax, k);
+    m = 0;
+    for (int i = 0; i < n; i++)
+        if (k_by_batch(gens[i])) {
+            gens[i]->draft_k = k[m++];
+            gens[i]->n_rows = gens[i]->draft_k + 1;
+        }
+out:
+    free(alpha);
+    free(kmax);
+    free(k);
 }
 
 /* ---------------------------------------------------------------- the turn */
@@ -356,6 +401,7 @@ static void run_batch(sd_gen **gens, int n, sd_row *rows) {
         return;
     }
     double dt = sd_now_s() - t0;
+    sd_pass_cost_record(&gens[0]->s->e->cost, total, dt);
     for (int i = 0; i < n; i++) /* before the model's next forward: kept rows live until then */
         if (take(gens[i], dt, &gens[i]->err)) fail(gens[i], &gens[i]->err);
 }
@@ -379,6 +425,7 @@ int sd_gen_step_batch(sd_gen **gens, int n, int batch_tokens, sd_err *err) {
             plan(g, batch_tokens <= 0 ? 0 : left > SD_PREFILL_MIN_ROWS ? left : SD_PREFILL_MIN_ROWS);
             rows_used += g->n_rows;
         }
+    batch_k(gens, n);
     draft_all(gens, n);
     for (int i = 0; i < n; i++)
         if (gens[i]->kind >= SD_STEP_PREFILL) total += gens[i]->n_rows;
