@@ -1,9 +1,8 @@
-/* `specd info -m MODEL [-z TOKENIZER]`: loads a model (on the CPU backend: weights stay in the file
- * mapping, nothing is copied) and describes it. */
+/* `specd info -m MODEL [-z TOKENIZER]`: reads a model for description (no backend, nothing uploaded:
+ * a file with tensor types specd cannot compute is described too) and prints it. */
 #include <stdio.h>
 #include <string.h>
 
-#include "kernels/backend.h"
 #include "model/model.h"
 #include "cmd/commands.h"
 #include "cmd/options.h"
@@ -23,15 +22,12 @@ int cmd_info(int argc, char **argv) {
         return 2;
     }
     sd_err err = {{0}};
-    sd_backend *be = NULL;
     sd_model *m = NULL;
-    if (sd_backend_cpu_new(1, &be, &err) || sd_model_load(model, tok, be, &m, &err)) {
+    if (sd_model_describe(model, tok, &m, &err)) {
         fprintf(stderr, "specd info: %s\n", err.msg);
-        if (be) be->destroy(be);
         return 1;
     }
     sd_model_print_info(m, stdout);
     sd_model_free(m);
-    be->destroy(be);
     return 0;
 }

@@ -19,14 +19,23 @@
 
 #include "base/err.h"
 
-/* Tensor element types. The values are GGML's type ids, so GGUF tensor types map one to one. */
+/* Tensor element types. The values are GGML's type ids, so GGUF tensor types map one to one. Block
+ * layouts of the quantized ones: kernels/quant_k.h (Q8_0 below). */
 typedef enum sd_dtype {
     SD_F32 = 0,
     SD_F16 = 1,
     SD_Q4_0 = 2,
+    SD_Q4_1 = 3,
+    SD_Q5_0 = 6,
+    SD_Q5_1 = 7,
     SD_Q8_0 = 8,
+    SD_Q2_K = 10,
+    SD_Q3_K = 11,
     SD_Q4_K = 12,
+    SD_Q5_K = 13,
     SD_Q6_K = 14,
+    SD_IQ4_NL = 20,
+    SD_IQ4_XS = 23,
     SD_BF16 = 30,
 } sd_dtype;
 
@@ -43,8 +52,16 @@ const char *sd_dtype_name(int type);
 int sd_dtype_block(int type);
 /* Bytes per block, 0 for unknown types. */
 size_t sd_dtype_block_bytes(int type);
-/* True when the backends can compute with this type (F32, F16, BF16, Q8_0 for now). */
+/* True when every backend computes with this type (F32, F16, BF16, Q8_0 for now). */
 bool sd_dtype_supported(int type);
+/* True when the model loader accepts this type: the plain floats and the quantized types with a block
+ * layout in kernels/quant_k.h (Q4_0 ... Q6_K, IQ4_NL, IQ4_XS). A backend that cannot compute one refuses
+ * it in upload_weight, naming the tensor. */
+bool sd_dtype_loadable(int type);
+/* "f32, f16, ..." : the loadable types, for error messages. */
+const char *sd_dtype_loadable_list(void);
+/* The type called `name` (case-insensitive: "q4_K", "Q4_K", "iq4_nl"), or -1. */
+int sd_dtype_by_name(const char *name);
 /* Bytes of one row of n elements (n must be a multiple of the block size). */
 size_t sd_dtype_row_bytes(int type, int64_t n);
 

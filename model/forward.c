@@ -115,6 +115,7 @@ static int check_kv_fits(const sd_model *m, int n_layers, int ctx, sd_err *err) 
 int sd_seq_new(sd_model *m, int ctx, int n_layers, sd_seq **out, sd_err *err) {
     *out = NULL;
     const sd_hparams *hp = &m->hp;
+    if (!m->be) return sd_errf(err, "%s: loaded for description only; it cannot run", m->path ? m->path : "model");
     if (ctx <= 0) ctx = hp->ctx;
     if (ctx <= 0) return sd_errf(err, "%s: context length %d is not positive", m->path ? m->path : "model", ctx);
     if (n_layers <= 0) n_layers = hp->n_layers;

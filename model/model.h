@@ -93,11 +93,16 @@ typedef struct sd_model {
     /* forward pass (model/forward.c) */
     struct sd_fwd_ws *ws;     /* activations of one pass, shared by the model's sequences (made on first use) */
     int batch_rows;           /* rows per internal pass; 0: SD_MAX_BATCH (tests lower it to force passes) */
+    bool describe_only;       /* sd_model_describe: no backend, nothing uploaded, any tensor type */
 } sd_model;
 
 /* Loads a model file (GGUF by magic, else llama2.c checkpoint; tok_path is the llama2.c tokenizer,
  * required for .bin checkpoints, ignored for GGUF which embeds its vocabulary) onto backend be. */
 int sd_model_load(const char *path, const char *tok_path, sd_backend *be, sd_model **out, sd_err *err);
+/* Reads a model for description only (`specd info`): hyperparameters, tensors and sizes, with no backend
+ * and no weight upload, so a file with tensor types no backend computes (IQ2_XXS, ...) is described too.
+ * Such a model cannot run (sd_seq_new refuses it). */
+int sd_model_describe(const char *path, const char *tok_path, sd_model **out, sd_err *err);
 void sd_model_free(sd_model *m);
 /* Human-readable summary (architecture, hyperparameters, tensor types, params, bytes/token) to f. */
 void sd_model_print_info(const sd_model *m, void *file /* FILE* */);

@@ -181,6 +181,10 @@ int sd_model_finish(sd_model *m, const float *freq_factors, sd_err *err) {
     bool tied = m->output.host == m->tok_embd.host;
     int n = sd_model_tensors(m, list);
     count_sizes(m, list, n);
+    if (m->describe_only) { /* nothing to upload, no RoPE table: sizes are all a description needs */
+        free(list);
+        return 0;
+    }
     for (int i = 0; i < n; i++) {
         list[i]->data_type = list[i]->type;
         if (m->be->upload_weight(m->be, list[i], err)) {

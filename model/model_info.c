@@ -40,6 +40,12 @@ static void print_types(sd_model *m, FILE *f) {
         sep = ", ";
     }
     fprintf(f, " (%d tensors)\n", n);
+    for (int i = 0; i < n; i++) /* a file that specd can describe but not run says so, and why */
+        if (!sd_dtype_loadable(list[i]->type)) {
+            fprintf(f, "not computable:     tensor '%s' has type %s (specd computes %s)\n",
+                    list[i]->name ? list[i]->name : "?", sd_dtype_name(list[i]->type), sd_dtype_loadable_list());
+            break;
+        }
     free(list);
 }
 

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "kernels/quant_k.h"
 #include "model/model_internal.h"
 
 typedef struct arch_desc {
@@ -121,40 +122,13 @@ static int read_hparams(sd_model *m, const arch_desc *a, sd_err *err) {
 
 /* ---- tensors ---- */
 
-static float half_to_float(uint16_t h) {
-    uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 31, man = h & 1023, bits;
-    if (exp == 0) {
-        float f = (float)man / 1024.0f / 16384.0f; /* subnormal: man * 2^-24 */
-        return sign ? -f : f;
-    }
-    if (exp == 31) bits = sign | 0x7f800000u | (man << 13);
-    else bits = sign | ((exp + 112) << 23) | (man << 13);
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
-
 /* Norm and bias vectors are F32 for every backend; a file storing them otherwise gets a converted copy. */
 static int vector_to_f32(sd_model *m, sd_tensor *t, sd_err *err) {
-    if (t->type == SD_F32) return 0;
+    if (t->type == SD_F32 || !sd_dtype_loadable(t->type)) return 0; /* not loadable: described, never run */
     size_t n = (size_t)t->cols * (size_t)t->rows;
     float *out = sd_model_own(m, n * sizeof *out, err);
     if (!out) return -1;
-    const uint8_t *src = t->host;
-    for (size_t i = 0; i < n; i++) {
-        uint16_t h;
-        if (t->type == SD_Q8_0) {
-            const sd_block_q8_0 *b = (const sd_block_q8_0 *)src + i / SD_QK8_0;
-            out[i] = half_to_float(b->d) * b->qs[i % SD_QK8_0];
-            continue;
-        }
-        memcpy(&h, src + 2 * i, 2);
-        if (t->type == SD_F16) out[i] = half_to_float(h);
-        else {
-            uint32_t bits = (uint32_t)h << 16; /* BF16 */
-            memcpy(&out[i], &bits, 4);
-        }
-    }
+    sd_dequant_row(t->type, t->host, out, (int64_t)n);
     t->host = out;
     t->type = SD_F32;
     return 0;
@@ -171,9 +145,9 @@ static int bind(sd_model *m, const char *name, int64_t cols, int64_t rows, bool 
         return sd_errf(err, "%s: tensor '%s' has shape [%lld, %lld, %lld, %lld] but the hyperparameters say [%lld, %lld]",
                        m->path, name, (long long)ti->ne[0], (long long)ti->ne[1], (long long)ti->ne[2],
                        (long long)ti->ne[3], (long long)cols, (long long)rows);
-    if (!sd_dtype_supported((int)ti->type))
-        return sd_errf(err, "%s: tensor '%s' has type %s, which is not supported (f32, f16, bf16, q8_0 are)", m->path,
-                       name, sd_dtype_name((int)ti->type));
+    if (!m->describe_only && !sd_dtype_loadable((int)ti->type))
+        return sd_errf(err, "%s: tensor '%s' has type %s, which is not supported (%s are)", m->path, name,
+                       sd_dtype_name((int)ti->type), sd_dtype_loadable_list());
     t->type = (sd_dtype)ti->type;
     t->data_type = t->type;
     t->cols = cols;
@@ -270,7 +244,7 @@ static int is_gguf(const char *path, bool *yes, sd_err *err) {
     return 0;
 }
 
-int sd_model_load(const char *path, const char *tok_path, sd_backend *be, sd_model **out, sd_err *err) {
+static int load(const char *path, const char *tok_path, sd_backend *be, sd_model **out, sd_err *err) {
     *out = NULL;
     sd_model *m = calloc(1, sizeof *m);
     if (!m || !(m->path = strdup(path))) {
@@ -278,6 +252,7 @@ int sd_model_load(const char *path, const char *tok_path, sd_backend *be, sd_mod
         return sd_errf(err, "out of memory");
     }
     m->be = be;
+    m->describe_only = be == NULL;
     bool gguf = false;
     int rc = is_gguf(path, &gguf, err);
     if (!rc) rc = gguf ? load_gguf(m, err) : sd_llama2c_load(m, tok_path, err);
@@ -287,6 +262,15 @@ int sd_model_load(const char *path, const char *tok_path, sd_backend *be, sd_mod
     }
     *out = m;
     return 0;
+}
+
+int sd_model_load(const char *path, const char *tok_path, sd_backend *be, sd_model **out, sd_err *err) {
+    if (!be) return sd_errf(err, "%s: no backend to load the model onto", path);
+    return load(path, tok_path, be, out, err);
+}
+
+int sd_model_describe(const char *path, const char *tok_path, sd_model **out, sd_err *err) {
+    return load(path, tok_path, NULL, out, err);
 }
 
 void sd_model_free(sd_model *m) {

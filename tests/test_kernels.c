@@ -12,13 +12,15 @@
 #include "kernels/backend.h"
 #include "kernels/cpu/backend_cpu.h"
 #include "kernels/cpu/threadpool.h"
-#include "kernels/quant.h"
+#include "kernels/quant_k.h"
 #include "tests/test.h"
 #include "tests/test_util.h"
 
 static float frand(void) { return (float)(rand_u32() % 2000001) / 1000000.0f - 1.0f; } /* [-1, 1] */
 
 static const int types[] = {SD_F32, SD_F16, SD_BF16, SD_Q8_0};
+/* The types of the float-activation quantized kernel (SD_MM_QUANT). */
+static const int qtypes[] = {SD_Q4_0, SD_Q4_1, SD_Q5_0, SD_Q5_1, SD_IQ4_NL, SD_Q2_K, SD_Q3_K, SD_Q4_K, SD_Q5_K, SD_Q6_K, SD_IQ4_XS};
 
 /* Independent half -> double: (-1)^s * 1.m * 2^(e-15), subnormals m * 2^-24. */
 static double half_ref(uint16_t h) {
@@ -122,12 +124,42 @@ static void test_q8_0_non_finite(void) {
     CHECK_EQ_INT(q[0], -127);
 }
 
+/* Byte offsets of the F16 scale fields in a block of a quantized type (-1 ends the list). */
+static const int *scale_fields(int type) {
+    static const int d0[] = {0, -1}, dm[] = {0, 2, -1}, q2k[] = {80, 82, -1}, q3k[] = {108, -1}, q6k[] = {208, -1};
+    switch (type) {
+    case SD_Q4_1: case SD_Q5_1: case SD_Q4_K: case SD_Q5_K: return dm;
+    case SD_Q2_K: return q2k;
+    case SD_Q3_K: return q3k;
+    case SD_Q6_K: return q6k;
+    default: return d0;
+    }
+}
+
+/* A row of a quantized type with every quant bit random (all bit patterns occur) and small random
+ * F16 scales (so the products stay finite). */
+static void random_quant_row(int type, uint8_t *row, int64_t cols, float scale) {
+    int bb = sd_quant_block_bytes(type);
+    size_t nb = (size_t)(cols / sd_quant_block(type));
+    for (size_t i = 0; i < nb * (size_t)bb; i++) row[i] = (uint8_t)rand_u32();
+    for (size_t b = 0; b < nb; b++)
+        for (const int *f = scale_fields(type); *f >= 0; f++) {
+            uint16_t h = sd_fp32_to_fp16(frand() * scale * 0.05f);
+            memcpy(row + b * (size_t)bb + *f, &h, 2);
+        }
+}
+
 /* Random weights of a type (rows x cols) and their exact F32 values. */
 static void *make_weights(int type, int64_t rows, int64_t cols, float *exact) {
     size_t rb = sd_dtype_row_bytes(type, cols);
     uint8_t *w = malloc(rb * (size_t)rows);
     for (int64_t r = 0; r < rows; r++) {
         uint8_t *row = w + rb * (size_t)r;
+        if (type != SD_Q8_0 && sd_quant_block(type)) {
+            random_quant_row(type, row, cols, ldexpf(1, (int)(r % 5) - 2));
+            sd_dequant_row(type, row, exact + r * cols, cols);
+            continue;
+        }
         float scale = ldexpf(1, (int)(r % 5) - 2);
         for (int64_t c = 0; c < cols; c++) {
             float v = frand() * scale;
@@ -233,16 +265,34 @@ static void test_matmul_all_levels(void) {
     }
 }
 
+/* The other quantized types, every level against the float64 product of the dequantized weights (and
+ * so against each other): fewer shapes per type than above, but every tile size and row remainder. */
+static void test_matmul_quant_levels(void) {
+    static const int64_t rows_set[] = {1, 5, 17, 34};
+    for (size_t ti = 0; ti < sizeof qtypes / sizeof *qtypes; ti++) {
+        int type = qtypes[ti], qk = sd_quant_block(type);
+        const int64_t cols[] = {qk, 3 * qk, qk == 32 ? 1056 : 1280};
+        for (size_t ci = 0; ci < 3; ci++)
+            for (size_t ri = 0; ri < sizeof rows_set / sizeof *rows_set; ri++)
+                for (int n = 1; n <= 9; n++)
+                    if ((ri + ci + (size_t)n) % 4 == 0 || n == 1 || n == 6) check_matmul_shape(type, rows_set[ri], cols[ci], n);
+    }
+}
+
 /* Row i of a product of n activations is bitwise the product of that activation alone: verifying k
  * drafted tokens in one call computes exactly what decoding them one by one would. */
 static void test_matmul_n_consistent(void) {
-    for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
-        int64_t rows = 37, cols = 320;
+    int all_types[sizeof types / sizeof *types + sizeof qtypes / sizeof *qtypes];
+    size_t nt = 0;
+    for (size_t i = 0; i < sizeof types / sizeof *types; i++) all_types[nt++] = types[i];
+    for (size_t i = 0; i < sizeof qtypes / sizeof *qtypes; i++) all_types[nt++] = qtypes[i];
+    for (size_t ti = 0; ti < nt; ti++) {
+        int64_t rows = 37, cols = sd_quant_block(all_types[ti]) == SD_QK_K ? 512 : 320;
         float *exact = malloc(sizeof(float) * (size_t)(rows * cols));
-        void *w = make_weights(types[ti], rows, cols, exact);
+        void *w = make_weights(all_types[ti], rows, cols, exact);
         float *x = malloc(sizeof(float) * 9 * (size_t)cols);
         for (int64_t i = 0; i < 9 * cols; i++) x[i] = frand();
-        sd_tensor t = {.type = types[ti], .cols = cols, .rows = rows, .host = w, .name = "w"};
+        sd_tensor t = {.type = all_types[ti], .cols = cols, .rows = rows, .host = w, .name = "w"};
         for (int s = 0; s <= (int)sd_simd_detect(); s++) {
             sd_backend *b = open_cpu(2, (sd_simd)s);
             REQUIRE(b);
@@ -253,7 +303,7 @@ static void test_matmul_n_consistent(void) {
                     float *one = run_matmul(b, &t, x + i * cols, 1);
                     REQUIRE(one);
                     CHECKF(memcmp(one, all + i * rows, sizeof(float) * (size_t)rows) == 0, "%s %s n=%d row %d",
-                           sd_simd_name((sd_simd)s), sd_dtype_name(types[ti]), n, i);
+                           sd_simd_name((sd_simd)s), sd_dtype_name(all_types[ti]), n, i);
                     free(one);
                 }
                 free(all);
@@ -272,6 +322,8 @@ static void test_matmul_large_threads(void) {
     check_matmul_shape(SD_F16, 523, 640, 1);
     check_matmul_shape(SD_F16, 300, 256, 12);
     check_matmul_shape(SD_F32, 300, 256, 17);
+    check_matmul_shape(SD_Q4_K, 600, 512, 5);
+    check_matmul_shape(SD_Q4_0, 333, 256, 1);
 }
 
 /* Runs `fn` on backends of every level and thread count; fn fills out[] (len floats) from the backend. */
@@ -610,9 +662,12 @@ static void test_upload_rejects(void) {
     REQUIRE(b);
     uint8_t buf[64] = {0};
     sd_err err = {{0}};
-    sd_tensor t = {.type = SD_Q4_0, .cols = 32, .rows = 1, .host = buf, .name = "blk.0.attn_q.weight"};
+    sd_tensor t = {.type = (sd_dtype)16 /* iq2_xxs */, .cols = 256, .rows = 1, .host = buf, .name = "blk.0.attn_q.weight"};
     CHECK(b->upload_weight(b, &t, &err) != 0);
-    CHECK(strstr(err.msg, "blk.0.attn_q.weight") && strstr(err.msg, "q4_0"));
+    CHECK(strstr(err.msg, "blk.0.attn_q.weight") && strstr(err.msg, "iq2_xxs"));
+    t = (sd_tensor){.type = SD_Q4_K, .cols = 128, .rows = 1, .host = buf, .name = "short"};
+    CHECK(b->upload_weight(b, &t, &err) != 0); /* 128 is not a whole Q4_K super-block */
+    CHECK(strstr(err.msg, "short") != NULL);
     t = (sd_tensor){.type = SD_Q8_0, .cols = 33, .rows = 1, .host = buf, .name = "odd"};
     CHECK(b->upload_weight(b, &t, &err) != 0);
     CHECK(strstr(err.msg, "odd") != NULL);
@@ -647,6 +702,16 @@ static void test_dtype_table(void) {
     CHECK_EQ_INT(sd_dtype_block(SD_Q4_K), 256);
     CHECK(sd_dtype_name(99) == NULL);
     CHECK(sd_dtype_supported(SD_BF16) && !sd_dtype_supported(SD_Q4_0));
+    CHECK(sd_dtype_loadable(SD_Q4_0) && sd_dtype_loadable(SD_IQ4_XS) && !sd_dtype_loadable(16));
+    CHECK_EQ_INT(sd_dtype_by_name("Q4_K"), SD_Q4_K);
+    CHECK_EQ_INT(sd_dtype_by_name("iq4_nl"), SD_IQ4_NL);
+    CHECK_EQ_INT(sd_dtype_by_name("q4_k_m"), -1);
+    /* the block geometry the kernels use (quant_k.h) is the table's */
+    for (int t = 0; t < 64; t++)
+        if (sd_dtype_loadable(t) && sd_dtype_block(t) > 1) {
+            CHECK_EQ_INT(sd_quant_block(t), sd_dtype_block(t));
+            CHECK_EQ_INT((size_t)sd_quant_block_bytes(t), sd_dtype_block_bytes(t));
+        }
 }
 
 int main(void) {
@@ -661,6 +726,7 @@ int main(void) {
     RUN(test_backend_open);
     RUN(test_upload_rejects);
     RUN(test_matmul_all_levels);
+    RUN(test_matmul_quant_levels);
     RUN(test_matmul_large_threads);
     RUN(test_matmul_n_consistent);
     RUN(test_rmsnorm);

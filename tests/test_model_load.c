@@ -45,7 +45,7 @@ typedef struct spec {
     bool tied;
     const char *skip;        /* tensor to leave out */
     const char *wrong_shape; /* tensor written with one row too many */
-    const char *q4;          /* tensor written as q4_0 */
+    const char *q4;          /* tensor written as mxfp4 (a GGML type specd does not compute) */
     const char *drop_key;    /* metadata suffix to leave out */
     const char *rope_type;   /* rope.scaling.type */
     float rope_factor;
@@ -72,7 +72,7 @@ static void add_tensor(gguf_writer *w, const spec *s, const char *name, int64_t 
     int64_t ne[2] = {cols, rows + (s->wrong_shape && !strcmp(s->wrong_shape, name))};
     int nd = rows == 1 && ne[1] == 1 ? 1 : 2;
     if (s->q4 && !strcmp(s->q4, name)) {
-        gguf_w_tensor_fn(w, name, SD_Q4_0, nd, ne, fill_det, (void *)1);
+        gguf_w_tensor_fn(w, name, 39 /* GGML_TYPE_MXFP4 */, nd, ne, fill_det, (void *)1);
         return;
     }
     int type = nd == 1 && s->vec_type ? s->vec_type : SD_F32;
@@ -410,7 +410,7 @@ static void test_broken_models(void) {
         {"llama", NULL, "blk.0.attn_k.weight", NULL, NULL, 0, "tensor 'blk.0.attn_k.weight' has shape"},
         {"llama", NULL, "blk.1.ffn_down.weight", NULL, NULL, 0, "tensor 'blk.1.ffn_down.weight' has shape"},
         {"llama", NULL, "output.weight", NULL, NULL, 0, "tensor 'output.weight' has shape"},
-        {"llama", NULL, NULL, "blk.0.attn_v.weight", NULL, 0, "tensor 'blk.0.attn_v.weight' has type q4_0"},
+        {"llama", NULL, NULL, "blk.0.attn_v.weight", NULL, 0, "tensor 'blk.0.attn_v.weight' has type mxfp4, which is not supported (f32, f16, bf16, q8_0, q4_0"},
         {"llama", NULL, NULL, NULL, "block_count", 0, "missing metadata key 'llama.block_count'"},
         {"llama", NULL, NULL, NULL, "attention.layer_norm_rms_epsilon", 0, "layer_norm_rms_epsilon"},
         {"llama", NULL, NULL, NULL, "embedding_length", 0, "llama.embedding_length"},
@@ -583,6 +583,12 @@ static void test_info_command(void) {
     CHECK(strstr(out, "qwen2") != NULL);
     CHECK(strstr(out, "feed-forward:       96") != NULL);
     CHECK(strstr(out, "bytes read / token") != NULL);
+    /* a file with a type specd does not compute is still described, and says which tensor stops it */
+    s.q4 = "blk.1.attn_q.weight";
+    REQUIRE(write_model(&s, good) == 0);
+    CHECK_EQ_INT(run_specd(args, out, sizeof out), 0);
+    CHECK(strstr(out, "mxfp4: 1") != NULL);
+    CHECKF(strstr(out, "not computable:     tensor 'blk.1.attn_q.weight' has type mxfp4") != NULL, "%s", out);
     /* tokenize reads the vocabulary size from a llama2.c header: INT32_MIN (whose negation overflows) is
      * an error, not undefined behaviour */
     const char *l2c = shared_path("models/aidreams260K.bin"), *tok = shared_path("models/tok512.bin");

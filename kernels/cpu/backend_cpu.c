@@ -12,7 +12,7 @@
 #include "kernels/backend.h"
 #include "kernels/cpu/backend_cpu.h"
 #include "kernels/cpu/threadpool.h"
-#include "kernels/quant.h"
+#include "kernels/quant_k.h"
 #include "kernels/softmax.h"
 
 typedef struct cpu_impl {
@@ -79,7 +79,7 @@ static int mm_type_index(int type) {
     case SD_F16: return SD_MM_F16;
     case SD_BF16: return SD_MM_BF16;
     case SD_Q8_0: return SD_MM_Q8_0;
-    default: return -1;
+    default: return sd_quant_block(type) ? SD_MM_QUANT : -1;
     }
 }
 
@@ -159,13 +159,8 @@ static void cpu_embed(sd_backend *b, float *out, const sd_tensor *t, const int32
             continue;
         }
         const uint8_t *row = base + (size_t)ids[i] * rb;
-        if (t->type == SD_F32) {
-            memcpy(o, row, (size_t)t->cols * sizeof(float));
-        } else if (t->type == SD_Q8_0) {
-            for (int64_t c = 0; c < t->cols; c += SD_QK8_0) sd_dequant_q8_0((const sd_block_q8_0 *)row + c / SD_QK8_0, o + c);
-        } else {
-            for (int64_t c = 0; c < t->cols; c++) o[c] = sd_row_get(t->type, row, c);
-        }
+        if (t->type == SD_F32) memcpy(o, row, (size_t)t->cols * sizeof(float));
+        else sd_dequant_row(t->type, row, o, t->cols);
     }
 }
 
@@ -225,7 +220,8 @@ static void cpu_matmul(sd_backend *b, float *out, const sd_tensor *w, const floa
     }
     mm_task t = {
         .job = {.out = out, .out_stride = w->rows, .w = w->data ? w->data : w->host,
-                .row_bytes = sd_dtype_row_bytes(w->type, w->cols), .cols = w->cols, .x = x, .n = n},
+                .row_bytes = sd_dtype_row_bytes(w->type, w->cols), .cols = w->cols, .x = x, .n = n,
+                .type = w->type},
         .fn = im->k->mm[ti],
     };
     if (w->type == SD_Q8_0) {

@@ -1,6 +1,6 @@
 /* The scalar reference kernels: plain C, one output element at a time, accumulated in order. */
 #include "kernels/cpu/simd.h"
-#include "kernels/quant.h"
+#include "kernels/quant_k.h"
 
 #define MM_SCALAR(NAME, DOT, WT)                                                                   \
     static void NAME(const sd_mm_job *j, int64_t r0, int64_t r1) {                                 \
@@ -23,6 +23,28 @@ static void mm_q8_0(const sd_mm_job *j, int64_t r0, int64_t r1) {
     }
 }
 
+/* Other quantized types: per row, each block dequantized once per 64 activations; every output element
+ * sums its products in column order, exactly as sd_dot_quant does. */
+static void mm_quant(const sd_mm_job *j, int64_t r0, int64_t r1) {
+    int qk = sd_quant_block(j->type), bb = sd_quant_block_bytes(j->type);
+    float w[SD_QK_K], s[64];
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *row = j->w + (size_t)r * j->row_bytes;
+        for (int i0 = 0; i0 < j->n; i0 += 64) {
+            int ni = j->n - i0 < 64 ? j->n - i0 : 64;
+            memset(s, 0, sizeof s);
+            for (int64_t b = 0; b < j->cols / qk; b++) {
+                sd_dequant_block(j->type, row + b * bb, w);
+                for (int i = 0; i < ni; i++) {
+                    const float *x = j->x + (int64_t)(i0 + i) * j->cols + b * qk;
+                    for (int c = 0; c < qk; c++) s[i] += w[c] * x[c];
+                }
+            }
+            for (int i = 0; i < ni; i++) j->out[(int64_t)(i0 + i) * j->out_stride + r] = s[i];
+        }
+    }
+}
+
 static float dot(const float *a, const float *b, int64_t n) { return sd_dot_f32(a, b, n); }
 
 static void axpy(float *y, float a, const float *x, int64_t n) {
@@ -36,7 +58,7 @@ static void scale(float *y, float a, int64_t n) {
 const sd_cpu_kernels sd_kernels_scalar = {
     .level = SD_SIMD_SCALAR,
     .name = "scalar",
-    .mm = {mm_f32, mm_f16, mm_bf16, mm_q8_0},
+    .mm = {mm_f32, mm_f16, mm_bf16, mm_q8_0, mm_quant},
     .dot = dot,
     .axpy = axpy,
     .scale = scale,

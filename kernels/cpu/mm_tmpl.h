@@ -27,7 +27,7 @@
 #include <immintrin.h>
 
 #include "kernels/cpu/simd.h"
-#include "kernels/quant.h"
+#include "kernels/quant_k.h"
 
 #define BLK 32 /* columns per step: one Q8_0 block, 32 / VW vectors */
 
@@ -263,6 +263,110 @@ TGT static inline __attribute__((always_inline)) void mm_rows(const sd_mm_job *j
     for (; r < r1; r++) mm_group(j, type, r, 1);
 }
 
+/* Other quantized types (SD_MM_QUANT): a tile's R rows dequantize one block each into an L1 buffer (the
+ * quant_k.h functions, inlined with the type fixed and compiled for this level), then every activation
+ * of the tile takes the block in float FMAs. A weight block is decoded once per tile, so an n-row product
+ * reads and decodes each weight once per up to N_MAX activations. Per output element: lanes summed in
+ * column order, then a horizontal sum, whatever R, N or the thread. */
+TGT static inline __attribute__((always_inline)) void mmk_tile(const sd_mm_job *j, const int type, int64_t r, int i0,
+                                                               const int R, const int N) {
+    V acc[4][8];
+    float buf[4][SD_QK_K] __attribute__((aligned(64)));
+    const uint8_t *rows[4];
+    const float *xs[8];
+    const int qk = sd_quant_block(type), bb = sd_quant_block_bytes(type);
+#pragma GCC unroll 4
+    for (int a = 0; a < R; a++) rows[a] = j->w + (size_t)(r + a) * j->row_bytes;
+#pragma GCC unroll 8
+    for (int b = 0; b < N; b++) xs[b] = j->x + (int64_t)(i0 + b) * j->cols;
+#pragma GCC unroll 4
+    for (int a = 0; a < R; a++)
+#pragma GCC unroll 8
+        for (int b = 0; b < N; b++) acc[a][b] = VZERO();
+    for (int64_t k = 0; k < j->cols / qk; k++) {
+#pragma GCC unroll 4
+        for (int a = 0; a < R; a++) {
+            if (R > 1) PREFETCH(rows[a] + (size_t)(PF_GROUPS * R) * j->row_bytes + (size_t)k * bb, bb);
+            sd_dequant_block(type, rows[a] + (size_t)k * bb, buf[a]);
+        }
+        for (int c = 0; c < qk; c += VW) {
+            V w[4];
+#pragma GCC unroll 4
+            for (int a = 0; a < R; a++) w[a] = VLOAD(buf[a] + c);
+#pragma GCC unroll 8
+            for (int b = 0; b < N; b++) {
+                V xv = VLOAD(xs[b] + k * qk + c);
+#pragma GCC unroll 4
+                for (int a = 0; a < R; a++) acc[a][b] = VFMA(w[a], xv, acc[a][b]);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int a = 0; a < R; a++)
+#pragma GCC unroll 8
+        for (int b = 0; b < N; b++) j->out[(int64_t)(i0 + b) * j->out_stride + r + a] = VHSUM(acc[a][b]);
+}
+
+#define KTILE(NT)                                                                                 \
+    case NT: mmk_tile(j, type, r, i0, R, NT); break;
+
+TGT static inline __attribute__((always_inline)) void mmk_group(const sd_mm_job *j, const int type, int64_t r,
+                                                                const int R) {
+    int n = j->n, tiles = (n + N_MAX - 1) / N_MAX;
+    int base = n / tiles, extra = n % tiles;
+    for (int t = 0, i0 = 0; t < tiles; t++) {
+        int nt = base + (t < extra);
+        switch (nt) {
+            KTILE(1)
+            KTILE(2)
+            KTILE(3)
+            KTILE(4)
+            KTILE(5)
+#if N_MAX >= 6
+            KTILE(6)
+#endif
+#if N_MAX >= 7
+            KTILE(7)
+#endif
+#if N_MAX >= 8
+            KTILE(8)
+#endif
+        default: break;
+        }
+        i0 += nt;
+    }
+}
+
+TGT static inline __attribute__((always_inline)) void mmk_rows(const sd_mm_job *j, const int type, int64_t r0,
+                                                               int64_t r1) {
+    int64_t r = r0;
+    if (j->n <= 2)
+        for (; r + R_FEW <= r1; r += R_FEW) mmk_group(j, type, r, R_FEW);
+    else
+        for (; r + R_MANY <= r1; r += R_MANY) mmk_group(j, type, r, R_MANY);
+    for (; r < r1; r++) mmk_group(j, type, r, 1);
+}
+
+/* One instance per type, so each inlines its own decoder with no per-block dispatch. */
+#define MMK_CASE(T)                                                                               \
+    case T: mmk_rows(j, T, r0, r1); break;
+TGT static void mm_quant(const sd_mm_job *j, int64_t r0, int64_t r1) {
+    switch (j->type) {
+        MMK_CASE(SD_Q4_0)
+        MMK_CASE(SD_Q4_1)
+        MMK_CASE(SD_Q5_0)
+        MMK_CASE(SD_Q5_1)
+        MMK_CASE(SD_Q2_K)
+        MMK_CASE(SD_Q3_K)
+        MMK_CASE(SD_Q4_K)
+        MMK_CASE(SD_Q5_K)
+        MMK_CASE(SD_Q6_K)
+        MMK_CASE(SD_IQ4_NL)
+        MMK_CASE(SD_IQ4_XS)
+    default: break;
+    }
+}
+
 TGT static void mm_f32(const sd_mm_job *j, int64_t r0, int64_t r1) { mm_rows(j, SD_MM_F32, r0, r1); }
 TGT static void mm_f16(const sd_mm_job *j, int64_t r0, int64_t r1) { mm_rows(j, SD_MM_F16, r0, r1); }
 TGT static void mm_bf16(const sd_mm_job *j, int64_t r0, int64_t r1) { mm_rows(j, SD_MM_BF16, r0, r1); }
@@ -298,7 +402,7 @@ TGT static void k_scale(float *y, float a, int64_t n) {
 const sd_cpu_kernels KNAME = {
     .level = KLEVEL,
     .name = KSTR,
-    .mm = {mm_f32, mm_f16, mm_bf16, mm_q8_0},
+    .mm = {mm_f32, mm_f16, mm_bf16, mm_q8_0, mm_quant},
     .dot = k_dot,
     .axpy = k_axpy,
     .scale = k_scale,

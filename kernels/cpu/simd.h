@@ -31,6 +31,7 @@ typedef struct sd_mm_job {
     const int32_t *xs; /* Q8_0: the sum of each block of xq (n x cols/32), for kernels that make the
                         * weights unsigned (w + 128) and take 128 * sum(x) back off */
     int n;
+    int type; /* sd_dtype of w: which block layout the SD_MM_QUANT kernel decodes */
 } sd_mm_job;
 
 /* Computes rows [r0, r1) of a job. r0 is a multiple of SD_MM_ROW_ALIGN; a kernel groups rows only at
@@ -39,8 +40,10 @@ typedef struct sd_mm_job {
 typedef void (*sd_mm_rows_fn)(const sd_mm_job *j, int64_t r0, int64_t r1);
 #define SD_MM_ROW_ALIGN 16
 
-/* Weight types a matmul kernel handles, as indices into sd_cpu_kernels.mm. */
-enum { SD_MM_F32, SD_MM_F16, SD_MM_BF16, SD_MM_Q8_0, SD_MM_NTYPES };
+/* Weight types a matmul kernel handles, as indices into sd_cpu_kernels.mm. SD_MM_QUANT: every other
+ * loadable quantized type (kernels/quant_k.h, the job's type says which), multiplied with the activations
+ * in float: each weight block is dequantized once per tile and used for all the tile's activations. */
+enum { SD_MM_F32, SD_MM_F16, SD_MM_BF16, SD_MM_Q8_0, SD_MM_QUANT, SD_MM_NTYPES };
 
 typedef struct sd_cpu_kernels {
     sd_simd level;
