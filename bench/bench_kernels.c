@@ -120,7 +120,9 @@ static double cpu_now_s(void) {
 /* Kernel speed with the weights in L2 (512 x 1024), one thread, timed in CPU time so that other work on a
  * shared machine does not show: how much faster than memory each kernel could go. */
 static int bench_cache(void) {
-    static const int types[] = {SD_F32, SD_F16, SD_BF16, SD_Q8_0}, ns[] = {1, 2, 5, 9};
+    static const int types[] = {SD_F32, SD_F16, SD_BF16, SD_Q8_0, SD_Q4_0, SD_Q4_1, SD_Q5_0, SD_Q5_1, SD_IQ4_NL,
+                                SD_Q2_K, SD_Q3_K, SD_Q4_K, SD_Q5_K, SD_Q6_K, SD_IQ4_XS}, ns[] = {1, 2, 5, 9};
+    const int n_types = (int)(sizeof types / sizeof types[0]);
     const int64_t rows = 512, cols = 1024;
     printf("in-cache matmul throughput, %lld x %lld weights, 1 thread, GB/s of weights per CPU-second\n",
            (long long)rows, (long long)cols);
@@ -128,7 +130,7 @@ static int bench_cache(void) {
         sd_backend *b;
         sd_err err;
         if (sd_backend_cpu_new_simd(1, (sd_simd)lv, &b, &err) != 0) return 1;
-        for (int ti = 0; ti < 4; ti++) {
+        for (int ti = 0; ti < n_types; ti++) {
             size_t bytes = sd_dtype_row_bytes(types[ti], cols) * (size_t)rows;
             uint8_t *w = calloc(1, bytes);
             float *x = b->alloc(b, 9 * (size_t)cols, &err), *o = b->alloc(b, 9 * (size_t)rows, &err);
@@ -136,7 +138,7 @@ static int bench_cache(void) {
             for (int64_t i = 0; i < 9 * cols; i++) x[i] = (float)(rnd() % 100) * 0.01f;
             sd_tensor t = {.type = types[ti], .rows = rows, .cols = cols, .host = w, .name = "cache"};
             b->upload_weight(b, &t, &err);
-            printf("%-7s %-5s", sd_simd_name((sd_simd)lv), sd_dtype_name(types[ti]));
+            printf("%-7s %-6s", sd_simd_name((sd_simd)lv), sd_dtype_name(types[ti]));
             for (int k = 0; k < 4; k++) {
                 int it = lv == 0 ? 2 : (int)(4e7 / (double)bytes) + 1;
                 double best = 1e30;

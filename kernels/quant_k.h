@@ -10,6 +10,14 @@
 #define SD_QUANT_K_H
 #include "kernels/quant.h"
 
+/* Decoders are always inlined: inside a SIMD kernel (kernels/cpu/mm_tmpl.h) they are then compiled for
+ * that kernel's instruction set, with the type a constant. */
+#ifdef __CUDACC__
+#define SD_QI static __forceinline__ __host__ __device__
+#else
+#define SD_QI static inline __attribute__((always_inline))
+#endif
+
 #define SD_QK 32    /* elements of a Q4_0 ... Q5_1, IQ4_NL block */
 #define SD_QK_K 256 /* elements of a K-quant / IQ4_XS super-block */
 
@@ -36,197 +44,8 @@ __device__ __constant__
 #endif
 static const int8_t sd_iq4nl_values[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
 
-/* Q4_0 ... IQ4_NL: element j < 16 of a block is the low nibble of qs[j], element j + 16 the high one. */
-static inline SD_HD void sd_dequant_q4_0(const sd_block_q4_0 *b, float *y) {
-    float d = sd_fp16_to_fp32(b->d);
-    for (int j = 0; j < 16; j++) {
-        y[j] = (float)((b->qs[j] & 15) - 8) * d;
-        y[j + 16] = (float)((b->qs[j] >> 4) - 8) * d;
-    }
-}
-
-static inline SD_HD void sd_dequant_q4_1(const sd_block_q4_1 *b, float *y) {
-    float d = sd_fp16_to_fp32(b->d), m = sd_fp16_to_fp32(b->m);
-    for (int j = 0; j < 16; j++) {
-        y[j] = (float)(b->qs[j] & 15) * d + m;
-        y[j + 16] = (float)(b->qs[j] >> 4) * d + m;
-    }
-}
-
-/* Q5: bit j of the little-endian qh word is the fifth bit of element j. */
-static inline SD_HD uint32_t sd_q5_high(const uint8_t *qh) {
-    return (uint32_t)qh[0] | (uint32_t)qh[1] << 8 | (uint32_t)qh[2] << 16 | (uint32_t)qh[3] << 24;
-}
-
-static inline SD_HD void sd_dequant_q5_0(const sd_block_q5_0 *b, float *y) {
-    float d = sd_fp16_to_fp32(b->d);
-    uint32_t qh = sd_q5_high(b->qh);
-    for (int j = 0; j < 16; j++) {
-        int lo = (b->qs[j] & 15) | (int)((qh >> j) & 1) << 4, hi = (b->qs[j] >> 4) | (int)((qh >> (j + 16)) & 1) << 4;
-        y[j] = (float)(lo - 16) * d;
-        y[j + 16] = (float)(hi - 16) * d;
-    }
-}
-
-static inline SD_HD void sd_dequant_q5_1(const sd_block_q5_1 *b, float *y) {
-    float d = sd_fp16_to_fp32(b->d), m = sd_fp16_to_fp32(b->m);
-    uint32_t qh = sd_q5_high(b->qh);
-    for (int j = 0; j < 16; j++) {
-        int lo = (b->qs[j] & 15) | (int)((qh >> j) & 1) << 4, hi = (b->qs[j] >> 4) | (int)((qh >> (j + 16)) & 1) << 4;
-        y[j] = (float)lo * d + m;
-        y[j + 16] = (float)hi * d + m;
-    }
-}
-
-static inline SD_HD void sd_dequant_iq4_nl(const sd_block_iq4_nl *b, float *y) {
-    float d = sd_fp16_to_fp32(b->d);
-    for (int j = 0; j < 16; j++) {
-        y[j] = d * (float)sd_iq4nl_values[b->qs[j] & 15];
-        y[j + 16] = d * (float)sd_iq4nl_values[b->qs[j] >> 4];
-    }
-}
-
-/* Q2_K: 128 elements per 32 quant bytes: element 32 * s + l of each half (s = shift / 2) is bits
- * [2s, 2s+2) of qs[l]; sub-block k = 16 elements, its scale byte scales[k]. */
-static inline SD_HD void sd_dequant_q2_K(const sd_block_q2_K *b, float *y) {
-    float d = sd_fp16_to_fp32(b->d), dmin = sd_fp16_to_fp32(b->dmin);
-    for (int half = 0; half < 2; half++) {
-        const uint8_t *q = b->qs + 32 * half;
-        for (int s = 0; s < 4; s++)
-            for (int k = 0; k < 2; k++) {
-                uint8_t sc = b->scales[8 * half + 2 * s + k];
-                float dl = d * (float)(sc & 15), ml = dmin * (float)(sc >> 4);
-                float *o = y + 128 * half + 32 * s + 16 * k;
-                for (int l = 0; l < 16; l++) o[l] = dl * (float)((q[16 * k + l] >> (2 * s)) & 3) - ml;
-            }
-    }
-}
-
-/* Q3_K's 16 six-bit scales: low 4 bits in bytes 0-7 (two per byte), high 2 bits in bytes 8-11. */
-static inline SD_HD int sd_q3k_scale(const uint8_t *sc, int k) {
-    int lo = k < 8 ? sc[k] & 15 : sc[k - 8] >> 4;
-    int hi = (sc[8 + k % 4] >> (2 * (k / 4))) & 3;
-    return (lo | hi << 4) - 32;
-}
-
-/* Q3_K: as Q2_K's order, the third bit from hmask[l] bit (4 * half + s); a clear bit subtracts 4. */
-static inline SD_HD void sd_dequant_q3_K(const sd_block_q3_K *b, float *y) {
-    float d = sd_fp16_to_fp32(b->d);
-    for (int half = 0; half < 2; half++) {
-        const uint8_t *q = b->qs + 32 * half;
-        for (int s = 0; s < 4; s++)
-            for (int k = 0; k < 2; k++) {
-                float dl = d * (float)sd_q3k_scale(b->scales, 8 * half + 2 * s + k);
-                float *o = y + 128 * half + 32 * s + 16 * k;
-                uint8_t m = (uint8_t)(1u << (4 * half + s));
-                for (int l = 0; l < 16; l++) {
-                    int v = ((q[16 * k + l] >> (2 * s)) & 3) - ((b->hmask[16 * k + l] & m) ? 0 : 4);
-                    o[l] = dl * (float)v;
-                }
-            }
-    }
-}
-
-/* Scale and min of sub-block j of a Q4_K / Q5_K super-block: j < 4 in the low 6 bits of bytes j and
- * j + 4; j >= 4 as 4 low bits in byte j + 4 and 2 high bits in the top of bytes j - 4 (scale) and j (min). */
-static inline SD_HD void sd_k4_scale_min(const uint8_t *q, int j, int *sc, int *m) {
-    if (j < 4) {
-        *sc = q[j] & 63;
-        *m = q[j + 4] & 63;
-    } else {
-        *sc = (q[j + 4] & 15) | (q[j - 4] >> 6) << 4;
-        *m = (q[j + 4] >> 4) | (q[j] >> 6) << 4;
-    }
-}
-
-/* Q4_K: 64 elements per 32 quant bytes (low nibbles: sub-block 2i, high: 2i + 1). */
-static inline SD_HD void sd_dequant_q4_K(const sd_block_q4_K *b, float *y) {
-    float d = sd_fp16_to_fp32(b->d), dmin = sd_fp16_to_fp32(b->dmin);
-    for (int i = 0; i < 4; i++) {
-        int sc0, m0, sc1, m1;
-        sd_k4_scale_min(b->scales, 2 * i, &sc0, &m0);
-        sd_k4_scale_min(b->scales, 2 * i + 1, &sc1, &m1);
-        float d0 = d * (float)sc0, n0 = dmin * (float)m0, d1 = d * (float)sc1, n1 = dmin * (float)m1;
-        const uint8_t *q = b->qs + 32 * i;
-        for (int l = 0; l < 32; l++) {
-            y[64 * i + l] = d0 * (float)(q[l] & 15) - n0;
-            y[64 * i + 32 + l] = d1 * (float)(q[l] >> 4) - n1;
-        }
-    }
-}
-
-/* Q5_K: Q4_K plus a fifth bit, bit j of qh[l] for sub-block j. */
-static inline SD_HD void sd_dequant_q5_K(const sd_block_q5_K *b, float *y) {
-    float d = sd_fp16_to_fp32(b->d), dmin = sd_fp16_to_fp32(b->dmin);
-    for (int i = 0; i < 4; i++) {
-        int sc0, m0, sc1, m1;
-        sd_k4_scale_min(b->scales, 2 * i, &sc0, &m0);
-        sd_k4_scale_min(b->scales, 2 * i + 1, &sc1, &m1);
-        float d0 = d * (float)sc0, n0 = dmin * (float)m0, d1 = d * (float)sc1, n1 = dmin * (float)m1;
-        const uint8_t *q = b->qs + 32 * i;
-        for (int l = 0; l < 32; l++) {
-            int lo = (q[l] & 15) | ((b->qh[l] >> (2 * i)) & 1) << 4;
-            int hi = (q[l] >> 4) | ((b->qh[l] >> (2 * i + 1)) & 1) << 4;
-            y[64 * i + l] = d0 * (float)lo - n0;
-            y[64 * i + 32 + l] = d1 * (float)hi - n1;
-        }
-    }
-}
-
-/* Q6_K: per half of 128, element 32 * s + l takes the nibble of ql[l + 32 * (s & 1)] (low for s < 2) and
- * bits [2s, 2s+2) of qh[l]; scale index 8 * half + 2 * s + l / 16. */
-static inline SD_HD void sd_dequant_q6_K(const sd_block_q6_K *b, float *y) {
-    float d = sd_fp16_to_fp32(b->d);
-    for (int half = 0; half < 2; half++) {
-        const uint8_t *ql = b->ql + 64 * half, *qh = b->qh + 32 * half;
-        const int8_t *sc = b->scales + 8 * half;
-        for (int s = 0; s < 4; s++)
-            for (int l = 0; l < 32; l++) {
-                int lo = s < 2 ? ql[l + 32 * s] & 15 : ql[l + 32 * (s - 2)] >> 4;
-                int q = (lo | ((qh[l] >> (2 * s)) & 3) << 4) - 32;
-                y[128 * half + 32 * s + l] = d * (float)sc[2 * s + l / 16] * (float)q;
-            }
-    }
-}
-
-/* IQ4_XS sub-block scale (6 bits, offset 32). */
-static inline SD_HD int sd_iq4xs_scale(const sd_block_iq4_xs *b, int ib) {
-    return (((b->scales_l[ib / 2] >> (4 * (ib % 2))) & 15) | ((b->scales_h >> (2 * ib)) & 3) << 4) - 32;
-}
-
-static inline SD_HD void sd_dequant_iq4_xs(const sd_block_iq4_xs *b, float *y) {
-    float d = sd_fp16_to_fp32(b->d);
-    for (int ib = 0; ib < 8; ib++) {
-        float dl = d * (float)sd_iq4xs_scale(b, ib);
-        const uint8_t *q = b->qs + 16 * ib;
-        for (int j = 0; j < 16; j++) {
-            y[32 * ib + j] = dl * (float)sd_iq4nl_values[q[j] & 15];
-            y[32 * ib + 16 + j] = dl * (float)sd_iq4nl_values[q[j] >> 4];
-        }
-    }
-}
-
-/* One block of any loadable quantized type to sd_dtype_block(type) floats; false for other types. */
-static inline SD_HD bool sd_dequant_block(int type, const void *blk, float *y) {
-    switch (type) {
-    case SD_Q4_0: sd_dequant_q4_0((const sd_block_q4_0 *)blk, y); return true;
-    case SD_Q4_1: sd_dequant_q4_1((const sd_block_q4_1 *)blk, y); return true;
-    case SD_Q5_0: sd_dequant_q5_0((const sd_block_q5_0 *)blk, y); return true;
-    case SD_Q5_1: sd_dequant_q5_1((const sd_block_q5_1 *)blk, y); return true;
-    case SD_Q8_0: sd_dequant_q8_0((const sd_block_q8_0 *)blk, y); return true;
-    case SD_Q2_K: sd_dequant_q2_K((const sd_block_q2_K *)blk, y); return true;
-    case SD_Q3_K: sd_dequant_q3_K((const sd_block_q3_K *)blk, y); return true;
-    case SD_Q4_K: sd_dequant_q4_K((const sd_block_q4_K *)blk, y); return true;
-    case SD_Q5_K: sd_dequant_q5_K((const sd_block_q5_K *)blk, y); return true;
-    case SD_Q6_K: sd_dequant_q6_K((const sd_block_q6_K *)blk, y); return true;
-    case SD_IQ4_NL: sd_dequant_iq4_nl((const sd_block_iq4_nl *)blk, y); return true;
-    case SD_IQ4_XS: sd_dequant_iq4_xs((const sd_block_iq4_xs *)blk, y); return true;
-    default: return false;
-    }
-}
-
 /* Block geometry of the types above, without the dtype table (usable on the device). */
-static inline SD_HD int sd_quant_block(int type) {
+SD_QI int sd_quant_block(int type) {
     switch (type) {
     case SD_Q4_0: case SD_Q4_1: case SD_Q5_0: case SD_Q5_1: case SD_Q8_0: case SD_IQ4_NL: return SD_QK;
     case SD_Q2_K: case SD_Q3_K: case SD_Q4_K: case SD_Q5_K: case SD_Q6_K: case SD_IQ4_XS: return SD_QK_K;
@@ -234,7 +53,7 @@ static inline SD_HD int sd_quant_block(int type) {
     }
 }
 
-static inline SD_HD int sd_quant_block_bytes(int type) {
+SD_QI int sd_quant_block_bytes(int type) {
     switch (type) {
     case SD_Q4_0: return (int)sizeof(sd_block_q4_0);
     case SD_Q4_1: return (int)sizeof(sd_block_q4_1);
@@ -250,6 +69,212 @@ static inline SD_HD int sd_quant_block_bytes(int type) {
     case SD_IQ4_XS: return (int)sizeof(sd_block_iq4_xs);
     default: return 0;
     }
+}
+
+/* Every type decodes the same way: a block unpacks to int8 levels q and, per 16 elements, a scale and an
+ * offset; element i is sc[i / 16] * q[i] + off[i / 16]. The offsets are minus the (scaled) minimum of the
+ * types with one (Q4_1, Q5_1, Q2_K, Q4_K, Q5_K) and 0 elsewhere. The SIMD kernels consume this form (int8
+ * to float, one FMA); sd_dequant_block applies it in float with GGML's roundings (a product, then a sum). */
+typedef struct sd_qunpacked {
+    int8_t q[SD_QK_K];
+    float sc[SD_QK_K / 16], off[SD_QK_K / 16];
+} sd_qunpacked;
+
+/* Q4_0 ... IQ4_NL: element j < 16 of a block is the low nibble of qs[j], element j + 16 the high one. */
+SD_QI void sd_unpack_nibbles(const uint8_t *qs, int bias, int8_t *q) {
+    for (int j = 0; j < 16; j++) {
+        q[j] = (int8_t)((qs[j] & 15) - bias);
+        q[j + 16] = (int8_t)((qs[j] >> 4) - bias);
+    }
+}
+
+/* Q5: bit j of the little-endian qh word is the fifth bit of element j. */
+SD_QI void sd_unpack_q5(const uint8_t *qs, const uint8_t *qh, int bias, int8_t *q) {
+    uint32_t h = (uint32_t)qh[0] | (uint32_t)qh[1] << 8 | (uint32_t)qh[2] << 16 | (uint32_t)qh[3] << 24;
+    for (int j = 0; j < 16; j++) {
+        q[j] = (int8_t)(((qs[j] & 15) | (int)((h >> j) & 1) << 4) - bias);
+        q[j + 16] = (int8_t)(((qs[j] >> 4) | (int)((h >> (j + 16)) & 1) << 4) - bias);
+    }
+}
+
+SD_QI void sd_set_affine(sd_qunpacked *u, int first, int count, float sc, float off) {
+    for (int k = first; k < first + count; k++) {
+        u->sc[k] = sc;
+        u->off[k] = off;
+    }
+}
+
+SD_QI void sd_unpack_q4_0(const sd_block_q4_0 *b, sd_qunpacked *u) {
+    sd_unpack_nibbles(b->qs, 8, u->q);
+    sd_set_affine(u, 0, 2, sd_fp16_to_fp32(b->d), 0.0f);
+}
+
+SD_QI void sd_unpack_q4_1(const sd_block_q4_1 *b, sd_qunpacked *u) {
+    sd_unpack_nibbles(b->qs, 0, u->q);
+    sd_set_affine(u, 0, 2, sd_fp16_to_fp32(b->d), sd_fp16_to_fp32(b->m));
+}
+
+SD_QI void sd_unpack_q5_0(const sd_block_q5_0 *b, sd_qunpacked *u) {
+    sd_unpack_q5(b->qs, b->qh, 16, u->q);
+    sd_set_affine(u, 0, 2, sd_fp16_to_fp32(b->d), 0.0f);
+}
+
+SD_QI void sd_unpack_q5_1(const sd_block_q5_1 *b, sd_qunpacked *u) {
+    sd_unpack_q5(b->qs, b->qh, 0, u->q);
+    sd_set_affine(u, 0, 2, sd_fp16_to_fp32(b->d), sd_fp16_to_fp32(b->m));
+}
+
+SD_QI void sd_unpack_q8_0(const sd_block_q8_0 *b, sd_qunpacked *u) {
+    for (int j = 0; j < 32; j++) u->q[j] = b->qs[j];
+    sd_set_affine(u, 0, 2, sd_fp16_to_fp32(b->d), 0.0f);
+}
+
+SD_QI void sd_unpack_iq4_nl(const sd_block_iq4_nl *b, sd_qunpacked *u) {
+    for (int j = 0; j < 16; j++) {
+        u->q[j] = sd_iq4nl_values[b->qs[j] & 15];
+        u->q[j + 16] = sd_iq4nl_values[b->qs[j] >> 4];
+    }
+    sd_set_affine(u, 0, 2, sd_fp16_to_fp32(b->d), 0.0f);
+}
+
+/* Q2_K: per half of 128 elements and 32 quant bytes, element 32 * s + 16 * k + l is bits [2s, 2s+2) of
+ * qs[16 * k + l]; its sub-block (8 * half + 2 * s + k) has scale byte: 4-bit scale low, 4-bit min high. */
+SD_QI void sd_unpack_q2_K(const sd_block_q2_K *b, sd_qunpacked *u) {
+    float d = sd_fp16_to_fp32(b->d), dmin = sd_fp16_to_fp32(b->dmin);
+    for (int half = 0; half < 2; half++)
+        for (int s = 0; s < 4; s++)
+            for (int l = 0; l < 32; l++) u->q[128 * half + 32 * s + l] = (int8_t)((b->qs[32 * half + l] >> (2 * s)) & 3);
+    for (int k = 0; k < 16; k++) {
+        u->sc[k] = d * (float)(b->scales[k] & 15);
+        u->off[k] = -(dmin * (float)(b->scales[k] >> 4));
+    }
+}
+
+/* Q3_K's 16 six-bit scales: low 4 bits in bytes 0-7 (two per byte), high 2 bits in bytes 8-11. */
+SD_QI int sd_q3k_scale(const uint8_t *sc, int k) {
+    int lo = k < 8 ? sc[k] & 15 : sc[k - 8] >> 4;
+    int hi = (sc[8 + k % 4] >> (2 * (k / 4))) & 3;
+    return (lo | hi << 4) - 32;
+}
+
+/* Q3_K: Q2_K's order; the third bit is bit (4 * half + s) of hmask[l % 32], and a clear bit subtracts 4. */
+SD_QI void sd_unpack_q3_K(const sd_block_q3_K *b, sd_qunpacked *u) {
+    float d = sd_fp16_to_fp32(b->d);
+    for (int half = 0; half < 2; half++)
+        for (int s = 0; s < 4; s++)
+            for (int l = 0; l < 32; l++) {
+                int lo = (b->qs[32 * half + l] >> (2 * s)) & 3, hi = (b->hmask[l] >> (4 * half + s)) & 1;
+                u->q[128 * half + 32 * s + l] = (int8_t)(lo - 4 + 4 * hi);
+            }
+    for (int k = 0; k < 16; k++) {
+        u->sc[k] = d * (float)sd_q3k_scale(b->scales, k);
+        u->off[k] = 0.0f;
+    }
+}
+
+/* Scale and min of sub-block j of a Q4_K / Q5_K super-block: j < 4 in the low 6 bits of bytes j and
+ * j + 4; j >= 4 as 4 low bits in byte j + 4 and 2 high bits in the top of bytes j - 4 (scale) and j (min). */
+SD_QI void sd_k4_scale_min(const uint8_t *q, int j, int *sc, int *m) {
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *sc = (q[j + 4] & 15) | (q[j - 4] >> 6) << 4;
+        *m = (q[j + 4] >> 4) | (q[j] >> 6) << 4;
+    }
+}
+
+SD_QI void sd_k4_affine(const uint8_t *scales, uint16_t d16, uint16_t dmin16, sd_qunpacked *u) {
+    float d = sd_fp16_to_fp32(d16), dmin = sd_fp16_to_fp32(dmin16);
+    for (int j = 0; j < 8; j++) {
+        int sc, m;
+        sd_k4_scale_min(scales, j, &sc, &m);
+        sd_set_affine(u, 2 * j, 2, d * (float)sc, -(dmin * (float)m));
+    }
+}
+
+/* Q4_K: 64 elements per 32 quant bytes (low nibbles: sub-block 2i, high: 2i + 1). */
+SD_QI void sd_unpack_q4_K(const sd_block_q4_K *b, sd_qunpacked *u) {
+    for (int i = 0; i < 4; i++)
+        for (int l = 0; l < 32; l++) {
+            u->q[64 * i + l] = (int8_t)(b->qs[32 * i + l] & 15);
+            u->q[64 * i + 32 + l] = (int8_t)(b->qs[32 * i + l] >> 4);
+        }
+    sd_k4_affine(b->scales, b->d, b->dmin, u);
+}
+
+/* Q5_K: Q4_K plus a fifth bit, bit j of qh[l] for sub-block j. */
+SD_QI void sd_unpack_q5_K(const sd_block_q5_K *b, sd_qunpacked *u) {
+    for (int i = 0; i < 4; i++)
+        for (int l = 0; l < 32; l++) {
+            u->q[64 * i + l] = (int8_t)((b->qs[32 * i + l] & 15) | ((b->qh[l] >> (2 * i)) & 1) << 4);
+            u->q[64 * i + 32 + l] = (int8_t)((b->qs[32 * i + l] >> 4) | ((b->qh[l] >> (2 * i + 1)) & 1) << 4);
+        }
+    sd_k4_affine(b->scales, b->d, b->dmin, u);
+}
+
+/* Q6_K: per half of 128, element 32 * s + l takes the nibble of ql[l + 32 * (s & 1)] (low for s < 2) and
+ * bits [2s, 2s+2) of qh[l], minus 32; scale index 8 * half + 2 * s + l / 16 (int8, times d). */
+SD_QI void sd_unpack_q6_K(const sd_block_q6_K *b, sd_qunpacked *u) {
+    float d = sd_fp16_to_fp32(b->d);
+    for (int half = 0; half < 2; half++) {
+        const uint8_t *ql = b->ql + 64 * half, *qh = b->qh + 32 * half;
+        for (int l = 0; l < 32; l++) {
+            int8_t *q = u->q + 128 * half + l;
+            q[0] = (int8_t)(((ql[l] & 15) | (qh[l] & 3) << 4) - 32);
+            q[32] = (int8_t)(((ql[l + 32] & 15) | ((qh[l] >> 2) & 3) << 4) - 32);
+            q[64] = (int8_t)(((ql[l] >> 4) | ((qh[l] >> 4) & 3) << 4) - 32);
+            q[96] = (int8_t)(((ql[l + 32] >> 4) | ((qh[l] >> 6) & 3) << 4) - 32);
+        }
+    }
+    for (int k = 0; k < 16; k++) {
+        u->sc[k] = d * (float)b->scales[k];
+        u->off[k] = 0.0f;
+    }
+}
+
+/* IQ4_XS sub-block scale (6 bits, offset 32). */
+SD_QI int sd_iq4xs_scale(const sd_block_iq4_xs *b, int ib) {
+    return (((b->scales_l[ib / 2] >> (4 * (ib % 2))) & 15) | ((b->scales_h >> (2 * ib)) & 3) << 4) - 32;
+}
+
+SD_QI void sd_unpack_iq4_xs(const sd_block_iq4_xs *b, sd_qunpacked *u) {
+    float d = sd_fp16_to_fp32(b->d);
+    for (int ib = 0; ib < 8; ib++) {
+        const uint8_t *q = b->qs + 16 * ib;
+        for (int j = 0; j < 16; j++) {
+            u->q[32 * ib + j] = sd_iq4nl_values[q[j] & 15];
+            u->q[32 * ib + 16 + j] = sd_iq4nl_values[q[j] >> 4];
+        }
+        sd_set_affine(u, 2 * ib, 2, d * (float)sd_iq4xs_scale(b, ib), 0.0f);
+    }
+}
+
+/* One block of any quantized type unpacked; false for other types. */
+SD_QI bool sd_unpack_block(int type, const void *blk, sd_qunpacked *u) {
+    switch (type) {
+    case SD_Q4_0: sd_unpack_q4_0((const sd_block_q4_0 *)blk, u); return true;
+    case SD_Q4_1: sd_unpack_q4_1((const sd_block_q4_1 *)blk, u); return true;
+    case SD_Q5_0: sd_unpack_q5_0((const sd_block_q5_0 *)blk, u); return true;
+    case SD_Q5_1: sd_unpack_q5_1((const sd_block_q5_1 *)blk, u); return true;
+    case SD_Q8_0: sd_unpack_q8_0((const sd_block_q8_0 *)blk, u); return true;
+    case SD_Q2_K: sd_unpack_q2_K((const sd_block_q2_K *)blk, u); return true;
+    case SD_Q3_K: sd_unpack_q3_K((const sd_block_q3_K *)blk, u); return true;
+    case SD_Q4_K: sd_unpack_q4_K((const sd_block_q4_K *)blk, u); return true;
+    case SD_Q5_K: sd_unpack_q5_K((const sd_block_q5_K *)blk, u); return true;
+    case SD_Q6_K: sd_unpack_q6_K((const sd_block_q6_K *)blk, u); return true;
+    case SD_IQ4_NL: sd_unpack_iq4_nl((const sd_block_iq4_nl *)blk, u); return true;
+    case SD_IQ4_XS: sd_unpack_iq4_xs((const sd_block_iq4_xs *)blk, u); return true;
+    default: return false;
+    }
+}
+
+/* One block of any quantized type to sd_quant_block(type) floats; false for other types. */
+SD_QI bool sd_dequant_block(int type, const void *blk, float *y) {
+    sd_qunpacked u;
+    if (!sd_unpack_block(type, blk, &u)) return false;
+    for (int i = 0; i < sd_quant_block(type); i++) y[i] = u.sc[i / 16] * (float)u.q[i] + u.off[i / 16];
+    return true;
 }
 
 /* n elements (a multiple of the block size) of a row of any loadable type to floats. */
