@@ -32,7 +32,8 @@ CUDA_ARCH ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_86,code=s
 
 OPT     ?= -O2
 CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) -g -Wall -Wextra -Wno-unused-parameter -pthread -I. $(SANFLAGS) -MMD -MP
-LDLIBS  += -lzmq -lmsgpackc -ljansson -lmicrohttpd -lm -pthread
+HOST_LIBS := -lzmq -lmsgpackc -ljansson -lmicrohttpd -lm -pthread # everything but CUDA's
+LDLIBS  += $(HOST_LIBS)
 LDFLAGS += $(SANFLAGS)
 
 # Library sources: every .c in the layers below (base/ is the layer every folder may use; cmd/ holds the
@@ -109,8 +110,39 @@ $(BUILD)/%.o: %.cu
 $(BENCH_BIN): $(BUILD)/%: $(BUILD)/bench/%.o $(patsubst %.c,$(BUILD)/%.o,$(BENCH_SHARED)) $(BUILD)/libspecd.a $(BUILD)/libspecd-client.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-test: all $(TEST_BIN)
-	@BUILD=$(BUILD) bash tests/run.sh $(TEST_BIN)
+# CUDA emulation (tests/cuda_emu/emu.h): tests/test_cuda.c against kernels/cuda/*.cu compiled by g++ after
+# launch.sed rewrites their <<<>>> launches, GPU threads as fibers, always under ASan/UBSan; no GPU needed.
+EMU          := $(BUILD)/emu
+EMU_SAN      := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+EMU_CXXFLAGS := -std=c++17 $(OPT) -g -Wall -Wextra -Wno-unused-parameter -Wno-unknown-pragmas -Wno-sign-compare -fno-strict-aliasing \
+                -pthread -I. -Itests/cuda_emu $(EMU_SAN) -MMD -MP
+EMU_OBJ      := $(patsubst %.cu,$(EMU)/%.o,$(CU_SRC)) $(patsubst %.c,$(EMU)/%.o,$(CUC_SRC)) \
+                $(patsubst %.cpp,$(EMU)/%.o,$(wildcard tests/cuda_emu/*.cpp)) $(EMU)/kernels/backend.o
+EMU_TEST_BIN := $(BUILD)/tests/test_cuda_emu $(BUILD)/tests/test_cuda_emu_self
+
+$(EMU)/%.cc: %.cu tests/cuda_emu/launch.sed
+	@mkdir -p $(dir $@)
+	{ printf '#line 1 "%s"\n' $<; sed -z -E -f tests/cuda_emu/launch.sed $<; } > $@
+$(EMU)/%.o: $(EMU)/%.cc
+	$(CXX) $(EMU_CXXFLAGS) -c -o $@ $<
+# The scheduler is the emulation's hot loop: not instrumented itself (the kernels it runs are).
+$(EMU)/tests/cuda_emu/emu_sched.o: EMU_CXXFLAGS := $(filter-out $(EMU_SAN),$(EMU_CXXFLAGS)) -DEMU_ASAN=1
+$(EMU)/%.o: %.cpp
+	@mkdir -p $(dir $@)
+	$(CXX) $(EMU_CXXFLAGS) -c -o $@ $<
+# C files of the emulated build: the backend selector with CUDA present, test_cuda.c knowing it is emulated.
+$(EMU)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DSD_HAVE_CUDA=1 -DSD_CUDA_EMU=1 $(EMU_SAN) -c -o $@ $<
+$(BUILD)/tests/test_cuda_emu: $(EMU)/tests/test_cuda.o $(EMU_OBJ) $(BUILD)/libspecd.a $(BUILD)/libspecd-client.a
+	@mkdir -p $(dir $@)
+	$(CXX) $(EMU_SAN) -o $@ $^ $(HOST_LIBS)
+$(BUILD)/tests/test_cuda_emu_self: $(EMU)/tests/cuda_emu/selftest.o $(EMU_OBJ) $(BUILD)/libspecd.a
+	@mkdir -p $(dir $@)
+	$(CXX) $(EMU_SAN) -o $@ $^ $(HOST_LIBS)
+
+test: all $(TEST_BIN) $(EMU_TEST_BIN)
+	@BUILD=$(BUILD) bash tests/run.sh $(TEST_BIN) $(EMU_TEST_BIN)
 
 san-test:
 	$(MAKE) SAN=1 test

@@ -1,5 +1,7 @@
 /* The CUDA backend against the CPU backend: every op, every weight type, logits of a whole forward pass,
- * the out-of-memory error. Skipped where no CUDA device is present (always in CI). */
+ * the out-of-memory error. Built twice: test_cuda runs the kernels on a CUDA device (skipped where there is
+ * none); test_cuda_emu runs them in the CPU emulation of CUDA (tests/cuda_emu), on every `make test`, with
+ * the sweeps cut to small shapes unless SPECD_EMU_FULL=1. */
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -13,6 +15,19 @@
 
 static sd_backend *gpu, *cpu;
 static char no_gpu_reason[512];
+#ifdef SD_CUDA_EMU
+static const char *const kernels_run = "emulated";
+#else
+static const char *const kernels_run = "cuda";
+#endif
+static bool quick; /* emulated without SPECD_EMU_FULL=1: small shapes, so the suite fits every change */
+
+/* Row counts of the matmul sweep: the path boundaries (8/9, 16/17, 64/65 rows) and, in a full run, rows
+ * between them. */
+static int next_rows(int n) {
+    if (quick) return n < 3 ? n + 1 : n < 8 ? 8 : n < 9 ? 9 : n < 16 ? 16 : n < 17 ? 17 : n < 65 ? 65 : 66;
+    return n + (n < 9 ? 1 : n < 16 ? 3 : n < 20 ? 1 : n < 33 ? 13 : n < 64 ? 31 : 1);
+}
 
 static uint64_t rng = 88172645463325252ull;
 static float frand(void) {
@@ -82,7 +97,7 @@ static void test_matmul_all_types(void) {
     const int64_t shapes[][2] = {{64, 64}, {96, 256}, {1000, 512}, {37, 4096}};
     for (size_t ti = 0; ti < 4; ti++)
         for (size_t si = 0; si < 4; si++)
-            for (int n = 1; n <= 65; n += (n < 9 ? 1 : n < 16 ? 3 : n < 20 ? 1 : n < 33 ? 13 : n < 64 ? 31 : 1)) {
+            for (int n = 1; n <= 65 && !(quick && si == 2); n = next_rows(n)) {
                 int64_t rows = shapes[si][0], cols = shapes[si][1];
                 void *w = make_weights(types[ti], rows, cols);
                 sd_tensor tc = {.type = types[ti], .cols = cols, .rows = rows, .host = w, .name = "w"};
@@ -157,7 +172,7 @@ static void test_matmul_large_activations(void) {
 static void test_matmul_rows_bitwise(void) {
     if (!gpu) SKIP("%s", no_gpu_reason);
     const int types[] = {SD_F16, SD_BF16, SD_Q8_0};
-    const int64_t rows = 300, cols = 1536;
+    const int64_t rows = quick ? 40 : 300, cols = quick ? 512 : 1536;
     for (size_t ti = 0; ti < 3; ti++) {
         void *w = make_weights(types[ti], rows, cols);
         sd_tensor tg = {.type = types[ti], .cols = cols, .rows = rows, .host = w, .name = "w"};
@@ -259,6 +274,8 @@ static void test_row_ops(void) {
     cpu->to_host(cpu, a, yc, nx); gpu->to_host(gpu, b, yg, nx);
     CHECKF(max_rel_err(b, a, nx) < 1e-4, "attention %g", max_rel_err(b, a, nx));
     cpu->kv_free(cpu, &kc); gpu->kv_free(gpu, &kg);
+    float *bufs[2][5] = {{xc, yc, ic, kdc, vdc}, {xg, yg, ig, kdg, vdg}};
+    for (int i = 0; i < 5; i++) { cpu->release(cpu, bufs[0][i]); gpu->release(gpu, bufs[1][i]); }
     free(x); free(y); free(a); free(b); free(k); free(v); free(wn);
 }
 
@@ -314,16 +331,21 @@ static void test_attention_long_context(void) {
     static const int cfg[][4] = {/* heads, kv heads, head_dim, ctx */
                                  {32, 8, 64, 4096}, {32, 8, 128, 4096}, {8, 8, 64, 3100}, {8, 8, 128, 4096},
                                  {28, 4, 128, 3008}, {4, 4, 256, 5000}};
-    const int pos0s[] = {3000, 2999, 511, 500, 64, 0};
-    for (size_t ci = 0; ci < sizeof cfg / sizeof *cfg; ci++)
-        for (int n = 1; n <= 5; n += 4)
-            attention_case(n, cfg[ci][0], cfg[ci][1], cfg[ci][2], cfg[ci][3], pos0s, 6, false);
+    static const int small_cfg[][4] = {{8, 2, 64, 1100}, {4, 4, 128, 1100}, {2, 2, 256, 1100}};
+    const int pos0s[] = {3000, 2999, 511, 500, 64, 0}, small_pos0s[] = {1000, 999, 511, 500, 64, 0};
+    const int *pos = quick ? small_pos0s : pos0s, ctx = quick ? 1100 : 3100;
+    size_t n_cfg = quick ? sizeof small_cfg / sizeof *small_cfg : sizeof cfg / sizeof *cfg;
+    for (size_t ci = 0; ci < n_cfg; ci++)
+        for (int n = 1; n <= 5; n += 4) {
+            const int *c = quick ? small_cfg[ci] : cfg[ci];
+            attention_case(n, c[0], c[1], c[2], c[3], pos, 6, false);
+        }
     /* many queries: the single pass up to 16, the tiled prefill kernel past it (tiles of 16 queries and 32
      * positions: a partial last tile, queries of one block seeing different numbers of positions) */
-    attention_case(12, 8, 2, 64, 3100, pos0s, 2, false);
+    attention_case(12, 8, 2, 64, ctx, pos, 2, false);
     const int prefill_pos0s[] = {0, 37, 1000};
-    attention_case(40, 8, 2, 64, 3100, prefill_pos0s, 3, false);
-    attention_case(17, 4, 4, 128, 3100, prefill_pos0s, 3, false);
+    attention_case(40, 8, 2, 64, ctx, prefill_pos0s, 3, false);
+    attention_case(17, 4, 4, 128, ctx, prefill_pos0s, 3, false);
     attention_case(33, 4, 2, 256, 1200, prefill_pos0s, 3, false);
 }
 
@@ -333,10 +355,15 @@ static void test_attention_graph_replay(void) {
     if (!gpu) SKIP("%s", no_gpu_reason);
     const char *g = getenv("SPECD_CUDA_GRAPHS");
     if (g && !strcmp(g, "0")) SKIP("SPECD_CUDA_GRAPHS=0");
-    const int pos0s[] = {3000, 1234, 3090, 7, 0, 2048};
-    attention_case(1, 32, 8, 128, 4096, pos0s, 6, true);
-    attention_case(5, 32, 8, 64, 4096, pos0s, 6, true);
-    attention_case(5, 8, 8, 128, 3100, pos0s, 6, true);
+    const int pos0s[] = {3000, 1234, 3090, 7, 0, 2048}, small_pos0s[] = {1000, 600, 1090, 7, 0, 520};
+    if (quick) {
+        attention_case(1, 8, 2, 128, 1100, small_pos0s, 6, true);
+        attention_case(5, 4, 4, 64, 1100, small_pos0s, 6, true);
+    } else {
+        attention_case(1, 32, 8, 128, 4096, pos0s, 6, true);
+        attention_case(5, 32, 8, 64, 4096, pos0s, 6, true);
+        attention_case(5, 8, 8, 128, 3100, pos0s, 6, true);
+    }
     const int short_pos0s[] = {250, 7, 0, 100};
     attention_case(8, 8, 2, 64, 300, short_pos0s, 4, true); /* a short cache: the single pass, replayed */
 }
@@ -435,7 +462,7 @@ static void test_forward_types_long_prefill(void) {
         REQUIRE(sd_model_load(path, NULL, gpu, &mg, &err) == 0);
         sd_seq *sc = NULL, *sg = NULL;
         REQUIRE(sd_seq_new(mc, 0, 0, &sc, &err) == 0 && sd_seq_new(mg, 0, 0, &sg, &err) == 0);
-        int vocab = mc->hp.vocab, n = 300;
+        int vocab = mc->hp.vocab, n = quick ? 24 : 300;
         int32_t toks[310];
         for (int i = 0; i < 310; i++) toks[i] = (int32_t)((i * 7919 + 13) % vocab);
         float *lc = malloc(sizeof(float) * (size_t)vocab), *lg = malloc(sizeof(float) * (size_t)vocab);
@@ -456,6 +483,9 @@ static void test_forward_types_long_prefill(void) {
 }
 
 static int g_draft_max = 4;
+
+/* Tokens each generation test asks for (fewer when quick). */
+static int gen_cap(void) { return quick ? 16 : 60; }
 
 /* Generates up to cap tokens after prompt: greedy, or sampling with seed when seed is not 0. */
 static int generate(sd_engine *e, const int32_t *prompt, int n_prompt, sd_mode mode, uint64_t seed, int32_t *out,
@@ -492,13 +522,14 @@ static void test_greedy_spec_equals_plain_on_gpu(void) {
     CHECK_STR_EQ(e->be->name, "cuda");
     const int32_t prompt[] = {1, 403, 407, 261, 378};
     int32_t a[64], b[64];
-    int na = generate(e, prompt, 5, SD_MODE_PLAIN, 0, a, 60), nb = generate(e, prompt, 5, SD_MODE_SPEC, 0, b, 60);
+    int na = generate(e, prompt, 5, SD_MODE_PLAIN, 0, a, gen_cap());
+    int nb = generate(e, prompt, 5, SD_MODE_SPEC, 0, b, gen_cap());
     CHECK(na > 0);
     CHECK_EQ_INT(na, nb);
     CHECK(na == nb && memcmp(a, b, sizeof(int32_t) * (size_t)na) == 0);
     /* the largest verify block: 15 drafts + 1 (16 rows, still the matrix-vector kernels and a graph) */
     g_draft_max = 15;
-    nb = generate(e, prompt, 5, SD_MODE_SPEC, 0, b, 60);
+    nb = generate(e, prompt, 5, SD_MODE_SPEC, 0, b, gen_cap());
     g_draft_max = 4;
     CHECK(na == nb && memcmp(a, b, sizeof(int32_t) * (size_t)na) == 0);
     sd_engine_free(e);
@@ -516,7 +547,7 @@ static void test_sample_rows_matches_ref(void) {
     };
     enum { ROWS = 3 };
     int support_diff = 0, value_diff = 0, id_diff_ref = 0;
-    for (int wi = 0; wi < 4; wi++)
+    for (int wi = 0; wi < (quick ? 3 : 4); wi++)
         for (int ci = 0; ci < (int)(sizeof cfgs / sizeof cfgs[0]); ci++) {
             int w = widths[wi];
             size_t n = (size_t)ROWS * w;
@@ -603,8 +634,8 @@ static void test_sampled_spec_reproducible_on_gpu(void) {
     for (int mode = 0; mode < 2; mode++) {
         sd_mode m = mode ? SD_MODE_SPEC : SD_MODE_PLAIN;
         int32_t a[64], b[64], c[64];
-        int na = generate(e, prompt, 5, m, 7, a, 60), nb = generate(e, prompt, 5, m, 7, b, 60);
-        int nc = generate(e, prompt, 5, m, 8, c, 60);
+        int na = generate(e, prompt, 5, m, 7, a, gen_cap()), nb = generate(e, prompt, 5, m, 7, b, gen_cap());
+        int nc = generate(e, prompt, 5, m, 8, c, gen_cap());
         CHECK(na > 10);
         CHECKF(na == nb && memcmp(a, b, sizeof(int32_t) * (size_t)na) == 0, "%s: the same seed differs",
                mode ? "spec" : "plain");
@@ -674,8 +705,8 @@ static void test_graphs_on_off_same_tokens(void) {
         sd_engine *e = NULL;
         sd_err err = {{0}};
         REQUIRE(sd_engine_open(&cfg, &e, &err) == 0);
-        if (pass) nb = generate(e, prompt, 5, SD_MODE_SPEC, 0, b, 60);
-        else na = generate(e, prompt, 5, SD_MODE_SPEC, 0, a, 60);
+        if (pass) nb = generate(e, prompt, 5, SD_MODE_SPEC, 0, b, gen_cap());
+        else na = generate(e, prompt, 5, SD_MODE_SPEC, 0, a, gen_cap());
         sd_engine_free(e);
     }
     unsetenv("SPECD_CUDA_GRAPHS");
@@ -693,7 +724,10 @@ int main(void) {
         fprintf(stderr, "cpu backend: %s\n", err.msg);
         return 1;
     }
-    printf("# test_cuda: %s\n", gpu ? "cuda" : "no device");
+    const char *full = getenv("SPECD_EMU_FULL");
+    quick = !strcmp(kernels_run, "emulated") && !(full && strcmp(full, "0"));
+    printf("# test_cuda: %s%s\n", gpu ? kernels_run : "no device",
+           gpu && quick ? " (small shapes; SPECD_EMU_FULL=1 runs the full sweep)" : "");
     RUN(test_matmul_all_types);
     RUN(test_matmul_rows_bitwise);
     RUN(test_matmul_large_activations);

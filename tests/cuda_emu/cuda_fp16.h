@@ -1,0 +1,2 @@
+/* Stand-in for <cuda_fp16.h>: the CUDA emulation (emu.h). */
+#include "tests/cuda_emu/emu.h"
