@@ -22,7 +22,8 @@ static void usage(void) {
                 name, sh.dim, sh.layers, sh.heads, sh.kv_heads, sh.ffn, sh.vocab, what);
     fprintf(stderr,
             "  --dim N --layers N --heads N --kv-heads N --ffn N --vocab N --ctx N   override the preset's shape\n"
-            "  --type T            f32 | f16 | q8_0 for the weight matrices (default f16; norms stay f32)\n"
+            "  --type T            type of the weight matrices: f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 q2_K q3_K q4_K\n"
+            "                      q5_K q6_K iq4_nl iq4_xs (default f16; norms stay f32)\n"
             "  --seed S            seed of the weights and of the synthetic language (default 1)\n"
             "  --vocab-from FILE   copy the tokenizer (tokenizer.ggml.*) from another GGUF instead of a synthetic\n"
             "                      SentencePiece-style vocabulary; --vocab then follows that file\n"
@@ -86,8 +87,8 @@ static int parse_args(int argc, char **argv, cli *c) {
             if (sd_arg_u64(v, &c->t.seed)) goto bad;
             c->t.lang_seed = c->t.seed;
         } else if (!strcmp(a, "--type")) {
-            c->t.type = !strcmp(v, "f32") ? SD_F32 : !strcmp(v, "f16") ? SD_F16 : !strcmp(v, "q8_0") ? SD_Q8_0 : -1;
-            if (c->t.type < 0) goto bad;
+            c->t.type = sd_dtype_by_name(v);
+            if (c->t.type < 0 || !sd_dtype_loadable(c->t.type)) goto bad;
         } else return fprintf(stderr, "specd mkmodel: unknown option '%s'\n", a), -1;
         continue;
     bad:

@@ -34,6 +34,12 @@ const sd_qtarget *sd_qtarget_find(const char *name) {
     return NULL;
 }
 
+int sd_ftype_of_type(int type) {
+    for (size_t i = 0; i < N_TARGETS; i++)
+        if (k_targets[i].base_type == type) return k_targets[i].ftype;
+    return 0;
+}
+
 const char *sd_qtarget_list(void) {
     return "f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k_m, q4_k_m, q5_k_m, q6_k, iq4_nl, iq4_xs "
            "(mixes as llama-quantize makes them), q3_k, q4_k, q5_k (that type for every matrix)";

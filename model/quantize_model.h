@@ -19,6 +19,8 @@ typedef struct sd_qtarget {
 
 /* The target called `name` (case-insensitive), or NULL. */
 const sd_qtarget *sd_qtarget_find(const char *name);
+/* llama.cpp's general.file_type for a file whose matrices are all `type`. */
+int sd_ftype_of_type(int type);
 /* "q4_0, q4_1, ..." : every target name, for usage and errors. */
 const char *sd_qtarget_list(void);
 

@@ -7,6 +7,8 @@
 #include <sys/wait.h>
 
 #include "kernels/backend.h"
+#include "kernels/cpu/backend_cpu.h"
+#include "kernels/quantize.h"
 #include "model/gguf.h"
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
@@ -201,6 +203,50 @@ out:
     return rc;
 }
 
+/* --type of every quantized type: each matrix is the reference quantizer's output for the F32 model's
+ * matrix (same seed), and the file loads and runs on the CPU backend. */
+static void test_quant_types(void) {
+    static const int types[] = {SD_Q4_0, SD_Q4_1, SD_Q5_0, SD_Q5_1, SD_Q2_K, SD_Q3_K, SD_Q4_K, SD_Q5_K, SD_Q6_K, SD_IQ4_NL, SD_IQ4_XS};
+    sd_mk_opts o = small_opts(SD_F32);
+    o.shape.dim = 256;
+    o.shape.ffn = 512;
+    o.shape.heads = 4;
+    o.shape.kv_heads = 2;
+    o.shape.layers = 1;
+    sd_err err;
+    REQUIRE(sd_mk_write(&o, tmp_path("base.gguf"), &err) == 0);
+    gguf_file *a;
+    REQUIRE(gguf_open(tmp_path("base.gguf"), &a, &err) == 0);
+    sd_backend *be = NULL;
+    REQUIRE(sd_backend_cpu_new(1, &be, &err) == 0);
+    for (size_t t = 0; t < sizeof types / sizeof *types; t++) {
+        o.type = types[t];
+        gguf_file *q;
+        REQUIRE(sd_mk_write(&o, tmp_path("q.gguf"), &err) == 0 && gguf_open(tmp_path("q.gguf"), &q, &err) == 0);
+        const gguf_tensor_info *ta = gguf_find_tensor(a, "blk.0.ffn_down.weight"), *tq = gguf_find_tensor(q, ta->name);
+        REQUIRE(tq && (int)tq->type == types[t]);
+        uint8_t *want = malloc(tq->nbytes);
+        CHECK(sd_quantize_row(types[t], ta->data, want, ta->ne[0] * ta->ne[1]) == 0);
+        CHECKF(memcmp(want, tq->data, tq->nbytes) == 0, "%s", sd_dtype_name(types[t]));
+        free(want);
+        gguf_close(q);
+        sd_model *m = NULL;
+        sd_seq *s = NULL;
+        int32_t tok[3] = {1, 2, 3}, id = -1;
+        CHECKF(sd_model_load(tmp_path("q.gguf"), NULL, be, &m, &err) == 0 && sd_seq_new(m, 16, 0, &s, &err) == 0 &&
+                   sd_forward_greedy(s, tok, 3, false, &id, &err) == 0,
+               "%s: %s", sd_dtype_name(types[t]), err.msg);
+        CHECK(id >= 0 && id < 512);
+        sd_seq_free(s);
+        sd_model_free(m);
+    }
+    be->destroy(be);
+    gguf_close(a);
+    o.type = SD_Q4_K;
+    o.shape.ffn = 96;
+    CHECK(sd_mk_write(&o, tmp_path("bad.gguf"), &err) != 0 && strstr(err.msg, "multiples of 256"));
+}
+
 static void test_pair_agreement(void) {
     sd_mk_opts t = small_opts(SD_F32), d;
     t.shape = (sd_mk_shape){256, 4, 4, 2, 512, 1024, 512};
@@ -271,6 +317,7 @@ int main(void) {
     RUN(test_tiny_preset);
     RUN(test_deterministic);
     RUN(test_types_agree);
+    RUN(test_quant_types);
     RUN(test_pair_agreement);
     RUN(test_cli);
     remove_tmpdir();

@@ -9,6 +9,8 @@
 #include <unistd.h>
 
 #include "kernels/backend.h"
+#include "kernels/quantize.h"
+#include "model/quantize_model.h"
 #include "model/gguf.h"
 #include "tools/mkmodel.h"
 
@@ -182,7 +184,8 @@ static void encode(int type, const float *x, int64_t n, uint8_t *out) {
             uint16_t h = f32_to_f16(x[i]);
             memcpy(out + 2 * i, &h, 2);
         }
-    else quantize_q8_0(x, n, (sd_block_q8_0 *)out);
+    else if (type == SD_Q8_0) quantize_q8_0(x, n, (sd_block_q8_0 *)out);
+    else sd_quantize_row(type, x, out, n); /* the other types as ggml's reference quantizers make them */
 }
 
 /* Rows [r0, r1) of the chunk [offset, offset+nbytes) of a tensor, into buf; row and bytes are scratch. */
@@ -269,7 +272,7 @@ static void write_hparams(gguf_writer *w, const sd_mk_opts *o) {
     const sd_mk_shape *s = &o->shape;
     gguf_w_str(w, "general.architecture", "llama");
     gguf_w_str(w, "general.name", o->name ? o->name : "specd synthetic");
-    gguf_w_u32(w, "general.file_type", o->type == SD_F32 ? 0 : o->type == SD_F16 ? 1 : 7);
+    gguf_w_u32(w, "general.file_type", (uint32_t)sd_ftype_of_type(o->type));
     gguf_w_u32(w, "llama.context_length", (uint32_t)s->ctx);
     gguf_w_u32(w, "llama.embedding_length", (uint32_t)s->dim);
     gguf_w_u32(w, "llama.block_count", (uint32_t)s->layers);
@@ -290,10 +293,10 @@ static int check_opts(const sd_mk_opts *o, sd_err *err) {
     if (s->dim % s->heads) return sd_errf(err, "--heads %d does not divide --dim %d", s->heads, s->dim);
     if (s->heads % s->kv_heads) return sd_errf(err, "--kv-heads %d does not divide --heads %d", s->kv_heads, s->heads);
     if ((s->dim / s->heads) % 2) return sd_errf(err, "head dimension %d must be even (RoPE)", s->dim / s->heads);
-    if (o->type != SD_F32 && o->type != SD_F16 && o->type != SD_Q8_0)
-        return sd_errf(err, "type must be f32, f16 or q8_0");
-    if (o->type == SD_Q8_0 && (s->dim % SD_QK8_0 || s->ffn % SD_QK8_0))
-        return sd_errf(err, "q8_0 needs --dim and --ffn to be multiples of %d", SD_QK8_0);
+    if (!sd_quantize_supported(o->type)) return sd_errf(err, "type must be one of %s", sd_dtype_loadable_list());
+    int qk = sd_dtype_block(o->type);
+    if (s->dim % qk || s->ffn % qk)
+        return sd_errf(err, "%s needs --dim and --ffn to be multiples of %d", sd_dtype_name(o->type), qk);
     if (o->shared_dims < 0 || o->shared_dims > s->dim)
         return sd_errf(err, "shared dims %d must be between 1 and --dim %d", o->shared_dims, s->dim);
     if (!(o->layer_scale >= 0 && o->layer_scale < 100)) return sd_errf(err, "layer scale %g out of range", (double)o->layer_scale);
