@@ -13,7 +13,7 @@
 static int usage(void) {
     fprintf(stderr,
             "usage: specd template (--chat-template FILE | -m MODEL) (--cases FILE | --vars FILE)\n"
-            "  --chat-template FILE  Jinja template file (overrides the model's)\n"
+            "  --chat-template FILE  Jinja template file (with -m too: it overrides the model's)\n"
             "  -m MODEL              GGUF file whose tokenizer.chat_template is used\n"
             "  --cases FILE          JSON list of {messages, add_generation_prompt, bos_token, eos_token, ...};\n"
             "                        prints {\"rendered\": TEXT} or {\"error\": MESSAGE} per case, one per line\n"
@@ -112,7 +112,7 @@ int cmd_template(int argc, char **argv) {
             return usage();
         }
     }
-    if (!file == !model || !cases_path == !vars_path) return usage();
+    if ((!file && !model) || !cases_path == !vars_path) return usage();
     sd_err err = {{0}};
     size_t n;
     char *src = load_source(file, model, &n, &err);
