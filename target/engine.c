@@ -25,6 +25,32 @@ static int pick_proposer(const sd_engine_config *c, sd_proposer_kind *k, sd_err 
     return 0;
 }
 
+/* The target (and draft) on the engine's backend. */
+static int load_models(sd_engine *e, sd_err *err) {
+    const sd_engine_config *cfg = &e->cfg;
+    if (sd_model_load(cfg->target_path, cfg->target_tok, e->be, &e->target, err)) return -1;
+    if (e->proposer == SD_PROP_DRAFT &&
+        sd_model_load(cfg->draft_path, cfg->draft_tok ? cfg->draft_tok : cfg->target_tok, e->be, &e->draft, err))
+        return -1;
+    return 0;
+}
+
+/* With --device auto, models the GPU cannot hold or compute with (its memory, a weight type the CUDA backend
+ * has no kernel for) run on the CPU instead, and the backend note says why. */
+static int load_or_fall_back(sd_engine *e, bool auto_device, sd_err *err) {
+    if (load_models(e, err) == 0) return 0;
+    if (!auto_device || strcmp(e->be->name, "cuda") != 0) return -1;
+    snprintf(e->backend_note, sizeof e->backend_note, "using cpu: the models do not load on the GPU (%.200s)",
+             err->msg);
+    sd_model_free(e->draft);
+    sd_model_free(e->target);
+    e->draft = e->target = NULL;
+    e->be->destroy(e->be);
+    e->be = NULL;
+    if (sd_backend_cpu_new(e->cfg.n_threads, &e->be, err)) return -1;
+    return load_models(e, err);
+}
+
 int sd_engine_open(const sd_engine_config *cfg, sd_engine **out, sd_err *err) {
     *out = NULL;
     if (!cfg->target_path) return sd_errf(err, "no target model given");
@@ -32,10 +58,11 @@ int sd_engine_open(const sd_engine_config *cfg, sd_engine **out, sd_err *err) {
     if (!e) return sd_errf(err, "out of memory");
     e->cfg = *cfg;
     if (pick_proposer(cfg, &e->proposer, err)) goto fail;
-    if (sd_backend_open(cfg->device ? cfg->device : "auto", cfg->n_threads, &e->be, e->backend_note,
+    bool auto_device = !cfg->device || !strcmp(cfg->device, "auto");
+    if (sd_backend_open(auto_device ? "auto" : cfg->device, cfg->n_threads, &e->be, e->backend_note,
                         sizeof e->backend_note, err))
         goto fail;
-    if (sd_model_load(cfg->target_path, cfg->target_tok, e->be, &e->target, err)) goto fail;
+    if (load_or_fall_back(e, auto_device, err)) goto fail;
     if (cfg->ctx < 0 || cfg->ctx > SD_CTX_LIMIT) {
         sd_errf(err, "context length %d is out of range (1..%d)", cfg->ctx, SD_CTX_LIMIT);
         goto fail;
@@ -52,9 +79,6 @@ int sd_engine_open(const sd_engine_config *cfg, sd_engine **out, sd_err *err) {
         goto fail;
     }
     if (e->proposer == SD_PROP_DRAFT) {
-        if (sd_model_load(cfg->draft_path, cfg->draft_tok ? cfg->draft_tok : cfg->target_tok, e->be, &e->draft,
-                          err))
-            goto fail;
         if (sd_tok_compatible(e->draft->tok, e->target->tok, err)) {
             sd_err_prefix(err, "%s and %s", cfg->draft_path, cfg->target_path);
             goto fail;

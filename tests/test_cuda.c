@@ -487,6 +487,24 @@ static int g_draft_max = 4;
 /* Tokens each generation test asks for (fewer when quick). */
 static int gen_cap(void) { return quick ? 16 : 60; }
 
+/* A weight type the CUDA backend has no kernel for yet (GGML's K-quants): --device cuda fails naming the
+ * tensor and its type; --device auto runs the model on the CPU and says why. */
+static void test_unsupported_type_falls_back(void) {
+    if (!gpu) SKIP("%s", no_gpu_reason);
+    const char *path = shared_path("quant/base-q4_k_m.gguf");
+    if (!path) SKIP("../shared/quant/base-q4_k_m.gguf not found");
+    sd_engine *e = NULL;
+    sd_err err = {{0}};
+    sd_engine_config cfg = {.target_path = path, .device = "cuda"};
+    CHECK(sd_engine_open(&cfg, &e, &err) != 0);
+    CHECKF(strstr(err.msg, "q4_K") && strstr(err.msg, "cannot compute"), "error: %s", err.msg);
+    cfg.device = "auto";
+    REQUIRE(sd_engine_open(&cfg, &e, &err) == 0);
+    CHECK_STR_EQ(e->be->name, "cpu");
+    CHECKF(strstr(e->backend_note, "do not load on the GPU"), "note: %s", e->backend_note);
+    sd_engine_free(e);
+}
+
 /* Generates up to cap tokens after prompt: greedy, or sampling with seed when seed is not 0. */
 static int generate(sd_engine *e, const int32_t *prompt, int n_prompt, sd_mode mode, uint64_t seed, int32_t *out,
                     int cap) {
@@ -739,6 +757,7 @@ int main(void) {
     RUN(test_out_of_memory_error);
     RUN(test_forward_logits_match_cpu);
     RUN(test_forward_types_long_prefill);
+    RUN(test_unsupported_type_falls_back);
     RUN(test_greedy_spec_equals_plain_on_gpu);
     RUN(test_graphs_on_off_same_tokens);
     RUN(test_sample_rows_matches_ref);
