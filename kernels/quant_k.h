@@ -38,11 +38,21 @@ typedef struct sd_block_iq4_nl { uint16_t d; uint8_t qs[16]; } sd_block_iq4_nl;
 /* 8 sub-blocks of 32: 6-bit scales offset by 32 (4 low bits in scales_l, 2 high in scales_h). */
 typedef struct sd_block_iq4_xs { uint16_t d, scales_h; uint8_t scales_l[4]; uint8_t qs[128]; } sd_block_iq4_xs;
 
-/* The 16 levels of IQ4_NL / IQ4_XS (denser near zero, where weights are). */
+/* The 16 levels of IQ4_NL / IQ4_XS (denser near zero, where weights are). CUDA keeps its own copy in
+ * constant memory; sd_iq4nl_value reads whichever side it is compiled for. */
+#define SD_IQ4NL_LEVELS {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113}
+static const int8_t sd_iq4nl_values[16] = SD_IQ4NL_LEVELS;
 #ifdef __CUDACC__
-__device__ __constant__
+__device__ __constant__ static const int8_t sd_iq4nl_values_dev[16] = SD_IQ4NL_LEVELS;
 #endif
-static const int8_t sd_iq4nl_values[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
+SD_QI int8_t sd_iq4nl_value(int i) {
+#ifdef __CUDA_ARCH__
+    return sd_iq4nl_values_dev[i];
+#else
+    return sd_iq4nl_values[i];
+#endif
+}
 
 /* Block geometry of the types above, without the dtype table (usable on the device). */
 SD_QI int sd_quant_block(int type) {
@@ -131,8 +141,8 @@ SD_QI void sd_unpack_q8_0(const sd_block_q8_0 *b, sd_qunpacked *u) {
 
 SD_QI void sd_unpack_iq4_nl(const sd_block_iq4_nl *b, sd_qunpacked *u) {
     for (int j = 0; j < 16; j++) {
-        u->q[j] = sd_iq4nl_values[b->qs[j] & 15];
-        u->q[j + 16] = sd_iq4nl_values[b->qs[j] >> 4];
+        u->q[j] = sd_iq4nl_value(b->qs[j] & 15);
+        u->q[j + 16] = sd_iq4nl_value(b->qs[j] >> 4);
     }
     sd_set_affine(u, 0, 2, sd_fp16_to_fp32(b->d), 0.0f);
 }
@@ -243,8 +253,8 @@ SD_QI void sd_unpack_iq4_xs(const sd_block_iq4_xs *b, sd_qunpacked *u) {
     for (int ib = 0; ib < 8; ib++) {
         const uint8_t *q = b->qs + 16 * ib;
         for (int j = 0; j < 16; j++) {
-            u->q[32 * ib + j] = sd_iq4nl_values[q[j] & 15];
-            u->q[32 * ib + 16 + j] = sd_iq4nl_values[q[j] >> 4];
+            u->q[32 * ib + j] = sd_iq4nl_value(q[j] & 15);
+            u->q[32 * ib + 16 + j] = sd_iq4nl_value(q[j] >> 4);
         }
         sd_set_affine(u, 2 * ib, 2, d * (float)sd_iq4xs_scale(b, ib), 0.0f);
     }

@@ -487,22 +487,54 @@ static int g_draft_max = 4;
 /* Tokens each generation test asks for (fewer when quick). */
 static int gen_cap(void) { return quick ? 16 : 60; }
 
-/* A weight type the CUDA backend has no kernel for yet (GGML's K-quants): --device cuda fails naming the
- * tensor and its type; --device auto runs the model on the CPU and says why. */
-static void test_unsupported_type_falls_back(void) {
+/* The GGML quantized types on the GPU (matmul_q.cu: the weights stay in the file's blocks): llama.cpp's own
+ * files of the shared base model, each type and the _M mixes, logits of a 20-token prefill (a chunk of 16
+ * rows and one of 4) and 4 decode steps against the CPU backend, which unpacks with the same code: both
+ * multiply the same weights with F32 activations, so only rounding order differs (1e-4 of the largest logit).
+ * --device auto keeps such a model on the GPU. */
+static void test_forward_quant_files(void) {
     if (!gpu) SKIP("%s", no_gpu_reason);
-    const char *path = shared_path("quant/base-q4_k_m.gguf");
-    if (!path) SKIP("../shared/quant/base-q4_k_m.gguf not found");
-    sd_engine *e = NULL;
-    sd_err err = {{0}};
-    sd_engine_config cfg = {.target_path = path, .device = "cuda"};
-    CHECK(sd_engine_open(&cfg, &e, &err) != 0);
-    CHECKF(strstr(err.msg, "q4_K") && strstr(err.msg, "cannot compute"), "error: %s", err.msg);
-    cfg.device = "auto";
-    REQUIRE(sd_engine_open(&cfg, &e, &err) == 0);
-    CHECK_STR_EQ(e->be->name, "cpu");
-    CHECKF(strstr(e->backend_note, "do not load on the GPU"), "note: %s", e->backend_note);
-    sd_engine_free(e);
+    static const char *const all[] = {"q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k_m", "q4_k_m",
+                                      "q5_k_m", "q6_k", "iq4_nl", "iq4_xs"};
+    static const char *const few[] = {"q4_0", "q4_k_m", "iq4_xs"}; /* q4_k_m mixes in q6_K */
+    const char *const *files = quick ? few : all;
+    size_t n_files = quick ? sizeof few / sizeof *few : sizeof all / sizeof *all;
+    int found = 0;
+    for (size_t fi = 0; fi < n_files; fi++) {
+        char rel[64];
+        snprintf(rel, sizeof rel, "quant/base-%s.gguf", files[fi]);
+        const char *path = shared_path(rel);
+        if (!path) continue;
+        found++;
+        sd_err err = {{0}};
+        sd_model *mc = NULL, *mg = NULL;
+        REQUIRE(sd_model_load(path, NULL, cpu, &mc, &err) == 0);
+        if (sd_model_load(path, NULL, gpu, &mg, &err) != 0) {
+            CHECKF(0, "%s on the GPU: %s", files[fi], err.msg);
+            sd_model_free(mc);
+            continue;
+        }
+        sd_seq *sc = NULL, *sg = NULL;
+        REQUIRE(sd_seq_new(mc, 0, 0, &sc, &err) == 0 && sd_seq_new(mg, 0, 0, &sg, &err) == 0);
+        int vocab = mc->hp.vocab, n = 20;
+        int32_t toks[24];
+        for (int i = 0; i < 24; i++) toks[i] = (int32_t)(i == 0 ? 1 : (i * 37 + 11) % vocab);
+        float *lc = malloc(sizeof(float) * (size_t)vocab * n), *lg = malloc(sizeof(float) * (size_t)vocab * n);
+        REQUIRE(sd_forward(sc, toks, n, true, lc, &err) == 0 && sd_forward(sg, toks, n, true, lg, &err) == 0);
+        double e = max_rel_err(lg, lc, (size_t)vocab * n);
+        CHECKF(e < 1e-4, "%s: prefill logits rel err %g", files[fi], e);
+        for (int i = n; i < n + 4; i++) {
+            REQUIRE(sd_forward(sc, toks + i, 1, false, lc, &err) == 0 && sd_forward(sg, toks + i, 1, false, lg, &err) == 0);
+            e = max_rel_err(lg, lc, (size_t)vocab);
+            CHECKF(e < 1e-4, "%s: step %d rel err %g", files[fi], i, e);
+            CHECK_EQ_INT(sd_argmax(lg, vocab), sd_argmax(lc, vocab));
+        }
+        free(lc); free(lg);
+        sd_seq_free(sc); sd_seq_free(sg);
+        sd_model_free(mc); sd_model_free(mg);
+    }
+    if (!found) SKIP("../shared/quant not found");
+    CHECK(!gpu->failed);
 }
 
 /* Generates up to cap tokens after prompt: greedy, or sampling with seed when seed is not 0. */
@@ -757,7 +789,7 @@ int main(void) {
     RUN(test_out_of_memory_error);
     RUN(test_forward_logits_match_cpu);
     RUN(test_forward_types_long_prefill);
-    RUN(test_unsupported_type_falls_back);
+    RUN(test_forward_quant_files);
     RUN(test_greedy_spec_equals_plain_on_gpu);
     RUN(test_graphs_on_off_same_tokens);
     RUN(test_sample_rows_matches_ref);

@@ -173,9 +173,9 @@ static int c_upload_weight(sd_backend *b, sd_tensor *t, sd_err *err) {
     const char *name = t->name ? t->name : "tensor";
     size_t count = (size_t)t->rows * (size_t)t->cols;
     /* the types this backend has kernels for (the CPU computes more: GGML's quantized types) */
-    if (t->type != SD_F32 && t->type != SD_F16 && t->type != SD_BF16 && t->type != SD_Q8_0)
-        return sd_errf(err, "cuda: tensor %s has type %s, which the CUDA backend cannot compute with yet "
-                       "(it has kernels for f32, f16, bf16 and q8_0; --device cpu runs every type)", name,
+    if (t->type != SD_F32 && t->type != SD_F16 && t->type != SD_BF16 && !sd_quant_block(t->type))
+        return sd_errf(err, "cuda: tensor %s has type %s, which the CUDA backend cannot compute with "
+                       "(it has kernels for f32, f16, bf16, q8_0 and GGML's q4_0..q6_K, iq4_nl, iq4_xs)", name,
                        sd_dtype_name(t->type) ? sd_dtype_name(t->type) : "unknown");
     if (t->type == SD_F32 && t->rows > 1) {
         /* matrices go to F16: half the bytes to read per token */

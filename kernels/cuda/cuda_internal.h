@@ -10,6 +10,7 @@ extern "C" {
 #include "kernels/backend.h"
 }
 #include "kernels/quant.h"
+#include "kernels/quant_k.h"
 
 typedef struct cuda_ctx {
     sd_backend *owner;    /* whose sticky error a failure sets */
@@ -80,6 +81,13 @@ __host__ __device__ static inline size_t q8_repacked_scales_offset(int64_t rows,
  * Plain types convert as the CPU does (kernels/quant.h); only repacked Q8_0's layout is CUDA's own. */
 __device__ __forceinline__ float cuda_load_elem(const void *data, int type, int64_t rows, int64_t cols, int64_t r,
                                                 int64_t c) {
+    if (type != SD_Q8_0 && sd_quant_block(type)) { /* GGML blocks as in the file: unpack the element's block */
+        int qk = sd_quant_block(type), bb = sd_quant_block_bytes(type);
+        sd_qunpacked u;
+        sd_unpack_block(type, (const uint8_t *)data + ((size_t)r * (size_t)(cols / qk) + (size_t)(c / qk)) * bb, &u);
+        int i = (int)(c % qk);
+        return u.sc[i / 16] * (float)u.q[i] + u.off[i / 16];
+    }
     if (type == SD_Q8_0) {
         const int8_t *q = (const int8_t *)data;
         const uint16_t *s = (const uint16_t *)((const char *)data + q8_repacked_scales_offset(rows, cols));
@@ -90,6 +98,8 @@ __device__ __forceinline__ float cuda_load_elem(const void *data, int type, int6
 }
 
 void cuda_matmul(cuda_ctx *c, float *out, const sd_tensor *w, const float *x, int n);
+/* Weights in GGML's other quantized types (matmul_q.cu), any n; false when w is not of those types. */
+bool cuda_matmul_quant(cuda_ctx *c, float *out, const sd_tensor *w, const float *x, int n);
 /* The tensor-core product (matmul_tc.cu) when it applies to w and n; false when the caller must use another. */
 bool cuda_matmul_tc(cuda_ctx *c, float *out, const sd_tensor *w, const float *x, int n);
 void cuda_embed(cuda_ctx *c, float *out, const sd_tensor *table, const int32_t *ids, int n);

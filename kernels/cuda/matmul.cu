@@ -340,6 +340,7 @@ void cuda_matmul(cuda_ctx *c, float *out, const sd_tensor *w, const float *x, in
     /* the product's output must not be activations still held quantized */
     if (c->q8_src && out < c->q8_src + (size_t)c->q8_n * c->q8_src_cols && c->q8_src < out + (size_t)n * w->rows)
         c->q8_src = NULL;
+    if (cuda_matmul_quant(c, out, w, x, n)) return;
     if (c->tc && cuda_matmul_tc(c, out, w, x, n)) return;
     if (n <= MV_MAX_N) {
         matvec_small(c, out, w, x, n);
