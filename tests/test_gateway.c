@@ -86,6 +86,8 @@ typedef struct gw {
 } gw;
 
 /* api_key, timeout: --api-key / --http-timeout when not NULL. */
+static const char *g_ctx; /* --ctx for the next gw_start (NULL: the model's own 128 positions) */
+
 static int gw_start(gw *g, const char *api_key, const char *timeout) {
     snprintf(g->tmpl, sizeof g->tmpl, "/tmp/specd-test-gwtmpl-XXXXXX");
     int fd = mkstemp(g->tmpl);
@@ -93,8 +95,9 @@ static int gw_start(gw *g, const char *api_key, const char *timeout) {
     close(fd);
     snprintf(g->port, sizeof g->port, "%d", free_port());
     snprintf(g->url, sizeof g->url, "http://127.0.0.1:%s", g->port);
-    const char *argv[12] = {"-m", shared_path("models/aidreams260K.gguf"), "--chat-template", g->tmpl, "--http", g->port};
+    const char *argv[16] = {"-m", shared_path("models/aidreams260K.gguf"), "--chat-template", g->tmpl, "--http", g->port};
     int n = 6;
+    if (g_ctx) argv[n++] = "--ctx", argv[n++] = g_ctx;
     if (api_key) argv[n++] = "--api-key", argv[n++] = api_key;
     if (timeout) argv[n++] = "--http-timeout", argv[n++] = timeout;
     argv[n] = NULL;
@@ -268,7 +271,12 @@ static void test_concurrency_and_disconnect(void) {
     if (!shared_path("models/aidreams260K.gguf")) SKIP("../shared/models/aidreams260K.gguf is not there");
     if (system("curl --version >/dev/null 2>&1") != 0) SKIP("curl is not installed");
     gw g;
-    REQUIRE(gw_start(&g, NULL, NULL) == 0);
+    /* a context far past the model's 128 positions, so an unbounded stream lasts long enough for a client
+     * that leaves mid-stream to be noticed before the request would end by itself */
+    g_ctx = "8192";
+    int rc = gw_start(&g, NULL, NULL);
+    g_ctx = NULL;
+    REQUIRE(rc == 0);
     char cmd[4096];
     snprintf(cmd, sizeof cmd,
              "(cd %s && for i in $(seq 16); do curl -sN -m 60 -d '{\"prompt\":\"Once upon a time\",\"max_tokens\":40,"
