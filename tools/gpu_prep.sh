@@ -3,7 +3,8 @@
 # GPU machine that has only the CUDA runtime and driver (no libzmq, msgpack or project headers) can run them:
 #   .gpu/bin/     specd, test_cuda, bench_cuda
 #   .gpu/lib/     the shared libraries they link that are not glibc or CUDA (libzmq and its dependencies)
-#   .gpu/shared/  ../shared/models (tiny real models for the tests and the sanitizer run)
+#   .gpu/shared/  ../shared/models (tiny real models for the tests and the sanitizer run) and the quantized
+#                 files of ../shared/quant
 # Then carry `.gpu` to the machine and run `tools/gpu_check.sh` there (docs/benchmarks.md, "CUDA backend").
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,5 +19,7 @@ strip --strip-debug .gpu/bin/* # host debug info only; the device code (and its 
 ldd $B/specd | awk '$3 ~ /^\// {print $3}' | grep -Ev '/(libc|libm|libdl|librt|libpthread|libresolv|libstdc\+\+|libgcc_s|ld-linux[^/]*)\.so|/usr/local/cuda' \
   | while read -r lib; do cp -L "$lib" .gpu/lib/; done
 if [ -d ../shared/models ]; then cp -r ../shared/models .gpu/shared/; else echo "gpu_prep: no ../shared/models"; fi
+# llama.cpp's quantized files of the shared base model (test_cuda's quantized-type test), not the F32/F16 ones
+if [ -d ../shared/quant ]; then mkdir -p .gpu/shared/quant && cp ../shared/quant/base-[qi]*.gguf .gpu/shared/quant/; fi
 grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >>.git/info/exclude
 du -sh .gpu
