@@ -540,31 +540,14 @@ static void test_broken_llama2c(void) {
     }
 }
 
-/* Runs `specd ARGS`, stderr+stdout into a file; returns the exit status (-1 when it did not exit). */
-static int run_specd(const char *args, char *out, size_t cap) {
-    const char *build = getenv("BUILD") ? getenv("BUILD") : "build";
-    char cmd[1024];
-    const char *log = tmp_path("specd.log");
-    snprintf(cmd, sizeof cmd, "%s/specd %s >'%s' 2>&1", build, args, log);
-    int st = system(cmd);
-    out[0] = 0;
-    FILE *f = fopen(log, "rb");
-    if (f) {
-        size_t n = fread(out, 1, cap - 1, f);
-        out[n] = 0;
-        fclose(f);
-    }
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 static void test_info_command(void) {
     char bin[512], out[8192], args[1024];
     snprintf(bin, sizeof bin, "%s/specd", getenv("BUILD") ? getenv("BUILD") : "build");
     if (access(bin, X_OK)) SKIP("specd binary not built");
-    CHECK_EQ_INT(run_specd("info", out, sizeof out), 2);
+    CHECK_EQ_INT(run_specd_out("info", out, sizeof out), 2);
     CHECK(strstr(out, "-m MODEL is required") != NULL && strstr(out, "specd info --help") != NULL);
-    CHECK_EQ_INT(run_specd("info -m", out, sizeof out), 2);
-    CHECK_EQ_INT(run_specd("info -m x.gguf --bogus", out, sizeof out), 2);
+    CHECK_EQ_INT(run_specd_out("info -m", out, sizeof out), 2);
+    CHECK_EQ_INT(run_specd_out("info -m x.gguf --bogus", out, sizeof out), 2);
     /* a corrupt file: exit 1, message naming the file */
     const char *bad = tmp_path("corrupt.gguf");
     FILE *f = fopen(bad, "wb");
@@ -572,21 +555,21 @@ static void test_info_command(void) {
     fwrite("GGUF\x03\0\0\0\xff\xff", 1, 10, f);
     fclose(f);
     snprintf(args, sizeof args, "info -m '%s'", bad);
-    CHECK_EQ_INT(run_specd(args, out, sizeof out), 1);
+    CHECK_EQ_INT(run_specd_out(args, out, sizeof out), 1);
     CHECK(strstr(out, bad) != NULL && strstr(out, "truncated") != NULL);
     /* a good synthetic model: exit 0 and the figures printed */
     spec s = base_spec("qwen2");
     const char *good = tmp_path("info.gguf");
     REQUIRE(write_model(&s, good) == 0);
     snprintf(args, sizeof args, "info -m '%s'", good);
-    CHECK_EQ_INT(run_specd(args, out, sizeof out), 0);
+    CHECK_EQ_INT(run_specd_out(args, out, sizeof out), 0);
     CHECK(strstr(out, "qwen2") != NULL);
     CHECK(strstr(out, "feed-forward:       96") != NULL);
     CHECK(strstr(out, "bytes read / token") != NULL);
     /* a file with a type specd does not compute is still described, and says which tensor stops it */
     s.q4 = "blk.1.attn_q.weight";
     REQUIRE(write_model(&s, good) == 0);
-    CHECK_EQ_INT(run_specd(args, out, sizeof out), 0);
+    CHECK_EQ_INT(run_specd_out(args, out, sizeof out), 0);
     CHECK(strstr(out, "mxfp4: 1") != NULL);
     CHECKF(strstr(out, "not computable:     tensor 'blk.1.attn_q.weight' has type mxfp4") != NULL, "%s", out);
     /* tokenize reads the vocabulary size from a llama2.c header: INT32_MIN (whose negation overflows) is
@@ -600,7 +583,7 @@ static void test_info_command(void) {
     fwrite(h, 4, 7, f);
     fclose(f);
     snprintf(args, sizeof args, "tokenize -m '%s' -z '%s' hello", hb, tok);
-    CHECK_EQ_INT(run_specd(args, out, sizeof out), 1);
+    CHECK_EQ_INT(run_specd_out(args, out, sizeof out), 1);
     CHECKF(strstr(out, "header") != NULL, "%s", out);
 }
 

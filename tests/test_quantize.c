@@ -118,40 +118,24 @@ static void test_quantize_rows(void) {
     CHECK(sd_quantize_row(16, x, buf, 256) == -1);      /* iq2_xxs: not produced */
 }
 
-static int run_specd(const char *args, char *out, size_t cap) {
-    const char *build = getenv("BUILD") ? getenv("BUILD") : "build";
-    char cmd[2048];
-    const char *log = tmp_path("specd.log");
-    snprintf(cmd, sizeof cmd, "%s/specd %s >'%s' 2>&1", build, args, log);
-    int st = system(cmd);
-    out[0] = 0;
-    FILE *f = fopen(log, "rb");
-    if (f) {
-        size_t n = fread(out, 1, cap - 1, f);
-        out[n] = 0;
-        fclose(f);
-    }
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 static void test_quantize_command(void) {
     char bin[512], out[8192], args[1536];
     snprintf(bin, sizeof bin, "%s/specd", getenv("BUILD") ? getenv("BUILD") : "build");
     if (access(bin, X_OK)) SKIP("specd binary not built");
     const char *src = shared_path("quant/base-f32.gguf");
     if (!src) SKIP("../shared/quant/base-f32.gguf not found");
-    CHECK_EQ_INT(run_specd("quantize", out, sizeof out), 2);
+    CHECK_EQ_INT(run_specd_out("quantize", out, sizeof out), 2);
     CHECK(strstr(out, "usage: specd quantize") != NULL);
     snprintf(args, sizeof args, "quantize '%s' '%s' q4_k_x", src, tmp_path("x.gguf"));
-    CHECK_EQ_INT(run_specd(args, out, sizeof out), 2);
+    CHECK_EQ_INT(run_specd_out(args, out, sizeof out), 2);
     CHECK(strstr(out, "unknown type 'q4_k_x'") && strstr(out, "q4_k_m"));
     snprintf(args, sizeof args, "quantize '%s' '%s' q4_0", tmp_path("missing.gguf"), tmp_path("x.gguf"));
-    CHECK_EQ_INT(run_specd(args, out, sizeof out), 1);
+    CHECK_EQ_INT(run_specd_out(args, out, sizeof out), 1);
     CHECK(strstr(out, "missing.gguf") != NULL);
     /* --keep: the FFN down projections stay F32; the summary counts types and bytes */
     const char *q = tmp_path("keep.gguf");
     snprintf(args, sizeof args, "quantize '%s' '%s' Q4_K_M --keep ffn_down -q", src, q);
-    CHECK_EQ_INT(run_specd(args, out, sizeof out), 0);
+    CHECK_EQ_INT(run_specd_out(args, out, sizeof out), 0);
     CHECKF(strstr(out, "tensor data: 7.35 MB -> 2.43 MB") && strstr(out, "f32 7 q4_K 12 q6_K 2"), "%s", out);
     gguf_file *f = NULL;
     sd_err err = {{0}};
@@ -161,7 +145,7 @@ static void test_quantize_command(void) {
     gguf_close(f);
     /* the output runs, and the progress bar went to stderr */
     snprintf(args, sizeof args, "quantize '%s' '%s' iq4_xs", src, q);
-    CHECK_EQ_INT(run_specd(args, out, sizeof out), 0);
+    CHECK_EQ_INT(run_specd_out(args, out, sizeof out), 0);
     CHECK(strstr(out, "21/21") != NULL);
     sd_backend *be = NULL;
     sd_model *m = NULL;

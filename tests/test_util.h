@@ -38,6 +38,24 @@ static inline const char *tmp_path(const char *name) {
     return p;
 }
 
+/* Runs `$BUILD/specd ARGS` (build/ by default), stdout and stderr into a file in the temp dir and then into
+ * out (cap bytes, NUL-terminated); returns the exit status, -1 when it did not exit. */
+static inline int run_specd_out(const char *args, char *out, size_t cap) {
+    const char *build = getenv("BUILD") ? getenv("BUILD") : "build";
+    char cmd[2048];
+    const char *log = tmp_path("specd.log");
+    snprintf(cmd, sizeof cmd, "%s/specd %s >'%s' 2>&1", build, args, log);
+    int st = system(cmd);
+    out[0] = 0;
+    FILE *f = fopen(log, "rb");
+    if (f) {
+        size_t n = fread(out, 1, cap - 1, f);
+        out[n] = 0;
+        fclose(f);
+    }
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
 /* ---- whole files ---- */
 
 /* Everything left in stream f (a file or a pipe) plus a terminating NUL (free() it), its length in *n
