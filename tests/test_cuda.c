@@ -245,6 +245,25 @@ static void test_row_ops(void) {
     gpu->rmsnorm(gpu, xg, xg, &ng, n, dim, 1e-5f);
     cpu->to_host(cpu, a, xc, nx); gpu->to_host(gpu, b, xg, nx);
     CHECKF(max_rel_err(b, a, nx) < 1e-5, "rmsnorm %g", max_rel_err(b, a, nx));
+    { /* a real model's width launches the widest block (1024 threads), which a kernel's registers can outgrow */
+        const int wide = 4096, wn2 = 3;
+        float *ww = make_weights(SD_F32, 1, wide), *xw = malloc((size_t)wn2 * wide * 4);
+        sd_tensor wc = {.type = SD_F32, .cols = wide, .rows = 1, .host = ww}, wg = wc;
+        REQUIRE(cpu->upload_weight(cpu, &wc, NULL) == 0 && gpu->upload_weight(gpu, &wg, NULL) == 0);
+        for (int i = 0; i < wn2 * wide; i++) xw[i] = frand() * 3;
+        float *wxc = dev_copy(cpu, xw, (size_t)wn2 * wide), *wxg = dev_copy(gpu, xw, (size_t)wn2 * wide);
+        cpu->rmsnorm(cpu, wxc, wxc, &wc, wn2, wide, 1e-5f);
+        gpu->rmsnorm(gpu, wxg, wxg, &wg, wn2, wide, 1e-5f);
+        float *wa = malloc((size_t)wn2 * wide * 4), *wb = malloc((size_t)wn2 * wide * 4);
+        cpu->to_host(cpu, wa, wxc, (size_t)wn2 * wide); gpu->to_host(gpu, wb, wxg, (size_t)wn2 * wide);
+        sd_err err = {{0}};
+        CHECKF(sd_backend_check(gpu, &err) == 0, "rmsnorm width %d: %s", wide, err.msg);
+        CHECKF(max_rel_err(wb, wa, (size_t)wn2 * wide) < 1e-5, "rmsnorm width %d %g", wide,
+               max_rel_err(wb, wa, (size_t)wn2 * wide));
+        cpu->release(cpu, wxc); gpu->release(gpu, wxg);
+        cpu->free_weight(cpu, &wc); gpu->free_weight(gpu, &wg);
+        free(ww); free(xw); free(wa); free(wb);
+    }
 
     float inv[32];
     for (int j = 0; j < hd / 2; j++) inv[j] = powf(10000.0f, -2.0f * j / hd);

@@ -5,7 +5,7 @@
 #   .gpu/lib/     the shared libraries they link that are not glibc or CUDA (libzmq and its dependencies)
 #   .gpu/shared/  ../shared/models (tiny real models for the tests and the sanitizer run) and the quantized
 #                 files of ../shared/quant
-# Then carry `.gpu` to the machine and run `tools/gpu_check.sh` there (docs/benchmarks.md, "CUDA backend").
+# Then carry `.gpu.tgz` to the machine, unpack it and run `tools/gpu_check.sh` there (docs/benchmarks.md, "CUDA backend").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=build/gpu
@@ -21,5 +21,8 @@ ldd $B/specd | awk '$3 ~ /^\// {print $3}' | grep -Ev '/(libc|libm|libdl|librt|l
 if [ -d ../shared/models ]; then cp -r ../shared/models .gpu/shared/; else echo "gpu_prep: no ../shared/models"; fi
 # llama.cpp's quantized files of the shared base model (test_cuda's quantized-type test), not the F32/F16 ones
 if [ -d ../shared/quant ]; then mkdir -p .gpu/shared/quant && cp ../shared/quant/base-[qi]*.gguf .gpu/shared/quant/; fi
-grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >>.git/info/exclude
-du -sh .gpu
+# The device tool carries at most 64 MiB; the folder is over that, so it travels as one gzip archive
+# (carry .gpu.tgz, then on the device: tar xzf .gpu.tgz && bash tools/gpu_check.sh).
+tar czf .gpu.tgz .gpu
+for p in /.gpu/ /.gpu.tgz; do grep -qx "$p" .git/info/exclude 2>/dev/null || echo "$p" >>.git/info/exclude; done
+du -sh .gpu .gpu.tgz

@@ -26,7 +26,10 @@ void cuda_embed(cuda_ctx *c, float *out, const sd_tensor *table, const int32_t *
     CUDA_LAUNCHED(c, "embed");
 }
 
-__global__ void k_rmsnorm(float *out, const float *x, const void *w, int wtype, int width, float eps) {
+/* Launched with up to 1024 threads: the bound caps registers at 64 so the rare quantized-weight path (a block
+ * unpacked per element) spills instead of making every launch fail with "too many resources requested". */
+#define RMS_MAX_THREADS 1024
+__global__ void __launch_bounds__(RMS_MAX_THREADS) k_rmsnorm(float *out, const float *x, const void *w, int wtype, int width, float eps) {
     const float *xr = x + (size_t)blockIdx.x * width;
     float *orow = out + (size_t)blockIdx.x * width;
     float ss = 0.0f;
@@ -47,7 +50,7 @@ __global__ void k_rmsnorm(float *out, const float *x, const void *w, int wtype, 
 }
 
 void cuda_rmsnorm(cuda_ctx *c, float *out, const float *x, const sd_tensor *w, int rows, int width, float eps) {
-    int threads = width >= 1024 ? 1024 : ((width + 31) / 32) * 32;
+    int threads = width >= RMS_MAX_THREADS ? RMS_MAX_THREADS : ((width + 31) / 32) * 32;
     k_rmsnorm<<<rows, threads, 0, c->stream>>>(out, x, w->data, w->data_type, width, eps);
     CUDA_LAUNCHED(c, "rmsnorm");
 }
