@@ -85,6 +85,8 @@ int sd_quant_tensor_type(const sd_qtarget *t, sd_qrule_state *st, const char *na
         else if (mix == MIX_Q3_K_M) nt = st->i_attn_v < 2 ? SD_Q5_K : SD_Q4_K;
         else if (mix == MIX_IQ4 && st->n_gqa >= 4) nt = SD_Q5_K;
         else if ((mix == MIX_Q4_K_M || mix == MIX_Q5_K_M) && more_bits(st->i_attn_v, st->n_attn_v)) nt = SD_Q6_K;
+        /* 8 query heads share each V head there, so attn_v is 8x smaller than attn_q: more bits cost little */
+        if (st->is_70b && (nt == SD_Q3_K || nt == SD_Q4_K)) nt = SD_Q5_K;
         st->i_attn_v++;
     } else if (mix != MIX_NONE && strstr(name, "ffn_down")) {
         int i = st->i_ffn_down, n = st->n_ffn_down;
@@ -171,17 +173,23 @@ static bool kept(const sd_quant_opts *o, const char *name) {
 }
 
 /* Heads per KV head, from `<arch>.attention.head_count[_kv]` (1 when absent). */
-static int read_gqa(const gguf_file *f) {
+/* The model facts the rules read: heads per KV head, and whether llama.cpp calls it a 70B (llama, 80 layers,
+ * fewer KV heads than heads; 80 layers with as many KV heads is its 65B). */
+static void read_shape(const gguf_file *f, sd_qrule_state *st) {
     char *arch = NULL, key[160];
     sd_err e;
-    if (gguf_get_str(f, "general.architecture", &arch, &e)) return 1;
-    uint32_t h = 1, kv = 0;
+    st->n_gqa = 1;
+    if (gguf_get_str(f, "general.architecture", &arch, &e)) return;
+    uint32_t h = 1, kv = 0, layers = 0;
     snprintf(key, sizeof key, "%s.attention.head_count", arch);
     if (gguf_find(f, key)) gguf_get_u32(f, key, &h, &e);
     snprintf(key, sizeof key, "%s.attention.head_count_kv", arch);
     if (gguf_find(f, key)) gguf_get_u32(f, key, &kv, &e);
+    snprintf(key, sizeof key, "%s.block_count", arch);
+    if (gguf_find(f, key)) gguf_get_u32(f, key, &layers, &e);
+    if (kv) st->n_gqa = (int)(h / kv);
+    st->is_70b = !strcmp(arch, "llama") && layers == 80 && kv && kv != h;
     free(arch);
-    return kv ? (int)(h / kv) : 1;
 }
 
 static void copy_metadata(const gguf_file *f, gguf_writer *w, const sd_qtarget *t) {
@@ -198,7 +206,8 @@ static void copy_metadata(const gguf_file *f, gguf_writer *w, const sd_qtarget *
 
 /* Types of every tensor, checked before anything is written. */
 static int plan(const gguf_file *f, const sd_qtarget *t, const sd_quant_opts *o, tensor_job *jobs, sd_err *err) {
-    sd_qrule_state st = {.n_gqa = read_gqa(f), .tied = gguf_find_tensor(f, "output.weight") == NULL};
+    sd_qrule_state st = {.tied = gguf_find_tensor(f, "output.weight") == NULL};
+    read_shape(f, &st);
     for (uint64_t i = 0; i < f->n_tensors; i++) {
         st.n_attn_v += strstr(f->tensors[i].name, "attn_v.weight") != NULL;
         st.n_ffn_down += strstr(f->tensors[i].name, "ffn_down") != NULL;

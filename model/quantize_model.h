@@ -44,6 +44,7 @@ typedef struct sd_quant_stats {
 typedef struct sd_qrule_state {
     int n_attn_v, n_ffn_down, i_attn_v, i_ffn_down, n_gqa;
     int tied; /* no output.weight: token_embd is the classifier */
+    int is_70b; /* llama.cpp's LLM_TYPE_70B: a llama with 80 layers and grouped KV heads (attn_v gets Q5_K) */
 } sd_qrule_state;
 int sd_quant_tensor_type(const sd_qtarget *t, sd_qrule_state *st, const char *name, int n_dims, int64_t ne0,
                          int type);

@@ -118,6 +118,34 @@ static void test_quantize_rows(void) {
     CHECK(sd_quantize_row(16, x, buf, 256) == -1);      /* iq2_xxs: not produced */
 }
 
+/* llama.cpp's 70B rule: a llama of 80 layers with grouped KV heads gets Q5_K for attn_v wherever its mix
+ * would give Q3_K or Q4_K (Q6_K layers keep Q6_K); any other model keeps the mix's choice. */
+static void test_quantize_70b_attn_v(void) {
+    static const struct { const char *target; int plain_first, plain_mid, big_first, big_mid; } cases[] = {
+        {"q4_k_m", SD_Q6_K, SD_Q4_K, SD_Q6_K, SD_Q5_K},
+        {"q3_k_m", SD_Q5_K, SD_Q4_K, SD_Q5_K, SD_Q5_K},
+        {"q2_k", SD_Q4_K, SD_Q4_K, SD_Q5_K, SD_Q5_K},
+        {"q5_k_m", SD_Q6_K, SD_Q5_K, SD_Q6_K, SD_Q5_K},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        const sd_qtarget *t = sd_qtarget_find(cases[c].target);
+        REQUIRE(t);
+        for (int big = 0; big <= 1; big++) {
+            sd_qrule_state st = {.n_attn_v = 80, .n_ffn_down = 80, .n_gqa = 8, .is_70b = big};
+            int got[80];
+            for (int i = 0; i < 80; i++)
+                got[i] = sd_quant_tensor_type(t, &st, "blk.N.attn_v.weight", 2, 8192, SD_F16);
+            int want_first = big ? cases[c].big_first : cases[c].plain_first;
+            int want_mid = big ? cases[c].big_mid : cases[c].plain_mid;
+            /* layer 0 is in the first eighth (more bits in the _M mixes); layer 11 = 10 + 1 is not */
+            CHECKF(got[0] == want_first, "%s 70b=%d layer 0: %s, want %s", cases[c].target, big,
+                   sd_dtype_name(got[0]), sd_dtype_name(want_first));
+            CHECKF(got[11] == want_mid, "%s 70b=%d layer 11: %s, want %s", cases[c].target, big,
+                   sd_dtype_name(got[11]), sd_dtype_name(want_mid));
+        }
+    }
+}
+
 static void test_quantize_command(void) {
     char bin[512], out[8192], args[1536];
     snprintf(bin, sizeof bin, "%s/specd", getenv("BUILD") ? getenv("BUILD") : "build");
@@ -159,6 +187,7 @@ int main(void) {
     if (make_tmpdir("specd_test_quantize_")) return 1;
     RUN(test_quantize_rows);
     RUN(test_quantize_vs_llama_cpp);
+    RUN(test_quantize_70b_attn_v);
     RUN(test_quantize_command);
     remove_tmpdir();
     return TEST_DONE();
