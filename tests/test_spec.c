@@ -104,6 +104,21 @@ static void test_greedy_draft_pair(void) {
     eng_close(&f);
 }
 
+/* The pairing users run (issue 11): a Q4_0 draft for a Q4_K_M target, both llama.cpp's files of one base
+ * model: greedy speculative equals greedy plain, and the draft is proposing (acceptance reported). */
+static void test_greedy_quant_pair(void) {
+    const char *tgt = shared_path("quant/base-q4_k_m.gguf");
+    if (!tgt) SKIP("../shared/quant/base-q4_k_m.gguf not found");
+    const char *drf = shared_path("quant/base-q4_0.gguf");
+    if (!drf) SKIP("../shared/quant/base-q4_0.gguf not found");
+    eng_fx f;
+    REQUIRE(eng_open(&f, tgt, NULL, drf, 0, 0) == 0);
+    double a = check_greedy_equal(&f, "q4_k_m target + q4_0 draft", 48, 4);
+    printf("# base Q4_K_M + base Q4_0 draft greedy: acceptance %.3f over k = 1, 2, 4, 8, adaptive\n", a);
+    CHECKF(a > 0.2, "acceptance %.3f: a Q4_0 copy of the target agrees with it well above chance", a);
+    eng_close(&f);
+}
+
 /* The real pair's greedy acceptance at draft-max 4 on llama.cpp's prompts (54-62% there). */
 static void test_pair_acceptance(void) {
     if (!have_aidreams()) SKIP("../shared/models/aidreams260K.* not found");
@@ -669,6 +684,7 @@ int main(void) {
     TIMED(test_greedy_lookup);
     TIMED(test_greedy_self_draft);
     TIMED(test_greedy_draft_pair);
+    TIMED(test_greedy_quant_pair);
     TIMED(test_pair_acceptance);
     TIMED(test_greedy_mkmodel_pairs);
     TIMED(test_incompatible_vocab);
