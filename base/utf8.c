@@ -1,6 +1,8 @@
 /* UTF-8 decoding and encoding (see utf8.h). */
 #include "base/utf8.h"
 
+#include <string.h>
+
 int sd_utf8_lead_len(unsigned char c) {
     if (c < 0x80) return 1;
     if (c >= 0xC2 && c <= 0xDF) return 2;
@@ -57,4 +59,16 @@ bool sd_utf8_valid(const char *s, size_t len) {
         if (!valid) return false;
     }
     return true;
+}
+
+void sd_utf8_sanitize(char *s) {
+    unsigned char *p = (unsigned char *)s;
+    size_t len = strlen(s);
+    for (size_t i = 0; i < len;) {
+        uint32_t cp;
+        int valid;
+        size_t k = sd_utf8_decode(p + i, len - i, &cp, &valid);
+        if (!valid) p[i] = '?';
+        i += k;
+    }
 }

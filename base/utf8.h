@@ -19,4 +19,7 @@ size_t sd_utf8_decode(const unsigned char *s, size_t len, uint32_t *cp, int *val
 int sd_utf8_encode(uint32_t cp, char *out);
 /* True when s[0..len) is valid UTF-8 (no overlongs, no surrogates, <= U+10FFFF). */
 bool sd_utf8_valid(const char *s, size_t len);
+/* Makes the NUL-terminated s valid UTF-8 in place, for messages that quote outside bytes or were cut
+ * to a buffer: each byte that does not start a valid character (a cut one included) becomes '?'. */
+void sd_utf8_sanitize(char *s);
 #endif

@@ -699,6 +699,20 @@ static tm_value from_json(tm_state *S, const json_t *j, int depth) {
 }
 
 /* ---- public API ---- */
+/* The line of the first byte that does not start a valid UTF-8 character. */
+static int bad_utf8_line(const char *src, size_t n) {
+    int line = 1;
+    for (size_t i = 0; i < n;) {
+        uint32_t cp;
+        int valid;
+        size_t k = sd_utf8_decode((const unsigned char *)src + i, n - i, &cp, &valid);
+        if (!valid) break;
+        line += src[i] == '\n';
+        i += k;
+    }
+    return line;
+}
+
 sd_tmpl *sd_tmpl_parse(const char *src, size_t n, sd_err *err) {
     sd_tmpl *volatile t = calloc(1, sizeof *t);
     if (!t) {
@@ -711,6 +725,8 @@ sd_tmpl *sd_tmpl_parse(const char *src, size_t n, sd_err *err) {
         sd_tmpl_free(t);
         return NULL;
     }
+    if (!sd_utf8_valid(src, n))
+        tm_fail(&t->arena, "TemplateSyntaxError: line %d: the template is not valid UTF-8", bad_utf8_line(src, n));
     t->root = tm_parse(&t->arena, src, n);
     t->arena.fail = NULL;
     t->arena.err = NULL;

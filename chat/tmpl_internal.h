@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "base/err.h"
+#include "base/utf8.h"
 
 /* ---- arena + fatal errors ---- */
 typedef struct tm_chunk tm_chunk;

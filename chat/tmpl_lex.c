@@ -187,7 +187,10 @@ static void lex_tag(tm_arena *a, tm_toks *ts, const char *s, size_t n, size_t *p
                 size_t l = strlen(k_ops[k]);
                 if (i + l <= n && !memcmp(s + i, k_ops[k], l)) break;
             }
-            if (k == nops) tm_fail(a, "TemplateSyntaxError: line %d: unexpected character '%c'", *line, c);
+            if (k == nops) { /* the whole character, not its first byte (the source is valid UTF-8) */
+                int w = sd_utf8_lead_len((unsigned char)c);
+                tm_fail(a, "TemplateSyntaxError: line %d: unexpected character '%.*s'", *line, w ? w : 1, s + i);
+            }
             t.type = T_OP;
             t.n = strlen(k_ops[k]);
             if (strchr("([{", c)) {

@@ -22,6 +22,7 @@ _Noreturn void tm_fail(tm_arena *a, const char *fmt, ...) {
         va_start(ap, fmt);
         vsnprintf(a->err->msg, sizeof a->err->msg, fmt, ap);
         va_end(ap);
+        sd_utf8_sanitize(a->err->msg); /* it may quote template bytes, or be cut: clients get UTF-8 */
     }
     longjmp(*a->fail, 1);
 }

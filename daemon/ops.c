@@ -98,8 +98,10 @@ void srv_op_stats(srv *S, uint64_t id) {
     msgpack_packer pk;
     msgpack_packer_init(&pk, &S->sb, msgpack_sbuffer_write);
     sd_enc_result_begin(&pk, id, SD_OP_STATS, SD_STATS_N_FIELDS);
+    sd_kv_use kv;
+    sd_sched_kv_use(&S->sched, &kv);
     sd_stats_pack(&pk, &S->st, sd_now_s(), S->sched.n_active, S->sched.n_queued, S->sched.n_pool,
-                  sd_sched_pool_busy(&S->sched));
+                  sd_sched_pool_busy(&S->sched), &kv);
 }
 
 /* Checks ids against the vocabulary; names the first bad one. */

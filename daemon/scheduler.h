@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "daemon/stats.h"
 #include "ipc/protocol.h"
 #include "target/engine.h"
 
@@ -75,6 +76,8 @@ int sd_sched_start(sd_sched *s, sd_dreq *r, sd_err *err);
 void sd_sched_finish(sd_sched *s, sd_dreq *r);
 
 int sd_sched_pool_busy(const sd_sched *s);
+/* KV cache use of the pool's sessions (the `stats` op's `kv`). */
+void sd_sched_kv_use(const sd_sched *s, sd_kv_use *out);
 
 void sd_dreq_free(sd_dreq *r);
 

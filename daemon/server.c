@@ -124,6 +124,10 @@ static void account(srv *S, const sd_dreq *r, const sd_done_stats *d, const char
     st->tok_generated += (uint64_t)d->generated;
     st->tok_drafted += (uint64_t)d->drafted;
     st->tok_accepted += (uint64_t)d->accepted;
+    if (d->generated > 1 && d->target_passes > 0) {
+        st->tok_decoded += (uint64_t)(d->generated - 1);
+        st->target_passes += (uint64_t)d->target_passes;
+    }
     if (d->generated > 1) sd_hist_add(&st->ms_per_token, d->ms_per_token);
     if (r->t_first > 0) sd_hist_add(&st->ttft_ms, d->ttft_ms);
     sd_hist_add(&st->queue_ms, d->queue_ms);

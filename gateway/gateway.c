@@ -15,6 +15,7 @@
 #include <microhttpd.h>
 
 #include "base/clock.h"
+#include "gateway/metrics.h"
 #include "gateway/openai.h"
 
 enum { MAX_BODY_DEFAULT = 4 << 20, BODY_SECONDS_DEFAULT = 30 };
@@ -111,7 +112,7 @@ static enum MHD_Result get_models(sd_gateway *g, struct MHD_Connection *c) {
     return send_json(c, 200, text);
 }
 
-/* Prometheus text from the daemon's stats and the gateway's own counters. */
+/* Prometheus text from the daemon's stats and the gateway's own counters (gateway/metrics.c). */
 static enum MHD_Result get_metrics(sd_gateway *g, struct MHD_Connection *c) {
     specd_client *cl;
     oai_error e;
@@ -124,49 +125,15 @@ static enum MHD_Result get_metrics(sd_gateway *g, struct MHD_Connection *c) {
         oai_from_specd_error(&se, &e);
         return send_error(g, c, &e);
     }
-    json_t *j = json_loads(stats, 0, NULL);
+    gw_counters k = {g->n_requests, g->n_errors, g->n_streams};
+    char *text = gw_metrics_text(stats, &k);
     free(stats);
-    size_t cap = 1 << 16, n = 0;
-    char *out = malloc(cap);
-    if (!out) return MHD_NO;
-#define EMIT(...) do { int k_ = snprintf(out + n, cap - n, __VA_ARGS__); if (k_ > 0 && (size_t)k_ < cap - n) n += (size_t)k_; } while (0)
-    json_t *req = json_object_get(j, "requests"), *tok = json_object_get(j, "tokens"), *ses = json_object_get(j, "sessions");
-    static const char *const counters[][3] = {
-        {"requests", "total", "specd_requests_total"}, {"requests", "completed", "specd_requests_completed_total"},
-        {"requests", "cancelled", "specd_requests_cancelled_total"}, {"requests", "errors", "specd_request_errors_total"},
-        {"requests", "busy", "specd_requests_busy_total"}, {"tokens", "prompt", "specd_prompt_tokens_total"},
-        {"tokens", "generated", "specd_generated_tokens_total"}, {"tokens", "drafted", "specd_drafted_tokens_total"},
-        {"tokens", "accepted", "specd_accepted_tokens_total"}};
-    for (size_t i = 0; i < sizeof counters / sizeof counters[0]; i++)
-        EMIT("# TYPE %s counter\n%s %lld\n", counters[i][2], counters[i][2],
-             (long long)json_integer_value(json_object_get(!strcmp(counters[i][0], "requests") ? req : tok, counters[i][1])));
-    EMIT("# TYPE specd_requests_active gauge\nspecd_requests_active %lld\n", (long long)json_integer_value(json_object_get(req, "active")));
-    EMIT("# TYPE specd_queue_depth gauge\nspecd_queue_depth %lld\n", (long long)json_integer_value(json_object_get(req, "queued")));
-    EMIT("# TYPE specd_sessions_busy gauge\nspecd_sessions_busy %lld\n", (long long)json_integer_value(json_object_get(ses, "busy")));
-    EMIT("# TYPE specd_sessions gauge\nspecd_sessions %lld\n", (long long)json_integer_value(json_object_get(ses, "pool")));
-    EMIT("# TYPE specd_acceptance gauge\nspecd_acceptance %g\n", json_number_value(json_object_get(j, "acceptance")));
-    const char *key;
-    json_t *h;
-    json_object_foreach(json_object_get(j, "histograms"), key, h) { /* buckets in ms, as the daemon keeps them */
-        json_t *bounds = json_object_get(h, "bounds_ms"), *counts = json_object_get(h, "counts");
-        long long acc = 0;
-        EMIT("# TYPE specd_%s histogram\n", key);
-        for (size_t i = 0; i < json_array_size(counts); i++) {
-            acc += (long long)json_integer_value(json_array_get(counts, i));
-            if (i < json_array_size(bounds))
-                EMIT("specd_%s_bucket{le=\"%g\"} %lld\n", key, json_number_value(json_array_get(bounds, i)), acc);
-            else
-                EMIT("specd_%s_bucket{le=\"+Inf\"} %lld\nspecd_%s_count %lld\n", key, acc, key, acc);
-        }
+    if (!text) {
+        oai_errorf(&e, 500, "server_error", NULL, "the daemon's stats reply could not be read");
+        return send_error(g, c, &e);
     }
-    EMIT("# TYPE specd_http_requests_total counter\nspecd_http_requests_total %llu\n", (unsigned long long)g->n_requests);
-    EMIT("# TYPE specd_http_errors_total counter\nspecd_http_errors_total %llu\n", (unsigned long long)g->n_errors);
-    EMIT("# TYPE specd_http_streams_total counter\nspecd_http_streams_total %llu\n", (unsigned long long)g->n_streams);
-#undef EMIT
-    json_decref(j);
-    out[n] = '\0';
-    enum MHD_Result ok = send_text(c, 200, "text/plain; version=0.0.4", out);
-    free(out);
+    enum MHD_Result ok = send_text(c, 200, "text/plain; version=0.0.4; charset=utf-8", text);
+    free(text);
     return ok;
 }
 
@@ -400,7 +367,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return MHD_YES;
     }
     if (*data_size) { /* a piece of the body */
-        /* too slow: libmicrohttpd allows no reply before the body is complete, so the connection closes */
+        /* dripping in too slowly: closed without a reply, because libmicrohttpd queues none while a body
+         * is arriving ("The response cannot be queued when this callback is called to process the client
+         * upload data", microhttpd.h); a body that stops altogether meets the idle timeout the same way */
         if (sd_now_s() - q->t0 > g->body_timeout_s) return MHD_NO;
         if (!q->too_large && q->len + *data_size > g->max_body) {
             q->too_large = true;

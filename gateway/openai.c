@@ -18,6 +18,9 @@ void oai_errorf(oai_error *e, int status, const char *type, const char *param, c
     va_start(ap, fmt);
     vsnprintf(e->message, sizeof e->message, fmt, ap);
     va_end(ap);
+    /* field names and messages may be cut inside a character; JSON needs UTF-8 */
+    sd_utf8_sanitize(e->param);
+    sd_utf8_sanitize(e->message);
 }
 
 static int bad(oai_error *e, const char *param, const char *fmt, const char *what) {

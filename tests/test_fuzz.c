@@ -1,7 +1,7 @@
 /* Corpus replay of the fuzz targets (tests/fuzz/fuzz_*.c, run under libFuzzer by `make fuzz`): each
  * target gets every file kept in tests/fuzz/corpus/<target>/ (small seeds and every input that ever
  * crashed a target), seeds generated here and from ../shared, and a fixed set of deterministic mutations
- * of each seed. `make SAN=1 test` makes this a sanitizer run of all five targets. The generated seeds are
+ * of each seed. `make SAN=1 test` makes this a sanitizer run of all the targets. The generated seeds are
  * also written to $BUILD/fuzz/seeds/<target>/, where `make fuzz` starts from them. */
 #define FUZZ_ENTRY fuzz_gguf
 #include "tests/fuzz/fuzz_gguf.c"
@@ -17,6 +17,12 @@
 #undef FUZZ_ENTRY
 #define FUZZ_ENTRY fuzz_reply
 #include "tests/fuzz/fuzz_reply.c"
+#undef FUZZ_ENTRY
+#define FUZZ_ENTRY fuzz_template
+#include "tests/fuzz/fuzz_template.c"
+#undef FUZZ_ENTRY
+#define FUZZ_ENTRY fuzz_http
+#include "tests/fuzz/fuzz_http.c"
 #undef FUZZ_ENTRY
 
 #include <dirent.h>
@@ -364,6 +370,67 @@ static void test_reply(void) {
     replay("reply", fuzz_reply, &s, 1000);
 }
 
+/* Every template of ../shared/chat-templates with its first two cases (the case object is the variables). */
+static void test_template(void) {
+    blobs s = {0};
+    const char *dir = shared_path("chat-templates");
+    DIR *d = dir ? opendir(dir) : NULL;
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        size_t n = strlen(e->d_name);
+        if (n < 7 || strcmp(e->d_name + n - 6, ".jinja")) continue;
+        char path[600];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        size_t nt;
+        char *src = read_all(path, &nt);
+        snprintf(path + strlen(path) - 6, 20, ".cases.json");
+        json_t *cases = json_load_file(path, 0, NULL);
+        for (size_t i = 0; src && i < 2 && i < json_array_size(cases); i++) {
+            json_t *c = json_deep_copy(json_array_get(cases, i));
+            json_object_del(c, "expected");
+            json_object_del(c, "error");
+            char *vars = json_dumps(c, JSON_COMPACT);
+            uint8_t *head = malloc(4 + nt);
+            uint32_t n32 = (uint32_t)nt;
+            if (vars && head) {
+                memcpy(head, &n32, 4);
+                memcpy(head + 4, src, nt);
+                add_seed(&s, head, 4 + nt, vars, strlen(vars));
+            }
+            free(head);
+            free(vars);
+            json_decref(c);
+        }
+        json_decref(cases);
+        free(src);
+    }
+    if (d) closedir(d);
+    static const char small[] = "{% for m in messages %}{{ m.role | upper }}: {{ m.content | trim }}{% endfor %}";
+    uint32_t n32 = sizeof small - 1;
+    uint8_t head[4 + sizeof small];
+    memcpy(head, &n32, 4);
+    memcpy(head + 4, small, sizeof small - 1);
+    add_seed(&s, head, 4 + n32, "Hello", 5);
+    replay("template", fuzz_template, &s, 150);
+}
+
+/* Request bodies of both endpoints: every field, content parts, a few refused ones. */
+static void test_http(void) {
+    blobs s = {0};
+    static const char *const bodies[] = {
+        "\x01{\"model\":\"m\",\"messages\":[{\"role\":\"system\",\"content\":\"s\"},{\"role\":\"user\",\"content\":"
+        "[{\"type\":\"text\",\"text\":\"a\"},{\"type\":\"text\",\"text\":\"b\"}]}],\"max_completion_tokens\":5,"
+        "\"temperature\":0.5,\"top_p\":0.9,\"min_p\":0.1,\"top_k\":4,\"stop\":[\"x\",\"y\"],\"n\":1,\"stream\":true,"
+        "\"stream_options\":{\"include_usage\":true},\"user\":\"u\",\"seed\":7,\"speculative\":{\"mode\":\"plain\",\"draft_max\":4}}",
+        "\x00{\"prompt\":\"Once upon a time\",\"max_tokens\":16,\"stop\":\"\\n\",\"seed\":null,\"stream\":false}",
+        "\x00{\"prompt\":[\"h\\u00e9\"],\"max_tokens\":null}",
+        "\x01{\"messages\":[{\"role\":\"user\",\"content\":null,\"name\":\"n\"}],\"tools\":[]}",
+        "\x01{\"messages\":[{\"role\":\"user\",\"content\":\"x\",\"tool_calls\":[]}]}",
+    };
+    for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++) add_seed(&s, bodies[i], 1, bodies[i] + 1, strlen(bodies[i] + 1));
+    replay("http", fuzz_http, &s, 1500);
+}
+
 int main(void) {
     if (make_tmpdir("specd-fuzz")) return 1;
     RUN(test_gguf);
@@ -371,6 +438,8 @@ int main(void) {
     RUN(test_tok);
     RUN(test_request);
     RUN(test_reply);
+    RUN(test_template);
+    RUN(test_http);
     remove_tmpdir();
     return TEST_DONE();
 }

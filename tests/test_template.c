@@ -258,6 +258,8 @@ static void test_syntax_errors(void) {
         {"{{ 1 + }}", "unexpected end of print statement"},
         {"{% frobnicate %}", "unknown tag 'frobnicate'"},
         {"{{ 99999999999999999999 }}", "integer literal too large"},
+        {"ok\n\xff{{ x }}", "line 2: the template is not valid UTF-8"},
+        {"{{ x \xc3\xa9 }}", "unexpected character '\xc3\xa9'"}, /* the character, not a cut byte */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         sd_err err = {{0}};

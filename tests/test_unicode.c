@@ -126,6 +126,10 @@ static void test_utf8_decode(void) {
         CHECKF(dec(bad[i], n, &cp, &v) == 1 && cp == SD_UTF8_REPLACEMENT && !v, "case %zu", i);
         CHECKF(!sd_utf8_valid(bad[i], n), "case %zu", i); /* the validator is the decoder */
     }
+    /* sanitize: invalid bytes (a cut character too) become '?', valid ones stay */
+    char msg[] = "ok \xc3\xa9 \xff x \xe2\x82";
+    sd_utf8_sanitize(msg);
+    CHECK_STR_EQ(msg, "ok \xc3\xa9 ? x ??");
     CHECK(sd_utf8_lead_len('A') == 1 && sd_utf8_lead_len(0xC2) == 2 && sd_utf8_lead_len(0xEF) == 3);
     CHECK(sd_utf8_lead_len(0xF4) == 4 && !sd_utf8_lead_len(0x80) && !sd_utf8_lead_len(0xC1) && !sd_utf8_lead_len(0xF5));
     /* truncated at the end of the buffer: never reads past len */
