@@ -618,6 +618,13 @@ static tm_node *parse_statement(parser *p) {
         expect_block_end(p);
         return n;
     }
+    if (is_name(t, "generation")) { /* Hugging Face's marker of assistant text (for training masks): renders its body */
+        expect_block_end(p);
+        static const char *const ends[] = {"endgeneration", NULL};
+        tm_node *body = parse_body(p, ends);
+        end_tag(p, "endgeneration");
+        return body;
+    }
     static const char *const known[] = {"include", "import", "from", "extends", "block", "call", "filter", "raw",
                                         "with", "do", "autoescape", "trans", NULL};
     for (int k = 0; known[k]; k++)
@@ -659,7 +666,7 @@ static tm_node *parse_body(parser *p, const char *const *ends) {
                     p->depth--;
                     return body;
                 }
-            static const char *const stray[] = {"endif", "endfor", "elif", "else", "endmacro", "endset", NULL};
+            static const char *const stray[] = {"endif", "endfor", "elif", "else", "endmacro", "endset", "endgeneration", NULL};
             for (int k = 0; stray[k]; k++)
                 if (is_name(name, stray[k])) {
                     next(p);

@@ -230,6 +230,8 @@ static const struct {
     {"{{ 'a' \"b\" }}{{ 'x\\ty\\u00e9\\x41\\\\n' }}", NULL, "abx\ty\xc3\xa9" "A\\n"},
     /* set block */
     {"{% set x %}a{{ 1 }}b{% endset %}[{{ x }}]", NULL, "[a1b]"},
+    /* Hugging Face's {% generation %} marks assistant text for training masks: rendering keeps its body */
+    {"{% for m in ['a', 'b'] %}{% generation %}<{{ m }}>{% endgeneration %}\n{% endfor %}", NULL, "<a><b>"},
 };
 
 static void test_semantics(void) {
@@ -252,6 +254,8 @@ static void test_syntax_errors(void) {
         {"{% for x in y recursive %}{% endfor %}", "unsupported construct: recursive for loop"},
         {"{% if x %}", "unexpected end of template, expected 'elif'"},
         {"{% endif %}", "unexpected 'endif'"},
+        {"{% endgeneration %}", "unexpected 'endgeneration'"},
+        {"{% generation %}x", "expected 'endgeneration'"},
         {"{{ 'abc }}", "unterminated string"},
         {"{{ x }", "unexpected '}'"},
         {"{# never closed", "missing end of comment tag"},
