@@ -18,7 +18,7 @@
 #include "gateway/metrics.h"
 #include "gateway/openai.h"
 
-enum { MAX_BODY_DEFAULT = 4 << 20, BODY_SECONDS_DEFAULT = 30 };
+enum { MAX_BODY_DEFAULT = 4 << 20, BODY_SECONDS_DEFAULT = 30, POOL_MAX = 16 };
 
 struct sd_gateway {
     struct MHD_Daemon *mhd;
@@ -28,6 +28,8 @@ struct sd_gateway {
     int body_timeout_s;
     pthread_mutex_t lock;
     char model[256];              /* the served model's id, from `info` (empty until known) */
+    specd_client *idle[POOL_MAX]; /* daemon connections between requests (under lock) */
+    int n_idle;
     atomic_ullong n_requests, n_errors, n_streams, seq;
 };
 
@@ -60,12 +62,32 @@ static enum MHD_Result send_error(sd_gateway *g, struct MHD_Connection *c, const
     return send_json(c, e->status, oai_error_json(e));
 }
 
+/* A daemon connection: an idle one from the pool, else a new one. Connecting costs a ZeroMQ context, the
+ * socket owner check and a ping (about a millisecond of every request's first token), so connections are
+ * kept between requests; each serves one request at a time. */
 static int connect_daemon(sd_gateway *g, specd_client **out, oai_error *e) {
+    pthread_mutex_lock(&g->lock);
+    *out = g->n_idle ? g->idle[--g->n_idle] : NULL;
+    pthread_mutex_unlock(&g->lock);
+    if (*out) return 0;
     specd_options o = {.endpoint = g->endpoint, .connect_timeout_ms = 1000, .timeout_ms = 120000};
     specd_error se;
     if (specd_connect(&o, out, &se) == 0) return 0;
     oai_errorf(e, 503, "service_unavailable", NULL, "the model is not ready: %s", se.message);
     return -1;
+}
+
+/* Back to the pool after a request that ended cleanly (a result, or an error reply of the daemon: nothing
+ * of that request is still on its way); closed after a client-side failure (timeout, lost connection). */
+static void release_daemon(sd_gateway *g, specd_client *cl, bool clean) {
+    if (!cl) return;
+    pthread_mutex_lock(&g->lock);
+    if (clean && g->n_idle < POOL_MAX) {
+        g->idle[g->n_idle++] = cl;
+        cl = NULL;
+    }
+    pthread_mutex_unlock(&g->lock);
+    specd_close(cl);
 }
 
 /* The model id: the target file's name, learned from `info` once. */
@@ -94,7 +116,7 @@ static enum MHD_Result get_health(sd_gateway *g, struct MHD_Connection *c) {
     if (connect_daemon(g, &cl, &e)) return send_text(c, 503, "application/json", "{\"status\":\"loading\"}");
     specd_error se;
     int rc = specd_ping(cl, NULL, &se);
-    specd_close(cl);
+    release_daemon(g, cl, rc == 0 || se.kind == SPECD_ERR_DAEMON);
     return rc ? send_text(c, 503, "application/json", "{\"status\":\"unavailable\"}")
               : send_text(c, 200, "application/json", "{\"status\":\"ok\"}");
 }
@@ -104,7 +126,7 @@ static enum MHD_Result get_models(sd_gateway *g, struct MHD_Connection *c) {
     oai_error e;
     if (connect_daemon(g, &cl, &e)) return send_error(g, c, &e);
     const char *id = model_id(g, cl);
-    specd_close(cl);
+    release_daemon(g, cl, true);
     json_t *j = json_pack("{s:s, s:[{s:s, s:s, s:i, s:s}]}", "object", "list", "data", "id", id, "object", "model",
                           "created", 0, "owned_by", "specd");
     char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
@@ -120,7 +142,7 @@ static enum MHD_Result get_metrics(sd_gateway *g, struct MHD_Connection *c) {
     char *stats;
     specd_error se;
     int rc = specd_stats(cl, &stats, &se);
-    specd_close(cl);
+    release_daemon(g, cl, rc == 0 || se.kind == SPECD_ERR_DAEMON);
     if (rc) {
         oai_from_specd_error(&se, &e);
         return send_error(g, c, &e);
@@ -151,6 +173,7 @@ struct stream {
     char *buf;           /* SSE bytes produced, not yet handed over */
     size_t len, off;
     bool ended, failed, first_delta;
+    bool lost;           /* the daemon connection failed on the client side: not reusable */
     oai_error err;       /* failed: why */
 };
 
@@ -202,6 +225,7 @@ static bool pull(stream *s) {
         }
         oai_from_specd_error(&se, &s->err);
         s->failed = true;
+        s->lost = se.kind != SPECD_ERR_DAEMON;
     }
     return false;
 }
@@ -225,7 +249,7 @@ static void free_stream(void *cls) {
     if (!s->ended && specd_stream_cancel(s->cl, &s->st, &se) == 0)
         while (!s->ended) pull(s);
     specd_stream_end(&s->st);
-    specd_close(s->cl);
+    release_daemon(s->g, s->cl, s->ended && !s->lost);
     oai_request_free(&s->rq);
     free(s->buf);
     free(s);
@@ -248,6 +272,7 @@ static enum MHD_Result start_stream(sd_gateway *g, struct MHD_Connection *c, oai
     if (specd_stream_begin(cl, rq->kind == OAI_CHAT, &s->rq.g, &s->st, &se)) {
         oai_from_specd_error(&se, &s->err);
         s->ended = s->failed = true;
+        s->lost = se.kind != SPECD_ERR_DAEMON;
     } else {
         pull(s); /* errors before the first token (busy, a template error...) get their HTTP status */
     }
@@ -287,7 +312,7 @@ static enum MHD_Result post_completion(sd_gateway *g, struct MHD_Connection *c, 
         oai_errorf(&e, 404, "invalid_request_error", "model", "the model '%.100s' does not exist (this server has '%s')",
                    rq.model, model);
         snprintf(e.code, sizeof e.code, "model_not_found");
-        specd_close(cl);
+        release_daemon(g, cl, true);
         oai_request_free(&rq);
         return send_error(g, c, &e);
     }
@@ -300,7 +325,7 @@ static enum MHD_Result post_completion(sd_gateway *g, struct MHD_Connection *c, 
     specd_error se;
     rq.g.stream = 0;
     int rc = kind == OAI_CHAT ? specd_chat(cl, &rq.g, NULL, NULL, &res, &se) : specd_generate(cl, &rq.g, NULL, NULL, &res, &se);
-    specd_close(cl);
+    release_daemon(g, cl, rc == 0 || se.kind == SPECD_ERR_DAEMON);
     enum MHD_Result ok;
     if (rc) {
         oai_from_specd_error(&se, &e);
@@ -461,6 +486,7 @@ int sd_gateway_start(const sd_gateway_opts *o, sd_gateway **out, sd_err *err) {
 void sd_gateway_stop(sd_gateway *g) {
     if (!g) return;
     MHD_stop_daemon(g->mhd);
+    while (g->n_idle) specd_close(g->idle[--g->n_idle]);
     pthread_mutex_destroy(&g->lock);
     free(g);
 }

@@ -1,9 +1,10 @@
 /* The OpenAI-compatible HTTP gateway (`specd serve --http [HOST:]PORT`), on libmicrohttpd.
  *
  * It is a thin client of the daemon's own socket, run in the daemon's process: every HTTP request becomes
- * one protocol request on its own connection (the C client library), so the engine loop stays the single
- * owner of the models, the scheduler treats HTTP and IPC clients alike, and a closed HTTP connection
- * cancels its request the way any vanished client does. The gateway starts before the models load and
+ * one protocol request on a daemon connection it holds alone while it runs (the C client library; idle
+ * connections are kept for the next requests), so the engine loop stays the single owner of the models,
+ * the scheduler treats HTTP and IPC clients alike, and a client that leaves mid-stream has its request
+ * cancelled. The gateway starts before the models load and
  * answers /health 503 until the daemon answers a ping.
  *
  * Endpoints: GET /health, GET /v1/models, POST /v1/chat/completions, POST /v1/completions (both with

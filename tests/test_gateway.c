@@ -414,8 +414,9 @@ static void test_concurrency_and_disconnect(void) {
     if (system("curl --version >/dev/null 2>&1") != 0) SKIP("curl is not installed");
     gw g;
     /* a context far past the model's 128 positions, so an unbounded stream lasts long enough for a client
-     * that leaves mid-stream to be noticed before the request would end by itself */
-    static const char *const ctx[] = {"--ctx", "8192", NULL};
+     * that leaves mid-stream to be noticed before the request would end by itself (8192 positions raced on
+     * a loaded machine: the daemon ran to the end before the starved gateway thread saw the client leave) */
+    static const char *const ctx[] = {"--ctx", "32768", NULL};
     g_extra = ctx;
     int rc = gw_start(&g, NULL, NULL);
     g_extra = NULL;
@@ -464,6 +465,24 @@ static void test_concurrency_and_disconnect(void) {
     CHECK_EQ_INT(curl(&g, args, &out), 200);
     CHECK(out && strstr(out, "specd_requests_cancelled_total 1") && strstr(out, "specd_time_to_first_token_seconds_bucket{le=\"+Inf\"}"));
     free(out);
+    /* the daemon connections go back to the gateway's pool, the cancelled one too: the next requests get
+     * exactly their own tokens, as an IPC client does */
+    specd_gen gen = specd_gen_default();
+    gen.prompt = "The robot";
+    gen.max_tokens = 7;
+    gen.temperature = 0;
+    specd_result res;
+    REQUIRE(specd_connect(&o, &c, &e) == 0);
+    REQUIRE(specd_generate(c, &gen, NULL, NULL, &res, &e) == 0);
+    specd_close(c);
+    for (int i = 0; i < 4; i++) {
+        int st;
+        json_t *j = post_json(&g, "/v1/completions", "{\"prompt\":\"The robot\",\"max_tokens\":7,\"temperature\":0}", &st);
+        const char *text = json_string_value(json_object_get(json_array_get(json_object_get(j, "choices"), 0), "text"));
+        CHECKF(st == 200 && text && !strcmp(text, res.text), "status %d, '%s' vs '%s'", st, text ? text : "", res.text);
+        json_decref(j);
+    }
+    specd_result_free(&res);
     gw_stop(&g);
 }
 
