@@ -156,10 +156,10 @@ FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 fuzz: $(BUILD)/tests/test_fuzz
 	@bash tools/deps.sh fuzz
-	$(MAKE) CC=clang CUDA=0 BUILD=build/fuzz/obj FUZZ_BUILD=1 build/fuzz/obj/libspecd.a
+	$(MAKE) CC=clang CUDA=0 BUILD=build/fuzz/obj FUZZ_BUILD=1 build/fuzz/obj/libspecd.a build/fuzz/obj/libspecd-client.a
 	for t in $(FUZZ_TARGETS); do \
 	  clang -std=c11 -D_GNU_SOURCE -O1 -g -I. -fsanitize=fuzzer $(FUZZ_SAN) -o build/fuzz/fuzz_$$t tests/fuzz/fuzz_$$t.c \
-	    build/fuzz/obj/libspecd.a $(LDLIBS) || exit 1; done
+	    build/fuzz/obj/libspecd.a build/fuzz/obj/libspecd-client.a $(LDLIBS) || exit 1; done
 	BUILD=$(BUILD) $(BUILD)/tests/test_fuzz >/dev/null
 	for t in $(FUZZ_TARGETS); do mkdir -p build/fuzz/corpus/$$t; \
 	  build/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=4096 -print_final_stats=1 \

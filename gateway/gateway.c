@@ -4,6 +4,8 @@
 #include "gateway/gateway.h"
 
 #include <arpa/inet.h>
+#include <math.h>
+#include <sys/socket.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -18,7 +20,15 @@
 #include "gateway/metrics.h"
 #include "gateway/openai.h"
 
-enum { MAX_BODY_DEFAULT = 4 << 20, BODY_SECONDS_DEFAULT = 30, POOL_MAX = 16 };
+enum { MAX_BODY_DEFAULT = 4 << 20, BODY_SECONDS_DEFAULT = 30, POOL_MAX = 16, MAX_CONNECTIONS = 256 };
+
+/* A connection's deadline to deliver a whole request (headers and body). libmicrohttpd's own timeout only
+ * counts idle time, so a client sending a byte a second would hold a connection (and its thread) forever;
+ * the watchdog thread shuts the socket of one past its deadline, and libmicrohttpd closes it. */
+typedef struct watch {
+    int fd;          /* -1: slot free */
+    double deadline; /* seconds (sd_now_s); INFINITY while the request is being answered */
+} watch;
 
 struct sd_gateway {
     struct MHD_Daemon *mhd;
@@ -30,6 +40,9 @@ struct sd_gateway {
     char model[256];              /* the served model's id, from `info` (empty until known) */
     specd_client *idle[POOL_MAX]; /* daemon connections between requests (under lock) */
     int n_idle;
+    watch watches[MAX_CONNECTIONS]; /* under lock */
+    pthread_t watchdog;
+    atomic_bool stopping;
     atomic_ullong n_requests, n_errors, n_streams, seq;
 };
 
@@ -39,7 +52,6 @@ typedef struct req {
     char *body;
     size_t len, cap;
     bool too_large;
-    double t0;
 } req;
 
 static enum MHD_Result send_text(struct MHD_Connection *c, int status, const char *type, const char *text) {
@@ -373,6 +385,55 @@ static enum MHD_Result route(sd_gateway *g, struct MHD_Connection *c, const char
     return send_error(g, c, &e);
 }
 
+/* ---- connection deadlines ----
+ * A request must arrive whole within body_timeout_s of its connection opening (or of the previous answer
+ * on a kept-alive connection). Past it the socket is shut down: libmicrohttpd allows no reply while a
+ * request is still arriving ("The response cannot be queued when this callback is called to process the
+ * client upload data", microhttpd.h), so the client sees the connection close. A slot is freed when
+ * libmicrohttpd reports the connection closed, before it closes the descriptor, so the watchdog never
+ * shuts a descriptor that was reused. */
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context, enum MHD_ConnectionNotificationCode code) {
+    sd_gateway *g = cls;
+    pthread_mutex_lock(&g->lock);
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        for (int i = 0; ci && i < MAX_CONNECTIONS; i++)
+            if (g->watches[i].fd < 0) {
+                g->watches[i] = (watch){ci->connect_fd, sd_now_s() + g->body_timeout_s};
+                *socket_context = &g->watches[i];
+                break;
+            }
+    } else if (*socket_context) {
+        ((watch *)*socket_context)->fd = -1;
+        *socket_context = NULL;
+    }
+    pthread_mutex_unlock(&g->lock);
+}
+
+static void set_deadline(sd_gateway *g, struct MHD_Connection *c, double deadline) {
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    pthread_mutex_lock(&g->lock);
+    if (ci && ci->socket_context) ((watch *)ci->socket_context)->deadline = deadline;
+    pthread_mutex_unlock(&g->lock);
+}
+
+static void *watchdog(void *arg) {
+    sd_gateway *g = arg;
+    while (!g->stopping) {
+        struct timespec ts = {0, 100 * 1000000L};
+        nanosleep(&ts, NULL);
+        double now = sd_now_s();
+        pthread_mutex_lock(&g->lock);
+        for (int i = 0; i < MAX_CONNECTIONS; i++)
+            if (g->watches[i].fd >= 0 && now > g->watches[i].deadline) {
+                shutdown(g->watches[i].fd, SHUT_RDWR);
+                g->watches[i].deadline = INFINITY;
+            }
+        pthread_mutex_unlock(&g->lock);
+    }
+    return NULL;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                                   const char *version, const char *data, size_t *data_size, void **con_cls) {
     (void)version;
@@ -381,7 +442,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (!q) { /* first call: headers only */
         q = calloc(1, sizeof *q);
         if (!q) return MHD_NO;
-        q->t0 = sd_now_s();
         *con_cls = q;
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
         if (cl && strtoull(cl, NULL, 10) > g->max_body) { /* refused before the body is sent */
@@ -391,11 +451,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         }
         return MHD_YES;
     }
-    if (*data_size) { /* a piece of the body */
-        /* dripping in too slowly: closed without a reply, because libmicrohttpd queues none while a body
-         * is arriving ("The response cannot be queued when this callback is called to process the client
-         * upload data", microhttpd.h); a body that stops altogether meets the idle timeout the same way */
-        if (sd_now_s() - q->t0 > g->body_timeout_s) return MHD_NO;
+    if (*data_size) { /* a piece of the body (one too slow is cut by the watchdog, "connection deadlines") */
         if (!q->too_large && q->len + *data_size > g->max_body) {
             q->too_large = true;
             free(q->body);
@@ -417,13 +473,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         *data_size = 0;
         return MHD_YES;
     }
+    set_deadline(g, c, INFINITY); /* complete: answering may take as long as generation does */
     return route(g, c, url, method, q);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe) {
-    (void)cls;
-    (void)c;
     (void)toe;
+    set_deadline(cls, c, sd_now_s() + ((sd_gateway *)cls)->body_timeout_s); /* for a next request (keep-alive) */
     req *q = *con_cls;
     if (q) {
         free(q->body);
@@ -470,13 +526,19 @@ int sd_gateway_start(const sd_gateway_opts *o, sd_gateway **out, sd_err *err) {
     g->max_body = o->max_body ? o->max_body : MAX_BODY_DEFAULT;
     g->body_timeout_s = o->body_timeout_s > 0 ? o->body_timeout_s : BODY_SECONDS_DEFAULT;
     pthread_mutex_init(&g->lock, NULL);
-    g->mhd = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG,
-                              0, NULL, NULL, on_request, g, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
-                              MHD_OPTION_NOTIFY_COMPLETED, on_completed, g, MHD_OPTION_CONNECTION_TIMEOUT,
-                              (unsigned)g->body_timeout_s, MHD_OPTION_CONNECTION_LIMIT, 256u, MHD_OPTION_END);
-    if (!g->mhd) {
+    for (int i = 0; i < MAX_CONNECTIONS; i++) g->watches[i].fd = -1;
+    if (pthread_create(&g->watchdog, NULL, watchdog, g)) {
         pthread_mutex_destroy(&g->lock);
         free(g);
+        return sd_errf(err, "--http: cannot start a thread");
+    }
+    g->mhd = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG,
+                              0, NULL, NULL, on_request, g, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
+                              MHD_OPTION_NOTIFY_COMPLETED, on_completed, g, MHD_OPTION_NOTIFY_CONNECTION, on_connection, g,
+                              MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)g->body_timeout_s, MHD_OPTION_CONNECTION_LIMIT,
+                              (unsigned)MAX_CONNECTIONS, MHD_OPTION_END);
+    if (!g->mhd) {
+        sd_gateway_stop(g);
         return sd_errf(err, "--http %s: cannot listen there (port in use?)", o->listen);
     }
     *out = g;
@@ -485,7 +547,9 @@ int sd_gateway_start(const sd_gateway_opts *o, sd_gateway **out, sd_err *err) {
 
 void sd_gateway_stop(sd_gateway *g) {
     if (!g) return;
-    MHD_stop_daemon(g->mhd);
+    g->stopping = true;
+    pthread_join(g->watchdog, NULL);
+    if (g->mhd) MHD_stop_daemon(g->mhd);
     while (g->n_idle) specd_close(g->idle[--g->n_idle]);
     pthread_mutex_destroy(&g->lock);
     free(g);

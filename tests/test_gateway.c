@@ -229,6 +229,7 @@ typedef struct gw {
 
 /* api_key, timeout: --api-key / --http-timeout when not NULL. */
 static const char *const *g_extra; /* more serve options for the next gw_start (NULL-terminated), or NULL */
+static const char *g_model;         /* the model of the next gw_start (NULL: ../shared's aidreams260K.gguf) */
 
 static int gw_start(gw *g, const char *api_key, const char *timeout) {
     snprintf(g->tmpl, sizeof g->tmpl, "/tmp/specd-test-gwtmpl-XXXXXX");
@@ -237,7 +238,7 @@ static int gw_start(gw *g, const char *api_key, const char *timeout) {
     close(fd);
     snprintf(g->port, sizeof g->port, "%d", free_port());
     snprintf(g->url, sizeof g->url, "http://127.0.0.1:%s", g->port);
-    const char *argv[16] = {"-m", shared_path("models/aidreams260K.gguf"), "--chat-template", g->tmpl, "--http", g->port};
+    const char *argv[16] = {"-m", g_model ? g_model : shared_path("models/aidreams260K.gguf"), "--chat-template", g->tmpl, "--http", g->port};
     int n = 6;
     for (int i = 0; g_extra && g_extra[i] && n < 10; i++) argv[n++] = g_extra[i];
     if (api_key) argv[n++] = "--api-key", argv[n++] = api_key;
@@ -413,14 +414,7 @@ static void test_concurrency_and_disconnect(void) {
     if (!shared_path("models/aidreams260K.gguf")) SKIP("../shared/models/aidreams260K.gguf is not there");
     if (system("curl --version >/dev/null 2>&1") != 0) SKIP("curl is not installed");
     gw g;
-    /* a context far past the model's 128 positions, so an unbounded stream lasts long enough for a client
-     * that leaves mid-stream to be noticed before the request would end by itself (8192 positions raced on
-     * a loaded machine: the daemon ran to the end before the starved gateway thread saw the client leave) */
-    static const char *const ctx[] = {"--ctx", "32768", NULL};
-    g_extra = ctx;
-    int rc = gw_start(&g, NULL, NULL);
-    g_extra = NULL;
-    REQUIRE(rc == 0);
+    REQUIRE(gw_start(&g, NULL, NULL) == 0);
     char cmd[4096];
     snprintf(cmd, sizeof cmd,
              "(cd %s && for i in $(seq 16); do curl -sN -m 60 -d '{\"prompt\":\"Once upon a time\",\"max_tokens\":40,"
@@ -430,8 +424,23 @@ static void test_concurrency_and_disconnect(void) {
     CHECK_EQ_INT(fx_run(cmd, &out, NULL), 0);
     CHECKF(out && atoi(out) == 16, "streams ending with [DONE]: %s", out ? out : "none");
     free(out);
+    gw_stop(&g);
 
-    /* leave after the first chunk of a long stream: the daemon counts a cancelled request */
+    /* leave after the first chunk of a long stream: the daemon counts a cancelled request. The model is a
+     * synthetic one that runs thousands of tokens without an end-of-generation token (aidreams ends its
+     * story after 165 greedy tokens, sooner than a loaded machine noticed the client leave) */
+    char model[64];
+    snprintf(model, sizeof model, "/tmp/specd-test-gwtiny-%d.gguf", (int)getpid());
+    snprintf(cmd, sizeof cmd, "%s/specd mkmodel --preset tiny -o %s", fx_build_dir(), model);
+    REQUIRE(fx_run(cmd, NULL, NULL) == 0);
+    static const char *const ctx[] = {"--ctx", "16384", NULL};
+    g_extra = ctx;
+    g_model = model;
+    int rc = gw_start(&g, NULL, NULL);
+    g_extra = NULL;
+    g_model = NULL;
+    unlink(model);
+    REQUIRE(rc == 0);
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(g.port)),
                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -576,8 +585,9 @@ static void test_api_key(void) {
     gw_stop(&g);
 }
 
-/* A connection to the gateway that has sent the headers and the first bytes of a 40-byte body. */
-static int partial_post(const gw *g) {
+/* A connection to the gateway that has sent the headers and the first bytes of a 40-byte body, or (in_headers)
+ * only part of the headers. */
+static int partial_post(const gw *g, bool in_headers) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(g->port)),
                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -585,8 +595,9 @@ static int partial_post(const gw *g) {
         if (fd >= 0) close(fd);
         return -1;
     }
-    const char head[] = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\n{\"prompt\":";
-    if (write(fd, head, sizeof head - 1) != (ssize_t)(sizeof head - 1)) {
+    const char *head = in_headers ? "POST /v1/completions HTTP/1.1\r\nHost: x\r\nX-Pad: "
+                                  : "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\n{\"prompt\":";
+    if (write(fd, head, strlen(head)) != (ssize_t)strlen(head)) {
         close(fd);
         return -1;
     }
@@ -595,23 +606,25 @@ static int partial_post(const gw *g) {
     return fd;
 }
 
-/* A body that drips in slower than --http-timeout, and one that stops halfway, are cut off within about
- * that time (the connection closes: libmicrohttpd allows no reply while a body is arriving), and the
- * gateway answers others all the while. */
+/* A body that drips in slower than --http-timeout, headers that do, and a body that stops halfway are cut
+ * off within about that time (the connection closes: libmicrohttpd allows no reply while a request is
+ * arriving, and its own timeout counts only idle time), and the gateway answers others all the while. */
 static void test_slow_drip(void) {
     if (!shared_path("models/aidreams260K.gguf")) SKIP("../shared/models/aidreams260K.gguf is not there");
     if (system("curl --version >/dev/null 2>&1") != 0) SKIP("curl is not installed");
     gw g;
     REQUIRE(gw_start(&g, NULL, "1") == 0);
-    int drip = partial_post(&g), stall = partial_post(&g);
-    REQUIRE(drip >= 0 && stall >= 0);
+    int drip = partial_post(&g, false), stall = partial_post(&g, false), hdrip = partial_post(&g, true);
+    REQUIRE(drip >= 0 && stall >= 0 && hdrip >= 0);
     char buf[2048], *out, args[512];
-    double t0 = sd_now_ms(), drip_closed = -1, stall_closed = -1;
+    double t0 = sd_now_ms(), drip_closed = -1, stall_closed = -1, hdrip_closed = -1;
     int served = 0;
-    for (int i = 0; i < 25 && (drip_closed < 0 || stall_closed < 0); i++) { /* a byte every 200 ms: 5 s for 25 */
+    for (int i = 0; i < 25 && (drip_closed < 0 || stall_closed < 0 || hdrip_closed < 0); i++) { /* a byte every 200 ms */
         usleep(200 * 1000);
         if (drip_closed < 0 && (send(drip, " ", 1, MSG_NOSIGNAL) != 1 || read(drip, buf, sizeof buf) == 0))
             drip_closed = sd_now_ms() - t0;
+        if (hdrip_closed < 0 && (send(hdrip, "a", 1, MSG_NOSIGNAL) != 1 || read(hdrip, buf, sizeof buf) == 0))
+            hdrip_closed = sd_now_ms() - t0;
         if (stall_closed < 0 && read(stall, buf, sizeof buf) == 0) stall_closed = sd_now_ms() - t0;
         if (i == 2) { /* meanwhile a whole request is served as usual */
             snprintf(args, sizeof args, "-d '{\"prompt\":\"Once upon a time\",\"max_tokens\":8}' %s/v1/completions", g.url);
@@ -621,9 +634,11 @@ static void test_slow_drip(void) {
     }
     close(drip);
     close(stall);
+    close(hdrip);
     CHECK_EQ_INT(served, 200);
     CHECKF(drip_closed > 900 && drip_closed < 3000, "the dripping connection closed after %.0f ms", drip_closed);
     CHECKF(stall_closed > 900 && stall_closed < 3000, "the stalled connection closed after %.0f ms", stall_closed);
+    CHECKF(hdrip_closed > 900 && hdrip_closed < 3000, "the connection dripping headers closed after %.0f ms", hdrip_closed);
     /* a Content-Length over the limit is refused before the body is sent */
     snprintf(args, sizeof args, "-H 'Content-Length: 99999999' -d x %s/v1/completions", g.url);
     CHECK_EQ_INT(curl(&g, args, &out), 413);
