@@ -78,7 +78,7 @@ static const sd_opt k_own[] = {
     {O_API_KEY, "--api-key", NULL, SD_OPT_STR, 0, 0, NULL, "KEY", SD_CMD_SERVE,
      "HTTP clients must send Authorization: Bearer KEY (required beyond loopback)"},
     {O_HTTP_TIMEOUT, "--http-timeout", NULL, SD_OPT_INT, 1, 3600, "30", "S", SD_CMD_SERVE,
-     "an HTTP connection whose request body is still arriving after S seconds, or idle that long, is closed"},
+     "an HTTP connection whose request (headers and body) is not complete S seconds after it opened, or idle that long, is closed"},
 };
 static const sd_opt_table k_own_table = {"serve", k_own, (int)(sizeof k_own / sizeof k_own[0])};
 static const sd_opt_table *const k_tables[] = {&k_own_table, &sd_engine_options, &sd_request_options};
