@@ -508,9 +508,28 @@ static int gen_cap(void) { return quick ? 16 : 60; }
 
 /* The GGML quantized types on the GPU (matmul_q.cu: the weights stay in the file's blocks): llama.cpp's own
  * files of the shared base model, each type and the _M mixes, logits of a 20-token prefill (a chunk of 16
- * rows and one of 4) and 4 decode steps against the CPU backend, which unpacks with the same code: both
- * multiply the same weights with F32 activations, so only rounding order differs (1e-4 of the largest logit).
+ * rows and one of 4) and 4 decode steps against the CPU backend. Both multiply the same weights, but the
+ * CPU quantizes the activations to 8 bits per block of 32 (as llama.cpp does; kernels/cpu/quant_tmpl.h)
+ * while matmul_q.cu keeps them F32: logits may differ by that quantization, a few percent of their RMS
+ * (tests/test_quant.c measures 0.2-0.27 against a float64 reference on these files, RMS ~4.8), so within
+ * 10% of the RMS (Q8_ACT_TOL), and the greedy pick equal where the CPU's top-two margin exceeds twice that.
  * --device auto keeps such a model on the GPU. */
+#define Q8_ACT_TOL 0.1
+static void check_act_quant_logits(const char *what, int step, const float *lg, const float *lc, int vocab, int rows) {
+    double ss = 0, worst = 0;
+    for (size_t i = 0; i < (size_t)vocab * rows; i++) {
+        ss += (double)lc[i] * lc[i];
+        worst = fmax(worst, fabs((double)lg[i] - lc[i]));
+    }
+    double tol = Q8_ACT_TOL * sqrt(ss / ((double)vocab * rows));
+    CHECKF(worst <= tol, "%s step %d: |gpu - cpu| %g > %g", what, step, worst, tol);
+    const float *last = lc + (size_t)vocab * (rows - 1);
+    int top = sd_argmax(last, vocab);
+    double second = -INFINITY;
+    for (int v = 0; v < vocab; v++) if (v != top) second = fmax(second, last[v]);
+    if (last[top] - second > 2 * tol) CHECK_EQ_INT(sd_argmax(lg + (size_t)vocab * (rows - 1), vocab), top);
+}
+
 static void test_forward_quant_files(void) {
     if (!gpu) SKIP("%s", no_gpu_reason);
     static const char *const all[] = {"q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k_m", "q4_k_m",
@@ -540,13 +559,10 @@ static void test_forward_quant_files(void) {
         for (int i = 0; i < 24; i++) toks[i] = (int32_t)(i == 0 ? 1 : (i * 37 + 11) % vocab);
         float *lc = malloc(sizeof(float) * (size_t)vocab * n), *lg = malloc(sizeof(float) * (size_t)vocab * n);
         REQUIRE(sd_forward(sc, toks, n, true, lc, &err) == 0 && sd_forward(sg, toks, n, true, lg, &err) == 0);
-        double e = max_rel_err(lg, lc, (size_t)vocab * n);
-        CHECKF(e < 1e-4, "%s: prefill logits rel err %g", files[fi], e);
+        check_act_quant_logits(files[fi], 0, lg, lc, vocab, n);
         for (int i = n; i < n + 4; i++) {
             REQUIRE(sd_forward(sc, toks + i, 1, false, lc, &err) == 0 && sd_forward(sg, toks + i, 1, false, lg, &err) == 0);
-            e = max_rel_err(lg, lc, (size_t)vocab);
-            CHECKF(e < 1e-4, "%s: step %d rel err %g", files[fi], i, e);
-            CHECK_EQ_INT(sd_argmax(lg, vocab), sd_argmax(lc, vocab));
+            check_act_quant_logits(files[fi], i, lg, lc, vocab, 1);
         }
         free(lc); free(lg);
         sd_seq_free(sc); sd_seq_free(sg);

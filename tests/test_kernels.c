@@ -4,7 +4,7 @@
  * Tolerances: every SIMD path computes the same F32 math as the reference (Q8_0 weights are dequantized
  * exactly, d * q fits a float), only the summation order differs, so a dot product of length K is checked
  * against |out - ref| <= 1e-5 * sum|w * x| + 1e-6 (float rounding grows ~ sqrt(K) * 2^-24 of that sum).
- * Q8_0 products quantize the activations to 8 bits per block of 32 first (as llama.cpp does; see
+ * Quantized products quantize the activations to 8 bits per block of 32 first (as llama.cpp does; see
  * kernels/cpu/simd.h), which moves each x by at most d_x / 2 (d_x = block amax / 127): the reference is
  * still exact F32 math, and the tolerance adds sum_c |w_c| * d_x(c) / 2. */
 #include <stdint.h>
@@ -19,7 +19,7 @@
 static float frand(void) { return (float)(rand_u32() % 2000001) / 1000000.0f - 1.0f; } /* [-1, 1] */
 
 static const int types[] = {SD_F32, SD_F16, SD_BF16, SD_Q8_0};
-/* The types of the float-activation quantized kernel (SD_MM_QUANT). */
+/* The types of the SD_MM_QUANT kernel (tests/test_quant_kern.c tests it in detail). */
 static const int qtypes[] = {SD_Q4_0, SD_Q4_1, SD_Q5_0, SD_Q5_1, SD_IQ4_NL, SD_Q2_K, SD_Q3_K, SD_Q4_K, SD_Q5_K, SD_Q6_K, SD_IQ4_XS};
 
 /* Independent half -> double: (-1)^s * 1.m * 2^(e-15), subnormals m * 2^-24. */
@@ -223,7 +223,7 @@ static void check_matmul_shape(int type, int64_t rows, int64_t cols, int n) {
                             ref += (double)exact[r * cols + c] * x[i * cols + c];
                             mag += fabs((double)exact[r * cols + c] * x[i * cols + c]);
                         }
-                        if (type == SD_Q8_0)
+                        if (sd_quant_block(type)) /* every quantized type quantizes the activations */
                             for (int64_t c0 = 0; c0 < cols; c0 += 32) {
                                 double amax = 0;
                                 for (int k = 0; k < 32; k++) amax = fmax(amax, fabs(x[i * cols + c0 + k]));

@@ -224,7 +224,7 @@ static void cpu_matmul(sd_backend *b, float *out, const sd_tensor *w, const floa
                 .type = w->type},
         .fn = im->k->mm[ti],
     };
-    if (w->type == SD_Q8_0) {
+    if (ti == SD_MM_Q8_0 || ti == SD_MM_QUANT) { /* integer kernels: activations quantized per block */
         size_t need = (size_t)n * (size_t)w->cols;
         if (need > im->xq_cap) {
             int8_t *q = realloc(im->xq, need);

@@ -20,7 +20,6 @@
 #define WF16(p) V256_F16(p)
 #define WBF16(p) bf16x8((const uint16_t *)(p))
 #define VADD(a, b) _mm256_add_ps(a, b)
-#define WI8(p) i8x8((const int8_t *)(p))
 #define R_FEW 1
 #define R_MANY 2
 #define N_MAX 5
@@ -30,15 +29,7 @@
 #define KNAME sd_kernels_avx
 #define KLEVEL SD_SIMD_AVX
 #define KSTR "avx"
-
-/* 8 int8 -> 8 floats in two 128-bit halves (no 256-bit integer widening without AVX2). */
-TGT static inline __m256 i8x8(const int8_t *p) {
-    int32_t lo, hi;
-    memcpy(&lo, p, 4);
-    memcpy(&hi, p + 4, 4);
-    __m128i a = _mm_cvtepi8_epi32(_mm_cvtsi32_si128(lo)), b = _mm_cvtepi8_epi32(_mm_cvtsi32_si128(hi));
-    return _mm256_cvtepi32_ps(_mm256_insertf128_si256(_mm256_castsi128_si256(a), b, 1));
-}
+#define QI_HALVES /* qi.h: integer vectors as two 128-bit halves */
 
 /* bf16 -> f32 is a 16-bit shift: interleaving zeros below each value does it without AVX2. */
 TGT static inline __m256 bf16x8(const uint16_t *p) {

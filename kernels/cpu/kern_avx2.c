@@ -20,7 +20,6 @@
 #define WF16(p) V256_F16(p)
 #define WBF16(p) _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(p))), 16))
 #define VADD(a, b) _mm256_add_ps(a, b)
-#define WI8(p) _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p))))
 #define R_FEW 1
 #define R_MANY 2
 #define N_MAX 5

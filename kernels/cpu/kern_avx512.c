@@ -18,7 +18,6 @@
 #define WF16(p) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p)))
 #define WBF16(p) _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(p))), 16))
 #define VADD(a, b) _mm512_add_ps(a, b)
-#define WI8(p) _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p))))
 #define R_FEW 1
 #define R_MANY 4
 #define N_MAX 6
@@ -28,6 +27,7 @@
 #define KNAME sd_kernels_avx512
 #define KLEVEL SD_SIMD_AVX512
 #define KSTR "avx512"
+#define QI_VNNI /* qi.h: byte dot products with vpdpbusd */
 
 /* A fixed pairwise order (not _mm512_reduce_add_ps, whose order is the compiler's business). */
 TGT static inline float hsum16(__m512 v) {

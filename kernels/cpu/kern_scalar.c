@@ -23,10 +23,12 @@ static void mm_q8_0(const sd_mm_job *j, int64_t r0, int64_t r1) {
     }
 }
 
-/* Other quantized types: per row, each block dequantized once per 64 activations; every output element
- * sums its products in column order, exactly as sd_dot_quant does. */
+/* Other quantized types, with the activations quantized per block of 32 as for Q8_0: per row, each
+ * weight block dequantized once per 64 activations; per activation block of 32 the products of the
+ * dequantized weights with the int8 levels are summed in order, scaled by the block's d_x and added. */
 static void mm_quant(const sd_mm_job *j, int64_t r0, int64_t r1) {
     int qk = sd_quant_block(j->type), bb = sd_quant_block_bytes(j->type);
+    int64_t nblk = j->cols / SD_QK8_0;
     float w[SD_QK_K], s[64];
     for (int64_t r = r0; r < r1; r++) {
         const uint8_t *row = j->w + (size_t)r * j->row_bytes;
@@ -35,10 +37,14 @@ static void mm_quant(const sd_mm_job *j, int64_t r0, int64_t r1) {
             memset(s, 0, sizeof s);
             for (int64_t b = 0; b < j->cols / qk; b++) {
                 sd_dequant_block(j->type, row + b * bb, w);
-                for (int i = 0; i < ni; i++) {
-                    const float *x = j->x + (int64_t)(i0 + i) * j->cols + b * qk;
-                    for (int c = 0; c < qk; c++) s[i] += w[c] * x[c];
-                }
+                for (int i = 0; i < ni; i++)
+                    for (int c0 = 0; c0 < qk; c0 += SD_QK8_0) {
+                        int64_t col = b * qk + c0;
+                        const int8_t *xq = j->xq + (int64_t)(i0 + i) * j->cols + col;
+                        float bs = 0;
+                        for (int c = 0; c < SD_QK8_0; c++) bs += w[c0 + c] * (float)xq[c];
+                        s[i] += bs * j->xd[(int64_t)(i0 + i) * nblk + col / SD_QK8_0];
+                    }
             }
             for (int i = 0; i < ni; i++) j->out[(int64_t)(i0 + i) * j->out_stride + r] = s[i];
         }

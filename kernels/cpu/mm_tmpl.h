@@ -6,7 +6,6 @@
  *   V, VW           vector of floats and its lane count (8 or 16; divides 32)
  *   VZERO() VLOAD(p) VSTORE(p, v) VFMA(a, b, c) VMUL(a, b) VSET1(f) VHSUM(v)
  *   WF16(p) WBF16(p)    VW weights from F16 / BF16 bits at p, as floats
- *   WI8(p)              VW int8 levels at p, as floats (the other quantized types, unpacked)
  *   VADD(a, b)          lane-wise sum
  *   R_FEW, R_MANY       rows per register tile when n <= 2 / when n > 2
  *   N_MAX               most activation vectors per register tile
@@ -265,67 +264,7 @@ TGT static inline __attribute__((always_inline)) void mm_rows(const sd_mm_job *j
     for (; r < r1; r++) mm_group(j, type, r, 1);
 }
 
-/* Other quantized types (SD_MM_QUANT). A block unpacks (quant_k.h: int8 levels, a scale and an offset per
- * 16 elements) in one call per block, compiled for this level and not inlined, so the tiles below are
- * the same code for every type; then each VW levels become floats with one FMA for scale and offset,
- * and every activation of the tile takes them. A weight block is decoded once per tile of up to N_MAX
- * activations, rows one at a time (one sequential stream per thread). Two accumulators per activation
- * (alternate vectors) halve the FMA dependency chain. Per output element the order is fixed by the
- * column alone: lanes, then the two accumulators, then a horizontal sum, whatever N or the thread. */
-TGT __attribute__((noinline)) static void k_unpack(int type, const uint8_t *blk, sd_qunpacked *u) {
-    sd_unpack_block(type, blk, u);
-}
-
-TGT static inline __attribute__((always_inline)) void mmk_tile(const sd_mm_job *j, int64_t r, int i0, const int N) {
-    V acc[8][2];
-    sd_qunpacked u;
-    const uint8_t *row = j->w + (size_t)r * j->row_bytes;
-    const float *xs[8];
-    const int qk = sd_quant_block(j->type), bb = sd_quant_block_bytes(j->type);
-#pragma GCC unroll 8
-    for (int b = 0; b < N; b++) {
-        xs[b] = j->x + (int64_t)(i0 + b) * j->cols;
-        acc[b][0] = acc[b][1] = VZERO();
-    }
-    for (int64_t k = 0; k < j->cols / qk; k++) {
-        k_unpack(j->type, row + (size_t)k * bb, &u);
-        for (int c = 0; c < qk; c += 2 * VW) {
-            V w0 = VFMA(VSET1(u.sc[c / 16]), WI8(u.q + c), VSET1(u.off[c / 16]));
-            V w1 = VFMA(VSET1(u.sc[(c + VW) / 16]), WI8(u.q + c + VW), VSET1(u.off[(c + VW) / 16]));
-#pragma GCC unroll 8
-            for (int b = 0; b < N; b++) {
-                acc[b][0] = VFMA(w0, VLOAD(xs[b] + k * qk + c), acc[b][0]);
-                acc[b][1] = VFMA(w1, VLOAD(xs[b] + k * qk + c + VW), acc[b][1]);
-            }
-        }
-    }
-#pragma GCC unroll 8
-    for (int b = 0; b < N; b++) j->out[(int64_t)(i0 + b) * j->out_stride + r] = VHSUM(VADD(acc[b][0], acc[b][1]));
-}
-
-#define KTILE(NT)                                                                                 \
-    case NT: mmk_tile(j, r, i0, NT); break;
-
-TGT static void mm_quant(const sd_mm_job *j, int64_t r0, int64_t r1) {
-    int n = j->n, tiles = (n + N_MAX - 1) / N_MAX;
-    int base = n / tiles, extra = n % tiles;
-    for (int64_t r = r0; r < r1; r++)
-        for (int t = 0, i0 = 0; t < tiles; t++) {
-            int nt = base + (t < extra);
-            switch (nt) {
-                KTILE(1)
-                KTILE(2)
-                KTILE(3)
-                KTILE(4)
-                KTILE(5)
-#if N_MAX >= 6
-                KTILE(6)
-#endif
-            default: break;
-            }
-            i0 += nt;
-        }
-}
+#include "kernels/cpu/quant_tmpl.h" /* mm_quant: the other quantized types (SD_MM_QUANT) */
 
 TGT static void mm_f32(const sd_mm_job *j, int64_t r0, int64_t r1) { mm_rows(j, SD_MM_F32, r0, r1); }
 TGT static void mm_f16(const sd_mm_job *j, int64_t r0, int64_t r1) { mm_rows(j, SD_MM_F16, r0, r1); }

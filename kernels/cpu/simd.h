@@ -16,9 +16,9 @@ typedef enum sd_simd {
 } sd_simd;
 
 /* One matrix product: out[i * out_stride + r] = dot(row r of w, x + i * cols) for i < n.
- * Q8_0 weights multiply the activations quantized to 8 bits per block of 32 (xq: n x cols int8, xd: the
- * n x cols/32 block scales, from sd_quant_act_q8), as llama.cpp does: integer block sums are exact and
- * several times cheaper than converting weights to float. F32/F16/BF16 weights use x as is. */
+ * Quantized weights (Q8_0 and SD_MM_QUANT) multiply the activations quantized to 8 bits per block of 32
+ * (xq: n x cols int8, xd: the n x cols/32 block scales, from sd_quant_act_q8), as llama.cpp does:
+ * integer block sums are exact and several times cheaper than converting weights to float. F32/F16/BF16 weights use x as is. */
 typedef struct sd_mm_job {
     float *out;
     int64_t out_stride;
@@ -28,8 +28,8 @@ typedef struct sd_mm_job {
     const float *x;
     const int8_t *xq;
     const float *xd;
-    const int32_t *xs; /* Q8_0: the sum of each block of xq (n x cols/32), for kernels that make the
-                        * weights unsigned (w + 128) and take 128 * sum(x) back off */
+    const int32_t *xs; /* the sum of each block of xq (n x cols/32), for kernels that make the weights
+                        * unsigned (w + 128, Q4_0's q + 8) or have minimums, and take sum(x) terms back off */
     int n;
     int type; /* sd_dtype of w: which block layout the SD_MM_QUANT kernel decodes */
 } sd_mm_job;
@@ -41,8 +41,8 @@ typedef void (*sd_mm_rows_fn)(const sd_mm_job *j, int64_t r0, int64_t r1);
 #define SD_MM_ROW_ALIGN 16
 
 /* Weight types a matmul kernel handles, as indices into sd_cpu_kernels.mm. SD_MM_QUANT: every other
- * loadable quantized type (kernels/quant_k.h, the job's type says which), multiplied with the activations
- * in float: each weight block is dequantized once per tile and used for all the tile's activations. */
+ * loadable quantized type (kernels/quant_k.h, the job's type says which), multiplied like Q8_0 with the
+ * activations quantized per block of 32 (xq, xd, xs), in integers per block (kernels/cpu/quant_tmpl.h). */
 enum { SD_MM_F32, SD_MM_F16, SD_MM_BF16, SD_MM_Q8_0, SD_MM_QUANT, SD_MM_NTYPES };
 
 typedef struct sd_cpu_kernels {

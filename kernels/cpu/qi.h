@@ -1,0 +1,133 @@
+/* 32-byte integer vectors for the quantized-type kernels (kernels/cpu/quant_tmpl.h): one __m256i with
+ * AVX2, two __m128i halves with AVX alone (element i of 32 is byte i either way, so the kernels are written
+ * once). Included by a kernel file after it defines TGT; QI_HALVES selects the AVX form, QI_VNNI makes the
+ * unsigned x signed byte dot one vpdpbusd (AVX-512 VNNI with VL) instead of vpmaddubsw + vpmaddwd.
+ *
+ * The byte products never saturate: every weight operand is at most 127 in magnitude and every activation
+ * at most 127 (sd_quant_act_q8), so a pair sums to at most 2 * 127 * 127 < 32767 and all three forms give
+ * the same exact int32 sums. */
+#ifndef SD_QI_H
+#define SD_QI_H
+#include <immintrin.h>
+#include <stdint.h>
+
+#define QI_AI static inline __attribute__((always_inline))
+
+#ifdef QI_HALVES
+typedef struct qi {
+    __m128i l, h; /* bytes 0-15, 16-31 */
+} qi;
+
+#define QI_MAP1(e) ((qi){_mm_##e(a.l), _mm_##e(a.h)})
+#define QI_MAP2(e) ((qi){_mm_##e(a.l, b.l), _mm_##e(a.h, b.h)})
+TGT QI_AI qi qi_load(const void *p) {
+    return (qi){_mm_loadu_si128((const __m128i *)p), _mm_loadu_si128((const __m128i *)p + 1)};
+}
+TGT QI_AI qi qi_zero(void) { return (qi){_mm_setzero_si128(), _mm_setzero_si128()}; }
+TGT QI_AI qi qi_set8(int c) { return (qi){_mm_set1_epi8((char)c), _mm_set1_epi8((char)c)}; }
+TGT QI_AI qi qi_and(qi a, qi b) { return QI_MAP2(and_si128); }
+TGT QI_AI qi qi_or(qi a, qi b) { return QI_MAP2(or_si128); }
+TGT QI_AI qi qi_sub8(qi a, qi b) { return QI_MAP2(sub_epi8); }
+TGT QI_AI qi qi_cmpeq8(qi a, qi b) { return QI_MAP2(cmpeq_epi8); }
+TGT QI_AI qi qi_sign8(qi a, qi b) { return QI_MAP2(sign_epi8); }
+TGT QI_AI qi qi_sub32(qi a, qi b) { return QI_MAP2(sub_epi32); }
+TGT QI_AI qi qi_abs8(qi a) { return QI_MAP1(abs_epi8); }
+TGT QI_AI qi qi_srli16(qi a, int n) { return (qi){_mm_srli_epi16(a.l, n), _mm_srli_epi16(a.h, n)}; }
+TGT QI_AI qi qi_slli16(qi a, int n) { return (qi){_mm_slli_epi16(a.l, n), _mm_slli_epi16(a.h, n)}; }
+TGT QI_AI qi qi_slli32(qi a, int n) { return (qi){_mm_slli_epi32(a.l, n), _mm_slli_epi32(a.h, n)}; }
+
+/* 16 bytes at p as 32 nibbles: low nibbles are elements 0-15, high nibbles 16-31 (the Q4_0 order). */
+TGT QI_AI qi qi_nib16(const uint8_t *p) {
+    __m128i v = _mm_loadu_si128((const __m128i *)p), m = _mm_set1_epi8(15);
+    return (qi){_mm_and_si128(v, m), _mm_and_si128(_mm_srli_epi16(v, 4), m)};
+}
+
+/* Byte i: val where bit i of h is set, else 0. */
+TGT QI_AI qi qi_bits32(uint32_t h, int val) {
+    __m128i v = _mm_set1_epi32((int)h), bit = _mm_set1_epi64x((long long)0x8040201008040201ull), c = _mm_set1_epi8((char)val);
+    __m128i l = _mm_shuffle_epi8(v, _mm_set_epi64x(0x0101010101010101ll, 0)),
+            hh = _mm_shuffle_epi8(v, _mm_set_epi64x(0x0303030303030303ll, 0x0202020202020202ll));
+    l = _mm_and_si128(_mm_cmpeq_epi8(_mm_and_si128(l, bit), bit), c);
+    hh = _mm_and_si128(_mm_cmpeq_epi8(_mm_and_si128(hh, bit), bit), c);
+    return (qi){l, hh};
+}
+
+/* Each byte (0-15) of idx looked up in the 16-byte table. */
+TGT QI_AI qi qi_lut16(const int8_t *table, qi idx) {
+    __m128i t = _mm_loadu_si128((const __m128i *)table);
+    return (qi){_mm_shuffle_epi8(t, idx.l), _mm_shuffle_epi8(t, idx.h)};
+}
+
+/* int16 lanes: a for elements 0-15, b for 16-31 (a scale per 16 weights). */
+TGT QI_AI qi qi_k16(int a, int b) { return (qi){_mm_set1_epi16((short)a), _mm_set1_epi16((short)b)}; }
+
+/* Unsigned u times signed s, pairs weighted by the int16 lanes of k, summed to 8 int32 lanes. */
+TGT QI_AI qi qi_dot16(qi u, qi s, qi k) {
+    return (qi){_mm_madd_epi16(_mm_maddubs_epi16(u.l, s.l), k.l), _mm_madd_epi16(_mm_maddubs_epi16(u.h, s.h), k.h)};
+}
+TGT QI_AI qi qi_dot(qi u, qi s) { return qi_dot16(u, s, qi_k16(1, 1)); }
+
+TGT QI_AI __m128i qi_sum4(__m128i s0, __m128i s1, __m128i s2, __m128i s3) {
+    __m128i u01 = _mm_add_epi32(_mm_unpacklo_epi32(s0, s1), _mm_unpackhi_epi32(s0, s1));
+    __m128i u23 = _mm_add_epi32(_mm_unpacklo_epi32(s2, s3), _mm_unpackhi_epi32(s2, s3));
+    return _mm_add_epi32(_mm_unpacklo_epi64(u01, u23), _mm_unpackhi_epi64(u01, u23));
+}
+
+/* Lane i of the result: the sum of the 8 int32 lanes of s[i]. */
+TGT QI_AI qi qi_sum8(const qi s[8]) {
+    __m128i t[8];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) t[i] = _mm_add_epi32(s[i].l, s[i].h);
+    return (qi){qi_sum4(t[0], t[1], t[2], t[3]), qi_sum4(t[4], t[5], t[6], t[7])};
+}
+
+TGT QI_AI __m256 qi_cvt(qi a) {
+    return _mm256_cvtepi32_ps(_mm256_insertf128_si256(_mm256_castsi128_si256(a.l), a.h, 1));
+}
+#else
+typedef __m256i qi;
+
+TGT QI_AI qi qi_load(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }
+TGT QI_AI qi qi_zero(void) { return _mm256_setzero_si256(); }
+TGT QI_AI qi qi_set8(int c) { return _mm256_set1_epi8((char)c); }
+TGT QI_AI qi qi_and(qi a, qi b) { return _mm256_and_si256(a, b); }
+TGT QI_AI qi qi_or(qi a, qi b) { return _mm256_or_si256(a, b); }
+TGT QI_AI qi qi_sub8(qi a, qi b) { return _mm256_sub_epi8(a, b); }
+TGT QI_AI qi qi_cmpeq8(qi a, qi b) { return _mm256_cmpeq_epi8(a, b); }
+TGT QI_AI qi qi_sign8(qi a, qi b) { return _mm256_sign_epi8(a, b); }
+TGT QI_AI qi qi_sub32(qi a, qi b) { return _mm256_sub_epi32(a, b); }
+TGT QI_AI qi qi_abs8(qi a) { return _mm256_abs_epi8(a); }
+TGT QI_AI qi qi_srli16(qi a, int n) { return _mm256_srli_epi16(a, n); }
+TGT QI_AI qi qi_slli16(qi a, int n) { return _mm256_slli_epi16(a, n); }
+TGT QI_AI qi qi_slli32(qi a, int n) { return _mm256_slli_epi32(a, n); }
+
+TGT QI_AI qi qi_nib16(const uint8_t *p) {
+    __m128i v = _mm_loadu_si128((const __m128i *)p);
+    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), _mm256_set1_epi8(15));
+}
+
+TGT QI_AI qi qi_bits32(uint32_t h, int val) {
+    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)h),
+                                    _mm256_set_epi64x(0x0303030303030303ll, 0x0202020202020202ll, 0x0101010101010101ll, 0));
+    __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
+    return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit), _mm256_set1_epi8((char)val));
+}
+
+TGT QI_AI qi qi_lut16(const int8_t *table, qi idx) {
+    return _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)table)), idx);
+}
+
+TGT QI_AI qi qi_k16(int a, int b) { return _mm256_set_m128i(_mm_set1_epi16((short)b), _mm_set1_epi16((short)a)); }
+
+TGT QI_AI qi qi_dot16(qi u, qi s, qi k) { return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), k); }
+#ifdef QI_VNNI
+TGT QI_AI qi qi_dot(qi u, qi s) { return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s); }
+#else
+TGT QI_AI qi qi_dot(qi u, qi s) { return qi_dot16(u, s, _mm256_set1_epi16(1)); }
+#endif
+
+TGT QI_AI qi qi_sum8(const qi s[8]) { return v256_sum8x8_epi32(s); }
+TGT QI_AI __m256 qi_cvt(qi a) { return _mm256_cvtepi32_ps(a); }
+#endif
+
+#endif

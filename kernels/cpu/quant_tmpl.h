@@ -1,0 +1,310 @@
+/* The SD_MM_QUANT kernels: GGML's quantized types beyond Q8_0 (Q4_0 ... Q6_K, IQ4_NL, IQ4_XS) times the
+ * activations quantized per block of 32 as for Q8_0 (sd_quant_act_q8: int8 levels xq, a float scale xd and
+ * the level sum xs per block), in integer arithmetic. Included by mm_tmpl.h once per instruction set
+ * (kernels/cpu/qi.h gives the 32-byte integer vectors of that set).
+ *
+ * Work unit: a group of 256 columns, one K-quant super-block or 8 blocks of 32, which is 8 activation
+ * blocks. A weight group is unpacked once (prep: the 32 weight bytes of each activation block as unsigned
+ * magnitudes, their signs where the levels are signed, int16 scales for the types that scale per 16, and
+ * 8 float lanes of scale d_w and of offset per activation block) and then dotted with up to QT activation
+ * vectors (so the n-row product reads a weight block once for n <= QT). Per activation block an exact
+ * int32 sum S (vpmaddubsw + vpmaddwd, or vpdpbusd), the 8 sums of a group in the 8 lanes of a vector,
+ * then in float: acc += S * (d_w * d_x), plus, for the types with a minimum, (offset * d_x) times the
+ * activation block's level sum (or, for Q2_K's per-16 minimums, an integer sum of min * x). Signed levels
+ * take vpsignb: |w| times x with w's sign. Q4_0 and Q5_0 keep their levels unsigned (q + 8, q + 16) and
+ * take 8 or 16 times the activation sum off in integers.
+ *
+ * Per output element the order is fixed by the column alone (lanes in group order, then a horizontal sum),
+ * so results do not depend on n, on the tile or on the thread. */
+
+#include "kernels/cpu/qi.h"
+
+#define QT 16 /* activation vectors dotted with one unpacked weight group */
+
+/* How a type's weights meet the activations. */
+enum {
+    QK_U,   /* unsigned levels, one scale per 32 */
+    QK_S,   /* signed levels, one scale per 32 */
+    QK_S16, /* signed levels, int16 scales per 16 (k) */
+    QK_U16, /* unsigned levels, int16 scales per 16 (k) and minimums per 16 (k2): Q2_K */
+};
+enum { QM_NONE, QM_XS, QM_DOT }; /* the minimum term: none, offset * level sum, offset * sum(k2 * x) */
+
+QI_AI int qkind(int t) {
+    switch (t) {
+    case SD_IQ4_NL: case SD_IQ4_XS: return QK_S;
+    case SD_Q3_K: case SD_Q6_K: return QK_S16;
+    case SD_Q2_K: return QK_U16;
+    default: return QK_U;
+    }
+}
+
+QI_AI int qmin(int t) {
+    switch (t) {
+    case SD_Q4_1: case SD_Q5_1: case SD_Q4_K: case SD_Q5_K: return QM_XS;
+    case SD_Q2_K: return QM_DOT;
+    default: return QM_NONE;
+    }
+}
+
+/* log2 of the integer offset of unsigned levels (Q4_0: q + 8, Q5_0: q + 16), 0 for none. */
+QI_AI int qzero_shift(int t) { return t == SD_Q4_0 ? 3 : t == SD_Q5_0 ? 4 : 0; }
+
+typedef struct qgrp {
+    qi w[8];  /* per activation block: the 32 weight levels, unsigned or |level| */
+    qi s[8];  /* the signed levels (QK_S, QK_S16) */
+    qi k[8];  /* int16 scales per 16 (QK_S16, QK_U16) */
+    qi k2[8]; /* int16 minimums per 16 (QK_U16) */
+    __m256 dw, mw; /* per activation block: weight scale, offset (QM_XS, QM_DOT) */
+} qgrp;
+
+TGT QI_AI __m256 f16x8(const uint16_t h[8]) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h)); }
+
+/* ---- prep: one group of nb (<= 8) blocks of 32 columns at p */
+
+TGT QI_AI void prep_legacy(const uint8_t *p, int nb, const int t, qgrp *g) {
+    const int bb = sd_quant_block_bytes(t);
+    uint16_t d[8] = {0}, m[8] = {0};
+    for (int i = 0; i < nb; i++) {
+        const uint8_t *b = p + (size_t)i * bb;
+        switch (t) {
+        case SD_Q4_0: {
+            const sd_block_q4_0 *x = (const sd_block_q4_0 *)b;
+            g->w[i] = qi_nib16(x->qs);
+            d[i] = x->d;
+        } break;
+        case SD_Q4_1: {
+            const sd_block_q4_1 *x = (const sd_block_q4_1 *)b;
+            g->w[i] = qi_nib16(x->qs);
+            d[i] = x->d, m[i] = x->m;
+        } break;
+        case SD_Q5_0: {
+            const sd_block_q5_0 *x = (const sd_block_q5_0 *)b;
+            uint32_t h;
+            memcpy(&h, x->qh, 4);
+            g->w[i] = qi_or(qi_nib16(x->qs), qi_bits32(h, 16));
+            d[i] = x->d;
+        } break;
+        case SD_Q5_1: {
+            const sd_block_q5_1 *x = (const sd_block_q5_1 *)b;
+            uint32_t h;
+            memcpy(&h, x->qh, 4);
+            g->w[i] = qi_or(qi_nib16(x->qs), qi_bits32(h, 16));
+            d[i] = x->d, m[i] = x->m;
+        } break;
+        case SD_IQ4_NL: {
+            const sd_block_iq4_nl *x = (const sd_block_iq4_nl *)b;
+            g->s[i] = qi_lut16(sd_iq4nl_values, qi_nib16(x->qs));
+            g->w[i] = qi_abs8(g->s[i]);
+            d[i] = x->d;
+        } break;
+        default: break;
+        }
+    }
+    g->dw = f16x8(d);
+    if (qmin(t) == QM_XS) g->mw = f16x8(m);
+}
+
+/* Q4_K and Q5_K: sub-block c (32 columns) takes the low nibbles of qs[32 * (c / 2) ...] for even c, the
+ * high ones for odd c; Q5_K's fifth bit of column l of sub-block c is bit c of qh[l]. */
+TGT QI_AI void prep_k4(const uint16_t *dd, const uint8_t *scales, const uint8_t *qs, const uint8_t *qh, qgrp *g) {
+    float d = sd_fp16_to_fp32(dd[0]), dmin = sd_fp16_to_fp32(dd[1]), dw[8], mw[8];
+    for (int c = 0; c < 8; c++) {
+        int sc, m;
+        sd_k4_scale_min(scales, c, &sc, &m);
+        dw[c] = d * (float)sc;
+        mw[c] = -(dmin * (float)m);
+    }
+    g->dw = _mm256_loadu_ps(dw);
+    g->mw = _mm256_loadu_ps(mw);
+    qi h = qh ? qi_load(qh) : qi_zero();
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+        qi v = qi_load(qs + 32 * i);
+        g->w[2 * i] = qi_and(v, qi_set8(15));
+        g->w[2 * i + 1] = qi_and(qi_srli16(v, 4), qi_set8(15));
+        if (qh) {
+            qi b0 = qi_set8(1 << (2 * i)), b1 = qi_set8(1 << (2 * i + 1));
+            g->w[2 * i] = qi_or(g->w[2 * i], qi_and(qi_cmpeq8(qi_and(h, b0), b0), qi_set8(16)));
+            g->w[2 * i + 1] = qi_or(g->w[2 * i + 1], qi_and(qi_cmpeq8(qi_and(h, b1), b1), qi_set8(16)));
+        }
+    }
+}
+
+/* Q6_K: per half of 128 columns, sub-block s (0-3) takes the nibble of ql[32 * (s & 1) + l] (low for
+ * s < 2) and bits [2s, 2s + 2) of qh[l], minus 32; scales per 16 columns. */
+TGT QI_AI void prep_q6_K(const sd_block_q6_K *b, qgrp *g) {
+    g->dw = _mm256_set1_ps(sd_fp16_to_fp32(b->d));
+    qi lo4 = qi_set8(15), hi2 = qi_set8(0x30), off = qi_set8(32);
+#pragma GCC unroll 2
+    for (int half = 0; half < 2; half++) {
+        qi l0 = qi_load(b->ql + 64 * half), l1 = qi_load(b->ql + 64 * half + 32), h = qi_load(b->qh + 32 * half);
+        qi q[4] = {
+            qi_or(qi_and(l0, lo4), qi_and(qi_slli16(h, 4), hi2)),
+            qi_or(qi_and(l1, lo4), qi_and(qi_slli16(h, 2), hi2)),
+            qi_or(qi_and(qi_srli16(l0, 4), lo4), qi_and(h, hi2)),
+            qi_or(qi_and(qi_srli16(l1, 4), lo4), qi_and(qi_srli16(h, 2), hi2)),
+        };
+#pragma GCC unroll 4
+        for (int s = 0; s < 4; s++) {
+            int c = 4 * half + s;
+            g->s[c] = qi_sub8(q[s], off);
+            g->w[c] = qi_abs8(g->s[c]);
+            g->k[c] = qi_k16(b->scales[2 * c], b->scales[2 * c + 1]);
+        }
+    }
+}
+
+/* Q3_K: Q2_K's order; the third bit of column l in sub-block c is bit c of hmask[l] (clear: minus 4). */
+TGT QI_AI void prep_q3_K(const sd_block_q3_K *b, qgrp *g) {
+    g->dw = _mm256_set1_ps(sd_fp16_to_fp32(b->d));
+    qi hm = qi_load(b->hmask), three = qi_set8(3), four = qi_set8(4);
+#pragma GCC unroll 2
+    for (int half = 0; half < 2; half++) {
+        qi v = qi_load(b->qs + 32 * half);
+#pragma GCC unroll 4
+        for (int s = 0; s < 4; s++) {
+            int c = 4 * half + s;
+            qi bit = qi_set8(1 << c);
+            qi hi = qi_and(qi_cmpeq8(qi_and(hm, bit), bit), four);
+            g->s[c] = qi_sub8(qi_or(qi_and(qi_srli16(v, 2 * s), three), hi), four);
+            g->w[c] = qi_abs8(g->s[c]);
+            g->k[c] = qi_k16(sd_q3k_scale(b->scales, 2 * c), sd_q3k_scale(b->scales, 2 * c + 1));
+        }
+    }
+}
+
+/* Q2_K: column l of sub-block c = 4 * half + s is bits [2s, 2s + 2) of qs[32 * half + l]; per 16 columns
+ * a 4-bit scale (low) and minimum (high). */
+TGT QI_AI void prep_q2_K(const sd_block_q2_K *b, qgrp *g) {
+    g->dw = _mm256_set1_ps(sd_fp16_to_fp32(b->d));
+    g->mw = _mm256_set1_ps(-sd_fp16_to_fp32(b->dmin));
+#pragma GCC unroll 2
+    for (int half = 0; half < 2; half++) {
+        qi v = qi_load(b->qs + 32 * half);
+#pragma GCC unroll 4
+        for (int s = 0; s < 4; s++) {
+            int c = 4 * half + s;
+            g->w[c] = qi_and(qi_srli16(v, 2 * s), qi_set8(3));
+            g->k[c] = qi_k16(b->scales[2 * c] & 15, b->scales[2 * c + 1] & 15);
+            g->k2[c] = qi_k16(b->scales[2 * c] >> 4, b->scales[2 * c + 1] >> 4);
+        }
+    }
+}
+
+TGT QI_AI void prep_iq4_xs(const sd_block_iq4_xs *b, qgrp *g) {
+    float d = sd_fp16_to_fp32(b->d), dw[8];
+#pragma GCC unroll 8
+    for (int c = 0; c < 8; c++) {
+        dw[c] = d * (float)sd_iq4xs_scale(b, c);
+        g->s[c] = qi_lut16(sd_iq4nl_values, qi_nib16(b->qs + 16 * c));
+        g->w[c] = qi_abs8(g->s[c]);
+    }
+    g->dw = _mm256_loadu_ps(dw);
+}
+
+TGT QI_AI void qprep(const uint8_t *p, int nb, const int t, qgrp *g) {
+    switch (t) {
+    case SD_Q2_K: prep_q2_K((const sd_block_q2_K *)p, g); break;
+    case SD_Q3_K: prep_q3_K((const sd_block_q3_K *)p, g); break;
+    case SD_Q4_K: {
+        const sd_block_q4_K *b = (const sd_block_q4_K *)p;
+        prep_k4(&b->d, b->scales, b->qs, NULL, g);
+    } break;
+    case SD_Q5_K: {
+        const sd_block_q5_K *b = (const sd_block_q5_K *)p;
+        prep_k4(&b->d, b->scales, b->qs, b->qh, g);
+    } break;
+    case SD_Q6_K: prep_q6_K((const sd_block_q6_K *)p, g); break;
+    case SD_IQ4_XS: prep_iq4_xs((const sd_block_iq4_xs *)p, g); break;
+    default: prep_legacy(p, nb, t, g); break;
+    }
+}
+
+/* ---- one unpacked group times one activation vector's nb blocks, into acc */
+TGT QI_AI void qdot(const qgrp *g, const int t, const int nb, const int8_t *xq, const float *xd, const int32_t *xs,
+                    __m256 *acc) {
+    qi s[8], m[8];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) {
+        s[i] = m[i] = qi_zero();
+        if (i >= nb) continue;
+        qi x = qi_load(xq + 32 * i);
+        switch (qkind(t)) {
+        case QK_U: s[i] = qi_dot(g->w[i], x); break;
+        case QK_S: s[i] = qi_dot(g->w[i], qi_sign8(x, g->s[i])); break;
+        case QK_S16: s[i] = qi_dot16(g->w[i], qi_sign8(x, g->s[i]), g->k[i]); break;
+        default: /* QK_U16 */
+            s[i] = qi_dot16(g->w[i], x, g->k[i]);
+            m[i] = qi_dot16(qi_set8(1), x, g->k2[i]);
+            break;
+        }
+    }
+    __m256 dx;
+    qi sums;
+    if (nb == 8) {
+        dx = _mm256_loadu_ps(xd);
+        sums = qi_load(xs);
+    } else { /* a row's last, partial group: the missing lanes are 0 and add nothing */
+        float d8[8] = {0};
+        int32_t s8[8] = {0};
+        for (int i = 0; i < nb; i++) d8[i] = xd[i], s8[i] = xs[i];
+        dx = _mm256_loadu_ps(d8);
+        sums = qi_load(s8);
+    }
+    qi S = qi_sum8(s);
+    if (qzero_shift(t)) S = qi_sub32(S, qi_slli32(sums, qzero_shift(t)));
+    *acc = _mm256_fmadd_ps(qi_cvt(S), _mm256_mul_ps(g->dw, dx), *acc);
+    if (qmin(t) == QM_XS) *acc = _mm256_fmadd_ps(qi_cvt(sums), _mm256_mul_ps(g->mw, dx), *acc);
+    if (qmin(t) == QM_DOT) *acc = _mm256_fmadd_ps(qi_cvt(qi_sum8(m)), _mm256_mul_ps(g->mw, dx), *acc);
+}
+
+/* Rows [r0, r1) for weights of type t: per row, per tile of up to QT activations, every group unpacked
+ * once and dotted with each activation of the tile. */
+TGT QI_AI void mmq_rows(const sd_mm_job *j, int64_t r0, int64_t r1, const int t) {
+    const int64_t nblk = j->cols / 32, ngrp = (nblk + 7) / 8;
+    const size_t gbytes = (size_t)sd_quant_block_bytes(t) * (size_t)(256 / sd_quant_block(t));
+    qgrp g;
+    __m256 acc[QT];
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *row = j->w + (size_t)r * j->row_bytes;
+        for (int i0 = 0; i0 < j->n; i0 += QT) {
+            int nt = j->n - i0 < QT ? j->n - i0 : QT;
+            for (int b = 0; b < nt; b++) acc[b] = _mm256_setzero_ps();
+            for (int64_t gi = 0; gi < ngrp; gi++) {
+                int nb = nblk - 8 * gi < 8 ? (int)(nblk - 8 * gi) : 8;
+                const int8_t *xq = j->xq + (int64_t)i0 * j->cols + 256 * gi;
+                const float *xd = j->xd + (int64_t)i0 * nblk + 8 * gi;
+                const int32_t *xs = j->xs + (int64_t)i0 * nblk + 8 * gi;
+                if (nb == 8) {
+                    qprep(row + (size_t)gi * gbytes, 8, t, &g);
+                    for (int b = 0; b < nt; b++) qdot(&g, t, 8, xq + b * j->cols, xd + b * nblk, xs + b * nblk, &acc[b]);
+                } else {
+                    qprep(row + (size_t)gi * gbytes, nb, t, &g);
+                    for (int b = 0; b < nt; b++) qdot(&g, t, nb, xq + b * j->cols, xd + b * nblk, xs + b * nblk, &acc[b]);
+                }
+            }
+            for (int b = 0; b < nt; b++) j->out[(int64_t)(i0 + b) * j->out_stride + r] = hsum8(acc[b]);
+        }
+    }
+}
+
+#define MMQ_CASE(T)                                                                               \
+    case T: mmq_rows(j, r0, r1, T); break;
+
+TGT static void mm_quant(const sd_mm_job *j, int64_t r0, int64_t r1) {
+    switch (j->type) {
+        MMQ_CASE(SD_Q4_0)
+        MMQ_CASE(SD_Q4_1)
+        MMQ_CASE(SD_Q5_0)
+        MMQ_CASE(SD_Q5_1)
+        MMQ_CASE(SD_IQ4_NL)
+        MMQ_CASE(SD_Q2_K)
+        MMQ_CASE(SD_Q3_K)
+        MMQ_CASE(SD_Q4_K)
+        MMQ_CASE(SD_Q5_K)
+        MMQ_CASE(SD_Q6_K)
+        MMQ_CASE(SD_IQ4_XS)
+    default: break;
+    }
+}
