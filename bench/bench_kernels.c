@@ -1,8 +1,8 @@
 /* Matmul bandwidth benchmark: how close the CPU backend's matrix products come to the machine's memory
- * read bandwidth, for F16 and Q8_0 weights on a set of matrices far larger than the last-level cache,
- * with n = 1 (decode) and n = 5 (verifying 4 drafted tokens), and T(5)/T(1).
+ * read bandwidth, for F16 and Q8_0 weights (or the --types given) on a set of matrices far larger than the
+ * last-level cache, with n = 1 (decode) and n = 5 (verifying 4 drafted tokens), and T(5)/T(1).
  *
- *   build/bench_kernels [-t THREADS] [--params MILLIONS] [--reps N]
+ *   build/bench_kernels [-t THREADS] [--params MILLIONS] [--reps N] [--types f16,q8_0,q4_K,...]
  *   build/bench_kernels --cache     in-cache compute throughput of every SIMD level (1 thread, CPU time)
  *
  * Every figure comes from this one run, so the ratios hold even when other work shares the machine.
@@ -18,6 +18,7 @@
 #include "base/clock.h"
 #include "kernels/cpu/backend_cpu.h"
 #include "kernels/quant.h"
+#include "kernels/quantize.h"
 
 
 static uint64_t rng = 0x2545f4914f6cdd1dull;
@@ -36,6 +37,19 @@ typedef struct bench_set {
     void *mem;
 } bench_set;
 
+/* The other quantized types: one matrix quantized by sd_quantize_row from random values (so its scales
+ * are what real files hold), copied `count` times; rows of `cols` columns. */
+static void quant_fill(int type, uint8_t *p, int64_t cols, size_t mat_bytes, int count) {
+    float *row = malloc(sizeof(float) * (size_t)cols);
+    size_t rb = sd_dtype_row_bytes(type, cols);
+    for (size_t r = 0; r < mat_bytes / rb; r++) {
+        for (int64_t c = 0; c < cols; c++) row[c] = (float)((int)(rnd() % 2001) - 1000) * 1e-4f;
+        sd_quantize_row(type, row, p + r * rb, cols);
+    }
+    for (int i = 1; i < count; i++) memcpy(p + mat_bytes * (size_t)i, p, mat_bytes);
+    free(row);
+}
+
 static int make_set(sd_backend *b, int type, double params_m, bench_set *s) {
     const int64_t big = 4096, small = 1024;
     s->count = (int)(params_m * 1e6 / (double)(big * small) + 0.5);
@@ -49,6 +63,8 @@ static int make_set(sd_backend *b, int type, double params_m, bench_set *s) {
         uint16_t *h = s->mem;
         for (size_t i = 0; i < mat_bytes * (size_t)s->count / 2; i++)
             h[i] = sd_fp32_to_fp16((float)((int)(rnd() % 2001) - 1000) * 1e-4f);
+    } else if (type != SD_Q8_0) {
+        quant_fill(type, p, small, mat_bytes, s->count);
     } else {
         sd_block_q8_0 *q = s->mem;
         for (size_t i = 0; i < mat_bytes * (size_t)s->count / sizeof *q; i++) {
@@ -161,15 +177,25 @@ static int bench_cache(void) {
 }
 
 int main(int argc, char **argv) {
-    int threads = 0, reps = 9;
+    int threads = 0, reps = 9, types[16] = {SD_F16, SD_Q8_0}, n_types = 2;
     double params_m = 300;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-t") == 0 && i + 1 < argc) threads = atoi(argv[++i]);
         else if (strcmp(argv[i], "--params") == 0 && i + 1 < argc) params_m = atof(argv[++i]);
         else if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc) reps = atoi(argv[++i]);
         else if (strcmp(argv[i], "--cache") == 0) return bench_cache();
-        else {
-            fprintf(stderr, "usage: bench_kernels [-t THREADS] [--params MILLIONS] [--reps N] | --cache\n");
+        else if (strcmp(argv[i], "--types") == 0 && i + 1 < argc) {
+            n_types = 0;
+            for (char *t = strtok(argv[++i], ","); t && n_types < 16; t = strtok(NULL, ",")) {
+                types[n_types] = sd_dtype_by_name(t);
+                if (types[n_types] < 0 || !sd_quantize_supported(types[n_types])) {
+                    fprintf(stderr, "bench_kernels: unknown type '%s'\n", t);
+                    return 2;
+                }
+                n_types++;
+            }
+        } else {
+            fprintf(stderr, "usage: bench_kernels [-t THREADS] [--params MILLIONS] [--reps N] [--types T,T..] | --cache\n");
             return 2;
         }
     }
@@ -188,9 +214,8 @@ int main(int argc, char **argv) {
         return 1;
     }
     for (int i = 0; i < 8 * 4096; i++) x[i] = (float)((int)(rnd() % 2001) - 1000) * 1e-3f;
-    static const int types[] = {SD_F16, SD_Q8_0};
-    pair_result res[2];
-    for (int ti = 0; ti < 2; ti++) {
+    pair_result res[16];
+    for (int ti = 0; ti < n_types; ti++) {
         bench_set s = {0};
         if (make_set(b, types[ti], params_m, &s) != 0) {
             fprintf(stderr, "cannot allocate the %s matrices\n", sd_dtype_name(types[ti]));
@@ -203,7 +228,7 @@ int main(int argc, char **argv) {
         free(s.w);
         free(s.mem);
     }
-    for (int ti = 0; ti < 2; ti++)
+    for (int ti = 0; ti < n_types; ti++)
         printf("RESULT %-5s n=1 %5.1f%% of read bandwidth (%.2f GB/s), n=5 %5.1f%%, T(5)/T(1) %.2f\n",
                sd_dtype_name(types[ti]), 100 * res[ti].frac[0], res[ti].probe, 100 * res[ti].frac[1], res[ti].t5_t1);
     sd_bw_probe_free(probe);

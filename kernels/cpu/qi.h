@@ -84,6 +84,12 @@ TGT QI_AI qi qi_sum8(const qi s[8]) {
 TGT QI_AI __m256 qi_cvt(qi a) {
     return _mm256_cvtepi32_ps(_mm256_insertf128_si256(_mm256_castsi128_si256(a.l), a.h, 1));
 }
+
+/* The 8 bytes of v (byte 0 first) as 8 floats. */
+TGT QI_AI __m256 qi_u8x8_ps(uint64_t v) {
+    __m128i l = _mm_cvtepu8_epi32(_mm_cvtsi32_si128((int)(uint32_t)v)), h = _mm_cvtepu8_epi32(_mm_cvtsi32_si128((int)(v >> 32)));
+    return _mm256_cvtepi32_ps(_mm256_insertf128_si256(_mm256_castsi128_si256(l), h, 1));
+}
 #else
 typedef __m256i qi;
 
@@ -128,6 +134,7 @@ TGT QI_AI qi qi_dot(qi u, qi s) { return qi_dot16(u, s, _mm256_set1_epi16(1)); }
 
 TGT QI_AI qi qi_sum8(const qi s[8]) { return v256_sum8x8_epi32(s); }
 TGT QI_AI __m256 qi_cvt(qi a) { return _mm256_cvtepi32_ps(a); }
+TGT QI_AI __m256 qi_u8x8_ps(uint64_t v) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)v))); }
 #endif
 
 #endif

@@ -58,65 +58,74 @@ typedef struct qgrp {
     __m256 dw, mw; /* per activation block: weight scale, offset (QM_XS, QM_DOT) */
 } qgrp;
 
-TGT QI_AI __m256 f16x8(const uint16_t h[8]) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h)); }
+/* The F16 at byte offset off of each of nb (<= 8) blocks bb bytes apart, as 8 floats (0 past nb). Packed
+ * in general-purpose registers, then one vector conversion (8 narrow stores and a wide load would stall
+ * store forwarding). */
+TGT QI_AI __m256 f16_gather8(const uint8_t *p, int bb, int off, int nb) {
+    uint64_t lo = 0, hi = 0;
+#pragma GCC unroll 8
+    for (int i = 0; i < nb; i++) {
+        uint16_t h;
+        memcpy(&h, p + (size_t)i * bb + off, 2);
+        if (i < 4) lo |= (uint64_t)h << (16 * i);
+        else hi |= (uint64_t)h << (16 * (i - 4));
+    }
+    return _mm256_cvtph_ps(_mm_set_epi64x((long long)hi, (long long)lo));
+}
 
 /* ---- prep: one group of nb (<= 8) blocks of 32 columns at p */
 
 TGT QI_AI void prep_legacy(const uint8_t *p, int nb, const int t, qgrp *g) {
     const int bb = sd_quant_block_bytes(t);
-    uint16_t d[8] = {0}, m[8] = {0};
     for (int i = 0; i < nb; i++) {
         const uint8_t *b = p + (size_t)i * bb;
         switch (t) {
         case SD_Q4_0: {
             const sd_block_q4_0 *x = (const sd_block_q4_0 *)b;
             g->w[i] = qi_nib16(x->qs);
-            d[i] = x->d;
         } break;
         case SD_Q4_1: {
             const sd_block_q4_1 *x = (const sd_block_q4_1 *)b;
             g->w[i] = qi_nib16(x->qs);
-            d[i] = x->d, m[i] = x->m;
         } break;
         case SD_Q5_0: {
             const sd_block_q5_0 *x = (const sd_block_q5_0 *)b;
             uint32_t h;
             memcpy(&h, x->qh, 4);
             g->w[i] = qi_or(qi_nib16(x->qs), qi_bits32(h, 16));
-            d[i] = x->d;
         } break;
         case SD_Q5_1: {
             const sd_block_q5_1 *x = (const sd_block_q5_1 *)b;
             uint32_t h;
             memcpy(&h, x->qh, 4);
             g->w[i] = qi_or(qi_nib16(x->qs), qi_bits32(h, 16));
-            d[i] = x->d, m[i] = x->m;
         } break;
         case SD_IQ4_NL: {
             const sd_block_iq4_nl *x = (const sd_block_iq4_nl *)b;
             g->s[i] = qi_lut16(sd_iq4nl_values, qi_nib16(x->qs));
             g->w[i] = qi_abs8(g->s[i]);
-            d[i] = x->d;
         } break;
         default: break;
         }
     }
-    g->dw = f16x8(d);
-    if (qmin(t) == QM_XS) g->mw = f16x8(m);
+    g->dw = f16_gather8(p, bb, 0, nb); /* d, then m where there is one (offset 2) */
+    if (qmin(t) == QM_XS) g->mw = f16_gather8(p, bb, 2, nb);
 }
 
 /* Q4_K and Q5_K: sub-block c (32 columns) takes the low nibbles of qs[32 * (c / 2) ...] for even c, the
- * high ones for odd c; Q5_K's fifth bit of column l of sub-block c is bit c of qh[l]. */
+ * high ones for odd c; Q5_K's fifth bit of column l of sub-block c is bit c of qh[l]. The 6-bit scales
+ * and minimums (sd_k4_scale_min's layout) are unpacked 4 at a time in 32-bit words: bytes 0-3 hold scales
+ * 0-3 and the top bits of scales 4-7, bytes 4-7 the same for the minimums, bytes 8-11 the low nibbles of
+ * scales 4-7 and (high nibbles) of minimums 4-7. */
 TGT QI_AI void prep_k4(const uint16_t *dd, const uint8_t *scales, const uint8_t *qs, const uint8_t *qh, qgrp *g) {
-    float d = sd_fp16_to_fp32(dd[0]), dmin = sd_fp16_to_fp32(dd[1]), dw[8], mw[8];
-    for (int c = 0; c < 8; c++) {
-        int sc, m;
-        sd_k4_scale_min(scales, c, &sc, &m);
-        dw[c] = d * (float)sc;
-        mw[c] = -(dmin * (float)m);
-    }
-    g->dw = _mm256_loadu_ps(dw);
-    g->mw = _mm256_loadu_ps(mw);
+    uint32_t w[3];
+    memcpy(w, scales, 12);
+    uint32_t sc_hi = (w[2] & 0x0f0f0f0fu) | ((w[0] >> 6) & 0x03030303u) << 4;
+    uint32_t m_hi = ((w[2] >> 4) & 0x0f0f0f0fu) | ((w[1] >> 6) & 0x03030303u) << 4;
+    __m256 sc = qi_u8x8_ps((w[0] & 0x3f3f3f3fu) | (uint64_t)sc_hi << 32);
+    __m256 m = qi_u8x8_ps((w[1] & 0x3f3f3f3fu) | (uint64_t)m_hi << 32);
+    g->dw = _mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(dd[0])), sc); /* d * sc and -(dmin * m), as sd_k4_affine */
+    g->mw = _mm256_mul_ps(_mm256_set1_ps(-_cvtsh_ss(dd[1])), m);
     qi h = qh ? qi_load(qh) : qi_zero();
 #pragma GCC unroll 4
     for (int i = 0; i < 4; i++) {
@@ -134,7 +143,7 @@ TGT QI_AI void prep_k4(const uint16_t *dd, const uint8_t *scales, const uint8_t 
 /* Q6_K: per half of 128 columns, sub-block s (0-3) takes the nibble of ql[32 * (s & 1) + l] (low for
  * s < 2) and bits [2s, 2s + 2) of qh[l], minus 32; scales per 16 columns. */
 TGT QI_AI void prep_q6_K(const sd_block_q6_K *b, qgrp *g) {
-    g->dw = _mm256_set1_ps(sd_fp16_to_fp32(b->d));
+    g->dw = _mm256_set1_ps(_cvtsh_ss(b->d));
     qi lo4 = qi_set8(15), hi2 = qi_set8(0x30), off = qi_set8(32);
 #pragma GCC unroll 2
     for (int half = 0; half < 2; half++) {
@@ -157,7 +166,7 @@ TGT QI_AI void prep_q6_K(const sd_block_q6_K *b, qgrp *g) {
 
 /* Q3_K: Q2_K's order; the third bit of column l in sub-block c is bit c of hmask[l] (clear: minus 4). */
 TGT QI_AI void prep_q3_K(const sd_block_q3_K *b, qgrp *g) {
-    g->dw = _mm256_set1_ps(sd_fp16_to_fp32(b->d));
+    g->dw = _mm256_set1_ps(_cvtsh_ss(b->d));
     qi hm = qi_load(b->hmask), three = qi_set8(3), four = qi_set8(4);
 #pragma GCC unroll 2
     for (int half = 0; half < 2; half++) {
@@ -177,8 +186,8 @@ TGT QI_AI void prep_q3_K(const sd_block_q3_K *b, qgrp *g) {
 /* Q2_K: column l of sub-block c = 4 * half + s is bits [2s, 2s + 2) of qs[32 * half + l]; per 16 columns
  * a 4-bit scale (low) and minimum (high). */
 TGT QI_AI void prep_q2_K(const sd_block_q2_K *b, qgrp *g) {
-    g->dw = _mm256_set1_ps(sd_fp16_to_fp32(b->d));
-    g->mw = _mm256_set1_ps(-sd_fp16_to_fp32(b->dmin));
+    g->dw = _mm256_set1_ps(_cvtsh_ss(b->d));
+    g->mw = _mm256_set1_ps(-_cvtsh_ss(b->dmin));
 #pragma GCC unroll 2
     for (int half = 0; half < 2; half++) {
         qi v = qi_load(b->qs + 32 * half);
@@ -193,7 +202,7 @@ TGT QI_AI void prep_q2_K(const sd_block_q2_K *b, qgrp *g) {
 }
 
 TGT QI_AI void prep_iq4_xs(const sd_block_iq4_xs *b, qgrp *g) {
-    float d = sd_fp16_to_fp32(b->d), dw[8];
+    float d = _cvtsh_ss(b->d), dw[8];
 #pragma GCC unroll 8
     for (int c = 0; c < 8; c++) {
         dw[c] = d * (float)sd_iq4xs_scale(b, c);
