@@ -238,9 +238,9 @@ static int gw_start(gw *g, const char *api_key, const char *timeout) {
     close(fd);
     snprintf(g->port, sizeof g->port, "%d", free_port());
     snprintf(g->url, sizeof g->url, "http://127.0.0.1:%s", g->port);
-    const char *argv[16] = {"-m", g_model ? g_model : shared_path("models/aidreams260K.gguf"), "--chat-template", g->tmpl, "--http", g->port};
+    const char *argv[32] = {"-m", g_model ? g_model : shared_path("models/aidreams260K.gguf"), "--chat-template", g->tmpl, "--http", g->port};
     int n = 6;
-    for (int i = 0; g_extra && g_extra[i] && n < 10; i++) argv[n++] = g_extra[i];
+    for (int i = 0; g_extra && g_extra[i] && n < 24; i++) argv[n++] = g_extra[i];
     if (api_key) argv[n++] = "--api-key", argv[n++] = api_key;
     if (timeout) argv[n++] = "--http-timeout", argv[n++] = timeout;
     argv[n] = NULL;
@@ -409,6 +409,64 @@ static void test_http(void) {
     gw_stop(&g);
 }
 
+/* A gateway on a synthetic model that runs thousands of tokens without an end-of-generation token
+ * (aidreams ends its story after 165 greedy tokens: sooner than a loaded machine notices a client leave). */
+static int gw_start_endless(gw *g, const char *const *extra) {
+    char model[64], cmd[256];
+    snprintf(model, sizeof model, "/tmp/specd-test-gwtiny-%d.gguf", (int)getpid());
+    snprintf(cmd, sizeof cmd, "%s/specd mkmodel --preset tiny -o %s", fx_build_dir(), model);
+    if (fx_run(cmd, NULL, NULL) != 0) return -1;
+    g_extra = extra;
+    g_model = model;
+    int rc = gw_start(g, NULL, NULL);
+    g_extra = NULL;
+    g_model = NULL;
+    unlink(model);
+    return rc;
+}
+
+/* A raw connection streaming an unbounded completion, its first bytes read (the request runs). */
+static int endless_stream(const gw *g) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(g->port)),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    const char body[] = "{\"prompt\":\"Once upon a time\",\"max_tokens\":100000,\"stream\":true}";
+    char req[512], buf[512];
+    int n = snprintf(req, sizeof req, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n%s",
+                     sizeof body - 1, body);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) || write(fd, req, (size_t)n) != n ||
+        read(fd, buf, sizeof buf) <= 0) {
+        if (fd >= 0) close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* One session and no queue: a second request while one runs is answered 429 in OpenAI's shape; once the
+ * first client leaves, requests are served again. */
+static void test_busy(void) {
+    if (system("curl --version >/dev/null 2>&1") != 0) SKIP("curl is not installed");
+    gw g;
+    static const char *const one[] = {"--ctx", "16384", "--max-sessions", "1", "--queue", "0", NULL};
+    REQUIRE(gw_start_endless(&g, one) == 0);
+    int fd = endless_stream(&g);
+    REQUIRE(fd >= 0);
+    int st;
+    json_t *j = post_json(&g, "/v1/completions", "{\"prompt\":\"hi\",\"max_tokens\":4}", &st);
+    json_t *err = json_object_get(j, "error");
+    CHECKF(st == 429 && json_is_string(json_object_get(err, "type")) &&
+               !strcmp(json_string_value(json_object_get(err, "type")), "rate_limit_error") &&
+               json_is_string(json_object_get(err, "message")), "status %d", st);
+    json_decref(j);
+    close(fd);
+    for (int tries = 0; tries < 50 && st != 200; tries++) { /* the leave is noticed within a few tokens */
+        usleep(100 * 1000);
+        json_decref(post_json(&g, "/v1/completions", "{\"prompt\":\"hi\",\"max_tokens\":4}", &st));
+    }
+    CHECK_EQ_INT(st, 200);
+    gw_stop(&g);
+}
+
 /* 16 streams at once all complete; a client that leaves mid-stream cancels its request. */
 static void test_concurrency_and_disconnect(void) {
     if (!shared_path("models/aidreams260K.gguf")) SKIP("../shared/models/aidreams260K.gguf is not there");
@@ -429,29 +487,10 @@ static void test_concurrency_and_disconnect(void) {
     /* leave after the first chunk of a long stream: the daemon counts a cancelled request. The model is a
      * synthetic one that runs thousands of tokens without an end-of-generation token (aidreams ends its
      * story after 165 greedy tokens, sooner than a loaded machine noticed the client leave) */
-    char model[64];
-    snprintf(model, sizeof model, "/tmp/specd-test-gwtiny-%d.gguf", (int)getpid());
-    snprintf(cmd, sizeof cmd, "%s/specd mkmodel --preset tiny -o %s", fx_build_dir(), model);
-    REQUIRE(fx_run(cmd, NULL, NULL) == 0);
     static const char *const ctx[] = {"--ctx", "16384", NULL};
-    g_extra = ctx;
-    g_model = model;
-    int rc = gw_start(&g, NULL, NULL);
-    g_extra = NULL;
-    g_model = NULL;
-    unlink(model);
-    REQUIRE(rc == 0);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(g.port)),
-                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    REQUIRE(fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0);
-    const char body[] = "{\"prompt\":\"Once upon a time\",\"max_tokens\":100000,\"stream\":true}";
-    char req[512];
-    int n = snprintf(req, sizeof req, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n%s",
-                     sizeof body - 1, body);
-    REQUIRE(write(fd, req, (size_t)n) == n);
-    char buf[512];
-    REQUIRE(read(fd, buf, sizeof buf) > 0);
+    REQUIRE(gw_start_endless(&g, ctx) == 0);
+    int fd = endless_stream(&g);
+    REQUIRE(fd >= 0);
     close(fd);
     specd_options o = {.endpoint = g.d.endpoint};
     specd_client *c;
@@ -678,6 +717,7 @@ int main(void) {
     RUN(test_http);
     RUN(test_concurrency_and_disconnect);
     RUN(test_metrics);
+    RUN(test_busy);
     RUN(test_api_key);
     RUN(test_slow_drip);
     RUN(test_openai_sdk);
