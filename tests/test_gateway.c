@@ -467,20 +467,31 @@ static void test_busy(void) {
     gw_stop(&g);
 }
 
-/* 16 streams at once all complete; a client that leaves mid-stream cancels its request. */
+/* 16 streams at once all complete, hostile requests among them notwithstanding; a client that leaves
+ * mid-stream cancels its request. */
 static void test_concurrency_and_disconnect(void) {
     if (!shared_path("models/aidreams260K.gguf")) SKIP("../shared/models/aidreams260K.gguf is not there");
     if (system("curl --version >/dev/null 2>&1") != 0) SKIP("curl is not installed");
     gw g;
     REQUIRE(gw_start(&g, NULL, NULL) == 0);
     char cmd[4096];
+    /* hostile requests land among the 16 streams: each gets its 4xx, every stream still ends with [DONE] */
     snprintf(cmd, sizeof cmd,
-             "(cd %s && for i in $(seq 16); do curl -sN -m 60 -d '{\"prompt\":\"Once upon a time\",\"max_tokens\":40,"
-             "\"stream\":true}' %s/v1/completions > s$i.txt & done; wait; grep -l '^data: \\[DONE\\]' s*.txt | wc -l; rm -f s*.txt)",
-             g.d.dir, g.url);
+             "(cd %s && head -c 10485760 /dev/zero | tr '\\0' a > big && printf '{\"prompt\":\"\\303(\"}' > bad8 && "
+             "for i in $(seq 16); do curl -sN -m 60 -d '{\"prompt\":\"Once upon a time\",\"max_tokens\":40,"
+             "\"stream\":true}' %s/v1/completions > s$i.txt & done; "
+             "H='curl -s -m 60 -o /dev/null -w %%{http_code}'; "
+             "$H -d '{\"prompt\":' %s/v1/completions > c1 & $H --data-binary @big %s/v1/completions > c2 & "
+             "$H --data-binary @bad8 %s/v1/completions > c3 & $H -d '{\"prompt\":\"x\",\"frobs\":1}' %s/v1/completions > c4 & "
+             "$H -d '{\"prompt\":7}' %s/v1/completions > c5 & wait; "
+             "grep -l '^data: \\[DONE\\]' s*.txt | wc -l; cat c1 c2 c3 c4 c5; rm -f s*.txt c? big bad8)",
+             g.d.dir, g.url, g.url, g.url, g.url, g.url, g.url);
     char *out = NULL;
     CHECK_EQ_INT(fx_run(cmd, &out, NULL), 0);
+    char *codes = out ? strchr(out, '\n') : NULL;
     CHECKF(out && atoi(out) == 16, "streams ending with [DONE]: %s", out ? out : "none");
+    CHECKF(codes && !strcmp(codes + 1, "400413400400400"), "hostile requests answered %s (want 400 413 400 400 400)",
+           codes ? codes + 1 : "nothing");
     free(out);
     gw_stop(&g);
 
