@@ -1,6 +1,7 @@
 /* build/ipc_bench: what the daemon's IPC path costs (docs/benchmarks.md, "daemon IPC").
  *
  *   build/ipc_bench [-m MODEL -z TOK] [--pings N] [--runs N] [--tokens N] [--clients N] [--requests N]
+ *                   [--busy N] [--busy-only 1]
  *
  * Starts `build/specd serve` on a temporary Unix socket with the small shared model, then measures:
  *  1. ping round trip over the Unix socket (p50/p95/p99 of N pings, one client, idle daemon);
@@ -35,6 +36,7 @@
 typedef struct opts {
     const char *model, *tok;
     int pings, runs, tokens, clients, requests;
+    int busy, busy_only;       /* phase 4: pings while `busy` streams run; only that phase */
     char endpoint[400], sock[300], dir[128];
     const char *prompt;
 } opts;
@@ -48,8 +50,9 @@ static pid_t start_daemon(opts *o) {
     bool exec_ok = access(specd, X_OK) == 0 && system(cmd) == 0;
     char sessions[16];
     snprintf(sessions, sizeof sessions, "%d", o->clients > 4 ? o->clients : 4);
-    const char *argv[] = {"serve", "-m", o->model, "-z", o->tok, "--socket", o->sock, "--log-level", "warn",
-                          "--max-sessions", sessions, "--queue", "256", "-t", "1", NULL};
+    const char *argv[] = {"serve", "-m", o->model, "--socket", o->sock, "--log-level", "warn",
+                          "--max-sessions", sessions, "--queue", "256", "-t", "1", "-z", o->tok, NULL};
+    if (!*o->tok) argv[13] = NULL; /* a GGUF model carries its tokenizer */
     fflush(NULL);
     pid_t pid = fork();
     if (pid == 0) {
@@ -60,7 +63,7 @@ static pid_t start_daemon(opts *o) {
             execv(specd, (char *const *)av);
             _exit(127);
         }
-        _exit(cmd_serve(15, (char **)argv));
+        _exit(cmd_serve(*o->tok ? 15 : 13, (char **)argv));
     }
     void *ctx = zmq_ctx_new();
     double end = sd_now_s() + 30;
@@ -293,8 +296,92 @@ static void bench_clients(opts *o) {
     free(args);
 }
 
+/* Phase 4: ping round trips from one more client while `busy` clients stream requests back to back (the
+ * socket thread answers pings whatever the engine is doing; a single-threaded loop answers them between
+ * turns only). */
+static volatile int g_busy_stop;
+
+static void *busy_thread(void *p) {
+    cl_arg *a = p;
+    void *ctx = zmq_ctx_new();
+    void *s = sd_client_connect(ctx, a->o->endpoint, NULL);
+    for (uint64_t k = 0; !__atomic_load_n(&g_busy_stop, __ATOMIC_RELAXED); k++) {
+        sd_request q;
+        sd_request_init(&q, SD_OP_GENERATE, k);
+        q.gen.prompt = (char *)a->o->prompt;
+        q.gen.prompt_len = strlen(a->o->prompt);
+        q.gen.max_tokens = a->o->tokens;
+        q.gen.stream = true;
+        q.gen.set = SD_GF_MAX_TOKENS | SD_GF_STREAM;
+        if (send_req(s, &q)) { a->errors++; break; }
+        for (;;) {
+            sd_reply r;
+            if (recv_rep(s, &r, 30000)) { a->lost++; break; }
+            if (r.type == SD_REPLY_ERROR) a->errors++;
+            if (r.type == SD_REPLY_TOKEN) __atomic_add_fetch(&a->tokens, r.n_tokens, __ATOMIC_RELAXED);
+            if (r.type == SD_REPLY_DONE) a->dones++;
+            bool fin = r.type != SD_REPLY_TOKEN;
+            sd_reply_free(&r);
+            if (fin) break;
+        }
+    }
+    zmq_close(s);
+    zmq_ctx_term(ctx);
+    return NULL;
+}
+
+static void bench_busy_ping(opts *o, void *ctx) {
+    int n = o->busy;
+    pthread_t *th = calloc((size_t)n, sizeof *th);
+    cl_arg *args = calloc((size_t)n, sizeof *args);
+    g_busy_stop = 0;
+    for (int i = 0; i < n; i++) {
+        args[i].o = o;
+        args[i].idx = i;
+        pthread_create(&th[i], NULL, busy_thread, &args[i]);
+    }
+    usleep(500000); /* every stream running */
+    void *s = sd_client_connect(ctx, o->endpoint, NULL);
+    double *t = malloc(sizeof(double) * (size_t)o->pings);
+    int k = 0;
+    sd_request q;
+    sd_request_init(&q, SD_OP_PING, 0);
+    char *buf;
+    size_t len;
+    sd_request_encode(&q, &buf, &len, NULL);
+    double t0 = sd_now_s();
+    int tok0 = 0;
+    for (int i = 0; i < n; i++) tok0 += __atomic_load_n(&args[i].tokens, __ATOMIC_RELAXED);
+    while (k < o->pings) {
+        double a = sd_now_s();
+        if (sd_send(s, buf, len, NULL)) break;
+        sd_reply r;
+        if (recv_rep(s, &r, 5000)) break;
+        t[k++] = (sd_now_s() - a) * 1e6;
+        sd_reply_free(&r);
+        usleep(1000); /* a ping a millisecond, so the pings sample the engine's turns rather than crowd them */
+    }
+    double dt = sd_now_s() - t0;
+    int tok1 = 0;
+    for (int i = 0; i < n; i++) tok1 += __atomic_load_n(&args[i].tokens, __ATOMIC_RELAXED);
+    __atomic_store_n(&g_busy_stop, 1, __ATOMIC_RELAXED);
+    int errors = 0, lost = 0, dones = 0;
+    for (int i = 0; i < n; i++) {
+        pthread_join(th[i], NULL);
+        errors += args[i].errors; lost += args[i].lost; dones += args[i].dones;
+    }
+    free(buf);
+    zmq_close(s);
+    printf("ping while %d streams run: n=%d p50=%.1f us p95=%.1f us p99=%.1f us max=%.1f us; streams: %.0f tokens/s "
+           "meanwhile, %d done, %d errors, %d lost\n", n, k, pct(t, k, 0.5), pct(t, k, 0.95), pct(t, k, 0.99),
+           pct(t, k, 1.0), (tok1 - tok0) / dt, dones, errors, lost);
+    free(t);
+    free(th);
+    free(args);
+}
+
 int main(int argc, char **argv) {
-    opts o = {.pings = 10000, .runs = 30, .tokens = 100, .clients = 32, .requests = 4,
+    opts o = {.pings = 10000, .runs = 30, .tokens = 100, .clients = 32, .requests = 4, .busy = 8,
               .prompt = "Once upon a time"};
     o.model = "../shared/models/aidreams260K.bin";
     o.tok = "../shared/models/tok512.bin";
@@ -307,13 +394,15 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--tokens")) o.tokens = atoi(v);
         else if (!strcmp(a, "--clients")) o.clients = atoi(v);
         else if (!strcmp(a, "--requests")) o.requests = atoi(v);
+        else if (!strcmp(a, "--busy")) o.busy = atoi(v);
+        else if (!strcmp(a, "--busy-only")) o.busy_only = atoi(v);
         else { fprintf(stderr, "ipc_bench: unknown option %s\n", a); return 2; }
     }
-    if (o.pings < 1 || o.runs < 1 || o.tokens < 1 || o.clients < 1 || o.requests < 1) {
+    if (o.pings < 1 || o.runs < 1 || o.tokens < 1 || o.clients < 1 || o.requests < 1 || o.busy < 1) {
         fprintf(stderr, "ipc_bench: counts must be >= 1\n");
         return 2;
     }
-    if (access(o.model, R_OK) || access(o.tok, R_OK)) {
+    if (access(o.model, R_OK) || (*o.tok && access(o.tok, R_OK))) {
         fprintf(stderr, "ipc_bench: model %s / tokenizer %s not readable\n", o.model, o.tok);
         return 1;
     }
@@ -324,9 +413,12 @@ int main(int argc, char **argv) {
     pid_t pid = start_daemon(&o);
     if (pid < 0) { fprintf(stderr, "ipc_bench: the daemon did not start\n"); rmdir(o.dir); return 1; }
     void *ctx = zmq_ctx_new();
-    bench_ping(&o, ctx);
-    bench_tokens(&o, ctx);
-    bench_clients(&o);
+    if (!o.busy_only) {
+        bench_ping(&o, ctx);
+        bench_tokens(&o, ctx);
+        bench_clients(&o);
+    }
+    bench_busy_ping(&o, ctx);
     zmq_ctx_term(ctx);
     kill(pid, SIGTERM);
     int st = 0;

@@ -42,13 +42,16 @@ static const cli_command k_commands[] = {
 };
 #define N_COMMANDS (int)(sizeof k_commands / sizeof k_commands[0])
 
-enum { O_SOCKET = SD_O_COUNT, O_TCP, O_JSON, O_TIMEOUT, O_CONNECT_TIMEOUT, O_WAIT, O_HELP, O_VERSION, O_VERBOSE, O_ECHO,
+enum { O_SOCKET = SD_O_COUNT, O_TCP, O_CURVE_SERVER, O_CURVE_KEY, O_JSON, O_TIMEOUT, O_CONNECT_TIMEOUT, O_WAIT, O_HELP, O_VERSION, O_VERBOSE, O_ECHO,
        O_SPEC, O_NO_BOS, O_COUNT, O_INTERVAL, O_PROMPTS, O_RUNS, O_CONCURRENCY, O_IPC, O_SPECIAL, O_SYSTEM, O_N };
 #define ANY (CLI_ALL | SD_CMD_CLI_GENERATE | SD_CMD_CLI_BENCH | CLI_TOKENIZE | CLI_PING | CLI_CHAT | CLI_SPECIAL | CLI_NO_BOS)
 static const sd_opt k_own[] = {
     {O_SOCKET, "--socket", NULL, SD_OPT_STR, 0, 0, NULL, "PATH", ANY,
      "the daemon's Unix socket; unset: $XDG_RUNTIME_DIR/specd.sock, else /tmp/specd-$UID.sock"},
     {O_TCP, "--tcp", NULL, SD_OPT_STR, 0, 0, NULL, "HOST:PORT", ANY, "a daemon listening on TCP (PORT alone: 127.0.0.1)"},
+    {O_CURVE_SERVER, "--curve-server", NULL, SD_OPT_STR, 0, 0, NULL, "FILE", ANY,
+     "TCP with CURVE: the daemon's public key file (NAME.pub of specd keygen)"},
+    {O_CURVE_KEY, "--curve-key", NULL, SD_OPT_STR, 0, 0, NULL, "FILE", ANY, "TCP with CURVE: this client's key file (NAME.key)"},
     {O_JSON, "--json", NULL, SD_OPT_FLAG, 0, 0, NULL, NULL, ANY, "print one JSON object on stdout instead of text"},
     {O_TIMEOUT, "--timeout", NULL, SD_OPT_FLOAT, 0, 1e6, "60", "SEC", ANY, "give up when the daemon is silent this long; 0: never"},
     {O_CONNECT_TIMEOUT, "--connect-timeout", NULL, SD_OPT_INT, 1, 3600000, "2000", "MS", ANY, "how long connecting may take"},
@@ -257,6 +260,8 @@ static int parse_args(int argc, char **argv, cli_opts *o, const char **cmd) {
     o->concurrency = (int)v[O_CONCURRENCY].i;
     o->conn.connect_timeout_ms = (int)v[O_CONNECT_TIMEOUT].i;
     o->conn.wait_ms = (int)(v[O_WAIT].f * 1000 + 0.5);
+    o->conn.curve_server = v[O_CURVE_SERVER].s;
+    o->conn.curve_key = v[O_CURVE_KEY].s;
     double t = v[O_TIMEOUT].f;
     o->conn.timeout_ms = t == 0 ? -1 : (int)(t * 1000 + 0.5);
     if (o->conn.timeout_ms == 0) o->conn.timeout_ms = 1;

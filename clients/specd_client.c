@@ -15,6 +15,7 @@
 #include <zmq.h>
 
 #include "ipc/protocol.h"
+#include "ipc/curve.h"
 #include "ipc/transport.h"
 #include "base/clock.h"
 
@@ -222,7 +223,18 @@ static int connect_once(const specd_options *opts, specd_client **out, specd_err
     }
     c->zctx = zmq_ctx_new();
     sd_err se = {{0}};
-    if (c->zctx) c->sock = sd_client_connect(c->zctx, c->endpoint, &se);
+    if ((o.curve_server != NULL) != (o.curve_key != NULL)) {
+        int r = fail(e, SPECD_ERR_ARG, "CURVE needs both the daemon's public key file and this client's key file");
+        specd_close(c);
+        return r;
+    }
+    sd_curve_client curve = {o.curve_server, o.curve_key};
+    if (c->zctx) c->sock = sd_client_connect_curve(c->zctx, c->endpoint, o.curve_server ? &curve : NULL, &se);
+    if (c->zctx && !c->sock && o.curve_server) {
+        int r = fail(e, SPECD_ERR_ARG, "%s", se.msg);
+        specd_close(c);
+        return r;
+    }
     char mon_ep[64];
     snprintf(mon_ep, sizeof mon_ep, "inproc://specd-client-mon-%p", (void *)c);
     if (c->sock && zmq_socket_monitor(c->sock, mon_ep, ZMQ_EVENT_CONNECTED | ZMQ_EVENT_CONNECT_RETRIED |

@@ -33,6 +33,8 @@ typedef struct specd_options {
     int timeout_ms;         /* silence allowed during a request; 0: 60000; < 0: wait forever */
     int wait_ms;            /* a daemon still starting (loading its models: no socket yet): keep trying to
                                connect for this long, every 100 ms; 0: one try */
+    const char *curve_server; /* TCP with CURVE: the daemon's public key file (NAME.pub of `specd keygen`) */
+    const char *curve_key;    /* TCP with CURVE: this client's key file (NAME.key, mode 0600); both or neither */
 } specd_options;
 
 /* Connects (fails with SPECD_ERR_CONNECT, "no daemon at ipc://…: is `specd serve` running?", when nothing

@@ -11,5 +11,6 @@ int cmd_serve(int argc, char **argv);    /* serve.c */
 int cmd_bench(int argc, char **argv);    /* bench.c */
 int cmd_template(int argc, char **argv); /* template.c */
 int cmd_quantize(int argc, char **argv); /* quantize.c */
+int cmd_keygen(int argc, char **argv);   /* keygen.c */
 
 #endif

@@ -26,6 +26,7 @@ int main(int argc, char **argv) {
         {"info", cmd_info, "describe a model file"},
         {"template", cmd_template, "render a chat template for the cases of a file"},
         {"mkmodel", cmd_mkmodel, "write a GGUF model with synthetic weights"},
+        {"keygen", cmd_keygen, "write a CURVE key pair for authenticated TCP (serve --curve-secret)"},
         {"quantize", cmd_quantize, "rewrite a GGUF model in a quantized type or mix (as llama-quantize does)"},
     };
     int n = (int)(sizeof cmds / sizeof cmds[0]);

@@ -57,11 +57,15 @@ static void install_signals(void) {
 /* serve's own options; the engine and request options (the defaults of requests) come from
  * target/options.h. */
 enum { O_SOCKET = SD_O_COUNT, O_TCP, O_SOCKET_MODE, O_MAX_SESSIONS, O_QUEUE, O_BATCH_TOKENS, O_GRACE, O_LOG_LEVEL, O_CHAT_TEMPLATE,
-       O_HTTP, O_API_KEY, O_HTTP_TIMEOUT, O_N };
+       O_HTTP, O_API_KEY, O_HTTP_TIMEOUT, O_CURVE_SECRET, O_CURVE_CLIENTS, O_N };
 static const sd_opt k_own[] = {
     {O_SOCKET, "--socket", NULL, SD_OPT_STR, 0, 0, NULL, "PATH", SD_CMD_SERVE,
      "Unix socket; unset: $XDG_RUNTIME_DIR/specd.sock, else /tmp/specd-$UID.sock"},
     {O_TCP, "--tcp", NULL, SD_OPT_STR, 0, 0, NULL, "[HOST:]PORT", SD_CMD_SERVE, "listen on TCP instead (host 127.0.0.1 unless named)"},
+    {O_CURVE_SECRET, "--curve-secret", NULL, SD_OPT_STR, 0, 0, NULL, "FILE", SD_CMD_SERVE,
+     "TCP with CURVE: this daemon's key file (specd keygen); required beyond loopback"},
+    {O_CURVE_CLIENTS, "--curve-clients", NULL, SD_OPT_STR, 0, 0, NULL, "DIR", SD_CMD_SERVE,
+     "TCP with CURVE: the *.pub key files of the clients let in"},
     {O_SOCKET_MODE, "--socket-mode", NULL, SD_OPT_STR, 0, 0, "0600", "MODE", SD_CMD_SERVE, "socket file mode, octal"},
     {O_MAX_SESSIONS, "--max-sessions", NULL, SD_OPT_INT, 1, 1024, "4", "N", SD_CMD_SERVE,
      "requests running at once, each with its own KV caches"},
@@ -117,6 +121,10 @@ static int parse_args(serve_args *a, int argc, char **argv, int *go_on) {
     a->so.socket_mode = sd_parse_mode(v[O_SOCKET_MODE].s);
     a->log_level = sd_log_parse_level(v[O_LOG_LEVEL].s);
     a->so.chat_template = v[O_CHAT_TEMPLATE].s;
+    a->so.curve_secret = v[O_CURVE_SECRET].s;
+    a->so.curve_clients = v[O_CURVE_CLIENTS].s;
+    if (a->so.curve_secret && v[O_HTTP].s)
+        return usage_error("--http with CURVE is not supported yet (the gateway has no client key)");
     if (a->so.socket_mode < 0) return usage_error("--socket-mode needs an octal mode like 0660");
     if (a->log_level < 0) return usage_error("--log-level is error, warn, info or debug");
     if (!a->ec.target_path) return usage_error("-m TARGET is required");

@@ -1,4 +1,5 @@
-/* The daemon's quick ops, answered between engine steps: info, stats, tokenize, detokenize. */
+/* The daemon's quick ops: info (packed for the socket thread), tokenize and detokenize (answered by the
+ * engine thread between turns). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,13 +50,12 @@ static void pack_vocab(msgpack_packer *pk, const sd_tokenizer *tok) {
     }
 }
 
-void srv_op_info(srv *S, uint64_t id) {
-    const sd_engine *e = S->e;
-    const sd_server_opts *o = S->o;
+void srv_pack_info(msgpack_sbuffer *sb, const sd_engine *e, const sd_server_opts *o, const sd_chat *chat,
+                   uint64_t id) {
     const sd_tokenizer *tok = e->target->tok;
-    msgpack_sbuffer_clear(&S->sb);
+    msgpack_sbuffer_clear(sb);
     msgpack_packer pk;
-    msgpack_packer_init(&pk, &S->sb, msgpack_sbuffer_write);
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
     sd_enc_result_begin(&pk, id, SD_OP_INFO, 11);
     sd_pack_kv_str(&pk, "version", SD_VERSION_STR);
     sd_pack_kv_int(&pk, "protocol", SD_PROTO_VERSION);
@@ -65,7 +65,7 @@ void srv_op_info(srv *S, uint64_t id) {
     pack_model(&pk, "target", e->target);
     pack_model(&pk, "draft", e->draft);
     sd_pack_cstr(&pk, "chat_template");
-    if (S->chat) sd_pack_cstr(&pk, sd_chat_source(S->chat));
+    if (chat) sd_pack_cstr(&pk, sd_chat_source(chat));
     else msgpack_pack_nil(&pk);
     pack_vocab(&pk, tok);
     sd_pack_cstr(&pk, "limits");
@@ -93,21 +93,10 @@ void srv_op_info(srv *S, uint64_t id) {
     sd_pack_kv_int(&pk, "draft_min", d->draft_min);
 }
 
-void srv_op_stats(srv *S, uint64_t id) {
-    msgpack_sbuffer_clear(&S->sb);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &S->sb, msgpack_sbuffer_write);
-    sd_enc_result_begin(&pk, id, SD_OP_STATS, SD_STATS_N_FIELDS);
-    sd_kv_use kv;
-    sd_sched_kv_use(&S->sched, &kv);
-    sd_stats_pack(&pk, &S->st, sd_now_s(), S->sched.n_active, S->sched.n_queued, S->sched.n_pool,
-                  sd_sched_pool_busy(&S->sched), &kv);
-}
-
 /* Checks ids against the vocabulary; names the first bad one. */
-int srv_check_vocab(srv *S, const int32_t *ids, int n, const char *field, char *fname, size_t fcap, char *msg,
-                       size_t mcap) {
-    int vocab = sd_tok_vocab_size(S->e->target->tok);
+int srv_check_vocab(const sd_engine *e, const int32_t *ids, int n, const char *field, char *fname, size_t fcap,
+                    char *msg, size_t mcap) {
+    int vocab = sd_tok_vocab_size(e->target->tok);
     for (int i = 0; i < n; i++)
         if (ids[i] >= vocab) {
             snprintf(fname, fcap, "%s[%d]", field, i);
@@ -117,25 +106,25 @@ int srv_check_vocab(srv *S, const int32_t *ids, int n, const char *field, char *
     return 0;
 }
 
-void srv_op_tokenize(srv *S, const unsigned char *rid, int rid_len, sd_request *q) {
+void srv_op_tokenize(srv *S, const sd_peer *to, sd_request *q) {
     int32_t *ids = NULL;
     int n = 0;
     sd_err err = {{0}};
     int flags = (q->add_bos ? SD_TOK_ADD_BOS : 0) | (q->special ? SD_TOK_PARSE_SPECIAL : 0);
     if (sd_tok_encode(S->e->target->tok, q->text, q->text_len, flags, &ids, &n, &err)) {
-        srv_error(S, rid, rid_len, true, q->id, SD_E_INTERNAL, "text", err.msg);
+        srv_error(S, to, true, q->id, SD_E_INTERNAL, "text", err.msg);
         return;
     }
     msgpack_sbuffer_clear(&S->sb);
     sd_enc_result_tokens(&S->sb, q->id, ids, n);
     free(ids);
-    srv_send(S, rid, rid_len);
+    srv_post(S, to, q->id, true);
 }
 
-void srv_op_detokenize(srv *S, const unsigned char *rid, int rid_len, sd_request *q) {
+void srv_op_detokenize(srv *S, const sd_peer *to, sd_request *q) {
     char field[64], msg[256];
-    if (srv_check_vocab(S, q->tokens, q->n_tokens, "tokens", field, sizeof field, msg, sizeof msg)) {
-        srv_error(S, rid, rid_len, true, q->id, SD_E_OUT_OF_RANGE, field, msg);
+    if (srv_check_vocab(S->e, q->tokens, q->n_tokens, "tokens", field, sizeof field, msg, sizeof msg)) {
+        srv_error(S, to, true, q->id, SD_E_OUT_OF_RANGE, field, msg);
         return;
     }
     size_t cap = 4096, len = 0;
@@ -153,10 +142,10 @@ void srv_op_detokenize(srv *S, const unsigned char *rid, int rid_len, sd_request
         if (i < q->n_tokens) len += sd_detok_push(&d, q->tokens[i], out + len, cap - len);
         else len += sd_detok_flush(&d, out + len, cap - len);
     }
-    if (!out) { srv_error(S, rid, rid_len, true, q->id, SD_E_INTERNAL, NULL, "out of memory"); return; }
+    if (!out) { srv_error(S, to, true, q->id, SD_E_INTERNAL, NULL, "out of memory"); return; }
     msgpack_sbuffer_clear(&S->sb);
     sd_enc_result_text(&S->sb, q->id, out, len);
     free(out);
-    srv_send(S, rid, rid_len);
+    srv_post(S, to, q->id, true);
 }
 

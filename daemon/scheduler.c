@@ -42,7 +42,7 @@ void sd_dreq_free(sd_dreq *r) {
 }
 
 static bool same_client(const sd_dreq *r, const unsigned char *rid, int rid_len) {
-    return r->rid_len == rid_len && memcmp(r->rid, rid, (size_t)rid_len) == 0;
+    return r->from.rid_len == rid_len && memcmp(r->from.rid, rid, (size_t)rid_len) == 0;
 }
 
 sd_dreq *sd_sched_find(sd_sched *s, const unsigned char *rid, int rid_len, uint64_t id) {
@@ -84,17 +84,18 @@ sd_dreq *sd_sched_pop(sd_sched *s) {
     return r;
 }
 
-/* Picks a slot: the idle session with the longest shared prefix; with none sharing anything, a fresh
- * slot while the pool is not full (so other cached prompts survive), else the least recently used. */
-static int pick_slot(sd_sched *s, const int32_t *prompt, int n) {
+/* Picks a slot: the idle session of this tenant with the longest shared prefix; with none sharing
+ * anything, a fresh slot while the pool is not full (so other cached prompts survive), else the least
+ * recently used. */
+static int pick_slot(sd_sched *s, sd_tenant t, const int32_t *prompt, int n) {
     int best = -1, best_lcp = 0, empty = -1, lru = -1;
     for (int i = 0; i < s->max_active; i++) {
         sd_pool_slot *p = &s->pool[i];
         if (p->busy) continue;
         if (!p->s) { if (empty < 0) empty = i; continue; }
         int nt = 0;
-        const int32_t *t = sd_session_tokens(p->s, &nt);
-        int lcp = sd_tokens_lcp(t, nt, prompt, n);
+        const int32_t *toks = sd_session_tokens(p->s, &nt);
+        int lcp = p->tenant == t ? sd_tokens_lcp(toks, nt, prompt, n) : 0;
         if (lcp > best_lcp) { best_lcp = lcp; best = i; }
         if (lru < 0 || p->last_used < s->pool[lru].last_used) lru = i;
     }
@@ -104,7 +105,7 @@ static int pick_slot(sd_sched *s, const int32_t *prompt, int n) {
 }
 
 int sd_sched_start(sd_sched *s, sd_dreq *r, sd_err *err) {
-    int slot = pick_slot(s, r->prompt, r->n_prompt);
+    int slot = pick_slot(s, r->from.tenant, r->prompt, r->n_prompt);
     if (slot < 0) return sd_errf(err, "scheduler: no free session");
     sd_pool_slot *p = &s->pool[slot];
     if (!p->s) {
@@ -116,6 +117,7 @@ int sd_sched_start(sd_sched *s, sd_dreq *r, sd_err *err) {
         return -1;
     }
     p->busy = true;
+    p->tenant = r->from.tenant;
     r->slot = slot;
     for (int i = 0; i < s->max_active; i++)
         if (!s->active[i]) { s->active[i] = r; break; }

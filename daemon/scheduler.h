@@ -2,24 +2,23 @@
  *
  * At most max_sessions requests run at once, each on its own engine session (KV caches); beyond that a
  * FIFO wait queue of queue_max requests; a request arriving when both are full is refused (`busy`).
- * Sessions outlive requests: a new request takes the idle session whose cached tokens share the longest
- * prefix with its prompt, so long shared prompts (agent system prompts) are prefilled once. */
+ * Sessions outlive requests: a new request takes the idle session of its own tenant whose cached tokens
+ * share the longest prefix with its prompt, so long shared prompts (agent system prompts) are prefilled
+ * once; another tenant's cached tokens are never reused (the engine checks it too, sd_gen_params.tenant). */
 #ifndef SD_SCHEDULER_H
 #define SD_SCHEDULER_H
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "daemon/link.h"
 #include "daemon/stats.h"
 #include "ipc/protocol.h"
 #include "target/engine.h"
 
-#define SD_RID_MAX 255 /* ZeroMQ routing ids are at most 255 bytes */
-
 /* One generate request inside the daemon. */
 typedef struct sd_dreq {
     uint64_t id;
-    unsigned char rid[SD_RID_MAX];
-    int rid_len;
+    sd_peer from;            /* its client (connection and tenant) */
     sd_request req;          /* decoded request: owns prompt text, stop strings */
     int32_t *prompt;         /* prompt token ids (malloc'd) */
     int n_prompt;
@@ -28,7 +27,7 @@ typedef struct sd_dreq {
     bool stream;
     int slot;                /* pool slot while running, -1 otherwise */
     sd_gen *gen;             /* while running */
-    double t_arrive, t_start, t_first, t_last_send; /* seconds, monotonic */
+    double t_arrive, t_start, t_first; /* seconds, monotonic */
     size_t sent_bytes;       /* text streamed so far */
     int sent_ids;            /* ids streamed so far */
     bool gone;               /* its client vanished: end it at the next safe point */
@@ -37,6 +36,7 @@ typedef struct sd_dreq {
 
 typedef struct sd_pool_slot {
     sd_session *s;   /* NULL until first used */
+    sd_tenant tenant; /* whose tokens its caches hold */
     bool busy;
     uint64_t last_used; /* tick of the last release, for least-recently-used choice */
 } sd_pool_slot;

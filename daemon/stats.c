@@ -1,6 +1,9 @@
 /* Server counters and fixed-bucket latency histograms. */
 #include "daemon/stats.h"
 
+#include <stdlib.h>
+#include <string.h>
+
 #include "ipc/protocol.h"
 
 static const double bounds[SD_HIST_BUCKETS - 1] = {0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100,
@@ -66,4 +69,59 @@ void sd_stats_pack(msgpack_packer *pk, const sd_srv_stats *s, double now, int ac
     pack_hist(pk, "ttft_ms", &s->ttft_ms);
     pack_hist(pk, "queue_ms", &s->queue_ms);
     pack_hist(pk, "total_ms", &s->total_ms);
+}
+
+/* ------------------------------------------------------------------ the board shared by both threads */
+
+int sd_board_init(sd_board *b, double t_start) {
+    memset(b, 0, sizeof *b);
+    b->all.t_start = t_start;
+    return pthread_mutex_init(&b->mu, NULL) ? -1 : 0;
+}
+
+void sd_board_free(sd_board *b) {
+    pthread_mutex_destroy(&b->mu);
+    free(b->tenants);
+    memset(b, 0, sizeof *b);
+}
+
+/* Tenant t's counters, created zeroed on first use; NULL when out of memory (then only `all` counts).
+ * Called with the lock held. */
+static sd_srv_stats *tenant_stats(sd_board *b, sd_tenant t) {
+    for (int i = 0; i < b->n_tenants; i++)
+        if (b->tenants[i].t == t) return &b->tenants[i].st;
+    if (b->n_tenants == b->cap_tenants) {
+        int cap = b->cap_tenants ? 2 * b->cap_tenants : 8;
+        sd_board_tenant *nt = realloc(b->tenants, (size_t)cap * sizeof *nt);
+        if (!nt) return NULL;
+        b->tenants = nt;
+        b->cap_tenants = cap;
+    }
+    sd_board_tenant *e = &b->tenants[b->n_tenants++];
+    memset(e, 0, sizeof *e);
+    e->t = t;
+    e->st.t_start = b->all.t_start;
+    return &e->st;
+}
+
+void sd_board_update(sd_board *b, sd_tenant t, sd_board_fn fn, const void *arg) {
+    pthread_mutex_lock(&b->mu);
+    fn(&b->all, arg);
+    sd_srv_stats *st = tenant_stats(b, t);
+    if (st) fn(st, arg);
+    pthread_mutex_unlock(&b->mu);
+}
+
+void sd_board_count_error(sd_srv_stats *st, const void *arg) { (void)arg; st->errors++; }
+void sd_board_count_busy(sd_srv_stats *st, const void *arg) { (void)arg; st->busy++; st->errors++; }
+void sd_board_count_other(sd_srv_stats *st, const void *arg) { (void)arg; st->other++; }
+void sd_board_count_total(sd_srv_stats *st, const void *arg) { (void)arg; st->total++; }
+void sd_board_count_vanished(sd_srv_stats *st, const void *arg) { (void)arg; st->vanished++; st->cancelled++; }
+
+void sd_board_pack(sd_board *b, sd_tenant t, msgpack_packer *pk, double now) {
+    pthread_mutex_lock(&b->mu);
+    sd_srv_stats *st = tenant_stats(b, t);
+    sd_srv_stats zero = {.t_start = b->all.t_start};
+    sd_stats_pack(pk, st ? st : &zero, now, b->active, b->queued, b->pool, b->pool_busy, &b->kv);
+    pthread_mutex_unlock(&b->mu);
 }

@@ -1,6 +1,8 @@
 /* ZeroMQ endpoint resolution and socket helpers shared by daemon and clients. */
 #include "ipc/transport.h"
 
+#include "ipc/curve.h"
+
 #include <errno.h>
 #include <pwd.h>
 #include <stdio.h>
@@ -144,6 +146,10 @@ int sd_endpoint_resolve(const char *socket_path, const char *tcp, char *endpoint
 }
 
 void *sd_client_connect(void *zctx, const char *endpoint, sd_err *err) {
+    return sd_client_connect_curve(zctx, endpoint, NULL, err);
+}
+
+void *sd_client_connect_curve(void *zctx, const char *endpoint, const sd_curve_client *curve, sd_err *err) {
     void *s = zmq_socket(zctx, ZMQ_DEALER);
     if (!s) { sd_errf(err, "zmq_socket: %s", zmq_strerror(zmq_errno())); return NULL; }
     int linger = 0, ivl = SD_HEARTBEAT_IVL_MS, to = SD_HEARTBEAT_TIMEOUT_MS, hwm = 0;
@@ -154,6 +160,10 @@ void *sd_client_connect(void *zctx, const char *endpoint, sd_err *err) {
     zmq_setsockopt(s, ZMQ_HEARTBEAT_TIMEOUT, &to, sizeof to);
     zmq_setsockopt(s, ZMQ_HEARTBEAT_TTL, &to, sizeof to);
     zmq_setsockopt(s, ZMQ_RCVHWM, &hwm, sizeof hwm); /* a reader never drops replies it has not read yet */
+    if (curve && sd_curve_client_setup(s, curve, err)) {
+        zmq_close(s);
+        return NULL;
+    }
     if (zmq_connect(s, endpoint) != 0) {
         sd_errf(err, "cannot connect to %s: %s", endpoint, zmq_strerror(zmq_errno()));
         zmq_close(s);

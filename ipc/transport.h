@@ -43,6 +43,9 @@ int sd_endpoint_resolve(const char *socket_path, const char *tcp, char *endpoint
 /* A DEALER socket connected to endpoint, with linger 0, ZMQ_MAXMSGSIZE and heartbeats set.
  * NULL + err on failure. */
 void *sd_client_connect(void *zctx, const char *endpoint, sd_err *err);
+/* The same with CURVE (ipc/curve.h) when curve is not NULL: the daemon's public key and the client's keys. */
+struct sd_curve_client;
+void *sd_client_connect_curve(void *zctx, const char *endpoint, const struct sd_curve_client *curve, sd_err *err);
 
 /* Sends one ping on a fresh DEALER and waits up to timeout_ms for the pong.
  * Returns 1 when a daemon answered, 0 when nothing answered in time. */

@@ -260,9 +260,10 @@ int sd_gen_start(sd_session *s, const int32_t *prompt, int n_prompt, const sd_ge
     sd_rng_seed(&g->rng, p->sampling.seed);
     if (g->spec) sd_draft_len_init(&g->dl, p->draft_min, p->draft_max, s->prop->cost);
 
-    /* Keep the longest common prefix of the cache and the prompt; at least the last prompt token is
-     * recomputed because its logits give the first token. */
-    int c = sd_tokens_lcp(s->hist, s->seq->pos, prompt, n_prompt);
+    /* Keep the longest common prefix of the cache and the prompt (only the same tenant's); at least the
+     * last prompt token is recomputed because its logits give the first token. */
+    int c = s->tenant == p->tenant ? sd_tokens_lcp(s->hist, s->seq->pos, prompt, n_prompt) : 0;
+    s->tenant = p->tenant;
     if (c > n_prompt - 1) c = n_prompt - 1;
     if (s->seq->pos > c) sd_seq_truncate(s->seq, c);
     if (s->prop) s->prop->invalidate(s->prop, c);

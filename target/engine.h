@@ -65,6 +65,8 @@ typedef struct sd_gen_params {
     sd_mode mode;            /* SPEC falls back to PLAIN when the engine has no proposer */
     int draft_max, draft_min;/* bounds of the adaptive draft length k */
     float draft_p_min;       /* the draft model stops proposing below this top probability */
+    uint64_t tenant;         /* whose request (0: no one's): a session's cached tokens are reused only by a
+                                request of the same tenant, so none learns another's prompt from `prefilled` */
 } sd_gen_params;
 sd_gen_params sd_gen_params_default(void);
 

@@ -21,6 +21,7 @@ struct sd_session {
     sd_proposer *prop; /* NULL without a proposer */
     int32_t *hist;     /* e->ctx entries */
     int n_hist;
+    uint64_t tenant;   /* whose tokens the caches hold (sd_gen_params.tenant) */
     sd_gen *active;
     float *dev_probs; /* backend memory, SD_DRAFT_LIMIT + 1 rows of vocab for sampling on the backend;
                          allocated by the session's first sampled request there, then reused */

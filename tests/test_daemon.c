@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -20,6 +21,7 @@
 
 #include <zmq.h>
 
+#include "ipc/curve.h"
 #include "ipc/protocol.h"
 #include "ipc/transport.h"
 #include "base/clock.h"
@@ -48,6 +50,27 @@ typedef struct daemon {
 static int daemon_start_ep(daemon_t *d, const char *name, const char *const *extra, const char *tcp_endpoint);
 static int daemon_start(daemon_t *d, const char *name, const char *const *extra) {
     return daemon_start_ep(d, name, extra, NULL);
+}
+
+/* The client keys daemon_start uses to see the daemon answer (a CURVE daemon ignores others); NULL: none. */
+static const sd_curve_client *g_curve;
+
+/* 1 when a ping on a fresh connection (with CURVE keys when curve is not NULL) is answered in timeout_ms. */
+static int ping_as(void *ctx, const char *endpoint, const sd_curve_client *curve, int timeout_ms) {
+    if (!curve) return sd_ping_endpoint(ctx, endpoint, timeout_ms);
+    void *s = sd_client_connect_curve(ctx, endpoint, curve, NULL);
+    if (!s) return 0;
+    sd_request q;
+    sd_request_init(&q, SD_OP_PING, 1);
+    char *buf, *rb;
+    size_t len, rl;
+    int ok = 0;
+    if (sd_request_encode(&q, &buf, &len, NULL) == 0) {
+        if (sd_send(s, buf, len, NULL) == 0 && sd_recv(s, timeout_ms, &rb, &rl, NULL) == 1) { ok = 1; free(rb); }
+        free(buf);
+    }
+    zmq_close(s);
+    return ok;
 }
 
 /* tcp_endpoint: the daemon listens there (extra must hold the matching --tcp); NULL: the ipc socket. */
@@ -91,7 +114,7 @@ static int daemon_start_ep(daemon_t *d, const char *name, const char *const *ext
     while (sd_now_s() < end) {
         int st;
         if (waitpid(d->pid, &st, WNOHANG) == d->pid) { d->pid = 0; break; }
-        if ((tcp_endpoint || access(d->sock, F_OK) == 0) && sd_ping_endpoint(ctx, d->endpoint, 500)) { ok = 1; break; }
+        if ((tcp_endpoint || access(d->sock, F_OK) == 0) && ping_as(ctx, d->endpoint, g_curve, 500)) { ok = 1; break; }
         usleep(20000);
     }
     zmq_ctx_term(ctx);
@@ -1294,6 +1317,7 @@ static void test_tcp(void) {
     daemon_t d;
     REQUIRE(daemon_start_ep(&d, "tcp", extra, ep) == 0);
     CHECK(access(d.sock, F_OK) != 0);             /* no Unix socket when TCP is asked for */
+    CHECK(log_contains(&d, "TCP without CURVE"));  /* loopback TCP without authentication: a warning */
     client c;
     REQUIRE(cl_open(&c, &d) == 0);
     gen_out o;
@@ -1392,6 +1416,320 @@ static void test_backend_failure(void) {
     CHECK_EQ_INT(daemon_stop(&d, 10), 0);
 }
 
+/* One round trip of a request/reply op on c, in milliseconds (-1 on failure); r receives the reply. */
+static double timed_op(client *c, const sd_request *q, sd_reply *r) {
+    double t0 = sd_now_s();
+    if (op_run(c, q, r)) return -1;
+    return (sd_now_s() - t0) * 1e3;
+}
+
+/* Socket I/O never waits for compute: while one long turn runs (a 2000-token prompt prefilled in one turn
+ * on the slow model, plus SPECD_TURN_DELAY_MS, the test hook, so a turn is long on any machine), ping and
+ * stats from another connection are answered at once (a single-threaded loop answers them only between
+ * turns: here after seconds), the cancel's result too, and the cancelled request ends after the turn. */
+#define SLOW_TURN_MS 300
+#define QUICK_MS 250.0
+static void test_answers_during_turn(void) {
+    if (!g_have_slow) SKIP("specd mkmodel could not write the synthetic model");
+    daemon_t d;
+    char delay[16];
+    snprintf(delay, sizeof delay, "%d", SLOW_TURN_MS);
+    setenv("SPECD_TURN_DELAY_MS", delay, 1);
+    const char *extra[] = {"--batch-tokens", "0", NULL};
+    g_slow_on = true;
+    int started = daemon_start(&d, "turns", extra);
+    g_slow_on = false;
+    unsetenv("SPECD_TURN_DELAY_MS");
+    REQUIRE(started == 0);
+    client gen, other;
+    REQUIRE(cl_open(&gen, &d) == 0 && cl_open(&other, &d) == 0);
+    sd_request q;
+    sd_reply r;
+    sd_request_init(&q, SD_OP_GENERATE, 1);
+    q.gen.n_tokens = 2000;
+    q.gen.tokens = malloc(sizeof *q.gen.tokens * 2000);
+    REQUIRE(q.gen.tokens);
+    for (int i = 0; i < 2000; i++) q.gen.tokens[i] = 5 + i % 200;
+    q.gen.max_tokens = 100;
+    q.gen.stream = true;
+    q.gen.set = SD_GF_MAX_TOKENS | SD_GF_STREAM;
+    double t_gen = sd_now_s();
+    REQUIRE(cl_send_req(&gen, &q) == 0);
+    sd_request_free(&q);
+    usleep(100000);                           /* its prefill turn is running now */
+    double worst = 0;
+    for (int i = 0; i < 5; i++) {
+        sd_request_init(&q, i % 2 ? SD_OP_STATS : SD_OP_PING, 10 + (uint64_t)i);
+        double ms = timed_op(&other, &q, &r);
+        CHECK(ms >= 0 && r.type == SD_REPLY_RESULT && r.id == 10 + (uint64_t)i);
+        if (ms >= 0) sd_reply_free(&r);
+        if (ms > worst || ms < 0) worst = ms < 0 ? 1e9 : ms;
+    }
+    fprintf(stderr, "  5 pings/stats during a long turn: slowest %.1f ms\n", worst);
+    CHECKF(worst < QUICK_MS, "a ping or stats took %.1f ms while a turn ran", worst);
+    /* cancel: its result at once, the request's `done` once the turn is over */
+    sd_request_init(&q, SD_OP_CANCEL, 2);
+    q.target = 1;
+    double t0 = sd_now_s();
+    REQUIRE(cl_send_req(&gen, &q) == 0);
+    double t_result = -1, t_done = -1;
+    int tokens_after = 0;
+    while (t_done < 0) {
+        if (cl_recv(&gen, &r, 30)) break;
+        double ms = (sd_now_s() - t0) * 1e3;
+        if (r.type == SD_REPLY_RESULT && r.id == 2) { t_result = ms; CHECK(r.found); }
+        else if (r.type == SD_REPLY_TOKEN && t_result >= 0) tokens_after++;
+        else if (r.type == SD_REPLY_DONE) { t_done = ms; CHECK(!strcmp(r.finish_reason, "cancelled")); }
+        sd_reply_free(&r);
+    }
+    fprintf(stderr, "  cancel answered in %.1f ms, done after %.1f ms (%.1f s after the generate)\n", t_result,
+            t_done, sd_now_s() - t_gen);
+    CHECKF(t_result >= 0 && t_result < QUICK_MS, "cancel answered after %.1f ms", t_result);
+    CHECK(t_done >= 0 && t_done > t_result);
+    CHECK(tokens_after <= 1);
+    cl_close(&gen);
+    cl_close(&other);
+    CHECK_EQ_INT(daemon_stop(&d, 10), 0);
+}
+
+/* Bounded per-client output: a client that sends requests with large replies and never reads them is
+ * dropped (log line) once its queue is full; the daemon's memory stays bounded (a daemon that queued
+ * them all grew by 90 MB here, this one by about 25 MB) and other clients are served throughout. */
+static void test_slow_reader(void) {
+    NEED_MODELS();
+    daemon_t d;
+    const char *extra[] = {"--log-level", "info", NULL};
+    REQUIRE(daemon_start(&d, "slowreader", extra) == 0);
+    client other;
+    REQUIRE(cl_open(&other, &d) == 0);
+    void *ctx = zmq_ctx_new(), *mute = zmq_socket(ctx, ZMQ_DEALER);
+    int one = 1, small = 4096, linger = 0;
+    zmq_setsockopt(mute, ZMQ_RCVHWM, &one, sizeof one);
+    zmq_setsockopt(mute, ZMQ_RCVBUF, &small, sizeof small);
+    zmq_setsockopt(mute, ZMQ_LINGER, &linger, sizeof linger);
+    REQUIRE(zmq_connect(mute, d.endpoint) == 0);
+    sd_request q;
+    sd_reply r;
+    sd_request_init(&q, SD_OP_PING, 1);
+    REQUIRE(op_run(&other, &q, &r) == 0);
+    sd_reply_free(&r);
+    long rss0 = rss_kb(d.pid);
+    /* 150 detokenize requests of 200,000 ids, about 600 kB of reply each */
+    const int n_req = 150, n_ids = 200000;
+    sd_request_init(&q, SD_OP_DETOKENIZE, 0);
+    q.tokens = malloc(sizeof *q.tokens * (size_t)n_ids);
+    REQUIRE(q.tokens);
+    q.n_tokens = n_ids;
+    for (int i = 0; i < n_ids; i++) q.tokens[i] = 300 + i % 200;
+    char *buf;
+    size_t len;
+    long peak = rss0;
+    double worst_ping = 0;
+    for (int i = 0; i < n_req; i++) {
+        q.id = 100 + (uint64_t)i;
+        REQUIRE(sd_request_encode(&q, &buf, &len, NULL) == 0);
+        zmq_send(mute, buf, len, 0);
+        free(buf);
+        if (i % 10 == 9) {
+            sd_request p;
+            sd_request_init(&p, SD_OP_PING, 1000 + (uint64_t)i);
+            double ms = timed_op(&other, &p, &r);
+            CHECK(ms >= 0);
+            if (ms >= 0) sd_reply_free(&r);
+            if (ms > worst_ping) worst_ping = ms;
+            long now = rss_kb(d.pid);
+            if (now > peak) peak = now;
+        }
+    }
+    sd_request_free(&q);
+    for (int i = 0; i < 20; i++) { /* let the daemon work through what it received */
+        usleep(100000);
+        long now = rss_kb(d.pid);
+        if (now > peak) peak = now;
+    }
+    fprintf(stderr, "  RSS %ld kB -> peak %ld kB with a client that never reads %d large replies; slowest ping "
+            "%.1f ms\n", rss0, peak, n_req, worst_ping);
+    CHECKF(peak - rss0 < 40 * 1024, "RSS grew by %ld kB", peak - rss0);
+    CHECK(log_contains(&d, "is not reading its replies"));
+    sd_request_init(&q, SD_OP_PING, 2);
+    CHECK(op_run(&other, &q, &r) == 0 && r.type == SD_REPLY_RESULT);
+    sd_reply_free(&r);
+    zmq_close(mute);
+    zmq_ctx_term(ctx);
+    cl_close(&other);
+    CHECK_EQ_INT(daemon_stop(&d, 10), 0);
+}
+
+/* Tenant scoping: a client of another Unix user (here `nobody`, on a socket shared with mode 0666) neither
+ * reuses the prompt another user's request left cached (its `prefilled` is its whole prompt, with one
+ * session so it must take that very session) nor sees that user's requests in `stats`; the same user's
+ * clients keep sharing as before. */
+static void test_tenant_scoping(void) {
+    NEED_MODELS();
+    if (geteuid() != 0) SKIP("needs root, to run a client as a second user (nobody)");
+    struct passwd *pw = getpwnam("nobody");
+    uid_t other = pw ? pw->pw_uid : 65534;
+    gid_t other_g = pw ? pw->pw_gid : 65534;
+    REQUIRE(chmod(g_dir, 0711) == 0);
+    daemon_t d;
+    const char *extra[] = {"--max-sessions", "1", "--socket-mode", "0666", NULL};
+    int started = daemon_start(&d, "tenant", extra);
+    REQUIRE(started == 0);
+    const char *prompt = "Once upon a time, there was a little girl named Lily who";
+    client c;
+    REQUIRE(cl_open(&c, &d) == 0);
+    sd_request q;
+    gen_out o;
+    gen_init(&q, 1, prompt, 4, false);
+    REQUIRE(gen_run(&c, &q, &o) == 0);
+    CHECK(o.st.prefilled == o.st.prompt_tokens && o.st.prompt_tokens > 8);
+    q.id = 2;
+    REQUIRE(gen_run(&c, &q, &o) == 0);   /* the same user again: its cached prompt is reused */
+    CHECKF(o.st.prefilled == 1, "same tenant: prefilled %d of %d", o.st.prefilled, o.st.prompt_tokens);
+    int fds[2];
+    REQUIRE(pipe(fds) == 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) { /* the other user: its prefilled and prompt_tokens, and the `total` its stats show */
+        int res[3] = {-1, -1, -1};
+        client oc;
+        sd_reply r;
+        if (setgid(other_g) == 0 && setuid(other) == 0 && cl_open(&oc, &d) == 0) {
+            gen_out oo;
+            if (gen_run(&oc, &q, &oo) == 0 && !oo.error[0]) { res[0] = oo.st.prefilled; res[1] = oo.st.prompt_tokens; }
+            sd_request sq;
+            sd_request_init(&sq, SD_OP_STATS, 9);
+            if (op_run(&oc, &sq, &r) == 0) {
+                const msgpack_object *reqs = sd_mp_get(r.root, "requests");
+                const msgpack_object *t = reqs ? sd_mp_get(reqs, "total") : NULL;
+                res[2] = t ? (int)t->via.u64 : -1;
+                sd_reply_free(&r);
+            }
+            cl_close(&oc);
+        }
+        if (write(fds[1], res, sizeof res) != (ssize_t)sizeof res) _exit(1);
+        _exit(0);
+    }
+    close(fds[1]);
+    int res[3] = {-1, -1, -1};
+    ssize_t got = read(fds[0], res, sizeof res);
+    close(fds[0]);
+    waitpid(pid, NULL, 0);
+    REQUIRE(got == (ssize_t)sizeof res);
+    CHECKF(res[1] > 8 && res[0] == res[1], "another user's request: prefilled %d of %d (a reused prefix leaks the "
+           "cached prompt)", res[0], res[1]);
+    CHECKF(res[2] == 1, "another user's stats count %d requests, not its own 1", res[2]);
+    sd_request_free(&q);
+    sd_reply r;
+    sd_request_init(&q, SD_OP_STATS, 3);
+    REQUIRE(op_run(&c, &q, &r) == 0);
+    const msgpack_object *reqs = sd_mp_get(r.root, "requests");
+    CHECK(reqs && sd_mp_get(reqs, "total") && sd_mp_get(reqs, "total")->via.u64 == 2);
+    sd_reply_free(&r);
+    cl_close(&c);
+    CHECK_EQ_INT(daemon_stop(&d, 10), 0);
+    chmod(g_dir, 0700);
+}
+
+/* A reply from a fresh connection (curve NULL: plain) to one ping within timeout_ms? */
+static bool answered(const daemon_t *d, const sd_curve_client *curve, int timeout_ms) {
+    void *ctx = zmq_ctx_new();
+    int ok = ping_as(ctx, d->endpoint, curve, timeout_ms);
+    zmq_ctx_term(ctx);
+    return ok;
+}
+
+/* Authenticated TCP: a CURVE daemon answers a client whose key is in --curve-clients (library and
+ * specd-cli), and nothing at all to a client with an unknown key or without CURVE. */
+static void test_tcp_curve(void) {
+    NEED_MODELS();
+    if (!sd_curve_available()) SKIP("this libzmq has no CURVE");
+    char keys[300], clients[300], server[320], alice[320], mallory[320];
+    snprintf(keys, sizeof keys, "%s/keys", g_dir);
+    snprintf(clients, sizeof clients, "%s/clients", g_dir);
+    REQUIRE(mkdir(keys, 0700) == 0 && mkdir(clients, 0700) == 0);
+    snprintf(server, sizeof server, "%s/server", keys);
+    snprintf(alice, sizeof alice, "%s/alice", clients);   /* alice.pub (and .key) in the clients directory */
+    snprintf(mallory, sizeof mallory, "%s/mallory", keys);
+    REQUIRE(sd_curve_keygen(server, NULL) == 0 && sd_curve_keygen(alice, NULL) == 0 &&
+            sd_curve_keygen(mallory, NULL) == 0);
+    char skey[340], spub[340], akey[340], mkey[340];
+    snprintf(skey, sizeof skey, "%s.key", server);
+    snprintf(spub, sizeof spub, "%s.pub", server);
+    snprintf(akey, sizeof akey, "%s.key", alice);
+    snprintf(mkey, sizeof mkey, "%s.key", mallory);
+    char port[16], hostport[40], ep[64];
+    snprintf(port, sizeof port, "%d", 20000 + (int)((getpid() + 7) % 20000));
+    snprintf(hostport, sizeof hostport, "127.0.0.1:%s", port);
+    snprintf(ep, sizeof ep, "tcp://%s", hostport);
+    const char *extra[] = {"--tcp", hostport, "--curve-secret", skey, "--curve-clients", clients, NULL};
+    sd_curve_client as_alice = {spub, akey}, as_mallory = {spub, mkey};
+    daemon_t d;
+    g_curve = &as_alice;
+    int started = daemon_start_ep(&d, "curve", extra, ep);
+    g_curve = NULL;
+    REQUIRE(started == 0);
+    CHECK(answered(&d, &as_alice, 2000));
+    CHECK(!answered(&d, &as_mallory, 1000));
+    CHECK(!answered(&d, NULL, 1000));
+    CHECK(log_contains(&d, "is not among the --curve-clients keys"));
+    /* alice generates through the C library's client and through specd-cli */
+    void *ctx = zmq_ctx_new();
+    client c = {ctx, sd_client_connect_curve(ctx, d.endpoint, &as_alice, NULL)};
+    REQUIRE(c.sock);
+    sd_request q;
+    gen_out o;
+    gen_init(&q, 1, "The robot", 6, true);
+    REQUIRE(gen_run(&c, &q, &o) == 0);
+    sd_request_free(&q);
+    CHECK(!strcmp(o.finish, "length") && o.n_ids == 6);
+    cl_close(&c);
+    if (g_exec_ok) {
+        char cmd[1600];
+        snprintf(cmd, sizeof cmd, "%s-cli --tcp %s --curve-server %s --curve-key %s ping >/dev/null 2>&1", g_specd,
+                 hostport, spub, akey);
+        CHECK(system(cmd) == 0);
+        snprintf(cmd, sizeof cmd, "%s-cli --tcp %s --connect-timeout 500 ping >/dev/null 2>&1", g_specd, hostport);
+        CHECK(WEXITSTATUS(system(cmd)) == 3); /* without keys: no daemon answers */
+    }
+    /* the Python client, where a python3 with zmq and msgpack is found */
+    const char *py = NULL;
+    static const char *const pys[] = {"/usr/bin/python3", "python3"};
+    for (int i = 0; i < 2 && !py; i++) {
+        char probe[256];
+        snprintf(probe, sizeof probe, "%s -c 'import zmq, msgpack' >/dev/null 2>&1", pys[i]);
+        if (system(probe) == 0) py = pys[i];
+    }
+    if (py) {
+        char cmd[1600];
+        snprintf(cmd, sizeof cmd, "%s -c \"import sys; sys.path.insert(0, 'clients/python'); import specd_client as sc; "
+                 "c = sc.Client(tcp='%s', curve_server='%s', curve_key='%s'); "
+                 "sys.exit(0 if c.complete('The robot', max_tokens=3)['stats']['generated'] == 3 else 1)\" >&2",
+                 py, hostport, spub, akey);
+        CHECK(system(cmd) == 0);
+    } else {
+        fprintf(stderr, "  (no python3 with zmq and msgpack: the Python client's CURVE is not checked)\n");
+    }
+    CHECK_EQ_INT(daemon_stop(&d, 10), 0);
+    CHECK(sd_curve_keygen(mallory, NULL) != 0);  /* keygen never overwrites */
+}
+
+/* Binding beyond loopback without CURVE is refused, before the models load, with a message that says why. */
+static void test_tcp_needs_curve(void) {
+    NEED_MODELS();
+    if (!g_exec_ok) SKIP("build/specd not runnable");
+    char cmd[1200], out[300];
+    snprintf(out, sizeof out, "%s/refused.txt", g_dir);
+    snprintf(cmd, sizeof cmd, "timeout 10 %s serve -m %s -z %s --tcp 0.0.0.0:%d >%s 2>&1", g_specd, g_target, g_tok,
+             20000 + (int)((getpid() + 13) % 20000), out);
+    int st = system(cmd);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 1);
+    daemon_t d = {0};
+    snprintf(d.log, sizeof d.log, "%s", out);
+    CHECK(log_contains(&d, "without authentication") && log_contains(&d, "--curve-secret"));
+}
+
 int main(void) {
     g_target = shared_path("models/aidreams260K.bin");
     g_tok = shared_path("models/tok512.bin");
@@ -1427,6 +1765,11 @@ int main(void) {
     RUN(test_fairness);
     RUN(test_lookup_proposer);
     RUN(test_backend_failure);
+    RUN(test_answers_during_turn);
+    RUN(test_slow_reader);
+    RUN(test_tenant_scoping);
+    RUN(test_tcp_curve);
+    RUN(test_tcp_needs_curve);
     if (getenv("SPECD_TEST_KEEP")) fprintf(stderr, "daemon logs kept in %s\n", g_dir);
     else {
         snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);

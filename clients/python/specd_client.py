@@ -108,6 +108,19 @@ def resolve_endpoint(socket=None, tcp=None):
     return "ipc://" + (socket or default_socket_path())
 
 
+def read_curve_key(path, name):
+    """The Z85 key of the `name = KEY` line ("public" or "secret") of a `specd keygen` key file, as bytes.
+    A secret key file must be readable by its owner only."""
+    if name == "secret" and os.stat(path).st_mode & 0o077:
+        raise ValueError(f"secret key file {path} is readable by group or others: chmod 600 it")
+    with open(path, encoding="ascii") as f:
+        for line in f:
+            key, _, value = line.partition("=")
+            if key.strip() == name and len(value.strip()) == 40:
+                return value.strip().encode("ascii")
+    raise ValueError(f"key file {path}: no valid `{name} = <40 Z85 characters>` line (write keys with specd keygen)")
+
+
 class Client:
     """One DEALER connection to the daemon.
 
@@ -116,10 +129,19 @@ class Client:
     forever; the daemon sends heartbeats while a request is queued). connect_timeout: seconds for the
     first ping that proves a v1 daemon answers. wait: seconds to keep retrying while no daemon answers
     yet (one still loading its models has no socket until it is ready); 0: one try.
+    curve_server, curve_key: TCP with CURVE (a daemon started with --curve-secret): the daemon's public
+    key file (NAME.pub of `specd keygen`) and this client's key file (NAME.key); both or neither.
     """
 
-    def __init__(self, endpoint=None, socket=None, tcp=None, timeout=60.0, connect_timeout=2.0, wait=0.0):
+    def __init__(self, endpoint=None, socket=None, tcp=None, timeout=60.0, connect_timeout=2.0, wait=0.0,
+                 curve_server=None, curve_key=None):
         self.endpoint = endpoint or resolve_endpoint(socket, tcp)
+        if (curve_server is None) != (curve_key is None):
+            raise ValueError("CURVE needs both curve_server (the daemon's .pub) and curve_key (this client's .key)")
+        self._curve = None
+        if curve_server is not None:
+            self._curve = (read_curve_key(curve_server, "public"), read_curve_key(curve_key, "public"),
+                           read_curve_key(curve_key, "secret"))
         if not self.endpoint.startswith(("ipc://", "tcp://")):
             raise ValueError(f"endpoint '{self.endpoint}': expected ipc://PATH or tcp://HOST:PORT")
         self.timeout = timeout
@@ -156,6 +178,8 @@ class Client:
                          (zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS), (zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS),
                          (zmq.HEARTBEAT_TTL, HEARTBEAT_TIMEOUT_MS)):
             self._sock.setsockopt(opt, val)
+        if self._curve:
+            self._sock.curve_serverkey, self._sock.curve_publickey, self._sock.curve_secretkey = self._curve
         # connection events: a refused connect or a dropped connection fails a wait at once
         self._mon = self._sock.get_monitor_socket(
             zmq.EVENT_CONNECTED | zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_DISCONNECTED)
