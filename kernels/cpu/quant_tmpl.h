@@ -268,34 +268,39 @@ TGT QI_AI void qdot(const qgrp *g, const int t, const int nb, const int8_t *xq, 
     if (qmin(t) == QM_DOT) *acc = _mm256_fmadd_ps(qi_cvt(qi_sum8(m)), _mm256_mul_ps(g->mw, dx), *acc);
 }
 
-/* Rows [r0, r1) for weights of type t: per row, per tile of up to QT activations, every group unpacked
- * once and dotted with each activation of the tile. */
-TGT QI_AI void mmq_rows(const sd_mm_job *j, int64_t r0, int64_t r1, const int t) {
+/* Row r times activations [i0, i0 + nt) (nt <= QT): every group unpacked once and dotted with each of
+ * them. Inlined with nt = 1 too, so decode keeps the unpacked group in registers. */
+TGT QI_AI void mmqk_tile(const sd_mm_job *j, int64_t r, int i0, const int nt, const int t) {
     const int64_t nblk = j->cols / 32, ngrp = (nblk + 7) / 8;
     const size_t gbytes = (size_t)sd_quant_block_bytes(t) * (size_t)(256 / sd_quant_block(t));
+    const uint8_t *row = j->w + (size_t)r * j->row_bytes;
     qgrp g;
     __m256 acc[QT];
-    for (int64_t r = r0; r < r1; r++) {
-        const uint8_t *row = j->w + (size_t)r * j->row_bytes;
-        for (int i0 = 0; i0 < j->n; i0 += QT) {
-            int nt = j->n - i0 < QT ? j->n - i0 : QT;
-            for (int b = 0; b < nt; b++) acc[b] = _mm256_setzero_ps();
-            for (int64_t gi = 0; gi < ngrp; gi++) {
-                int nb = nblk - 8 * gi < 8 ? (int)(nblk - 8 * gi) : 8;
-                const int8_t *xq = j->xq + (int64_t)i0 * j->cols + 256 * gi;
-                const float *xd = j->xd + (int64_t)i0 * nblk + 8 * gi;
-                const int32_t *xs = j->xs + (int64_t)i0 * nblk + 8 * gi;
-                if (nb == 8) {
-                    qprep(row + (size_t)gi * gbytes, 8, t, &g);
-                    for (int b = 0; b < nt; b++) qdot(&g, t, 8, xq + b * j->cols, xd + b * nblk, xs + b * nblk, &acc[b]);
-                } else {
-                    qprep(row + (size_t)gi * gbytes, nb, t, &g);
-                    for (int b = 0; b < nt; b++) qdot(&g, t, nb, xq + b * j->cols, xd + b * nblk, xs + b * nblk, &acc[b]);
-                }
-            }
-            for (int b = 0; b < nt; b++) j->out[(int64_t)(i0 + b) * j->out_stride + r] = hsum8(acc[b]);
+    for (int b = 0; b < nt; b++) acc[b] = _mm256_setzero_ps();
+    for (int64_t gi = 0; gi < ngrp; gi++) {
+        int nb = nblk - 8 * gi < 8 ? (int)(nblk - 8 * gi) : 8;
+        const int8_t *xq = j->xq + (int64_t)i0 * j->cols + 256 * gi;
+        const float *xd = j->xd + (int64_t)i0 * nblk + 8 * gi;
+        const int32_t *xs = j->xs + (int64_t)i0 * nblk + 8 * gi;
+        if (nb == 8) {
+            qprep(row + (size_t)gi * gbytes, 8, t, &g);
+            for (int b = 0; b < nt; b++) qdot(&g, t, 8, xq + b * j->cols, xd + b * nblk, xs + b * nblk, &acc[b]);
+        } else {
+            qprep(row + (size_t)gi * gbytes, nb, t, &g);
+            for (int b = 0; b < nt; b++) qdot(&g, t, nb, xq + b * j->cols, xd + b * nblk, xs + b * nblk, &acc[b]);
         }
     }
+    for (int b = 0; b < nt; b++) j->out[(int64_t)(i0 + b) * j->out_stride + r] = hsum8(acc[b]);
+}
+
+/* Rows [r0, r1) for weights of type t, per row in tiles of up to QT activations. */
+TGT QI_AI void mmq_rows(const sd_mm_job *j, int64_t r0, int64_t r1, const int t) {
+    for (int64_t r = r0; r < r1; r++)
+        for (int i0 = 0; i0 < j->n; i0 += QT) {
+            int nt = j->n - i0 < QT ? j->n - i0 : QT;
+            if (nt == 1) mmqk_tile(j, r, i0, 1, t);
+            else mmqk_tile(j, r, i0, nt, t);
+        }
 }
 
 #define MMQ_CASE(T)                                                                               \
