@@ -59,7 +59,7 @@ BENCH_BIN  := $(patsubst bench/%.c,$(BUILD)/%,$(filter-out $(BENCH_SHARED),$(wil
 TEST_SRC   := $(wildcard tests/test_*.c)
 TEST_BIN   := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 
-.PHONY: all test demo bench clean deps san-test install fuzz
+.PHONY: all test demo bench clean deps san-test install fuzz soak
 # Keep object files of test programs (make would delete them as intermediates and print the rm last,
 # after the test summary that must close the run).
 .SECONDARY:
@@ -172,6 +172,13 @@ demo: all
 
 bench: all
 	@bash bench/run.sh
+
+# A bounded soak of the daemon on a loopback Unix socket (docs/benchmarks.md "Soak"): SOAK_SECONDS of mixed
+# streaming / cancel / disconnect load from 8 clients plus one that never reads; fails on a lost or
+# duplicated reply or growing RSS.
+SOAK_SECONDS ?= 120
+soak: $(BUILD)/specd $(BUILD)/ipc_bench
+	BUILD=$(BUILD) $(BUILD)/ipc_bench --soak $(SOAK_SECONDS) --clients 8
 
 # make install [PREFIX=/usr/local] [DESTDIR=...] [PYTHONDIR=...]: the binaries, the C client (header,
 # static and shared library, pkg-config file), the Python client and the systemd unit.

@@ -1,7 +1,7 @@
 /* build/ipc_bench: what the daemon's IPC path costs (docs/benchmarks.md, "daemon IPC").
  *
  *   build/ipc_bench [-m MODEL -z TOK] [--pings N] [--runs N] [--tokens N] [--clients N] [--requests N]
- *                   [--busy N] [--busy-only 1]
+ *                   [--busy N] [--busy-only 1] [--soak SECONDS]
  *
  * Starts `build/specd serve` on a temporary Unix socket with the small shared model, then measures:
  *  1. ping round trip over the Unix socket (p50/p95/p99 of N pings, one client, idle daemon);
@@ -37,6 +37,7 @@ typedef struct opts {
     const char *model, *tok;
     int pings, runs, tokens, clients, requests;
     int busy, busy_only;       /* phase 4: pings while `busy` streams run; only that phase */
+    double soak_s;             /* --soak S: only the soak (make soak), `clients` connections */
     char endpoint[400], sock[300], dir[128];
     const char *prompt;
 } opts;
@@ -380,6 +381,204 @@ static void bench_busy_ping(opts *o, void *ctx) {
     free(args);
 }
 
+/* ------------------------------------------------------------------ soak (make soak) */
+
+/* --soak S: S seconds of mixed load from `clients` connections (streaming and non-streaming generates,
+ * cancels mid-stream, tokenize, pings, connections dropped mid-request) plus one client that sends
+ * detokenize requests and never reads a reply. Checks that every request that was not abandoned ends with
+ * exactly one final reply (done, error or result) and nothing after it; samples the daemon's RSS every
+ * second and a ping every 20 ms. Exit status 1 when a request was lost or answered twice, or RSS grew by
+ * 16 MB or more after the first quarter of the run (warm-up: sessions, allocator, ZeroMQ pools). */
+typedef struct soak_arg {
+    opts *o;
+    int idx;
+    double end;
+    int requests, finals, lost, after_final, errors, busy, abandoned, cancels;
+} soak_arg;
+
+static uint64_t soak_rand(uint64_t *s) {
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+/* Reads the replies of request id until its final one; counts what does not belong. Returns 0, or -1 when
+ * the daemon fell silent. cancel_after: send a cancel (id cancel_id) after that many token events (< 0:
+ * never). */
+static int soak_wait(soak_arg *a, void *s, uint64_t id, int cancel_after, uint64_t cancel_id) {
+    int events = 0, finals_seen = 0;
+    bool cancel_pending = false;
+    for (;;) {
+        sd_reply r;
+        if (recv_rep(s, &r, 30000)) { a->lost++; return -1; }
+        bool mine = r.id == id, fin = r.type != SD_REPLY_TOKEN;
+        if (r.id == cancel_id && r.type == SD_REPLY_RESULT) {
+            cancel_pending = false;
+            sd_reply_free(&r);
+            if (finals_seen) break;
+            continue;
+        }
+        if (!mine) { a->after_final++; sd_reply_free(&r); continue; } /* an earlier request's reply: after its final */
+        if (r.type == SD_REPLY_ERROR) { a->errors++; if (!strcmp(r.code, "busy")) a->busy++; }
+        if (r.type == SD_REPLY_TOKEN && ++events == cancel_after) {
+            sd_request c;
+            sd_request_init(&c, SD_OP_CANCEL, cancel_id);
+            c.target = id;
+            send_req(s, &c);
+            cancel_pending = true;
+            a->cancels++;
+        }
+        sd_reply_free(&r);
+        if (fin) finals_seen++;
+        if (fin && !cancel_pending) break;
+    }
+    a->finals += finals_seen;
+    if (finals_seen > 1) a->after_final += finals_seen - 1;
+    return 0;
+}
+
+static void *soak_client(void *p) {
+    soak_arg *a = p;
+    void *ctx = zmq_ctx_new();
+    void *s = sd_client_connect(ctx, a->o->endpoint, NULL);
+    uint64_t rng = 0x9E3779B97F4A7C15ull * (uint64_t)(a->idx + 1), id = 1;
+    while (sd_now_s() < a->end && s) {
+        int what = (int)(soak_rand(&rng) % 100);
+        sd_request q;
+        uint64_t rid = id++;
+        if (what < 55) { /* generate: streaming or not, some cancelled, some abandoned with the connection */
+            sd_request_init(&q, SD_OP_GENERATE, rid);
+            q.gen.prompt = (char *)a->o->prompt;
+            q.gen.prompt_len = strlen(a->o->prompt);
+            q.gen.max_tokens = 8 + (int)(soak_rand(&rng) % 56);
+            q.gen.stream = what < 40;
+            q.gen.set = SD_GF_MAX_TOKENS | SD_GF_STREAM;
+            if (send_req(s, &q)) break;
+            a->requests++;
+            if (what < 5) { /* drop the connection mid-request: the daemon must cancel it */
+                sd_reply r;
+                if (recv_rep(s, &r, 30000) == 0) sd_reply_free(&r);
+                zmq_close(s);
+                s = sd_client_connect(ctx, a->o->endpoint, NULL);
+                a->abandoned++;
+                continue;
+            }
+            int cancel_after = what < 15 ? 2 : -1;
+            soak_wait(a, s, rid, cancel_after, id++);
+        } else {
+            sd_request_init(&q, what < 80 ? SD_OP_TOKENIZE : SD_OP_PING, rid);
+            if (q.op == SD_OP_TOKENIZE) {
+                q.text = (char *)a->o->prompt;
+                q.text_len = strlen(a->o->prompt);
+            }
+            if (send_req(s, &q)) break;
+            a->requests++;
+            soak_wait(a, s, rid, -1, 0);
+        }
+    }
+    if (s) zmq_close(s);
+    zmq_ctx_term(ctx);
+    return NULL;
+}
+
+/* The client that never reads: a detokenize of 20,000 ids every 50 ms. */
+static void *soak_mute(void *p) {
+    soak_arg *a = p;
+    void *ctx = zmq_ctx_new(), *s = zmq_socket(ctx, ZMQ_DEALER);
+    int one = 1, small = 4096, zero = 0;
+    zmq_setsockopt(s, ZMQ_RCVHWM, &one, sizeof one);
+    zmq_setsockopt(s, ZMQ_RCVBUF, &small, sizeof small);
+    zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_connect(s, a->o->endpoint);
+    sd_request q;
+    sd_request_init(&q, SD_OP_DETOKENIZE, 0);
+    q.n_tokens = 20000;
+    q.tokens = malloc(sizeof *q.tokens * (size_t)q.n_tokens);
+    for (int i = 0; q.tokens && i < q.n_tokens; i++) q.tokens[i] = 300 + i % 200;
+    while (q.tokens && sd_now_s() < a->end) {
+        q.id++;
+        char *buf;
+        size_t len;
+        if (sd_request_encode(&q, &buf, &len, NULL) == 0) {
+            zmq_send(s, buf, len, ZMQ_DONTWAIT);
+            free(buf);
+            a->requests++;
+        }
+        usleep(50000);
+    }
+    sd_request_free(&q);
+    zmq_close(s);
+    zmq_ctx_term(ctx);
+    return NULL;
+}
+
+static long soak_rss_kb(pid_t pid) {
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    long kb = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmRSS:", 6)) kb = atol(line + 6);
+    if (f) fclose(f);
+    return kb;
+}
+
+static int soak(opts *o, pid_t daemon, void *ctx) {
+    int n = o->clients;
+    double t0 = sd_now_s(), end = t0 + o->soak_s;
+    pthread_t *th = calloc((size_t)n + 1, sizeof *th);
+    soak_arg *args = calloc((size_t)n + 1, sizeof *args);
+    for (int i = 0; i <= n; i++) {
+        args[i] = (soak_arg){.o = o, .idx = i, .end = end};
+        pthread_create(&th[i], NULL, i < n ? soak_client : soak_mute, &args[i]);
+    }
+    void *s = sd_client_connect(ctx, o->endpoint, NULL);
+    int cap = (int)(o->soak_s * 60) + 16, np = 0, nr = 0;
+    double *pings = malloc(sizeof(double) * (size_t)cap);
+    long *rss = malloc(sizeof(long) * ((size_t)o->soak_s + 8));
+    sd_request q;
+    sd_request_init(&q, SD_OP_PING, 0);
+    double next_rss = t0;
+    while (sd_now_s() < end && np < cap) {
+        double a = sd_now_s();
+        q.id++;
+        sd_reply r;
+        if (send_req(s, &q) == 0 && recv_rep(s, &r, 5000) == 0) {
+            pings[np++] = (sd_now_s() - a) * 1e6;
+            sd_reply_free(&r);
+        }
+        if (a >= next_rss && nr < (int)o->soak_s + 8) { rss[nr++] = soak_rss_kb(daemon); next_rss += 1.0; }
+        usleep(20000);
+    }
+    zmq_close(s);
+    int req = 0, fin = 0, lost = 0, after = 0, err = 0, busy = 0, ab = 0, canc = 0;
+    for (int i = 0; i <= n; i++) {
+        pthread_join(th[i], NULL);
+        if (i == n) continue;
+        req += args[i].requests; fin += args[i].finals; lost += args[i].lost; after += args[i].after_final;
+        err += args[i].errors; busy += args[i].busy; ab += args[i].abandoned; canc += args[i].cancels;
+    }
+    long warm = nr > 4 ? rss[nr / 4] : rss[0], last = nr ? rss[nr - 1] : -1, peak = 0;
+    for (int i = nr / 4; i < nr; i++) if (rss[i] > peak) peak = rss[i];
+    printf("soak %.0f s, %d clients + 1 that never reads (%d detokenize requests unread):\n", o->soak_s, n,
+           args[n].requests);
+    printf("  requests %d (cancelled mid-stream %d, abandoned with their connection %d): finals %d, lost %d, "
+           "replies after a final %d, errors %d (busy %d)\n", req, canc, ab, fin, lost, after, err, busy);
+    printf("  ping every 20 ms: n=%d p50=%.1f us p99=%.1f us max=%.1f us\n", np, pct(pings, np, 0.5),
+           pct(pings, np, 0.99), pct(pings, np, 1.0));
+    printf("  daemon RSS: %ld kB at 1 s, %ld kB after the first quarter, %ld kB at the end, peak after the first "
+           "quarter %ld kB\n", rss[0], warm, last, peak);
+    bool ok = lost == 0 && after == 0 && req - ab == fin && peak - warm < 16 * 1024;
+    printf("  %s\n", ok ? "ok: every request ended with exactly one final reply, RSS flat"
+                        : "FAILED: lost or duplicated replies, or RSS grew by 16 MB or more");
+    free(pings);
+    free(rss);
+    free(th);
+    free(args);
+    return ok ? 0 : 1;
+}
+
 int main(int argc, char **argv) {
     opts o = {.pings = 10000, .runs = 30, .tokens = 100, .clients = 32, .requests = 4, .busy = 8,
               .prompt = "Once upon a time"};
@@ -396,6 +595,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--requests")) o.requests = atoi(v);
         else if (!strcmp(a, "--busy")) o.busy = atoi(v);
         else if (!strcmp(a, "--busy-only")) o.busy_only = atoi(v);
+        else if (!strcmp(a, "--soak")) o.soak_s = atof(v);
         else { fprintf(stderr, "ipc_bench: unknown option %s\n", a); return 2; }
     }
     if (o.pings < 1 || o.runs < 1 || o.tokens < 1 || o.clients < 1 || o.requests < 1 || o.busy < 1) {
@@ -413,6 +613,14 @@ int main(int argc, char **argv) {
     pid_t pid = start_daemon(&o);
     if (pid < 0) { fprintf(stderr, "ipc_bench: the daemon did not start\n"); rmdir(o.dir); return 1; }
     void *ctx = zmq_ctx_new();
+    if (o.soak_s > 0) {
+        int rc = soak(&o, pid, ctx);
+        zmq_ctx_term(ctx);
+        kill(pid, SIGTERM);
+        waitpid(pid, NULL, 0);
+        rmdir(o.dir);
+        return rc;
+    }
     if (!o.busy_only) {
         bench_ping(&o, ctx);
         bench_tokens(&o, ctx);
