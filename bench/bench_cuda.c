@@ -1,10 +1,13 @@
 /* CUDA matrix-vector throughput against the device's own copy bandwidth, in one run: for the projections of
  * an 8B-class layer (4096 x 4096, 1024 x 4096, 14336 x 4096, 4096 x 14336) and its classifier (32000 x 4096),
- * F16 and Q8_0, n = 1, 2, 4, 8, 9, 16, 32, 64 rows: microseconds per product, weight bytes read per second, and the
- * ratio to a device-to-device copy's (read + write) bandwidth measured beside it. Each matrix set is larger
- * than the L2 cache (the shapes are cycled), so the products stream from memory.
+ * in each weight type (default F16, Q8_0 and GGML's Q4_0, Q4_K, Q5_K, Q6_K), n = 1, 2, 4, 8, 9, 16, 32, 64
+ * rows: microseconds per product, weight bytes read per second, and the ratio to a device-to-device copy's
+ * (read + write) bandwidth measured beside it. Each matrix set is larger than the L2 cache (the shapes are
+ * cycled), so the products stream from memory. The activations stay the same across a loop, so the int8
+ * quantization of Q8_0's and the GGML types' inputs happens once (as for q/k/v or gate/up in a model);
+ * n > 16 is cuBLAS (GGML types: each product dequantizes its weights to F16 first).
  *
- *   build/bench_cuda [--reps N]          (prints "skipped: ..." without a CUDA device)
+ *   build/bench_cuda [--reps N] [--types f16,q8_0,q4_K,...]   (prints "skipped: ..." without a CUDA device)
  *
  * Built by `make build/bench_cuda`; run on a GPU machine by tools/gpu_check.sh (step "matvec"). */
 #include <stdint.h>
@@ -26,17 +29,36 @@ static uint32_t rnd(void) {
     return (uint32_t)(rng >> 32);
 }
 
-/* Host bytes of a rows x cols matrix with sane random values (no NaN/Inf) in type. */
+/* Byte offsets of the F16 scale fields (d, and dmin or m) in a block of a quantized type; -1: none. */
+static void scale_fields(int type, int off[2]) {
+    off[0] = 0;
+    off[1] = -1;
+    switch (type) {
+    case SD_Q4_1: case SD_Q5_1: case SD_Q4_K: case SD_Q5_K: off[1] = 2; break;
+    case SD_Q2_K: off[0] = 80; off[1] = 82; break;
+    case SD_Q3_K: off[0] = 108; break;
+    case SD_Q6_K: off[0] = 208; break;
+    default: break;
+    }
+}
+
+/* Host bytes of a rows x cols matrix with sane random values (no NaN/Inf) in type: random quants, scales
+ * of 2^-7 (the kernels' speed does not depend on the values). */
 static void *host_matrix(int type, int64_t rows, int64_t cols) {
     size_t bytes = sd_dtype_row_bytes(type, cols) * (size_t)rows;
     uint8_t *p = malloc(bytes);
     if (!p) return NULL;
     if (type == SD_F16) {
         for (size_t i = 0; i < bytes / 2; i++) ((uint16_t *)p)[i] = (uint16_t)(0x3000 | (rnd() & 0x83ff));
-    } else {
-        for (size_t i = 0; i < bytes; i++) p[i] = (uint8_t)rnd();
-        for (size_t b = 0; b < bytes / sizeof(sd_block_q8_0); b++) ((sd_block_q8_0 *)p)[b].d = 0x2000;
+        return p;
     }
+    for (size_t i = 0; i < bytes; i++) p[i] = (uint8_t)rnd();
+    size_t bb = sd_dtype_block_bytes(type);
+    int off[2];
+    scale_fields(type, off);
+    for (size_t b = 0; b < bytes / bb; b++)
+        for (int k = 0; k < 2; k++)
+            if (off[k] >= 0) memcpy(p + b * bb + off[k], &(uint16_t){0x2000}, 2);
     return p;
 }
 
@@ -65,13 +87,25 @@ static double copy_gbs(void) {
 }
 
 int main(int argc, char **argv) {
-    int reps = 20;
+    int reps = 20, types[16], n_types = 0;
+    const char *type_list = "f16,q8_0,q4_0,q4_K,q5_K,q6_K";
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--types") && i + 1 < argc) type_list = argv[++i];
         else {
-            fprintf(stderr, "usage: bench_cuda [--reps N]\n");
+            fprintf(stderr, "usage: bench_cuda [--reps N] [--types f16,q8_0,q4_K,...]\n");
             return 2;
         }
+    }
+    char list[256];
+    snprintf(list, sizeof list, "%s", type_list);
+    for (char *save = NULL, *t = strtok_r(list, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        int ty = sd_dtype_by_name(t);
+        if (ty < 0 || ty == SD_F32 || n_types == 16) {
+            fprintf(stderr, "bench_cuda: bad type '%s' in --types (f16, bf16, q8_0 or a GGML quantized type)\n", t);
+            return 2;
+        }
+        types[n_types++] = ty;
     }
     sd_backend *b = NULL;
     sd_err err = {{0}};
@@ -83,10 +117,9 @@ int main(int argc, char **argv) {
     printf("device %s; copy bandwidth (read + write) %.0f GB/s\n", b->device, copy);
     static const int64_t shapes[][2] = {{4096, 4096}, {1024, 4096}, {14336, 4096}, {4096, 14336}, {32000, 4096}};
     static const int ns[] = {1, 2, 4, 8, 9, 16, 32, 64};
-    const int types[] = {SD_F16, SD_Q8_0};
     enum { COPIES = 4 }; /* distinct matrices per shape, cycled, so repeated products miss the L2 */
-    printf("%-6s %-13s %3s %10s %9s %7s %9s\n", "type", "rows x cols", "n", "us", "GB/s", "copy%", "T(n)/T(1)");
-    for (int ti = 0; ti < 2; ti++)
+    printf("%-7s %-13s %3s %10s %9s %7s %9s\n", "type", "rows x cols", "n", "us", "GB/s", "copy%", "T(n)/T(1)");
+    for (int ti = 0; ti < n_types; ti++)
         for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++) {
             int64_t rows = shapes[si][0], cols = shapes[si][1];
             sd_tensor w[COPIES];
@@ -113,7 +146,7 @@ int main(int argc, char **argv) {
                 double us = (sd_now_s() - t0) / reps * 1e6;
                 if (n == 1) t1 = us;
                 double gbs = (double)sd_dtype_row_bytes(types[ti], cols) * (double)rows / us / 1e3;
-                printf("%-6s %5lld x %-5lld %3d %10.1f %9.0f %6.1f%% %9.2f\n", sd_dtype_name(types[ti]),
+                printf("%-7s %5lld x %-5lld %3d %10.1f %9.0f %6.1f%% %9.2f\n", sd_dtype_name(types[ti]),
                        (long long)rows, (long long)cols, n, us, gbs, copy > 0 ? 100.0 * gbs / copy : 0, us / t1);
             }
             for (int k = 0; k < COPIES; k++) {

@@ -7,6 +7,8 @@
 
 #include "kernels/backend.h"
 #include "kernels/quant.h"
+#include "kernels/quant_k.h"
+#include "kernels/quantize.h"
 #include "kernels/sample_ref.h"
 #include "model/model.h"
 #include "target/engine.h"
@@ -66,13 +68,16 @@ static double max_rel_err(const float *a, const float *b, size_t n) {
  * every backend approximates. */
 static void exact_matmul(const sd_tensor *t, const float *x, int n, double *out) {
     size_t rb = sd_dtype_row_bytes(t->type, t->cols);
-    for (int j = 0; j < n; j++)
-        for (int64_t r = 0; r < t->rows; r++) {
+    float *wr = malloc(sizeof(float) * (size_t)t->cols);
+    for (int64_t r = 0; r < t->rows; r++) {
+        sd_dequant_row(t->type, (const char *)t->host + (size_t)r * rb, wr, t->cols);
+        for (int j = 0; j < n; j++) {
             double s = 0;
-            for (int64_t c = 0; c < t->cols; c++)
-                s += (double)sd_row_get(t->type, (const char *)t->host + (size_t)r * rb, c) * x[(size_t)j * t->cols + c];
+            for (int64_t c = 0; c < t->cols; c++) s += (double)wr[c] * x[(size_t)j * t->cols + c];
             out[(size_t)j * t->rows + r] = s;
         }
+    }
+    free(wr);
 }
 
 static double max_rel_err_d(const float *a, const double *ref, size_t n) {
@@ -131,6 +136,92 @@ static void test_matmul_all_types(void) {
                 cpu->free_weight(cpu, &tc); gpu->free_weight(gpu, &tg);
                 free(x); free(oc); free(og); free(w); free(ref);
             }
+    CHECK(!gpu->failed);
+}
+
+static const int quant_types[] = {SD_Q4_0, SD_Q4_1, SD_Q5_0, SD_Q5_1, SD_Q2_K, SD_Q3_K,
+                                  SD_Q4_K, SD_Q5_K, SD_Q6_K, SD_IQ4_NL, SD_IQ4_XS};
+#define N_QUANT_TYPES (sizeof quant_types / sizeof *quant_types)
+
+/* Random weights quantized to a GGML type by the project's quantizer (every scale field sane). */
+static void *make_quant_weights(int type, int64_t rows, int64_t cols) {
+    size_t rb = sd_dtype_row_bytes(type, cols);
+    uint8_t *p = malloc(rb * (size_t)rows);
+    float *row = malloc(sizeof(float) * (size_t)cols);
+    for (int64_t r = 0; r < rows; r++) {
+        for (int64_t c = 0; c < cols; c++) row[c] = frand() * (1.0f + (float)(c % 7)); /* uneven sub-blocks */
+        if (sd_quantize_row(type, row, p + (size_t)r * rb, cols) != 0) {
+            free(p);
+            p = NULL;
+            break;
+        }
+    }
+    free(row);
+    return p;
+}
+
+/* x rounded through the int8 activations the quantized kernels use (per block of 32, as sd_quant_act_q8). */
+static void quantized_activations(const float *x, int64_t count, float *xr) {
+    int8_t *q = malloc((size_t)count);
+    float *d = malloc(sizeof(float) * (size_t)(count / 32));
+    int32_t *sums = malloc(sizeof(int32_t) * (size_t)(count / 32));
+    sd_quant_act_q8(x, count, q, d, sums);
+    for (int64_t i = 0; i < count; i++) xr[i] = d[i / 32] * (float)q[i];
+    free(q); free(d); free(sums);
+}
+
+/* GGML's quantized types (matmul_q.cu) for n = 1..17 and past: the matrix-vector kernels (n <= 16) decode
+ * the blocks in registers and multiply int8 activations exactly (dp4a), so against the exact product of
+ * the dequantized weights with the int8-rounded activations only float summation differs (2e-5 of the
+ * largest output), and against the exact product with the F32 activations the activation rounding shows
+ * (up to amax / 254 per element, as for Q8_0: 2e-2). n > 16 dequantizes to F16 for cuBLAS with F16
+ * activations (2^-11 relative per weight and activation: 4e-3 of the exact product). Also checks that the
+ * rows of an n-row product are bitwise the one-row products (a verify block equals single steps). */
+static void test_matmul_quant_types(void) {
+    if (!gpu) SKIP("%s", no_gpu_reason);
+    const int64_t shapes[][2] = {{37, 256}, {70, 768}, {300, 4096}};
+    size_t n_shapes = quick ? 2 : 3;
+    for (size_t ti = 0; ti < N_QUANT_TYPES; ti++)
+        for (size_t si = 0; si < n_shapes; si++) {
+            int type = quant_types[ti];
+            int64_t rows = shapes[si][0], cols = shapes[si][1];
+            void *w = make_quant_weights(type, rows, cols);
+            REQUIRE(w);
+            sd_tensor tc = {.type = type, .cols = cols, .rows = rows, .host = w, .name = "w"}, tg = tc;
+            REQUIRE(gpu->upload_weight(gpu, &tg, NULL) == 0);
+            const int nmax = 40;
+            size_t nx = (size_t)nmax * cols, no = (size_t)nmax * rows;
+            float *x = malloc(nx * 4), *xr = malloc(nx * 4), *og = malloc(no * 4), *one = malloc((size_t)rows * 4);
+            double *ref = malloc(no * sizeof(double)), *refq = malloc(no * sizeof(double));
+            for (size_t i = 0; i < nx; i++) x[i] = frand();
+            quantized_activations(x, (int64_t)nx, xr);
+            exact_matmul(&tc, x, nmax, ref);
+            exact_matmul(&tc, xr, nmax, refq);
+            float *xg = dev_copy(gpu, x, nx), *dg = gpu->alloc(gpu, no, NULL);
+            int bitwise_bad = 0;
+            for (int n = 1; n <= nmax; n += n < 17 ? 1 : 23) {
+                if (quick && si == 1 && n > 2 && n != 9 && n != 16 && n != 17) continue;
+                gpu->matmul(gpu, dg, &tg, xg, n);
+                gpu->to_host(gpu, og, dg, (size_t)n * rows);
+                double e = max_rel_err_d(og, ref, (size_t)n * rows);
+                CHECKF(e <= (n <= 16 ? 2e-2 : 4e-3), "%s %lldx%lld n %d: rel err %g against the exact product",
+                       sd_dtype_name(type), (long long)rows, (long long)cols, n, e);
+                if (n <= 16) {
+                    double eq = max_rel_err_d(og, refq, (size_t)n * rows);
+                    CHECKF(eq <= 2e-5, "%s %lldx%lld n %d: rel err %g against the int8-activation product",
+                           sd_dtype_name(type), (long long)rows, (long long)cols, n, eq);
+                    for (int j = 1; j < n; j += quick ? 7 : 1) { /* row 0 is the n = 1 case itself */
+                        gpu->matmul(gpu, dg, &tg, xg + (size_t)j * cols, 1);
+                        gpu->to_host(gpu, one, dg, (size_t)rows);
+                        if (memcmp(one, og + (size_t)j * rows, sizeof(float) * (size_t)rows)) bitwise_bad++;
+                    }
+                }
+            }
+            CHECKF(bitwise_bad == 0, "%s %lldx%lld: %d rows of n-row products differ from one-row products",
+                   sd_dtype_name(type), (long long)rows, (long long)cols, bitwise_bad);
+            gpu->release(gpu, xg); gpu->release(gpu, dg); gpu->free_weight(gpu, &tg);
+            free(x); free(xr); free(og); free(one); free(ref); free(refq); free(w);
+        }
     CHECK(!gpu->failed);
 }
 
@@ -507,11 +598,11 @@ static int g_draft_max = 4;
 static int gen_cap(void) { return quick ? 16 : 60; }
 
 /* The GGML quantized types on the GPU (matmul_q.cu: the weights stay in the file's blocks): llama.cpp's own
- * files of the shared base model, each type and the _M mixes, logits of a 20-token prefill (a chunk of 16
- * rows and one of 4) and 4 decode steps against the CPU backend. Both multiply the same weights, but the
- * CPU quantizes the activations to 8 bits per block of 32 (as llama.cpp does; kernels/cpu/quant_tmpl.h)
- * while matmul_q.cu keeps them F32: logits may differ by that quantization, a few percent of their RMS
- * (tests/test_quant.c measures 0.2-0.27 against a float64 reference on these files, RMS ~4.8), so within
+ * files of the shared base model, each type and the _M mixes, logits of a 20-token prefill and 4 decode
+ * steps against the CPU backend. Both multiply the same weights; decode steps quantize the activations to
+ * 8 bits per block of 32 on both (kernels/cpu/quant_tmpl.h, matmul_q.cu), but the GPU's prefill (n > 16)
+ * multiplies F16 weights and activations in cuBLAS, and the difference carries into the steps through the
+ * KV cache: logits may differ by the activation quantization, a few percent of their RMS (tests/test_quant.c measures 0.2-0.27 against a float64 reference on these files, RMS ~4.8), so within
  * 10% of the RMS (Q8_ACT_TOL), and the greedy pick equal where the CPU's top-two margin exceeds twice that.
  * --device auto keeps such a model on the GPU. */
 #define Q8_ACT_TOL 0.1
@@ -815,6 +906,7 @@ int main(void) {
            gpu && quick ? " (small shapes; SPECD_EMU_FULL=1 runs the full sweep)" : "");
     RUN(test_matmul_all_types);
     RUN(test_matmul_rows_bitwise);
+    RUN(test_matmul_quant_types);
     RUN(test_matmul_large_activations);
     RUN(test_injected_fault_ends_request);
     RUN(test_row_ops);

@@ -7,14 +7,16 @@
 #   test      tests/test_cuda (kernels against the CPU backend, forward logits, graphs, OOM)
 #   agree     greedy CPU vs CUDA on a synthetic model with a 300-token prompt (cuBLAS prefill path)
 #   sanitize  compute-sanitizer memcheck, racecheck and synccheck on one speculative sampled generation
-#   models    an 8-layer slice of the 8B preset, F16 and Q8_0, with its draft (mkmodel on the machine)
-#   matvec    bench_cuda: matrix-vector kernels against the device's copy bandwidth (8B shapes, n = 1..16)
-#   decode    plain decode bandwidth, F16 and Q8_0, CUDA graphs on and off
+#   models    an 8-layer slice of the 8B preset, F16 and Q8_0, with its draft (mkmodel on the machine), and
+#             the F16 slice quantized to Q4_K_M (specd quantize: Q4_K with Q6_K for some v/down and the output)
+#   matvec    bench_cuda: matrix-vector kernels against the device's copy bandwidth (8B shapes, n = 1..64;
+#             F16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K)
+#   decode    plain decode bandwidth, F16 and Q8_0 with CUDA graphs on and off, Q4_K_M with graphs on
 #   prefill   a ~4000-token prompt on the F16 slice (cuBLAS GEMMs, tiled attention): prefill tokens/s
 #   verify    the verify cost curve T(k+1)/T(1) for k = 1, 2, 4, 7, 8 (specd bench --sweep)
 #   batch     continuous batching: aggregate tokens/s and latency at 1, 4, 8, 16 concurrent (specd bench --concurrency)
 #   longctx   decode with a 4096- and a 32768-position cache (the split-attention plan)
-#   profile   ncu: time and DRAM bytes of every kernel of one decode step (F16 and Q8_0 slices, graphs off)
+#   profile   ncu: time and DRAM bytes of every kernel of one decode step (F16, Q8_0, Q4_K_M slices, graphs off)
 #   sass      SASS facts of the CUDA kernels in specd: shared atomics (ATOMS), local memory (LDL/STL)
 # Binaries come from .gpu/ (tools/gpu_prep.sh, run where the project builds) or else build/gpu/.
 set -uo pipefail
@@ -64,7 +66,7 @@ step() {
   printf '%-9s %-8s %4ss  %s\n' "$name" "$st" $((SECONDS - t0)) "$(grep -E '^(ok|FAIL|skipped)|passed|GB/s|ERROR SUMMARY|error' "$log" | tail -1 | cut -c1-120)" | tee -a "$SUM"
 }
 
-G_F16=$W/t8b-f16.gguf; D_F16=$W/d8b-f16.gguf; G_Q8=$W/t8b-q8_0.gguf; D_Q8=$W/d8b-q8_0.gguf
+G_F16=$W/t8b-f16.gguf; D_F16=$W/d8b-f16.gguf; G_Q8=$W/t8b-q8_0.gguf; D_Q8=$W/d8b-q8_0.gguf; G_Q4=$W/t8b-q4_k_m.gguf
 TINY=$SH/models/aidreams260K.gguf; TINYD=$SH/models/aidreams-draft.gguf
 LONGP=$(for i in $(seq 1 60); do printf 'the quick brown fox jumps '; done)
 
@@ -88,7 +90,8 @@ done
 
 step models 150 "set -e; nproc; \
   $SPECD mkmodel --preset 8b --layers 8 --ctx 32768 --type f16 -o $G_F16 --pair $D_F16; \
-  $SPECD mkmodel --preset 8b --layers 8 --ctx 32768 --type q8_0 -o $G_Q8 --pair $D_Q8; ls -la $W"
+  $SPECD mkmodel --preset 8b --layers 8 --ctx 32768 --type q8_0 -o $G_Q8 --pair $D_Q8; \
+  $SPECD quantize $G_F16 $G_Q4 q4_k_m -q; ls -la $W"
 
 step matvec 90 "$BIN/bench_cuda; echo '== SPECD_CUDA_TC=1 (tensor cores)'; \
   SPECD_CUDA_TC=1 $BIN/bench_cuda | grep -E '^f16'"
@@ -101,6 +104,10 @@ for m in "$G_F16" "$G_Q8"; do
       2>&1 >/dev/null | sed 's|^|$(basename "$m") graphs=$g: |'"
   done
 done
+step decode 60 "$SPECD generate -m $G_Q4 -p 'Once upon a time' -n 256 --plain --device cuda --ctx 4096 \
+  2>&1 >/dev/null | sed 's|^|$(basename "$G_Q4") graphs=1: |'"
+step prefill 60 "$SPECD generate -m $G_Q4 -p '$(for i in $(seq 1 100); do printf 'alpha beta gamma delta epsilon '; done)' \
+  -n 4 --plain --device cuda --ctx 8192 2>&1 >/dev/null | grep -E 'prompt tokens|backend' | sed 's|^|prefill Q4_K_M slice: |'"
 
 LONG4K=$(for i in $(seq 1 260); do printf 'alpha beta gamma delta epsilon '; done)
 step prefill 60 "$SPECD generate -m $G_F16 -p '$LONG4K' -n 4 --plain --device cuda --ctx 8192 2>&1 >/dev/null \
@@ -138,7 +145,7 @@ print("%-60s %5s %9s %9s %8s" % ("kernel","count","us","MB read","GB/s"))
 for n,a in sorted(agg.items(), key=lambda x:-x[1][1]):
   print("%-60s %5d %9.1f %9.2f %8.0f" % (n,a[0],a[1]/1e3,a[2]/1e6,a[2]/a[1] if a[1] else 0))
 print("total %d kernels %.1f us, %.1f MB read, %.0f GB/s" % (sum(a[0] for a in agg.values()), tt/1e3, tb/1e6, tb/tt if tt else 0))'
-for m in "$G_F16" "$G_Q8"; do
+for m in "$G_F16" "$G_Q8" "$G_Q4"; do
   step profile 90 "SPECD_CUDA_GRAPHS=0 ncu --clock-control none --launch-skip 420 --launch-count 150 \
     --metrics gpu__time_duration.sum,dram__bytes_read.sum --csv $SPECD generate -m $m -p 'Once upon a time' -n 6 \
     --plain --device cuda --ctx 4096 > $W/prof.csv 2>/dev/null; python3 -c '$PROF_PY' $W/prof.csv | sed 's|^|$(basename "$m"): |'"

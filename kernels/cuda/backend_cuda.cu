@@ -218,6 +218,8 @@ static int c_upload_weight(sd_backend *b, sd_tensor *t, sd_err *err) {
         return 0;
     }
     size_t bytes = sd_dtype_row_bytes(t->type, t->cols) * (size_t)t->rows;
+    if (sd_quant_block(t->type) && t->rows > 1 && t->cols % 32 == 0 && cuda_q8_reserve(c, t->cols))
+        return oom(c, err, (size_t)t->cols * MV_MAX_N * 2, "int8 activation buffers");
     void *d = dev_alloc(b, bytes, MEM_WEIGHTS, name, err);
     if (!d) return -1;
     CUDA_CK(c, cudaMemcpyAsync(d, t->host, bytes, cudaMemcpyHostToDevice, c->stream));
@@ -409,6 +411,7 @@ static void c_destroy(sd_backend *b) {
     cudaFree(cb->c.step_dev);
     cudaFreeHost(cb->c.step_host);
     if (cb->c.scratch) cudaFree(cb->c.scratch);
+    if (cb->c.deq) cudaFree(cb->c.deq);
     cuda_attention_free(&cb->c);
     cudaFree(cb->c.q8_x);
     cudaFree(cb->c.q8_d);

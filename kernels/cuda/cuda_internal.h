@@ -11,6 +11,7 @@ extern "C" {
 }
 #include "kernels/quant.h"
 #include "kernels/quant_k.h"
+#include "kernels/cuda/qdecode.h"
 
 typedef struct cuda_ctx {
     sd_backend *owner;    /* whose sticky error a failure sets */
@@ -20,6 +21,8 @@ typedef struct cuda_ctx {
     size_t bytes_weights, bytes_kv, bytes_work;
     void *scratch;        /* activations converted to F16/BF16 for cuBLAS */
     size_t scratch_bytes;
+    void *deq;            /* a tile of quantized weights dequantized to F16 for cuBLAS (matmul_q.cu) */
+    size_t deq_bytes;
     char name[256];
     /* Step capture (CUDA graphs): while a step is recorded or replayed, kernels read the step's first
      * position and token ids from device memory (step_dev), so one recorded graph serves every step
@@ -55,6 +58,7 @@ typedef struct cuda_ctx {
 #define SD_CUDA_STEP_MAX 16 /* steps of at most this many tokens are captured as graphs: the largest
                                verify block (draft_max 15 + 1) and small batches */
 #define MV_MAX_N 16         /* matmul: up to this many rows read the weights once (matvec kernels) */
+#define MQ_THREADS 128      /* threads of a quantized-type matrix-vector block (matmul_q.cu) */
 #define TC_MAX_N 64         /* F16/BF16 matmul: up to this many rows on tensor cores (matmul_tc.cu) */
 
 /* Records a failure in the sticky error (the first one wins) and logs it. */
@@ -78,16 +82,11 @@ __host__ __device__ static inline size_t q8_repacked_scales_offset(int64_t rows,
 }
 
 /* Element (r, c) of an uploaded weight as F32, any device type: the reference path (odd shapes, gathers).
- * Plain types convert as the CPU does (kernels/quant.h); only repacked Q8_0's layout is CUDA's own. */
+ * Plain types convert as the CPU does (kernels/quant.h), GGML blocks decode their element's group of 32
+ * (qdecode.h); only repacked Q8_0's layout is CUDA's own. */
 __device__ __forceinline__ float cuda_load_elem(const void *data, int type, int64_t rows, int64_t cols, int64_t r,
                                                 int64_t c) {
-    if (type != SD_Q8_0 && sd_quant_block(type)) { /* GGML blocks as in the file: unpack the element's block */
-        int qk = sd_quant_block(type), bb = sd_quant_block_bytes(type);
-        sd_qunpacked u;
-        sd_unpack_block(type, (const uint8_t *)data + ((size_t)r * (size_t)(cols / qk) + (size_t)(c / qk)) * bb, &u);
-        int i = (int)(c % qk);
-        return u.sc[i / 16] * (float)u.q[i] + u.off[i / 16];
-    }
+    if (type != SD_Q8_0 && sd_quant_block(type)) return qdec_load(data, type, cols, r, c);
     if (type == SD_Q8_0) {
         const int8_t *q = (const int8_t *)data;
         const uint16_t *s = (const uint16_t *)((const char *)data + q8_repacked_scales_offset(rows, cols));
@@ -96,6 +95,49 @@ __device__ __forceinline__ float cuda_load_elem(const void *data, int type, int6
     size_t row_bytes = (size_t)cols * (type == SD_F32 ? 4 : 2);
     return sd_row_get(type, (const char *)data + (size_t)r * row_bytes, c);
 }
+
+/* Matrix-vector kernels (matmul.cu, matmul_q.cu) keep R weight rows per group of lanes: enough to reuse each
+ * x load, few enough to keep blocks (and loads) plentiful. */
+template <int NC> struct mv_rows { static constexpr int R = NC <= 4 ? 2 : 4; };
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+/* The end of a matrix-vector kernel whose block splits into groups of `lpr` lanes (whole warps), group i
+ * holding rows row0 + i * R .. + R - 1: sums acc[R][NC] over each group's warps (in warp order, so a row's
+ * sum does not depend on NC) and writes out[j][row] for the rows that exist and j < n. */
+template <int NC, int R, int WARPS>
+__device__ __forceinline__ void mv_reduce_groups(float (&acc)[R][NC], float *out, int64_t rows, int64_t row0, int lpr,
+                                                 int n) {
+    __shared__ float part[WARPS][R * NC];
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, wpg = lpr / 32;
+#pragma unroll
+    for (int r = 0; r < R; r++)
+#pragma unroll
+        for (int j = 0; j < NC; j++) {
+            float s = warp_sum(acc[r][j]);
+            if (lane == 0) part[warp][r * NC + j] = s;
+        }
+    __syncthreads();
+    for (int i = threadIdx.x; i < WARPS / wpg * R * NC; i += blockDim.x) {
+        int grp = i / (R * NC), k = i % (R * NC), r = k / NC, j = k % NC;
+        float s = 0.0f;
+        for (int w = grp * wpg; w < (grp + 1) * wpg; w++) s += part[w][k];
+        int64_t row = row0 + (int64_t)grp * R + r;
+        if (row < rows && j < n) out[(int64_t)j * rows + row] = s;
+    }
+}
+
+/* The Q8_0 activation buffers (q8_x, q8_d) hold x[n][cols] quantized per block of 32 (k_quant_act_q8) after
+ * this; it does nothing when they hold them already. False on failure (sticky error set). */
+bool cuda_q8_act(cuda_ctx *c, const float *x, int n, int64_t cols);
+/* F16 cuBLAS products (matmul.cu): x[n][cols] to F16 in the scratch buffer (scaled into F16's range; the
+ * factor lives on the device), then outᵀ[rows][n] (leading dimension ldo) = W(F16, rows×cols) · xᵀ. */
+const void *cuda_gemm_f16_input(cuda_ctx *c, const float *x, int n, int64_t cols);
+void cuda_gemm_f16(cuda_ctx *c, float *out, int64_t ldo, const void *W, int64_t rows, int64_t cols, const void *xs,
+                   int n);
 
 void cuda_matmul(cuda_ctx *c, float *out, const sd_tensor *w, const float *x, int n);
 /* Weights in GGML's other quantized types (matmul_q.cu), any n; false when w is not of those types. */

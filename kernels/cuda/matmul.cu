@@ -16,34 +16,10 @@
 
 #define MV_WARPS 4
 
-/* Rows per block: enough to reuse each x load, few enough to keep blocks (and loads) plentiful. */
-template <int NC> struct mv_rows { static constexpr int R = NC <= 4 ? 2 : 4; };
-
-__device__ __forceinline__ float warp_sum(float v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-
 /* Sums acc[R][NC] over the block's warps and writes out[j][row0 + r] for the rows that exist. */
 template <int NC, int R>
 __device__ __forceinline__ void mv_reduce(float (&acc)[R][NC], float *out, int64_t rows, int64_t row0) {
-    __shared__ float part[MV_WARPS][R * NC];
-    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-#pragma unroll
-    for (int r = 0; r < R; r++)
-#pragma unroll
-        for (int j = 0; j < NC; j++) {
-            float s = warp_sum(acc[r][j]);
-            if (lane == 0) part[warp][r * NC + j] = s;
-        }
-    __syncthreads();
-    for (int i = threadIdx.x; i < R * NC; i += blockDim.x) {
-        float s = 0.0f;
-#pragma unroll
-        for (int w = 0; w < MV_WARPS; w++) s += part[w][i];
-        int r = i / NC, j = i % NC;
-        if (row0 + r < rows) out[(int64_t)j * rows + row0 + r] = s;
-    }
+    mv_reduce_groups<NC, R, MV_WARPS>(acc, out, rows, row0, MV_WARPS * 32, NC);
 }
 
 __device__ __forceinline__ float2 to_float2(__half2 h) { return __half22float2(h); }
@@ -92,7 +68,7 @@ __global__ void __launch_bounds__(MV_WARPS * 32) mv_16bit(const void *W, int64_t
 
 /* Activations for Q8_0 products: one warp per block of 32, bit for bit what sd_quant_act_q8 computes on
  * the CPU (the maximum is exact; the division and reciprocal are IEEE-rounded in both). */
-__global__ void k_quant_act_q8(int8_t *q, float *d, const float *x, int64_t blocks) {
+__global__ void __launch_bounds__(256) k_quant_act_q8(int8_t *q, float *d, const float *x, int64_t blocks) {
     int64_t b = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     int lane = threadIdx.x % 32;
     if (b >= blocks) return; /* whole warps leave together */
@@ -149,7 +125,7 @@ __global__ void __launch_bounds__(MV_WARPS * 32) mv_q8_0(const int8_t *Q, const 
 
 /* Any type, any alignment: one element at a time. Used for odd shapes (tiny test models). */
 template <int NC>
-__global__ void mv_generic(const void *W, int type, int64_t rows, int64_t cols, const float *x, float *out) {
+__global__ void __launch_bounds__(MV_WARPS * 32) mv_generic(const void *W, int type, int64_t rows, int64_t cols, const float *x, float *out) {
     int64_t row = (int64_t)blockIdx.x * MV_WARPS + threadIdx.x / 32;
     int lane = threadIdx.x % 32;
     if (row >= rows) return;
@@ -189,14 +165,7 @@ static void launch_mv(cuda_ctx *c, float *out, const sd_tensor *w, const float *
         break;
     case SD_Q8_0:
         if (aligned && cols % 32 == 0 && cols <= c->q8_cols && c->q8_x) {
-            if (!(c->q8_src == x && c->q8_n == NC && c->q8_src_cols == cols)) { /* not quantized already */
-                int64_t blocks = (int64_t)NC * cols / 32;
-                k_quant_act_q8<<<(unsigned)((blocks + 7) / 8), 256, 0, c->stream>>>(c->q8_x, c->q8_d, x, blocks);
-                if (!CUDA_LAUNCHED(c, "quantize activations")) return;
-                c->q8_src = x;
-                c->q8_n = NC;
-                c->q8_src_cols = cols;
-            }
+            if (!cuda_q8_act(c, x, NC, cols)) return;
             const __half *s = (const __half *)((const char *)w->data + q8_repacked_scales_offset(rows, cols));
             mv_q8_0<NC><<<grid, block, 0, c->stream>>>((const int8_t *)w->data, s, rows, cols, c->q8_x, c->q8_d,
                                                        out);
@@ -221,6 +190,17 @@ static void matvec_small(cuda_ctx *c, float *out, const sd_tensor *w, const floa
     k_mv[n](c, out, w, x);
 }
 
+bool cuda_q8_act(cuda_ctx *c, const float *x, int n, int64_t cols) {
+    if (c->q8_src == x && c->q8_n == n && c->q8_src_cols == cols) return true; /* quantized already */
+    int64_t blocks = (int64_t)n * cols / 32;
+    k_quant_act_q8<<<(unsigned)((blocks + 7) / 8), 256, 0, c->stream>>>(c->q8_x, c->q8_d, x, blocks);
+    if (!CUDA_LAUNCHED(c, "quantize activations")) return false;
+    c->q8_src = x;
+    c->q8_n = n;
+    c->q8_src_cols = cols;
+    return true;
+}
+
 static size_t q8_bytes(int64_t cols) { return (size_t)cols * MV_MAX_N + (size_t)cols / 32 * MV_MAX_N * sizeof(float); }
 
 /* Sizes the Q8_0 activation buffers for matrices of `cols` columns (called at upload, outside steps). */
@@ -242,7 +222,7 @@ int cuda_q8_reserve(cuda_ctx *c, int64_t cols) {
     return 0;
 }
 
-__global__ void k_f32_to_f16(__half *dst, const float *src, size_t count) {
+__global__ void __launch_bounds__(256) k_f32_to_f16(__half *dst, const float *src, size_t count) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < count) dst[i] = __float2half(src[i]);
 }
@@ -251,7 +231,7 @@ __global__ void k_f32_to_f16(__half *dst, const float *src, size_t count) {
  * (e.g. at w_down's input), so x is scaled by a power of two (exact) that brings its largest magnitude under
  * 2^15, and cuBLAS multiplies the result back through alpha, read from the device (no host round trip).
  * gs[0]: max |x| as float bits (non-negative floats order as their bits), gs[1]: alpha, gs[2]: beta (0). */
-__global__ void k_absmax(unsigned *gs, const float *x, size_t count) {
+__global__ void __launch_bounds__(256) k_absmax(unsigned *gs, const float *x, size_t count) {
     float m = 0.0f;
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < count; i += (size_t)gridDim.x * blockDim.x)
         m = fmaxf(m, fabsf(x[i]));
@@ -259,7 +239,7 @@ __global__ void k_absmax(unsigned *gs, const float *x, size_t count) {
     if (threadIdx.x % 32 == 0) atomicMax(gs, __float_as_uint(m));
 }
 
-__global__ void k_f32_to_f16_scaled(__half *dst, const float *src, size_t count, float *gs) {
+__global__ void __launch_bounds__(256) k_f32_to_f16_scaled(__half *dst, const float *src, size_t count, float *gs) {
     float amax = __uint_as_float(((const unsigned *)gs)[0]);
     int e = 0;
     if (amax > 32768.0f) frexpf(amax / 32768.0f, &e); /* 2^(e-1) <= amax / 2^15 < 2^e */
@@ -272,7 +252,7 @@ __global__ void k_f32_to_f16_scaled(__half *dst, const float *src, size_t count,
     }
 }
 
-__global__ void k_f32_to_bf16(__nv_bfloat16 *dst, const float *src, size_t count) {
+__global__ void __launch_bounds__(256) k_f32_to_bf16(__nv_bfloat16 *dst, const float *src, size_t count) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < count) dst[i] = __float2bfloat16(src[i]);
 }
@@ -296,43 +276,61 @@ static void *scratch(cuda_ctx *c, size_t bytes) {
 }
 
 /* cuBLAS in column-major terms: W (row-major rows×cols) is Wᵀ column-major with ld = cols, so
- * outᵀ (rows × n, ld = rows) = op_T(W) · xᵀ (cols × n, ld = cols). */
+ * outᵀ (rows × n, ld = ldo) = op_T(W) · xᵀ (cols × n, ld = cols). alpha and beta are device scalars
+ * (gemm_scal) for F16, whose input was scaled, and host ones otherwise. */
+static void gemm_ex(cuda_ctx *c, float *out, int64_t ldo, const void *W, cudaDataType_t t, int64_t rows,
+                    int64_t cols, const void *xs, int n) {
+    const float one = 1.0f, zero = 0.0f;
+    bool scaled = t == CUDA_R_16F;
+    if (scaled) cublasSetPointerMode(c->cublas, CUBLAS_POINTER_MODE_DEVICE);
+    cublasStatus_t st = cublasGemmEx(c->cublas, CUBLAS_OP_T, CUBLAS_OP_N, (int)rows, n, (int)cols,
+                                     scaled ? (const float *)c->gemm_scal + 1 : &one, W, t, (int)cols, xs, t,
+                                     (int)cols, scaled ? (const float *)c->gemm_scal + 2 : &zero, out, CUDA_R_32F,
+                                     (int)ldo, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    if (scaled) cublasSetPointerMode(c->cublas, CUBLAS_POINTER_MODE_HOST);
+    if (st != CUBLAS_STATUS_SUCCESS) {
+        char what[128];
+        snprintf(what, sizeof what, "cublasGemmEx (%lld x %lld, n %d): status %d", (long long)rows, (long long)cols,
+                 n, (int)st);
+        cuda_fail(c, cudaErrorUnknown, what, __FILE__, __LINE__);
+    }
+}
+
+const void *cuda_gemm_f16_input(cuda_ctx *c, const float *x, int n, int64_t cols) {
+    size_t count = (size_t)n * (size_t)cols;
+    __half *xs = (__half *)scratch(c, count * 2);
+    if (!xs) {
+        cuda_fail(c, cudaErrorMemoryAllocation, "cuBLAS input buffer", __FILE__, __LINE__);
+        return NULL;
+    }
+    CUDA_CK(c, cudaMemsetAsync(c->gemm_scal, 0, sizeof(unsigned), c->stream));
+    k_absmax<<<264, 256, 0, c->stream>>>((unsigned *)c->gemm_scal, x, count);
+    if (!CUDA_LAUNCHED(c, "absmax (F16 prefill)")) return NULL;
+    k_f32_to_f16_scaled<<<(unsigned)((count + 255) / 256), 256, 0, c->stream>>>(xs, x, count, c->gemm_scal);
+    return CUDA_LAUNCHED(c, "f32 to f16 (scaled)") ? xs : NULL;
+}
+
+void cuda_gemm_f16(cuda_ctx *c, float *out, int64_t ldo, const void *W, int64_t rows, int64_t cols, const void *xs,
+                   int n) {
+    gemm_ex(c, out, ldo, W, CUDA_R_16F, rows, cols, xs, n);
+}
+
+/* F16 and BF16 weights, n > MV_MAX_N; false for other types. */
 static bool gemm_cublas(cuda_ctx *c, float *out, const sd_tensor *w, const float *x, int n) {
-    cudaDataType_t t;
-    if (w->data_type == SD_F16) t = CUDA_R_16F;
-    else if (w->data_type == SD_BF16) t = CUDA_R_16BF;
-    else return false;
+    if (w->data_type == SD_F16) {
+        const void *xs = cuda_gemm_f16_input(c, x, n, w->cols);
+        if (xs) cuda_gemm_f16(c, out, w->rows, w->data, w->rows, w->cols, xs, n);
+        return true;
+    }
+    if (w->data_type != SD_BF16) return false;
     size_t count = (size_t)n * (size_t)w->cols;
-    void *xs = scratch(c, count * 2);
+    __nv_bfloat16 *xs = (__nv_bfloat16 *)scratch(c, count * 2);
     if (!xs) {
         cuda_fail(c, cudaErrorMemoryAllocation, "cuBLAS input buffer", __FILE__, __LINE__);
         return true;
     }
-    if (t == CUDA_R_16F) {
-        CUDA_CK(c, cudaMemsetAsync(c->gemm_scal, 0, sizeof(unsigned), c->stream));
-        k_absmax<<<264, 256, 0, c->stream>>>((unsigned *)c->gemm_scal, x, count);
-        if (!CUDA_LAUNCHED(c, "absmax (F16 prefill)")) return true;
-        k_f32_to_f16_scaled<<<(unsigned)((count + 255) / 256), 256, 0, c->stream>>>((__half *)xs, x, count,
-                                                                                   c->gemm_scal);
-        if (!CUDA_LAUNCHED(c, "f32 to f16 (scaled)")) return true;
-    } else {
-        k_f32_to_bf16<<<(unsigned)((count + 255) / 256), 256, 0, c->stream>>>((__nv_bfloat16 *)xs, x, count);
-        CUDA_LAUNCHED(c, "f32 to bf16");
-    }
-    const float one = 1.0f, zero = 0.0f;
-    bool scaled = t == CUDA_R_16F;
-    if (scaled) cublasSetPointerMode(c->cublas, CUBLAS_POINTER_MODE_DEVICE);
-    cublasStatus_t st = cublasGemmEx(c->cublas, CUBLAS_OP_T, CUBLAS_OP_N, (int)w->rows, n, (int)w->cols,
-                                     scaled ? (const float *)c->gemm_scal + 1 : &one, w->data, t, (int)w->cols, xs,
-                                     t, (int)w->cols, scaled ? (const float *)c->gemm_scal + 2 : &zero, out,
-                                     CUDA_R_32F, (int)w->rows, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
-    if (scaled) cublasSetPointerMode(c->cublas, CUBLAS_POINTER_MODE_HOST);
-    if (st != CUBLAS_STATUS_SUCCESS) {
-        char what[128];
-        snprintf(what, sizeof what, "cublasGemmEx (%lld x %lld, n %d): status %d", (long long)w->rows,
-                 (long long)w->cols, n, (int)st);
-        cuda_fail(c, cudaErrorUnknown, what, __FILE__, __LINE__);
-    }
+    k_f32_to_bf16<<<(unsigned)((count + 255) / 256), 256, 0, c->stream>>>(xs, x, count);
+    if (CUDA_LAUNCHED(c, "f32 to bf16")) gemm_ex(c, out, w->rows, w->data, CUDA_R_16BF, w->rows, w->cols, xs, n);
     return true;
 }
 
