@@ -133,14 +133,25 @@ static enum MHD_Result get_health(sd_gateway *g, struct MHD_Connection *c) {
               : send_text(c, 200, "application/json", "{\"status\":\"ok\"}");
 }
 
-static enum MHD_Result get_models(sd_gateway *g, struct MHD_Connection *c) {
+static void model_not_found(oai_error *e, const char *want, const char *have) {
+    oai_errorf(e, 404, "invalid_request_error", "model", "the model '%.100s' does not exist (this server has '%s')", want,
+               have);
+    snprintf(e->code, sizeof e->code, "model_not_found");
+}
+
+/* GET /v1/models (want NULL: the list) or /v1/models/{want} (the model object, or 404). */
+static enum MHD_Result get_models(sd_gateway *g, struct MHD_Connection *c, const char *want) {
     specd_client *cl;
     oai_error e;
     if (connect_daemon(g, &cl, &e)) return send_error(g, c, &e);
     const char *id = model_id(g, cl);
     release_daemon(g, cl, true);
-    json_t *j = json_pack("{s:s, s:[{s:s, s:s, s:i, s:s}]}", "object", "list", "data", "id", id, "object", "model",
-                          "created", 0, "owned_by", "specd");
+    if (want && strcmp(want, id)) {
+        model_not_found(&e, want, id);
+        return send_error(g, c, &e);
+    }
+    json_t *m = json_pack("{s:s, s:s, s:i, s:s}", "id", id, "object", "model", "created", 0, "owned_by", "specd");
+    json_t *j = want ? m : json_pack("{s:s, s:[o]}", "object", "list", "data", m);
     char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
     return send_json(c, 200, text);
@@ -321,9 +332,7 @@ static enum MHD_Result post_completion(sd_gateway *g, struct MHD_Connection *c, 
     }
     const char *model = model_id(g, cl);
     if (rq.model && model[0] && strcmp(rq.model, model)) {
-        oai_errorf(&e, 404, "invalid_request_error", "model", "the model '%.100s' does not exist (this server has '%s')",
-                   rq.model, model);
-        snprintf(e.code, sizeof e.code, "model_not_found");
+        model_not_found(&e, rq.model, model);
         release_daemon(g, cl, true);
         oai_request_free(&rq);
         return send_error(g, c, &e);
@@ -371,7 +380,8 @@ static enum MHD_Result route(sd_gateway *g, struct MHD_Connection *c, const char
         oai_errorf(&e, 413, "invalid_request_error", NULL, "the request body is larger than %zu bytes", g->max_body);
         return send_error(g, c, &e);
     }
-    if (!strcmp(url, "/v1/models") && get) return get_models(g, c);
+    if (!strcmp(url, "/v1/models") && get) return get_models(g, c, NULL);
+    if (!strncmp(url, "/v1/models/", 11) && get) return get_models(g, c, url + 11);
     if (!strcmp(url, "/metrics") && get) return get_metrics(g, c);
     if (!strcmp(url, "/v1/chat/completions") && post) return post_completion(g, c, OAI_CHAT, q);
     if (!strcmp(url, "/v1/completions") && post) return post_completion(g, c, OAI_COMPLETION, q);

@@ -7,7 +7,7 @@
  * cancelled. The gateway starts before the models load and
  * answers /health 503 until the daemon answers a ping.
  *
- * Endpoints: GET /health, GET /v1/models, POST /v1/chat/completions, POST /v1/completions (both with
+ * Endpoints: GET /health, GET /v1/models[/{id}], POST /v1/chat/completions, POST /v1/completions (both with
  * `stream`: SSE chunks ending `data: [DONE]`), GET /metrics (Prometheus text). Errors use OpenAI's shape
  * {"error": {"message", "type", "param", "code"}} and status codes. */
 #ifndef SD_GATEWAY_H

@@ -160,6 +160,38 @@ static int get_speculative(json_t *v, oai_request *r, oai_error *e) {
     return 0;
 }
 
+/* OpenAI fields specd does not implement, accepted at the value that asks for nothing (SDKs and agent
+ * frameworks send some of them explicitly, e.g. `frequency_penalty: 0`), refused with a 400 otherwise.
+ * -1 refused, 0 accepted, 1 not such a field. */
+static int neutral_field(const char *key, json_t *v, oai_kind kind, oai_error *e) {
+    static const struct {
+        const char *name;
+        char want; /* '0': the number 0; 'f': false; 'e': an empty object; 't': {"type": "text"}; '1': the number 1; 'b': any boolean */
+        bool chat_only, completion_only;
+    } k[] = {
+        {"presence_penalty", '0', 0, 0}, {"frequency_penalty", '0', 0, 0}, {"logprobs", 'f', 1, 0},
+        {"top_logprobs", '0', 1, 0}, {"logit_bias", 'e', 0, 0}, {"response_format", 't', 1, 0},
+        {"parallel_tool_calls", 'b', 1, 0}, {"store", 'f', 1, 0}, {"echo", 'f', 0, 1}, {"best_of", '1', 0, 1},
+    };
+    for (size_t i = 0; i < sizeof k / sizeof k[0]; i++) {
+        if (strcmp(key, k[i].name) || (k[i].chat_only && kind != OAI_CHAT) || (k[i].completion_only && kind != OAI_COMPLETION))
+            continue;
+        const json_t *type = json_object_get(v, "type");
+        bool ok = json_is_null(v) || (k[i].want == '0' && json_is_number(v) && json_number_value(v) == 0) ||
+                  (k[i].want == '1' && json_is_integer(v) && json_integer_value(v) == 1) ||
+                  (k[i].want == 'f' && json_is_false(v)) || (k[i].want == 'b' && json_is_boolean(v)) ||
+                  (k[i].want == 'e' && json_is_object(v) && json_object_size(v) == 0) ||
+                  (k[i].want == 't' && json_is_object(v) && json_object_size(v) == 1 && json_is_string(type) &&
+                   !strcmp(json_string_value(type), "text"));
+        if (ok) return 0;
+        static const char *const what[] = {"0", "false", "{}", "{\"type\": \"text\"}", "1", "a boolean"};
+        const char *w = what[strchr("0fet1b", k[i].want) - "0fet1b"];
+        oai_errorf(e, 400, "invalid_request_error", key, "'%s': not supported by specd (only %s or null)", key, w);
+        return -1;
+    }
+    return 1;
+}
+
 /* One top-level field; 1 when the name is not a field of this endpoint. */
 static int parse_field(const char *key, json_t *v, oai_request *r, oai_error *e) {
     specd_gen *g = &r->g;
@@ -229,7 +261,7 @@ static int parse_field(const char *key, json_t *v, oai_request *r, oai_error *e)
     if (!strcmp(key, "speculative")) return get_speculative(v, r, e);
     if (!strcmp(key, "tools") || !strcmp(key, "tool_choice") || !strcmp(key, "functions"))
         return bad(e, key, "tool calling is not supported yet%s", "");
-    return 1;
+    return neutral_field(key, v, r->kind, e);
 }
 
 int oai_parse(oai_kind kind, const char *body, size_t len, oai_request *r, oai_error *e) {

@@ -52,12 +52,24 @@ static void test_parse(void) {
         {OAI_COMPLETION, "{\"prompt\":\"x\",\"max_tokens\":0}", "max_tokens"},
         {OAI_COMPLETION, "{\"prompt\":\"x\",\"stream\":\"yes\"}", "stream"},
         {OAI_COMPLETION, "{}", "prompt"},
+        /* OpenAI fields specd does not implement: refused unless they ask for nothing */
+        {OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"frequency_penalty\":0.5}", "frequency_penalty"},
+        {OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logprobs\":true}", "logprobs"},
+        {OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{\"type\":\"json_object\"}}", "response_format"},
+        {OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logit_bias\":{\"5\":1}}", "logit_bias"},
+        {OAI_COMPLETION, "{\"prompt\":\"x\",\"best_of\":2}", "best_of"},
+        {OAI_COMPLETION, "{\"prompt\":\"x\",\"response_format\":{\"type\":\"text\"}}", "response_format"}, /* chat only */
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         int rc = parse(bad[i].kind, bad[i].body, &e);
         CHECKF(rc == -1 && e.status == 400 && !strcmp(e.param, bad[i].param), "%s: rc %d status %d param '%s' (%s)",
                bad[i].body, rc, e.status, e.param, e.message);
     }
+    const char *neutral = "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"frequency_penalty\":0,"
+                          "\"presence_penalty\":0.0,\"logprobs\":false,\"top_logprobs\":null,\"logit_bias\":{},"
+                          "\"response_format\":{\"type\":\"text\"},\"parallel_tool_calls\":true,\"store\":false}";
+    CHECKF(parse(OAI_CHAT, neutral, &e) == 0, "neutral values refused: %s", e.message);
+    CHECK(parse(OAI_COMPLETION, "{\"prompt\":\"x\",\"echo\":false,\"best_of\":1,\"frequency_penalty\":0}", &e) == 0);
     CHECK(parse(OAI_CHAT, "{\"messages\":", &e) == -1 && e.status == 400 && strstr(e.message, "not valid JSON"));
     CHECK(parse(OAI_CHAT, "[1]", &e) == -1 && e.status == 400);
     CHECK(parse(OAI_COMPLETION, "{\"prompt\":\"\xff\"}", &e) == -1 && e.status == 400); /* invalid UTF-8 */
@@ -298,6 +310,14 @@ static void test_http(void) {
     snprintf(args, sizeof args, "%s/v1/models", g.url);
     CHECK_EQ_INT(curl(&g, args, &out), 200);
     CHECK(out && strstr(out, "\"id\":\"aidreams260K.gguf\""));
+    free(out);
+    snprintf(args, sizeof args, "%s/v1/models/aidreams260K.gguf", g.url);
+    CHECK_EQ_INT(curl(&g, args, &out), 200);
+    CHECK(out && strstr(out, "\"object\":\"model\"") && !strstr(out, "\"list\""));
+    free(out);
+    snprintf(args, sizeof args, "%s/v1/models/gpt-4", g.url);
+    CHECK_EQ_INT(curl(&g, args, &out), 404);
+    CHECK(out && strstr(out, "model_not_found"));
     free(out);
 
     /* non-streaming chat = IPC chat (greedy), with usage and specd's counts */

@@ -9,9 +9,13 @@ const check = (cond, what) => { if (!cond) { failures.push(what); console.error(
 
 const models = await client.models.list();
 check(models.data.length === 1 && models.data[0].id === model, `models: ${JSON.stringify(models.data)}`);
+const one = await client.models.retrieve(model);
+check(one.id === model && one.object === "model", `models.retrieve: ${JSON.stringify(one)}`);
 
 const messages = [{ role: "user", content: "Once upon a time" }];
-const chat = await client.chat.completions.create({ model, messages, max_tokens: 12, temperature: 0 });
+// the neutral values of fields specd does not implement, as agent frameworks send them
+const chat = await client.chat.completions.create({ model, messages, max_tokens: 12, temperature: 0,
+                                                    presence_penalty: 0, frequency_penalty: 0, logprobs: false });
 const text = chat.choices[0].message.content;
 check(chat.object === "chat.completion" && text.length > 0, `chat: ${JSON.stringify(chat)}`);
 check(chat.usage.completion_tokens === 12 && chat.choices[0].finish_reason === "length", `usage ${JSON.stringify(chat.usage)}`);
