@@ -426,6 +426,9 @@ static void test_http(void) {
         "\x00{\"prompt\":[\"h\\u00e9\"],\"max_tokens\":null}",
         "\x01{\"messages\":[{\"role\":\"user\",\"content\":null,\"name\":\"n\"}],\"tools\":[]}",
         "\x01{\"messages\":[{\"role\":\"user\",\"content\":\"x\",\"tool_calls\":[]}]}",
+        "\x01{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"frequency_penalty\":0,\"logprobs\":false,"
+        "\"logit_bias\":{},\"response_format\":{\"type\":\"text\"},\"parallel_tool_calls\":true}",
+        "\x00{\"prompt\":\"x\",\"echo\":false,\"best_of\":1,\"presence_penalty\":0.0}",
     };
     for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++) add_seed(&s, bodies[i], 1, bodies[i] + 1, strlen(bodies[i] + 1));
     replay("http", fuzz_http, &s, 1500);
