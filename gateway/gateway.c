@@ -82,7 +82,8 @@ static int connect_daemon(sd_gateway *g, specd_client **out, oai_error *e) {
     *out = g->n_idle ? g->idle[--g->n_idle] : NULL;
     pthread_mutex_unlock(&g->lock);
     if (*out) return 0;
-    specd_options o = {.endpoint = g->endpoint, .connect_timeout_ms = 1000, .timeout_ms = 120000};
+    /* the ping proving the daemon answers may wait behind a busy engine turn on loaded CPUs: seconds, not 1 s */
+    specd_options o = {.endpoint = g->endpoint, .connect_timeout_ms = 5000, .timeout_ms = 120000};
     specd_error se;
     if (specd_connect(&o, out, &se) == 0) return 0;
     oai_errorf(e, 503, "service_unavailable", NULL, "the model is not ready: %s", se.message);
