@@ -227,7 +227,7 @@ static void cpu_matmul(sd_backend *b, float *out, const sd_tensor *w, const floa
     if (ti == SD_MM_Q8_0 || ti == SD_MM_QUANT) { /* integer kernels: activations quantized per block */
         size_t need = (size_t)n * (size_t)w->cols;
         if (need > im->xq_cap) {
-            int8_t *q = realloc(im->xq, need);
+            int8_t *q = realloc(im->xq, 2 * need); /* the levels, then (SD_MM_QUANT) their interleaved copy */
             float *d = q ? realloc(im->xd, need / SD_QK8_0 * sizeof(float)) : NULL;
             if (q) im->xq = q;
             if (d) im->xd = d;
@@ -243,7 +243,11 @@ static void cpu_matmul(sd_backend *b, float *out, const sd_tensor *w, const floa
         for (int i = 0; i < n; i++)
             sd_quant_act_q8(x + (size_t)i * w->cols, w->cols, im->xq + (size_t)i * w->cols,
                             im->xd + (size_t)i * (w->cols / SD_QK8_0), im->xs + (size_t)i * (w->cols / SD_QK8_0));
+        if (ti == SD_MM_QUANT)
+            for (int i = 0; i < n; i++)
+                sd_act_interleave(im->xq + (size_t)i * w->cols, w->cols, im->xq + need + (size_t)i * w->cols);
         t.job.xq = im->xq;
+        t.job.xqi = im->xq + need;
         t.job.xd = im->xd;
         t.job.xs = im->xs;
     }

@@ -66,6 +66,10 @@ TGT QI_AI qi qi_dot16(qi u, qi s, qi k) {
     return (qi){_mm_madd_epi16(_mm_maddubs_epi16(u.l, s.l), k.l), _mm_madd_epi16(_mm_maddubs_epi16(u.h, s.h), k.h)};
 }
 TGT QI_AI qi qi_dot(qi u, qi s) { return qi_dot16(u, s, qi_k16(1, 1)); }
+TGT QI_AI qi qi_dot_acc(qi acc, qi u, qi s) {
+    qi p = qi_dot(u, s);
+    return (qi){_mm_add_epi32(acc.l, p.l), _mm_add_epi32(acc.h, p.h)};
+}
 
 TGT QI_AI __m128i qi_sum4(__m128i s0, __m128i s1, __m128i s2, __m128i s3) {
     __m128i u01 = _mm_add_epi32(_mm_unpacklo_epi32(s0, s1), _mm_unpackhi_epi32(s0, s1));
@@ -83,6 +87,34 @@ TGT QI_AI qi qi_sum8(const qi s[8]) {
 
 TGT QI_AI __m256 qi_cvt(qi a) {
     return _mm256_cvtepi32_ps(_mm256_insertf128_si256(_mm256_castsi128_si256(a.l), a.h, 1));
+}
+
+TGT QI_AI qi qi_add32(qi a, qi b) { return QI_MAP2(add_epi32); }
+
+/* int16 lanes 2i and 2i + 1 (dword i) = byte 2i + odd of b (sign-extended). */
+TGT QI_AI qi qi_k16_pairs(__m128i b, int odd) {
+    __m128i v = _mm_shuffle_epi8(b, _mm_add_epi8(_mm_set_epi8(14, 14, 12, 12, 10, 10, 8, 8, 6, 6, 4, 4, 2, 2, 0, 0),
+                                                _mm_set1_epi8((char)odd)));
+    return (qi){_mm_cvtepi8_epi16(v), _mm_cvtepi8_epi16(_mm_srli_si128(v, 8))};
+}
+
+TGT QI_AI void qi_t4(__m128i *a0, __m128i *a1, __m128i *a2, __m128i *a3) {
+    __m128i t0 = _mm_unpacklo_epi32(*a0, *a1), t1 = _mm_unpackhi_epi32(*a0, *a1);
+    __m128i t2 = _mm_unpacklo_epi32(*a2, *a3), t3 = _mm_unpackhi_epi32(*a2, *a3);
+    *a0 = _mm_unpacklo_epi64(t0, t2), *a1 = _mm_unpackhi_epi64(t0, t2);
+    *a2 = _mm_unpacklo_epi64(t1, t3), *a3 = _mm_unpackhi_epi64(t1, t3);
+}
+
+/* Transposes the 8 x 8 matrix of dwords: dword k of m[v] becomes dword v of m[k]. */
+TGT QI_AI void qi_transpose8(qi m[8]) {
+    __m128i a[4] = {m[0].l, m[1].l, m[2].l, m[3].l}, b[4] = {m[4].l, m[5].l, m[6].l, m[7].l};
+    __m128i c[4] = {m[0].h, m[1].h, m[2].h, m[3].h}, d[4] = {m[4].h, m[5].h, m[6].h, m[7].h};
+    qi_t4(&a[0], &a[1], &a[2], &a[3]);
+    qi_t4(&b[0], &b[1], &b[2], &b[3]);
+    qi_t4(&c[0], &c[1], &c[2], &c[3]);
+    qi_t4(&d[0], &d[1], &d[2], &d[3]);
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) m[i] = (qi){a[i], b[i]}, m[i + 4] = (qi){c[i], d[i]};
 }
 
 /* The 8 bytes of v (byte 0 first) as 8 floats. */
@@ -128,11 +160,36 @@ TGT QI_AI qi qi_k16(int a, int b) { return _mm256_set_m128i(_mm_set1_epi16((shor
 TGT QI_AI qi qi_dot16(qi u, qi s, qi k) { return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), k); }
 #ifdef QI_VNNI
 TGT QI_AI qi qi_dot(qi u, qi s) { return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s); }
+TGT QI_AI qi qi_dot_acc(qi acc, qi u, qi s) { return _mm256_dpbusd_epi32(acc, u, s); }
 #else
 TGT QI_AI qi qi_dot(qi u, qi s) { return qi_dot16(u, s, _mm256_set1_epi16(1)); }
+TGT QI_AI qi qi_dot_acc(qi acc, qi u, qi s) { return _mm256_add_epi32(acc, qi_dot(u, s)); }
 #endif
 
 TGT QI_AI qi qi_sum8(const qi s[8]) { return v256_sum8x8_epi32(s); }
+TGT QI_AI qi qi_add32(qi a, qi b) { return _mm256_add_epi32(a, b); }
+
+TGT QI_AI qi qi_k16_pairs(__m128i b, int odd) {
+    __m128i v = _mm_shuffle_epi8(b, _mm_add_epi8(_mm_set_epi8(14, 14, 12, 12, 10, 10, 8, 8, 6, 6, 4, 4, 2, 2, 0, 0),
+                                                _mm_set1_epi8((char)odd)));
+    return _mm256_cvtepi8_epi16(v);
+}
+
+TGT QI_AI void qi_transpose8(qi m[8]) {
+    __m256i t[8], u[8];
+#pragma GCC unroll 2
+    for (int h = 0; h < 8; h += 4) {
+        t[h] = _mm256_unpacklo_epi32(m[h], m[h + 1]), t[h + 1] = _mm256_unpackhi_epi32(m[h], m[h + 1]);
+        t[h + 2] = _mm256_unpacklo_epi32(m[h + 2], m[h + 3]), t[h + 3] = _mm256_unpackhi_epi32(m[h + 2], m[h + 3]);
+        u[h] = _mm256_unpacklo_epi64(t[h], t[h + 2]), u[h + 1] = _mm256_unpackhi_epi64(t[h], t[h + 2]);
+        u[h + 2] = _mm256_unpacklo_epi64(t[h + 1], t[h + 3]), u[h + 3] = _mm256_unpackhi_epi64(t[h + 1], t[h + 3]);
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+        m[i] = _mm256_permute2x128_si256(u[i], u[i + 4], 0x20);
+        m[i + 4] = _mm256_permute2x128_si256(u[i], u[i + 4], 0x31);
+    }
+}
 TGT QI_AI __m256 qi_cvt(qi a) { return _mm256_cvtepi32_ps(a); }
 TGT QI_AI __m256 qi_u8x8_ps(uint64_t v) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)v))); }
 #endif

@@ -6,10 +6,11 @@
  * Work unit: a group of 256 columns, one K-quant super-block or 8 blocks of 32, which is 8 activation
  * blocks. A weight group is unpacked once (prep: the 32 weight bytes of each activation block as unsigned
  * magnitudes, their signs where the levels are signed, int16 scales for the types that scale per 16, and
- * 8 float lanes of scale d_w and of offset per activation block) and then dotted with up to QT activation
- * vectors (so the n-row product reads a weight block once for n <= QT). Per activation block an exact
- * int32 sum S (vpmaddubsw + vpmaddwd, or vpdpbusd), the 8 sums of a group in the 8 lanes of a vector,
- * then in float: acc += S * (d_w * d_x), plus, for the types with a minimum, (offset * d_x) times the
+ * 8 float lanes of scale d_w and of offset per activation block), transposed in 32-bit words so that the
+ * activations, interleaved the same way once per call (sd_act_interleave), meet it with one byte-dot per
+ * vector that adds to all 8 block sums, and then dotted with up to QT activation vectors (so the n-row
+ * product reads a weight block once for n <= QT). Per activation block an exact int32 sum S (vpmaddubsw +
+ * vpmaddwd, or vpdpbusd), the 8 sums of a group in the 8 lanes of a vector, then in float: acc += S * (d_w * d_x), plus, for the types with a minimum, (offset * d_x) times the
  * activation block's level sum (or, for Q2_K's per-16 minimums, an integer sum of min * x). Signed levels
  * take vpsignb: |w| times x with w's sign. Q4_0 and Q5_0 keep their levels unsigned (q + 8, q + 16) and
  * take 8 or 16 times the activation sum off in integers.
@@ -50,12 +51,16 @@ QI_AI int qmin(int t) {
 /* log2 of the integer offset of unsigned levels (Q4_0: q + 8, Q5_0: q + 16), 0 for none. */
 QI_AI int qzero_shift(int t) { return t == SD_Q4_0 ? 3 : t == SD_Q5_0 ? 4 : 0; }
 
+/* An unpacked group. Unpacked, w[c] and s[c] hold block c; a whole group is then transposed in dwords
+ * (qgrp_transpose), so that dword c of w[v] is dword v of block c: with the activations in the same
+ * order (sd_act_interleave), one byte-dot per vector adds to all 8 block sums at once, lane c holding
+ * block c's, and no per-activation reduction is needed. */
 typedef struct qgrp {
-    qi w[8];  /* per activation block: the 32 weight levels, unsigned or |level| */
+    qi w[8];  /* the weight levels, unsigned or |level| */
     qi s[8];  /* the signed levels (QK_S, QK_S16) */
-    qi k[8];  /* int16 scales per 16 (QK_S16, QK_U16) */
-    qi k2[8]; /* int16 minimums per 16 (QK_U16) */
-    __m256 dw, mw; /* per activation block: weight scale, offset (QM_XS, QM_DOT) */
+    qi k[2];  /* QK_S16, QK_U16: int16 scale of each block's first 16 columns (dwords 0-3), then last 16 */
+    qi k2[2]; /* QK_U16: the same for the minimums */
+    __m256 dw, mw; /* per block: weight scale, offset (QM_XS, QM_DOT) */
 } qgrp;
 
 /* The F16 at byte offset off of each of nb (<= 8) blocks bb bytes apart, as 8 floats (0 past nb). Packed
@@ -103,7 +108,6 @@ TGT QI_AI void prep_legacy(const uint8_t *p, int nb, const int t, qgrp *g) {
         case SD_IQ4_NL: {
             const sd_block_iq4_nl *x = (const sd_block_iq4_nl *)b;
             g->s[i] = qi_lut16(sd_iq4nl_values, qi_nib16(x->qs));
-            g->w[i] = qi_abs8(g->s[i]);
         } break;
         default: break;
         }
@@ -158,10 +162,10 @@ TGT QI_AI void prep_q6_K(const sd_block_q6_K *b, qgrp *g) {
         for (int s = 0; s < 4; s++) {
             int c = 4 * half + s;
             g->s[c] = qi_sub8(q[s], off);
-            g->w[c] = qi_abs8(g->s[c]);
-            g->k[c] = qi_k16(b->scales[2 * c], b->scales[2 * c + 1]);
         }
     }
+    __m128i sc = _mm_loadu_si128((const __m128i *)b->scales);
+    g->k[0] = qi_k16_pairs(sc, 0), g->k[1] = qi_k16_pairs(sc, 1);
 }
 
 /* Q3_K: Q2_K's order; the third bit of column l in sub-block c is bit c of hmask[l] (clear: minus 4). */
@@ -177,10 +181,12 @@ TGT QI_AI void prep_q3_K(const sd_block_q3_K *b, qgrp *g) {
             qi bit = qi_set8(1 << c);
             qi hi = qi_and(qi_cmpeq8(qi_and(hm, bit), bit), four);
             g->s[c] = qi_sub8(qi_or(qi_and(qi_srli16(v, 2 * s), three), hi), four);
-            g->w[c] = qi_abs8(g->s[c]);
-            g->k[c] = qi_k16(sd_q3k_scale(b->scales, 2 * c), sd_q3k_scale(b->scales, 2 * c + 1));
         }
     }
+    int8_t sc[16];
+    for (int k = 0; k < 16; k++) sc[k] = (int8_t)sd_q3k_scale(b->scales, k);
+    __m128i scv = _mm_loadu_si128((const __m128i *)sc);
+    g->k[0] = qi_k16_pairs(scv, 0), g->k[1] = qi_k16_pairs(scv, 1);
 }
 
 /* Q2_K: column l of sub-block c = 4 * half + s is bits [2s, 2s + 2) of qs[32 * half + l]; per 16 columns
@@ -195,10 +201,12 @@ TGT QI_AI void prep_q2_K(const sd_block_q2_K *b, qgrp *g) {
         for (int s = 0; s < 4; s++) {
             int c = 4 * half + s;
             g->w[c] = qi_and(qi_srli16(v, 2 * s), qi_set8(3));
-            g->k[c] = qi_k16(b->scales[2 * c] & 15, b->scales[2 * c + 1] & 15);
-            g->k2[c] = qi_k16(b->scales[2 * c] >> 4, b->scales[2 * c + 1] >> 4);
         }
     }
+    __m128i sm = _mm_loadu_si128((const __m128i *)b->scales), lo = _mm_set1_epi8(15);
+    __m128i sc = _mm_and_si128(sm, lo), mn = _mm_and_si128(_mm_srli_epi16(sm, 4), lo);
+    g->k[0] = qi_k16_pairs(sc, 0), g->k[1] = qi_k16_pairs(sc, 1);
+    g->k2[0] = qi_k16_pairs(mn, 0), g->k2[1] = qi_k16_pairs(mn, 1);
 }
 
 TGT QI_AI void prep_iq4_xs(const sd_block_iq4_xs *b, qgrp *g) {
@@ -207,7 +215,6 @@ TGT QI_AI void prep_iq4_xs(const sd_block_iq4_xs *b, qgrp *g) {
     for (int c = 0; c < 8; c++) {
         dw[c] = d * (float)sd_iq4xs_scale(b, c);
         g->s[c] = qi_lut16(sd_iq4nl_values, qi_nib16(b->qs + 16 * c));
-        g->w[c] = qi_abs8(g->s[c]);
     }
     g->dw = _mm256_loadu_ps(dw);
 }
@@ -230,25 +237,22 @@ TGT QI_AI void qprep(const uint8_t *p, int nb, const int t, qgrp *g) {
     }
 }
 
-/* ---- one unpacked group times one activation vector's nb blocks, into acc */
-TGT QI_AI void qdot(const qgrp *g, const int t, const int nb, const int8_t *xq, const float *xd, const int32_t *xs,
-                    __m256 *acc) {
-    qi s[8], m[8];
+/* A whole group unpacked and transposed (see qgrp); the magnitudes of signed levels taken after. */
+TGT QI_AI void qprep_t(const uint8_t *p, const int t, qgrp *g) {
+    qprep(p, 8, t, g);
+    if (qkind(t) == QK_S || qkind(t) == QK_S16) {
+        qi_transpose8(g->s);
 #pragma GCC unroll 8
-    for (int i = 0; i < 8; i++) {
-        s[i] = m[i] = qi_zero();
-        if (i >= nb) continue;
-        qi x = qi_load(xq + 32 * i);
-        switch (qkind(t)) {
-        case QK_U: s[i] = qi_dot(g->w[i], x); break;
-        case QK_S: s[i] = qi_dot(g->w[i], qi_sign8(x, g->s[i])); break;
-        case QK_S16: s[i] = qi_dot16(g->w[i], qi_sign8(x, g->s[i]), g->k[i]); break;
-        default: /* QK_U16 */
-            s[i] = qi_dot16(g->w[i], x, g->k[i]);
-            m[i] = qi_dot16(qi_set8(1), x, g->k2[i]);
-            break;
-        }
+        for (int v = 0; v < 8; v++) g->w[v] = qi_abs8(g->s[v]);
+    } else {
+        qi_transpose8(g->w);
     }
+}
+
+/* acc += the group's products from its exact block sums S (lane c: block c) and, for QM_DOT, the integer
+ * minimum sums M; xd, xs: the activation blocks' scales and level sums (nb of them). */
+TGT QI_AI void qfinish(const qgrp *g, const int t, const int nb, qi S, qi M, const float *xd, const int32_t *xs,
+                       __m256 *acc) {
     __m256 dx;
     qi sums;
     if (nb == 8) {
@@ -261,11 +265,44 @@ TGT QI_AI void qdot(const qgrp *g, const int t, const int nb, const int8_t *xq, 
         dx = _mm256_loadu_ps(d8);
         sums = qi_load(s8);
     }
-    qi S = qi_sum8(s);
     if (qzero_shift(t)) S = qi_sub32(S, qi_slli32(sums, qzero_shift(t)));
     *acc = _mm256_fmadd_ps(qi_cvt(S), _mm256_mul_ps(g->dw, dx), *acc);
     if (qmin(t) == QM_XS) *acc = _mm256_fmadd_ps(qi_cvt(sums), _mm256_mul_ps(g->mw, dx), *acc);
-    if (qmin(t) == QM_DOT) *acc = _mm256_fmadd_ps(qi_cvt(qi_sum8(m)), _mm256_mul_ps(g->mw, dx), *acc);
+    if (qmin(t) == QM_DOT) *acc = _mm256_fmadd_ps(qi_cvt(M), _mm256_mul_ps(g->mw, dx), *acc);
+}
+
+/* A transposed group times one activation vector's group in the same order (two sums: shorter chains). */
+TGT QI_AI void qdot_t(const qgrp *g, const int t, const int8_t *xq, const float *xd, const int32_t *xs, __m256 *acc) {
+    qi S[2] = {qi_zero(), qi_zero()}, M = qi_zero();
+#pragma GCC unroll 8
+    for (int v = 0; v < 8; v++) {
+        qi x = qi_load(xq + 32 * v);
+        switch (qkind(t)) {
+        case QK_U: S[v & 1] = qi_dot_acc(S[v & 1], g->w[v], x); break;
+        case QK_S: S[v & 1] = qi_dot_acc(S[v & 1], g->w[v], qi_sign8(x, g->s[v])); break;
+        case QK_S16: S[v & 1] = qi_add32(S[v & 1], qi_dot16(g->w[v], qi_sign8(x, g->s[v]), g->k[v / 4])); break;
+        default: /* QK_U16 */
+            S[v & 1] = qi_add32(S[v & 1], qi_dot16(g->w[v], x, g->k[v / 4]));
+            M = qi_add32(M, qi_dot16(qi_set8(1), x, g->k2[v / 4]));
+            break;
+        }
+    }
+    qfinish(g, t, 8, qi_add32(S[0], S[1]), M, xd, xs, acc);
+}
+
+/* A partial group (a 32-column type's last nb < 8 blocks of a row), not transposed, times one activation
+ * vector's blocks in their natural order: each block's partial sums reduced to one lane. */
+TGT QI_AI void qdot(const qgrp *g, const int t, const int nb, const int8_t *xq, const float *xd, const int32_t *xs,
+                    __m256 *acc) {
+    qi s[8];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) {
+        s[i] = qi_zero();
+        if (i >= nb) continue;
+        qi x = qi_load(xq + 32 * i);
+        s[i] = qkind(t) == QK_S ? qi_dot(qi_abs8(g->s[i]), qi_sign8(x, g->s[i])) : qi_dot(g->w[i], x);
+    }
+    qfinish(g, t, nb, qi_sum8(s), qi_zero(), xd, xs, acc);
 }
 
 /* Row r times activations [i0, i0 + nt) (nt <= QT): every group unpacked once and dotted with each of
@@ -279,13 +316,13 @@ TGT QI_AI void mmqk_tile(const sd_mm_job *j, int64_t r, int i0, const int nt, co
     for (int b = 0; b < nt; b++) acc[b] = _mm256_setzero_ps();
     for (int64_t gi = 0; gi < ngrp; gi++) {
         int nb = nblk - 8 * gi < 8 ? (int)(nblk - 8 * gi) : 8;
-        const int8_t *xq = j->xq + (int64_t)i0 * j->cols + 256 * gi;
+        const int8_t *xq = j->xqi + (int64_t)i0 * j->cols + 256 * gi;
         const float *xd = j->xd + (int64_t)i0 * nblk + 8 * gi;
         const int32_t *xs = j->xs + (int64_t)i0 * nblk + 8 * gi;
         if (nb == 8) {
-            qprep(row + (size_t)gi * gbytes, 8, t, &g);
-            for (int b = 0; b < nt; b++) qdot(&g, t, 8, xq + b * j->cols, xd + b * nblk, xs + b * nblk, &acc[b]);
-        } else {
+            qprep_t(row + (size_t)gi * gbytes, t, &g);
+            for (int b = 0; b < nt; b++) qdot_t(&g, t, xq + b * j->cols, xd + b * nblk, xs + b * nblk, &acc[b]);
+        } else if (sd_quant_block(t) == SD_QK) {
             qprep(row + (size_t)gi * gbytes, nb, t, &g);
             for (int b = 0; b < nt; b++) qdot(&g, t, nb, xq + b * j->cols, xd + b * nblk, xs + b * nblk, &acc[b]);
         }

@@ -30,9 +30,15 @@ typedef struct sd_mm_job {
     const float *xd;
     const int32_t *xs; /* the sum of each block of xq (n x cols/32), for kernels that make the weights
                         * unsigned (w + 128, Q4_0's q + 8) or have minimums, and take sum(x) terms back off */
+    const int8_t *xqi; /* SD_MM_QUANT: xq in groups of 256 interleaved by sd_act_interleave */
     int n;
     int type; /* sd_dtype of w: which block layout the SD_MM_QUANT kernel decodes */
 } sd_mm_job;
+
+/* The quantized activations of one vector (cols int8 levels) reordered for the SD_MM_QUANT kernels: in
+ * each whole group of 256 (8 blocks of 32), 32-bit word v of block k goes to word 8 * v + k, so one
+ * 32-byte load holds word v of all 8 blocks; columns past the last whole group stay in place. */
+void sd_act_interleave(const int8_t *xq, int64_t cols, int8_t *out);
 
 /* Computes rows [r0, r1) of a job. r0 is a multiple of SD_MM_ROW_ALIGN; a kernel groups rows only at
  * absolute multiples of its group size, so every output element is computed by the same instruction
