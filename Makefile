@@ -60,9 +60,11 @@ TEST_SRC   := $(wildcard tests/test_*.c)
 TEST_BIN   := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 
 .PHONY: all test demo bench clean deps san-test install fuzz soak
-# Keep object files of test programs (make would delete them as intermediates and print the rm last,
-# after the test summary that must close the run).
-.SECONDARY:
+# Keep object files of test programs and the emulation's generated sources (make would delete them as
+# intermediates and print the rm last, after the test summary that must close the run). Named, not a bare
+# .SECONDARY: that makes every target secondary, and a missing secondary object (a new source file) is then
+# not built when the library is newer than its source.
+.SECONDARY: $(TEST_BIN:=.o) $(patsubst %.cu,$(BUILD)/emu/%.cc,$(wildcard kernels/cuda/*.cu))
 all: deps $(BUILD)/specd $(BUILD)/specd-cli $(BENCH_BIN)
 
 # Installs what the build needs when it is missing (root: apt-get; otherwise print the command and stop).

@@ -23,8 +23,11 @@ __device__ __forceinline__ float qdot(const qgroup &w, const int (&x)[8], int xs
         s0 = __dp4a(w.q[k], x[k], s0);
         s1 = __dp4a(w.q[k + 4], x[k + 4], s1);
     }
-    float v = w.sc[0] * (float)s0 + w.sc[1] * (float)s1;
-    if (OFF) v += w.off[0] * (float)xs0 + w.off[1] * (float)xs1;
+    /* Explicit roundings: left to itself nvcc contracts these into FMAs differently in each <T, NC>
+     * instantiation, and the rows of an n-row product must equal the one-row product bit for bit (seen on
+     * the H200 for Q2_K). */
+    float v = __fmaf_rn(w.sc[1], (float)s1, __fmul_rn(w.sc[0], (float)s0));
+    if (OFF) v = __fmaf_rn(w.off[1], (float)xs1, __fmaf_rn(w.off[0], (float)xs0, v));
     return v;
 }
 
@@ -64,7 +67,7 @@ __global__ void __launch_bounds__(MQ_THREADS) mv_q(const uint8_t *W, int64_t row
                         xs1 = __dp4a(x[k + 4], 0x01010101, xs1);
                     }
 #pragma unroll
-                for (int r = 0; r < R; r++) acc[r][j] += dx * qdot<D::OFF>(w[r], x, xs0, xs1);
+                for (int r = 0; r < R; r++) acc[r][j] = __fmaf_rn(dx, qdot<D::OFF>(w[r], x, xs0, xs1), acc[r][j]);
             }
         }
     }
