@@ -161,6 +161,7 @@ int cmd_generate(int argc, char **argv) {
     int32_t *prompt = NULL;
     int n_prompt = 0, rc = 1;
     if (sd_engine_open(&o.cfg, &e, &err) != 0) goto out;
+    if (e->warning[0]) fprintf(stderr, "warning: %s\n", e->warning);
     if (sd_tok_encode(e->target->tok, o.prompt, strlen(o.prompt), SD_TOK_DEFAULT_SPECIALS, &prompt, &n_prompt,
                       &err) != 0)
         goto out;

@@ -22,6 +22,7 @@ void cmd_engine_config(const sd_optval *v, sd_engine_config *c) {
     c->n_threads = (int)v[SD_O_THREADS].i;
     c->device = v[SD_O_DEVICE].s;
     c->ctx = (int)v[SD_O_CTX].i;
+    c->kv_type = v[SD_O_KV_TYPE].s;
 }
 
 void cmd_gen_params(const sd_optval *v, sd_gen_params *p) {

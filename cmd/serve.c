@@ -181,6 +181,7 @@ int cmd_serve(int argc, char **argv) {
         return 1;
     }
     if (e->backend_note[0]) sd_log(SD_LOG_INFO, "%s", e->backend_note);
+    if (e->warning[0]) sd_log(SD_LOG_WARN, "%s", e->warning);
     char mem[512];
     sd_engine_memory_report(e, mem, sizeof mem);
     sd_log(SD_LOG_INFO, "%s", mem);

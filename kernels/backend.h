@@ -77,10 +77,11 @@ typedef struct sd_tensor {
     const char *name;  /* for error messages; may be NULL */
 } sd_tensor;
 
-/* One sequence's KV cache: for each layer, K and V of `ctx` positions × kv_dim floats. */
+/* One sequence's KV cache: for each layer, K and V of `ctx` positions × kv_dim elements of `type`. */
 typedef struct sd_kv {
     int n_layers, ctx, kv_dim;
-    void *k, *v; /* backend memory; layout is the backend's business */
+    sd_dtype type; /* SD_F16 (half the memory; attention converts as it reads) or SD_F32 */
+    void *k, *v;   /* backend memory; layout is the backend's business */
 } sd_kv;
 
 /* Sampling filters as the backends see them (target/sampler.h's sd_sampling converts to this). */
@@ -117,7 +118,8 @@ struct sd_backend {
     void (*free_weight)(sd_backend *b, sd_tensor *t);
     void (*to_host)(sd_backend *b, float *dst, const float *src, size_t n_floats);
     void (*from_host)(sd_backend *b, float *dst, const float *src, size_t n_floats);
-    int (*kv_alloc)(sd_backend *b, sd_kv *kv, int n_layers, int ctx, int kv_dim, sd_err *err);
+    /* type: SD_F16 or SD_F32 (others fail, naming the type). */
+    int (*kv_alloc)(sd_backend *b, sd_kv *kv, int n_layers, int ctx, int kv_dim, sd_dtype type, sd_err *err);
     void (*kv_free)(sd_backend *b, sd_kv *kv);
     void (*sync)(sd_backend *b);
     /* Optional (NULL when unsupported): step graphs, so a small model's many tiny kernels cost one launch.
@@ -168,7 +170,8 @@ struct sd_backend {
      * n_rot/2 floats, already including any rope scaling). neox: pairs (j, j+n_rot/2); else (2j, 2j+1). */
     void (*rope)(sd_backend *b, float *x, int n, int n_heads, int head_dim, int n_rot, int pos0,
                  const float *inv_freq, bool neox);
-    /* Writes K and V ([n][kv_dim] each) of positions pos0..pos0+n-1 of one layer into the cache. */
+    /* Writes K and V ([n][kv_dim] F32 each) of positions pos0..pos0+n-1 of one layer into the cache,
+     * converted to the cache's type (F16: round to nearest even, as sd_fp32_to_fp16). */
     void (*kv_store)(sd_backend *b, sd_kv *kv, int layer, int pos0, int n, const float *k, const float *v);
     /* Causal attention for n queries at positions pos0..pos0+n-1 over cache positions 0..pos0+i
      * (GQA: query head h uses kv head h / (n_heads / n_kv_heads)); scale 1/sqrt(head_dim).

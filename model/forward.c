@@ -102,7 +102,7 @@ static int ws_get(sd_model *m, sd_fwd_ws **out, sd_err *err) {
  * backend allocate and zero gigabytes of KV cache. A cache above half of the machine's memory is refused
  * with the numbers and the way out, before anything is allocated. */
 static int check_kv_fits(const sd_model *m, int n_layers, int ctx, sd_err *err) {
-    double bytes = 2.0 * n_layers * (double)ctx * kv_width(&m->hp) * sizeof(float);
+    double bytes = (double)ctx * (double)sd_model_kv_bytes_per_token(m, n_layers);
     long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
     double mem = pages > 0 && page > 0 ? (double)pages * (double)page : 0;
     if (mem > 0 && bytes > mem / 2)
@@ -110,6 +110,10 @@ static int check_kv_fits(const sd_model *m, int n_layers, int ctx, sd_err *err) 
                        "machine's %.1f GiB of memory: ask for a shorter context (--ctx)",
                        m->path ? m->path : "model", ctx, bytes / (1 << 30), n_layers, mem / (1 << 30));
     return 0;
+}
+
+size_t sd_model_kv_bytes_per_token(const sd_model *m, int n_layers) {
+    return 2 * (size_t)n_layers * (size_t)kv_width(&m->hp) * sd_dtype_block_bytes(m->kv_type);
 }
 
 int sd_seq_new(sd_model *m, int ctx, int n_layers, sd_seq **out, sd_err *err) {
@@ -127,7 +131,7 @@ int sd_seq_new(sd_model *m, int ctx, int n_layers, sd_seq **out, sd_err *err) {
     s->m = m;
     s->n_layers = n_layers;
     s->ctx = ctx;
-    if (m->be->kv_alloc(m->be, &s->kv, n_layers, ctx, kv_width(hp), err) != 0) {
+    if (m->be->kv_alloc(m->be, &s->kv, n_layers, ctx, kv_width(hp), m->kv_type, err) != 0) {
         free(s);
         return sd_err_prefix(err, "KV cache (%d layers x %d positions)", n_layers, ctx);
     }

@@ -94,6 +94,7 @@ typedef struct sd_model {
     struct sd_fwd_ws *ws;     /* activations of one pass, shared by the model's sequences (made on first use) */
     int batch_rows;           /* rows per internal pass; 0: SD_MAX_BATCH (tests lower it to force passes) */
     bool describe_only;       /* sd_model_describe: no backend, nothing uploaded, any tensor type */
+    sd_dtype kv_type;         /* K/V element type of its sequences: SD_F16 (the default) or SD_F32 */
 } sd_model;
 
 /* Loads a model file (GGUF by magic, else llama2.c checkpoint; tok_path is the llama2.c tokenizer,
@@ -104,6 +105,8 @@ int sd_model_load(const char *path, const char *tok_path, sd_backend *be, sd_mod
  * Such a model cannot run (sd_seq_new refuses it). */
 int sd_model_describe(const char *path, const char *tok_path, sd_model **out, sd_err *err);
 void sd_model_free(sd_model *m);
+/* Bytes one position of K and V costs a sequence of m running n_layers layers (in m->kv_type). */
+size_t sd_model_kv_bytes_per_token(const sd_model *m, int n_layers);
 /* Human-readable summary (architecture, hyperparameters, tensor types, params, bytes/token) to f. */
 void sd_model_print_info(const sd_model *m, void *file /* FILE* */);
 

@@ -253,6 +253,7 @@ static int load(const char *path, const char *tok_path, sd_backend *be, sd_model
     }
     m->be = be;
     m->describe_only = be == NULL;
+    m->kv_type = SD_F16;
     bool gguf = false;
     int rc = is_gguf(path, &gguf, err);
     if (!rc) rc = gguf ? load_gguf(m, err) : sd_llama2c_load(m, tok_path, err);

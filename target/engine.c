@@ -37,6 +37,16 @@ static int load_models(sd_engine *e, sd_err *err) {
 
 /* With --device auto, models the GPU cannot hold or compute with (its memory, a weight type the CUDA backend
  * has no kernel for) run on the CPU instead, and the backend note says why. */
+/* --kv-type: the models' K/V element type. */
+static int set_kv_type(sd_engine *e, sd_err *err) {
+    const char *t = e->cfg.kv_type ? e->cfg.kv_type : "f16";
+    int type = sd_dtype_by_name(t);
+    if (type != SD_F16 && type != SD_F32) return sd_errf(err, "--kv-type %s: K/V types are f16 and f32", t);
+    e->target->kv_type = (sd_dtype)type;
+    if (e->draft) e->draft->kv_type = (sd_dtype)type;
+    return 0;
+}
+
 static int load_or_fall_back(sd_engine *e, bool auto_device, sd_err *err) {
     if (load_models(e, err) == 0) return 0;
     if (!auto_device || strcmp(e->be->name, "cuda") != 0) return -1;
@@ -62,7 +72,7 @@ int sd_engine_open(const sd_engine_config *cfg, sd_engine **out, sd_err *err) {
     if (sd_backend_open(auto_device ? "auto" : cfg->device, cfg->n_threads, &e->be, e->backend_note,
                         sizeof e->backend_note, err))
         goto fail;
-    if (load_or_fall_back(e, auto_device, err)) goto fail;
+    if (load_or_fall_back(e, auto_device, err) || set_kv_type(e, err)) goto fail;
     if (cfg->ctx < 0 || cfg->ctx > SD_CTX_LIMIT) {
         sd_errf(err, "context length %d is out of range (1..%d)", cfg->ctx, SD_CTX_LIMIT);
         goto fail;
@@ -73,6 +83,9 @@ int sd_engine_open(const sd_engine_config *cfg, sd_engine **out, sd_err *err) {
         sd_errf(err, "%s: context length %d is too small", cfg->target_path, e->ctx);
         goto fail;
     }
+    if (e->target->hp.ctx > 0 && e->ctx > e->target->hp.ctx)
+        snprintf(e->warning, sizeof e->warning, "--ctx %d is above the %d positions %s was trained for: output "
+                 "past them may degrade", e->ctx, e->target->hp.ctx, cfg->target_path);
     if (e->proposer == SD_PROP_SELF && (cfg->draft_layers < 1 || cfg->draft_layers >= e->target->hp.n_layers)) {
         sd_errf(err, "--draft-layers %d: the target has %d layers, so L must be in 1..%d", cfg->draft_layers,
                 e->target->hp.n_layers, e->target->hp.n_layers - 1);
@@ -91,15 +104,10 @@ fail:
     return -1;
 }
 
-/* K and V of every layer, F32: what one position costs a sequence of m with n_layers layers. */
-static size_t kv_bytes_per_token(const sd_model *m, int n_layers) {
-    return 2 * (size_t)n_layers * (size_t)m->hp.n_kv_heads * (size_t)m->hp.head_dim * sizeof(float);
-}
-
 size_t sd_engine_kv_bytes_per_token(const sd_engine *e) {
-    size_t b = kv_bytes_per_token(e->target, e->target->hp.n_layers);
-    if (e->proposer == SD_PROP_DRAFT) b += kv_bytes_per_token(e->draft, e->draft->hp.n_layers);
-    if (e->proposer == SD_PROP_SELF) b += kv_bytes_per_token(e->target, e->cfg.draft_layers);
+    size_t b = sd_model_kv_bytes_per_token(e->target, e->target->hp.n_layers);
+    if (e->proposer == SD_PROP_DRAFT) b += sd_model_kv_bytes_per_token(e->draft, e->draft->hp.n_layers);
+    if (e->proposer == SD_PROP_SELF) b += sd_model_kv_bytes_per_token(e->target, e->cfg.draft_layers);
     return b;
 }
 
@@ -109,10 +117,10 @@ void sd_engine_memory_report(const sd_engine *e, char *buf, size_t len) {
     /* the CPU backend reads weights in place from the file mappings and holds none of its own */
     const char *where = w ? "on the device" : "mapped";
     if (!w) w = e->target->weight_bytes + (e->draft ? e->draft->weight_bytes : 0);
-    snprintf(buf, len, "backend %s: weights %.1f MiB %s, KV caches %.1f MiB reserved (%zu bytes per position "
-             "and session, committed as used), workspace %.1f MiB",
+    snprintf(buf, len, "backend %s: weights %.1f MiB %s, KV caches %.1f MiB reserved (%s, %zu bytes per "
+             "position and session, committed as used), workspace %.1f MiB",
              e->be->device ? e->be->device : e->be->name, w / 1048576.0, where, kv / 1048576.0,
-             sd_engine_kv_bytes_per_token(e), work / 1048576.0);
+             sd_dtype_name(e->target->kv_type), sd_engine_kv_bytes_per_token(e), work / 1048576.0);
 }
 
 void sd_engine_free(sd_engine *e) {

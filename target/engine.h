@@ -34,6 +34,7 @@ typedef struct sd_engine_config {
     const char *device;                   /* "auto", "cpu", "cuda[:N]"; NULL = auto */
     int n_threads;                        /* <= 0: online CPUs */
     int ctx;                              /* <= 0: the target's context length */
+    const char *kv_type;                  /* K/V element type "f16" | "f32"; NULL: f16 */
 } sd_engine_config;
 
 typedef struct sd_engine {
@@ -44,6 +45,7 @@ typedef struct sd_engine {
     sd_model *draft; /* SD_PROP_DRAFT only */
     int ctx;
     char backend_note[256]; /* why this backend (e.g. "no CUDA device: running on the CPU") */
+    char warning[256];      /* for the start-up log when not empty (a --ctx above the training context) */
     sd_pass_cost cost;      /* measured target pass and draft round times (step.c, batch_k.h) */
 } sd_engine;
 
@@ -52,7 +54,8 @@ void sd_engine_free(sd_engine *e);
 /* One line on where the models live: the backend's device and the memory it holds by kind (weights, KV
  * caches, workspace), e.g. for start-up logs. */
 void sd_engine_memory_report(const sd_engine *e, char *buf, size_t len);
-/* KV cache bytes one position costs a session (target, plus the draft model or self-draft layers). */
+/* KV cache bytes one position costs a session (target, plus the draft model or self-draft layers), in
+ * the engine's K/V type. */
 size_t sd_engine_kv_bytes_per_token(const sd_engine *e);
 
 typedef enum sd_mode { SD_MODE_SPEC = 0, SD_MODE_PLAIN = 1 } sd_mode;

@@ -372,7 +372,8 @@ static void test_row_ops(void) {
 
     /* attention: fill the cache with pos0 positions of random K/V, then n queries */
     sd_kv kc, kg;
-    REQUIRE(cpu->kv_alloc(cpu, &kc, 2, ctx, kvd, NULL) == 0 && gpu->kv_alloc(gpu, &kg, 2, ctx, kvd, NULL) == 0);
+    REQUIRE(cpu->kv_alloc(cpu, &kc, 2, ctx, kvd, SD_F16, NULL) == 0 &&
+            gpu->kv_alloc(gpu, &kg, 2, ctx, kvd, SD_F16, NULL) == 0);
     size_t nkv = (size_t)(pos0 + n) * kvd;
     float *k = malloc(nkv * 4), *v = malloc(nkv * 4);
     for (size_t i = 0; i < nkv; i++) { k[i] = frand(); v[i] = frand(); }
@@ -392,6 +393,7 @@ static void test_row_ops(void) {
 /* Attention of n queries at each pos0 in pos0s over a cache of ctx positions of random K/V, GPU vs CPU.
  * graphs: the first pos0 is recorded as a step graph and the others replay it (pos0 read on the device),
  * so the split path's plan must hold at positions other than the recorded one. */
+static sd_dtype g_kv_type = SD_F16; /* of attention_case's caches (both backends) */
 static void attention_case(int n, int n_heads, int n_kv, int hd, int ctx, const int *pos0s, int n_pos, bool graphs) {
     int dim = n_heads * hd, kvd = n_kv * hd;
     size_t nq = (size_t)n * dim, nkv = (size_t)ctx * kvd;
@@ -399,7 +401,8 @@ static void attention_case(int n, int n_heads, int n_kv, int hd, int ctx, const 
     for (size_t i = 0; i < nq; i++) qh[i] = frand() * 4; /* peaky enough that the max matters */
     for (size_t i = 0; i < nkv; i++) { k[i] = frand(); v[i] = frand(); }
     sd_kv kc, kg;
-    REQUIRE(cpu->kv_alloc(cpu, &kc, 1, ctx, kvd, NULL) == 0 && gpu->kv_alloc(gpu, &kg, 1, ctx, kvd, NULL) == 0);
+    REQUIRE(cpu->kv_alloc(cpu, &kc, 1, ctx, kvd, g_kv_type, NULL) == 0 &&
+            gpu->kv_alloc(gpu, &kg, 1, ctx, kvd, g_kv_type, NULL) == 0);
     float *kdc = dev_copy(cpu, k, nkv), *vdc = dev_copy(cpu, v, nkv), *kdg = dev_copy(gpu, k, nkv), *vdg = dev_copy(gpu, v, nkv);
     cpu->kv_store(cpu, &kc, 0, 0, ctx, kdc, vdc);
     gpu->kv_store(gpu, &kg, 0, 0, ctx, kdg, vdg);
@@ -426,8 +429,8 @@ static void attention_case(int n, int n_heads, int n_kv, int hd, int ctx, const 
         cpu->to_host(cpu, a, oc, nq);
         gpu->to_host(gpu, b, og, nq);
         double e = max_rel_err(b, a, nq);
-        CHECKF(e < 1e-4, "n %d heads %d/%d hd %d ctx %d pos0 %d graphs %d: rel err %g", n, n_heads, n_kv, hd, ctx,
-               pos0, graphs, e);
+        CHECKF(e < 1e-4, "n %d heads %d/%d hd %d ctx %d pos0 %d graphs %d kv %s: rel err %g", n, n_heads, n_kv, hd,
+               ctx, pos0, graphs, sd_dtype_name(g_kv_type), e);
     }
     cpu->release(cpu, kdc); cpu->release(cpu, vdc); cpu->release(cpu, qc); cpu->release(cpu, oc);
     gpu->release(gpu, kdg); gpu->release(gpu, vdg); gpu->release(gpu, qg); gpu->release(gpu, og);
@@ -435,7 +438,8 @@ static void attention_case(int n, int n_heads, int n_kv, int hd, int ctx, const 
     free(qh); free(k); free(v); free(a); free(b);
 }
 
-/* Long contexts take the split path (chunks of positions, partials merged); short ones the single pass. */
+/* Long contexts take the split path (chunks of positions, partials merged); short ones the single pass.
+ * Each path runs with F16 and F32 caches (n = 1 F16, n = 5 F32; the prefill cases alternate). */
 static void test_attention_long_context(void) {
     if (!gpu) SKIP("%s", no_gpu_reason);
     static const int cfg[][4] = {/* heads, kv heads, head_dim, ctx */
@@ -448,14 +452,18 @@ static void test_attention_long_context(void) {
     for (size_t ci = 0; ci < n_cfg; ci++)
         for (int n = 1; n <= 5; n += 4) {
             const int *c = quick ? small_cfg[ci] : cfg[ci];
+            g_kv_type = n == 1 ? SD_F16 : SD_F32;
             attention_case(n, c[0], c[1], c[2], c[3], pos, 6, false);
         }
+    g_kv_type = SD_F16;
     /* many queries: the single pass up to 16, the tiled prefill kernel past it (tiles of 16 queries and 32
      * positions: a partial last tile, queries of one block seeing different numbers of positions) */
     attention_case(12, 8, 2, 64, ctx, pos, 2, false);
     const int prefill_pos0s[] = {0, 37, 1000};
     attention_case(40, 8, 2, 64, ctx, prefill_pos0s, 3, false);
+    g_kv_type = SD_F32;
     attention_case(17, 4, 4, 128, ctx, prefill_pos0s, 3, false);
+    g_kv_type = SD_F16;
     attention_case(33, 4, 2, 256, 1200, prefill_pos0s, 3, false);
 }
 
@@ -468,7 +476,9 @@ static void test_attention_graph_replay(void) {
     const int pos0s[] = {3000, 1234, 3090, 7, 0, 2048}, small_pos0s[] = {1000, 600, 1090, 7, 0, 520};
     if (quick) {
         attention_case(1, 8, 2, 128, 1100, small_pos0s, 6, true);
+        g_kv_type = SD_F32;
         attention_case(5, 4, 4, 64, 1100, small_pos0s, 6, true);
+        g_kv_type = SD_F16;
     } else {
         attention_case(1, 32, 8, 128, 4096, pos0s, 6, true);
         attention_case(5, 32, 8, 64, 4096, pos0s, 6, true);

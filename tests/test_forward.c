@@ -3,6 +3,7 @@
  * last-only, chunking, truncate-then-recompute == never computed (bitwise), the self-draft sequence, and
  * the errors (context overflow, bad token ids). Models are written with the GGUF writer into a temp dir. */
 #include "kernels/backend.h"
+#include "kernels/quant.h"
 #include "model/gguf.h"
 #include "model/model.h"
 #include "target/sampler.h"
@@ -204,6 +205,12 @@ static void r_rope(float *v, int heads, int hd, int pos, bool neox) {
     }
 }
 
+/* The reference stores K and V rounded to half, as an F16 cache does (--kv-type f16). */
+static bool ref_kv_f16;
+static void ref_round_f16(float *x, int n) {
+    for (int i = 0; i < n; i++) x[i] = sd_fp16_to_fp32(sd_fp32_to_fp16(x[i]));
+}
+
 /* Logits of every position for tokens[0..n) using the first n_layers layers: out is n × vocab. */
 static void ref_forward(const ref *r, const int32_t *tok, int n, int n_layers, float *out) {
     const cfg *c = &r->c;
@@ -229,6 +236,10 @@ static void ref_forward(const ref *r, const int32_t *tok, int n, int n_layers, f
             }
             r_rope(q, c->heads, hd, p, neox);
             r_rope(k, c->kv_heads, hd, p, neox);
+            if (ref_kv_f16) {
+                ref_round_f16(k, kvd);
+                ref_round_f16(v, kvd);
+            }
             for (int h = 0; h < c->heads; h++) {
                 int kh = h / (c->heads / c->kv_heads);
                 double mx = -1e30, sum = 0;
@@ -308,43 +319,50 @@ static void check_config(const cfg *c, double tol) {
     make_tokens(tok, N, V, 77);
     float *want = malloc(sizeof(float) * N * V), *all = malloc(sizeof(float) * N * V);
     float *one = malloc(sizeof(float) * N * V), *last = malloc(sizeof(float) * V);
-    ref_forward(&r, tok, N, c->layers, want);
+    static const sd_dtype kv_types[] = {SD_F16, SD_F32}; /* the default first */
+    for (int ti = 0; ti < 2; ti++) {
+        m->kv_type = kv_types[ti];
+        m->batch_rows = 0;
+        ref_kv_f16 = kv_types[ti] == SD_F16;
+        const char *kt = sd_dtype_name(kv_types[ti]);
+        ref_forward(&r, tok, N, c->layers, want);
 
-    /* n tokens at once, all logits, against the reference */
-    sd_seq *s = NULL;
-    REQUIRE(sd_seq_new(m, 0, 0, &s, &err) == 0);
-    CHECK(sd_forward(s, tok, N, true, all, &err) == 0);
-    CHECK_EQ_INT(s->pos, N);
-    double d = rel_diff(all, want, (size_t)N * V);
-    CHECKF(d <= tol, "%s %s: batch vs reference %.3g > %.3g", c->arch, sd_dtype_name(c->type), d, tol);
+        /* n tokens at once, all logits, against the reference */
+        sd_seq *s = NULL;
+        REQUIRE(sd_seq_new(m, 0, 0, &s, &err) == 0);
+        CHECK(sd_forward(s, tok, N, true, all, &err) == 0);
+        CHECK_EQ_INT(s->pos, N);
+        double d = rel_diff(all, want, (size_t)N * V);
+        CHECKF(d <= tol, "%s %s kv %s: batch vs reference %.3g > %.3g", c->arch, sd_dtype_name(c->type), kt, d, tol);
 
-    /* one token at a time == all at once */
-    sd_seq_truncate(s, 0);
-    CHECK_EQ_INT(s->pos, 0);
-    for (int i = 0; i < N; i++) CHECK(sd_forward(s, tok + i, 1, false, one + (size_t)i * V, &err) == 0);
-    d = rel_diff(one, all, (size_t)N * V);
-    CHECKF(d <= tol, "%s %s: 1-by-1 vs batch %.3g", c->arch, sd_dtype_name(c->type), d);
+        /* one token at a time == all at once */
+        sd_seq_truncate(s, 0);
+        CHECK_EQ_INT(s->pos, 0);
+        for (int i = 0; i < N; i++) CHECK(sd_forward(s, tok + i, 1, false, one + (size_t)i * V, &err) == 0);
+        d = rel_diff(one, all, (size_t)N * V);
+        CHECKF(d <= tol, "%s %s kv %s: 1-by-1 vs batch %.3g", c->arch, sd_dtype_name(c->type), kt, d);
 
-    /* last-only logits == the last row of all logits; chunked (max_batch 3) == unchunked */
-    sd_seq_truncate(s, 0);
-    CHECK(sd_forward(s, tok, N, false, last, &err) == 0);
-    CHECK(rel_diff(last, all + (size_t)(N - 1) * V, V) <= 1e-5);
-    sd_seq_truncate(s, 0);
-    m->batch_rows = 3;
-    CHECK(sd_forward(s, tok, N, true, one, &err) == 0);
-    d = rel_diff(one, all, (size_t)N * V);
-    CHECKF(d <= tol, "chunked vs batch %.3g", d);
+        /* last-only logits == the last row of all logits; chunked (max_batch 3) == unchunked */
+        sd_seq_truncate(s, 0);
+        CHECK(sd_forward(s, tok, N, false, last, &err) == 0);
+        CHECK(rel_diff(last, all + (size_t)(N - 1) * V, V) <= 1e-5);
+        sd_seq_truncate(s, 0);
+        m->batch_rows = 3;
+        CHECK(sd_forward(s, tok, N, true, one, &err) == 0);
+        d = rel_diff(one, all, (size_t)N * V);
+        CHECKF(d <= tol, "kv %s: chunked vs batch %.3g", kt, d);
 
-    /* self-draft: the first layer only */
-    sd_seq *s1 = NULL;
-    REQUIRE(sd_seq_new(m, 0, 1, &s1, &err) == 0);
-    ref_forward(&r, tok, N, 1, want);
-    CHECK(sd_forward(s1, tok, N, true, all, &err) == 0);
-    d = rel_diff(all, want, (size_t)N * V);
-    CHECKF(d <= tol, "1-layer sequence vs reference %.3g", d);
-    sd_seq_free(s1);
-
-    sd_seq_free(s);
+        /* self-draft: the first layer only */
+        sd_seq *s1 = NULL;
+        REQUIRE(sd_seq_new(m, 0, 1, &s1, &err) == 0);
+        ref_forward(&r, tok, N, 1, want);
+        CHECK(sd_forward(s1, tok, N, true, all, &err) == 0);
+        d = rel_diff(all, want, (size_t)N * V);
+        CHECKF(d <= tol, "kv %s: 1-layer sequence vs reference %.3g", kt, d);
+        sd_seq_free(s1);
+        sd_seq_free(s);
+    }
+    ref_kv_f16 = false;
     sd_model_free(m);
     free(want); free(all); free(one); free(last);
     ref_free(&r);
@@ -752,7 +770,7 @@ static void test_kv_committed_as_used(void) {
     REQUIRE(sd_seq_new(m, 131072, 0, &s, &err) == 0);
     size_t reserved = 0;
     g_be->mem_usage(g_be, NULL, &reserved, NULL);
-    CHECKF(reserved >= (size_t)2 * 2 * 131072 * 64 * sizeof(float), "KV reported %zu bytes", reserved);
+    CHECKF(reserved >= (size_t)131072 * sd_model_kv_bytes_per_token(m, 2), "KV reported %zu bytes", reserved);
     REQUIRE(sd_forward_greedy(s, tok, 4, false, &id, &err) == 0);
     size_t grew = rss_bytes() - before;
     CHECKF(grew < (size_t)16 << 20, "a 4-token request on a 131072-position cache grew RSS by %zu bytes", grew);

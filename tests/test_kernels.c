@@ -440,11 +440,12 @@ static void test_rope(void) {
 
 /* Attention: q [n][heads*hd], K/V of positions 0..pos0+n-1 written by kv_store in two calls. */
 static float *g_k, *g_v;
+static sd_dtype g_kv_type;
 static void op_attention(sd_backend *b, float *out) {
     int kvd = g_kvh * g_hd, total = g_pos0 + g_n, layer = 1;
     sd_kv kv;
     sd_err err = {{0}};
-    if (b->kv_alloc(b, &kv, 2, total + 3, kvd, &err) != 0) return;
+    if (b->kv_alloc(b, &kv, 2, total + 3, kvd, g_kv_type, &err) != 0) return;
     float *k = to_dev(b, g_k, (size_t)total * kvd), *v = to_dev(b, g_v, (size_t)total * kvd);
     /* garbage in the positions after the sequence must not matter */
     float *junk = malloc(sizeof(float) * 3 * (size_t)kvd);
@@ -466,6 +467,36 @@ static void op_attention(sd_backend *b, float *out) {
     b->kv_free(b, &kv);
 }
 
+/* Exact attention of g_x over K/V (double). */
+static void attn_ref(double *ref, const float *k, const float *v) {
+    int kvd = g_kvh * g_hd;
+    double *sc = malloc(sizeof(double) * (size_t)(g_pos0 + g_n));
+    for (int i = 0; i < g_n; i++)
+        for (int h = 0; h < g_heads; h++) {
+            int kh = h / (g_heads / g_kvh), np = g_pos0 + i + 1;
+            double mx = -1e300, sum = 0;
+            for (int t = 0; t < np; t++) {
+                double s = 0;
+                for (int d = 0; d < g_hd; d++)
+                    s += (double)g_x[((size_t)i * g_heads + h) * g_hd + d] * k[(size_t)t * kvd + kh * g_hd + d];
+                sc[t] = s / sqrt(g_hd);
+                if (sc[t] > mx) mx = sc[t];
+            }
+            for (int t = 0; t < np; t++) sum += (sc[t] = exp(sc[t] - mx));
+            for (int d = 0; d < g_hd; d++) {
+                double a = 0;
+                for (int t = 0; t < np; t++) a += sc[t] * v[(size_t)t * kvd + kh * g_hd + d];
+                ref[((size_t)i * g_heads + h) * g_hd + d] = a / sum;
+            }
+        }
+    free(sc);
+}
+
+/* F32 and F16 caches. An F16 cache must equal the exact attention over K/V rounded to half (storage is
+ * the only difference), at the F32 tolerance; and it stays within the rounding's bound of the exact F32
+ * result: each K element moves by at most 2^-11 relative, so a score moves by at most
+ * ds = 2^-11 * sum|q||k| / sqrt(hd), each softmax weight by a factor within e^(+-2 ds), and the output by at
+ * most max|v| * (e^(2 ds) - 1) plus V's own rounding, 2^-11 max|v|. */
 static void test_attention(void) {
     static const int cfg[][5] = {/* n, heads, kv heads, head_dim, pos0 */
                                  {1, 4, 4, 16, 0}, {5, 4, 2, 16, 3}, {3, 6, 2, 12, 200}, {9, 2, 1, 64, 1},
@@ -477,37 +508,38 @@ static void test_attention(void) {
         g_hd = cfg[ci][3];
         g_pos0 = cfg[ci][4];
         int kvd = g_kvh * g_hd, total = g_pos0 + g_n;
-        size_t qn = (size_t)g_n * g_heads * g_hd;
+        size_t qn = (size_t)g_n * g_heads * g_hd, kn = (size_t)total * kvd;
         g_x = malloc(qn * sizeof(float));
-        g_k = malloc(sizeof(float) * (size_t)total * kvd);
-        g_v = malloc(sizeof(float) * (size_t)total * kvd);
-        double *ref = malloc(qn * sizeof(double)), *sc = malloc(sizeof(double) * (size_t)total);
+        g_k = malloc(sizeof(float) * kn);
+        g_v = malloc(sizeof(float) * kn);
+        float *kh = malloc(sizeof(float) * kn), *vh = malloc(sizeof(float) * kn);
+        double *ref = malloc(qn * sizeof(double)), *ref16 = malloc(qn * sizeof(double));
         for (size_t i = 0; i < qn; i++) g_x[i] = frand() * 2;
-        for (size_t i = 0; i < (size_t)total * kvd; i++) {
+        for (size_t i = 0; i < kn; i++) {
             g_k[i] = frand() * 2;
             g_v[i] = frand();
+            kh[i] = sd_fp16_to_fp32(sd_fp32_to_fp16(g_k[i]));
+            vh[i] = sd_fp16_to_fp32(sd_fp32_to_fp16(g_v[i]));
         }
-        for (int i = 0; i < g_n; i++)
-            for (int h = 0; h < g_heads; h++) {
-                int kh = h / (g_heads / g_kvh), np = g_pos0 + i + 1;
-                double mx = -1e300, sum = 0;
-                for (int t = 0; t < np; t++) {
-                    double s = 0;
-                    for (int d = 0; d < g_hd; d++)
-                        s += (double)g_x[((size_t)i * g_heads + h) * g_hd + d] * g_k[(size_t)t * kvd + kh * g_hd + d];
-                    sc[t] = s / sqrt(g_hd);
-                    if (sc[t] > mx) mx = sc[t];
-                }
-                for (int t = 0; t < np; t++) sum += (sc[t] = exp(sc[t] - mx));
-                for (int d = 0; d < g_hd; d++) {
-                    double a = 0;
-                    for (int t = 0; t < np; t++) a += sc[t] * g_v[(size_t)t * kvd + kh * g_hd + d];
-                    ref[((size_t)i * g_heads + h) * g_hd + d] = a / sum;
-                }
-            }
-        check_op("attention", op_attention, qn, ref, 1e-4, 1e-5);
+        attn_ref(ref, g_k, g_v);
+        attn_ref(ref16, kh, vh);
+        g_kv_type = SD_F32;
+        check_op("attention f32", op_attention, qn, ref, 1e-4, 1e-5);
+        g_kv_type = SD_F16;
+        check_op("attention f16", op_attention, qn, ref16, 1e-4, 1e-5);
+        double qk = 0, vmax = 0; /* the bound above */
+        for (size_t i = 0; i < kn; i++) vmax = fmax(vmax, fabs(g_v[i]));
+        for (int i = 0; i < g_n * g_heads; i++) {
+            double s = 0;
+            for (int d = 0; d < g_hd; d++) s += fabs(g_x[(size_t)i * g_hd + d]) * 2.0; /* |k| <= 2 */
+            qk = fmax(qk, s);
+        }
+        double ds = ldexp(qk, -11) / sqrt(g_hd), bound = vmax * (expm1(2 * ds) + ldexp(1, -11)) + 1e-5;
+        check_op("attention f16 vs f32", op_attention, qn, ref, 0, bound);
         free(ref);
-        free(sc);
+        free(ref16);
+        free(kh);
+        free(vh);
         free(g_x);
         free(g_k);
         free(g_v);

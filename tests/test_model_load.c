@@ -587,6 +587,38 @@ static void test_info_command(void) {
     CHECKF(strstr(out, "header") != NULL, "%s", out);
 }
 
+/* --kv-type: the start-up report gives the K/V type and bytes per position (F16 half of F32: 2 x layers x
+ * kv_dim x 2 bytes); a type that is not f16/f32 is refused by name; --ctx above the training context warns. */
+static void test_kv_type_option(void) {
+    char bin[512], out[8192], args[1024];
+    snprintf(bin, sizeof bin, "%s/specd", getenv("BUILD") ? getenv("BUILD") : "build");
+    if (access(bin, X_OK)) SKIP("specd binary not built");
+    const char *m = shared_path("models/aidreams260K.gguf");
+    if (!m) SKIP("shared model aidreams260K.gguf missing");
+    sd_err err = {{0}};
+    sd_model *md = NULL;
+    REQUIRE(sd_model_describe(m, NULL, &md, &err) == 0);
+    size_t per = 2 * (size_t)md->hp.n_layers * (size_t)md->hp.n_kv_heads * (size_t)md->hp.head_dim;
+    int train = md->hp.ctx;
+    sd_model_free(md);
+    static const char *types[] = {"f16", "f32"};
+    char want[128];
+    for (int i = 0; i < 2; i++) {
+        snprintf(args, sizeof args, "generate -m '%s' --device cpu -n 2 --kv-type %s -p hi", m, types[i]);
+        CHECK_EQ_INT(run_specd_out(args, out, sizeof out), 0);
+        snprintf(want, sizeof want, "(%s, %zu bytes per position", types[i], per * (i ? 4 : 2));
+        CHECKF(strstr(out, want) != NULL, "no '%s' in: %s", want, out);
+        CHECK(strstr(out, "warning") == NULL);
+    }
+    snprintf(args, sizeof args, "generate -m '%s' --device cpu -n 2 --kv-type q8_0 -p hi", m);
+    CHECK(run_specd_out(args, out, sizeof out) != 0);
+    CHECKF(strstr(out, "--kv-type q8_0") != NULL, "%s", out);
+    snprintf(args, sizeof args, "generate -m '%s' --device cpu -n 2 --ctx %d -p hi", m, 2 * train);
+    CHECK_EQ_INT(run_specd_out(args, out, sizeof out), 0);
+    snprintf(want, sizeof want, "warning: --ctx %d is above the %d positions", 2 * train, train);
+    CHECKF(strstr(out, want) != NULL, "%s", out);
+}
+
 /* The tensor table (model.h) holds every field of sd_layer once, and its names find their rows. */
 static void test_tensor_table(void) {
     CHECK_EQ_INT(SD_LAYER_TENSORS * sizeof(sd_tensor), sizeof(sd_layer));
@@ -620,6 +652,7 @@ int main(void) {
     RUN(test_broken_llama2c);
     RUN(test_context_against_memory);
     RUN(test_info_command);
+    RUN(test_kv_type_option);
     remove_tmpdir();
     return TEST_DONE();
 }

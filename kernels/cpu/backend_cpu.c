@@ -1,6 +1,6 @@
 /* The CPU backend: host memory, weights used in place in the file mapping, ops spread over a persistent
  * thread pool, inner loops from the SIMD level chosen at start-up (kernels/cpu/simd.h).
- * KV cache layout: F32, [layer][position][kv_dim] for K and for V. Positions >= the sequence length are
+ * KV cache layout: F16 or F32, [layer][position][kv_dim] for K and for V. Positions >= the sequence length are
  * never read, so truncating a sequence is just forgetting them. */
 #include <math.h>
 #include <stdio.h>
@@ -116,29 +116,37 @@ static void *kv_map(size_t bytes, sd_err *err) {
     return p;
 }
 
-static int cpu_kv_alloc(sd_backend *b, sd_kv *kv, int n_layers, int ctx, int kv_dim, sd_err *err) {
+static size_t kv_bytes(const sd_kv *kv) {
+    return (size_t)kv->n_layers * (size_t)kv->ctx * (size_t)kv->kv_dim * sd_dtype_block_bytes(kv->type);
+}
+
+static int cpu_kv_alloc(sd_backend *b, sd_kv *kv, int n_layers, int ctx, int kv_dim, sd_dtype type, sd_err *err) {
     memset(kv, 0, sizeof *kv);
     if (n_layers <= 0 || ctx <= 0 || kv_dim <= 0)
         return sd_errf(err, "kv cache: bad shape (%d layers, %d positions, kv_dim %d)", n_layers, ctx, kv_dim);
+    if (type != SD_F16 && type != SD_F32)
+        return sd_errf(err, "kv cache: type %s is not supported (f16 or f32)", sd_dtype_name(type) ? sd_dtype_name(type) : "?");
     size_t n = (size_t)n_layers * (size_t)ctx * (size_t)kv_dim;
     if (n / (size_t)n_layers / (size_t)ctx != (size_t)kv_dim || n > SIZE_MAX / sizeof(float))
         return sd_errf(err, "kv cache: size overflows");
-    kv->k = kv_map(n * sizeof(float), err);
-    kv->v = kv->k ? kv_map(n * sizeof(float), err) : NULL;
+    size_t bytes = n * sd_dtype_block_bytes(type);
+    kv->k = kv_map(bytes, err);
+    kv->v = kv->k ? kv_map(bytes, err) : NULL;
     if (!kv->v) {
-        if (kv->k) munmap(kv->k, n * sizeof(float));
+        if (kv->k) munmap(kv->k, bytes);
         kv->k = NULL;
         return sd_err_prefix(err, "kv cache (%d layers x %d positions x %d)", n_layers, ctx, kv_dim);
     }
     kv->n_layers = n_layers;
     kv->ctx = ctx;
     kv->kv_dim = kv_dim;
-    impl_of(b)->kv_bytes += 2 * n * sizeof(float);
+    kv->type = type;
+    impl_of(b)->kv_bytes += 2 * bytes;
     return 0;
 }
 
 static void cpu_kv_free(sd_backend *b, sd_kv *kv) {
-    size_t bytes = (size_t)kv->n_layers * (size_t)kv->ctx * (size_t)kv->kv_dim * sizeof(float);
+    size_t bytes = kv_bytes(kv);
     if (kv->k) munmap(kv->k, bytes);
     if (kv->v) munmap(kv->v, bytes);
     if (kv->k || kv->v) impl_of(b)->kv_bytes -= 2 * bytes;
@@ -300,21 +308,49 @@ static void cpu_rope(sd_backend *b, float *x, int n, int n_heads, int head_dim, 
     sd_pool_for(impl_of(b)->pool, n, 4, rope_tokens, &j);
 }
 
+/* Element offset of (layer, position) in a cache. */
+static size_t kv_off(const sd_kv *kv, int layer, int pos) {
+    return ((size_t)layer * kv->ctx + (size_t)pos) * kv->kv_dim;
+}
+
 static void cpu_kv_store(sd_backend *b, sd_kv *kv, int layer, int pos0, int n, const float *k, const float *v) {
     if (layer < 0 || layer >= kv->n_layers || pos0 < 0 || n <= 0 || pos0 + n > kv->ctx) return;
-    size_t off = ((size_t)layer * kv->ctx + (size_t)pos0) * kv->kv_dim, len = (size_t)n * kv->kv_dim;
-    memcpy((float *)kv->k + off, k, len * sizeof(float));
-    memcpy((float *)kv->v + off, v, len * sizeof(float));
+    size_t off = kv_off(kv, layer, pos0), len = (size_t)n * kv->kv_dim;
+    if (kv->type == SD_F32) {
+        memcpy((float *)kv->k + off, k, len * sizeof(float));
+        memcpy((float *)kv->v + off, v, len * sizeof(float));
+        return;
+    }
+    uint16_t *kh = (uint16_t *)kv->k + off, *vh = (uint16_t *)kv->v + off;
+    for (size_t i = 0; i < len; i++) {
+        kh[i] = sd_fp32_to_fp16(k[i]);
+        vh[i] = sd_fp32_to_fp16(v[i]);
+    }
 }
 
 typedef struct attn_job {
     float *out;
     const float *q;
-    const float *k, *v; /* this layer's cache */
+    const sd_kv *kv;
+    int layer;
     const sd_cpu_kernels *kern;
-    int pos0, n_heads, group, head_dim, kv_dim;
+    int pos0, n_heads, group, head_dim;
     float scale;
 } attn_job;
+
+/* Score of query q against position t's K row (kv head kvh), and acc += p * its V row, in the cache's
+ * type. */
+static float kv_dot(const attn_job *j, const float *q, int t, int kvh) {
+    size_t off = kv_off(j->kv, j->layer, t) + (size_t)kvh * j->head_dim;
+    if (j->kv->type == SD_F16) return j->kern->dot_f16(q, (const uint16_t *)j->kv->k + off, j->head_dim);
+    return j->kern->dot(q, (const float *)j->kv->k + off, j->head_dim);
+}
+
+static void kv_axpy(const attn_job *j, float *acc, float p, int t, int kvh) {
+    size_t off = kv_off(j->kv, j->layer, t) + (size_t)kvh * j->head_dim;
+    if (j->kv->type == SD_F16) j->kern->axpy_f16(acc, p, (const uint16_t *)j->kv->v + off, j->head_dim);
+    else j->kern->axpy(acc, p, (const float *)j->kv->v + off, j->head_dim);
+}
 
 /* Positions are visited in blocks: scores of a block, then an online-softmax update (rescale what was
  * accumulated when the running maximum grows). Numerically stable, no scratch proportional to context. */
@@ -330,7 +366,7 @@ static void attn_one(const attn_job *j, int i, int h, float *acc) {
         int nb = n_pos - t0 < ATT_BLOCK ? n_pos - t0 : ATT_BLOCK;
         float bm = -INFINITY;
         for (int t = 0; t < nb; t++) {
-            s[t] = j->kern->dot(q, j->k + (int64_t)(t0 + t) * j->kv_dim + kvh * hd, hd) * j->scale;
+            s[t] = kv_dot(j, q, t0 + t, kvh) * j->scale;
             if (s[t] > bm) bm = s[t];
         }
         if (bm > m) { /* move the state to the new max (kernels/softmax.h; the CUDA kernels do the same) */
@@ -342,7 +378,7 @@ static void attn_one(const attn_job *j, int i, int h, float *acc) {
         for (int t = 0; t < nb; t++) {
             float p = expf(s[t] - m);
             l += p;
-            j->kern->axpy(acc, p, j->v + (int64_t)(t0 + t) * j->kv_dim + kvh * hd, hd);
+            kv_axpy(j, acc, p, t0 + t, kvh);
         }
     }
     float *o = j->out + ((int64_t)i * j->n_heads + h) * hd;
@@ -364,11 +400,9 @@ static void cpu_attention(sd_backend *b, float *out, const float *q, const sd_kv
     if (n <= 0 || n_kv_heads <= 0 || n_heads % n_kv_heads != 0 || layer < 0 || layer >= kv->n_layers ||
         pos0 < 0 || pos0 + n > kv->ctx || n_kv_heads * head_dim > kv->kv_dim)
         return; /* the model checks shapes; never read outside the cache */
-    size_t off = (size_t)layer * kv->ctx * kv->kv_dim;
     attn_job j = {
-        .out = out, .q = q, .k = (const float *)kv->k + off, .v = (const float *)kv->v + off,
-        .kern = impl_of(b)->k, .pos0 = pos0, .n_heads = n_heads, .group = n_heads / n_kv_heads,
-        .head_dim = head_dim, .kv_dim = kv->kv_dim, .scale = 1.0f / sqrtf((float)head_dim),
+        .out = out, .q = q, .kv = kv, .layer = layer, .kern = impl_of(b)->k, .pos0 = pos0, .n_heads = n_heads,
+        .group = n_heads / n_kv_heads, .head_dim = head_dim, .scale = 1.0f / sqrtf((float)head_dim),
     };
     /* One item per (query, head); short contexts are cheap, so batch items until the work is worth a wake. */
     int64_t items = (int64_t)n * n_heads, work = (int64_t)(pos0 + n) * head_dim;

@@ -61,6 +61,12 @@ static void scale(float *y, float a, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] *= a;
 }
 
+static float dot_f16(const float *a, const uint16_t *b, int64_t n) { return sd_dot_f16(b, a, n); }
+
+static void axpy_f16(float *y, float a, const uint16_t *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] += a * sd_fp16_to_fp32(x[i]);
+}
+
 const sd_cpu_kernels sd_kernels_scalar = {
     .level = SD_SIMD_SCALAR,
     .name = "scalar",
@@ -68,4 +74,6 @@ const sd_cpu_kernels sd_kernels_scalar = {
     .dot = dot,
     .axpy = axpy,
     .scale = scale,
+    .dot_f16 = dot_f16,
+    .axpy_f16 = axpy_f16,
 };

@@ -298,6 +298,27 @@ TGT static void k_scale(float *y, float a, int64_t n) {
     for (; i < n; i++) y[i] *= a;
 }
 
+/* F16 K/V rows: WF16 converts VW halves exactly, then the F32 loops' order. */
+TGT static float k_dot_f16(const float *a, const uint16_t *b, int64_t n) {
+    V s0 = VZERO(), s1 = VZERO();
+    int64_t i = 0;
+    for (; i + 2 * VW <= n; i += 2 * VW) {
+        s0 = VFMA(VLOAD(a + i), WF16(b + i), s0);
+        s1 = VFMA(VLOAD(a + i + VW), WF16(b + i + VW), s1);
+    }
+    for (; i + VW <= n; i += VW) s0 = VFMA(VLOAD(a + i), WF16(b + i), s0);
+    float s = VHSUM(s0) + VHSUM(s1);
+    for (; i < n; i++) s += a[i] * sd_fp16_to_fp32(b[i]);
+    return s;
+}
+
+TGT static void k_axpy_f16(float *y, float a, const uint16_t *x, int64_t n) {
+    V av = VSET1(a);
+    int64_t i = 0;
+    for (; i + VW <= n; i += VW) VSTORE(y + i, VFMA(av, WF16(x + i), VLOAD(y + i)));
+    for (; i < n; i++) y[i] += a * sd_fp16_to_fp32(x[i]);
+}
+
 const sd_cpu_kernels KNAME = {
     .level = KLEVEL,
     .name = KSTR,
@@ -305,4 +326,6 @@ const sd_cpu_kernels KNAME = {
     .dot = k_dot,
     .axpy = k_axpy,
     .scale = k_scale,
+    .dot_f16 = k_dot_f16,
+    .axpy_f16 = k_axpy_f16,
 };

@@ -58,6 +58,9 @@ typedef struct sd_cpu_kernels {
     float (*dot)(const float *a, const float *b, int64_t n);        /* attention scores */
     void (*axpy)(float *y, float a, const float *x, int64_t n);     /* y += a * x (attention values) */
     void (*scale)(float *y, float a, int64_t n);                    /* y *= a */
+    /* The same over F16 K/V rows (--kv-type f16): each half converted exactly to float, then as above. */
+    float (*dot_f16)(const float *a, const uint16_t *b, int64_t n);
+    void (*axpy_f16)(float *y, float a, const uint16_t *x, int64_t n);
 } sd_cpu_kernels;
 
 /* Best level this CPU (and OS) supports, ignoring SPECD_SIMD. */

@@ -40,7 +40,12 @@
  * longer chunks (split_plan). */
 #define ATT_WS_BYTES ((size_t)16 << 20)
 
-__global__ void k_attention(float *out, const float *q, const float *kc, const float *vc, int pos0,
+/* K/V elements as float: F32 caches as they are, F16 ones converted exactly (--kv-type). */
+__device__ __forceinline__ float kv_f(const float *p, size_t i) { return p[i]; }
+__device__ __forceinline__ float kv_f(const __half *p, size_t i) { return __half2float(p[i]); }
+
+template <typename T>
+__global__ void __launch_bounds__(ATT_WARPS * 32) k_attention(float *out, const float *q, const T *kc, const T *vc, int pos0,
                             const int *pos_dev, int n_heads, int n_kv_heads, int head_dim, int kv_dim) {
     if (pos_dev) pos0 = *pos_dev;
     int t = blockIdx.y, h = blockIdx.x;
@@ -59,12 +64,12 @@ __global__ void k_attention(float *out, const float *q, const float *kc, const f
     }
     float m = -INFINITY, l = 0.0f;
     for (int p = warp; p <= last; p += ATT_WARPS) {
-        const float *kr = kc + (size_t)p * kv_dim + (size_t)kvh * head_dim;
-        const float *vr = vc + (size_t)p * kv_dim + (size_t)kvh * head_dim;
+        const T *kr = kc + (size_t)p * kv_dim + (size_t)kvh * head_dim;
+        const T *vr = vc + (size_t)p * kv_dim + (size_t)kvh * head_dim;
         float s = 0.0f;
         for (int i = 0; i < per_lane; i++) {
             int d = lane + 32 * i;
-            if (d < head_dim) s += qv[i] * kr[d];
+            if (d < head_dim) s += qv[i] * kv_f(kr, d);
         }
         for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
         float m_new = fmaxf(m, s);
@@ -72,7 +77,7 @@ __global__ void k_attention(float *out, const float *q, const float *kc, const f
         l = l * corr + e;
         for (int i = 0; i < per_lane; i++) {
             int d = lane + 32 * i;
-            acc[i] = acc[i] * corr + (d < head_dim ? e * vr[d] : 0.0f);
+            acc[i] = acc[i] * corr + (d < head_dim ? e * kv_f(vr, d) : 0.0f);
         }
         m = m_new;
     }
@@ -121,7 +126,8 @@ __device__ __forceinline__ int live_chunk(int len, int n_chunks) {
  * group's K/V come from memory once, then L1); smaller groups get consecutive chunks of one head.
  * Slot (t, h, c) of the workspace holds (m, l) in ml and head_dim floats of acc. A chunk past the query's
  * last position writes the empty state (l = 0, acc = 0). No block barriers: warps exit freely. */
-__global__ void k_attention_part(float2 *ml, float *accs, const float *q, const float *kc, const float *vc, int pos0,
+template <typename T>
+__global__ void __launch_bounds__(ATT_WARPS * 32) k_attention_part(float2 *ml, float *accs, const float *q, const T *kc, const T *vc, int pos0,
                                  const int *pos_dev, int n_heads, int group, int head_dim, int kv_dim, int n_chunks) {
     if (pos_dev) pos0 = *pos_dev;
     int chunk = live_chunk(pos0 + (int)gridDim.z, n_chunks);
@@ -133,7 +139,7 @@ __global__ void k_attention_part(float2 *ml, float *accs, const float *q, const 
     int per_lane = (head_dim + 31) / 32;
     float scale = rsqrtf((float)head_dim);
     const float *qh = q + ((size_t)t * n_heads + h) * head_dim;
-    const float *kb = kc + (size_t)kvh * head_dim, *vb = vc + (size_t)kvh * head_dim;
+    const T *kb = kc + (size_t)kvh * head_dim, *vb = vc + (size_t)kvh * head_dim;
 
     float qv[ATT_MAX_PER_LANE], acc[ATT_MAX_PER_LANE];
 #pragma unroll
@@ -150,11 +156,11 @@ __global__ void k_attention_part(float2 *ml, float *accs, const float *q, const 
         for (int u = 0; u < ATT_BATCH; u++) {
             s[u] = 0.0f;
             if (p + u >= p1) continue;
-            const float *kr = kb + (size_t)(p + u) * kv_dim;
+            const T *kr = kb + (size_t)(p + u) * kv_dim;
 #pragma unroll
             for (int i = 0; i < ATT_MAX_PER_LANE; i++) {
                 int d = lane + 32 * i;
-                if (i < per_lane && d < head_dim) s[u] += qv[i] * kr[d];
+                if (i < per_lane && d < head_dim) s[u] += qv[i] * kv_f(kr, d);
             }
         }
         float bm = -INFINITY;
@@ -174,12 +180,12 @@ __global__ void k_attention_part(float2 *ml, float *accs, const float *q, const 
         for (int u = 0; u < ATT_BATCH; u++) {
             if (p + u >= p1) continue;
             float e = __expf(s[u] - m);
-            const float *vr = vb + (size_t)(p + u) * kv_dim;
+            const T *vr = vb + (size_t)(p + u) * kv_dim;
             l += e;
 #pragma unroll
             for (int i = 0; i < ATT_MAX_PER_LANE; i++) {
                 int d = lane + 32 * i;
-                if (i < per_lane && d < head_dim) acc[i] += e * vr[d];
+                if (i < per_lane && d < head_dim) acc[i] += e * kv_f(vr, d);
             }
         }
     }
@@ -195,7 +201,7 @@ __global__ void k_attention_part(float2 *ml, float *accs, const float *q, const 
 
 /* Split path, second kernel: one block per (head, query), a thread per output element, merging the
  * partials of the chunks that hold positions 0..pos0+t (the later ones are empty). */
-__global__ void k_attention_merge(float *out, const float2 *ml, const float *accs, int pos0, const int *pos_dev,
+__global__ void __launch_bounds__(ATT_MAX_HEAD_DIM) k_attention_merge(float *out, const float2 *ml, const float *accs, int pos0, const int *pos_dev,
                                   int n_heads, int head_dim, int n_chunks) {
     if (pos_dev) pos0 = *pos_dev;
     int chunk = live_chunk(pos0 + (int)gridDim.y, n_chunks);
@@ -226,7 +232,8 @@ __global__ void k_attention_merge(float *out, const float2 *ml, const float *acc
 
 static size_t tiled_smem(int hd) { return sizeof(float) * ((size_t)ATT_TQ * hd + (size_t)ATT_TK * (hd + 1) + (size_t)ATT_TK * hd); }
 
-__global__ void k_attention_tiled(float *out, const float *q, const float *kc, const float *vc, int pos0, int n,
+template <typename T>
+__global__ void __launch_bounds__(ATT_WARPS * 32) k_attention_tiled(float *out, const float *q, const T *kc, const T *vc, int pos0, int n,
                                   int n_heads, int n_kv_heads, int head_dim, int kv_dim) {
     extern __shared__ float sm_tiled[];
     float *Qs = sm_tiled, *Ks = Qs + ATT_TQ * head_dim, *Vs = Ks + ATT_TK * (head_dim + 1);
@@ -254,8 +261,8 @@ __global__ void k_attention_tiled(float *out, const float *q, const float *kc, c
         for (int i = threadIdx.x; i < ATT_TK * head_dim; i += blockDim.x) {
             int j = i / head_dim, d = i % head_dim, p = p0 + j;
             size_t off = (size_t)p * kv_dim + (size_t)kvh * head_dim + d;
-            Ks[j * (head_dim + 1) + d] = p <= last ? kc[off] : 0.0f;
-            Vs[j * head_dim + d] = p <= last ? vc[off] : 0.0f;
+            Ks[j * (head_dim + 1) + d] = p <= last ? kv_f(kc, off) : 0.0f;
+            Vs[j * head_dim + d] = p <= last ? kv_f(vc, off) : 0.0f;
         }
         __syncthreads();
 #pragma unroll
@@ -301,8 +308,11 @@ __global__ void k_attention_tiled(float *out, const float *q, const float *kc, c
 }
 
 void cuda_attention_init(cuda_ctx *c) {
-    cudaError_t e = cudaFuncSetAttribute(k_attention_tiled, cudaFuncAttributeMaxDynamicSharedMemorySize,
+    cudaError_t e = cudaFuncSetAttribute(k_attention_tiled<float>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          (int)tiled_smem(ATT_MAX_HEAD_DIM));
+    if (e == cudaSuccess)
+        e = cudaFuncSetAttribute(k_attention_tiled<__half>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 (int)tiled_smem(ATT_MAX_HEAD_DIM));
     if (e != cudaSuccess) cuda_fail(c, e, "allowing the tiled attention its shared memory", __FILE__, __LINE__);
     if (cudaMalloc((void **)&c->att_ws, ATT_WS_BYTES) != cudaSuccess) {
         cudaGetLastError();
@@ -335,28 +345,22 @@ static int split_plan(const cuda_ctx *c, int span, int n, int n_heads, int head_
     return nc < 2 ? 0 : nc;
 }
 
-void cuda_attention(cuda_ctx *c, float *out, const float *q, const float *kcache, const float *vcache, int pos0,
-                    int n, int n_heads, int n_kv_heads, int head_dim, int kv_dim, int ctx) {
-    if (head_dim > ATT_MAX_HEAD_DIM || n_kv_heads <= 0 || n_heads % n_kv_heads != 0) {
-        char what[160];
-        snprintf(what, sizeof what, "attention (head_dim %d, max %d; %d heads, %d kv heads: shape not supported)",
-                 head_dim, ATT_MAX_HEAD_DIM, n_heads, n_kv_heads);
-        cuda_fail(c, cudaErrorInvalidValue, what, __FILE__, __LINE__);
-        return;
-    }
+template <typename T>
+static void attention_t(cuda_ctx *c, float *out, const float *q, const T *kcache, const T *vcache, int pos0, int n,
+                        int n_heads, int n_kv_heads, int head_dim, int kv_dim, int ctx) {
     /* While a step is recorded pos0 changes on replay: plan for the whole cache. */
     int n_chunks = split_plan(c, c->stepping ? ctx : pos0 + n, n, n_heads, head_dim);
     if (n_chunks == 0 && n > ATT_SPLIT_MAX_N) {
         dim3 grid((unsigned)((n + ATT_TQ - 1) / ATT_TQ), (unsigned)n_heads);
-        k_attention_tiled<<<grid, ATT_WARPS * 32, tiled_smem(head_dim), c->stream>>>(out, q, kcache, vcache, pos0, n,
-                                                                                    n_heads, n_kv_heads, head_dim, kv_dim);
+        k_attention_tiled<T><<<grid, ATT_WARPS * 32, tiled_smem(head_dim), c->stream>>>(out, q, kcache, vcache, pos0, n,
+                                                                                       n_heads, n_kv_heads, head_dim, kv_dim);
         CUDA_LAUNCHED(c, "attention (tiled prefill)");
         return;
     }
     if (n_chunks == 0) {
         dim3 grid((unsigned)n_heads, (unsigned)n);
-        k_attention<<<grid, ATT_WARPS * 32, 0, c->stream>>>(out, q, kcache, vcache, pos0, step_pos(c), n_heads,
-                                                            n_kv_heads, head_dim, kv_dim);
+        k_attention<T><<<grid, ATT_WARPS * 32, 0, c->stream>>>(out, q, kcache, vcache, pos0, step_pos(c), n_heads,
+                                                               n_kv_heads, head_dim, kv_dim);
         CUDA_LAUNCHED(c, "attention");
         return;
     }
@@ -365,11 +369,58 @@ void cuda_attention(cuda_ctx *c, float *out, const float *q, const float *kcache
     float2 *ml = (float2 *)c->att_ws;      /* slots × (m, l) first: keeps the float2s aligned */
     float *accs = c->att_ws + 2 * slots; /* then slots × head_dim */
     dim3 grid((unsigned)((n_chunks * group + ATT_WARPS - 1) / ATT_WARPS), (unsigned)n_kv_heads, (unsigned)n);
-    k_attention_part<<<grid, ATT_WARPS * 32, 0, c->stream>>>(ml, accs, q, kcache, vcache, pos0, step_pos(c), n_heads,
-                                                             group, head_dim, kv_dim, n_chunks);
+    k_attention_part<T><<<grid, ATT_WARPS * 32, 0, c->stream>>>(ml, accs, q, kcache, vcache, pos0, step_pos(c), n_heads,
+                                                                group, head_dim, kv_dim, n_chunks);
     if (!CUDA_LAUNCHED(c, "attention (split part)")) return;
     int threads = (head_dim + 31) / 32 * 32;
     k_attention_merge<<<dim3((unsigned)n_heads, (unsigned)n), threads, 0, c->stream>>>(
         out, ml, accs, pos0, step_pos(c), n_heads, head_dim, n_chunks);
     CUDA_LAUNCHED(c, "attention (split merge)");
+}
+
+void cuda_attention(cuda_ctx *c, float *out, const float *q, const void *kcache, const void *vcache, sd_dtype type,
+                    int pos0, int n, int n_heads, int n_kv_heads, int head_dim, int kv_dim, int ctx) {
+    if (head_dim > ATT_MAX_HEAD_DIM || n_kv_heads <= 0 || n_heads % n_kv_heads != 0) {
+        char what[160];
+        snprintf(what, sizeof what, "attention (head_dim %d, max %d; %d heads, %d kv heads: shape not supported)",
+                 head_dim, ATT_MAX_HEAD_DIM, n_heads, n_kv_heads);
+        cuda_fail(c, cudaErrorInvalidValue, what, __FILE__, __LINE__);
+        return;
+    }
+    if (type == SD_F16)
+        attention_t(c, out, q, (const __half *)kcache, (const __half *)vcache, pos0, n, n_heads, n_kv_heads, head_dim,
+                    kv_dim, ctx);
+    else
+        attention_t(c, out, q, (const float *)kcache, (const float *)vcache, pos0, n, n_heads, n_kv_heads, head_dim,
+                    kv_dim, ctx);
+}
+
+/* K and V rows of n positions into the cache at pos0, converted to the cache's type (a kernel, not a
+ * memcpy, so the offset can come from the step state inside a graph). */
+__device__ __forceinline__ void kv_put(float *p, size_t i, float x) { p[i] = x; }
+__device__ __forceinline__ void kv_put(__half *p, size_t i, float x) { p[i] = __float2half_rn(x); }
+
+template <typename T>
+__global__ void __launch_bounds__(256) k_kv_store(T *kc, T *vc, const float *k, const float *v, int pos0,
+                                                  const int *pos_dev, size_t count, int kv_dim) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= count) return;
+    if (pos_dev) pos0 = *pos_dev;
+    size_t off = (size_t)pos0 * (size_t)kv_dim + i;
+    kv_put(kc, off, k[i]);
+    kv_put(vc, off, v[i]);
+}
+
+void cuda_kv_store(cuda_ctx *c, void *kcache, void *vcache, sd_dtype type, const float *k, const float *v, int pos0,
+                   int n, int kv_dim) {
+    size_t count = (size_t)n * (size_t)kv_dim;
+    if (!count) return;
+    unsigned blocks = (unsigned)((count + 255) / 256);
+    if (type == SD_F16)
+        k_kv_store<__half><<<blocks, 256, 0, c->stream>>>((__half *)kcache, (__half *)vcache, k, v, pos0, step_pos(c),
+                                                          count, kv_dim);
+    else
+        k_kv_store<float><<<blocks, 256, 0, c->stream>>>((float *)kcache, (float *)vcache, k, v, pos0, step_pos(c),
+                                                         count, kv_dim);
+    CUDA_LAUNCHED(c, "kv_store");
 }

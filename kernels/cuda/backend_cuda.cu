@@ -246,9 +246,11 @@ static void c_from_host(sd_backend *b, float *dst, const float *src, size_t n) {
     CUDA_CK(c, cudaStreamSynchronize(c->stream)); /* src may be a stack buffer the caller reuses */
 }
 
-/* KV layout: [layer][ctx][kv_dim] F32 for K, the same for V. */
-static int c_kv_alloc(sd_backend *b, sd_kv *kv, int n_layers, int ctx, int kv_dim, sd_err *err) {
-    size_t bytes = (size_t)n_layers * (size_t)ctx * (size_t)kv_dim * sizeof(float);
+/* KV layout: [layer][ctx][kv_dim] F16 or F32 for K, the same for V. */
+static int c_kv_alloc(sd_backend *b, sd_kv *kv, int n_layers, int ctx, int kv_dim, sd_dtype type, sd_err *err) {
+    if (type != SD_F16 && type != SD_F32)
+        return sd_errf(err, "kv cache: type %s is not supported (f16 or f32)", sd_dtype_name(type) ? sd_dtype_name(type) : "?");
+    size_t bytes = (size_t)n_layers * (size_t)ctx * (size_t)kv_dim * sd_dtype_block_bytes(type);
     kv->k = dev_alloc(b, bytes, MEM_KV, "KV cache (K)", err);
     if (!kv->k) return -1;
     kv->v = dev_alloc(b, bytes, MEM_KV, "KV cache (V)", err);
@@ -260,6 +262,7 @@ static int c_kv_alloc(sd_backend *b, sd_kv *kv, int n_layers, int ctx, int kv_di
     kv->n_layers = n_layers;
     kv->ctx = ctx;
     kv->kv_dim = kv_dim;
+    kv->type = type;
     return 0;
 }
 
@@ -280,8 +283,8 @@ static void c_mem_usage(sd_backend *b, size_t *weights, size_t *kv, size_t *work
 
 /* ---- ops ---- */
 
-static float *kv_layer(const sd_kv *kv, void *base, int layer) {
-    return (float *)base + (size_t)layer * (size_t)kv->ctx * (size_t)kv->kv_dim;
+static void *kv_layer(const sd_kv *kv, void *base, int layer) {
+    return (char *)base + (size_t)layer * (size_t)kv->ctx * (size_t)kv->kv_dim * sd_dtype_block_bytes(kv->type);
 }
 
 static void c_embed(sd_backend *b, float *out, const sd_tensor *t, const int32_t *ids, int n) {
@@ -301,12 +304,13 @@ static void c_rope(sd_backend *b, float *x, int n, int n_heads, int head_dim, in
     cuda_rope(ctx_of(b), x, n, n_heads, head_dim, n_rot, pos0, inv_freq, neox);
 }
 static void c_kv_store(sd_backend *b, sd_kv *kv, int layer, int pos0, int n, const float *k, const float *v) {
-    cuda_kv_store(ctx_of(b), kv_layer(kv, kv->k, layer), kv_layer(kv, kv->v, layer), k, v, pos0, n, kv->kv_dim);
+    cuda_kv_store(ctx_of(b), kv_layer(kv, kv->k, layer), kv_layer(kv, kv->v, layer), kv->type, k, v, pos0, n,
+                  kv->kv_dim);
 }
 static void c_attention(sd_backend *b, float *out, const float *q, const sd_kv *kv, int layer, int pos0, int n,
                         int n_heads, int n_kv_heads, int head_dim) {
-    cuda_attention(ctx_of(b), out, q, kv_layer(kv, kv->k, layer), kv_layer(kv, kv->v, layer), pos0, n, n_heads,
-                   n_kv_heads, head_dim, kv->kv_dim, kv->ctx);
+    cuda_attention(ctx_of(b), out, q, kv_layer(kv, kv->k, layer), kv_layer(kv, kv->v, layer), kv->type, pos0, n,
+                   n_heads, n_kv_heads, head_dim, kv->kv_dim, kv->ctx);
 }
 static void c_swiglu(sd_backend *b, float *out, const float *gate, const float *up, size_t count) {
     cuda_swiglu(ctx_of(b), out, gate, up, count);

@@ -152,8 +152,9 @@ void cuda_rope(cuda_ctx *c, float *x, int n, int n_heads, int head_dim, int n_ro
                bool neox);
 void cuda_swiglu(cuda_ctx *c, float *out, const float *gate, const float *up, size_t count);
 void cuda_add(cuda_ctx *c, float *x, const float *y, size_t count);
-void cuda_attention(cuda_ctx *c, float *out, const float *q, const float *kcache, const float *vcache, int pos0,
-                    int n, int n_heads, int n_kv_heads, int head_dim, int kv_dim, int ctx);
+/* K/V caches of `type` (SD_F16 or SD_F32). */
+void cuda_attention(cuda_ctx *c, float *out, const float *q, const void *kcache, const void *vcache, sd_dtype type,
+                    int pos0, int n, int n_heads, int n_kv_heads, int head_dim, int kv_dim, int ctx);
 void cuda_attention_init(cuda_ctx *c); /* allocates att_ws (counted as work bytes); failure only slows */
 void cuda_attention_free(cuda_ctx *c);
 void cuda_argmax_rows(cuda_ctx *c, int32_t *ids_host, const float *x, int rows, int width);
@@ -161,8 +162,8 @@ void cuda_sample_rows(cuda_ctx *c, int32_t *ids, float *probs, const float *logi
                       const sd_sample_cfg *cfg, const float *u);
 int cuda_spec_accept(cuda_ctx *c, int32_t *next, const float *p, const float *q, const int32_t *draft, int k,
                      int width, const float *u);
-void cuda_kv_store(cuda_ctx *c, float *kcache, float *vcache, const float *k, const float *v, int pos0, int n,
-                   int kv_dim);
+void cuda_kv_store(cuda_ctx *c, void *kcache, void *vcache, sd_dtype type, const float *k, const float *v, int pos0,
+                   int n, int kv_dim);
 /* Device pointer to the current step's pos0 while stepping, else NULL (kernels then use the argument). */
 static inline const int *step_pos(const cuda_ctx *c) { return c->stepping ? c->step_dev : NULL; }
 /* F32 (host) matrix to F16 (device), for upload. */

@@ -118,27 +118,6 @@ void cuda_add(cuda_ctx *c, float *x, const float *y, size_t count) {
     CUDA_LAUNCHED(c, "add");
 }
 
-/* K and V rows of n positions into the cache at pos0 (a kernel, not a memcpy, so the offset can come
- * from the step state inside a graph). */
-__global__ void k_kv_store(float *kc, float *vc, const float *k, const float *v, int pos0, const int *pos_dev,
-                           size_t count, int kv_dim) {
-    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= count) return;
-    if (pos_dev) pos0 = *pos_dev;
-    size_t off = (size_t)pos0 * (size_t)kv_dim + i;
-    kc[off] = k[i];
-    vc[off] = v[i];
-}
-
-void cuda_kv_store(cuda_ctx *c, float *kcache, float *vcache, const float *k, const float *v, int pos0, int n,
-                   int kv_dim) {
-    size_t count = (size_t)n * (size_t)kv_dim;
-    if (!count) return;
-    k_kv_store<<<(unsigned)((count + 255) / 256), 256, 0, c->stream>>>(kcache, vcache, k, v, pos0, step_pos(c),
-                                                                      count, kv_dim);
-    CUDA_LAUNCHED(c, "kv_store");
-}
-
 /* Argmax in two launches, so a 32000..150000-word row is scanned by many blocks instead of one:
  * k_argmax_part: block (chunk, row) finds the best of its chunk of columns (each thread a strided share,
  * then a shared-memory tree); k_argmax_merge: one warp per row picks the best chunk. Both compare under the
