@@ -23,6 +23,7 @@ void cmd_engine_config(const sd_optval *v, sd_engine_config *c) {
     c->device = v[SD_O_DEVICE].s;
     c->ctx = (int)v[SD_O_CTX].i;
     c->kv_type = v[SD_O_KV_TYPE].s;
+    c->kv_mem = (size_t)v[SD_O_KV_MEM].i << 20;
 }
 
 void cmd_gen_params(const sd_optval *v, sd_gen_params *p) {

@@ -221,6 +221,7 @@ int sd_prop_model_new(const char *name, sd_model *m, int n_layers, int ctx, int 
         mp_destroy(p);
         return sd_err_prefix(err, "%s proposer", name);
     }
+    p->seq = mp->seq;
     mp->cached = malloc((size_t)mp->seq->ctx * sizeof *mp->cached);
     mp->out = malloc((size_t)max_k * sizeof *mp->out);
     mp->logits = malloc((size_t)mp->vocab * sizeof *mp->logits);

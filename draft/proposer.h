@@ -47,6 +47,7 @@ struct sd_proposer {
      * takes the results before the model's next forward: 1 = another round pending, 0 = *out final.
      * propose() itself runs these rounds alone, so both ways give the same tokens. */
     sd_model *model;
+    sd_seq *seq;      /* model proposers: the draft cache (blocks of model's pool; the engine preempts it) */
     int (*begin)(sd_proposer *p, const int32_t *hist, int n, int k, const sd_draft_opts *o, sd_proposal *out,
                  sd_err *err);
     int (*rows)(sd_proposer *p, sd_row *rows);

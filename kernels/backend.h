@@ -7,7 +7,9 @@
  *    (x + row * width addresses a row), so a CUDA device pointer is a valid activation pointer.
  *  - Weights are sd_tensor: `host` points at the bytes in the model file's mapping; upload_weight() makes
  *    `data` usable by the backend (the CPU backend just aliases host: no copy; CUDA copies to the device).
- *  - The KV cache of one sequence is an sd_kv allocated by kv_alloc(): K and V per layer per position.
+ *  - K/V live in one pool per model (sd_kv_mem, kv_mem_alloc): blocks of SD_KV_BLOCK positions of every
+ *    layer. A sequence's cache is a table of block ids (model/kv_pool.c hands them out); kv_spans tells
+ *    the backend which rows of a pass belong to which sequence, at which positions, with which table.
  *  - Every op may run asynchronously; to_host() and sync() wait for all earlier work.
  *  - In-place use (out == x) is allowed for rmsnorm, rope, add, add_bias, swiglu (out == gate).
  */
@@ -77,12 +79,25 @@ typedef struct sd_tensor {
     const char *name;  /* for error messages; may be NULL */
 } sd_tensor;
 
-/* One sequence's KV cache: for each layer, K and V of `ctx` positions × kv_dim elements of `type`. */
-typedef struct sd_kv {
-    int n_layers, ctx, kv_dim;
+/* Positions per KV block. */
+#define SD_KV_BLOCK 16
+
+/* A KV pool's memory: K and V of n_blocks blocks, each SD_KV_BLOCK positions × kv_dim elements of `type`
+ * for every layer. Position p of a sequence with block table T lives in block T[p / SD_KV_BLOCK], row
+ * p % SD_KV_BLOCK. */
+typedef struct sd_kv_mem {
+    int n_layers, kv_dim, n_blocks;
     sd_dtype type; /* SD_F16 (half the memory; attention converts as it reads) or SD_F32 */
     void *k, *v;   /* backend memory; layout is the backend's business */
-} sd_kv;
+} sd_kv_mem;
+
+/* Rows [row, row + n) of a pass belong to one sequence, at positions pos0..pos0+n-1. table (host memory):
+ * the block ids of its positions 0..pos0+n-1. cap: the sequence's capacity in positions (a recorded
+ * step graph plans attention for it, as the positions change on replay). */
+typedef struct sd_kv_span {
+    int row, n, pos0, cap;
+    const int32_t *table;
+} sd_kv_span;
 
 /* Sampling filters as the backends see them (target/sampler.h's sd_sampling converts to this). */
 typedef struct sd_sample_cfg {
@@ -118,9 +133,12 @@ struct sd_backend {
     void (*free_weight)(sd_backend *b, sd_tensor *t);
     void (*to_host)(sd_backend *b, float *dst, const float *src, size_t n_floats);
     void (*from_host)(sd_backend *b, float *dst, const float *src, size_t n_floats);
-    /* type: SD_F16 or SD_F32 (others fail, naming the type). */
-    int (*kv_alloc)(sd_backend *b, sd_kv *kv, int n_layers, int ctx, int kv_dim, sd_dtype type, sd_err *err);
-    void (*kv_free)(sd_backend *b, sd_kv *kv);
+    /* A pool of n_blocks blocks; type SD_F16 or SD_F32 (others fail, naming the type). */
+    int (*kv_mem_alloc)(sd_backend *b, sd_kv_mem *kv, int n_layers, int kv_dim, int n_blocks, sd_dtype type,
+                        sd_err *err);
+    void (*kv_mem_free)(sd_backend *b, sd_kv_mem *kv);
+    /* Bytes a KV pool may take now (free device memory; MemAvailable on the CPU); 0: unknown. */
+    size_t (*mem_available)(sd_backend *b);
     void (*sync)(sd_backend *b);
     /* Optional (NULL when unsupported): step graphs, so a small model's many tiny kernels cost one launch.
      * The model brackets the ops of one forward step (no to_host inside):
@@ -170,14 +188,18 @@ struct sd_backend {
      * n_rot/2 floats, already including any rope scaling). neox: pairs (j, j+n_rot/2); else (2j, 2j+1). */
     void (*rope)(sd_backend *b, float *x, int n, int n_heads, int head_dim, int n_rot, int pos0,
                  const float *inv_freq, bool neox);
-    /* Writes K and V ([n][kv_dim] F32 each) of positions pos0..pos0+n-1 of one layer into the cache,
-     * converted to the cache's type (F16: round to nearest even, as sd_fp32_to_fp16). */
-    void (*kv_store)(sd_backend *b, sd_kv *kv, int layer, int pos0, int n, const float *k, const float *v);
-    /* Causal attention for n queries at positions pos0..pos0+n-1 over cache positions 0..pos0+i
-     * (GQA: query head h uses kv head h / (n_heads / n_kv_heads)); scale 1/sqrt(head_dim).
-     * q and out are [n][n_heads*head_dim]. */
-    void (*attention)(sd_backend *b, float *out, const float *q, const sd_kv *kv, int layer, int pos0, int n,
-                      int n_heads, int n_kv_heads, int head_dim);
+    /* The spans of the pass whose kv_store and attention calls follow, covering its `rows` rows in order
+     * (host memory, read during the call; the tables must not change until those ops ran). Called outside
+     * a step graph's bracket: a replayed graph reads the spans given before it. */
+    void (*kv_spans)(sd_backend *b, const sd_kv_span *spans, int n_spans, int rows);
+    /* Writes K and V ([rows][kv_dim] F32 each) of one layer into the pool at each row's position (the
+     * spans), converted to the pool's type (F16: round to nearest even, as sd_fp32_to_fp16). */
+    void (*kv_store)(sd_backend *b, sd_kv_mem *kv, int layer, const float *k, const float *v);
+    /* Causal attention of every row over its sequence's positions 0..its own (the spans: earlier rows of
+     * its span included), GQA (query head h uses kv head h / (n_heads / n_kv_heads)), scale
+     * 1/sqrt(head_dim). q and out are [rows][n_heads*head_dim]. */
+    void (*attention)(sd_backend *b, float *out, const float *q, const sd_kv_mem *kv, int layer, int n_heads,
+                      int n_kv_heads, int head_dim);
     /* out[i] = silu(gate[i]) * up[i]. */
     void (*swiglu)(sd_backend *b, float *out, const float *gate, const float *up, size_t count);
     /* x[i] += y[i]. */

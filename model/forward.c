@@ -8,7 +8,7 @@
 #include <unistd.h>
 
 #include "kernels/quant.h"
-#include "model/model.h"
+#include "model/model_internal.h"
 
 /* Rows one internal pass takes by default. The workspace is the model's (shared by all its sequences),
  * sized for this many rows: 128 keeps prefill matrix-matrix products efficient (weights are read once
@@ -32,6 +32,8 @@ struct sd_fwd_ws {
     int32_t *tokens; /* host [rows] */
     int32_t *ids;    /* host [logit_rows] */
     int *order;      /* host [rows]: output rows of a pass, kept ones first */
+    sd_kv_span *spans; /* host [rows]: the pass's spans (consecutive rows of one sequence) */
+    int n_spans;
 };
 
 static int q_width(const sd_hparams *hp) { return hp->n_heads * hp->head_dim; }
@@ -54,6 +56,7 @@ void sd_forward_ws_free(sd_model *m) {
     free(w->tokens);
     free(w->ids);
     free(w->order);
+    free(w->spans);
     free(w);
     m->ws = NULL;
 }
@@ -90,25 +93,12 @@ static int ws_get(sd_model *m, sd_fwd_ws **out, sd_err *err) {
     w->tokens = malloc(r * sizeof *w->tokens);
     w->ids = malloc(lr * sizeof *w->ids);
     w->order = malloc(r * sizeof *w->order);
-    if (!w->tokens || !w->ids || !w->order) {
+    w->spans = malloc(r * sizeof *w->spans);
+    if (!w->tokens || !w->ids || !w->order || !w->spans) {
         sd_forward_ws_free(m);
         return sd_errf(err, "out of memory (forward workspace)");
     }
     *out = w;
-    return 0;
-}
-
-/* The context length may come from the model file: a tiny model claiming 16M positions would have the
- * backend allocate and zero gigabytes of KV cache. A cache above half of the machine's memory is refused
- * with the numbers and the way out, before anything is allocated. */
-static int check_kv_fits(const sd_model *m, int n_layers, int ctx, sd_err *err) {
-    double bytes = (double)ctx * (double)sd_model_kv_bytes_per_token(m, n_layers);
-    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
-    double mem = pages > 0 && page > 0 ? (double)pages * (double)page : 0;
-    if (mem > 0 && bytes > mem / 2)
-        return sd_errf(err, "%s: context length %d needs a %.1f GiB KV cache (%d layers), more than half of this "
-                       "machine's %.1f GiB of memory: ask for a shorter context (--ctx)",
-                       m->path ? m->path : "model", ctx, bytes / (1 << 30), n_layers, mem / (1 << 30));
     return 0;
 }
 
@@ -125,31 +115,34 @@ int sd_seq_new(sd_model *m, int ctx, int n_layers, sd_seq **out, sd_err *err) {
     if (n_layers <= 0) n_layers = hp->n_layers;
     if (n_layers > hp->n_layers)
         return sd_errf(err, "sequence asks for %d layers but the model has %d", n_layers, hp->n_layers);
-    if (check_kv_fits(m, n_layers, ctx, err)) return -1;
+    if (!m->kv && sd_model_kv_init(m, 0, err)) return -1;
     sd_seq *s = calloc(1, sizeof *s);
-    if (!s) return sd_errf(err, "out of memory (sequence)");
+    size_t n_table = ((size_t)ctx + SD_KV_BLOCK - 1) / SD_KV_BLOCK;
+    if (!s || !(s->table = malloc(n_table * sizeof *s->table))) {
+        free(s);
+        return sd_errf(err, "out of memory (sequence of %d positions)", ctx);
+    }
     s->m = m;
     s->n_layers = n_layers;
     s->ctx = ctx;
-    if (m->be->kv_alloc(m->be, &s->kv, n_layers, ctx, kv_width(hp), m->kv_type, err) != 0) {
-        free(s);
-        return sd_err_prefix(err, "KV cache (%d layers x %d positions)", n_layers, ctx);
-    }
     *out = s;
     return 0;
 }
 
 void sd_seq_free(sd_seq *s) {
     if (!s) return;
-    if (s->kv.k || s->kv.v) s->m->be->kv_free(s->m->be, &s->kv);
+    sd_seq_release(s, 0);
+    free(s->table);
     free(s);
 }
 
-/* Positions >= pos are simply forgotten: kv_store always writes a position before attention reads it,
- * and attention reads only positions < pos0 + n, so stale entries can never influence a later result. */
+/* Positions >= pos are forgotten and their blocks go back to the pool: kv_store always writes a position
+ * before attention reads it, and attention reads only positions up to its row's, so stale entries (in a
+ * kept partial block) can never influence a later result. */
 void sd_seq_truncate(sd_seq *s, int pos) {
     if (pos < 0) pos = 0;
     if (pos < s->pos) s->pos = pos;
+    sd_seq_release(s, s->pos);
 }
 
 /* ---------------------------------------------------------------- one pass */
@@ -190,17 +183,15 @@ static void attention_block(const pass *p, int l) {
     /* qwen3: RMSNorm of each head vector; [n][heads*hd] is [n*heads][hd] row-major. */
     if (L->q_norm.rows) be->rmsnorm(be, w->q, w->q, &L->q_norm, n * hp->n_heads, hp->head_dim, hp->eps);
     if (L->k_norm.rows) be->rmsnorm(be, w->k, w->k, &L->k_norm, n * hp->n_kv_heads, hp->head_dim, hp->eps);
-    for (int i = 0; i < n;) { /* per span: its positions, its cache */
-        int c = span_len(p, i), pos0 = p->rows[i].pos;
-        sd_seq *s = p->rows[i].seq;
-        float *q = w->q + (size_t)i * q_width(hp), *k = w->k + (size_t)i * kv_width(hp);
-        be->rope(be, q, c, hp->n_heads, hp->head_dim, hp->n_rot, pos0, m->rope_inv_freq, hp->rope_neox);
-        be->rope(be, k, c, hp->n_kv_heads, hp->head_dim, hp->n_rot, pos0, m->rope_inv_freq, hp->rope_neox);
-        be->kv_store(be, &s->kv, l, pos0, c, k, w->v + (size_t)i * kv_width(hp));
-        be->attention(be, w->att + (size_t)i * q_width(hp), q, &s->kv, l, pos0, c, hp->n_heads, hp->n_kv_heads,
-                      hp->head_dim);
-        i += c;
+    for (int i = 0; i < w->n_spans; i++) { /* per span: its positions */
+        const sd_kv_span *sp = &w->spans[i];
+        float *q = w->q + (size_t)sp->row * q_width(hp), *k = w->k + (size_t)sp->row * kv_width(hp);
+        be->rope(be, q, sp->n, hp->n_heads, hp->head_dim, hp->n_rot, sp->pos0, m->rope_inv_freq, hp->rope_neox);
+        be->rope(be, k, sp->n, hp->n_kv_heads, hp->head_dim, hp->n_rot, sp->pos0, m->rope_inv_freq, hp->rope_neox);
     }
+    sd_kv_mem *kv = sd_kv_pool_mem(m);
+    be->kv_store(be, kv, l, w->k, w->v); /* every row at its sequence's position (the spans) */
+    be->attention(be, w->att, w->q, kv, l, hp->n_heads, hp->n_kv_heads, hp->head_dim);
     be->matmul(be, w->xb, &L->wo, w->att, n);
     be->add(be, w->x, w->xb, (size_t)n * hp->dim);
 }
@@ -269,7 +260,8 @@ static bool one_run(const pass *p) {
 static void run_pass(const pass *p, int host) {
     sd_backend *be = p->m->be;
     const sd_row *r0 = &p->rows[0];
-    if (!be->graph_begin || span_len(p, 0) != p->n || !one_run(p)) {
+    const sd_kv_mem *kv = sd_kv_pool_mem(p->m);
+    if (!be->graph_begin || p->w->n_spans != 1 || !one_run(p)) {
         pass_ops(p, host);
         return;
     }
@@ -278,8 +270,8 @@ static void run_pass(const pass *p, int host) {
         (uintptr_t)r0->seq,   (uintptr_t)p->m,       (uintptr_t)p->m->layers, (uintptr_t)w->x,
         (uintptr_t)w->xb,     (uintptr_t)w->q,       (uintptr_t)w->k,         (uintptr_t)w->v,
         (uintptr_t)w->att,    (uintptr_t)w->hb,      (uintptr_t)w->hb2,       (uintptr_t)w->logits,
-        (uintptr_t)w->kept,   (uintptr_t)r0->seq->kv.k, (uintptr_t)r0->seq->kv.v, (uint64_t)p->n,
-        (uint64_t)p->n_layers, (uint64_t)r0->seq->kv.ctx, /* attention plans its grid from the capacity */
+        (uintptr_t)w->kept,   (uintptr_t)kv->k,     (uintptr_t)kv->v,      (uint64_t)p->n,
+        (uint64_t)p->n_layers, (uint64_t)r0->seq->ctx, /* attention plans its grid from the capacity */
         (uint64_t)p->n_keep,  (uint64_t)p->keep0,    (uint64_t)host,
         (uint64_t)(p->n_keep + p->n_host ? w->order[0] : -1),
     };
@@ -335,6 +327,14 @@ static int forward_pass(sd_model *m, sd_fwd_ws *w, const sd_row *rows, int n, in
     for (int i = 0; i < n; i++)
         if (rows[i].out == SD_OUT_LOGITS || rows[i].out == SD_OUT_ARGMAX) w->order[p.n_keep + p.n_host++] = i;
     int host = p.n_host < w->logit_rows ? p.n_host : w->logit_rows;
+    w->n_spans = 0;
+    for (int i = 0; i < n;) {
+        int c = span_len(&p, i);
+        w->spans[w->n_spans++] = (sd_kv_span){.row = i, .n = c, .pos0 = rows[i].pos, .cap = rows[i].seq->ctx,
+                                              .table = rows[i].seq->table};
+        i += c;
+    }
+    m->be->kv_spans(m->be, w->spans, w->n_spans, n); /* outside a step graph: its tables change */
     run_pass(&p, host);
     for (int i = 0; i < n; i++) {
         rows[i].seq->pos = rows[i].pos + 1;
@@ -385,12 +385,25 @@ static int check_batch(const sd_model *m, const sd_row *rows, int n, int *n_keep
     return 0;
 }
 
+/* The blocks every sequence's rows need, all or none (on failure each keeps the blocks of its pos). */
+static int reserve_blocks(const sd_row *rows, int n, sd_err *err) {
+    for (int i = 0; i < n; i++) {
+        if (i + 1 < n && rows[i + 1].seq == rows[i].seq) continue; /* a span's last row */
+        if (sd_seq_reserve(rows[i].seq, rows[i].pos + 1, err)) {
+            for (int j = 0; j < i; j++) sd_seq_release(rows[j].seq, rows[j].seq->pos);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int sd_forward_batch(sd_model *m, const sd_row *rows, int n, sd_err *err) {
     int n_keep = 0;
     sd_fwd_ws *w = NULL;
     if (check_batch(m, rows, n, &n_keep, err) || ws_get(m, &w, err)) return -1;
     if (n_keep > w->logit_rows)
         return sd_errf(err, "forward: %d rows of logits to keep do not fit the model's %d", n_keep, w->logit_rows);
+    if (reserve_blocks(rows, n, err)) return -1;
     int keep0 = 0;
     for (int done = 0; done < n;) {
         int c = n - done < w->rows ? n - done : w->rows;

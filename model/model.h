@@ -74,6 +74,7 @@ int64_t sd_dim_size(const sd_hparams *hp, sd_dim d);
 int sd_layer_tensor_find(const char *suffix);
 
 typedef struct sd_fwd_ws sd_fwd_ws;
+typedef struct sd_kv_pool sd_kv_pool; /* model/kv_pool.c */
 
 typedef struct sd_model {
     char *path;
@@ -95,6 +96,7 @@ typedef struct sd_model {
     int batch_rows;           /* rows per internal pass; 0: SD_MAX_BATCH (tests lower it to force passes) */
     bool describe_only;       /* sd_model_describe: no backend, nothing uploaded, any tensor type */
     sd_dtype kv_type;         /* K/V element type of its sequences: SD_F16 (the default) or SD_F32 */
+    sd_kv_pool *kv;           /* the K/V blocks of all its sequences (sd_model_kv_init, or the first sd_seq_new) */
 } sd_model;
 
 /* Loads a model file (GGUF by magic, else llama2.c checkpoint; tok_path is the llama2.c tokenizer,
@@ -110,21 +112,43 @@ size_t sd_model_kv_bytes_per_token(const sd_model *m, int n_layers);
 /* Human-readable summary (architecture, hyperparameters, tensor types, params, bytes/token) to f. */
 void sd_model_print_info(const sd_model *m, void *file /* FILE* */);
 
-/* One sequence's state: its KV cache and the number of positions in it. A sequence may use only the
- * first n_layers layers of its model (self-drafting). Activations live in the model's workspace. */
+/* ---- K/V memory: one pool of blocks per model, shared by its sequences ---- */
+
+/* Makes m's pool of `bytes` (0: the default, half of what the backend has available, at most
+ * SD_KV_DEFAULT_POSITIONS positions); at least one block. Fails when m already has one. */
+int sd_model_kv_init(sd_model *m, size_t bytes, sd_err *err);
+#define SD_KV_DEFAULT_POSITIONS (1 << 20)
+/* The default pool size for models whose positions cost bytes_per_position together. */
+size_t sd_kv_default_bytes(sd_backend *be, size_t bytes_per_position);
+/* Frees m's pool (its sequences must be freed first); the next sd_seq_new makes a default one, in the
+ * m->kv_type of then. */
+void sd_model_kv_free(sd_model *m);
+/* Blocks of m's pool in all and free now (0, 0 before the pool exists). */
+void sd_model_kv_blocks(const sd_model *m, int *total, int *free_now);
+/* Bytes of one block (every layer, K and V). */
+size_t sd_model_kv_block_bytes(const sd_model *m);
+
+/* One sequence's state: the block table of its cache and the number of positions in it. A sequence may
+ * use only the first n_layers layers of its model (self-drafting; its blocks still span every layer).
+ * Activations live in the model's workspace. Invariant between forwards: it holds exactly the blocks
+ * of positions [0, pos). */
 typedef struct sd_seq {
     sd_model *m;
     int n_layers;
     int ctx;          /* capacity in positions */
-    int pos;          /* positions computed so far (the KV cache holds [0, pos)) */
-    sd_kv kv;
+    int pos;          /* positions computed so far (the cache holds [0, pos)) */
+    int32_t *table;   /* block ids of its positions, ceil(ctx / SD_KV_BLOCK) entries */
+    int n_blocks;     /* blocks held: table[0..n_blocks) */
 } sd_seq;
 
-/* ctx <= 0: the model's context length. n_layers <= 0: all layers. */
+/* ctx <= 0: the model's context length. n_layers <= 0: all layers. Takes no blocks yet. */
 int sd_seq_new(sd_model *m, int ctx, int n_layers, sd_seq **out, sd_err *err);
 void sd_seq_free(sd_seq *s);
-/* Drops positions >= pos; afterwards the cache is exactly as if they had never been computed. */
+/* Drops positions >= pos and returns their blocks; afterwards the cache is exactly as if they had never
+ * been computed. */
 void sd_seq_truncate(sd_seq *s, int pos);
+/* Blocks s must take from the pool before positions up to end - 1 can be written. */
+int sd_seq_blocks_needed(const sd_seq *s, int end);
 
 /* ---- the forward pass: one entry point over a batch of rows ---- */
 
@@ -156,7 +180,8 @@ typedef struct sd_row {
  * consecutive (a span): RoPE, KV store and attention run once per span. At most sd_model_keep_rows rows
  * may be SD_OUT_KEEP; they land consecutively in batch order. Fails before any work (nothing changed) on
  * bad rows (message names the row): a token outside the vocabulary, a position that does not continue
- * its sequence, a context overflow, an output with no destination. */
+ * its sequence, a context overflow, an output with no destination, and when the pool cannot give the
+ * blocks its rows need ("KV pool full": sd_seq_blocks_needed says how many; the engine preempts). */
 int sd_forward_batch(sd_model *m, const sd_row *rows, int n, sd_err *err);
 /* Most SD_OUT_KEEP rows one batch of m may hold. */
 int sd_model_keep_rows(sd_model *m);

@@ -13,6 +13,13 @@
 #define SD_MAX_VOCAB (1 << 24)
 #define SD_MAX_CTX (1 << 24)
 
+/* The K/V pool (model/kv_pool.c), for the forward pass. */
+sd_kv_mem *sd_kv_pool_mem(const sd_model *m);
+/* Takes the blocks s needs to hold positions [0, end) (all or none: "KV pool full" when too few are free). */
+int sd_seq_reserve(sd_seq *s, int end, sd_err *err);
+/* Returns the blocks s holds beyond positions [0, pos). */
+void sd_seq_release(sd_seq *s, int pos);
+
 /* Loads a llama2.c checkpoint into m (m->path set, m->be set). */
 int sd_llama2c_load(sd_model *m, const char *tok_path, sd_err *err);
 

@@ -277,6 +277,7 @@ int sd_model_describe(const char *path, const char *tok_path, sd_model **out, sd
 void sd_model_free(sd_model *m) {
     if (!m) return;
     sd_forward_ws_free(m);
+    sd_model_kv_free(m);
     sd_model_release_weights(m);
     if (m->tok) sd_tok_free(m->tok);
     free(m->layers);

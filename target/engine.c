@@ -47,6 +47,17 @@ static int set_kv_type(sd_engine *e, sd_err *err) {
     return 0;
 }
 
+/* The K/V pools: --kv-mem (or the default) split between target and draft in proportion to their bytes
+ * per position, so both hold the same number of positions. Self-drafting shares the target's pool. */
+static int init_kv(sd_engine *e, sd_err *err) {
+    size_t pt = sd_model_kv_bytes_per_token(e->target, e->target->hp.n_layers);
+    size_t pd = e->draft ? sd_model_kv_bytes_per_token(e->draft, e->draft->hp.n_layers) : 0;
+    size_t total = e->cfg.kv_mem ? e->cfg.kv_mem : sd_kv_default_bytes(e->be, pt + pd);
+    size_t positions = total / (pt + pd);
+    if (sd_model_kv_init(e->target, positions * pt, err)) return -1;
+    return e->draft ? sd_model_kv_init(e->draft, positions * pd, err) : 0;
+}
+
 static int load_or_fall_back(sd_engine *e, bool auto_device, sd_err *err) {
     if (load_models(e, err) == 0) return 0;
     if (!auto_device || strcmp(e->be->name, "cuda") != 0) return -1;
@@ -72,7 +83,7 @@ int sd_engine_open(const sd_engine_config *cfg, sd_engine **out, sd_err *err) {
     if (sd_backend_open(auto_device ? "auto" : cfg->device, cfg->n_threads, &e->be, e->backend_note,
                         sizeof e->backend_note, err))
         goto fail;
-    if (load_or_fall_back(e, auto_device, err) || set_kv_type(e, err)) goto fail;
+    if (load_or_fall_back(e, auto_device, err) || set_kv_type(e, err) || init_kv(e, err)) goto fail;
     if (cfg->ctx < 0 || cfg->ctx > SD_CTX_LIMIT) {
         sd_errf(err, "context length %d is out of range (1..%d)", cfg->ctx, SD_CTX_LIMIT);
         goto fail;
@@ -107,7 +118,8 @@ fail:
 size_t sd_engine_kv_bytes_per_token(const sd_engine *e) {
     size_t b = sd_model_kv_bytes_per_token(e->target, e->target->hp.n_layers);
     if (e->proposer == SD_PROP_DRAFT) b += sd_model_kv_bytes_per_token(e->draft, e->draft->hp.n_layers);
-    if (e->proposer == SD_PROP_SELF) b += sd_model_kv_bytes_per_token(e->target, e->cfg.draft_layers);
+    /* self-drafting shares the target's pool, whose blocks span every layer */
+    if (e->proposer == SD_PROP_SELF) b += sd_model_kv_bytes_per_token(e->target, e->target->hp.n_layers);
     return b;
 }
 
@@ -117,10 +129,13 @@ void sd_engine_memory_report(const sd_engine *e, char *buf, size_t len) {
     /* the CPU backend reads weights in place from the file mappings and holds none of its own */
     const char *where = w ? "on the device" : "mapped";
     if (!w) w = e->target->weight_bytes + (e->draft ? e->draft->weight_bytes : 0);
-    snprintf(buf, len, "backend %s: weights %.1f MiB %s, KV caches %.1f MiB reserved (%s, %zu bytes per "
-             "position and session, committed as used), workspace %.1f MiB",
+    int blocks, free_now;
+    sd_model_kv_blocks(e->target, &blocks, &free_now);
+    snprintf(buf, len, "backend %s: weights %.1f MiB %s, KV pool %.1f MiB (%s, %zu bytes per position, %d "
+             "positions in %d blocks of %d), workspace %.1f MiB",
              e->be->device ? e->be->device : e->be->name, w / 1048576.0, where, kv / 1048576.0,
-             sd_dtype_name(e->target->kv_type), sd_engine_kv_bytes_per_token(e), work / 1048576.0);
+             sd_dtype_name(e->target->kv_type), sd_engine_kv_bytes_per_token(e), blocks * SD_KV_BLOCK, blocks,
+             SD_KV_BLOCK, work / 1048576.0);
 }
 
 void sd_engine_free(sd_engine *e) {
@@ -143,6 +158,9 @@ int sd_session_new(sd_engine *e, sd_session **out, sd_err *err) {
         sd_session_free(s);
         return sd_errf(err, "out of memory for a session of %d positions", e->ctx);
     }
+    s->next = e->sessions; /* linked first: sd_session_free unlinks on failure too */
+    if (s->next) s->next->prev = s;
+    e->sessions = s;
     if (sd_seq_new(e->target, e->ctx, 0, &s->seq, err)) goto fail;
     int rc = 0;
     switch (e->proposer) {
@@ -163,6 +181,9 @@ fail:
 
 void sd_session_free(sd_session *s) {
     if (!s) return;
+    if (s->prev) s->prev->next = s->next;
+    else if (s->e->sessions == s) s->e->sessions = s->next;
+    if (s->next) s->next->prev = s->prev;
     if (s->active) sd_gen_free(s->active);
     sd_proposer_free(s->prop);
     sd_seq_free(s->seq);
@@ -280,6 +301,8 @@ int sd_gen_start(sd_session *s, const int32_t *prompt, int n_prompt, const sd_ge
     g->n_prompt = n_prompt;
     g->reuse = c;
     g->prefilled = c;
+    g->n_fill = n_prompt;
+    g->order = e->n_started++;
     g->step_from = n_prompt;
     g->st.prompt_tokens = n_prompt;
     g->st.draft_k = g->spec ? g->dl.k : 0;

@@ -35,6 +35,7 @@ typedef struct sd_engine_config {
     int n_threads;                        /* <= 0: online CPUs */
     int ctx;                              /* <= 0: the target's context length */
     const char *kv_type;                  /* K/V element type "f16" | "f32"; NULL: f16 */
+    size_t kv_mem;                        /* K/V pools (target + draft) in bytes; 0: sd_kv_default_bytes */
 } sd_engine_config;
 
 typedef struct sd_engine {
@@ -47,6 +48,8 @@ typedef struct sd_engine {
     char backend_note[256]; /* why this backend (e.g. "no CUDA device: running on the CPU") */
     char warning[256];      /* for the start-up log when not empty (a --ctx above the training context) */
     sd_pass_cost cost;      /* measured target pass and draft round times (step.c, batch_k.h) */
+    struct sd_session *sessions; /* every open session (their idle caches give way under KV pressure) */
+    uint64_t n_started;     /* requests started: a request's age (the newest is preempted first) */
 } sd_engine;
 
 int sd_engine_open(const sd_engine_config *cfg, sd_engine **out, sd_err *err);
@@ -54,8 +57,8 @@ void sd_engine_free(sd_engine *e);
 /* One line on where the models live: the backend's device and the memory it holds by kind (weights, KV
  * caches, workspace), e.g. for start-up logs. */
 void sd_engine_memory_report(const sd_engine *e, char *buf, size_t len);
-/* KV cache bytes one position costs a session (target, plus the draft model or self-draft layers), in
- * the engine's K/V type. */
+/* KV cache bytes one position costs a session in the engine's K/V type: the target, plus the draft model
+ * or, self-drafting, the target's again (its sequence takes blocks of the target's pool, every layer). */
 size_t sd_engine_kv_bytes_per_token(const sd_engine *e);
 
 typedef enum sd_mode { SD_MODE_SPEC = 0, SD_MODE_PLAIN = 1 } sd_mode;
@@ -88,6 +91,8 @@ typedef struct sd_gen_stats {
     int drafted, accepted;          /* speculation: tokens proposed and accepted */
     int target_passes;              /* target forward calls after prefill */
     int draft_k;                    /* the current adaptive draft length */
+    int preempted;                  /* times its KV blocks were taken back for older requests (recomputed
+                                       later, with the same output) */
     double t_prefill, t_draft, t_target, t_total; /* seconds */
 } sd_gen_stats;
 

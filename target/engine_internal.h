@@ -25,6 +25,7 @@ struct sd_session {
     sd_gen *active;
     float *dev_probs; /* backend memory, SD_DRAFT_LIMIT + 1 rows of vocab for sampling on the backend;
                          allocated by the session's first sampled request there, then reused */
+    sd_session *prev, *next; /* the engine's list */
 };
 
 /* What a request's step puts into a turn's batch. */
@@ -41,7 +42,12 @@ struct sd_gen {
     sd_session *s;
     sd_gen_params p;
     int n_prompt, reuse; /* reuse: prompt tokens already in the cache */
-    int prefilled;       /* prompt tokens in the cache so far (reuse, then chunks) */
+    int prefilled;       /* history tokens in the cache so far (reuse, then chunks) */
+    int n_fill;          /* history tokens to prefill: the prompt, or after a preemption everything but the
+                            pending token (then the last chunk yields nothing: `resumed`) */
+    bool resumed;
+    uint64_t order;      /* the engine's start count: its age */
+    bool admitted;       /* this turn: its KV blocks were considered (target/step.c admit) */
     bool started, spec, greedy;
     sd_finish finish;
     int32_t stop_token;  /* the end-of-generation token that ended it (-1: none) */

@@ -20,6 +20,8 @@ static const sd_opt k_engine[] = {
     {SD_O_DEVICE, "--device", NULL, SD_OPT_STR, 0, 0, "auto", "D", GSB, "backend: auto | cpu | cuda | cuda:N"},
     {SD_O_CTX, "--ctx", NULL, SD_OPT_INT, 1, SD_CTX_LIMIT, NULL, "N", GSB, "context length; unset: the target's"},
     {SD_O_KV_TYPE, "--kv-type", NULL, SD_OPT_STR, 0, 0, "f16", "T", GSB, "K/V cache element type: f16 | f32"},
+    {SD_O_KV_MEM, "--kv-mem", NULL, SD_OPT_INT, 1, 1 << 30, NULL, "MIB", GSB,
+     "K/V pool size in MiB (target and draft); unset: half the free memory"},
 };
 
 static const sd_opt k_request[] = {

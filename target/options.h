@@ -19,7 +19,7 @@ enum {
 /* Ids of the rows (indexes into sd_optval arrays); a command's own options continue from SD_O_COUNT. */
 enum {
     SD_O_MODEL, SD_O_TOKENIZER, SD_O_DRAFT, SD_O_DRAFT_TOKENIZER, SD_O_LOOKUP, SD_O_DRAFT_LAYERS,
-    SD_O_THREADS, SD_O_DEVICE, SD_O_CTX, SD_O_KV_TYPE,
+    SD_O_THREADS, SD_O_DEVICE, SD_O_CTX, SD_O_KV_TYPE, SD_O_KV_MEM,
     SD_O_MAX_TOKENS, SD_O_TEMP, SD_O_TOP_K, SD_O_TOP_P, SD_O_MIN_P, SD_O_SEED, SD_O_STOP,
     SD_O_DRAFT_MAX, SD_O_DRAFT_MIN, SD_O_DRAFT_P_MIN, SD_O_PLAIN,
     SD_O_COUNT

@@ -112,12 +112,12 @@ static void plan(sd_gen *g, int prefill_rows) {
             return;
         }
     }
-    if (g->prefilled < g->n_prompt) {
-        int n = g->n_prompt - g->prefilled;
+    if (g->prefilled < g->n_fill) {
+        int n = g->n_fill - g->prefilled;
         if (prefill_rows > 0 && n > prefill_rows) n = prefill_rows;
         g->kind = SD_STEP_PREFILL;
         g->n_rows = n;
-        g->last_chunk = g->prefilled + n == g->n_prompt;
+        g->last_chunk = g->prefilled + n == g->n_fill;
         g->keep_rows = g->dev_probs != NULL;
         return;
     }
@@ -210,9 +210,9 @@ static int take(sd_gen *g, double dt, sd_err *err) {
     int32_t t;
     if (g->kind == SD_STEP_PREFILL) {
         g->prefilled += g->n_rows;
-        g->st.prefilled += g->n_rows;
+        if (!g->st.preempted) g->st.prefilled += g->n_rows;
         g->st.t_prefill += dt;
-        if (!g->last_chunk) return 0;
+        if (!g->last_chunk || g->resumed) return 0; /* a resumed request's next token is pending already */
         return pick(g, &t, err) || emit(g, t, err) < 0 ? -1 : 0;
     }
     g->st.target_passes++;
@@ -233,9 +233,9 @@ static int take(sd_gen *g, double dt, sd_err *err) {
  * the text that is now safe to show. */
 static void settle(sd_gen *g) {
     sd_session *s = g->s;
-    int keep = g->prefilled < g->n_prompt ? g->prefilled : s->n_hist - 1;
+    int keep = g->prefilled < g->n_fill ? g->prefilled : s->n_hist - 1;
     if (s->seq->pos > keep) sd_seq_truncate(s->seq, keep);
-    if (s->prop && g->prefilled >= g->n_prompt) s->prop->rollback(s->prop, s->hist, s->n_hist);
+    if (s->prop && g->prefilled >= g->n_fill) s->prop->rollback(s->prop, s->hist, s->n_hist);
     bool final = g->finish != SD_FINISH_NONE;
     if (final && !g->text.matched) {
         size_t n = sd_detok_flush(&g->detok, g->piece, sizeof g->piece);
@@ -385,6 +385,135 @@ out:
     free(k);
 }
 
+/* ---------------------------------------------------------------- KV admission */
+
+/* The KV blocks a request's step may take this turn, per pool: its target rows, and a model proposer's
+ * drafting (what its cache has not seen plus k drafts, at most). `t` counts blocks of the target's pool,
+ * `d` of the draft model's. */
+typedef struct kv_need {
+    int t, d;
+} kv_need;
+
+static void add_blocks(const sd_engine *e, const sd_seq *q, int n, kv_need *k) {
+    if (q->m == e->target) k->t += n;
+    else k->d += n;
+}
+
+static kv_need step_need(const sd_gen *g) {
+    const sd_session *s = g->s;
+    kv_need k = {0, 0};
+    if (g->kind < SD_STEP_DRAFT || g->finish != SD_FINISH_NONE) return k;
+    k.t = sd_seq_blocks_needed(s->seq, s->seq->pos + g->n_rows);
+    const sd_seq *ds = s->prop ? s->prop->seq : NULL;
+    if (g->kind == SD_STEP_DRAFT && ds && g->draft_k > 0)
+        add_blocks(s->e, ds, sd_seq_blocks_needed(ds, s->n_hist + g->draft_k), &k);
+    return k;
+}
+
+static kv_need held(const sd_session *s) {
+    kv_need k = {s->seq->n_blocks, 0};
+    if (s->prop && s->prop->seq) add_blocks(s->e, s->prop->seq, s->prop->seq->n_blocks, &k);
+    return k;
+}
+
+/* Drops a session's caches (target and draft): their blocks go back to the pools. */
+static void drop_caches(sd_session *s) {
+    sd_seq_truncate(s->seq, 0);
+    if (s->prop) {
+        s->prop->invalidate(s->prop, 0);
+        s->prop->rollback(s->prop, s->hist, 0);
+    }
+}
+
+/* Takes g's blocks back for older requests: its history stays, and it prefills it again when blocks
+ * free up (everything but the pending token once it has emitted any; a row's result does not depend on
+ * its batch, so the cache comes back bitwise and the output is unchanged). */
+static void preempt(sd_gen *g) {
+    sd_session *s = g->s;
+    kv_need h = held(s);
+    if (h.t || h.d) g->st.preempted++; /* else it only waits */
+    drop_caches(s);
+    g->resumed = s->n_hist > g->n_prompt;
+    g->n_fill = g->resumed ? s->n_hist - 1 : g->n_prompt;
+    g->prefilled = 0;
+    g->kind = SD_STEP_SETTLE;
+    g->n_rows = 0;
+    g->drafting = false;
+}
+
+/* Idle sessions' caches (kept for prefix reuse) give way first. */
+static void drop_idle(sd_engine *e) {
+    for (sd_session *s = e->sessions; s; s = s->next)
+        if (!s->active || s->active->finish != SD_FINISH_NONE) drop_caches(s);
+}
+
+static int free_blocks(const sd_model *m) {
+    int total, free_now;
+    if (!m) return 0;
+    sd_model_kv_blocks(m, &total, &free_now);
+    return free_now;
+}
+
+/* The newest request of gens that holds blocks and is newer than `than`, or NULL. */
+static sd_gen *newest_holder(sd_gen **gens, int n, const sd_gen *than) {
+    sd_gen *v = NULL;
+    for (int i = 0; i < n; i++) {
+        sd_gen *g = gens[i];
+        kv_need h = held(g->s);
+        if (g->finish != SD_FINISH_NONE || g->order <= than->order || (!h.t && !h.d)) continue;
+        if (!v || g->order > v->order) v = g;
+    }
+    return v;
+}
+
+/* Gives the turn's steps their KV blocks, oldest request first: when the pools cannot, idle sessions'
+ * caches are dropped, then the newest requests are preempted; a request that cannot fit even then waits
+ * (preempted itself), or fails when the pool could never hold it. */
+static void admit(sd_gen **gens, int n) {
+    sd_engine *e = gens[0]->s->e;
+    kv_need taken = {0, 0};
+    bool idle_dropped = false;
+    for (;;) {
+        sd_gen *g = NULL; /* the oldest request not yet looked at */
+        for (int i = 0; i < n; i++)
+            if (!gens[i]->admitted && (!g || gens[i]->order < g->order)) g = gens[i];
+        if (!g) return;
+        g->admitted = true;
+        for (;;) {
+            kv_need k = step_need(g);
+            int ft = free_blocks(e->target) - taken.t, fd = free_blocks(e->draft) - taken.d;
+            if (k.t <= ft && k.d <= fd) {
+                taken.t += k.t;
+                taken.d += k.d;
+                break;
+            }
+            if (!idle_dropped) {
+                drop_idle(e);
+                idle_dropped = true;
+                continue;
+            }
+            sd_gen *v = newest_holder(gens, n, g);
+            if (v) {
+                preempt(v);
+                continue;
+            }
+            int total_t, total_d, f;
+            sd_model_kv_blocks(e->target, &total_t, &f);
+            if (e->draft) sd_model_kv_blocks(e->draft, &total_d, &f);
+            kv_need h = held(g->s);
+            if (h.t + k.t > total_t || (e->draft && h.d + k.d > total_d)) {
+                sd_err err;
+                sd_errf(&err, "the KV pool is too small for this request: it needs %d positions, the pool holds %d "
+                        "(raise --kv-mem)", (h.t + k.t) * SD_KV_BLOCK, total_t * SD_KV_BLOCK);
+                fail(g, &err);
+            } else {
+                preempt(g); /* waits for older requests to free blocks */
+            }
+            break;
+        }
+    }
+}
+
 /* ---------------------------------------------------------------- the turn */
 
 /* One forward batch over gens[0..n) (their rows already planned), then their results. */
@@ -419,13 +548,15 @@ int sd_gen_step_batch(sd_gen **gens, int n, int batch_tokens, sd_err *err) {
     for (int pass = 0; pass < 2; pass++)
         for (int i = 0; i < n; i++) {
             sd_gen *g = gens[i];
-            bool prefilling = g->finish == SD_FINISH_NONE && (!g->started || g->prefilled < g->n_prompt);
+            bool prefilling = g->finish == SD_FINISH_NONE && (!g->started || g->prefilled < g->n_fill);
             if (prefilling != (pass == 1)) continue;
             int left = batch_tokens - rows_used;
             plan(g, batch_tokens <= 0 ? 0 : left > SD_PREFILL_MIN_ROWS ? left : SD_PREFILL_MIN_ROWS);
             rows_used += g->n_rows;
         }
     batch_k(gens, n);
+    for (int i = 0; i < n; i++) gens[i]->admitted = gens[i]->kind < SD_STEP_DRAFT;
+    if (n) admit(gens, n);
     draft_all(gens, n);
     for (int i = 0; i < n; i++)
         if (gens[i]->kind >= SD_STEP_PREFILL) total += gens[i]->n_rows;

@@ -189,6 +189,51 @@ static void test_concurrency_draft_model_backend_sampling(void) { check_concurre
 static void test_concurrency_self_draft_backend_sampling(void) { check_concurrency(true, 's'); }
 static void test_concurrency_lookup(void) { check_concurrency(false, 'l'); }
 
+/* A KV pool that holds two requests at most (10 blocks of 16 positions each for target and draft; a
+ * request needs up to 5), 8 at once: the newest are preempted and recomputed later, every request gives
+ * exactly its solo tokens, text and finish (plain and speculative, greedy and seeded sampling, cancels),
+ * some were preempted, none failed. */
+static void test_preemption(void) {
+    const char *target = shared_path("models/aidreams260K.bin"), *tok = shared_path("models/tok512.bin");
+    const char *draft = shared_path("models/aidreams-draft.bin");
+    if (!target || !tok || !draft) SKIP("../shared/models/aidreams260K.bin, aidreams-draft.bin or tok512.bin not found");
+    eng_fx big, small;
+    REQUIRE(eng_open(&big, target, tok, draft, 0, 0) == 0);
+    size_t per = sd_engine_kv_bytes_per_token(big.e) * SD_KV_BLOCK;
+    REQUIRE(eng_open_cfg(&small, (sd_engine_config){.target_path = target, .target_tok = tok, .draft_path = draft,
+                                                    .draft_tok = tok, .kv_mem = 10 * per}) == 0);
+    int total, free_now;
+    sd_model_kv_blocks(small.e->target, &total, &free_now);
+    CHECK_EQ_INT(total, 10);
+    sd_model_kv_blocks(small.e->draft, &total, &free_now);
+    CHECK_EQ_INT(total, 10);
+    make_jobs();
+    int32_t *toks[N_PROMPTS];
+    int ntok[N_PROMPTS];
+    for (int i = 0; i < N_PROMPTS; i++) REQUIRE((ntok[i] = eng_encode(big.e, prompts[i], &toks[i])) > 0);
+    static eng_result solo[N_JOBS], bat[N_JOBS];
+    REQUIRE(run_all(big.e, toks, ntok, 1, 0, solo) == 0);
+    REQUIRE(run_all(small.e, toks, ntok, 8, 7, bat) == 0);
+    int bad = 0, preempted = 0, resumed_sampled = 0;
+    for (int j = 0; j < N_JOBS; j++) {
+        CHECKF(bat[j].fin != SD_FINISH_ERROR, "job %d failed", j);
+        preempted += bat[j].st.preempted;
+        resumed_sampled += bat[j].st.preempted && jobs[j].p.sampling.temperature > 0;
+        if (!same(&solo[j], &bat[j])) {
+            bad++;
+            fprintf(stderr, "  job %d (preempted %d): differs at token %d (%d vs %d tokens)\n", j, bat[j].st.preempted,
+                    eng_first_diff(&solo[j], &bat[j]), solo[j].n, bat[j].n);
+        }
+    }
+    CHECKF(bad == 0, "%d of %d requests differ from alone under preemption", bad, N_JOBS);
+    CHECKF(preempted >= 4, "only %d preemptions", preempted);
+    fprintf(stderr, "# %d preemptions over %d requests (%d of them seeded sampling)\n", preempted, N_JOBS,
+            resumed_sampled);
+    for (int i = 0; i < N_PROMPTS; i++) free(toks[i]);
+    eng_close(&big);
+    eng_close(&small);
+}
+
 /* Bad calls fail with a message; a batch of one finished request does nothing. */
 static void test_step_batch_errors(void) {
     const char *target = shared_path("models/aidreams260K.bin"), *tok = shared_path("models/tok512.bin");
@@ -256,6 +301,7 @@ int main(void) {
     RUN(test_concurrency_draft_model_backend_sampling);
     RUN(test_concurrency_self_draft_backend_sampling);
     RUN(test_concurrency_lookup);
+    RUN(test_preemption);
     RUN(test_step_batch_errors);
     RUN(test_bench_concurrency);
     return TEST_DONE();

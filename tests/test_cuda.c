@@ -321,6 +321,27 @@ static void test_injected_fault_ends_request(void) {
     sd_engine_free(e);
 }
 
+/* A pool of n_layers layers holding one sequence of `total` positions whose blocks are scrambled (block i
+ * is pool block 1 + 3i mod n_blocks, n_blocks not a multiple of 3), with K/V rows k, v (host) stored into
+ * `layer`; the table stays in *table (free it). */
+static int kv_fill(sd_backend *be, sd_kv_mem *kv, int n_layers, int layer, int kvd, int total, sd_dtype type,
+                   const float *k, const float *v, int32_t **table) {
+    int nb = (total + SD_KV_BLOCK - 1) / SD_KV_BLOCK, n_blocks = nb + 2;
+    while (n_blocks % 3 == 0) n_blocks++;
+    *table = malloc(sizeof(int32_t) * (size_t)nb);
+    for (int i = 0; i < nb; i++) (*table)[i] = (1 + 3 * i) % n_blocks;
+    if (be->kv_mem_alloc(be, kv, n_layers, kvd, n_blocks, type, NULL)) return -1;
+    size_t nkv = (size_t)total * kvd;
+    float *kd = dev_copy(be, k, nkv), *vd = dev_copy(be, v, nkv);
+    sd_kv_span sp = {.row = 0, .n = total, .pos0 = 0, .cap = total, .table = *table};
+    be->kv_spans(be, &sp, 1, total);
+    be->kv_store(be, kv, layer, kd, vd);
+    be->sync(be);
+    be->release(be, kd);
+    be->release(be, vd);
+    return 0;
+}
+
 static void test_row_ops(void) {
     if (!gpu) SKIP("%s", no_gpu_reason);
     const int n = 5, n_heads = 8, n_kv = 2, hd = 64, dim = n_heads * hd, kvd = n_kv * hd, ctx = 64, pos0 = 20;
@@ -371,22 +392,25 @@ static void test_row_ops(void) {
     CHECKF(max_rel_err(b, a, nx) < 1e-5, "swiglu+add %g", max_rel_err(b, a, nx));
 
     /* attention: fill the cache with pos0 positions of random K/V, then n queries */
-    sd_kv kc, kg;
-    REQUIRE(cpu->kv_alloc(cpu, &kc, 2, ctx, kvd, SD_F16, NULL) == 0 &&
-            gpu->kv_alloc(gpu, &kg, 2, ctx, kvd, SD_F16, NULL) == 0);
+    (void)ctx;
+    sd_kv_mem kc, kg;
+    int32_t *tc, *tg;
     size_t nkv = (size_t)(pos0 + n) * kvd;
     float *k = malloc(nkv * 4), *v = malloc(nkv * 4);
     for (size_t i = 0; i < nkv; i++) { k[i] = frand(); v[i] = frand(); }
-    float *kdc = dev_copy(cpu, k, nkv), *vdc = dev_copy(cpu, v, nkv), *kdg = dev_copy(gpu, k, nkv), *vdg = dev_copy(gpu, v, nkv);
-    cpu->kv_store(cpu, &kc, 1, 0, pos0 + n, kdc, vdc);
-    gpu->kv_store(gpu, &kg, 1, 0, pos0 + n, kdg, vdg);
-    cpu->attention(cpu, yc, xc, &kc, 1, pos0, n, n_heads, n_kv, hd);
-    gpu->attention(gpu, yg, xg, &kg, 1, pos0, n, n_heads, n_kv, hd);
+    REQUIRE(kv_fill(cpu, &kc, 2, 1, kvd, pos0 + n, SD_F16, k, v, &tc) == 0 &&
+            kv_fill(gpu, &kg, 2, 1, kvd, pos0 + n, SD_F16, k, v, &tg) == 0);
+    sd_kv_span sp = {.row = 0, .n = n, .pos0 = pos0, .cap = pos0 + n, .table = tc};
+    cpu->kv_spans(cpu, &sp, 1, n);
+    gpu->kv_spans(gpu, &sp, 1, n);
+    cpu->attention(cpu, yc, xc, &kc, 1, n_heads, n_kv, hd);
+    gpu->attention(gpu, yg, xg, &kg, 1, n_heads, n_kv, hd);
     cpu->to_host(cpu, a, yc, nx); gpu->to_host(gpu, b, yg, nx);
     CHECKF(max_rel_err(b, a, nx) < 1e-4, "attention %g", max_rel_err(b, a, nx));
-    cpu->kv_free(cpu, &kc); gpu->kv_free(gpu, &kg);
-    float *bufs[2][5] = {{xc, yc, ic, kdc, vdc}, {xg, yg, ig, kdg, vdg}};
-    for (int i = 0; i < 5; i++) { cpu->release(cpu, bufs[0][i]); gpu->release(gpu, bufs[1][i]); }
+    cpu->kv_mem_free(cpu, &kc); gpu->kv_mem_free(gpu, &kg);
+    free(tc); free(tg);
+    float *bufs[2][3] = {{xc, yc, ic}, {xg, yg, ig}};
+    for (int i = 0; i < 3; i++) { cpu->release(cpu, bufs[0][i]); gpu->release(gpu, bufs[1][i]); }
     free(x); free(y); free(a); free(b); free(k); free(v); free(wn);
 }
 
@@ -400,12 +424,11 @@ static void attention_case(int n, int n_heads, int n_kv, int hd, int ctx, const 
     float *qh = malloc(nq * 4), *k = malloc(nkv * 4), *v = malloc(nkv * 4), *a = malloc(nq * 4), *b = malloc(nq * 4);
     for (size_t i = 0; i < nq; i++) qh[i] = frand() * 4; /* peaky enough that the max matters */
     for (size_t i = 0; i < nkv; i++) { k[i] = frand(); v[i] = frand(); }
-    sd_kv kc, kg;
-    REQUIRE(cpu->kv_alloc(cpu, &kc, 1, ctx, kvd, g_kv_type, NULL) == 0 &&
-            gpu->kv_alloc(gpu, &kg, 1, ctx, kvd, g_kv_type, NULL) == 0);
-    float *kdc = dev_copy(cpu, k, nkv), *vdc = dev_copy(cpu, v, nkv), *kdg = dev_copy(gpu, k, nkv), *vdg = dev_copy(gpu, v, nkv);
-    cpu->kv_store(cpu, &kc, 0, 0, ctx, kdc, vdc);
-    gpu->kv_store(gpu, &kg, 0, 0, ctx, kdg, vdg);
+    sd_kv_mem kc, kg;
+    int32_t *table, *tg;
+    REQUIRE(kv_fill(cpu, &kc, 1, 0, kvd, ctx, g_kv_type, k, v, &table) == 0 &&
+            kv_fill(gpu, &kg, 1, 0, kvd, ctx, g_kv_type, k, v, &tg) == 0);
+    free(tg);
     float *qc = dev_copy(cpu, qh, nq), *qg = dev_copy(gpu, qh, nq);
     float *oc = cpu->alloc(cpu, nq, NULL), *og = gpu->alloc(gpu, nq, NULL);
     static uint64_t case_id; /* buffers of a new case may reuse an old one's addresses: keys must differ */
@@ -414,17 +437,20 @@ static void attention_case(int n, int n_heads, int n_kv, int hd, int ctx, const 
     for (int i = 0; i < n_pos; i++) {
         int pos0 = pos0s[i];
         REQUIRE(pos0 + n <= ctx);
-        cpu->attention(cpu, oc, qc, &kc, 0, pos0, n, n_heads, n_kv, hd);
+        sd_kv_span sp = {.row = 0, .n = n, .pos0 = pos0, .cap = ctx, .table = table};
+        cpu->kv_spans(cpu, &sp, 1, n);
+        gpu->kv_spans(gpu, &sp, 1, n); /* before the graph: a replay reads the spans given last */
+        cpu->attention(cpu, oc, qc, &kc, 0, n_heads, n_kv, hd);
         if (graphs) {
             REQUIRE(gpu->graph_begin && gpu->graph_end);
             int replayed = gpu->graph_begin(gpu, key, 3, toks, n, pos0);
             CHECKF(replayed == (i > 0), "pos0 %d: graph_begin %d", pos0, replayed);
             if (!replayed) {
-                gpu->attention(gpu, og, qg, &kg, 0, pos0, n, n_heads, n_kv, hd);
+                gpu->attention(gpu, og, qg, &kg, 0, n_heads, n_kv, hd);
                 CHECK(gpu->graph_end(gpu) == 0);
             }
         } else {
-            gpu->attention(gpu, og, qg, &kg, 0, pos0, n, n_heads, n_kv, hd);
+            gpu->attention(gpu, og, qg, &kg, 0, n_heads, n_kv, hd);
         }
         cpu->to_host(cpu, a, oc, nq);
         gpu->to_host(gpu, b, og, nq);
@@ -432,9 +458,10 @@ static void attention_case(int n, int n_heads, int n_kv, int hd, int ctx, const 
         CHECKF(e < 1e-4, "n %d heads %d/%d hd %d ctx %d pos0 %d graphs %d kv %s: rel err %g", n, n_heads, n_kv, hd,
                ctx, pos0, graphs, sd_dtype_name(g_kv_type), e);
     }
-    cpu->release(cpu, kdc); cpu->release(cpu, vdc); cpu->release(cpu, qc); cpu->release(cpu, oc);
-    gpu->release(gpu, kdg); gpu->release(gpu, vdg); gpu->release(gpu, qg); gpu->release(gpu, og);
-    cpu->kv_free(cpu, &kc); gpu->kv_free(gpu, &kg);
+    cpu->release(cpu, qc); cpu->release(cpu, oc);
+    gpu->release(gpu, qg); gpu->release(gpu, og);
+    cpu->kv_mem_free(cpu, &kc); gpu->kv_mem_free(gpu, &kg);
+    free(table);
     free(qh); free(k); free(v); free(a); free(b);
 }
 
@@ -486,6 +513,71 @@ static void test_attention_graph_replay(void) {
     }
     const int short_pos0s[] = {250, 7, 0, 100};
     attention_case(8, 8, 2, 64, 300, short_pos0s, 4, true); /* a short cache: the single pass, replayed */
+}
+
+/* Several sequences in one attention call (the pass's spans), each with its own scrambled blocks of one
+ * pool: a pass of more rows than a step (a long span tiled, short spans by the single pass around it) and
+ * one of few rows at long positions (the split path, each row its own length), GPU vs CPU. */
+static void spans_case(const int (*sp)[2], int n_spans, int n_heads, int n_kv, int hd) {
+    int kvd = n_kv * hd, rows = 0, blocks = 0;
+    for (int i = 0; i < n_spans; i++) {
+        rows += sp[i][1];
+        blocks += (sp[i][0] + sp[i][1] + SD_KV_BLOCK - 1) / SD_KV_BLOCK;
+    }
+    int n_blocks = blocks + 1;
+    while (n_blocks % 7 == 0) n_blocks++;
+    sd_kv_mem kc, kg;
+    REQUIRE(cpu->kv_mem_alloc(cpu, &kc, 1, kvd, n_blocks, g_kv_type, NULL) == 0 &&
+            gpu->kv_mem_alloc(gpu, &kg, 1, kvd, n_blocks, g_kv_type, NULL) == 0);
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)blocks);
+    for (int i = 0; i < blocks; i++) ids[i] = (7 * i + 2) % n_blocks; /* distinct, scrambled */
+    sd_kv_span spans[8];
+    int row = 0, b0 = 0;
+    for (int i = 0; i < n_spans; i++) { /* fill each sequence's positions 0..pos0+n-1 */
+        int len = sp[i][0] + sp[i][1];
+        size_t nkv = (size_t)len * kvd;
+        float *k = malloc(nkv * 4), *v = malloc(nkv * 4);
+        for (size_t j = 0; j < nkv; j++) { k[j] = frand(); v[j] = frand(); }
+        float *kdc = dev_copy(cpu, k, nkv), *vdc = dev_copy(cpu, v, nkv), *kdg = dev_copy(gpu, k, nkv), *vdg = dev_copy(gpu, v, nkv);
+        sd_kv_span all = {.row = 0, .n = len, .pos0 = 0, .cap = len, .table = ids + b0};
+        cpu->kv_spans(cpu, &all, 1, len); cpu->kv_store(cpu, &kc, 0, kdc, vdc);
+        gpu->kv_spans(gpu, &all, 1, len); gpu->kv_store(gpu, &kg, 0, kdg, vdg);
+        gpu->sync(gpu);
+        cpu->release(cpu, kdc); cpu->release(cpu, vdc); gpu->release(gpu, kdg); gpu->release(gpu, vdg);
+        free(k); free(v);
+        spans[i] = (sd_kv_span){.row = row, .n = sp[i][1], .pos0 = sp[i][0], .cap = len, .table = ids + b0};
+        row += sp[i][1];
+        b0 += (len + SD_KV_BLOCK - 1) / SD_KV_BLOCK;
+    }
+    size_t nq = (size_t)rows * n_heads * hd;
+    float *qh = malloc(nq * 4), *a = malloc(nq * 4), *b = malloc(nq * 4);
+    for (size_t i = 0; i < nq; i++) qh[i] = frand() * 4;
+    float *qc = dev_copy(cpu, qh, nq), *qg = dev_copy(gpu, qh, nq);
+    float *oc = cpu->alloc(cpu, nq, NULL), *og = gpu->alloc(gpu, nq, NULL);
+    cpu->kv_spans(cpu, spans, n_spans, rows);
+    gpu->kv_spans(gpu, spans, n_spans, rows);
+    cpu->attention(cpu, oc, qc, &kc, 0, n_heads, n_kv, hd);
+    gpu->attention(gpu, og, qg, &kg, 0, n_heads, n_kv, hd);
+    cpu->to_host(cpu, a, oc, nq);
+    gpu->to_host(gpu, b, og, nq);
+    double e = max_rel_err(b, a, nq);
+    CHECKF(e < 1e-4, "%d spans, %d rows, kv %s: rel err %g", n_spans, rows, sd_dtype_name(g_kv_type), e);
+    cpu->release(cpu, qc); cpu->release(cpu, oc); gpu->release(gpu, qg); gpu->release(gpu, og);
+    cpu->kv_mem_free(cpu, &kc); gpu->kv_mem_free(gpu, &kg);
+    free(ids); free(qh); free(a); free(b);
+}
+
+static void test_attention_spans(void) {
+    if (!gpu) SKIP("%s", no_gpu_reason);
+    static const int many[][2] = {{40, 3}, {5, 20}, {100, 1}, {0, 2}}; /* pos0, rows of each span */
+    static const int few[][2] = {{600, 1}, {530, 4}, {17, 2}, {900, 1}};
+    g_kv_type = SD_F16;
+    spans_case(many, 4, 8, 2, 64);
+    spans_case(few, 4, 8, 2, 64);
+    g_kv_type = SD_F32;
+    spans_case(many, 4, 4, 4, 32);
+    spans_case(few, 4, 4, 1, 128);
+    g_kv_type = SD_F16;
 }
 
 static void test_argmax_rows_matches_cpu(void) {
@@ -923,6 +1015,7 @@ int main(void) {
     RUN(test_argmax_rows_matches_cpu);
     RUN(test_attention_long_context);
     RUN(test_attention_graph_replay);
+    RUN(test_attention_spans);
     RUN(test_out_of_memory_error);
     RUN(test_forward_logits_match_cpu);
     RUN(test_forward_types_long_prefill);

@@ -321,6 +321,7 @@ static void check_config(const cfg *c, double tol) {
     float *one = malloc(sizeof(float) * N * V), *last = malloc(sizeof(float) * V);
     static const sd_dtype kv_types[] = {SD_F16, SD_F32}; /* the default first */
     for (int ti = 0; ti < 2; ti++) {
+        sd_model_kv_free(m); /* the pool takes the type it is made with */
         m->kv_type = kv_types[ti];
         m->batch_rows = 0;
         ref_kv_f16 = kv_types[ti] == SD_F16;
@@ -781,6 +782,83 @@ static void test_kv_committed_as_used(void) {
     remove(path);
 }
 
+/* The pool: blocks are taken as positions are written and returned on truncate/free; a forward whose
+ * blocks the pool cannot give fails before any work, changing nothing ("KV pool full"); a sequence on
+ * recycled, scattered blocks computes bitwise what it computes on fresh ones; --kv-mem too small for even
+ * one block still gives one. */
+static void test_kv_pool(void) {
+    sd_err err = {{0}};
+    ref r;
+    cfg c = base;
+    c.kv_heads = 2;
+    const char *path = tmp_path("pool.gguf");
+    REQUIRE(write_model(&c, path, &r, &err) == 0);
+    sd_model *m = NULL;
+    REQUIRE(backend() && sd_model_load(path, NULL, g_be, &m, &err) == 0);
+    REQUIRE(sd_model_kv_init(m, 6 * sd_model_kv_block_bytes(m), &err) == 0);
+    CHECK(sd_model_kv_init(m, 0, &err) == -1); /* one pool per model */
+    int total, free_now, V = c.vocab;
+    sd_model_kv_blocks(m, &total, &free_now);
+    CHECK_EQ_INT(total, 6);
+    CHECK_EQ_INT(free_now, 6);
+    int32_t tok[40];
+    make_tokens(tok, 40, V, 9);
+    float *want = malloc(sizeof(float) * V), *got = malloc(sizeof(float) * V);
+    sd_seq *a = NULL, *b = NULL, *cs = NULL;
+    REQUIRE(sd_seq_new(m, 64, 0, &cs, &err) == 0);
+    CHECK(sd_forward(cs, tok, 33, false, want, &err) == 0); /* on blocks 0, 1, 2 */
+    CHECK_EQ_INT(cs->n_blocks, 3);
+    sd_seq_truncate(cs, 0);
+    sd_model_kv_blocks(m, &total, &free_now);
+    CHECK_EQ_INT(free_now, 6);
+
+    REQUIRE(sd_seq_new(m, 64, 0, &a, &err) == 0 && sd_seq_new(m, 64, 0, &b, &err) == 0);
+    CHECK(sd_forward(a, tok, 20, false, got, &err) == 0);
+    CHECK_EQ_INT(a->n_blocks, 2);
+    CHECK(sd_forward(b, tok, 40, false, got, &err) == 0);
+    CHECK_EQ_INT(b->n_blocks, 3);
+    sd_model_kv_blocks(m, &total, &free_now);
+    CHECK_EQ_INT(free_now, 1);
+    CHECK_EQ_INT(sd_seq_blocks_needed(cs, 33), 3);
+    CHECK(sd_forward(cs, tok, 33, false, got, &err) == -1);
+    CHECKF(strstr(err.msg, "KV pool full") != NULL, "%s", err.msg);
+    CHECK(cs->pos == 0 && cs->n_blocks == 0);
+    /* a batch of a's next row (no new block) and 17 of cs's (2 blocks): all or nothing */
+    sd_row rows[18];
+    int32_t id;
+    rows[0] = (sd_row){.seq = a, .token = 7, .pos = 20, .out = SD_OUT_ARGMAX, .id = &id};
+    for (int i = 0; i < 17; i++) rows[1 + i] = (sd_row){.seq = cs, .token = tok[i], .pos = i};
+    CHECK(sd_forward_batch(m, rows, 18, &err) == -1);
+    CHECK(a->pos == 20 && a->n_blocks == 2 && cs->pos == 0 && cs->n_blocks == 0);
+    sd_model_kv_blocks(m, &total, &free_now);
+    CHECK_EQ_INT(free_now, 1);
+    /* truncating b returns its blocks past the kept positions (a partial block stays) */
+    sd_seq_truncate(b, 17);
+    CHECK_EQ_INT(b->n_blocks, 2);
+    sd_seq_truncate(b, 10);
+    CHECK_EQ_INT(b->n_blocks, 1);
+    sd_model_kv_blocks(m, &total, &free_now);
+    CHECK_EQ_INT(free_now, 3);
+    /* cs now gets recycled blocks in another order: the same logits, bitwise */
+    CHECK(sd_forward(cs, tok, 33, false, got, &err) == 0);
+    CHECK(cs->table[0] != 0 || cs->table[1] != 1 || cs->table[2] != 2);
+    CHECK(memcmp(want, got, sizeof(float) * V) == 0);
+    sd_seq_free(a);
+    sd_seq_free(b);
+    sd_seq_free(cs);
+    sd_model_kv_blocks(m, &total, &free_now);
+    CHECK_EQ_INT(free_now, 6);
+    sd_model_kv_free(m);
+    REQUIRE(sd_model_kv_init(m, 1, &err) == 0);
+    sd_model_kv_blocks(m, &total, &free_now);
+    CHECK_EQ_INT(total, 1);
+    free(want);
+    free(got);
+    sd_model_free(m);
+    ref_free(&r);
+    remove(path);
+}
+
 int main(void) {
     if (make_tmpdir("specd_test_forward_")) return 1;
     RUN(test_llama_f32);
@@ -795,6 +873,7 @@ int main(void) {
     RUN(test_batch_exact);
     RUN(test_batch_errors);
     RUN(test_kv_committed_as_used);
+    RUN(test_kv_pool);
     RUN(test_mkmodel_tiny);
     RUN(test_shared_models);
     if (g_be) g_be->destroy(g_be);

@@ -438,25 +438,54 @@ static void test_rope(void) {
     }
 }
 
-/* Attention: q [n][heads*hd], K/V of positions 0..pos0+n-1 written by kv_store in two calls. */
+/* Attention: q [n][heads*hd], K/V of positions 0..pos0+n-1 written by kv_store in two passes, in a pool
+ * whose blocks the sequence holds in scrambled order (block i of the sequence is pool block 3 + 5i mod
+ * n_blocks), after another sequence's span filled the blocks it does not hold with junk. */
 static float *g_k, *g_v;
 static sd_dtype g_kv_type;
 static void op_attention(sd_backend *b, float *out) {
     int kvd = g_kvh * g_hd, total = g_pos0 + g_n, layer = 1;
-    sd_kv kv;
+    int nb = (total + SD_KV_BLOCK - 1) / SD_KV_BLOCK, n_blocks = 2 * nb + 3;
+    while (n_blocks % 5 == 0) n_blocks++; /* 5 must be invertible mod n_blocks: distinct blocks */
+    int32_t *table = malloc(sizeof(int32_t) * (size_t)nb), *other = malloc(sizeof(int32_t) * (size_t)n_blocks);
+    int n_other = 0;
+    for (int i = 0; i < nb; i++) table[i] = (3 + 5 * i) % n_blocks;
+    for (int j = 0; j < n_blocks; j++) {
+        bool used = false;
+        for (int i = 0; i < nb; i++) used |= table[i] == j;
+        if (!used) other[n_other++] = j;
+    }
+    sd_kv_mem kv;
     sd_err err = {{0}};
-    if (b->kv_alloc(b, &kv, 2, total + 3, kvd, g_kv_type, &err) != 0) return;
+    if (b->kv_mem_alloc(b, &kv, 2, kvd, n_blocks, g_kv_type, &err) != 0) return;
+    /* junk in every block the sequence does not hold, and in its positions past the last */
+    int junk_rows = n_other * SD_KV_BLOCK;
+    float *junk = malloc(sizeof(float) * (size_t)(junk_rows + SD_KV_BLOCK) * kvd);
+    for (size_t i = 0; i < (size_t)(junk_rows + SD_KV_BLOCK) * kvd; i++) junk[i] = 1e4f;
+    float *jd = to_dev(b, junk, (size_t)(junk_rows + SD_KV_BLOCK) * kvd);
+    if (n_other) {
+        sd_kv_span js = {.row = 0, .n = junk_rows, .pos0 = 0, .cap = junk_rows, .table = other};
+        b->kv_spans(b, &js, 1, junk_rows);
+        b->kv_store(b, &kv, layer, jd, jd);
+    }
+    int tail = nb * SD_KV_BLOCK - total;
+    if (tail) {
+        sd_kv_span ts = {.row = 0, .n = tail, .pos0 = total, .cap = nb * SD_KV_BLOCK, .table = table};
+        b->kv_spans(b, &ts, 1, tail);
+        b->kv_store(b, &kv, layer, jd, jd);
+    }
     float *k = to_dev(b, g_k, (size_t)total * kvd), *v = to_dev(b, g_v, (size_t)total * kvd);
-    /* garbage in the positions after the sequence must not matter */
-    float *junk = malloc(sizeof(float) * 3 * (size_t)kvd);
-    for (int i = 0; i < 3 * kvd; i++) junk[i] = 1e30f;
-    float *jd = to_dev(b, junk, 3 * (size_t)kvd);
-    b->kv_store(b, &kv, layer, total, 3, jd, jd);
-    b->kv_store(b, &kv, layer, 0, g_pos0, k, v);
-    b->kv_store(b, &kv, layer, g_pos0, g_n, k + (size_t)g_pos0 * kvd, v + (size_t)g_pos0 * kvd);
+    sd_kv_span s0 = {.row = 0, .n = g_pos0, .pos0 = 0, .cap = total, .table = table};
+    if (g_pos0) {
+        b->kv_spans(b, &s0, 1, g_pos0);
+        b->kv_store(b, &kv, layer, k, v);
+    }
+    sd_kv_span s1 = {.row = 0, .n = g_n, .pos0 = g_pos0, .cap = total, .table = table};
+    b->kv_spans(b, &s1, 1, g_n);
+    b->kv_store(b, &kv, layer, k + (size_t)g_pos0 * kvd, v + (size_t)g_pos0 * kvd);
     size_t qn = (size_t)g_n * g_heads * g_hd;
     float *q = to_dev(b, g_x, qn), *o = b->alloc(b, qn, &err);
-    b->attention(b, o, q, &kv, layer, g_pos0, g_n, g_heads, g_kvh, g_hd);
+    b->attention(b, o, q, &kv, layer, g_heads, g_kvh, g_hd);
     b->to_host(b, out, o, qn);
     b->release(b, q);
     b->release(b, o);
@@ -464,7 +493,9 @@ static void op_attention(sd_backend *b, float *out) {
     b->release(b, v);
     b->release(b, jd);
     free(junk);
-    b->kv_free(b, &kv);
+    free(table);
+    free(other);
+    b->kv_mem_free(b, &kv);
 }
 
 /* Exact attention of g_x over K/V (double). */

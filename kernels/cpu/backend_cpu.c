@@ -1,7 +1,7 @@
 /* The CPU backend: host memory, weights used in place in the file mapping, ops spread over a persistent
  * thread pool, inner loops from the SIMD level chosen at start-up (kernels/cpu/simd.h).
- * KV cache layout: F16 or F32, [layer][position][kv_dim] for K and for V. Positions >= the sequence length are
- * never read, so truncating a sequence is just forgetting them. */
+ * KV pool layout: F16 or F32, [layer][block][SD_KV_BLOCK][kv_dim] for K and for V, in an anonymous mapping
+ * committed as blocks are first written. */
 #include <math.h>
 #include <stdio.h>
 #include <stdint.h>
@@ -19,6 +19,8 @@ typedef struct cpu_impl {
     sd_pool *pool;
     const sd_cpu_kernels *k;
     size_t kv_bytes, work_bytes;
+    const sd_kv_span *spans; /* kv_spans: this pass's spans, and the span of each row */
+    int n_spans, rows, *row_span, row_span_cap;
     int8_t *xq; /* Q8_0 products: activations quantized per block (grows to the largest n x cols seen) */
     float *xd;
     int32_t *xs;
@@ -104,9 +106,8 @@ static void cpu_copy(sd_backend *b, float *dst, const float *src, size_t n) {
     if (n && dst != src) memmove(dst, src, n * sizeof(float));
 }
 
-/* KV caches are anonymous mappings: the kernel hands out zero pages as positions are first written, so
- * a session's cache costs resident memory for the positions it used, not for its whole context (a
- * 131072-position context on a 4-token request stays small). */
+/* The KV pool is an anonymous mapping: the kernel hands out zero pages as blocks are first written (blocks
+ * are handed out lowest first), so a large pool costs resident memory for the positions used. */
 static void *kv_map(size_t bytes, sd_err *err) {
     void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED) {
@@ -116,41 +117,49 @@ static void *kv_map(size_t bytes, sd_err *err) {
     return p;
 }
 
-static size_t kv_bytes(const sd_kv *kv) {
-    return (size_t)kv->n_layers * (size_t)kv->ctx * (size_t)kv->kv_dim * sd_dtype_block_bytes(kv->type);
+static size_t kv_bytes(const sd_kv_mem *kv) {
+    return (size_t)kv->n_layers * (size_t)kv->n_blocks * SD_KV_BLOCK * (size_t)kv->kv_dim *
+           sd_dtype_block_bytes(kv->type);
 }
 
-static int cpu_kv_alloc(sd_backend *b, sd_kv *kv, int n_layers, int ctx, int kv_dim, sd_dtype type, sd_err *err) {
+static int cpu_kv_mem_alloc(sd_backend *b, sd_kv_mem *kv, int n_layers, int kv_dim, int n_blocks, sd_dtype type,
+                            sd_err *err) {
     memset(kv, 0, sizeof *kv);
-    if (n_layers <= 0 || ctx <= 0 || kv_dim <= 0)
-        return sd_errf(err, "kv cache: bad shape (%d layers, %d positions, kv_dim %d)", n_layers, ctx, kv_dim);
+    if (n_layers <= 0 || n_blocks <= 0 || kv_dim <= 0)
+        return sd_errf(err, "kv pool: bad shape (%d layers, %d blocks, kv_dim %d)", n_layers, n_blocks, kv_dim);
     if (type != SD_F16 && type != SD_F32)
-        return sd_errf(err, "kv cache: type %s is not supported (f16 or f32)", sd_dtype_name(type) ? sd_dtype_name(type) : "?");
-    size_t n = (size_t)n_layers * (size_t)ctx * (size_t)kv_dim;
-    if (n / (size_t)n_layers / (size_t)ctx != (size_t)kv_dim || n > SIZE_MAX / sizeof(float))
-        return sd_errf(err, "kv cache: size overflows");
-    size_t bytes = n * sd_dtype_block_bytes(type);
-    kv->k = kv_map(bytes, err);
-    kv->v = kv->k ? kv_map(bytes, err) : NULL;
+        return sd_errf(err, "kv pool: type %s is not supported (f16 or f32)", sd_dtype_name(type) ? sd_dtype_name(type) : "?");
+    double bytes = (double)n_layers * n_blocks * SD_KV_BLOCK * kv_dim * (double)sd_dtype_block_bytes(type);
+    if (bytes > (double)(SIZE_MAX / 4)) return sd_errf(err, "kv pool: size overflows");
+    *kv = (sd_kv_mem){.n_layers = n_layers, .kv_dim = kv_dim, .n_blocks = n_blocks, .type = type};
+    kv->k = kv_map(kv_bytes(kv), err);
+    kv->v = kv->k ? kv_map(kv_bytes(kv), err) : NULL;
     if (!kv->v) {
-        if (kv->k) munmap(kv->k, bytes);
+        if (kv->k) munmap(kv->k, kv_bytes(kv));
         kv->k = NULL;
-        return sd_err_prefix(err, "kv cache (%d layers x %d positions x %d)", n_layers, ctx, kv_dim);
+        return sd_err_prefix(err, "kv pool (%d layers x %d blocks x %d)", n_layers, n_blocks, kv_dim);
     }
-    kv->n_layers = n_layers;
-    kv->ctx = ctx;
-    kv->kv_dim = kv_dim;
-    kv->type = type;
-    impl_of(b)->kv_bytes += 2 * bytes;
+    impl_of(b)->kv_bytes += 2 * kv_bytes(kv);
     return 0;
 }
 
-static void cpu_kv_free(sd_backend *b, sd_kv *kv) {
-    size_t bytes = kv_bytes(kv);
-    if (kv->k) munmap(kv->k, bytes);
-    if (kv->v) munmap(kv->v, bytes);
-    if (kv->k || kv->v) impl_of(b)->kv_bytes -= 2 * bytes;
+static void cpu_kv_mem_free(sd_backend *b, sd_kv_mem *kv) {
+    if (kv->k) munmap(kv->k, kv_bytes(kv));
+    if (kv->v) munmap(kv->v, kv_bytes(kv));
+    if (kv->k || kv->v) impl_of(b)->kv_bytes -= 2 * kv_bytes(kv);
     kv->k = kv->v = NULL;
+}
+
+/* MemAvailable from /proc/meminfo. */
+static size_t cpu_mem_available(sd_backend *b) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return 0;
+    char line[256];
+    unsigned long long kb = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) break;
+    fclose(f);
+    return (size_t)kb * 1024;
 }
 
 static void cpu_sync(sd_backend *b) {}
@@ -308,46 +317,72 @@ static void cpu_rope(sd_backend *b, float *x, int n, int n_heads, int head_dim, 
     sd_pool_for(impl_of(b)->pool, n, 4, rope_tokens, &j);
 }
 
-/* Element offset of (layer, position) in a cache. */
-static size_t kv_off(const sd_kv *kv, int layer, int pos) {
-    return ((size_t)layer * kv->ctx + (size_t)pos) * kv->kv_dim;
+static void cpu_kv_spans(sd_backend *b, const sd_kv_span *spans, int n_spans, int rows) {
+    cpu_impl *im = impl_of(b);
+    if (rows > im->row_span_cap) {
+        int *r = realloc(im->row_span, (size_t)rows * sizeof *r);
+        if (!r) {
+            sd_backend_fail(b, "out of memory (spans of %d rows)", rows);
+            im->n_spans = im->rows = 0;
+            return;
+        }
+        im->row_span = r;
+        im->row_span_cap = rows;
+    }
+    im->spans = spans;
+    im->n_spans = n_spans;
+    im->rows = rows;
+    for (int i = 0; i < n_spans; i++)
+        for (int r = spans[i].row; r < spans[i].row + spans[i].n && r < rows; r++) im->row_span[r] = i;
 }
 
-static void cpu_kv_store(sd_backend *b, sd_kv *kv, int layer, int pos0, int n, const float *k, const float *v) {
-    if (layer < 0 || layer >= kv->n_layers || pos0 < 0 || n <= 0 || pos0 + n > kv->ctx) return;
-    size_t off = kv_off(kv, layer, pos0), len = (size_t)n * kv->kv_dim;
-    if (kv->type == SD_F32) {
-        memcpy((float *)kv->k + off, k, len * sizeof(float));
-        memcpy((float *)kv->v + off, v, len * sizeof(float));
-        return;
-    }
-    uint16_t *kh = (uint16_t *)kv->k + off, *vh = (uint16_t *)kv->v + off;
-    for (size_t i = 0; i < len; i++) {
-        kh[i] = sd_fp32_to_fp16(k[i]);
-        vh[i] = sd_fp32_to_fp16(v[i]);
+/* Element offset of position pos of a sequence (block table) in one layer of the pool. */
+static size_t kv_off(const sd_kv_mem *kv, const int32_t *table, int layer, int pos) {
+    size_t blk = (size_t)layer * kv->n_blocks + (size_t)table[pos / SD_KV_BLOCK];
+    return (blk * SD_KV_BLOCK + (size_t)(pos % SD_KV_BLOCK)) * kv->kv_dim;
+}
+
+static void cpu_kv_store(sd_backend *b, sd_kv_mem *kv, int layer, const float *k, const float *v) {
+    const cpu_impl *im = impl_of(b);
+    if (layer < 0 || layer >= kv->n_layers) return;
+    for (int r = 0; r < im->rows; r++) {
+        const sd_kv_span *sp = &im->spans[im->row_span[r]];
+        size_t off = kv_off(kv, sp->table, layer, sp->pos0 + r - sp->row), d = (size_t)kv->kv_dim;
+        const float *kr = k + (size_t)r * d, *vr = v + (size_t)r * d;
+        if (kv->type == SD_F32) {
+            memcpy((float *)kv->k + off, kr, d * sizeof(float));
+            memcpy((float *)kv->v + off, vr, d * sizeof(float));
+            continue;
+        }
+        uint16_t *kh = (uint16_t *)kv->k + off, *vh = (uint16_t *)kv->v + off;
+        for (size_t i = 0; i < d; i++) {
+            kh[i] = sd_fp32_to_fp16(kr[i]);
+            vh[i] = sd_fp32_to_fp16(vr[i]);
+        }
     }
 }
 
 typedef struct attn_job {
     float *out;
     const float *q;
-    const sd_kv *kv;
+    const sd_kv_mem *kv;
+    const cpu_impl *im;
     int layer;
     const sd_cpu_kernels *kern;
-    int pos0, n_heads, group, head_dim;
+    int n_heads, group, head_dim;
     float scale;
 } attn_job;
 
 /* Score of query q against position t's K row (kv head kvh), and acc += p * its V row, in the cache's
  * type. */
-static float kv_dot(const attn_job *j, const float *q, int t, int kvh) {
-    size_t off = kv_off(j->kv, j->layer, t) + (size_t)kvh * j->head_dim;
+static float kv_dot(const attn_job *j, const int32_t *table, const float *q, int t, int kvh) {
+    size_t off = kv_off(j->kv, table, j->layer, t) + (size_t)kvh * j->head_dim;
     if (j->kv->type == SD_F16) return j->kern->dot_f16(q, (const uint16_t *)j->kv->k + off, j->head_dim);
     return j->kern->dot(q, (const float *)j->kv->k + off, j->head_dim);
 }
 
-static void kv_axpy(const attn_job *j, float *acc, float p, int t, int kvh) {
-    size_t off = kv_off(j->kv, j->layer, t) + (size_t)kvh * j->head_dim;
+static void kv_axpy(const attn_job *j, const int32_t *table, float *acc, float p, int t, int kvh) {
+    size_t off = kv_off(j->kv, table, j->layer, t) + (size_t)kvh * j->head_dim;
     if (j->kv->type == SD_F16) j->kern->axpy_f16(acc, p, (const uint16_t *)j->kv->v + off, j->head_dim);
     else j->kern->axpy(acc, p, (const float *)j->kv->v + off, j->head_dim);
 }
@@ -359,14 +394,15 @@ static void kv_axpy(const attn_job *j, float *acc, float p, int t, int kvh) {
 
 static void attn_one(const attn_job *j, int i, int h, float *acc) {
     const float *q = j->q + ((int64_t)i * j->n_heads + h) * j->head_dim;
-    int kvh = h / j->group, hd = j->head_dim, n_pos = j->pos0 + i + 1;
+    const sd_kv_span *sp = &j->im->spans[j->im->row_span[i]];
+    int kvh = h / j->group, hd = j->head_dim, n_pos = sp->pos0 + i - sp->row + 1;
     float m = -INFINITY, l = 0, s[ATT_BLOCK];
     memset(acc, 0, (size_t)hd * sizeof(float));
     for (int t0 = 0; t0 < n_pos; t0 += ATT_BLOCK) {
         int nb = n_pos - t0 < ATT_BLOCK ? n_pos - t0 : ATT_BLOCK;
         float bm = -INFINITY;
         for (int t = 0; t < nb; t++) {
-            s[t] = kv_dot(j, q, t0 + t, kvh) * j->scale;
+            s[t] = kv_dot(j, sp->table, q, t0 + t, kvh) * j->scale;
             if (s[t] > bm) bm = s[t];
         }
         if (bm > m) { /* move the state to the new max (kernels/softmax.h; the CUDA kernels do the same) */
@@ -378,7 +414,7 @@ static void attn_one(const attn_job *j, int i, int h, float *acc) {
         for (int t = 0; t < nb; t++) {
             float p = expf(s[t] - m);
             l += p;
-            kv_axpy(j, acc, p, t0 + t, kvh);
+            kv_axpy(j, sp->table, acc, p, t0 + t, kvh);
         }
     }
     float *o = j->out + ((int64_t)i * j->n_heads + h) * hd;
@@ -395,19 +431,23 @@ static void attn_items(void *v, int64_t b, int64_t e) {
     if (acc != stack_acc) free(acc);
 }
 
-static void cpu_attention(sd_backend *b, float *out, const float *q, const sd_kv *kv, int layer, int pos0, int n,
-                          int n_heads, int n_kv_heads, int head_dim) {
-    if (n <= 0 || n_kv_heads <= 0 || n_heads % n_kv_heads != 0 || layer < 0 || layer >= kv->n_layers ||
-        pos0 < 0 || pos0 + n > kv->ctx || n_kv_heads * head_dim > kv->kv_dim)
-        return; /* the model checks shapes; never read outside the cache */
+static void cpu_attention(sd_backend *b, float *out, const float *q, const sd_kv_mem *kv, int layer, int n_heads,
+                          int n_kv_heads, int head_dim) {
+    const cpu_impl *im = impl_of(b);
+    if (im->rows <= 0 || n_kv_heads <= 0 || n_heads % n_kv_heads != 0 || layer < 0 || layer >= kv->n_layers ||
+        n_kv_heads * head_dim > kv->kv_dim)
+        return; /* the model checks shapes; never read outside the pool */
     attn_job j = {
-        .out = out, .q = q, .kv = kv, .layer = layer, .kern = impl_of(b)->k, .pos0 = pos0, .n_heads = n_heads,
+        .out = out, .q = q, .kv = kv, .im = im, .layer = layer, .kern = im->k, .n_heads = n_heads,
         .group = n_heads / n_kv_heads, .head_dim = head_dim, .scale = 1.0f / sqrtf((float)head_dim),
     };
-    /* One item per (query, head); short contexts are cheap, so batch items until the work is worth a wake. */
-    int64_t items = (int64_t)n * n_heads, work = (int64_t)(pos0 + n) * head_dim;
+    /* One item per (row, head); short contexts are cheap, so batch items until the work is worth a wake. */
+    int max_pos = 0;
+    for (int i = 0; i < im->n_spans; i++)
+        if (im->spans[i].pos0 + im->spans[i].n > max_pos) max_pos = im->spans[i].pos0 + im->spans[i].n;
+    int64_t items = (int64_t)im->rows * n_heads, work = (int64_t)max_pos * head_dim;
     int64_t grain = work >= 4096 ? 1 : 4096 / (work + 1) + 1;
-    sd_pool_for(impl_of(b)->pool, items, grain, attn_items, &j);
+    sd_pool_for(im->pool, items, grain, attn_items, &j);
 }
 
 typedef struct ew_job {
@@ -445,6 +485,7 @@ static void cpu_destroy(sd_backend *b) {
     free(impl_of(b)->xq);
     free(impl_of(b)->xd);
     free(impl_of(b)->xs);
+    free(impl_of(b)->row_span);
     free(b->impl);
     free(b);
 }
@@ -485,8 +526,8 @@ int sd_backend_cpu_new_simd(int n_threads, sd_simd level, sd_backend **out, sd_e
     *b = (sd_backend){
         .name = "cpu", .device = im->device, .mem_usage = cpu_mem_usage, .n_threads = sd_pool_size(im->pool), .impl = im, .destroy = cpu_destroy,
         .alloc = cpu_alloc, .release = cpu_release, .upload_weight = cpu_upload_weight,
-        .free_weight = cpu_free_weight, .to_host = cpu_copy, .from_host = cpu_copy, .kv_alloc = cpu_kv_alloc,
-        .kv_free = cpu_kv_free, .sync = cpu_sync, .argmax_rows = cpu_argmax_rows, .embed = cpu_embed, .rmsnorm = cpu_rmsnorm,
+        .free_weight = cpu_free_weight, .to_host = cpu_copy, .from_host = cpu_copy, .kv_mem_alloc = cpu_kv_mem_alloc,
+        .kv_mem_free = cpu_kv_mem_free, .mem_available = cpu_mem_available, .kv_spans = cpu_kv_spans, .sync = cpu_sync, .argmax_rows = cpu_argmax_rows, .embed = cpu_embed, .rmsnorm = cpu_rmsnorm,
         .matmul = cpu_matmul, .add_bias = cpu_add_bias, .rope = cpu_rope, .kv_store = cpu_kv_store,
         .attention = cpu_attention, .swiglu = cpu_swiglu, .add = cpu_add,
     };

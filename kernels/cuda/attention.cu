@@ -12,6 +12,8 @@
  * Both keep and merge states with the helpers of kernels/softmax.h (shared with, and tested on, the CPU). */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "kernels/cuda/cuda_internal.h"
 #include "kernels/softmax.h"
@@ -44,15 +46,24 @@
 __device__ __forceinline__ float kv_f(const float *p, size_t i) { return p[i]; }
 __device__ __forceinline__ float kv_f(const __half *p, size_t i) { return __half2float(p[i]); }
 
+/* Row of position p of a sequence (block table tab) in a layer of the pool. */
+__device__ __forceinline__ size_t kv_row(const int32_t *tab, int p) {
+    return (size_t)tab[p / SD_KV_BLOCK] * SD_KV_BLOCK + (size_t)(p % SD_KV_BLOCK);
+}
+
+/* The pass's row descriptors (kv_spans): rows[2 t] = row t's position, rows[2 t + 1] = the offset of its
+ * sequence's block table in tabs. */
 template <typename T>
-__global__ void __launch_bounds__(ATT_WARPS * 32) k_attention(float *out, const float *q, const T *kc, const T *vc, int pos0,
-                            const int *pos_dev, int n_heads, int n_kv_heads, int head_dim, int kv_dim) {
-    if (pos_dev) pos0 = *pos_dev;
-    int t = blockIdx.y, h = blockIdx.x;
+__global__ void __launch_bounds__(ATT_WARPS * 32) k_attention(float *out, const float *q, const T *kc, const T *vc,
+                                                              const int *rows, const int32_t *tabs, int row0,
+                                                              int n_heads, int n_kv_heads, int head_dim, int kv_dim) {
+    int t = row0 + (int)blockIdx.y, h = blockIdx.x;
+    int pos0 = rows[2 * t];
+    const int32_t *tab = tabs + rows[2 * t + 1];
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     int kvh = h / (n_heads / n_kv_heads);
     int per_lane = (head_dim + 31) / 32;
-    int last = pos0 + t; /* attends positions 0..last */
+    int last = pos0; /* attends positions 0..last */
     float scale = rsqrtf((float)head_dim);
     const float *qh = q + ((size_t)t * n_heads + h) * head_dim;
 
@@ -64,8 +75,8 @@ __global__ void __launch_bounds__(ATT_WARPS * 32) k_attention(float *out, const 
     }
     float m = -INFINITY, l = 0.0f;
     for (int p = warp; p <= last; p += ATT_WARPS) {
-        const T *kr = kc + (size_t)p * kv_dim + (size_t)kvh * head_dim;
-        const T *vr = vc + (size_t)p * kv_dim + (size_t)kvh * head_dim;
+        const T *kr = kc + kv_row(tab, p) * kv_dim + (size_t)kvh * head_dim;
+        const T *vr = vc + kv_row(tab, p) * kv_dim + (size_t)kvh * head_dim;
         float s = 0.0f;
         for (int i = 0; i < per_lane; i++) {
             int d = lane + 32 * i;
@@ -127,15 +138,18 @@ __device__ __forceinline__ int live_chunk(int len, int n_chunks) {
  * Slot (t, h, c) of the workspace holds (m, l) in ml and head_dim floats of acc. A chunk past the query's
  * last position writes the empty state (l = 0, acc = 0). No block barriers: warps exit freely. */
 template <typename T>
-__global__ void __launch_bounds__(ATT_WARPS * 32) k_attention_part(float2 *ml, float *accs, const float *q, const T *kc, const T *vc, int pos0,
-                                 const int *pos_dev, int n_heads, int group, int head_dim, int kv_dim, int n_chunks) {
-    if (pos_dev) pos0 = *pos_dev;
-    int chunk = live_chunk(pos0 + (int)gridDim.z, n_chunks);
+__global__ void __launch_bounds__(ATT_WARPS * 32) k_attention_part(float2 *ml, float *accs, const float *q, const T *kc,
+                                                                   const T *vc, const int *rows, const int32_t *tabs,
+                                                                   int n_heads, int group, int head_dim, int kv_dim,
+                                                                   int n_chunks) {
+    int t = blockIdx.z, pos = rows[2 * t];
+    const int32_t *tab = tabs + rows[2 * t + 1];
+    int chunk = live_chunk(pos + 1, n_chunks);
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     int task = blockIdx.x * ATT_WARPS + warp;
     if (task >= n_chunks * group) return;
-    int c = task / group, kvh = blockIdx.y, h = kvh * group + task % group, t = blockIdx.z;
-    int p0 = c * chunk, p1 = min(p0 + chunk, pos0 + t + 1); /* this chunk's positions [p0, p1) */
+    int c = task / group, kvh = blockIdx.y, h = kvh * group + task % group;
+    int p0 = c * chunk, p1 = min(p0 + chunk, pos + 1); /* this chunk's positions [p0, p1) */
     int per_lane = (head_dim + 31) / 32;
     float scale = rsqrtf((float)head_dim);
     const float *qh = q + ((size_t)t * n_heads + h) * head_dim;
@@ -156,7 +170,7 @@ __global__ void __launch_bounds__(ATT_WARPS * 32) k_attention_part(float2 *ml, f
         for (int u = 0; u < ATT_BATCH; u++) {
             s[u] = 0.0f;
             if (p + u >= p1) continue;
-            const T *kr = kb + (size_t)(p + u) * kv_dim;
+            const T *kr = kb + kv_row(tab, p + u) * kv_dim;
 #pragma unroll
             for (int i = 0; i < ATT_MAX_PER_LANE; i++) {
                 int d = lane + 32 * i;
@@ -180,7 +194,7 @@ __global__ void __launch_bounds__(ATT_WARPS * 32) k_attention_part(float2 *ml, f
         for (int u = 0; u < ATT_BATCH; u++) {
             if (p + u >= p1) continue;
             float e = __expf(s[u] - m);
-            const T *vr = vb + (size_t)(p + u) * kv_dim;
+            const T *vr = vb + kv_row(tab, p + u) * kv_dim;
             l += e;
 #pragma unroll
             for (int i = 0; i < ATT_MAX_PER_LANE; i++) {
@@ -200,13 +214,13 @@ __global__ void __launch_bounds__(ATT_WARPS * 32) k_attention_part(float2 *ml, f
 }
 
 /* Split path, second kernel: one block per (head, query), a thread per output element, merging the
- * partials of the chunks that hold positions 0..pos0+t (the later ones are empty). */
-__global__ void __launch_bounds__(ATT_MAX_HEAD_DIM) k_attention_merge(float *out, const float2 *ml, const float *accs, int pos0, const int *pos_dev,
-                                  int n_heads, int head_dim, int n_chunks) {
-    if (pos_dev) pos0 = *pos_dev;
-    int chunk = live_chunk(pos0 + (int)gridDim.y, n_chunks);
-    int h = blockIdx.x, t = blockIdx.y;
-    int used = min((pos0 + t) / chunk + 1, n_chunks);
+ * partials of the chunks that hold the row's positions (the later ones are empty). */
+__global__ void __launch_bounds__(ATT_MAX_HEAD_DIM) k_attention_merge(float *out, const float2 *ml, const float *accs,
+                                                                      const int *rows, int n_heads, int head_dim,
+                                                                      int n_chunks) {
+    int h = blockIdx.x, t = blockIdx.y, pos = rows[2 * t];
+    int chunk = live_chunk(pos + 1, n_chunks);
+    int used = min(pos / chunk + 1, n_chunks);
     size_t slot0 = ((size_t)t * n_heads + h) * n_chunks;
     float *oh = out + ((size_t)t * n_heads + h) * head_dim;
     for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
@@ -233,8 +247,9 @@ __global__ void __launch_bounds__(ATT_MAX_HEAD_DIM) k_attention_merge(float *out
 static size_t tiled_smem(int hd) { return sizeof(float) * ((size_t)ATT_TQ * hd + (size_t)ATT_TK * (hd + 1) + (size_t)ATT_TK * hd); }
 
 template <typename T>
-__global__ void __launch_bounds__(ATT_WARPS * 32) k_attention_tiled(float *out, const float *q, const T *kc, const T *vc, int pos0, int n,
-                                  int n_heads, int n_kv_heads, int head_dim, int kv_dim) {
+__global__ void __launch_bounds__(ATT_WARPS * 32) k_attention_tiled(float *out, const float *q, const T *kc, const T *vc,
+                                                                    const int32_t *tab, int pos0, int n, int n_heads,
+                                                                    int n_kv_heads, int head_dim, int kv_dim) {
     extern __shared__ float sm_tiled[];
     float *Qs = sm_tiled, *Ks = Qs + ATT_TQ * head_dim, *Vs = Ks + ATT_TK * (head_dim + 1);
     int h = blockIdx.y, kvh = h / (n_heads / n_kv_heads);
@@ -260,7 +275,7 @@ __global__ void __launch_bounds__(ATT_WARPS * 32) k_attention_tiled(float *out, 
         __syncthreads(); /* the previous tile is consumed (and Q is staged, the first time) */
         for (int i = threadIdx.x; i < ATT_TK * head_dim; i += blockDim.x) {
             int j = i / head_dim, d = i % head_dim, p = p0 + j;
-            size_t off = (size_t)p * kv_dim + (size_t)kvh * head_dim + d;
+            size_t off = p <= last ? kv_row(tab, p) * kv_dim + (size_t)kvh * head_dim + d : 0;
             Ks[j * (head_dim + 1) + d] = p <= last ? kv_f(kc, off) : 0.0f;
             Vs[j * head_dim + d] = p <= last ? kv_f(vc, off) : 0.0f;
         }
@@ -307,6 +322,11 @@ __global__ void __launch_bounds__(ATT_WARPS * 32) k_attention_tiled(float *out, 
     }
 }
 
+/* The row descriptors' device buffers: fixed (a recorded graph keeps their addresses), filled by
+ * cuda_kv_spans before every pass. */
+#define KV_ROWS_MAX 4096
+#define KV_TABS_MAX (1 << 20) /* block ids of all a pass's sequences: 16M positions */
+
 void cuda_attention_init(cuda_ctx *c) {
     cudaError_t e = cudaFuncSetAttribute(k_attention_tiled<float>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          (int)tiled_smem(ATT_MAX_HEAD_DIM));
@@ -314,6 +334,17 @@ void cuda_attention_init(cuda_ctx *c) {
         e = cudaFuncSetAttribute(k_attention_tiled<__half>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                  (int)tiled_smem(ATT_MAX_HEAD_DIM));
     if (e != cudaSuccess) cuda_fail(c, e, "allowing the tiled attention its shared memory", __FILE__, __LINE__);
+    size_t desc = sizeof(int) * 2 * KV_ROWS_MAX + sizeof(int32_t) * KV_TABS_MAX;
+    c->kv_stage = (int *)malloc(desc);
+    c->kv_span = (cuda_kv_span *)malloc(sizeof(cuda_kv_span) * KV_ROWS_MAX);
+    e = cudaMalloc((void **)&c->kv_rows, desc);
+    if (e != cudaSuccess || !c->kv_stage || !c->kv_span) {
+        cuda_fail(c, e != cudaSuccess ? e : cudaErrorMemoryAllocation, "the attention row descriptors", __FILE__,
+                  __LINE__);
+    } else {
+        c->kv_tabs = (int32_t *)(c->kv_rows + 2 * KV_ROWS_MAX);
+        c->bytes_work += desc;
+    }
     if (cudaMalloc((void **)&c->att_ws, ATT_WS_BYTES) != cudaSuccess) {
         cudaGetLastError();
         c->att_ws = NULL; /* the single-pass kernel does everything then */
@@ -325,6 +356,12 @@ void cuda_attention_init(cuda_ctx *c) {
 }
 
 void cuda_attention_free(cuda_ctx *c) {
+    if (c->kv_rows) cudaFree(c->kv_rows);
+    free(c->kv_stage);
+    free(c->kv_span);
+    c->kv_rows = NULL;
+    c->kv_stage = NULL;
+    c->kv_span = NULL;
     if (!c->att_ws) return;
     cudaFree(c->att_ws);
     c->att_ws = NULL;
@@ -345,23 +382,82 @@ static int split_plan(const cuda_ctx *c, int span, int n, int n_heads, int head_
     return nc < 2 ? 0 : nc;
 }
 
-template <typename T>
-static void attention_t(cuda_ctx *c, float *out, const float *q, const T *kcache, const T *vcache, int pos0, int n,
-                        int n_heads, int n_kv_heads, int head_dim, int kv_dim, int ctx) {
-    /* While a step is recorded pos0 changes on replay: plan for the whole cache. */
-    int n_chunks = split_plan(c, c->stepping ? ctx : pos0 + n, n, n_heads, head_dim);
-    if (n_chunks == 0 && n > ATT_SPLIT_MAX_N) {
-        dim3 grid((unsigned)((n + ATT_TQ - 1) / ATT_TQ), (unsigned)n_heads);
-        k_attention_tiled<T><<<grid, ATT_WARPS * 32, tiled_smem(head_dim), c->stream>>>(out, q, kcache, vcache, pos0, n,
-                                                                                       n_heads, n_kv_heads, head_dim, kv_dim);
-        CUDA_LAUNCHED(c, "attention (tiled prefill)");
+/* The pass's spans: per row its position and its table's offset, staged and copied to the device (from
+ * pageable memory: the copy has read the staging buffer when it returns, and it runs in stream order, so
+ * the previous pass's kernels have read the old descriptors). */
+void cuda_kv_spans(cuda_ctx *c, const sd_kv_span *spans, int n_spans, int rows) {
+    c->kv_n_rows = c->kv_n_spans = 0;
+    if (!c->kv_rows) return;
+    size_t tabs = 0;
+    for (int i = 0; i < n_spans; i++) tabs += ((size_t)spans[i].pos0 + spans[i].n + SD_KV_BLOCK - 1) / SD_KV_BLOCK;
+    if (rows > KV_ROWS_MAX || n_spans > KV_ROWS_MAX || tabs > KV_TABS_MAX) {
+        char what[160];
+        snprintf(what, sizeof what, "a pass of %d rows with %zu blocks (most %d rows, %d blocks)", rows, tabs,
+                 KV_ROWS_MAX, KV_TABS_MAX);
+        cuda_fail(c, cudaErrorInvalidValue, what, __FILE__, __LINE__);
         return;
     }
+    int32_t *tab = c->kv_stage + 2 * rows, off = 0;
+    for (int i = 0; i < n_spans; i++) {
+        const sd_kv_span *sp = &spans[i];
+        int nb = (sp->pos0 + sp->n + SD_KV_BLOCK - 1) / SD_KV_BLOCK;
+        memcpy(tab + off, sp->table, sizeof(int32_t) * (size_t)nb);
+        for (int r = 0; r < sp->n; r++) {
+            c->kv_stage[2 * (sp->row + r)] = sp->pos0 + r;
+            c->kv_stage[2 * (sp->row + r) + 1] = off;
+        }
+        c->kv_span[i] = cuda_kv_span{sp->row, sp->n, sp->pos0, sp->cap, off};
+        off += nb;
+    }
+    CUDA_CK(c, cudaMemcpyAsync(c->kv_rows, c->kv_stage, sizeof(int) * 2 * (size_t)rows, cudaMemcpyHostToDevice,
+                               c->stream));
+    CUDA_CK(c, cudaMemcpyAsync(c->kv_tabs, tab, sizeof(int32_t) * (size_t)off, cudaMemcpyHostToDevice, c->stream));
+    c->kv_n_rows = rows;
+    c->kv_n_spans = n_spans;
+}
+
+/* Rows [r0, r1) by the single-pass kernel. */
+template <typename T>
+static void attention_rows(cuda_ctx *c, float *out, const float *q, const T *kc, const T *vc, int r0, int r1,
+                           int n_heads, int n_kv_heads, int head_dim, int kv_dim) {
+    if (r1 <= r0) return;
+    dim3 grid((unsigned)n_heads, (unsigned)(r1 - r0));
+    k_attention<T><<<grid, ATT_WARPS * 32, 0, c->stream>>>(out, q, kc, vc, c->kv_rows, c->kv_tabs, r0, n_heads,
+                                                           n_kv_heads, head_dim, kv_dim);
+    CUDA_LAUNCHED(c, "attention");
+}
+
+/* Up to a step's rows: the single pass, or the split path for long contexts (planned for the largest
+ * capacity while a graph records, as positions change on replay). More rows: spans longer than a step by
+ * the tiled kernel, runs of the other spans by the single pass. */
+template <typename T>
+static void attention_t(cuda_ctx *c, float *out, const float *q, const T *kc, const T *vc, int n_heads,
+                        int n_kv_heads, int head_dim, int kv_dim) {
+    int n = c->kv_n_rows;
+    if (n > ATT_SPLIT_MAX_N) {
+        int run0 = 0;
+        for (int i = 0; i < c->kv_n_spans; i++) {
+            const cuda_kv_span *sp = &c->kv_span[i];
+            if (sp->n <= ATT_SPLIT_MAX_N) continue;
+            attention_rows(c, out, q, kc, vc, run0, sp->row, n_heads, n_kv_heads, head_dim, kv_dim);
+            run0 = sp->row + sp->n;
+            size_t qo = (size_t)sp->row * n_heads * head_dim;
+            dim3 grid((unsigned)((sp->n + ATT_TQ - 1) / ATT_TQ), (unsigned)n_heads);
+            k_attention_tiled<T><<<grid, ATT_WARPS * 32, tiled_smem(head_dim), c->stream>>>(
+                out + qo, q + qo, kc, vc, c->kv_tabs + sp->tab, sp->pos0, sp->n, n_heads, n_kv_heads, head_dim, kv_dim);
+            CUDA_LAUNCHED(c, "attention (tiled prefill)");
+        }
+        attention_rows(c, out, q, kc, vc, run0, n, n_heads, n_kv_heads, head_dim, kv_dim);
+        return;
+    }
+    int span = 0;
+    for (int i = 0; i < c->kv_n_spans; i++) {
+        int want = c->stepping ? c->kv_span[i].cap : c->kv_span[i].pos0 + c->kv_span[i].n;
+        if (want > span) span = want;
+    }
+    int n_chunks = split_plan(c, span, n, n_heads, head_dim);
     if (n_chunks == 0) {
-        dim3 grid((unsigned)n_heads, (unsigned)n);
-        k_attention<T><<<grid, ATT_WARPS * 32, 0, c->stream>>>(out, q, kcache, vcache, pos0, step_pos(c), n_heads,
-                                                               n_kv_heads, head_dim, kv_dim);
-        CUDA_LAUNCHED(c, "attention");
+        attention_rows(c, out, q, kc, vc, 0, n, n_heads, n_kv_heads, head_dim, kv_dim);
         return;
     }
     int group = n_heads / n_kv_heads;
@@ -369,17 +465,17 @@ static void attention_t(cuda_ctx *c, float *out, const float *q, const T *kcache
     float2 *ml = (float2 *)c->att_ws;      /* slots × (m, l) first: keeps the float2s aligned */
     float *accs = c->att_ws + 2 * slots; /* then slots × head_dim */
     dim3 grid((unsigned)((n_chunks * group + ATT_WARPS - 1) / ATT_WARPS), (unsigned)n_kv_heads, (unsigned)n);
-    k_attention_part<T><<<grid, ATT_WARPS * 32, 0, c->stream>>>(ml, accs, q, kcache, vcache, pos0, step_pos(c), n_heads,
+    k_attention_part<T><<<grid, ATT_WARPS * 32, 0, c->stream>>>(ml, accs, q, kc, vc, c->kv_rows, c->kv_tabs, n_heads,
                                                                 group, head_dim, kv_dim, n_chunks);
     if (!CUDA_LAUNCHED(c, "attention (split part)")) return;
     int threads = (head_dim + 31) / 32 * 32;
-    k_attention_merge<<<dim3((unsigned)n_heads, (unsigned)n), threads, 0, c->stream>>>(
-        out, ml, accs, pos0, step_pos(c), n_heads, head_dim, n_chunks);
+    k_attention_merge<<<dim3((unsigned)n_heads, (unsigned)n), threads, 0, c->stream>>>(out, ml, accs, c->kv_rows,
+                                                                                      n_heads, head_dim, n_chunks);
     CUDA_LAUNCHED(c, "attention (split merge)");
 }
 
 void cuda_attention(cuda_ctx *c, float *out, const float *q, const void *kcache, const void *vcache, sd_dtype type,
-                    int pos0, int n, int n_heads, int n_kv_heads, int head_dim, int kv_dim, int ctx) {
+                    int n_heads, int n_kv_heads, int head_dim, int kv_dim) {
     if (head_dim > ATT_MAX_HEAD_DIM || n_kv_heads <= 0 || n_heads % n_kv_heads != 0) {
         char what[160];
         snprintf(what, sizeof what, "attention (head_dim %d, max %d; %d heads, %d kv heads: shape not supported)",
@@ -387,40 +483,39 @@ void cuda_attention(cuda_ctx *c, float *out, const float *q, const void *kcache,
         cuda_fail(c, cudaErrorInvalidValue, what, __FILE__, __LINE__);
         return;
     }
+    if (!c->kv_n_rows) return; /* no spans (a failure was recorded) */
     if (type == SD_F16)
-        attention_t(c, out, q, (const __half *)kcache, (const __half *)vcache, pos0, n, n_heads, n_kv_heads, head_dim,
-                    kv_dim, ctx);
+        attention_t(c, out, q, (const __half *)kcache, (const __half *)vcache, n_heads, n_kv_heads, head_dim, kv_dim);
     else
-        attention_t(c, out, q, (const float *)kcache, (const float *)vcache, pos0, n, n_heads, n_kv_heads, head_dim,
-                    kv_dim, ctx);
+        attention_t(c, out, q, (const float *)kcache, (const float *)vcache, n_heads, n_kv_heads, head_dim, kv_dim);
 }
 
-/* K and V rows of n positions into the cache at pos0, converted to the cache's type (a kernel, not a
- * memcpy, so the offset can come from the step state inside a graph). */
+/* K and V of every row of the pass into the pool at its position (the spans), converted to the pool's
+ * type. */
 __device__ __forceinline__ void kv_put(float *p, size_t i, float x) { p[i] = x; }
 __device__ __forceinline__ void kv_put(__half *p, size_t i, float x) { p[i] = __float2half_rn(x); }
 
 template <typename T>
-__global__ void __launch_bounds__(256) k_kv_store(T *kc, T *vc, const float *k, const float *v, int pos0,
-                                                  const int *pos_dev, size_t count, int kv_dim) {
+__global__ void __launch_bounds__(256) k_kv_store(T *kc, T *vc, const float *k, const float *v, const int *rows,
+                                                  const int32_t *tabs, size_t count, int kv_dim) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= count) return;
-    if (pos_dev) pos0 = *pos_dev;
-    size_t off = (size_t)pos0 * (size_t)kv_dim + i;
+    int r = (int)(i / (size_t)kv_dim);
+    size_t off = kv_row(tabs + rows[2 * r + 1], rows[2 * r]) * (size_t)kv_dim + i % (size_t)kv_dim;
     kv_put(kc, off, k[i]);
     kv_put(vc, off, v[i]);
 }
 
-void cuda_kv_store(cuda_ctx *c, void *kcache, void *vcache, sd_dtype type, const float *k, const float *v, int pos0,
-                   int n, int kv_dim) {
-    size_t count = (size_t)n * (size_t)kv_dim;
+void cuda_kv_store(cuda_ctx *c, void *kcache, void *vcache, sd_dtype type, const float *k, const float *v,
+                   int kv_dim) {
+    size_t count = (size_t)c->kv_n_rows * (size_t)kv_dim;
     if (!count) return;
     unsigned blocks = (unsigned)((count + 255) / 256);
     if (type == SD_F16)
-        k_kv_store<__half><<<blocks, 256, 0, c->stream>>>((__half *)kcache, (__half *)vcache, k, v, pos0, step_pos(c),
-                                                          count, kv_dim);
+        k_kv_store<__half><<<blocks, 256, 0, c->stream>>>((__half *)kcache, (__half *)vcache, k, v, c->kv_rows,
+                                                          c->kv_tabs, count, kv_dim);
     else
-        k_kv_store<float><<<blocks, 256, 0, c->stream>>>((float *)kcache, (float *)vcache, k, v, pos0, step_pos(c),
+        k_kv_store<float><<<blocks, 256, 0, c->stream>>>((float *)kcache, (float *)vcache, k, v, c->kv_rows, c->kv_tabs,
                                                          count, kv_dim);
     CUDA_LAUNCHED(c, "kv_store");
 }

@@ -246,30 +246,44 @@ static void c_from_host(sd_backend *b, float *dst, const float *src, size_t n) {
     CUDA_CK(c, cudaStreamSynchronize(c->stream)); /* src may be a stack buffer the caller reuses */
 }
 
-/* KV layout: [layer][ctx][kv_dim] F16 or F32 for K, the same for V. */
-static int c_kv_alloc(sd_backend *b, sd_kv *kv, int n_layers, int ctx, int kv_dim, sd_dtype type, sd_err *err) {
+/* KV pool layout: [layer][block][SD_KV_BLOCK][kv_dim] F16 or F32 for K, the same for V. */
+static size_t kv_layer_bytes(const sd_kv_mem *kv) {
+    return (size_t)kv->n_blocks * SD_KV_BLOCK * (size_t)kv->kv_dim * sd_dtype_block_bytes(kv->type);
+}
+
+static int c_kv_mem_alloc(sd_backend *b, sd_kv_mem *kv, int n_layers, int kv_dim, int n_blocks, sd_dtype type,
+                          sd_err *err) {
+    memset(kv, 0, sizeof *kv);
+    if (n_layers <= 0 || n_blocks <= 0 || kv_dim <= 0)
+        return sd_errf(err, "kv pool: bad shape (%d layers, %d blocks, kv_dim %d)", n_layers, n_blocks, kv_dim);
     if (type != SD_F16 && type != SD_F32)
-        return sd_errf(err, "kv cache: type %s is not supported (f16 or f32)", sd_dtype_name(type) ? sd_dtype_name(type) : "?");
-    size_t bytes = (size_t)n_layers * (size_t)ctx * (size_t)kv_dim * sd_dtype_block_bytes(type);
-    kv->k = dev_alloc(b, bytes, MEM_KV, "KV cache (K)", err);
+        return sd_errf(err, "kv pool: type %s is not supported (f16 or f32)", sd_dtype_name(type) ? sd_dtype_name(type) : "?");
+    *kv = (sd_kv_mem){n_layers, kv_dim, n_blocks, type, NULL, NULL};
+    size_t bytes = (size_t)n_layers * kv_layer_bytes(kv);
+    kv->k = dev_alloc(b, bytes, MEM_KV, "KV pool (K)", err);
     if (!kv->k) return -1;
-    kv->v = dev_alloc(b, bytes, MEM_KV, "KV cache (V)", err);
+    kv->v = dev_alloc(b, bytes, MEM_KV, "KV pool (V)", err);
     if (!kv->v) {
         dev_free(b, kv->k);
         kv->k = NULL;
         return -1;
     }
-    kv->n_layers = n_layers;
-    kv->ctx = ctx;
-    kv->kv_dim = kv_dim;
-    kv->type = type;
     return 0;
 }
 
-static void c_kv_free(sd_backend *b, sd_kv *kv) {
+static void c_kv_mem_free(sd_backend *b, sd_kv_mem *kv) {
     dev_free(b, kv->k);
     dev_free(b, kv->v);
     kv->k = kv->v = NULL;
+}
+
+static size_t c_mem_available(sd_backend *b) {
+    size_t free_b = 0, total = 0;
+    if (cudaMemGetInfo(&free_b, &total) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return free_b;
 }
 
 static void c_sync(sd_backend *b) { CUDA_CK(ctx_of(b), cudaStreamSynchronize(ctx_of(b)->stream)); }
@@ -283,8 +297,8 @@ static void c_mem_usage(sd_backend *b, size_t *weights, size_t *kv, size_t *work
 
 /* ---- ops ---- */
 
-static void *kv_layer(const sd_kv *kv, void *base, int layer) {
-    return (char *)base + (size_t)layer * (size_t)kv->ctx * (size_t)kv->kv_dim * sd_dtype_block_bytes(kv->type);
+static void *kv_layer(const sd_kv_mem *kv, void *base, int layer) {
+    return (char *)base + (size_t)layer * kv_layer_bytes(kv);
 }
 
 static void c_embed(sd_backend *b, float *out, const sd_tensor *t, const int32_t *ids, int n) {
@@ -303,14 +317,16 @@ static void c_rope(sd_backend *b, float *x, int n, int n_heads, int head_dim, in
                    const float *inv_freq, bool neox) {
     cuda_rope(ctx_of(b), x, n, n_heads, head_dim, n_rot, pos0, inv_freq, neox);
 }
-static void c_kv_store(sd_backend *b, sd_kv *kv, int layer, int pos0, int n, const float *k, const float *v) {
-    cuda_kv_store(ctx_of(b), kv_layer(kv, kv->k, layer), kv_layer(kv, kv->v, layer), kv->type, k, v, pos0, n,
-                  kv->kv_dim);
+static void c_kv_spans(sd_backend *b, const sd_kv_span *spans, int n_spans, int rows) {
+    cuda_kv_spans(ctx_of(b), spans, n_spans, rows);
 }
-static void c_attention(sd_backend *b, float *out, const float *q, const sd_kv *kv, int layer, int pos0, int n,
-                        int n_heads, int n_kv_heads, int head_dim) {
-    cuda_attention(ctx_of(b), out, q, kv_layer(kv, kv->k, layer), kv_layer(kv, kv->v, layer), kv->type, pos0, n,
-                   n_heads, n_kv_heads, head_dim, kv->kv_dim, kv->ctx);
+static void c_kv_store(sd_backend *b, sd_kv_mem *kv, int layer, const float *k, const float *v) {
+    cuda_kv_store(ctx_of(b), kv_layer(kv, kv->k, layer), kv_layer(kv, kv->v, layer), kv->type, k, v, kv->kv_dim);
+}
+static void c_attention(sd_backend *b, float *out, const float *q, const sd_kv_mem *kv, int layer, int n_heads,
+                        int n_kv_heads, int head_dim) {
+    cuda_attention(ctx_of(b), out, q, kv_layer(kv, kv->k, layer), kv_layer(kv, kv->v, layer), kv->type, n_heads,
+                   n_kv_heads, head_dim, kv->kv_dim);
 }
 static void c_swiglu(sd_backend *b, float *out, const float *gate, const float *up, size_t count) {
     cuda_swiglu(ctx_of(b), out, gate, up, count);
@@ -498,8 +514,10 @@ extern "C" int sd_backend_cuda_new(int device, sd_backend **out, sd_err *err) {
     b->free_weight = c_free_weight;
     b->to_host = c_to_host;
     b->from_host = c_from_host;
-    b->kv_alloc = c_kv_alloc;
-    b->kv_free = c_kv_free;
+    b->kv_mem_alloc = c_kv_mem_alloc;
+    b->kv_mem_free = c_kv_mem_free;
+    b->mem_available = c_mem_available;
+    b->kv_spans = c_kv_spans;
     b->sync = c_sync;
     b->mem_usage = c_mem_usage;
     b->argmax_rows = c_argmax_rows;

@@ -13,6 +13,11 @@ extern "C" {
 #include "kernels/quant_k.h"
 #include "kernels/cuda/qdecode.h"
 
+/* A span of the pass (kernels/backend.h's sd_kv_span) with its table's offset in the device copy. */
+typedef struct cuda_kv_span {
+    int row, n, pos0, cap, tab;
+} cuda_kv_span;
+
 typedef struct cuda_ctx {
     sd_backend *owner;    /* whose sticky error a failure sets */
     int device;
@@ -54,6 +59,12 @@ typedef struct cuda_ctx {
     long fail_after;      /* SPECD_FAIL_AFTER=N (test hook): the N-th launch check fails; 0 = never */
     long launches;
     bool tc;              /* SPECD_CUDA_TC=1: F16/BF16 products of up to 64 rows on tensor cores (matmul_tc.cu) */
+    /* The pass's spans (cuda_kv_spans, attention.cu): kv_rows (device, fixed) holds per row its position
+     * and the offset of its block table in kv_tabs; kv_span the spans with those offsets (host). */
+    int *kv_rows, *kv_stage;
+    int32_t *kv_tabs;
+    cuda_kv_span *kv_span;
+    int kv_n_rows, kv_n_spans;
 } cuda_ctx;
 
 #define SD_CUDA_STEP_MAX 16 /* steps of at most this many tokens are captured as graphs: the largest
@@ -152,9 +163,11 @@ void cuda_rope(cuda_ctx *c, float *x, int n, int n_heads, int head_dim, int n_ro
                bool neox);
 void cuda_swiglu(cuda_ctx *c, float *out, const float *gate, const float *up, size_t count);
 void cuda_add(cuda_ctx *c, float *x, const float *y, size_t count);
-/* K/V caches of `type` (SD_F16 or SD_F32). */
+/* Attention and the K/V store of the rows cuda_kv_spans described, on one layer of a pool of `type`
+ * (SD_F16 or SD_F32; kcache, vcache: the layer's blocks). */
+void cuda_kv_spans(cuda_ctx *c, const sd_kv_span *spans, int n_spans, int rows);
 void cuda_attention(cuda_ctx *c, float *out, const float *q, const void *kcache, const void *vcache, sd_dtype type,
-                    int pos0, int n, int n_heads, int n_kv_heads, int head_dim, int kv_dim, int ctx);
+                    int n_heads, int n_kv_heads, int head_dim, int kv_dim);
 void cuda_attention_init(cuda_ctx *c); /* allocates att_ws (counted as work bytes); failure only slows */
 void cuda_attention_free(cuda_ctx *c);
 void cuda_argmax_rows(cuda_ctx *c, int32_t *ids_host, const float *x, int rows, int width);
@@ -162,8 +175,8 @@ void cuda_sample_rows(cuda_ctx *c, int32_t *ids, float *probs, const float *logi
                       const sd_sample_cfg *cfg, const float *u);
 int cuda_spec_accept(cuda_ctx *c, int32_t *next, const float *p, const float *q, const int32_t *draft, int k,
                      int width, const float *u);
-void cuda_kv_store(cuda_ctx *c, void *kcache, void *vcache, sd_dtype type, const float *k, const float *v, int pos0,
-                   int n, int kv_dim);
+void cuda_kv_store(cuda_ctx *c, void *kcache, void *vcache, sd_dtype type, const float *k, const float *v,
+                   int kv_dim);
 /* Device pointer to the current step's pos0 while stepping, else NULL (kernels then use the argument). */
 static inline const int *step_pos(const cuda_ctx *c) { return c->stepping ? c->step_dev : NULL; }
 /* F32 (host) matrix to F16 (device), for upload. */
