@@ -142,17 +142,11 @@ int sd_sched_pool_busy(const sd_sched *s) {
     return n;
 }
 
-/* Each allocated session reserves the whole context; it uses the positions it holds tokens for. */
+/* The engine's KV pool: positions in blocks taken (whole blocks) and in all. */
 void sd_sched_kv_use(const sd_sched *s, sd_kv_use *out) {
     uint64_t per = sd_engine_kv_bytes_per_token(s->e);
     memset(out, 0, sizeof *out);
-    for (int i = 0; i < s->max_active; i++) {
-        if (!s->pool[i].s) continue;
-        int n = 0;
-        sd_session_tokens(s->pool[i].s, &n);
-        out->used_positions += (uint64_t)n;
-        out->total_positions += (uint64_t)s->e->ctx;
-    }
+    sd_engine_kv_use(s->e, &out->used_positions, &out->total_positions);
     out->used_bytes = out->used_positions * per;
     out->total_bytes = out->total_positions * per;
 }

@@ -23,8 +23,8 @@ typedef struct sd_srv_stats {
     sd_hist ms_per_token, ttft_ms, queue_ms, total_ms;
 } sd_srv_stats;
 
-/* KV cache use at the moment of asking: positions the sessions hold (busy or keeping a cached prefix)
- * against the positions allocated, and the same in bytes. */
+/* KV pool use at the moment of asking: positions in blocks taken (busy or keeping a cached prefix)
+ * against the pool's positions, and the same in bytes. */
 typedef struct sd_kv_use {
     uint64_t used_positions, total_positions, used_bytes, total_bytes;
 } sd_kv_use;

@@ -37,6 +37,13 @@ static int load_models(sd_engine *e, sd_err *err) {
 
 /* With --device auto, models the GPU cannot hold or compute with (its memory, a weight type the CUDA backend
  * has no kernel for) run on the CPU instead, and the backend note says why. */
+void sd_engine_kv_use(const sd_engine *e, uint64_t *used_positions, uint64_t *total_positions) {
+    int total, free_now;
+    sd_model_kv_blocks(e->target, &total, &free_now);
+    *used_positions = (uint64_t)(total - free_now) * SD_KV_BLOCK;
+    *total_positions = (uint64_t)total * SD_KV_BLOCK;
+}
+
 /* --kv-type: the models' K/V element type. */
 static int set_kv_type(sd_engine *e, sd_err *err) {
     const char *t = e->cfg.kv_type ? e->cfg.kv_type : "f16";

@@ -60,6 +60,9 @@ void sd_engine_memory_report(const sd_engine *e, char *buf, size_t len);
 /* KV cache bytes one position costs a session in the engine's K/V type: the target, plus the draft model
  * or, self-drafting, the target's again (its sequence takes blocks of the target's pool, every layer). */
 size_t sd_engine_kv_bytes_per_token(const sd_engine *e);
+/* Positions of the target's KV pool in blocks taken (by running requests and idle sessions' cached
+ * prefixes) and in all. */
+void sd_engine_kv_use(const sd_engine *e, uint64_t *used_positions, uint64_t *total_positions);
 
 typedef enum sd_mode { SD_MODE_SPEC = 0, SD_MODE_PLAIN = 1 } sd_mode;
 
