@@ -513,6 +513,7 @@ static void test_attention_graph_replay(void) {
     }
     const int short_pos0s[] = {250, 7, 0, 100};
     attention_case(8, 8, 2, 64, 300, short_pos0s, 4, true); /* a short cache: the single pass, replayed */
+    attention_case(3, 4, 2, 256, quick ? 600 : 3100, quick ? short_pos0s : pos0s, 4, true); /* head_dim 256 */
 }
 
 /* Several sequences in one attention call (the pass's spans), each with its own scrambled blocks of one
@@ -655,11 +656,12 @@ static void test_forward_logits_match_cpu(void) {
 }
 
 /* Logits of a whole forward pass, CUDA vs CPU, on a synthetic model of each weight type written by mkmodel:
- * a 300-token prefill (cuBLAS for F16, 16-row chunks for Q8_0; the tiled attention), then single steps. */
+ * a 300-token prefill (cuBLAS for F16 and BF16, 16-row chunks for Q8_0; the tiled attention), then single
+ * steps. */
 static void test_forward_types_long_prefill(void) {
     if (!gpu) SKIP("%s", no_gpu_reason);
-    const int types[] = {SD_F16, SD_Q8_0, SD_F32};
-    for (size_t ti = 0; ti < 3; ti++) {
+    const int types[] = {SD_F16, SD_Q8_0, SD_F32, SD_BF16};
+    for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
         char path[128];
         snprintf(path, sizeof path, "/tmp/specd-test-cuda-%d-%s.gguf", (int)getpid(), sd_dtype_name(types[ti]));
         sd_mk_opts o;
