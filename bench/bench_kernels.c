@@ -4,6 +4,8 @@
  *
  *   build/bench_kernels [-t THREADS] [--params MILLIONS] [--reps N] [--types f16,q8_0,q4_K,...]
  *   build/bench_kernels --cache     in-cache compute throughput of every SIMD level (1 thread, CPU time)
+ *   build/bench_kernels --rows      GFLOPS by activation rows (1..64) per SIMD level and weight type, weights
+ *                                   from memory, 1 thread, CPU time, against the FMA peak measured beside it
  *
  * Every figure comes from this one run, so the ratios hold even when other work shares the machine.
  * Built by `make build/bench_kernels`. */
@@ -17,6 +19,7 @@
 #include "kernels/backend.h"
 #include "base/clock.h"
 #include "kernels/cpu/backend_cpu.h"
+#include "kernels/cpu/simd.h"
 #include "kernels/quant.h"
 #include "kernels/quantize.h"
 
@@ -59,10 +62,15 @@ static int make_set(sd_backend *b, int type, double params_m, bench_set *s) {
     s->w = calloc((size_t)s->count, sizeof *s->w);
     if (!s->mem || !s->w) return -1;
     uint8_t *p = s->mem;
-    if (type == SD_F16) {
+    if (type == SD_F16 || type == SD_BF16) {
         uint16_t *h = s->mem;
-        for (size_t i = 0; i < mat_bytes * (size_t)s->count / 2; i++)
-            h[i] = sd_fp32_to_fp16((float)((int)(rnd() % 2001) - 1000) * 1e-4f);
+        for (size_t i = 0; i < mat_bytes * (size_t)s->count / 2; i++) {
+            float v = (float)((int)(rnd() % 2001) - 1000) * 1e-4f;
+            h[i] = type == SD_F16 ? sd_fp32_to_fp16(v) : sd_fp32_to_bf16(v);
+        }
+    } else if (type == SD_F32) {
+        float *f = s->mem;
+        for (size_t i = 0; i < mat_bytes * (size_t)s->count / 4; i++) f[i] = (float)((int)(rnd() % 2001) - 1000) * 1e-4f;
     } else if (type != SD_Q8_0) {
         quant_fill(type, p, small, mat_bytes, s->count);
     } else {
@@ -76,7 +84,7 @@ static int make_set(sd_backend *b, int type, double params_m, bench_set *s) {
         s->w[i] = (sd_tensor){.type = type, .rows = i % 2 ? small : big, .cols = i % 2 ? big : small,
                               .host = p + mat_bytes * (size_t)i, .name = "bench"};
         sd_err err;
-        if (b->upload_weight(b, &s->w[i], &err) != 0) {
+        if (b && b->upload_weight(b, &s->w[i], &err) != 0) {
             fprintf(stderr, "%s\n", err.msg);
             return -1;
         }
@@ -176,6 +184,118 @@ static int bench_cache(void) {
     return 0;
 }
 
+/* The FMA peak of one core at a level, in GFLOPS (one FMA = 2 flops per lane): 12 independent chains,
+ * enough to cover the FMA latency on every x86 core this runs on, timed in CPU time. */
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define PEAK_ITERS 20000000L
+__attribute__((target("avx,fma"))) static double fma_peak_256(void) {
+    __m256 a[12], m = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f);
+    for (int i = 0; i < 12; i++) a[i] = _mm256_set1_ps((float)i);
+    double t0 = cpu_now_s();
+    for (long it = 0; it < PEAK_ITERS; it++)
+#pragma GCC unroll 12
+        for (int i = 0; i < 12; i++) a[i] = _mm256_fmadd_ps(a[i], m, c);
+    double t = cpu_now_s() - t0;
+    float sink[8];
+    for (int i = 1; i < 12; i++) a[0] = _mm256_add_ps(a[0], a[i]);
+    _mm256_storeu_ps(sink, a[0]);
+    if (sink[0] == 12345.f) printf(" ");
+    return 2.0 * 8 * 12 * PEAK_ITERS / t / 1e9;
+}
+__attribute__((target("avx512f"))) static double fma_peak_512(void) {
+    __m512 a[12], m = _mm512_set1_ps(0.999999f), c = _mm512_set1_ps(1e-7f);
+    for (int i = 0; i < 12; i++) a[i] = _mm512_set1_ps((float)i);
+    double t0 = cpu_now_s();
+    for (long it = 0; it < PEAK_ITERS / 2; it++)
+#pragma GCC unroll 12
+        for (int i = 0; i < 12; i++) a[i] = _mm512_fmadd_ps(a[i], m, c);
+    double t = cpu_now_s() - t0;
+    float sink[16];
+    for (int i = 1; i < 12; i++) a[0] = _mm512_add_ps(a[0], a[i]);
+    _mm512_storeu_ps(sink, a[0]);
+    if (sink[0] == 12345.f) printf(" ");
+    return 2.0 * 16 * 12 * (PEAK_ITERS / 2) / t / 1e9;
+}
+static double fma_peak(sd_simd lv) {
+    double best = 0;
+    for (int r = 0; r < 3; r++) {
+        double g = lv >= SD_SIMD_AVX512 ? fma_peak_512() : lv >= SD_SIMD_AVX ? fma_peak_256() : 0;
+        if (g > best) best = g;
+    }
+    return best;
+}
+#else
+static double fma_peak(sd_simd lv) { return 0; }
+#endif
+
+/* One pass of a kernel over every matrix of the set on this thread, by path; CPU seconds. */
+static double kernel_pass(const sd_cpu_kernels *k, const bench_set *s, int n, int path, const float *x,
+                          const int8_t *xq, const float *xd, const int32_t *xs, float *out) {
+    double t0 = cpu_now_s();
+    for (int i = 0; i < s->count; i++) {
+        const sd_tensor *w = &s->w[i];
+        int ti = w->type == SD_F32 ? SD_MM_F32 : w->type == SD_F16 ? SD_MM_F16 : w->type == SD_BF16 ? SD_MM_BF16 : SD_MM_Q8_0;
+        sd_mm_job j = {.out = out, .out_stride = w->rows, .w = w->host, .row_bytes = sd_dtype_row_bytes(w->type, w->cols),
+                       .cols = w->cols, .x = x, .xq = xq, .xd = xd, .xs = xs, .n = n, .type = w->type, .path = path};
+        k->mm[ti](&j, 0, w->rows);
+    }
+    return cpu_now_s() - t0;
+}
+
+/* Matmul throughput by the number of activation rows, weights streamed from memory (8 matrices of
+ * 4096 x 1024 and 1024 x 4096, twice the L3 in F16), the kernels called directly on 1 thread, CPU time,
+ * best of 3, small-row and blocked paths interleaved, as GFLOPS and as a fraction of the FMA peak of the
+ * same level measured in the same run (Q8_0's int8 products counted alike). The kernel's crossover
+ * (block_min) picks between the two columns. Every level from AVX up, or only SPECD_SIMD's when set. */
+static int bench_rows(void) {
+    static const int types[] = {SD_F16, SD_BF16, SD_F32, SD_Q8_0}, ns[] = {1, 4, 8, 12, 16, 24, 40, 64};
+    const int n_ns = (int)(sizeof ns / sizeof ns[0]), nmax = 64, cols = 4096;
+    const char *cap = getenv("SPECD_SIMD");
+    sd_simd top = sd_simd_default(), lo = cap && *cap ? top : SD_SIMD_AVX;
+    float *x = malloc(sizeof(float) * nmax * cols), *out = malloc(sizeof(float) * nmax * cols);
+    int8_t *xq = malloc((size_t)nmax * cols);
+    float *xd = malloc(sizeof(float) * nmax * cols / 32);
+    int32_t *xs = malloc(sizeof(int32_t) * nmax * cols / 32);
+    for (int i = 0; i < nmax * cols; i++) x[i] = (float)((int)(rnd() % 2001) - 1000) * 1e-3f;
+    printf("matmul GFLOPS by activation rows (small-row path / blocked path, %% of the level's FMA peak for the\n"
+           "faster; * marks the path the kernel's crossover takes): weights from memory, 1 thread, CPU time\n");
+    for (int lv = (int)lo; lv <= (int)top; lv++) {
+        const sd_cpu_kernels *k = sd_simd_kernels((sd_simd)lv);
+        double peak = fma_peak((sd_simd)lv);
+        printf("%-7s FMA peak %.1f GFLOPS\n", sd_simd_name((sd_simd)lv), peak);
+        for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
+            bench_set s = {0};
+            if (make_set(NULL, types[ti], 8 * 4.194304, &s) != 0) return 1;
+            int mi = types[ti] == SD_F32 ? SD_MM_F32 : types[ti] == SD_F16 ? SD_MM_F16 : types[ti] == SD_BF16 ? SD_MM_BF16 : SD_MM_Q8_0;
+            printf("%-7s %-5s", sd_simd_name((sd_simd)lv), sd_dtype_name(types[ti]));
+            for (int a = 0; a < n_ns; a++) {
+                int n = ns[a];
+                /* quantized at 4096 columns; the 1024-column matrices read them at their own stride (timing only) */
+                for (int i = 0; i < n; i++)
+                    sd_quant_act_q8(x + (size_t)i * cols, cols, xq + (size_t)i * cols, xd + (size_t)i * cols / 32, xs + (size_t)i * cols / 32);
+                double best[2] = {1e30, 1e30};
+                for (int r = 0; r < 3; r++)
+                    for (int p = 0; p < 2; p++) {
+                        double t = kernel_pass(k, &s, n, p ? SD_MM_BLOCKED : SD_MM_SMALL, x, xq, xd, xs, out);
+                        if (t < best[p]) best[p] = t;
+                    }
+                double g[2], flops = 2.0 * 8 * 4096 * 1024 * n;
+                for (int p = 0; p < 2; p++) g[p] = flops / best[p] / 1e9;
+                int auto_blocked = n >= k->block_min[mi];
+                printf("  n=%d %5.1f%s/%5.1f%s (%2.0f%%)", n, g[0], auto_blocked ? "" : "*", g[1], auto_blocked ? "*" : "",
+                       peak > 0 ? 100 * (g[0] > g[1] ? g[0] : g[1]) / peak : 0);
+            }
+            printf("\n");
+            fflush(stdout);
+            free(s.w);
+            free(s.mem);
+        }
+    }
+    free(x), free(out), free(xq), free(xd), free(xs);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     int threads = 0, reps = 9, types[16] = {SD_F16, SD_Q8_0}, n_types = 2;
     double params_m = 300;
@@ -184,6 +304,7 @@ int main(int argc, char **argv) {
         else if (strcmp(argv[i], "--params") == 0 && i + 1 < argc) params_m = atof(argv[++i]);
         else if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc) reps = atoi(argv[++i]);
         else if (strcmp(argv[i], "--cache") == 0) return bench_cache();
+        else if (strcmp(argv[i], "--rows") == 0) return bench_rows();
         else if (strcmp(argv[i], "--types") == 0 && i + 1 < argc) {
             n_types = 0;
             for (char *t = strtok(argv[++i], ","); t && n_types < 16; t = strtok(NULL, ",")) {
@@ -195,7 +316,7 @@ int main(int argc, char **argv) {
                 n_types++;
             }
         } else {
-            fprintf(stderr, "usage: bench_kernels [-t THREADS] [--params MILLIONS] [--reps N] [--types T,T..] | --cache\n");
+            fprintf(stderr, "usage: bench_kernels [-t THREADS] [--params MILLIONS] [--reps N] [--types T,T..] | --cache | --rows\n");
             return 2;
         }
     }

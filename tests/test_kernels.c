@@ -290,13 +290,15 @@ static void test_matmul_n_consistent(void) {
         int64_t rows = 37, cols = sd_quant_block(all_types[ti]) == SD_QK_K ? 512 : 320;
         float *exact = malloc(sizeof(float) * (size_t)(rows * cols));
         void *w = make_weights(all_types[ti], rows, cols, exact);
-        float *x = malloc(sizeof(float) * 9 * (size_t)cols);
-        for (int64_t i = 0; i < 9 * cols; i++) x[i] = frand();
+        float *x = malloc(sizeof(float) * 40 * (size_t)cols);
+        for (int64_t i = 0; i < 40 * cols; i++) x[i] = frand();
         sd_tensor t = {.type = all_types[ti], .cols = cols, .rows = rows, .host = w, .name = "w"};
         for (int s = 0; s <= (int)sd_simd_detect(); s++) {
             sd_backend *b = open_cpu(2, (sd_simd)s);
             REQUIRE(b);
-            for (int n = 2; n <= 9; n++) {
+            static const int ns[] = {2, 3, 4, 5, 6, 7, 8, 9, 16, 40};
+            for (size_t ni = 0; ni < sizeof ns / sizeof *ns; ni++) {
+                int n = ns[ni];
                 float *all = run_matmul(b, &t, x, n);
                 REQUIRE(all);
                 for (int i = 0; i < n; i++) {
@@ -314,6 +316,58 @@ static void test_matmul_n_consistent(void) {
         free(w);
         free(exact);
     }
+}
+
+/* The cache-blocked path (mm_tmpl.h) against the small-row path, bitwise, called directly at every level
+ * whatever its default crossover: rows past a row block and odd counts, columns past a panel and not a
+ * multiple of a vector or of 8 Q8_0 blocks, activations past an activation group (1..70), and the rows
+ * handed out in chunks of SD_MM_ROW_ALIGN as the thread pool does. Both paths are checked against the
+ * exact product by the tests above (the backend picks by n), so equal bits make both right. */
+static void run_path(const sd_cpu_kernels *k, int ti, sd_mm_job j, int path, int64_t rows, int64_t chunk) {
+    j.path = path;
+    for (int64_t r = 0; r < rows; r += chunk) k->mm[ti](&j, r, r + chunk < rows ? r + chunk : rows);
+}
+
+static void check_paths(int type, int64_t rows, int64_t cols, int n) {
+    float *exact = malloc(sizeof(float) * (size_t)(rows * cols)), *x = malloc(sizeof(float) * (size_t)(n * cols));
+    float *small = malloc(sizeof(float) * (size_t)(n * rows)), *blocked = malloc(sizeof(float) * (size_t)(n * rows));
+    void *w = make_weights(type, rows, cols, exact);
+    int64_t nb = cols / SD_QK8_0;
+    int8_t *xq = malloc((size_t)(n * cols));
+    float *xd = malloc(sizeof(float) * (size_t)(n * nb + 1));
+    int32_t *xsum = malloc(sizeof(int32_t) * (size_t)(n * nb + 1));
+    for (int64_t i = 0; i < n * cols; i++) x[i] = frand();
+    if (type == SD_Q8_0)
+        for (int i = 0; i < n; i++) sd_quant_act_q8(x + i * cols, cols, xq + i * cols, xd + i * nb, xsum + i * nb);
+    int ti = type == SD_F32 ? SD_MM_F32 : type == SD_F16 ? SD_MM_F16 : type == SD_BF16 ? SD_MM_BF16 : SD_MM_Q8_0;
+    sd_mm_job j = {.out_stride = rows, .w = w, .row_bytes = sd_dtype_row_bytes(type, cols), .cols = cols, .x = x,
+                   .xq = xq, .xd = xd, .xs = xsum, .n = n, .type = type};
+    for (int s = 0; s <= (int)sd_simd_detect(); s++) {
+        const sd_cpu_kernels *k = sd_simd_kernels((sd_simd)s);
+        j.out = small;
+        run_path(k, ti, j, SD_MM_SMALL, rows, rows);
+        j.out = blocked;
+        run_path(k, ti, j, SD_MM_BLOCKED, rows, SD_MM_ROW_ALIGN);
+        CHECKF(memcmp(small, blocked, sizeof(float) * (size_t)(n * rows)) == 0, "%s %s %lldx%lld n=%d: blocked differs",
+               sd_simd_name((sd_simd)s), sd_dtype_name(type), (long long)rows, (long long)cols, n);
+    }
+    free(exact), free(x), free(small), free(blocked), free(w), free(xq), free(xd), free(xsum);
+}
+
+static void test_matmul_blocked_paths(void) {
+    static const int64_t rows_set[] = {1, 17, 40, 70};
+    static const int64_t cols_f[] = {7, 33, 300, 1029};
+    static const int64_t cols_q[] = {32, 288, 544, 2080}; /* 1, 9, 17, 65 blocks */
+    static const int ns[] = {1, 2, 5, 8, 9, 12, 16, 17, 33, 40, 64, 70};
+    for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++)
+        for (size_t ri = 0; ri < sizeof rows_set / sizeof *rows_set; ri++)
+            for (size_t ci = 0; ci < 4; ci++)
+                for (size_t ni = 0; ni < sizeof ns / sizeof *ns; ni++)
+                    if ((ri + ci + ni) % 2 == 0 || ns[ni] >= 33)
+                        check_paths(types[ti], rows_set[ri], types[ti] == SD_Q8_0 ? cols_q[ci] : cols_f[ci], ns[ni]);
+    /* every activation count 1..70 on one shape per type */
+    for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++)
+        for (int n = 1; n <= 70; n++) check_paths(types[ti], 19, types[ti] == SD_Q8_0 ? 288 : 289, n);
 }
 
 /* A matrix big enough that the pool splits it into many chunks (a multiple-of-16 boundary and a tail). */
@@ -792,6 +846,7 @@ int main(void) {
     RUN(test_matmul_quant_levels);
     RUN(test_matmul_large_threads);
     RUN(test_matmul_n_consistent);
+    RUN(test_matmul_blocked_paths);
     RUN(test_rmsnorm);
     RUN(test_rope);
     RUN(test_attention);

@@ -1,4 +1,6 @@
 /* The scalar reference kernels: plain C, one output element at a time, accumulated in order. */
+#include <limits.h>
+
 #include "kernels/cpu/simd.h"
 #include "kernels/quant_k.h"
 
@@ -71,6 +73,7 @@ const sd_cpu_kernels sd_kernels_scalar = {
     .level = SD_SIMD_SCALAR,
     .name = "scalar",
     .mm = {mm_f32, mm_f16, mm_bf16, mm_q8_0, mm_quant},
+    .block_min = {INT_MAX, INT_MAX, INT_MAX, INT_MAX, INT_MAX}, /* one element at a time: nothing to block */
     .dot = dot,
     .axpy = axpy,
     .scale = scale,

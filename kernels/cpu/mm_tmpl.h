@@ -9,11 +9,7 @@
  *   VADD(a, b)          lane-wise sum
  *   R_FEW, R_MANY       rows per register tile when n <= 2 / when n > 2
  *   N_MAX               most activation vectors per register tile
- *   qwb, q8_wprep(p)    Q8_0: a block of 32 weights prepared for dot products
- *   Q8_XPREP(p)         32 int8 activations at p prepared (once for all rows of a tile)
- *   Q8_DOT(w, xp)       their exact integer dot product as 8 float lanes (partial sums) in a __m256
  *   QR_FEW, QR_MANY, QN_MAX           the register tile of the Q8_0 kernel
- * Optional, instead of Q8_XPREP and Q8_DOT (the Q8_0 blocks then go in groups of 8, see below):
  *   Q8_DOT8(b, x, xs)   the exact integer sums of the 8 blocks at b with the activations at x, as 8 floats
  *                       (xs: the sums of those activation blocks, sd_mm_job.xs)
  *   Q8_DOT1(b, x, xs)   the exact integer sum of one block, as an int (xs: its activation sum)
@@ -26,6 +22,8 @@
  * one output element never depends on R, on the tile or on the thread that computes it. */
 
 #include <immintrin.h>
+#include <limits.h>
+#include <string.h>
 
 #include "kernels/cpu/simd.h"
 #include "kernels/quant_k.h"
@@ -62,102 +60,84 @@ TGT static inline __attribute__((always_inline)) void wvec(int type, const uint8
     }
 }
 
-TGT static inline __attribute__((always_inline)) void mm_tile(const sd_mm_job *j, int type, int64_t r, int i0,
-                                                              const int R, const int N) {
-    V acc[4][8];
-    const uint8_t *rows[4];
-    const float *xs[8];
-#pragma GCC unroll 4
-    for (int a = 0; a < R; a++) rows[a] = j->w + (size_t)(r + a) * j->row_bytes;
-#pragma GCC unroll 8
-    for (int b = 0; b < N; b++) xs[b] = j->x + (int64_t)(i0 + b) * j->cols;
-#pragma GCC unroll 4
-    for (int a = 0; a < R; a++)
-#pragma GCC unroll 8
-        for (int b = 0; b < N; b++) acc[a][b] = VZERO();
-    int64_t cols = j->cols, c = 0;
+/* Register-tile columns [c0, c1) (a multiple of `step` = BLK, or VW for the whole vectors after the last
+ * full block): acc[a][b] += weights of row a times activation b, one FMA per vector in column order. */
+TGT static inline __attribute__((always_inline)) void mm_cols(const sd_mm_job *j, int type, const uint8_t *const *rows,
+                                                              const float *const *xs, V acc[4][8], const int R,
+                                                              const int N, int64_t c0, int64_t c1, const int step,
+                                                              const int xreg) {
     const int esz = type == SD_MM_F32 ? 4 : 2;
-    for (; c + BLK <= cols; c += BLK) {
+    for (int64_t c = c0; c < c1; c += step) {
 #pragma GCC unroll 4
-        for (int a = 0; a < R; a++) if (R > 1) PREFETCH(rows[a] + (size_t)(PF_GROUPS * R) * j->row_bytes + (size_t)c * esz, esz * BLK);
+        for (int a = 0; a < R; a++)
+            if (R > 1 && step == BLK) PREFETCH(rows[a] + (size_t)(PF_GROUPS * R) * j->row_bytes + (size_t)c * esz, esz * BLK);
 #pragma GCC unroll 4
-        for (int k = 0; k < BLK / VW; k++) {
+        for (int k = 0; k < step / VW; k++) {
             V w[4];
 #pragma GCC unroll 4
-            for (int a = 0; a < R; a++) wvec(type, rows[a], c, k, VZERO(), &w[a]);
+            for (int a = 0; a < R; a++) {
+                wvec(type, rows[a], c, k, VZERO(), &w[a]);
+                if (xreg && N > 1) __asm__("" : "+v"(w[a]));
+            }
 #pragma GCC unroll 8
             for (int b = 0; b < N; b++) {
                 V xv = VLOAD(xs[b] + c + k * VW);
+                /* xreg: w and x in registers, each loaded once for the R x N products (GCC otherwise folds
+                 * a load into each FMA when registers run short, and the loads then bound the blocked
+                 * loop; the small-row path, bound by memory, measured faster without) */
+                if (xreg && R > 1) __asm__("" : "+v"(xv));
 #pragma GCC unroll 4
                 for (int a = 0; a < R; a++) acc[a][b] = VFMA(w[a], xv, acc[a][b]);
             }
         }
     }
-    for (; c + VW <= cols; c += VW) { /* remaining whole vectors, then single columns */
-        V w[4];
-#pragma GCC unroll 4
-        for (int a = 0; a < R; a++) wvec(type, rows[a], c, 0, VZERO(), &w[a]);
-#pragma GCC unroll 8
-        for (int b = 0; b < N; b++) {
-            V xv = VLOAD(xs[b] + c);
-#pragma GCC unroll 4
-            for (int a = 0; a < R; a++) acc[a][b] = VFMA(w[a], xv, acc[a][b]);
-        }
-    }
+}
+
+/* The end of every output element of a tile whose full blocks are in acc: the whole vectors past the last
+ * block, the horizontal sum, the single columns past the last vector, stored. */
+TGT static inline __attribute__((always_inline)) void mm_finish(const sd_mm_job *j, int type, int64_t r, int i0,
+                                                                const uint8_t *const *rows, const float *const *xs,
+                                                                V acc[4][8], const int R, const int N) {
+    int64_t cols = j->cols, cb = cols / BLK * BLK, cv = cols / VW * VW;
+    mm_cols(j, type, rows, xs, acc, R, N, cb, cv, VW, 0);
 #pragma GCC unroll 4
     for (int a = 0; a < R; a++)
 #pragma GCC unroll 8
         for (int b = 0; b < N; b++) {
             float s = VHSUM(acc[a][b]);
-            for (int64_t t = c; t < cols; t++) s += sd_row_get(type == SD_MM_F32 ? SD_F32 : type == SD_MM_F16 ? SD_F16 : SD_BF16, rows[a], t) * xs[b][t];
+            for (int64_t t = cv; t < cols; t++) s += sd_row_get(type == SD_MM_F32 ? SD_F32 : type == SD_MM_F16 ? SD_F16 : SD_BF16, rows[a], t) * xs[b][t];
             j->out[(int64_t)(i0 + b) * j->out_stride + r + a] = s;
         }
 }
 
-#ifndef Q8_DOT8
-/* Q8_0: per block and (row, activation), an exact integer dot product, converted to float and scaled by
- * d_w * d_x into float accumulators. */
-TGT static inline __attribute__((always_inline)) void mmq_tile(const sd_mm_job *j, int64_t r, int i0, const int R,
-                                                               const int N) {
-    __m256 acc[4][8];
-    const sd_block_q8_0 *rows[4];
-    int64_t nb = j->cols / BLK;
+TGT static inline __attribute__((always_inline)) void mm_tile_ptrs(const sd_mm_job *j, int64_t r, int i0, const int R,
+                                                                   const int N, const uint8_t **rows, const float **xs) {
 #pragma GCC unroll 4
-    for (int a = 0; a < R; a++) rows[a] = (const sd_block_q8_0 *)(j->w + (size_t)(r + a) * j->row_bytes);
-#pragma GCC unroll 4
-    for (int a = 0; a < R; a++)
+    for (int a = 0; a < R; a++) rows[a] = j->w + (size_t)(r + a) * j->row_bytes;
 #pragma GCC unroll 8
-        for (int b = 0; b < N; b++) acc[a][b] = _mm256_setzero_ps();
-    for (int64_t k = 0; k < nb; k++) {
-        qwb w[4];
-        __m256 dw[4];
-#pragma GCC unroll 4
-        for (int a = 0; a < R; a++) {
-            if (R > 1) PREFETCH((const uint8_t *)(rows[a] + k) + (size_t)(PF_GROUPS * R) * j->row_bytes, (int)sizeof(sd_block_q8_0));
-            w[a] = q8_wprep(rows[a][k].qs);
-            dw[a] = _mm256_set1_ps(_cvtsh_ss(rows[a][k].d));
-        }
-#pragma GCC unroll 8
-        for (int b = 0; b < N; b++) {
-            const int8_t *xq = j->xq + (int64_t)(i0 + b) * j->cols + k * BLK;
-            __m256 dx = _mm256_set1_ps(j->xd[(int64_t)(i0 + b) * nb + k]);
-            __typeof__(Q8_XPREP(xq)) xp = Q8_XPREP(xq);
-#pragma GCC unroll 4
-            for (int a = 0; a < R; a++) acc[a][b] = _mm256_fmadd_ps(Q8_DOT(w[a], xp), _mm256_mul_ps(dw[a], dx), acc[a][b]);
-        }
-    }
-#pragma GCC unroll 4
-    for (int a = 0; a < R; a++)
-#pragma GCC unroll 8
-        for (int b = 0; b < N; b++) j->out[(int64_t)(i0 + b) * j->out_stride + r + a] = hsum8(acc[a][b]);
+    for (int b = 0; b < N; b++) xs[b] = j->x + (int64_t)(i0 + b) * j->cols;
 }
-#else
-/* Q8_0 with the blocks in groups of 8 (kernels that define Q8_DOT8): the exact integer sums of 8
- * consecutive blocks go to the 8 lanes of one vector, converted and scaled by d_w * d_x of those blocks
- * (8 weight scales converted at once), so the float work and the accumulator's dependency chain are per
- * 8 blocks instead of per block. Lane l sums the blocks k = l mod 8 in order, then a horizontal sum; the
- * blocks past the last group (cols / 32 mod 8 of them) follow one by one in a scalar sum, added last.
- * Every tile shape runs this same sequence per output element. */
+
+TGT static inline __attribute__((always_inline)) void mm_tile(const sd_mm_job *j, int type, int64_t r, int i0,
+                                                              const int R, const int N) {
+    V acc[4][8];
+    const uint8_t *rows[4];
+    const float *xs[8];
+    mm_tile_ptrs(j, r, i0, R, N, rows, xs);
+#pragma GCC unroll 4
+    for (int a = 0; a < R; a++)
+#pragma GCC unroll 8
+        for (int b = 0; b < N; b++) acc[a][b] = VZERO();
+    mm_cols(j, type, rows, xs, acc, R, N, 0, j->cols / BLK * BLK, BLK, 0);
+    mm_finish(j, type, r, i0, rows, xs, acc, R, N);
+}
+
+/* Q8_0, the blocks in groups of 8: the exact integer sums of 8 consecutive blocks go to the 8 lanes of
+ * one vector, converted and scaled by d_w * d_x of those blocks (8 weight scales converted at once), so
+ * the float work and the accumulator's dependency chain are per 8 blocks instead of per block. Lane l sums
+ * the blocks k = l mod 8 in order, then a horizontal sum; the blocks past the last group (cols / 32 mod 8
+ * of them) follow one by one in a scalar sum, added last. Every tile shape runs this same sequence per
+ * output element. */
 TGT static inline __attribute__((always_inline)) __m256 q8_dscale8(const sd_block_q8_0 *b) {
     /* The 8 F16 scales sit 34 bytes apart: packed in general-purpose registers, then one vector convert.
      * The empty asm keeps the packing scalar (the vectorizer's shuffle version measured slower). */
@@ -168,19 +148,12 @@ TGT static inline __attribute__((always_inline)) __m256 q8_dscale8(const sd_bloc
     return _mm256_cvtph_ps(_mm_insert_epi64(_mm_cvtsi64_si128((long long)lo), (long long)hi, 1));
 }
 
-TGT static inline __attribute__((always_inline)) void mmq_tile(const sd_mm_job *j, int64_t r, int i0, const int R,
-                                                               const int N) {
-    __m256 acc[4][8];
-    float tail[4][8];
-    const sd_block_q8_0 *rows[4];
-    int64_t nb = j->cols / BLK, k = 0;
-#pragma GCC unroll 4
-    for (int a = 0; a < R; a++) rows[a] = (const sd_block_q8_0 *)(j->w + (size_t)(r + a) * j->row_bytes);
-#pragma GCC unroll 4
-    for (int a = 0; a < R; a++)
-#pragma GCC unroll 8
-        for (int b = 0; b < N; b++) acc[a][b] = _mm256_setzero_ps(), tail[a][b] = 0;
-    for (; k + 8 <= nb; k += 8) {
+/* Register-tile groups of 8 blocks [k0, k1) (block indices, k1 - k0 a multiple of 8) into acc. */
+TGT static inline __attribute__((always_inline)) void mmq_cols(const sd_mm_job *j, const sd_block_q8_0 *const *rows,
+                                                               int i0, __m256 acc[4][8], const int R, const int N,
+                                                               int64_t k0, int64_t k1) {
+    int64_t nb = j->cols / BLK;
+    for (int64_t k = k0; k < k1; k += 8) {
         __m256 dw[4];
 #pragma GCC unroll 4
         for (int a = 0; a < R; a++) dw[a] = q8_dscale8(rows[a] + k);
@@ -198,22 +171,47 @@ TGT static inline __attribute__((always_inline)) void mmq_tile(const sd_mm_job *
                 acc[a][b] = _mm256_fmadd_ps(Q8_DOT8(rows[a] + k, xq, j->xs + (int64_t)(i0 + b) * nb + k), _mm256_mul_ps(dw[a], dx), acc[a][b]);
         }
     }
-    for (; k < nb; k++)
-#pragma GCC unroll 4
-        for (int a = 0; a < R; a++)
-#pragma GCC unroll 8
-            for (int b = 0; b < N; b++) {
-                const int8_t *xq = j->xq + (int64_t)(i0 + b) * j->cols + k * BLK;
-                __m128 s = _mm_set_ss(_cvtsh_ss(rows[a][k].d) * j->xd[(int64_t)(i0 + b) * nb + k]);
-                __m128 p = _mm_cvtsi32_ss(_mm_setzero_ps(), Q8_DOT1(rows[a] + k, xq, j->xs[(int64_t)(i0 + b) * nb + k]));
-                tail[a][b] = _mm_cvtss_f32(_mm_fmadd_ss(p, s, _mm_set_ss(tail[a][b])));
-            }
+}
+
+/* The end of every output element of a tile whose groups of 8 blocks are in acc: the last blocks one by
+ * one into a scalar sum, added to the horizontal sum, stored. */
+TGT static inline __attribute__((always_inline)) void mmq_finish(const sd_mm_job *j, int64_t r, int i0,
+                                                                 const sd_block_q8_0 *const *rows, __m256 acc[4][8],
+                                                                 const int R, const int N) {
+    int64_t nb = j->cols / BLK;
 #pragma GCC unroll 4
     for (int a = 0; a < R; a++)
 #pragma GCC unroll 8
-        for (int b = 0; b < N; b++) j->out[(int64_t)(i0 + b) * j->out_stride + r + a] = hsum8(acc[a][b]) + tail[a][b];
+        for (int b = 0; b < N; b++) {
+            float tail = 0;
+            for (int64_t k = nb / 8 * 8; k < nb; k++) {
+                const int8_t *xq = j->xq + (int64_t)(i0 + b) * j->cols + k * BLK;
+                __m128 s = _mm_set_ss(_cvtsh_ss(rows[a][k].d) * j->xd[(int64_t)(i0 + b) * nb + k]);
+                __m128 p = _mm_cvtsi32_ss(_mm_setzero_ps(), Q8_DOT1(rows[a] + k, xq, j->xs[(int64_t)(i0 + b) * nb + k]));
+                tail = _mm_cvtss_f32(_mm_fmadd_ss(p, s, _mm_set_ss(tail)));
+            }
+            j->out[(int64_t)(i0 + b) * j->out_stride + r + a] = hsum8(acc[a][b]) + tail;
+        }
 }
-#endif
+
+TGT static inline __attribute__((always_inline)) void mmq_tile_ptrs(const sd_mm_job *j, int64_t r, const int R,
+                                                                    const sd_block_q8_0 **rows) {
+#pragma GCC unroll 4
+    for (int a = 0; a < R; a++) rows[a] = (const sd_block_q8_0 *)(j->w + (size_t)(r + a) * j->row_bytes);
+}
+
+TGT static inline __attribute__((always_inline)) void mmq_tile(const sd_mm_job *j, int64_t r, int i0, const int R,
+                                                               const int N) {
+    __m256 acc[4][8];
+    const sd_block_q8_0 *rows[4];
+    mmq_tile_ptrs(j, r, R, rows);
+#pragma GCC unroll 4
+    for (int a = 0; a < R; a++)
+#pragma GCC unroll 8
+        for (int b = 0; b < N; b++) acc[a][b] = _mm256_setzero_ps();
+    mmq_cols(j, rows, i0, acc, R, N, 0, j->cols / BLK / 8 * 8);
+    mmq_finish(j, r, i0, rows, acc, R, N);
+}
 
 /* All N-tiles of one group of R rows (the rows stay in L1 while later tiles reuse them). */
 #define TILE(NT)                                                                                  \
@@ -249,8 +247,169 @@ TGT static inline __attribute__((always_inline)) void mm_group(const sd_mm_job *
     }
 }
 
+/* Cache blocking for many activations (n >= block_min: prefill chunks, batches of requests, long verify
+ * blocks). The small-row path above re-reads a whole tile of activations (N x cols floats, far more than
+ * L1) for every group of R weight rows. Here the columns go in panels, and per chunk of rows:
+ *   rows in blocks of MB_ROWS (their accumulators wait in `keep`, MB_ACTS x MB_ROWS vectors, in L2)
+ *     activations in groups of at most MB_ACTS (equal sizes decided by n alone)
+ *       columns in panels of MB_COLS (the block's weights of a panel, MB_ROWS x MB_COLS, stay in L2)
+ *         activation tiles of at most MB_N (N x MB_COLS floats stay in L1 for the whole block)
+ *           register tiles of MB_R rows: accumulators from keep, the panel's columns, back to keep
+ *     then each element's end (mm_finish / mmq_finish with R = N = 1).
+ * Bitwise the small path's result: each accumulator runs the same FMA sequence over the same columns in
+ * the same order, and keeping it in memory between panels changes no bit (batch invariance, tests).
+ * Hook for another weight type (cpuq's SD_MM_QUANT kernels): a case in mmb_tile and mmb_finish that runs
+ * that type's tile over columns [c0, c1) on accumulators loaded from and stored to keep, and its unit in
+ * mmb_unit (panels are multiples of it). */
+/* Activations from which the blocked path runs by default, per weight type (INT_MAX: never; a kernel file
+ * sets what `bench_kernels --rows` measured for its level, docs/benchmarks.md). */
+#ifndef MB_MIN_F16 /* F16 and BF16 */
+#define MB_MIN_F16 INT_MAX
+#endif
+#ifndef MB_MIN_F32
+#define MB_MIN_F32 INT_MAX
+#endif
+#ifndef MB_MIN_Q8
+#define MB_MIN_Q8 INT_MAX
+#endif
+#ifndef MB_R
+#define MB_R R_MANY
+#endif
+#ifndef MB_N
+#define MB_N N_MAX
+#endif
+#ifndef MBQ_R
+#define MBQ_R QR_MANY
+#endif
+#ifndef MBQ_N
+#define MBQ_N QN_MAX
+#endif
+#ifndef MB_ROWS
+#define MB_ROWS 16
+#endif
+#define MB_ACTS 32
+#ifndef MB_COLS
+#define MB_COLS 256 /* a multiple of every type's unit */
+#endif
+
+/* Columns the accumulators cover (the rest is the element's end): whole blocks, for Q8_0 whole groups of 8. */
+static inline int64_t mmb_span(const sd_mm_job *j, int type) {
+    return type == SD_MM_Q8_0 ? j->cols / (8 * BLK) * (8 * BLK) : j->cols / BLK * BLK;
+}
+
+TGT static inline __attribute__((always_inline)) void mmb_tile(const sd_mm_job *j, int type, int64_t r, int i0,
+                                                               const int R, const int N, int64_t c0, int64_t c1,
+                                                               float *keep) {
+    if (type == SD_MM_Q8_0) {
+        __m256 acc[4][8];
+        const sd_block_q8_0 *rows[4];
+        mmq_tile_ptrs(j, r, R, rows);
+#pragma GCC unroll 4
+        for (int a = 0; a < R; a++)
+#pragma GCC unroll 8
+            for (int b = 0; b < N; b++) acc[a][b] = _mm256_load_ps(keep + (b * MB_ROWS + a) * VW);
+        mmq_cols(j, rows, i0, acc, R, N, c0 / BLK, c1 / BLK);
+#pragma GCC unroll 4
+        for (int a = 0; a < R; a++)
+#pragma GCC unroll 8
+            for (int b = 0; b < N; b++) _mm256_store_ps(keep + (b * MB_ROWS + a) * VW, acc[a][b]);
+    } else {
+        V acc[4][8];
+        const uint8_t *rows[4];
+        const float *xs[8];
+        mm_tile_ptrs(j, r, i0, R, N, rows, xs);
+#pragma GCC unroll 4
+        for (int a = 0; a < R; a++)
+#pragma GCC unroll 8
+            for (int b = 0; b < N; b++) acc[a][b] = VLOAD(keep + (b * MB_ROWS + a) * VW);
+        mm_cols(j, type, rows, xs, acc, R, N, c0, c1, BLK, 1);
+#pragma GCC unroll 4
+        for (int a = 0; a < R; a++)
+#pragma GCC unroll 8
+            for (int b = 0; b < N; b++) VSTORE(keep + (b * MB_ROWS + a) * VW, acc[a][b]);
+    }
+}
+
+TGT static inline __attribute__((always_inline)) void mmb_finish(const sd_mm_job *j, int type, int64_t r, int i,
+                                                                 const float *keep) {
+    if (type == SD_MM_Q8_0) {
+        __m256 acc[4][8];
+        const sd_block_q8_0 *rows[4];
+        mmq_tile_ptrs(j, r, 1, rows);
+        acc[0][0] = _mm256_load_ps(keep);
+        mmq_finish(j, r, i, rows, acc, 1, 1);
+    } else {
+        V acc[4][8];
+        const uint8_t *rows[4];
+        const float *xs[8];
+        mm_tile_ptrs(j, r, i, 1, 1, rows, xs);
+        acc[0][0] = VLOAD(keep);
+        mm_finish(j, type, r, i, rows, xs, acc, 1, 1);
+    }
+}
+
+#define MBT(NT)                                                                                   \
+    case NT:                                                                                      \
+        for (; r + R <= re; r += R) mmb_tile(j, type, r, i0, R, NT, c0, c1, keep + ((i0 - g0) * MB_ROWS + r - rb) * VW); \
+        break;
+
+/* One activation tile of nt over rows [rb + ..., re) of the block, in register tiles of R rows from r. */
+TGT static inline __attribute__((always_inline)) int64_t mmb_rows(const sd_mm_job *j, int type, int64_t rb, int64_t r,
+                                                                  int64_t re, const int R, int g0, int i0, int nt,
+                                                                  int64_t c0, int64_t c1, float *keep) {
+    switch (nt) {
+        MBT(1)
+        MBT(2)
+        MBT(3)
+        MBT(4)
+        MBT(5)
+#if MB_N >= 6 || MBQ_N >= 6
+        MBT(6)
+#endif
+#if MB_N >= 7 || MBQ_N >= 7
+        MBT(7)
+#endif
+#if MB_N >= 8 || MBQ_N >= 8
+        MBT(8)
+#endif
+    default: break;
+    }
+    return r;
+}
+
+TGT static inline __attribute__((always_inline)) void mm_blocked(const sd_mm_job *j, int type, int64_t r0, int64_t r1) {
+    float keep[MB_ROWS * MB_ACTS * VW] __attribute__((aligned(64)));
+    const int R = type == SD_MM_Q8_0 ? MBQ_R : MB_R, nmax = type == SD_MM_Q8_0 ? MBQ_N : MB_N;
+    int n = j->n, groups = (n + MB_ACTS - 1) / MB_ACTS;
+    int64_t span = mmb_span(j, type);
+    for (int64_t rb = r0; rb < r1; rb += MB_ROWS) {
+        int64_t re = rb + MB_ROWS < r1 ? rb + MB_ROWS : r1;
+        for (int g = 0, g0 = 0; g < groups; g++) {
+            int ng = n / groups + (g < n % groups), tiles = (ng + nmax - 1) / nmax;
+            memset(keep, 0, sizeof(float) * VW * MB_ROWS * (size_t)ng);
+            for (int64_t c0 = 0; c0 < span; c0 += MB_COLS) {
+                int64_t c1 = c0 + MB_COLS < span ? c0 + MB_COLS : span;
+                for (int t = 0, i0 = g0; t < tiles; t++) {
+                    int nt = ng / tiles + (t < ng % tiles);
+                    int64_t r = mmb_rows(j, type, rb, rb, re, R, g0, i0, nt, c0, c1, keep);
+                    mmb_rows(j, type, rb, r, re, 1, g0, i0, nt, c0, c1, keep);
+                    i0 += nt;
+                }
+            }
+            for (int i = g0; i < g0 + ng; i++) /* along the output rows (one activation's rows: 4 KiB apart) */
+                for (int64_t r = rb; r < re; r++) mmb_finish(j, type, r, i, keep + ((i - g0) * MB_ROWS + r - rb) * VW);
+            g0 += ng;
+        }
+    }
+}
+
 TGT static inline __attribute__((always_inline)) void mm_rows(const sd_mm_job *j, int type, int64_t r0, int64_t r1) {
     int64_t r = r0;
+    int block_min = type == SD_MM_Q8_0 ? MB_MIN_Q8 : type == SD_MM_F32 ? MB_MIN_F32 : MB_MIN_F16;
+    if (j->path == SD_MM_BLOCKED || (j->path == SD_MM_AUTO && j->n >= block_min)) {
+        mm_blocked(j, type, r0, r1);
+        return;
+    }
     if (type == SD_MM_Q8_0) {
         if (j->n <= 2)
             for (; r + QR_FEW <= r1; r += QR_FEW) mm_group(j, type, r, QR_FEW);
@@ -323,6 +482,7 @@ const sd_cpu_kernels KNAME = {
     .level = KLEVEL,
     .name = KSTR,
     .mm = {mm_f32, mm_f16, mm_bf16, mm_q8_0, mm_quant},
+    .block_min = {MB_MIN_F32, MB_MIN_F16, MB_MIN_F16, MB_MIN_Q8, INT_MAX},
     .dot = k_dot,
     .axpy = k_axpy,
     .scale = k_scale,

@@ -33,12 +33,18 @@ typedef struct sd_mm_job {
     const int8_t *xqi; /* SD_MM_QUANT: xq in groups of 256 interleaved by sd_act_interleave */
     int n;
     int type; /* sd_dtype of w: which block layout the SD_MM_QUANT kernel decodes */
+    int path; /* SD_MM_AUTO (0): the kernel's crossover (block_min); the others force a path (tests, bench) */
 } sd_mm_job;
 
 /* The quantized activations of one vector (cols int8 levels) reordered for the SD_MM_QUANT kernels: in
  * each whole group of 256 (8 blocks of 32), 32-bit word v of block k goes to word 8 * v + k, so one
  * 32-byte load holds word v of all 8 blocks; columns past the last whole group stay in place. */
 void sd_act_interleave(const int8_t *xq, int64_t cols, int8_t *out);
+
+/* The two ways a kernel runs a product: register tiles streaming each weight row once (1-8 activations:
+ * decode, verify blocks), or cache-blocked panels (many activations: prefill, batches; mm_tmpl.h). Both
+ * give bitwise the same result for every element, so the choice is speed alone. */
+enum { SD_MM_AUTO, SD_MM_SMALL, SD_MM_BLOCKED };
 
 /* Computes rows [r0, r1) of a job. r0 is a multiple of SD_MM_ROW_ALIGN; a kernel groups rows only at
  * absolute multiples of its group size, so every output element is computed by the same instruction
@@ -55,6 +61,7 @@ typedef struct sd_cpu_kernels {
     sd_simd level;
     const char *name;
     sd_mm_rows_fn mm[SD_MM_NTYPES];
+    int block_min[SD_MM_NTYPES]; /* activations from which mm[] takes the blocked path (INT_MAX: never) */
     float (*dot)(const float *a, const float *b, int64_t n);        /* attention scores */
     void (*axpy)(float *y, float a, const float *x, int64_t n);     /* y += a * x (attention values) */
     void (*scale)(float *y, float a, int64_t n);                    /* y *= a */
