@@ -381,8 +381,9 @@ static int receive_one(sd_front *F) {
         c = add_client(F, rid, rl, intern_tenant(F, ident));
         if (!c) { zmq_msg_close(&body); return 1; }
     }
-    if (c->dropped) { /* it does not read what we send: nothing more is done for it until it has caught up */
+    if (c->dropped) { /* it does not read what we send: nothing is done for it until its requests have ended */
         zmq_msg_close(&body);
+        maybe_forget(F, c);
         return 1;
     }
     if (frames != 1) {

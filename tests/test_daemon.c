@@ -1549,7 +1549,9 @@ static void test_slow_reader(void) {
     }
     fprintf(stderr, "  RSS %ld kB -> peak %ld kB with a client that never reads %d large replies; slowest ping "
             "%.1f ms\n", rss0, peak, n_req, worst_ping);
+#if !defined(__SANITIZE_ADDRESS__) /* ASan's quarantine keeps the freed requests (~110 MB): RSS says nothing */
     CHECKF(peak - rss0 < 40 * 1024, "RSS grew by %ld kB", peak - rss0);
+#endif
     CHECK(log_contains(&d, "is not reading its replies"));
     sd_request_init(&q, SD_OP_PING, 2);
     CHECK(op_run(&other, &q, &r) == 0 && r.type == SD_REPLY_RESULT);
