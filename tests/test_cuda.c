@@ -333,9 +333,13 @@ static int kv_fill(sd_backend *be, sd_kv_mem *kv, int n_layers, int layer, int k
     if (be->kv_mem_alloc(be, kv, n_layers, kvd, n_blocks, type, NULL)) return -1;
     size_t nkv = (size_t)total * kvd;
     float *kd = dev_copy(be, k, nkv), *vd = dev_copy(be, v, nkv);
-    sd_kv_span sp = {.row = 0, .n = total, .pos0 = 0, .cap = total, .table = *table};
-    be->kv_spans(be, &sp, 1, total);
-    be->kv_store(be, kv, layer, kd, vd);
+    /* in passes of at most 1024 rows, as the forward pass stores (CUDA takes at most 4096 rows a pass) */
+    for (int p0 = 0; p0 < total; p0 += 1024) {
+        int m = total - p0 < 1024 ? total - p0 : 1024;
+        sd_kv_span sp = {.row = 0, .n = m, .pos0 = p0, .cap = total, .table = *table};
+        be->kv_spans(be, &sp, 1, m);
+        be->kv_store(be, kv, layer, kd + (size_t)p0 * kvd, vd + (size_t)p0 * kvd);
+    }
     be->sync(be);
     be->release(be, kd);
     be->release(be, vd);

@@ -432,7 +432,6 @@ static void c_destroy(sd_backend *b) {
     cudaFreeHost(cb->c.step_host);
     if (cb->c.scratch) cudaFree(cb->c.scratch);
     if (cb->c.deq) cudaFree(cb->c.deq);
-    if (cb->c.samp_ws) cudaFree(cb->c.samp_ws);
     cuda_attention_free(&cb->c);
     cudaFree(cb->c.q8_x);
     cudaFree(cb->c.q8_d);

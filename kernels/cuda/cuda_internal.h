@@ -26,7 +26,6 @@ typedef struct cuda_ctx {
     size_t bytes_weights, bytes_kv, bytes_work;
     void *scratch;        /* activations converted to F16/BF16 for cuBLAS */
     size_t scratch_bytes;
-    void *samp_ws;        /* sampling's per-row state between launches (sample.cu), allocated on first use */
     void *deq;            /* a tile of quantized weights dequantized to F16 for cuBLAS (matmul_q.cu) */
     size_t deq_bytes;
     char name[256];

@@ -1,17 +1,10 @@
 /* Sampling on the device: the filtered distribution of each row (temperature, top-k, top-p, min-p), a
  * draw from it, and speculative acceptance with the residual draw, so only token ids cross to the host.
  *
- * The algorithm of kernels/sample_ref.c pass for pass on the shared helpers of kernels/sample_math.h:
- * thresholds by radix select (integer histograms: exact, whatever the order of the atomic adds), sums of
- * floats by a fixed-shape tree, draws by an exact fixed-point scan in id order. So a seed gives the same
- * tokens run to run, and a draw equals the reference's draw on the same probs.
- *
- * sample_rows splits each row into up to SEG_MAX segments of at least SEG_MIN words, one block each (one
- * block walking a 32000-word row pass after pass cost 0.66 ms per token on the H200), and runs the
- * passes as a sequence of launches; in each, the block that finishes last (an atomic count per row) merges
- * the segments' partial results in segment order into the row's state (row_st, device memory) for the next
- * launch: argmax, histogram digits, sums, the segment holding the n-th tie or the drawn mass. Histograms
- * add per warp first (one shared atomic per distinct digit in a warp: probabilities share their top digits). */
+ * One block per row, the algorithm of kernels/sample_ref.c pass for pass on the shared helpers of
+ * kernels/sample_math.h: thresholds by radix select (integer histograms: exact, whatever the order of
+ * the atomic adds), sums of floats by a fixed-shape tree, draws by an exact fixed-point scan in id order.
+ * So a seed gives the same tokens run to run, and a draw equals the reference's draw on the same probs. */
 #include <stdio.h>
 
 #include "kernels/cuda/cuda_internal.h"
@@ -76,11 +69,11 @@ static __device__ double block_sum(double v, blk &s) {
     return r;
 }
 
-/* Index of the largest element of x[lo, hi) (kernels/quant.h's order: lowest index on ties, NaN last). */
-static __device__ int32_t block_argmax(const float *x, int lo, int hi, blk &s) {
+/* Index of the largest element (kernels/quant.h's order: lowest index on ties, NaN last). */
+static __device__ int32_t block_argmax(const float *x, int width, blk &s) {
     float best = NAN;
     int32_t bi = INT32_MAX;
-    for (int32_t i = lo + threadIdx.x; i < hi; i += SB)
+    for (int32_t i = threadIdx.x; i < width; i += SB)
         if (bi == INT32_MAX || sd_argmax_prefers(x[i], i, best, bi)) {
             best = x[i];
             bi = i;
@@ -114,15 +107,14 @@ static __device__ void element(const float *x, int mode, int i, uint32_t &key, u
     }
 }
 
-/* The id of the n-th element (1-based, id order) of x[lo, hi) whose key is thr; INT32_MAX when there are
- * fewer. */
-static __device__ int32_t block_nth_tie(const float *x, int lo, int hi, int mode, uint32_t thr, uint64_t n, blk &s) {
+/* The id of the n-th element (1-based, id order) whose key is thr; INT32_MAX when there are fewer. */
+static __device__ int32_t block_nth_tie(const float *x, int width, int mode, uint32_t thr, uint64_t n, blk &s) {
     if (n == 0) return INT32_MAX;
     uint64_t seen = 0;
-    for (int base = lo; base < hi; base += SB) {
+    for (int base = 0; base < width; base += SB) {
         int i = base + threadIdx.x;
         u64 flag = 0;
-        if (i < hi) {
+        if (i < width) {
             uint32_t key;
             uint64_t amount;
             element(x, mode, i, key, amount);
@@ -141,17 +133,62 @@ static __device__ int32_t block_nth_tie(const float *x, int lo, int hi, int mode
     return INT32_MAX;
 }
 
+/* sample_ref.c's radix_select: the smallest prefix of the order (key descending, id ascending) whose
+ * amount reaches need, as a threshold key and the last tie kept. */
+static __device__ cutv radix_select(const float *x, int width, int mode, uint64_t need, blk &s) {
+    const cutv no_cut = {0, INT32_MAX};
+    if (threadIdx.x == 0) {
+        s.prefix = 0;
+        s.need = need;
+        s.fail = 0;
+    }
+    for (int shift = 24; shift >= 0; shift -= 8) {
+        for (int i = threadIdx.x; i < SD_RADIX_BINS; i += SB) s.hist[i] = 0;
+        __syncthreads();
+        uint32_t prefix = s.prefix;
+        for (int i = threadIdx.x; i < width; i += SB) {
+            uint32_t key;
+            uint64_t amount;
+            element(x, mode, i, key, amount);
+            if (amount && sd_radix_match(key, prefix, shift))
+                atomicAdd((u64 *)&s.hist[(key >> shift) & 0xFF], (u64)amount);
+        }
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            uint64_t above;
+            int d = sd_radix_pick(s.hist, s.need, &above);
+            if (d < 0) {
+                s.fail = 1;
+            } else {
+                s.prefix |= (uint32_t)d << shift;
+                s.need -= above;
+            }
+        }
+        __syncthreads();
+        if (s.fail) return no_cut; /* everything together falls short: keep it all */
+    }
+    uint32_t thr = s.prefix;
+    uint64_t unit = mode == BY_COUNT_OF_LOGITS ? 1 : sd_mass_fp(sd_bits_f32(thr));
+    uint64_t ties = sd_ties_needed(s.need, unit);
+    __syncthreads(); /* s is reused below */
+    cutv c = {thr, block_nth_tie(x, width, mode, thr, ties, s)};
+    return c;
+}
+
 static __device__ uint64_t draw_mass(const float *p, const float *q, int32_t x, bool residual, int32_t i) {
     return sd_mass_fp(residual ? sd_residual_at(p, q, x, i) : p[i]);
 }
 
-/* The id in [lo, hi) where the cumulative mass, from cum before lo, passes target (sd_draw_hit); -1 when
- * the range ends first. */
-static __device__ int32_t block_draw_in(const float *p, const float *q, int32_t x, bool residual, int lo, int hi,
-                                        uint64_t cum, uint64_t target, blk &s) {
-    for (int base = lo; base < hi; base += SB) {
+/* sample_ref.c's draw_mass: inverse CDF in id order over p (or the residual); -1 when it is empty. */
+static __device__ int32_t block_draw(const float *p, const float *q, int32_t x, bool residual, int width, float u, blk &s) {
+    u64 part = 0, total;
+    for (int32_t i = threadIdx.x; i < width; i += SB) part += draw_mass(p, q, x, residual, i);
+    block_scan(part, &total, s);
+    if (total == 0) return -1;
+    uint64_t target = sd_draw_target(u, total), cum = 0;
+    for (int base = 0; base < width; base += SB) {
         int32_t i = base + threadIdx.x;
-        u64 m = i < hi ? draw_mass(p, q, x, residual, i) : 0, chunk;
+        u64 m = i < width ? draw_mass(p, q, x, residual, i) : 0, chunk;
         u64 before = block_scan(m, &chunk, s);
         if (cum + chunk > target) {
             if (sd_draw_hit(cum + before, m, target)) s.hit = i;
@@ -162,22 +199,7 @@ static __device__ int32_t block_draw_in(const float *p, const float *q, int32_t 
         }
         cum += chunk;
     }
-    return -1;
-}
-
-/* Total mass of x[lo, hi) (p, or the residual). */
-static __device__ uint64_t block_mass(const float *p, const float *q, int32_t x, bool residual, int lo, int hi, blk &s) {
-    u64 part = 0, total;
-    for (int32_t i = lo + threadIdx.x; i < hi; i += SB) part += draw_mass(p, q, x, residual, i);
-    block_scan(part, &total, s);
-    return total;
-}
-
-/* sample_ref.c's draw_mass: inverse CDF in id order over p (or the residual); -1 when it is empty. */
-static __device__ int32_t block_draw(const float *p, const float *q, int32_t x, bool residual, int width, float u, blk &s) {
-    uint64_t total = block_mass(p, q, x, residual, 0, width, s);
-    if (total == 0) return -1;
-    return block_draw_in(p, q, x, residual, 0, width, 0, sd_draw_target(u, total), s);
+    return -1; /* not reached: target < total */
 }
 
 /* ---- kernels ---- */
@@ -186,297 +208,59 @@ typedef struct row_uniforms {
     float u[SD_SAMPLE_MAX_K];
 } row_uniforms;
 
-#define SEG_MIN 4096 /* words of a row per block at least */
-#define SEG_MAX 16   /* blocks per row at most */
-
-typedef struct seg_part { /* one segment's result of the current pass */
-    float bv;
-    int32_t bi;
-    double sum;
-    u64 amount;
-} seg_part;
-
-/* A row's state between the launches of sample_rows (device memory, SD_SAMPLE_MAX_K of them). hist and
- * arrived are zero between passes. */
-typedef struct row_st {
-    u64 hist[SD_RADIX_BINS]; /* the current radix pass's digits, summed over the row's blocks */
-    seg_part seg[SEG_MAX];
-    unsigned arrived;        /* blocks done with the current pass */
-    int32_t best;            /* argmax of the logits */
-    int ok;                  /* the distribution is usable (else the one-hot argmax) */
-    float maxv, inv, bound;  /* max logit; 1 / sum of the kept weights; min-p's bound */
-    uint32_t prefix;         /* radix select in progress: the digits so far, the amount still needed */
-    u64 need;
-    int fail;                /* everything together falls short: keep it all */
-    uint32_t thr[2];         /* the cuts, [0] top-k over logits, [1] top-p over probabilities: */
-    int32_t last[2];         /* threshold key and last tie kept */
-} row_st;
-
-/* This block's segment of its row: [lo, hi). */
-static __device__ void segment(int width, int &lo, int &hi) {
-    int len = (width + gridDim.x - 1) / gridDim.x;
-    lo = blockIdx.x * len;
-    hi = min(width, lo + len);
-    if (lo > hi) lo = hi;
-}
-
-/* True in the row's last block to finish this pass (all threads of it), after every other block's writes
- * to st are visible; resets the count for the next pass. */
-static __device__ bool last_block(row_st *st, blk &s) {
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        __threadfence();
-        s.hit = atomicAdd(&st->arrived, 1u) == gridDim.x - 1;
-    }
-    __syncthreads();
-    bool last = s.hit;
-    __syncthreads();
-    if (last) {
-        __threadfence();
-        if (threadIdx.x == 0) st->arrived = 0;
-    }
-    return last;
-}
-
-/* Adds amount to hist[bin] for the lanes with has: one shared atomic per distinct bin in the warp. Called
- * by whole warps. */
-static __device__ void hist_add(uint64_t *hist, bool has, uint32_t bin, u64 amount) {
-    unsigned todo = __ballot_sync(0xffffffffu, has);
-    while (todo) {
-        int leader = __ffs((int)todo) - 1;
-        uint32_t lb = __shfl_sync(0xffffffffu, bin, leader);
-        bool mine = has && bin == lb;
-        u64 v = mine ? amount : 0;
-        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-        if ((int)(threadIdx.x & 31) == leader) atomicAdd((u64 *)&hist[lb], v);
-        todo &= ~__ballot_sync(0xffffffffu, mine);
-    }
-}
-
-/* Pass 1: the argmax of each row (every row starts here); ok = not greedy. */
-__global__ void __launch_bounds__(SB) k_samp_argmax(const float *logits, int width, row_st *sts, int greedy) {
+/* sample_ref.c's sd_sample_ref_row (and a draw when draw != 0), one block per row. Every branch below
+ * depends only on block-wide values, so the barriers inside are reached by all threads. */
+__global__ void __launch_bounds__(SB) k_sample_rows(int32_t *ids, float *probs, const float *logits, int width,
+                                                    sd_sample_cfg cfg, row_uniforms u, int draw) {
     __shared__ blk s;
-    row_st *st = sts + blockIdx.y;
-    const float *lr = logits + (size_t)blockIdx.y * width;
-    int lo, hi;
-    segment(width, lo, hi);
-    int32_t b = block_argmax(lr, lo, hi, s);
-    if (threadIdx.x == 0) {
-        st->seg[blockIdx.x].bi = b;
-        st->seg[blockIdx.x].bv = b != INT32_MAX ? lr[b] : NAN;
-    }
-    if (!last_block(st, s) || threadIdx.x) return;
-    int32_t best = INT32_MAX;
-    float bv = NAN;
-    for (unsigned i = 0; i < gridDim.x; i++) {
-        int32_t ci = __ldcg(&st->seg[i].bi);
-        float cv = __ldcg(&st->seg[i].bv);
-        if (ci != INT32_MAX && (best == INT32_MAX || sd_argmax_prefers(cv, ci, bv, best))) {
-            best = ci;
-            bv = cv;
+    const float *lr = logits + (size_t)blockIdx.x * width;
+    float *pr = probs + (size_t)blockIdx.x * width;
+    int32_t best = block_argmax(lr, width, s);
+    bool ok = !sd_sample_greedy(&cfg);
+    if (ok) {
+        cutv k = {0, INT32_MAX};
+        if (cfg.top_k > 0 && cfg.top_k < width) k = radix_select(lr, width, BY_COUNT_OF_LOGITS, (uint64_t)cfg.top_k, s);
+        float maxv = lr[best];
+        double part = 0.0;
+        for (int32_t i = threadIdx.x; i < width; i += SB) {
+            float l = lr[i];
+            bool keep = l == l && sd_keep_ranked(sd_logit_key(l), i, k.thr, k.last);
+            float e = keep ? expf((l - maxv) / cfg.temperature) : 0.0f;
+            pr[i] = e;
+            part += e;
         }
-    }
-    st->best = best;
-    st->maxv = bv;
-    st->ok = !greedy;
-}
-
-/* One digit of a radix select (sample_ref.c's radix_select) over logits (BY_COUNT_OF_LOGITS, cut 0) or
- * probabilities (BY_MASS_OF_PROBS, cut 1); shift 24 starts it, needing need0. */
-__global__ void __launch_bounds__(SB) k_samp_digit(const float *xs, int width, row_st *sts, int mode, int shift,
-                                                   u64 need0) {
-    __shared__ blk s;
-    row_st *st = sts + blockIdx.y;
-    if (!st->ok || (shift < 24 && st->fail)) return; /* the same answer in every block of the row */
-    const float *x = xs + (size_t)blockIdx.y * width;
-    uint32_t prefix = shift == 24 ? 0 : st->prefix;
-    int lo, hi;
-    segment(width, lo, hi);
-    for (int i = threadIdx.x; i < SD_RADIX_BINS; i += SB) s.hist[i] = 0;
-    __syncthreads();
-    for (int base = lo; base < hi; base += SB) { /* whole warps: hist_add shuffles */
-        int i = base + threadIdx.x;
-        uint32_t key = 0;
-        uint64_t amount = 0;
-        if (i < hi) element(x, mode, i, key, amount);
-        bool has = amount && sd_radix_match(key, prefix, shift);
-        hist_add(s.hist, has, (key >> shift) & 0xFF, amount);
-    }
-    __syncthreads();
-    for (int i = threadIdx.x; i < SD_RADIX_BINS; i += SB)
-        if (s.hist[i]) atomicAdd(&st->hist[i], (u64)s.hist[i]);
-    if (!last_block(st, s)) return;
-    for (int i = threadIdx.x; i < SD_RADIX_BINS; i += SB) {
-        s.hist[i] = __ldcg(&st->hist[i]);
-        st->hist[i] = 0; /* zero for the next pass */
-    }
-    __syncthreads();
-    if (threadIdx.x) return;
-    uint64_t above, need = shift == 24 ? need0 : st->need;
-    int d = sd_radix_pick(s.hist, need, &above);
-    st->fail = d < 0;
-    if (d >= 0) {
-        st->prefix = prefix | (uint32_t)d << shift;
-        st->need = need - above;
-    }
-}
-
-/* The end of a radix select: the threshold key and the last tie kept (the n-th tie in id order, n from the
- * amount still needed), into cut `which`; no cut when the select fell short. */
-__global__ void __launch_bounds__(SB) k_samp_ties(const float *xs, int width, row_st *sts, int mode, int which) {
-    __shared__ blk s;
-    row_st *st = sts + blockIdx.y;
-    if (!st->ok) return;
-    const float *x = xs + (size_t)blockIdx.y * width;
-    uint32_t thr = st->prefix;
-    uint64_t unit = mode == BY_COUNT_OF_LOGITS ? 1 : sd_mass_fp(sd_bits_f32(thr));
-    uint64_t ties = st->fail ? 0 : sd_ties_needed(st->need, unit);
-    if (ties == 0) { /* every block agrees: no counting needed */
-        if (blockIdx.x == 0 && threadIdx.x == 0) {
-            st->thr[which] = st->fail ? 0 : thr;
-            st->last[which] = INT32_MAX;
-        }
-        return;
-    }
-    int lo, hi;
-    segment(width, lo, hi);
-    u64 part = 0, total;
-    for (int i = lo + threadIdx.x; i < hi; i += SB) {
-        uint32_t key;
-        uint64_t amount;
-        element(x, mode, i, key, amount);
-        part += key == thr;
-    }
-    block_scan(part, &total, s);
-    if (threadIdx.x == 0) st->seg[blockIdx.x].amount = total;
-    if (!last_block(st, s)) return;
-    uint64_t seen = 0;
-    int32_t last = INT32_MAX;
-    for (unsigned k = 0; k < gridDim.x; k++) { /* the segment with the n-th tie, then the tie in it */
-        uint64_t c = __ldcg(&st->seg[k].amount);
-        if (seen + c >= ties) {
-            int len = (width + gridDim.x - 1) / gridDim.x, slo = min(width, (int)k * len);
-            last = block_nth_tie(x, slo, min(width, slo + len), mode, thr, ties - seen, s);
-            break;
-        }
-        seen += c;
-    }
-    if (threadIdx.x == 0) {
-        st->thr[which] = thr;
-        st->last[which] = last;
-    }
-}
-
-/* Weights exp((l - max) / t) of the logits top-k keeps (has_k), and their sum: 1 / sum, usable or not,
- * min-p's bound (min_p times the argmax's probability, 1 / sum). */
-__global__ void __launch_bounds__(SB) k_samp_exp(float *probs, const float *logits, int width, row_st *sts,
-                                                 sd_sample_cfg cfg, int has_k) {
-    __shared__ blk s;
-    row_st *st = sts + blockIdx.y;
-    const float *lr = logits + (size_t)blockIdx.y * width;
-    float *pr = probs + (size_t)blockIdx.y * width;
-    uint32_t kthr = has_k ? st->thr[0] : 0;
-    int32_t klast = has_k ? st->last[0] : INT32_MAX;
-    float maxv = st->maxv;
-    int lo, hi;
-    segment(width, lo, hi);
-    double part = 0.0;
-    for (int32_t i = lo + threadIdx.x; i < hi; i += SB) {
-        float l = lr[i];
-        bool keep = l == l && sd_keep_ranked(sd_logit_key(l), i, kthr, klast);
-        float e = keep ? expf((l - maxv) / cfg.temperature) : 0.0f;
-        pr[i] = e;
-        part += e;
-    }
-    double sum = block_sum(part, s);
-    if (threadIdx.x == 0) st->seg[blockIdx.x].sum = sum;
-    if (!last_block(st, s) || threadIdx.x) return;
-    double total = 0.0;
-    for (unsigned k = 0; k < gridDim.x; k++) total += __ldcg(&st->seg[k].sum);
-    st->ok = total > 0.0 && isfinite(total);
-    st->inv = (float)(1.0 / total);
-    float pbest = expf((maxv - maxv) / cfg.temperature) * st->inv; /* pr[best] once normalised */
-    st->bound = cfg.min_p > 0.0f ? cfg.min_p * pbest : 0.0f;
-}
-
-/* probs *= 1 / sum (rows that are still usable). */
-__global__ void __launch_bounds__(SB) k_samp_scale(float *probs, int width, row_st *sts) {
-    row_st *st = sts + blockIdx.y;
-    if (!st->ok) return;
-    float *pr = probs + (size_t)blockIdx.y * width, inv = st->inv;
-    int lo, hi;
-    segment(width, lo, hi);
-    for (int32_t i = lo + threadIdx.x; i < hi; i += SB) pr[i] *= inv;
-}
-
-/* Top-p (has_p) and min-p: the probabilities kept, and 1 / their sum (none kept: unusable). */
-__global__ void __launch_bounds__(SB) k_samp_filter(float *probs, int width, row_st *sts, int has_p) {
-    __shared__ blk s;
-    row_st *st = sts + blockIdx.y;
-    if (!st->ok) return;
-    float *pr = probs + (size_t)blockIdx.y * width, bound = st->bound;
-    uint32_t pthr = has_p ? st->thr[1] : 0;
-    int32_t plast = has_p ? st->last[1] : INT32_MAX;
-    int lo, hi;
-    segment(width, lo, hi);
-    double kept = 0.0;
-    for (int32_t i = lo + threadIdx.x; i < hi; i += SB) {
-        float v = pr[i];
-        if (!(v > 0.0f && v >= bound && sd_keep_ranked(sd_prob_key(v), i, pthr, plast))) v = 0.0f;
-        pr[i] = v;
-        kept += v;
-    }
-    kept = block_sum(kept, s);
-    if (threadIdx.x == 0) st->seg[blockIdx.x].sum = kept;
-    if (!last_block(st, s) || threadIdx.x) return;
-    double total = 0.0;
-    for (unsigned k = 0; k < gridDim.x; k++) total += __ldcg(&st->seg[k].sum);
-    st->ok = total > 0.0;
-    st->inv = (float)(1.0 / total);
-}
-
-/* The final probabilities: kept ones times 1 / their sum, or, for greedy or unusable rows, the one-hot
- * argmax. */
-__global__ void __launch_bounds__(SB) k_samp_final(float *probs, int width, row_st *sts) {
-    row_st *st = sts + blockIdx.y;
-    float *pr = probs + (size_t)blockIdx.y * width, inv = st->inv;
-    int32_t best = st->best;
-    bool ok = st->ok;
-    int lo, hi;
-    segment(width, lo, hi);
-    for (int32_t i = lo + threadIdx.x; i < hi; i += SB) pr[i] = ok ? pr[i] * inv : i == best ? 1.0f : 0.0f;
-}
-
-/* A draw from each row's probabilities with its uniform (sample_ref.c's draw_mass; the argmax when they
- * hold no mass). */
-__global__ void __launch_bounds__(SB) k_samp_draw(int32_t *ids, const float *probs, int width, row_st *sts,
-                                                  row_uniforms u) {
-    __shared__ blk s;
-    row_st *st = sts + blockIdx.y;
-    const float *pr = probs + (size_t)blockIdx.y * width;
-    int lo, hi;
-    segment(width, lo, hi);
-    uint64_t m = block_mass(pr, NULL, -1, false, lo, hi, s);
-    if (threadIdx.x == 0) st->seg[blockIdx.x].amount = m;
-    if (!last_block(st, s)) return;
-    uint64_t total = 0;
-    for (unsigned k = 0; k < gridDim.x; k++) total += __ldcg(&st->seg[k].amount);
-    int32_t t = -1;
-    if (total) {
-        uint64_t target = sd_draw_target(u.u[blockIdx.y], total), cum = 0;
-        int len = (width + gridDim.x - 1) / gridDim.x;
-        for (unsigned k = 0; k < gridDim.x; k++) {
-            uint64_t a = __ldcg(&st->seg[k].amount);
-            if (cum + a > target) {
-                int slo = min(width, (int)k * len);
-                t = block_draw_in(pr, NULL, -1, false, slo, min(width, slo + len), cum, target, s);
-                break;
+        double sum = block_sum(part, s);
+        ok = sum > 0.0 && isfinite(sum);
+        if (ok) {
+            float inv = (float)(1.0 / sum);
+            for (int32_t i = threadIdx.x; i < width; i += SB) pr[i] *= inv;
+            __syncthreads();
+            cutv p = {0, INT32_MAX};
+            if (cfg.top_p < 1.0f) p = radix_select(pr, width, BY_MASS_OF_PROBS, sd_top_p_need(cfg.top_p), s);
+            float bound = cfg.min_p > 0.0f ? cfg.min_p * pr[best] : 0.0f;
+            __syncthreads(); /* everyone has read pr[best] before it is rewritten */
+            double kept = 0.0;
+            for (int32_t i = threadIdx.x; i < width; i += SB) {
+                float v = pr[i];
+                if (!(v > 0.0f && v >= bound && sd_keep_ranked(sd_prob_key(v), i, p.thr, p.last))) v = 0.0f;
+                pr[i] = v;
+                kept += v;
             }
-            cum += a;
+            kept = block_sum(kept, s);
+            ok = kept > 0.0;
+            if (ok) {
+                float inv2 = (float)(1.0 / kept);
+                for (int32_t i = threadIdx.x; i < width; i += SB) pr[i] *= inv2;
+            }
         }
     }
-    if (t < 0) t = block_argmax(pr, 0, width, s);
-    if (threadIdx.x == 0) ids[blockIdx.y] = t;
+    if (!ok) /* greedy, or unusable logits: the one-hot argmax */
+        for (int32_t i = threadIdx.x; i < width; i += SB) pr[i] = i == best ? 1.0f : 0.0f;
+    __syncthreads();
+    if (!draw) return;
+    int32_t t = block_draw(pr, NULL, -1, false, width, u.u[blockIdx.x], s);
+    if (t < 0) t = block_argmax(pr, width, s);
+    if (threadIdx.x == 0) ids[blockIdx.x] = t;
 }
 
 typedef struct spec_args {
@@ -503,7 +287,7 @@ __global__ void __launch_bounds__(SB) k_spec_accept(int32_t *out, const float *p
     int32_t t = -1;
     if (acc < k) t = block_draw(row, q ? q + (size_t)acc * width : NULL, a.draft[acc], true, width, a.u[k], s);
     if (t < 0) t = block_draw(row, NULL, -1, false, width, a.u[k], s);
-    if (t < 0) t = block_argmax(row, 0, width, s);
+    if (t < 0) t = block_argmax(row, width, s);
     if (threadIdx.x == 0) {
         out[0] = acc;
         out[1] = t;
@@ -512,67 +296,12 @@ __global__ void __launch_bounds__(SB) k_spec_accept(int32_t *out, const float *p
 
 /* ---- host side ---- */
 
-/* The row states, allocated (zeroed) on first use; sampling is never captured into a graph (it waits). */
-static row_st *row_states(cuda_ctx *c) {
-    if (!c->samp_ws) {
-        size_t bytes = sizeof(row_st) * SD_SAMPLE_MAX_K;
-        if (cudaMalloc(&c->samp_ws, bytes) != cudaSuccess) {
-            cudaGetLastError();
-            c->samp_ws = NULL;
-            cuda_fail(c, cudaErrorMemoryAllocation, "sampling state", __FILE__, __LINE__);
-            return NULL;
-        }
-        c->bytes_work += bytes;
-        CUDA_CK(c, cudaMemsetAsync(c->samp_ws, 0, bytes, c->stream));
-    }
-    return (row_st *)c->samp_ws;
-}
-
-/* sample_ref.c's radix select over the rows' logits (top-k) or probabilities (top-p) into cut `which`. */
-static bool launch_select(cuda_ctx *c, dim3 grid, const float *x, int width, row_st *st, int mode, u64 need, int which) {
-    for (int shift = 24; shift >= 0; shift -= 8) {
-        k_samp_digit<<<grid, SB, 0, c->stream>>>(x, width, st, mode, shift, need);
-        if (!CUDA_LAUNCHED(c, "sample_rows (radix digit)")) return false;
-    }
-    k_samp_ties<<<grid, SB, 0, c->stream>>>(x, width, st, mode, which);
-    return CUDA_LAUNCHED(c, "sample_rows (ties)");
-}
-
-/* sample_ref.c's sd_sample_ref_row for n rows (and a draw each when ids), pass by pass. */
-static bool launch_sample(cuda_ctx *c, int32_t *ids, float *probs, const float *logits, int n, int width,
-                          const sd_sample_cfg *cfg, const row_uniforms &ru, row_st *st) {
-    int segs = (width + SEG_MIN - 1) / SEG_MIN;
-    dim3 grid((unsigned)(segs < 1 ? 1 : segs > SEG_MAX ? SEG_MAX : segs), (unsigned)n);
-    bool greedy = sd_sample_greedy(cfg);
-    k_samp_argmax<<<grid, SB, 0, c->stream>>>(logits, width, st, greedy);
-    if (!CUDA_LAUNCHED(c, "sample_rows (argmax)")) return false;
-    if (!greedy) {
-        bool has_k = cfg->top_k > 0 && cfg->top_k < width, has_p = cfg->top_p < 1.0f;
-        if (has_k && !launch_select(c, grid, logits, width, st, BY_COUNT_OF_LOGITS, (u64)cfg->top_k, 0)) return false;
-        k_samp_exp<<<grid, SB, 0, c->stream>>>(probs, logits, width, st, *cfg, has_k);
-        if (!CUDA_LAUNCHED(c, "sample_rows (exp)")) return false;
-        k_samp_scale<<<grid, SB, 0, c->stream>>>(probs, width, st);
-        if (!CUDA_LAUNCHED(c, "sample_rows (scale)")) return false;
-        if (has_p && !launch_select(c, grid, probs, width, st, BY_MASS_OF_PROBS, sd_top_p_need(cfg->top_p), 1))
-            return false;
-        k_samp_filter<<<grid, SB, 0, c->stream>>>(probs, width, st, has_p);
-        if (!CUDA_LAUNCHED(c, "sample_rows (filter)")) return false;
-    }
-    k_samp_final<<<grid, SB, 0, c->stream>>>(probs, width, st);
-    if (!CUDA_LAUNCHED(c, "sample_rows (final)")) return false;
-    if (!ids) return true;
-    k_samp_draw<<<grid, SB, 0, c->stream>>>(ids, probs, width, st, ru);
-    return CUDA_LAUNCHED(c, "sample_rows (draw)");
-}
-
 void cuda_sample_rows(cuda_ctx *c, int32_t *ids, float *probs, const float *logits, int rows, int width,
                       const sd_sample_cfg *cfg, const float *u) {
     if (rows <= 0) return;
     int32_t *d_ids = NULL;
-    row_st *st = row_states(c);
-    if (!st || (ids && !(d_ids = cuda_ids(c, (size_t)rows)))) {
-        if (ids)
-            for (int r = 0; r < rows; r++) ids[r] = 0;
+    if (ids && !(d_ids = cuda_ids(c, (size_t)rows))) {
+        for (int r = 0; r < rows; r++) ids[r] = 0;
         return;
     }
     for (int r0 = 0; r0 < rows; r0 += SD_SAMPLE_MAX_K) {
@@ -582,7 +311,9 @@ void cuda_sample_rows(cuda_ctx *c, int32_t *ids, float *probs, const float *logi
         if (ids)
             for (int j = 0; j < n; j++) ru.u[j] = u[r0 + j];
         size_t off = (size_t)r0 * width;
-        if (!launch_sample(c, ids ? d_ids + r0 : NULL, probs + off, logits + off, n, width, cfg, ru, st)) break;
+        k_sample_rows<<<n, SB, 0, c->stream>>>(ids ? d_ids + r0 : NULL, probs + off, logits + off, width, *cfg, ru,
+                                               ids != NULL);
+        if (!CUDA_LAUNCHED(c, "sample_rows")) break;
     }
     if (ids && !c->err)
         CUDA_CK(c, cudaMemcpyAsync(ids, d_ids, sizeof(int32_t) * (size_t)rows, cudaMemcpyDeviceToHost, c->stream));
