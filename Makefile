@@ -64,7 +64,7 @@ TEST_BIN   := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 # intermediates and print the rm last, after the test summary that must close the run). Named, not a bare
 # .SECONDARY: that makes every target secondary, and a missing secondary object (a new source file) is then
 # not built when the library is newer than its source.
-.SECONDARY: $(TEST_BIN:=.o) $(patsubst %.cu,$(BUILD)/emu/%.cc,$(wildcard kernels/cuda/*.cu))
+.SECONDARY: $(TEST_BIN:=.o) $(patsubst %.cu,$(BUILD)/emu/%.cc,$(wildcard kernels/cuda/*.cu tests/cuda_emu/*.cu))
 all: deps $(BUILD)/specd $(BUILD)/specd-cli $(BENCH_BIN)
 
 # Installs what the build needs when it is missing (root: apt-get; otherwise print the command and stop).
