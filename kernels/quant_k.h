@@ -63,6 +63,19 @@ SD_QI int sd_quant_block(int type) {
     }
 }
 
+/* Byte offsets of the F16 scale fields in a block of a quantized type (-1 ends the list): where tests put
+ * extreme scales. Host only. */
+static inline const int *sd_quant_scale_fields(int type) {
+    static const int d0[] = {0, -1}, dm[] = {0, 2, -1}, q2k[] = {80, 82, -1}, q3k[] = {108, -1}, q6k[] = {208, -1};
+    switch (type) {
+    case SD_Q4_1: case SD_Q5_1: case SD_Q4_K: case SD_Q5_K: return dm;
+    case SD_Q2_K: return q2k;
+    case SD_Q3_K: return q3k;
+    case SD_Q6_K: return q6k;
+    default: return d0;
+    }
+}
+
 SD_QI int sd_quant_block_bytes(int type) {
     switch (type) {
     case SD_Q4_0: return (int)sizeof(sd_block_q4_0);

@@ -124,18 +124,6 @@ static void test_q8_0_non_finite(void) {
     CHECK_EQ_INT(q[0], -127);
 }
 
-/* Byte offsets of the F16 scale fields in a block of a quantized type (-1 ends the list). */
-static const int *scale_fields(int type) {
-    static const int d0[] = {0, -1}, dm[] = {0, 2, -1}, q2k[] = {80, 82, -1}, q3k[] = {108, -1}, q6k[] = {208, -1};
-    switch (type) {
-    case SD_Q4_1: case SD_Q5_1: case SD_Q4_K: case SD_Q5_K: return dm;
-    case SD_Q2_K: return q2k;
-    case SD_Q3_K: return q3k;
-    case SD_Q6_K: return q6k;
-    default: return d0;
-    }
-}
-
 /* A row of a quantized type with every quant bit random (all bit patterns occur) and small random
  * F16 scales (so the products stay finite). */
 static void random_quant_row(int type, uint8_t *row, int64_t cols, float scale) {
@@ -143,7 +131,7 @@ static void random_quant_row(int type, uint8_t *row, int64_t cols, float scale) 
     size_t nb = (size_t)(cols / sd_quant_block(type));
     for (size_t i = 0; i < nb * (size_t)bb; i++) row[i] = (uint8_t)rand_u32();
     for (size_t b = 0; b < nb; b++)
-        for (const int *f = scale_fields(type); *f >= 0; f++) {
+        for (const int *f = sd_quant_scale_fields(type); *f >= 0; f++) {
             uint16_t h = sd_fp32_to_fp16(frand() * scale * 0.05f);
             memcpy(row + b * (size_t)bb + *f, &h, 2);
         }

@@ -24,18 +24,6 @@ static const int qtypes[] = {SD_Q4_0, SD_Q4_1, SD_Q5_0, SD_Q5_1, SD_IQ4_NL, SD_Q
 
 static float frand(void) { return (float)(rand_u32() % 2000001) / 1000000.0f - 1.0f; } /* [-1, 1] */
 
-/* Byte offsets of the F16 scale fields of a block (-1 ends the list). */
-static const int *scale_fields(int type) {
-    static const int d0[] = {0, -1}, dm[] = {0, 2, -1}, q2k[] = {80, 82, -1}, q3k[] = {108, -1}, q6k[] = {208, -1};
-    switch (type) {
-    case SD_Q4_1: case SD_Q5_1: case SD_Q4_K: case SD_Q5_K: return dm;
-    case SD_Q2_K: return q2k;
-    case SD_Q3_K: return q3k;
-    case SD_Q6_K: return q6k;
-    default: return d0;
-    }
-}
-
 /* An F16 scale: mostly ordinary, sometimes extreme (largest finite, subnormal, zero), either sign. */
 static uint16_t rand_scale(void) {
     uint32_t r = rand_u32() % 16;
@@ -50,7 +38,7 @@ static void random_row(int type, uint8_t *row, int64_t cols) {
     size_t nb = (size_t)(cols / sd_quant_block(type));
     for (size_t i = 0; i < nb * (size_t)bb; i++) row[i] = (uint8_t)rand_u32();
     for (size_t b = 0; b < nb; b++)
-        for (const int *f = scale_fields(type); *f >= 0; f++) {
+        for (const int *f = sd_quant_scale_fields(type); *f >= 0; f++) {
             uint16_t h = rand_scale();
             memcpy(row + b * (size_t)bb + *f, &h, 2);
         }
