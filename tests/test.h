@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 static int t_failed_checks;   /* failed checks in the running test */
@@ -73,10 +74,24 @@ static inline int t_selected(const char *fn) {
     return hit;
 }
 
-#define RUN(fn) do { if (!t_selected(#fn)) break; t_failed_checks = 0; t_skipped = 0; fn(); \
-    if (t_failed_checks) { t_n_fail++; printf("FAIL %s\n", #fn); } \
-    else if (t_skipped) { t_n_skip++; printf("skipped: %s: %s\n", #fn, t_skip_reason); } \
-    else { t_n_pass++; printf("ok %s\n", #fn); } fflush(stdout); } while (0)
+/* Seconds on the monotonic clock: each result line names the tests that take long (make test has a
+ * 10-minute budget on 2 cores). */
+static inline double t_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+static inline void t_print_time(double t0) {
+    double dt = t_now() - t0;
+    if (dt >= 0.5) printf(" (%.1f s)", dt);
+    printf("\n");
+}
+
+#define RUN(fn) do { if (!t_selected(#fn)) break; t_failed_checks = 0; t_skipped = 0; \
+    double t_t0 = t_now(); fn(); \
+    if (t_failed_checks) { t_n_fail++; printf("FAIL %s", #fn); } \
+    else if (t_skipped) { t_n_skip++; printf("skipped: %s: %s", #fn, t_skip_reason); } \
+    else { t_n_pass++; printf("ok %s", #fn); } t_print_time(t_t0); fflush(stdout); } while (0)
 
 /* The exit status of the program: 1 when a test failed or a name given matched no test. */
 static inline int t_done(void) {

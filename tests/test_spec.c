@@ -677,27 +677,24 @@ static void test_incompatible_vocab(void) {
     CHECKF(strstr(err.msg, "differ") != NULL && strstr(err.msg, "voc-draft.gguf") != NULL, "message: %s", err.msg);
 }
 
-/* CPU seconds of each test, so the suite's cost stays visible */
-#define TIMED(fn) do { if (!t_selected(#fn)) break; clock_t c0 = clock(); RUN(fn); printf("# %s: %.2f s cpu\n", #fn, (double)(clock() - c0) / CLOCKS_PER_SEC); } while (0)
-
 int main(void) {
-    TIMED(test_greedy_lookup);
-    TIMED(test_greedy_self_draft);
-    TIMED(test_greedy_draft_pair);
-    TIMED(test_greedy_quant_pair);
-    TIMED(test_pair_acceptance);
-    TIMED(test_greedy_mkmodel_pairs);
-    TIMED(test_incompatible_vocab);
-    TIMED(test_max_tokens_mid_block);
-    TIMED(test_stop_string_mid_block);
-    TIMED(test_context_mid_block);
-    TIMED(test_eos_mid_block);
-    TIMED(test_sampling_law);
-    TIMED(test_sampling_law_mkmodel);
-    TIMED(test_sampling_on_backend);
-    TIMED(test_prefix_reuse);
-    TIMED(test_seed_reproducible);
-    TIMED(test_bad_requests);
+    RUN(test_greedy_lookup);
+    RUN(test_greedy_self_draft);
+    RUN(test_greedy_draft_pair);
+    RUN(test_greedy_quant_pair);
+    RUN(test_pair_acceptance);
+    RUN(test_greedy_mkmodel_pairs);
+    RUN(test_incompatible_vocab);
+    RUN(test_max_tokens_mid_block);
+    RUN(test_stop_string_mid_block);
+    RUN(test_context_mid_block);
+    RUN(test_eos_mid_block);
+    RUN(test_sampling_law);
+    RUN(test_sampling_law_mkmodel);
+    RUN(test_sampling_on_backend);
+    RUN(test_prefix_reuse);
+    RUN(test_seed_reproducible);
+    RUN(test_bad_requests);
     if (g_dir[0]) remove_tmpdir();
     return TEST_DONE();
 }
