@@ -118,7 +118,8 @@ int sd_seq_new(sd_model *m, int ctx, int n_layers, sd_seq **out, sd_err *err) {
     if (!m->kv && sd_model_kv_init(m, 0, err)) return -1;
     sd_seq *s = calloc(1, sizeof *s);
     size_t n_table = ((size_t)ctx + SD_KV_BLOCK - 1) / SD_KV_BLOCK;
-    if (!s || !(s->table = malloc(n_table * sizeof *s->table))) {
+    if (!s || !(s->table = malloc(n_table * sizeof *s->table)) || !(s->keys = malloc(n_table * sizeof *s->keys))) {
+        if (s) free(s->table);
         free(s);
         return sd_errf(err, "out of memory (sequence of %d positions)", ctx);
     }
@@ -133,6 +134,7 @@ void sd_seq_free(sd_seq *s) {
     if (!s) return;
     sd_seq_release(s, 0);
     free(s->table);
+    free(s->keys);
     free(s);
 }
 
@@ -142,6 +144,7 @@ void sd_seq_free(sd_seq *s) {
 void sd_seq_truncate(sd_seq *s, int pos) {
     if (pos < 0) pos = 0;
     if (pos < s->pos) s->pos = pos;
+    s->pos = sd_seq_uncache(s, s->pos);
     sd_seq_release(s, s->pos);
 }
 

@@ -139,14 +139,25 @@ typedef struct sd_seq {
     int pos;          /* positions computed so far (the cache holds [0, pos)) */
     int32_t *table;   /* block ids of its positions, ceil(ctx / SD_KV_BLOCK) entries */
     int n_blocks;     /* blocks held: table[0..n_blocks) */
+    uint64_t *keys;   /* prefix cache: chain keys of its first n_cached blocks (full blocks of final tokens) */
+    int n_cached;
 } sd_seq;
 
 /* ctx <= 0: the model's context length. n_layers <= 0: all layers. Takes no blocks yet. */
 int sd_seq_new(sd_model *m, int ctx, int n_layers, sd_seq **out, sd_err *err);
 void sd_seq_free(sd_seq *s);
 /* Drops positions >= pos and returns their blocks; afterwards the cache is exactly as if they had never
- * been computed. */
+ * been computed. s->pos may end lower than asked: a block other sequences share is kept whole or not at
+ * all (nobody writes into a shared block). */
 void sd_seq_truncate(sd_seq *s, int pos);
+/* Prefix cache (model/kv_pool.c). The chain's root for a tenant: blocks are shared only within one. */
+uint64_t sd_kv_chain_root(uint64_t tenant);
+/* Offers s's full blocks of tokens[0..n) (final tokens: its cache holds exactly them) to other
+ * sequences of the same root (all-layer sequences only). */
+void sd_seq_cache_prefix(sd_seq *s, uint64_t root, const int32_t *tokens, int n);
+/* Extends s (whose every block is a cached one, e.g. an empty s) with the cached blocks of tokens[0..n)
+ * under root, read-only; returns the positions gained (s->pos grew by as many). */
+int sd_seq_share_prefix(sd_seq *s, uint64_t root, const int32_t *tokens, int n);
 /* Blocks s must take from the pool before positions up to end - 1 can be written. */
 int sd_seq_blocks_needed(const sd_seq *s, int end);
 

@@ -17,6 +17,10 @@
 sd_kv_mem *sd_kv_pool_mem(const sd_model *m);
 /* Takes the blocks s needs to hold positions [0, end) (all or none: "KV pool full" when too few are free). */
 int sd_seq_reserve(sd_seq *s, int end, sd_err *err);
+/* Before truncating s to pos: a cached block pos falls inside stops being cached when s alone holds it
+ * (it will be written again); a shared one must stay whole, so the position to truncate to drops to its
+ * start. Returns that position. */
+int sd_seq_uncache(sd_seq *s, int pos);
 /* Returns the blocks s holds beyond positions [0, pos). */
 void sd_seq_release(sd_seq *s, int pos);
 

@@ -302,6 +302,7 @@ int sd_gen_start(sd_session *s, const int32_t *prompt, int n_prompt, const sd_ge
     s->tenant = p->tenant;
     if (c > n_prompt - 1) c = n_prompt - 1;
     if (s->seq->pos > c) sd_seq_truncate(s->seq, c);
+    c = s->seq->pos; /* a cached block is kept whole or not at all */
     if (s->prop) s->prop->invalidate(s->prop, c);
     memcpy(s->hist, prompt, (size_t)n_prompt * sizeof *prompt);
     s->n_hist = n_prompt;

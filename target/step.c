@@ -89,6 +89,15 @@ static void plan_block(sd_gen *g) {
     if (nd) memcpy(g->block + 1, g->pr.tokens, (size_t)nd * sizeof *g->block);
 }
 
+/* Before prefilling: takes the cached blocks of its history (any session's, same tenant) instead of
+ * computing them; a fresh prompt's last token is always computed (its logits give the first token). */
+static void share(sd_gen *g) {
+    sd_session *s = g->s;
+    if (g->prefilled >= g->n_fill || g->prefilled != s->seq->pos) return;
+    int lim = g->resumed ? g->n_fill : g->n_fill - 1;
+    g->prefilled += sd_seq_share_prefix(s->seq, sd_kv_chain_root(g->p.tenant), s->hist, lim);
+}
+
 /* Decides g's step: what it needs from the batch (g->kind, g->n_rows), drafting when it speculates.
  * prefill_rows bounds a prefill chunk (<= 0: the whole prompt). */
 static void plan(sd_gen *g, int prefill_rows) {
@@ -112,6 +121,7 @@ static void plan(sd_gen *g, int prefill_rows) {
             return;
         }
     }
+    share(g);
     if (g->prefilled < g->n_fill) {
         int n = g->n_fill - g->prefilled;
         if (prefill_rows > 0 && n > prefill_rows) n = prefill_rows;
@@ -235,6 +245,7 @@ static void settle(sd_gen *g) {
     sd_session *s = g->s;
     int keep = g->prefilled < g->n_fill ? g->prefilled : s->n_hist - 1;
     if (s->seq->pos > keep) sd_seq_truncate(s->seq, keep);
+    sd_seq_cache_prefix(s->seq, sd_kv_chain_root(g->p.tenant), s->hist, keep); /* final tokens only */
     if (s->prop && g->prefilled >= g->n_fill) s->prop->rollback(s->prop, s->hist, s->n_hist);
     bool final = g->finish != SD_FINISH_NONE;
     if (final && !g->text.matched) {

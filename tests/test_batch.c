@@ -234,6 +234,41 @@ static void test_preemption(void) {
     eng_close(&small);
 }
 
+/* Prefix sharing across sessions: a request whose prompt's full blocks another session computed takes
+ * them (prefilled is only the rest) and gives exactly a cold engine's output; another tenant reuses
+ * nothing. */
+static void test_prefix_sharing(void) {
+    const char *target = shared_path("models/aidreams260K.bin"), *tok = shared_path("models/tok512.bin");
+    if (!target || !tok) SKIP("../shared/models/aidreams260K.bin or tok512.bin not found");
+    eng_fx cold, warm;
+    REQUIRE(eng_open(&cold, target, tok, NULL, 0, 0) == 0 && eng_open(&warm, target, tok, NULL, 0, 0) == 0);
+    const char *text = "In the quiet of the night, when the stars came out and the wind was soft over the hills, the";
+    REQUIRE(eng_prompt(&cold, text) > 40);
+    sd_gen_params p = eng_params(SD_MODE_PLAIN, 1, 1, 24);
+    eng_result want, first, again, other;
+    REQUIRE(eng_run_on(cold.s, cold.prompt, cold.n, &p, &want) == 0);
+    sd_session *s2 = NULL;
+    sd_err err = {{0}};
+    REQUIRE(sd_session_new(warm.e, &s2, &err) == 0);
+    REQUIRE(eng_run_on(warm.s, cold.prompt, cold.n, &p, &first) == 0);
+    REQUIRE(eng_run_on(s2, cold.prompt, cold.n, &p, &again) == 0);
+    CHECK(eng_same_ids(&want, &first) && eng_same_ids(&want, &again));
+    int reused = again.st.prompt_tokens - again.st.prefilled;
+    CHECKF(reused >= cold.n / SD_KV_BLOCK * SD_KV_BLOCK - SD_KV_BLOCK && reused % SD_KV_BLOCK == 0 && reused > 0,
+           "reused %d of %d prompt tokens", reused, cold.n);
+    CHECK_EQ_INT(first.st.prefilled, first.st.prompt_tokens);
+    sd_session *s3 = NULL;
+    REQUIRE(sd_session_new(warm.e, &s3, &err) == 0);
+    p.tenant = 42;
+    REQUIRE(eng_run_on(s3, cold.prompt, cold.n, &p, &other) == 0);
+    CHECK_EQ_INT(other.st.prefilled, other.st.prompt_tokens);
+    CHECK(eng_same_ids(&want, &other));
+    sd_session_free(s2);
+    sd_session_free(s3);
+    eng_close(&cold);
+    eng_close(&warm);
+}
+
 /* Bad calls fail with a message; a batch of one finished request does nothing. */
 static void test_step_batch_errors(void) {
     const char *target = shared_path("models/aidreams260K.bin"), *tok = shared_path("models/tok512.bin");
@@ -302,6 +337,7 @@ int main(void) {
     RUN(test_concurrency_self_draft_backend_sampling);
     RUN(test_concurrency_lookup);
     RUN(test_preemption);
+    RUN(test_prefix_sharing);
     RUN(test_step_batch_errors);
     RUN(test_bench_concurrency);
     return TEST_DONE();

@@ -859,6 +859,73 @@ static void test_kv_pool(void) {
     remove(path);
 }
 
+/* The prefix cache: a sequence takes another's cached full blocks of the same tokens and root (read-only,
+ * shared) and computes bitwise what a cold one does; other roots and other tokens get nothing; blocks
+ * stay cached after their sequences end until fresh blocks run out (then the least recently used go);
+ * truncating into a cached block drops it whole. */
+static void test_prefix_cache(void) {
+    sd_err err = {{0}};
+    ref r;
+    cfg c = base;
+    c.kv_heads = 2;
+    const char *path = tmp_path("prefix.gguf");
+    REQUIRE(write_model(&c, path, &r, &err) == 0);
+    sd_model *m = NULL;
+    REQUIRE(backend() && sd_model_load(path, NULL, g_be, &m, &err) == 0);
+    REQUIRE(sd_model_kv_init(m, 8 * sd_model_kv_block_bytes(m), &err) == 0);
+    int V = c.vocab, total, free_now;
+    int32_t tok[48], other[48];
+    make_tokens(tok, 48, V, 21);
+    make_tokens(other, 48, V, 22);
+    float *cold = malloc(sizeof(float) * V), *got = malloc(sizeof(float) * V);
+    uint64_t root = sd_kv_chain_root(0), root2 = sd_kv_chain_root(7);
+    sd_seq *a = NULL, *b = NULL, *x = NULL;
+    REQUIRE(sd_seq_new(m, 64, 0, &x, &err) == 0);
+    CHECK(sd_forward(x, tok, 40, false, cold, &err) == 0); /* cold, never offered */
+    sd_seq_free(x);
+    REQUIRE(sd_seq_new(m, 64, 0, &a, &err) == 0 && sd_seq_new(m, 64, 0, &b, &err) == 0);
+    CHECK(sd_forward(a, tok, 36, false, got, &err) == 0);
+    sd_seq_cache_prefix(a, root, tok, 36); /* blocks 0 and 1 */
+    CHECK_EQ_INT(a->n_cached, 2);
+    CHECK_EQ_INT(sd_seq_share_prefix(b, root2, tok, 39), 0); /* another tenant: nothing */
+    CHECK_EQ_INT(sd_seq_share_prefix(b, root, other, 39), 0); /* other tokens: nothing */
+    CHECK_EQ_INT(sd_seq_share_prefix(b, root, tok, 39), 32);
+    CHECK(b->pos == 32 && b->table[0] == a->table[0] && b->table[1] == a->table[1]);
+    sd_model_kv_blocks(m, &total, &free_now);
+    CHECK_EQ_INT(free_now, 5); /* a: 3 blocks, b shares 2 */
+    CHECK(sd_forward(b, tok + 32, 8, false, got, &err) == 0);
+    CHECK(memcmp(cold, got, sizeof(float) * V) == 0);
+    /* a ends; b keeps the shared blocks; then b ends too: its blocks stay cached */
+    sd_seq_free(a);
+    sd_seq_cache_prefix(b, root, tok, 40);
+    sd_seq_truncate(b, 20); /* inside cached block 1, which b alone holds: kept, no longer cached */
+    CHECK(b->pos == 20 && b->n_cached == 1);
+    sd_seq_free(b);
+    sd_model_kv_blocks(m, &total, &free_now);
+    CHECK_EQ_INT(free_now, 8);
+    REQUIRE(sd_seq_new(m, 64, 0, &a, &err) == 0);
+    CHECK_EQ_INT(sd_seq_share_prefix(a, root, tok, 47), 16); /* block 1 left the cache when b wrote into it */
+    CHECK(sd_forward(a, tok + 16, 24, false, got, &err) == 0);
+    CHECK(memcmp(cold, got, sizeof(float) * V) == 0);
+    sd_seq_free(a);
+    /* 8 fresh blocks for other tokens: the cached ones are reused (least recently used first) */
+    REQUIRE(sd_seq_new(m, 128, 0, &x, &err) == 0);
+    int32_t many[128];
+    make_tokens(many, 128, V, 23);
+    CHECK(sd_forward(x, many, 128, false, got, &err) == 0);
+    sd_seq_free(x);
+    REQUIRE(sd_seq_new(m, 64, 0, &a, &err) == 0);
+    CHECK_EQ_INT(sd_seq_share_prefix(a, root, tok, 47), 0);
+    CHECK(sd_forward(a, tok, 40, false, got, &err) == 0);
+    CHECK(memcmp(cold, got, sizeof(float) * V) == 0);
+    sd_seq_free(a);
+    free(cold);
+    free(got);
+    sd_model_free(m);
+    ref_free(&r);
+    remove(path);
+}
+
 int main(void) {
     if (make_tmpdir("specd_test_forward_")) return 1;
     RUN(test_llama_f32);
@@ -874,6 +941,7 @@ int main(void) {
     RUN(test_batch_errors);
     RUN(test_kv_committed_as_used);
     RUN(test_kv_pool);
+    RUN(test_prefix_cache);
     RUN(test_mkmodel_tiny);
     RUN(test_shared_models);
     if (g_be) g_be->destroy(g_be);

@@ -330,7 +330,7 @@ static void test_prefix_reuse(void) {
             CHECK(eng_run(&f, &p, &a) == 0 && eng_run_on(fresh, f.prompt, n, &p, &b) == 0);
             CHECKF(eng_same_ids(&a, &b) && !strcmp(a.text, b.text), "\"%s\" %s: reused session differs", chain[i],
                    mode ? "speculative" : "plain");
-            CHECK_EQ_INT(b.st.prefilled, n);
+            CHECK(b.st.prefilled >= 1 && b.st.prefilled <= n); /* a fresh session shares cached full blocks */
             if (i > 0 && i < 3) CHECKF(a.st.prefilled < n, "\"%s\": prefilled %d of %d", chain[i], a.st.prefilled, n);
             sd_session_free(fresh);
         }
