@@ -82,7 +82,7 @@ static const sd_opt k_own[] = {
     {O_API_KEY, "--api-key", NULL, SD_OPT_STR, 0, 0, NULL, "KEY", SD_CMD_SERVE,
      "HTTP clients must send Authorization: Bearer KEY (required beyond loopback)"},
     {O_HTTP_TIMEOUT, "--http-timeout", NULL, SD_OPT_INT, 1, 3600, "30", "S", SD_CMD_SERVE,
-     "an HTTP connection whose request (headers and body) is not complete S seconds after it opened, or idle that long, is closed"},
+     "an HTTP request (headers and body) not complete S seconds after its connection opened gets 408 and is closed; idle connections close after S too"},
 };
 static const sd_opt_table k_own_table = {"serve", k_own, (int)(sizeof k_own / sizeof k_own[0])};
 static const sd_opt_table *const k_tables[] = {&k_own_table, &sd_engine_options, &sd_request_options};
@@ -174,6 +174,8 @@ int cmd_serve(int argc, char **argv) {
         return 2;
     }
     if (gw) sd_log(SD_LOG_INFO, "OpenAI HTTP API on http://%s/v1", go.listen);
+    const char *load_delay = getenv("SPECD_LOAD_DELAY_MS"); /* test hook: a slow load (/health answers 503 meanwhile) */
+    if (load_delay) usleep((useconds_t)atoi(load_delay) * 1000);
     sd_engine *e = NULL;
     if (sd_engine_open(&a.ec, &e, &err)) {
         fprintf(stderr, "specd serve: %s\n", err.msg);

@@ -24,10 +24,17 @@ enum { MAX_BODY_DEFAULT = 4 << 20, BODY_SECONDS_DEFAULT = 30, POOL_MAX = 16, MAX
 
 /* A connection's deadline to deliver a whole request (headers and body). libmicrohttpd's own timeout only
  * counts idle time, so a client sending a byte a second would hold a connection (and its thread) forever;
- * the watchdog thread shuts the socket of one past its deadline, and libmicrohttpd closes it. */
+ * the watchdog thread answers one past its deadline with a 408 and closes it ("connection deadlines"). */
+typedef enum {
+    W_RECEIVING, /* the request is arriving (or being answered: deadline INFINITY) */
+    W_ANSWERED,  /* past its deadline: the 408 is sent and our side shut for writing; the rest of the body is dropped */
+    W_CLOSING,   /* the linger after the 408 is over: the connection closes at its next event */
+} watch_state;
+
 typedef struct watch {
     int fd;          /* -1: slot free */
     double deadline; /* seconds (sd_now_s); INFINITY while the request is being answered */
+    watch_state state;
 } watch;
 
 struct sd_gateway {
@@ -41,6 +48,8 @@ struct sd_gateway {
     specd_client *idle[POOL_MAX]; /* daemon connections between requests (under lock) */
     int n_idle;
     watch watches[MAX_CONNECTIONS]; /* under lock */
+    char *timeout_reply;            /* the whole HTTP 408 response the watchdog sends (built once) */
+    size_t timeout_reply_len;
     pthread_t watchdog;
     atomic_bool stopping;
     atomic_ullong n_requests, n_errors, n_streams, seq;
@@ -398,11 +407,20 @@ static enum MHD_Result route(sd_gateway *g, struct MHD_Connection *c, const char
 
 /* ---- connection deadlines ----
  * A request must arrive whole within body_timeout_s of its connection opening (or of the previous answer
- * on a kept-alive connection). Past it the socket is shut down: libmicrohttpd allows no reply while a
- * request is still arriving ("The response cannot be queued when this callback is called to process the
- * client upload data", microhttpd.h), so the client sees the connection close. A slot is freed when
- * libmicrohttpd reports the connection closed, before it closes the descriptor, so the watchdog never
- * shuts a descriptor that was reused. */
+ * on a kept-alive connection). Past it the client gets 408 Request Timeout in OpenAI's error shape and the
+ * connection closes. libmicrohttpd has no way to answer then: MHD_queue_response() is refused while a
+ * request is still arriving (its state must be HEADERS_PROCESSED or FULL_REQ_RECEIVED, in 0.9.75 as in
+ * 1.0.1; "The response cannot be queued when this callback is called to process the client upload data",
+ * microhttpd.h), and it has no whole-request timeout. So the watchdog writes the one fixed 408 response
+ * on the socket itself: libmicrohttpd writes nothing to a connection while it is reading its request
+ * (its `100 Continue` goes out right after the headers, long before a deadline), so the bytes cannot mix
+ * with its own. It then shuts our side for writing (the client reads the reply and an end of stream),
+ * drops whatever body still drips in, and a second later shuts the socket, at which libmicrohttpd closes
+ * the connection (closing at once would reset it, and a reset can destroy the reply before the client
+ * reads it). A slot is freed when libmicrohttpd reports the connection closed, before it closes the
+ * descriptor, so the watchdog never touches a descriptor that was reused. */
+enum { LINGER_S = 1 };
+
 static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context, enum MHD_ConnectionNotificationCode code) {
     sd_gateway *g = cls;
     pthread_mutex_lock(&g->lock);
@@ -410,7 +428,7 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
         const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
         for (int i = 0; ci && i < MAX_CONNECTIONS; i++)
             if (g->watches[i].fd < 0) {
-                g->watches[i] = (watch){ci->connect_fd, sd_now_s() + g->body_timeout_s};
+                g->watches[i] = (watch){ci->connect_fd, sd_now_s() + g->body_timeout_s, W_RECEIVING};
                 *socket_context = &g->watches[i];
                 break;
             }
@@ -421,11 +439,73 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
     pthread_mutex_unlock(&g->lock);
 }
 
-static void set_deadline(sd_gateway *g, struct MHD_Connection *c, double deadline) {
+static watch *watch_of(struct MHD_Connection *c) {
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
+static void set_deadline(sd_gateway *g, struct MHD_Connection *c, double deadline) {
+    watch *w = watch_of(c);
     pthread_mutex_lock(&g->lock);
-    if (ci && ci->socket_context) ((watch *)ci->socket_context)->deadline = deadline;
+    if (w && w->state == W_RECEIVING) w->deadline = deadline;
     pthread_mutex_unlock(&g->lock);
+}
+
+/* Where the request of connection c stands (W_RECEIVING while it has time left). */
+static watch_state request_state(sd_gateway *g, struct MHD_Connection *c) {
+    watch *w = watch_of(c);
+    pthread_mutex_lock(&g->lock);
+    watch_state st = w ? w->state : W_RECEIVING;
+    pthread_mutex_unlock(&g->lock);
+    return st;
+}
+
+/* Before the gateway answers a request itself: false when the watchdog answered it (408) first; else its
+ * deadline is lifted, as answering may take as long as generation does. One step under the lock, so the
+ * client never gets two answers. */
+static bool claim_answer(sd_gateway *g, struct MHD_Connection *c) {
+    watch *w = watch_of(c);
+    pthread_mutex_lock(&g->lock);
+    bool mine = !w || w->state == W_RECEIVING;
+    if (w && mine) w->deadline = INFINITY;
+    pthread_mutex_unlock(&g->lock);
+    return mine;
+}
+
+/* The 408 response, headers and OpenAI's error body, sent as it is by the watchdog. */
+static int build_timeout_reply(sd_gateway *g) {
+    oai_error e;
+    oai_errorf(&e, 408, "invalid_request_error", NULL,
+               "the request did not arrive whole within %d s (--http-timeout): send the headers and body sooner",
+               g->body_timeout_s);
+    snprintf(e.code, sizeof e.code, "request_timeout");
+    char *body = oai_error_json(&e);
+    if (!body) return -1;
+    int n = asprintf(&g->timeout_reply,
+                     "HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
+                     "Connection: close\r\n\r\n%s", strlen(body), body);
+    free(body);
+    if (n < 0) {
+        g->timeout_reply = NULL;
+        return -1;
+    }
+    g->timeout_reply_len = (size_t)n;
+    return 0;
+}
+
+static void expire(sd_gateway *g, watch *w, double now) {
+    if (w->state == W_RECEIVING) {
+        ssize_t sent = send(w->fd, g->timeout_reply, g->timeout_reply_len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)sent; /* a client gone or not reading: it is closed all the same */
+        shutdown(w->fd, SHUT_WR);
+        g->n_errors++;
+        w->state = W_ANSWERED;
+        w->deadline = now + LINGER_S;
+    } else {
+        shutdown(w->fd, SHUT_RDWR);
+        w->state = W_CLOSING;
+        w->deadline = INFINITY;
+    }
 }
 
 static void *watchdog(void *arg) {
@@ -436,10 +516,7 @@ static void *watchdog(void *arg) {
         double now = sd_now_s();
         pthread_mutex_lock(&g->lock);
         for (int i = 0; i < MAX_CONNECTIONS; i++)
-            if (g->watches[i].fd >= 0 && now > g->watches[i].deadline) {
-                shutdown(g->watches[i].fd, SHUT_RDWR);
-                g->watches[i].deadline = INFINITY;
-            }
+            if (g->watches[i].fd >= 0 && now > g->watches[i].deadline) expire(g, &g->watches[i], now);
         pthread_mutex_unlock(&g->lock);
     }
     return NULL;
@@ -450,19 +527,27 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     (void)version;
     sd_gateway *g = cls;
     req *q = *con_cls;
+    watch_state st = request_state(g, c);
+    if (st == W_CLOSING) return MHD_NO; /* answered 408 by the watchdog ("connection deadlines"), lingered: close */
+    if (st == W_ANSWERED) { /* answered 408: what still drips in is dropped, and no second answer follows */
+        bool more = *data_size != 0;
+        *data_size = 0;
+        return more ? MHD_YES : MHD_NO;
+    }
     if (!q) { /* first call: headers only */
         q = calloc(1, sizeof *q);
         if (!q) return MHD_NO;
         *con_cls = q;
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
         if (cl && strtoull(cl, NULL, 10) > g->max_body) { /* refused before the body is sent */
+            if (!claim_answer(g, c)) return MHD_NO;
             oai_error e;
             oai_errorf(&e, 413, "invalid_request_error", NULL, "the request body is larger than %zu bytes", g->max_body);
             return send_error(g, c, &e);
         }
         return MHD_YES;
     }
-    if (*data_size) { /* a piece of the body (one too slow is cut by the watchdog, "connection deadlines") */
+    if (*data_size) { /* a piece of the body */
         if (!q->too_large && q->len + *data_size > g->max_body) {
             q->too_large = true;
             free(q->body);
@@ -484,7 +569,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         *data_size = 0;
         return MHD_YES;
     }
-    set_deadline(g, c, INFINITY); /* complete: answering may take as long as generation does */
+    if (!claim_answer(g, c)) return MHD_NO; /* complete, but the watchdog answered first */
     return route(g, c, url, method, q);
 }
 
@@ -538,10 +623,11 @@ int sd_gateway_start(const sd_gateway_opts *o, sd_gateway **out, sd_err *err) {
     g->body_timeout_s = o->body_timeout_s > 0 ? o->body_timeout_s : BODY_SECONDS_DEFAULT;
     pthread_mutex_init(&g->lock, NULL);
     for (int i = 0; i < MAX_CONNECTIONS; i++) g->watches[i].fd = -1;
-    if (pthread_create(&g->watchdog, NULL, watchdog, g)) {
+    if (build_timeout_reply(g) || pthread_create(&g->watchdog, NULL, watchdog, g)) {
         pthread_mutex_destroy(&g->lock);
+        free(g->timeout_reply);
         free(g);
-        return sd_errf(err, "--http: cannot start a thread");
+        return sd_errf(err, "--http: out of memory or cannot start a thread");
     }
     g->mhd = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG,
                               0, NULL, NULL, on_request, g, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
@@ -563,5 +649,6 @@ void sd_gateway_stop(sd_gateway *g) {
     if (g->mhd) MHD_stop_daemon(g->mhd);
     while (g->n_idle) specd_close(g->idle[--g->n_idle]);
     pthread_mutex_destroy(&g->lock);
+    free(g->timeout_reply);
     free(g);
 }

@@ -21,7 +21,7 @@ typedef struct sd_gateway_opts {
     const char *endpoint; /* the daemon's endpoint ("ipc://...") */
     const char *api_key;  /* NULL: none (allowed on loopback only); else `Authorization: Bearer KEY` */
     size_t max_body;      /* bytes of a request body (0: 4 MiB); larger ones get 413 */
-    int body_timeout_s;   /* a request (headers and body) still arriving after this long: the connection closes, as do idle ones (0: 30) */
+    int body_timeout_s;   /* a request (headers and body) still arriving after this long: 408, and the connection closes, as idle ones do (0: 30) */
 } sd_gateway_opts;
 
 typedef struct sd_gateway sd_gateway;

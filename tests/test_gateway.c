@@ -3,6 +3,7 @@
  * $BUILD/node by this test from the npm registry; skipped when that cannot be done), error mapping, hostile
  * bodies, 16 concurrent streams, a client leaving mid-stream, API keys. */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <netinet/in.h>
@@ -242,13 +243,14 @@ typedef struct gw {
 /* api_key, timeout: --api-key / --http-timeout when not NULL. */
 static const char *const *g_extra; /* more serve options for the next gw_start (NULL-terminated), or NULL */
 static const char *g_model;         /* the model of the next gw_start (NULL: ../shared's aidreams260K.gguf) */
+static int g_port;                  /* the port of the next gw_start (0: a free one) */
 
 static int gw_start(gw *g, const char *api_key, const char *timeout) {
     snprintf(g->tmpl, sizeof g->tmpl, "/tmp/specd-test-gwtmpl-XXXXXX");
     int fd = mkstemp(g->tmpl);
     if (fd < 0 || write(fd, k_template, sizeof k_template - 1) != (ssize_t)(sizeof k_template - 1)) return -1;
     close(fd);
-    snprintf(g->port, sizeof g->port, "%d", free_port());
+    snprintf(g->port, sizeof g->port, "%d", g_port ? g_port : free_port());
     snprintf(g->url, sizeof g->url, "http://127.0.0.1:%s", g->port);
     const char *argv[32] = {"-m", g_model ? g_model : shared_path("models/aidreams260K.gguf"), "--chat-template", g->tmpl, "--http", g->port};
     int n = 6;
@@ -631,6 +633,47 @@ static void test_metrics(void) {
     gw_stop(&g);
 }
 
+/* GET /health while the model loads (the SPECD_LOAD_DELAY_MS hook makes loading take 1.5 s): 503
+ * {"status":"loading"} from the moment the gateway listens, then 200 once the daemon answers. */
+static void test_health_loading(void) {
+    if (!shared_path("models/aidreams260K.gguf")) SKIP("../shared/models/aidreams260K.gguf is not there");
+    if (system("curl --version >/dev/null 2>&1") != 0) SKIP("curl is not installed");
+    char log[] = "/tmp/specd-test-health-XXXXXX", cmd[1024];
+    int fd = mkstemp(log);
+    REQUIRE(fd >= 0);
+    close(fd);
+    g_port = free_port();
+    /* a poller in the background from before the daemon starts: one line "BODY CODE" a check, until a 200 */
+    snprintf(cmd, sizeof cmd,
+             "(for i in $(seq 400); do r=$(curl -s -m 5 -w ' %%{http_code}' http://127.0.0.1:%d/health); echo \"$r\"; "
+             "case \"$r\" in *' 200') break;; esac; sleep 0.02; done; echo end) > %s 2>&1 &",
+             g_port, log);
+    REQUIRE(system(cmd) == 0);
+    setenv("SPECD_LOAD_DELAY_MS", "1500", 1);
+    gw g;
+    int rc = gw_start(&g, NULL, NULL);
+    unsetenv("SPECD_LOAD_DELAY_MS");
+    g_port = 0;
+    REQUIRE(rc == 0);
+    char *text = NULL;
+    for (int i = 0; i < 200 && !(text && strstr(text, "end\n")); i++) {
+        free(text);
+        usleep(50 * 1000);
+        text = read_all(log, NULL);
+    }
+    REQUIRE(text);
+    int loading = 0, ok = 0, other = 0;
+    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+        if (!strcmp(line, "{\"status\":\"loading\"} 503")) loading += !ok;
+        else if (!strcmp(line, "{\"status\":\"ok\"} 200")) ok++;
+        else if (strcmp(line, " 000") && strcmp(line, "end")) other++; /* 000: not listening yet */
+    }
+    CHECKF(loading >= 5 && ok == 1 && other == 0, "%d answers 503 loading, then %d 200 ok, %d others", loading, ok, other);
+    free(text);
+    unlink(log);
+    gw_stop(&g);
+}
+
 static void test_api_key(void) {
     if (!shared_path("models/aidreams260K.gguf")) SKIP("../shared/models/aidreams260K.gguf is not there");
     if (system("curl --version >/dev/null 2>&1") != 0) SKIP("curl is not installed");
@@ -678,39 +721,79 @@ static int partial_post(const gw *g, bool in_headers) {
     return fd;
 }
 
-/* A body that drips in slower than --http-timeout, headers that do, and a body that stops halfway are cut
- * off within about that time (the connection closes: libmicrohttpd allows no reply while a request is
- * arriving, and its own timeout counts only idle time), and the gateway answers others all the while. */
+/* A connection the test drives by hand: what the gateway sent back, and when it closed. */
+typedef struct slow_conn {
+    int fd;
+    bool drips;        /* sends a byte every round */
+    char got[2048];
+    size_t n;
+    double closed_ms;  /* -1 while open */
+} slow_conn;
+
+/* One round: a byte sent (if it drips), what arrived read; notes when the gateway closed. */
+static void slow_round(slow_conn *s, double t0) {
+    if (s->closed_ms >= 0) return;
+    bool gone = s->drips && send(s->fd, "a", 1, MSG_NOSIGNAL) != 1;
+    while (!gone && s->n < sizeof s->got - 1) {
+        ssize_t r = read(s->fd, s->got + s->n, sizeof s->got - 1 - s->n); /* SO_RCVTIMEO: 1 ms */
+        if (r <= 0) {
+            gone = r == 0 || (errno != EAGAIN && errno != EWOULDBLOCK);
+            break;
+        }
+        s->n += (size_t)r;
+        s->got[s->n] = '\0';
+    }
+    if (gone) s->closed_ms = sd_now_ms() - t0;
+}
+
+/* The gateway's reply on a slow connection: 408 in OpenAI's error shape, then the end of the stream. */
+static void check_408(const slow_conn *s, const char *what) {
+    const char *body = strstr(s->got, "\r\n\r\n");
+    json_t *j = body ? json_loads(body + 4, 0, NULL) : NULL;
+    json_t *err = json_object_get(j, "error");
+    CHECKF(!strncmp(s->got, "HTTP/1.1 408 ", 13) && json_is_string(json_object_get(err, "message")) &&
+               !strcmp(json_string_value(json_object_get(err, "code")), "request_timeout") &&
+               strstr(json_string_value(json_object_get(err, "message")), "--http-timeout"),
+           "%s: got '%.300s'", what, s->got);
+    CHECKF(s->closed_ms > 900 && s->closed_ms < 3500, "%s: closed after %.0f ms", what, s->closed_ms);
+    json_decref(j);
+}
+
+/* A body that drips in slower than --http-timeout, headers that do, and a body that stops halfway get a
+ * 408 Request Timeout with an error message within about that time and are closed, and the gateway
+ * answers others all the while; curl uploading slower than that gets the 408 too. */
 static void test_slow_drip(void) {
     if (!shared_path("models/aidreams260K.gguf")) SKIP("../shared/models/aidreams260K.gguf is not there");
     if (system("curl --version >/dev/null 2>&1") != 0) SKIP("curl is not installed");
     gw g;
     REQUIRE(gw_start(&g, NULL, "1") == 0);
-    int drip = partial_post(&g, false), stall = partial_post(&g, false), hdrip = partial_post(&g, true);
-    REQUIRE(drip >= 0 && stall >= 0 && hdrip >= 0);
-    char buf[2048], *out, args[512];
-    double t0 = sd_now_ms(), drip_closed = -1, stall_closed = -1, hdrip_closed = -1;
+    slow_conn c[3] = {{partial_post(&g, false), true, "", 0, -1}, {partial_post(&g, false), false, "", 0, -1},
+                      {partial_post(&g, true), true, "", 0, -1}};
+    static const char *const what[] = {"the dripping body", "the stalled body", "the dripping headers"};
+    REQUIRE(c[0].fd >= 0 && c[1].fd >= 0 && c[2].fd >= 0);
+    char *out, args[512];
+    double t0 = sd_now_ms();
     int served = 0;
-    for (int i = 0; i < 25 && (drip_closed < 0 || stall_closed < 0 || hdrip_closed < 0); i++) { /* a byte every 200 ms */
+    for (int i = 0; i < 25 && (c[0].closed_ms < 0 || c[1].closed_ms < 0 || c[2].closed_ms < 0); i++) { /* a byte every 200 ms */
         usleep(200 * 1000);
-        if (drip_closed < 0 && (send(drip, " ", 1, MSG_NOSIGNAL) != 1 || read(drip, buf, sizeof buf) == 0))
-            drip_closed = sd_now_ms() - t0;
-        if (hdrip_closed < 0 && (send(hdrip, "a", 1, MSG_NOSIGNAL) != 1 || read(hdrip, buf, sizeof buf) == 0))
-            hdrip_closed = sd_now_ms() - t0;
-        if (stall_closed < 0 && read(stall, buf, sizeof buf) == 0) stall_closed = sd_now_ms() - t0;
+        for (int k = 0; k < 3; k++) slow_round(&c[k], t0);
         if (i == 2) { /* meanwhile a whole request is served as usual */
             snprintf(args, sizeof args, "-d '{\"prompt\":\"Once upon a time\",\"max_tokens\":8}' %s/v1/completions", g.url);
             served = curl(&g, args, &out);
             free(out);
         }
     }
-    close(drip);
-    close(stall);
-    close(hdrip);
+    for (int k = 0; k < 3; k++) {
+        check_408(&c[k], what[k]);
+        close(c[k].fd);
+    }
     CHECK_EQ_INT(served, 200);
-    CHECKF(drip_closed > 900 && drip_closed < 3000, "the dripping connection closed after %.0f ms", drip_closed);
-    CHECKF(stall_closed > 900 && stall_closed < 3000, "the stalled connection closed after %.0f ms", stall_closed);
-    CHECKF(hdrip_closed > 900 && hdrip_closed < 3000, "the connection dripping headers closed after %.0f ms", hdrip_closed);
+    /* curl sending its body at 20 bytes a second (3 s for this one) */
+    snprintf(args, sizeof args, "--limit-rate 20 -H 'Content-Type: application/json' -d '{\"prompt\":\"Once upon a time, "
+                                "there was a little robot\",\"max_tokens\":4}' %s/v1/completions", g.url);
+    CHECK_EQ_INT(curl(&g, args, &out), 408);
+    CHECKF(out && strstr(out, "\"request_timeout\""), "%s", out ? out : "");
+    free(out);
     /* a Content-Length over the limit is refused before the body is sent */
     snprintf(args, sizeof args, "-H 'Content-Length: 99999999' -d x %s/v1/completions", g.url);
     CHECK_EQ_INT(curl(&g, args, &out), 413);
@@ -751,6 +834,7 @@ int main(void) {
     RUN(test_concurrency_and_disconnect);
     RUN(test_metrics);
     RUN(test_busy);
+    RUN(test_health_loading);
     RUN(test_api_key);
     RUN(test_slow_drip);
     RUN(test_openai_sdk);
