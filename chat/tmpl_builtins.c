@@ -428,7 +428,7 @@ bool tm_test(tm_state *S, const char *name, tm_value x, tm_value *args, int narg
     if (is(name, "boolean")) return x.kind == V_BOOL;
     if (is(name, "true")) return x.kind == V_BOOL && x.b;
     if (is(name, "false")) return x.kind == V_BOOL && !x.b;
-    if (is(name, "callable")) return x.kind == V_MACRO || x.kind == V_FUNC;
+    if (is(name, "callable")) return x.kind == V_MACRO || x.kind == V_FUNC || x.kind == V_LOOP;
     if (is(name, "lower") || is(name, "upper")) {
         if (x.kind != V_STR) return false;
         bool cased = false;
@@ -472,7 +472,7 @@ bool tm_test(tm_state *S, const char *name, tm_value x, tm_value *args, int narg
 
 /* ---- filters ---- */
 static const char *const k_filters[] = {
-    "abs", "attr", "capitalize", "count", "d", "default", "dictsort", "first", "float", "indent", "int", "items",
+    "abs", "attr", "capitalize", "count", "d", "default", "dictsort", "first", "float", "format", "indent", "int", "items",
     "join", "last", "length", "list", "lower", "map", "max", "min", "reject", "rejectattr", "replace", "reverse",
     "round", "safe", "select", "selectattr", "sort", "string", "sum", "title", "tojson", "trim", "unique", "upper",
     NULL};
@@ -753,6 +753,21 @@ tm_value tm_filter(tm_state *S, tm_scope *sc, const char *name, tm_value x, tm_v
         return use ? (d ? *d : empty_str()) : x;
     }
     if (is(name, "tojson")) return tojson(S, x, &c);
+    if (is(name, "format")) { /* "%s: %s"|format(a, b) is "%s: %s" % (a, b); with name=value, % {names: values} */
+        if (nargs && nkw)
+            tm_fail(S->a, "FilterArgumentError: line %d: can't handle positional and keyword arguments at the same time", line);
+        tm_value all;
+        if (nkw) {
+            all = (tm_value){.kind = V_DICT, .dict = tm_dict_new(S->a)};
+            for (int k = 0; k < nkw; k++) tm_dict_set(S->a, all.dict, tm_strn(kwnames[k], strlen(kwnames[k])), kwargs[k]);
+        } else {
+            tm_value out_t = new_list(S, (size_t)nargs + 1, &l);
+            for (int k = 0; k < nargs; k++) tm_list_push(S->a, l, args[k]);
+            l->tuple = true;
+            all = out_t;
+        }
+        return tm_percent_format(S, str_of(S, x), all, line);
+    }
     if (is(name, "safe") || is(name, "string")) {
         tm_value s = str_of(S, x);
         s.markup = is(name, "safe") || x.markup;

@@ -329,6 +329,7 @@ static tm_value binop(tm_state *S, int op, tm_value x, tm_value y, int line) {
         tm_to_str(S->a, &b, y);
         return tm_strn(b.p ? b.p : "", b.n);
     }
+    if (op == '%' && x.kind == V_STR) return tm_percent_format(S, x, y, line); /* '%s' % undefined is '' */
     if (x.kind == V_UNDEF) tm_raise_undef(S, x);
     if (y.kind == V_UNDEF) tm_raise_undef(S, y);
     if (is_num(x) && is_num(y)) {
@@ -364,7 +365,6 @@ static tm_value binop(tm_state *S, int op, tm_value x, tm_value y, int line) {
         return repeat(S, x, inum(y));
     if (op == '*' && yseq && (x.kind == V_INT || x.kind == V_BOOL))
         return repeat(S, y, inum(x));
-    if (op == '%' && x.kind == V_STR) tm_fail(S->a, "TemplateError: line %d: unsupported construct: '%%' string formatting", line);
     bad_operands(S, op, x, y, line);
 }
 
@@ -418,21 +418,30 @@ static call_args eval_args(tm_state *S, tm_scope *sc, const tm_node *n) {
 
 static int exec_body(tm_state *S, tm_scope *sc, const tm_node *body);
 
-static tm_value call_macro(tm_state *S, const tm_macro *m, tm_value *args, int nargs, const char **kwnames,
-                           tm_value *kwargs, int nkw, int line) {
-    const tm_node *def = m->def;
-    if (nargs > def->nnames)
+/* Binds a macro's arguments as Jinja's Macro.__call__ does: positional, then keyword, then defaults;
+ * `caller` (a call block's body), `varargs` and `kwargs` catch the rest where the body uses them. */
+static void bind_macro_args(tm_state *S, tm_scope *sc, const tm_node *def, tm_value *args, int nargs,
+                            const char **kwnames, tm_value *kwargs, int nkw) {
+    int special = def->op;
+    if (nargs > def->nnames && !(special & MACRO_VARARGS))
         tm_fail(S->a, "TypeError: macro '%s' takes not more than %d argument(s)", def->name, def->nnames);
-    if (++S->call_depth > MAX_CALL_DEPTH)
-        tm_fail(S->a, "RecursionError: line %d: macro calls nested more than %d deep", line, MAX_CALL_DEPTH);
-    tm_scope *sc = scope_new(S, m->closure);
+    tm_dict *extra = tm_dict_new(S->a);
+    tm_value caller = tm_undef("No caller defined");
     for (int k = 0; k < nkw; k++) {
         int p = 0;
         while (p < def->nnames && strcmp(def->names[p], kwnames[k])) p++;
-        if (p == def->nnames)
-            tm_fail(S->a, "TypeError: macro '%s' takes no keyword argument '%s'", def->name, kwnames[k]);
-        if (p < nargs) tm_fail(S->a, "TypeError: macro '%s' got multiple values for argument '%s'", def->name, kwnames[k]);
-        scope_set(S, sc, kwnames[k], kwargs[k]);
+        if (p < def->nnames && p < nargs)
+            tm_fail(S->a, "TypeError: macro '%s' got multiple values for argument '%s'", def->name, kwnames[k]);
+        if (p < def->nnames) scope_set(S, sc, kwnames[k], kwargs[k]);
+        else if (!strcmp(kwnames[k], "caller") && (special & MACRO_CALLER)) caller = kwargs[k];
+        else tm_dict_set(S->a, extra, tm_strn(kwnames[k], strlen(kwnames[k])), kwargs[k]);
+    }
+    if (extra->n && !(special & MACRO_KWARGS)) {
+        if (tm_dict_gets(extra, "caller", 6))
+            tm_fail(S->a, "TypeError: macro '%s' was invoked with two values for the special caller argument. This is "
+                          "most likely a bug.", def->name);
+        tm_fail(S->a, "TypeError: macro '%s' takes no keyword argument '%.*s'", def->name, (int)extra->keys[0].str.n,
+                extra->keys[0].str.s);
     }
     for (int p = 0; p < def->nnames; p++) {
         if (p < nargs) scope_set(S, sc, def->names[p], args[p]);
@@ -440,9 +449,25 @@ static tm_value call_macro(tm_state *S, const tm_macro *m, tm_value *args, int n
         else if (def->kids[p]) scope_set(S, sc, def->names[p], tm_eval(S, sc, def->kids[p]));
         else scope_set(S, sc, def->names[p], tm_undef(msgf(S, "parameter '%s' was not provided", def->names[p])));
     }
+    if (special & MACRO_CALLER) scope_set(S, sc, "caller", caller);
+    if (special & MACRO_KWARGS) scope_set(S, sc, "kwargs", (tm_value){.kind = V_DICT, .dict = extra});
+    if (special & MACRO_VARARGS) {
+        tm_list *rest = tm_list_new(S->a, 4);
+        for (int p = def->nnames; p < nargs; p++) tm_list_push(S->a, rest, args[p]);
+        rest->tuple = true;
+        scope_set(S, sc, "varargs", tm_list_value(rest));
+    }
+}
+
+static tm_value call_macro(tm_state *S, const tm_macro *m, tm_value *args, int nargs, const char **kwnames,
+                           tm_value *kwargs, int nkw, int line) {
+    if (++S->call_depth > MAX_CALL_DEPTH)
+        tm_fail(S->a, "RecursionError: line %d: macro calls nested more than %d deep", line, MAX_CALL_DEPTH);
+    tm_scope *sc = scope_new(S, m->closure);
+    bind_macro_args(S, sc, m->def, args, nargs, kwnames, kwargs, nkw);
     tm_buf *saved = S->out, out = {.limit = S->out_limit};
     S->out = &out;
-    exec_body(S, sc, def->b);
+    exec_body(S, sc, m->def->b);
     S->out = saved;
     S->call_depth--;
     return tm_strn(out.p ? out.p : "", out.n);
@@ -452,6 +477,7 @@ tm_value tm_call_value(tm_state *S, tm_value fn, tm_value *args, int nargs, cons
                        tm_value *kwargs, int nkw, int line) {
     if (fn.kind == V_MACRO) return call_macro(S, fn.mac, args, nargs, kwnames, kwargs, nkw, line);
     if (fn.kind == V_FUNC) return tm_call_builtin(S, fn.fn, args, nargs, kwnames, kwargs, nkw, line);
+    if (fn.kind == V_LOOP) return tm_loop_call(S, fn.loop, args, nargs, nkw, line);
     if (fn.kind == V_UNDEF) tm_raise_undef(S, fn);
     tm_fail(S->a, "TypeError: line %d: '%s' object is not callable", line, tm_type_name(fn));
 }
@@ -570,8 +596,9 @@ static void assign_targets(tm_state *S, tm_scope *sc, const char **names, int nn
     for (int k = 0; k < nnames; k++) scope_set(S, sc, names[k], items->items[k]);
 }
 
-static int exec_for(tm_state *S, tm_scope *sc, const tm_node *n) {
-    tm_list *all = tm_iter(S, tm_eval(S, sc, n->a), n->line), *items = all;
+/* Runs for-statement n over `over` in scope sc (depth0: how many `loop(...)` calls deep). */
+static void run_for(tm_state *S, tm_scope *sc, const tm_node *n, tm_value over, int depth0) {
+    tm_list *all = tm_iter(S, over, n->line), *items = all;
     tm_scope *body = scope_new(S, sc);
     if (n->d) { /* the loop filter runs first: loop.length counts what passes */
         items = tm_list_new(S->a, all->n);
@@ -582,7 +609,7 @@ static int exec_for(tm_state *S, tm_scope *sc, const tm_node *n) {
         }
     }
     tm_loop *loop = tm_alloc(S->a, sizeof *loop);
-    loop->items = items;
+    *loop = (tm_loop){.items = items, .depth0 = depth0, .node = n, .scope = sc};
     tm_value lv = {.kind = V_LOOP};
     lv.loop = loop;
     for (size_t i = 0; i < items->n; i++) {
@@ -594,7 +621,66 @@ static int exec_for(tm_state *S, tm_scope *sc, const tm_node *n) {
         if (exec_body(S, body, n->b) == FLOW_BREAK) break;
     }
     if (!items->n && n->c) exec_body(S, scope_new(S, sc), n->c);
+}
+
+static int exec_for(tm_state *S, tm_scope *sc, const tm_node *n) {
+    run_for(S, sc, n, tm_eval(S, sc, n->a), 0);
     return FLOW_NEXT;
+}
+
+tm_value tm_loop_call(tm_state *S, const tm_loop *l, tm_value *args, int nargs, int nkw, int line) {
+    if (!l->node->op) tm_fail(S->a, "TypeError: The loop must have the 'recursive' marker to be called recursively.");
+    if (nargs != 1 || nkw) tm_fail(S->a, "TypeError: line %d: loop() takes one argument, the items", line);
+    if (++S->call_depth > MAX_CALL_DEPTH)
+        tm_fail(S->a, "RecursionError: line %d: recursive loop nested more than %d deep", line, MAX_CALL_DEPTH);
+    tm_buf *saved = S->out, out = {.limit = S->out_limit};
+    S->out = &out;
+    run_for(S, l->scope, l->node, args[0], l->depth0 + 1);
+    S->out = saved;
+    S->call_depth--;
+    return tm_strn(out.p ? out.p : "", out.n);
+}
+
+/* Output of a body, captured (a set block, a filter block). */
+static tm_value capture(tm_state *S, tm_scope *sc, const tm_node *body) {
+    tm_buf *saved = S->out, out = {.limit = S->out_limit};
+    S->out = &out;
+    exec_body(S, sc, body);
+    S->out = saved;
+    return tm_strn(out.p ? out.p : "", out.n);
+}
+
+/* x through the filter chain of a filter block or a filtered set block (n's kids). */
+static tm_value apply_filters(tm_state *S, tm_scope *sc, const tm_node *n, tm_value x) {
+    for (int i = 0; i < n->nkids; i++) {
+        const tm_node *f = n->kids[i];
+        call_args c = eval_args(S, sc, f);
+        x = tm_filter(S, sc, f->name, x, c.args, c.nargs, c.kwnames, c.kwargs, c.nkw, f->line);
+    }
+    return x;
+}
+
+/* {% call %}: the macro call with `caller`, a macro of the block's body, added to its keyword arguments. */
+static tm_value call_block(tm_state *S, tm_scope *sc, const tm_node *n) {
+    const tm_node *call = n->a;
+    tm_value fn = tm_eval(S, sc, call->a);
+    call_args c = eval_args(S, sc, call);
+    tm_macro *m = tm_alloc(S->a, sizeof *m);
+    *m = (tm_macro){.def = n->b, .closure = sc};
+    tm_value *kw = tm_alloc(S->a, ((size_t)c.nkw + 1) * sizeof *kw);
+    const char **names = tm_alloc(S->a, ((size_t)c.nkw + 1) * sizeof *names);
+    for (int k = 0; k < c.nkw; k++) kw[k] = c.kwargs[k], names[k] = c.kwnames[k];
+    kw[c.nkw] = (tm_value){.kind = V_MACRO, .mac = m};
+    names[c.nkw] = "caller";
+    return tm_call_value(S, fn, c.args, c.nargs, names, kw, c.nkw + 1, n->line);
+}
+
+static int exec_with(tm_state *S, tm_scope *sc, const tm_node *n) {
+    tm_scope *inner = scope_new(S, sc);
+    tm_value *vals = tm_alloc(S->a, ((size_t)n->nkids + 1) * sizeof *vals);
+    for (int i = 0; i < n->nkids; i++) vals[i] = tm_eval(S, sc, n->kids[i]); /* all in the outer scope, as Jinja */
+    for (int i = 0; i < n->nkids; i++) scope_set(S, inner, n->names[i], vals[i]);
+    return exec_body(S, inner, n->b);
 }
 
 static int exec_stmt(tm_state *S, tm_scope *sc, const tm_node *n) {
@@ -616,14 +702,10 @@ static int exec_stmt(tm_state *S, tm_scope *sc, const tm_node *n) {
         }
         assign_targets(S, sc, n->names, n->nnames, tm_eval(S, sc, n->b), n->line);
         return FLOW_NEXT;
-    case N_SETBLOCK: {
-        tm_buf *saved = S->out, out = {.limit = S->out_limit};
-        S->out = &out;
-        exec_body(S, sc, n->b);
-        S->out = saved;
-        scope_set(S, sc, n->names[0], tm_strn(out.p ? out.p : "", out.n));
-        return FLOW_NEXT;
-    }
+    case N_SETBLOCK: scope_set(S, sc, n->names[0], apply_filters(S, sc, n, capture(S, sc, n->b))); return FLOW_NEXT;
+    case N_FILTERBLOCK: tm_to_str(S->a, S->out, apply_filters(S, sc, n, capture(S, sc, n->b))); return FLOW_NEXT;
+    case N_CALLBLOCK: tm_to_str(S->a, S->out, call_block(S, sc, n)); return FLOW_NEXT;
+    case N_WITH: return exec_with(S, sc, n);
     case N_MACRO: {
         tm_macro *m = tm_alloc(S->a, sizeof *m);
         m->def = n;
@@ -661,8 +743,8 @@ tm_value tm_loop_attr(tm_state *S, const tm_loop *l, const char *name) {
     if (!strcmp(name, "first")) return tm_bool(i == 0);
     if (!strcmp(name, "last")) return tm_bool(i + 1 == n);
     if (!strcmp(name, "length")) return tm_int((int64_t)n);
-    if (!strcmp(name, "depth")) return tm_int(1);
-    if (!strcmp(name, "depth0")) return tm_int(0);
+    if (!strcmp(name, "depth")) return tm_int(l->depth0 + 1);
+    if (!strcmp(name, "depth0")) return tm_int(l->depth0);
     if (!strcmp(name, "previtem")) return i > 0 ? l->items->items[i - 1] : tm_undef("there is no previous item");
     if (!strcmp(name, "nextitem")) return i + 1 < n ? l->items->items[i + 1] : tm_undef("there is no next item");
     return tm_undef(msgf(S, "'LoopContext object' has no attribute '%s'", name));

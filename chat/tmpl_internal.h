@@ -115,7 +115,8 @@ bool tm_is_space_str(const char *s, size_t n);
 /* ---- AST ---- */
 typedef enum {
     /* statements */
-    N_BODY, N_DATA, N_OUTPUT, N_IF, N_FOR, N_SET, N_SETBLOCK, N_MACRO, N_BREAK, N_CONTINUE,
+    N_BODY, N_DATA, N_OUTPUT, N_IF, N_FOR, N_SET, N_SETBLOCK, N_MACRO, N_BREAK, N_CONTINUE, N_CALLBLOCK,
+    N_FILTERBLOCK, N_WITH,
     /* expressions */
     N_CONST, N_NAME, N_LIST, N_TUPLE, N_DICT, N_GETATTR, N_GETITEM, N_SLICE, N_CALL, N_FILTER, N_TEST,
     N_BINOP, N_NEG, N_POS, N_NOT, N_AND, N_OR, N_COMPARE, N_COND, N_NSREF
@@ -125,7 +126,8 @@ typedef struct tm_node tm_node;
 struct tm_node {
     tm_ntype type;
     int line;
-    int op;                    /* N_BINOP/N_COMPARE operator token; N_TEST: negated */
+    int op;                    /* N_BINOP/N_COMPARE operator token; N_TEST: negated; N_FOR: recursive;
+                                  N_MACRO: the MACRO_* names its body uses */
     tm_node *a, *b, *c, *d;    /* children, by node type (see tmpl_parse.c) */
     tm_node **kids;            /* statements of a body, items, call arguments */
     int nkids;
@@ -134,6 +136,10 @@ struct tm_node {
     const char *name;          /* name, attribute, filter or test */
     tm_value v;                /* N_CONST; N_DATA text */
 };
+
+/* The special names a macro body may use (N_MACRO op bits): `caller` (a {% call %} block's body),
+ * `varargs` (extra positional arguments), `kwargs` (extra keyword arguments). */
+enum { MACRO_CALLER = 1, MACRO_VARARGS = 2, MACRO_KWARGS = 4 };
 
 tm_node *tm_parse(tm_arena *a, const char *src, size_t n);
 
@@ -176,9 +182,17 @@ bool tm_has_test(const char *name);
 tm_value tm_method(tm_state *S, tm_value self, const char *name, size_t n);
 tm_value tm_global(const char *name);
 struct tm_loop {
-    tm_list *items; /* what the loop runs over (after its filter) */
+    tm_list *items;       /* what the loop runs over (after its filter) */
     size_t index0;
+    int depth0;           /* 0 at the top, +1 each `loop(...)` of a recursive loop */
+    const tm_node *node;  /* the for statement, and the scope it runs in: `loop(...)` runs it again */
+    tm_scope *scope;
 };
+/* `loop(items)` in a recursive for loop: the loop's body over items one level deeper, as a string. */
+tm_value tm_loop_call(tm_state *S, const tm_loop *l, tm_value *args, int nargs, int nkw, int line);
+
+/* Python's printf-style formatting, `fmt % args` (args: a tuple, a dict for %(name)s, or one value). */
+tm_value tm_percent_format(tm_state *S, tm_value fmt, tm_value args, int line);
 tm_value tm_loop_attr(tm_state *S, const tm_loop *l, const char *name);
 
 struct tm_func {

@@ -307,6 +307,21 @@ static tm_node *parse_filter_expr(parser *p, tm_node *n) {
     }
 }
 
+/* `f(args)|g...` of a filter block or a filtered set block: N_FILTER nodes (without `a`) added to n's
+ * kids, applied in order. */
+static void parse_filter_chain(parser *p, tm_node *n) {
+    int cap = 0;
+    for (;;) {
+        tm_node *f = node(p, N_FILTER);
+        f->name = dotted_name(p);
+        if (!tm_has_filter(f->name)) syntax(p, "unsupported construct: filter '%s'", f->name);
+        if (is_op(peek(p), "(")) parse_args(p, f);
+        add_kid(p, n, f, &cap);
+        if (!is_op(peek(p), "|")) return;
+        next(p);
+    }
+}
+
 static tm_node *parse_unary(parser *p, bool with_filter) {
     enter(p);
     tm_node *n;
@@ -528,7 +543,10 @@ static tm_node *parse_for(parser *p) {
         next(p);
         n->d = parse_expr(p);
     }
-    if (is_name(peek(p), "recursive")) syntax(p, "unsupported construct: recursive for loop");
+    if (is_name(peek(p), "recursive")) { /* `loop(items)` in the body runs it again over items */
+        next(p);
+        n->op = 1;
+    }
     expect_block_end(p);
     static const char *const ends[] = {"else", "endfor", NULL};
     n->b = parse_body(p, ends);
@@ -559,25 +577,28 @@ static tm_node *parse_set(parser *p) {
             add_name(p, n, expect_name(p), &ncap);
         }
     }
-    if (peek(p)->type == T_BLOCK_END && n->nnames == 1 && !n->op) { /* {% set x %}...{% endset %} */
-        next(p);
+    bool filtered = is_op(peek(p), "|") && n->nnames == 1 && !n->op;
+    if ((peek(p)->type == T_BLOCK_END || filtered) && n->nnames == 1 && !n->op) { /* {% set x [| filters] %}...{% endset %} */
+        if (filtered) {
+            next(p);
+            parse_filter_chain(p, n);
+        }
+        expect_block_end(p);
         n->type = N_SETBLOCK;
         static const char *const ends[] = {"endset", NULL};
         n->b = parse_body(p, ends);
         end_tag(p, "endset");
         return n;
     }
-    if (is_op(peek(p), "|")) syntax(p, "unsupported construct: filtered set block");
     expect_op(p, "=");
     n->b = parse_tuple(p, true);
     expect_block_end(p);
     return n;
 }
 
-static tm_node *parse_macro(parser *p) {
-    tm_node *n = node(p, N_MACRO);
+/* `(a, b=default, ...)` of a macro or a call block's caller: names, and kids the defaults (NULL: none). */
+static void parse_params(parser *p, tm_node *n) {
     int ncap = 0, kcap = 0;
-    n->name = expect_name(p);
     expect_op(p, "(");
     while (!is_op(peek(p), ")")) {
         if (n->nnames) expect_op(p, ",");
@@ -592,6 +613,25 @@ static tm_node *parse_macro(parser *p) {
         add_kid(p, n, def, &kcap);
     }
     next(p);
+}
+
+/* The MACRO_* names a macro body uses (macros defined inside it have their own). */
+static int special_names(const tm_node *n) {
+    if (!n || n->type == N_MACRO) return 0;
+    int f = 0;
+    if (n->type == N_NAME)
+        f = !strcmp(n->name, "caller") ? MACRO_CALLER : !strcmp(n->name, "varargs") ? MACRO_VARARGS
+            : !strcmp(n->name, "kwargs") ? MACRO_KWARGS : 0;
+    f |= special_names(n->a) | special_names(n->b) | special_names(n->c) | special_names(n->d);
+    for (int i = 0; i < n->nkids; i++) f |= special_names(n->kids[i]);
+    if (n->type == N_CALLBLOCK) f |= special_names(n->b->b); /* a call block's caller body sees the macro's names */
+    return f;
+}
+
+static tm_node *parse_macro(parser *p) {
+    tm_node *n = node(p, N_MACRO);
+    n->name = expect_name(p);
+    parse_params(p, n);
     expect_block_end(p);
     static const char *const ends[] = {"endmacro", NULL};
     n->b = parse_body(p, ends);
@@ -600,6 +640,52 @@ static tm_node *parse_macro(parser *p) {
     next(p);
     if (peek(p)->type == T_NAME) next(p); /* {% endmacro name %} */
     expect_block_end(p);
+    n->op = special_names(n->b);
+    return n;
+}
+
+/* {% call [(params)] macro(args) %}body{% endcall %}: the macro runs with `caller` a macro whose body is
+ * the block's (a: the call, b: the caller, an N_MACRO). */
+static tm_node *parse_call_block(parser *p) {
+    tm_node *n = node(p, N_CALLBLOCK), *caller = node(p, N_MACRO);
+    caller->name = "caller";
+    if (is_op(peek(p), "(")) parse_params(p, caller);
+    n->a = parse_expr(p);
+    if (n->a->type != N_CALL) syntax(p, "expected a call after 'call'");
+    expect_block_end(p);
+    static const char *const ends[] = {"endcall", NULL};
+    caller->b = parse_body(p, ends);
+    end_tag(p, "endcall");
+    caller->op = special_names(caller->b);
+    n->b = caller;
+    return n;
+}
+
+/* {% filter f(args)|g %}body{% endfilter %}: the body's output through the filters. */
+static tm_node *parse_filter_block(parser *p) {
+    tm_node *n = node(p, N_FILTERBLOCK);
+    parse_filter_chain(p, n);
+    expect_block_end(p);
+    static const char *const ends[] = {"endfilter", NULL};
+    n->b = parse_body(p, ends);
+    end_tag(p, "endfilter");
+    return n;
+}
+
+/* {% with a = x, b = y %}body{% endwith %}: the body in a scope of its own (values: kids, names: names). */
+static tm_node *parse_with(parser *p) {
+    tm_node *n = node(p, N_WITH);
+    int ncap = 0, kcap = 0;
+    while (peek(p)->type != T_BLOCK_END) {
+        if (n->nnames) expect_op(p, ",");
+        add_name(p, n, expect_name(p), &ncap);
+        expect_op(p, "=");
+        add_kid(p, n, parse_expr(p), &kcap);
+    }
+    expect_block_end(p);
+    static const char *const ends[] = {"endwith", NULL};
+    n->b = parse_body(p, ends);
+    end_tag(p, "endwith");
     return n;
 }
 
@@ -613,6 +699,9 @@ static tm_node *parse_statement(parser *p) {
     if (is_name(t, "for")) return parse_for(p);
     if (is_name(t, "set")) return parse_set(p);
     if (is_name(t, "macro")) return parse_macro(p);
+    if (is_name(t, "call")) return parse_call_block(p);
+    if (is_name(t, "filter")) return parse_filter_block(p);
+    if (is_name(t, "with")) return parse_with(p);
     if (is_name(t, "break") || is_name(t, "continue")) {
         tm_node *n = node(p, is_name(t, "break") ? N_BREAK : N_CONTINUE);
         expect_block_end(p);
@@ -625,8 +714,10 @@ static tm_node *parse_statement(parser *p) {
         end_tag(p, "endgeneration");
         return body;
     }
-    static const char *const known[] = {"include", "import", "from", "extends", "block", "call", "filter", "raw",
-                                        "with", "do", "autoescape", "trans", NULL};
+    /* other templates (chat templates are one file: Hugging Face renders them without a loader), template
+     * inheritance, and extensions Hugging Face does not enable */
+    static const char *const known[] = {"include", "import", "from", "extends", "block", "raw", "do", "autoescape",
+                                        "trans", NULL};
     for (int k = 0; known[k]; k++)
         if (is_name(t, known[k])) {
             p->i--;
@@ -666,7 +757,8 @@ static tm_node *parse_body(parser *p, const char *const *ends) {
                     p->depth--;
                     return body;
                 }
-            static const char *const stray[] = {"endif", "endfor", "elif", "else", "endmacro", "endset", "endgeneration", NULL};
+            static const char *const stray[] = {"endif", "endfor", "elif", "else", "endmacro", "endset", "endgeneration",
+                                                "endcall", "endfilter", "endwith", NULL};
             for (int k = 0; stray[k]; k++)
                 if (is_name(name, stray[k])) {
                     next(p);

@@ -232,6 +232,54 @@ static const struct {
     {"{% set x %}a{{ 1 }}b{% endset %}[{{ x }}]", NULL, "[a1b]"},
     /* Hugging Face's {% generation %} marks assistant text for training masks: rendering keeps its body */
     {"{% for m in ['a', 'b'] %}{% generation %}<{{ m }}>{% endgeneration %}\n{% endfor %}", NULL, "<a><b>"},
+    /* call blocks: the macro's caller() renders the block, with arguments; varargs and kwargs */
+    {"{% macro wrap(tag) %}<{{ tag }}>{{ caller() }}</{{ tag }}>{% endmacro %}{% call wrap('b') %}x{{ 1 + 1 }}{% endcall %}",
+     NULL, "<b>x2</b>"},
+    {"{% macro each(items) %}{% for i in items %}{{ caller(i, loop.index) }}{% endfor %}{% endmacro %}"
+     "{% call(x, n) each(['a','b']) %}{{ n }}={{ x }};{% endcall %}", NULL, "1=a;2=b;"},
+    {"{% macro list(items) %}<ul>{% for i in items %}<li>{{ caller(i) }}</li>{% endfor %}</ul>{% endmacro %}"
+     "{% call(item) list(['x', 'y']) %}{% filter upper %}{{ item }}{% endfilter %}{% endcall %}", NULL, "<ul><li>X</li><li>Y</li></ul>"},
+    {"{% macro f() %}{{ caller() }}{% endmacro %}{{ f() }}", NULL, "ERR:UndefinedError: No caller defined"},
+    {"{% macro f() %}x{% endmacro %}{% call f() %}y{% endcall %}", NULL,
+     "ERR:TypeError: macro 'f' was invoked with two values for the special caller argument. This is most likely a bug."},
+    {"{% macro f(a, caller=none) %}{{ a }}{% endmacro %}{{ f(1) }}", NULL, "1"},
+    {"{% macro f(a) %}{{ a }}{{ varargs }}{{ kwargs }}{% endmacro %}{{ f(1, 2, 3, k=4) }}", NULL, "1(2, 3){'k': 4}"},
+    /* filter blocks and filtered set blocks */
+    {"{% filter upper %}ab{{ 'c' }}{% endfilter %}{% filter replace('a', 'b')|trim %} aa {% endfilter %}", NULL, "ABCbb"},
+    {"{% set x | trim %}  hi  {% endset %}[{{ x }}]", NULL, "[hi]"},
+    /* recursive loops: loop(items) renders the body one level deeper */
+    {"{% for n in tree recursive %}{{ n.name }}{{ loop.depth }}{{ loop.depth0 }}{% if n.children %}({{ loop(n.children) }})"
+     "{% endif %}{% endfor %}",
+     "{\"tree\": [{\"name\": \"a\", \"children\": [{\"name\": \"b\"}, {\"name\": \"c\", \"children\": [{\"name\": \"d\"}]}]},"
+     " {\"name\": \"e\"}]}", "a10(b21c21(d32))e10"},
+    {"{% for n in tree recursive %}{% if loop.first %}[{% endif %}{{ n.v }}{{ loop(n.k) if n.k }}{% if loop.last %}]{% endif %}"
+     "{% else %}-{% endfor %}", "{\"tree\": [{\"v\": 1, \"k\": []}, {\"v\": 2, \"k\": [{\"v\": 3}]}]}", "[12[3]]"},
+    {"{% for i in [1] %}{{ loop([2]) }}{% endfor %}", NULL,
+     "ERR:TypeError: The loop must have the 'recursive' marker to be called recursively."},
+    /* with */
+    {"{% set a = 1 %}{% with a = 2, b = a %}{{ a }}{{ b }}{% endwith %}{{ a }}{% with %}{% set c = 3 %}{{ c }}{% endwith %}"
+     "{{ c is defined }}", NULL, "2113False"},
+    /* Python's %-formatting and the format filter */
+    {"{{ '%s-%d-%05.2f-%x-%-4s|' % ('a', 7, 3.14159, 255, 'z') }}{{ '%(a)s=%(b)r' % {'a': 1, 'b': 'x'} }}{{ '%d%%' % 50 }}"
+     "{{ '%s' % [1, 2] }}{{ '%c%c' % (72, 'i') }}", NULL, "a-7-03.14-ff-z   |1='x'50%[1, 2]Hi"},
+    {"{{ '%+d % d %#o %#X %.3d %i %u' % (5, 5, 8, 255, 7, 3.9, -2.5) }}|{{ '%5.1s|' % 'h\xc3\xa9llo' }}{{ '%*d|%-*d|' % (4, 1, 3, 2) }}"
+     "{{ '%e %g %G %.3f %010.3f %-8.2e|' % (12345.678, 0.00001, 1e20, -2.5, -3.14159, 1.5) }}", NULL,
+     "+5  5 0o10 0XFF 007 3 -2|    h|   1|2  |1.234568e+04 1e-05 1E+20 -2.500 -00003.142 1.50e+00|"},
+    {"{{ '%s %r' % (none, 'it\\'s') }}{{ '%s' % (1,) }}{{ 'x' % {} }}{{ '%s' % {'a': 1} }}{{ '%5s|%-5s|' % (true, 1.5) }}"
+     "{{ 'ab' % () }}{{ 'ab' % [] }}{{ '%s' % x }}", NULL, "None \"it's\"1x{'a': 1} True|1.5  |abab"},
+    {"{{ '%c' % 128512 }}{{ '%5c|' % 'a' }}{{ '%-3c|' % 66 }}{{ '%05s|%-05d|%+05d|%05x' % ('a', 3, 3, 255) }}", NULL,
+     "\xf0\x9f\x98\x80    a|B  |    a|3    |+0003|000ff"},
+    {"{{ '%d' % 'a' }}", NULL, "ERR:TypeError: %d format: a real number is required, not str"},
+    {"{{ '%s %s' % ('a',) }}", NULL, "ERR:TypeError: not enough arguments for format string"},
+    {"{{ '%s' % () }}", NULL, "ERR:TypeError: not enough arguments for format string"},
+    {"{{ 'x' % 1 }}", NULL, "ERR:TypeError: not all arguments converted during string formatting"},
+    {"{{ '%z' % 1 }}", NULL, "ERR:ValueError: unsupported format character 'z' (0x7a) at index 1"},
+    {"{{ '%x' % 1.5 }}", NULL, "ERR:TypeError: %x format: an integer is required, not float"},
+    {"{{ '%f' % 'a' }}", NULL, "ERR:TypeError: must be real number, not str"},
+    {"{{ '%(a)s' % {'b': 1} }}", NULL, "ERR:KeyError: 'a'"},
+    {"{{ '%d' % x }}", NULL, "ERR:UndefinedError: 'x' is undefined"},
+    {"{{ '%s, %s!'|format('Hello', 'World') }}{{ '%(x)s-%(y)d'|format(x='a', y=2) }}{{ '%.1f%%'|format(99.44) }}", NULL,
+     "Hello, World!a-299.4%"},
 };
 
 static void test_semantics(void) {
@@ -251,7 +299,12 @@ static void test_syntax_errors(void) {
         {"{% extends 'x' %}", "unsupported construct 'extends'"},
         {"\n\n{{ x|wordwrap }}", "line 3: unsupported construct: filter 'wordwrap'"},
         {"{{ x is foo }}", "unsupported construct: test 'foo'"},
-        {"{% for x in y recursive %}{% endfor %}", "unsupported construct: recursive for loop"},
+        {"{{ 1 }}\n{% import 'x' as y %}", "line 2: unsupported construct 'import'"},
+        {"{% raw %}{{ x }}{% endraw %}", "unsupported construct 'raw'"},
+        {"{% call x %}{% endcall %}", "expected a call after 'call'"},
+        {"{% filter nosuch %}{% endfilter %}", "unsupported construct: filter 'nosuch'"},
+        {"{% call f() %}", "expected 'endcall'"},
+        {"{% endfilter %}", "unexpected 'endfilter'"},
         {"{% if x %}", "unexpected end of template, expected 'elif'"},
         {"{% endif %}", "unexpected 'endif'"},
         {"{% endgeneration %}", "unexpected 'endgeneration'"},
