@@ -548,21 +548,31 @@ static tm_value indent(tm_state *S, tm_value s, const argv_t *c) {
     return buf_value(&b);
 }
 
+/* Hugging Face's tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False), which
+ * replaces Jinja's own (its positional order, not Jinja's `tojson(indent)`). */
 static tm_value tojson(tm_state *S, tm_value x, const argv_t *c) {
-    check_args(S, c, 1, "indent");
-    tm_value *ind = arg(c, 0, "indent");
-    const char *pad = NULL;
-    if (ind && ind->kind == V_STR) pad = tm_strdup(S->a, ind->str.s, ind->str.n);
+    check_args(S, c, 4, "ensure_ascii,indent,separators,sort_keys");
+    tm_value *ascii = arg(c, 0, "ensure_ascii"), *ind = arg(c, 1, "indent"), *seps = arg(c, 2, "separators");
+    tm_value *sort = arg(c, 3, "sort_keys");
+    tm_json_opts o = {.ascii = ascii && tm_truthy(*ascii), .sort_keys = sort && tm_truthy(*sort)};
+    if (ind && ind->kind == V_STR) o.indent = tm_strdup(S->a, ind->str.s, ind->str.n);
     else if (ind && ind->kind != V_NONE) {
         int64_t n = need_int(S, c, ind, 0, "indent");
         if (n < 0) n = 0;
         if (n > 100) n = 100;
         char *p = tm_alloc(S->a, (size_t)n + 1);
         memset(p, ' ', (size_t)n);
-        pad = p;
+        o.indent = p;
+    }
+    if (seps && seps->kind != V_NONE) {
+        if (seps->kind != V_LIST || seps->list->gen || seps->list->n != 2 || seps->list->items[0].kind != V_STR ||
+            seps->list->items[1].kind != V_STR)
+            tm_fail(S->a, "TypeError: line %d: tojson: separators must be a pair of strings (item, key)", c->line);
+        o.item_sep = tm_strdup(S->a, seps->list->items[0].str.s, seps->list->items[0].str.n);
+        o.key_sep = tm_strdup(S->a, seps->list->items[1].str.s, seps->list->items[1].str.n);
     }
     tm_buf b = {0};
-    tm_tojson(S->a, &b, x, pad, 0);
+    tm_tojson(S->a, &b, x, &o, 0);
     return buf_value(&b);
 }
 

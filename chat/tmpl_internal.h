@@ -103,8 +103,13 @@ int tm_compare(tm_arena *a, tm_value x, tm_value y, const char *op);
 void tm_to_str(tm_arena *a, tm_buf *b, tm_value v);
 tm_value tm_str_value(tm_arena *a, tm_value v);
 void tm_repr(tm_arena *a, tm_buf *b, tm_value v);
-/* json.dumps(v, ensure_ascii=False, indent=indent) (indent NULL: one line with ", " and ": "). */
-void tm_tojson(tm_arena *a, tm_buf *b, tm_value v, const char *indent, int depth);
+/* json.dumps(v, ensure_ascii, indent, separators, sort_keys), as Hugging Face's `tojson` calls it. */
+typedef struct tm_json_opts {
+    const char *indent;             /* NULL: one line */
+    const char *item_sep, *key_sep; /* NULL: Python's defaults, ", " (or "," with an indent) and ": " */
+    bool ascii, sort_keys;          /* non-ASCII as \uXXXX; dict keys in order */
+} tm_json_opts;
+void tm_tojson(tm_arena *a, tm_buf *b, tm_value v, const tm_json_opts *o, int depth);
 void tm_float_repr(double f, char out[32]);
 
 /* UTF-8 helpers over Python's notion of whitespace. */

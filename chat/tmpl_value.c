@@ -437,13 +437,26 @@ tm_value tm_str_value(tm_arena *a, tm_value v) {
     return tm_strn(b.p ? b.p : "", b.n);
 }
 
-static void json_str(tm_arena *a, tm_buf *b, const char *s, size_t n) {
+static void json_str(tm_arena *a, tm_buf *b, const char *s, size_t n, bool ascii) {
     tm_buf_putc(a, b, '"');
     size_t run = 0; /* bytes copied through in one go */
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         const char *esc = NULL;
-        char u[8];
+        char u[16];
+        if (ascii && c >= 0x80) { /* one character as \uXXXX, beyond U+FFFF as a surrogate pair */
+            uint32_t cp;
+            int valid;
+            size_t k = sd_utf8_decode((const unsigned char *)s + i, n - i, &cp, &valid);
+            if (!valid) cp = 0xFFFD;
+            if (cp > 0xFFFF) snprintf(u, sizeof u, "\\u%04x\\u%04x", 0xD800 + ((cp - 0x10000) >> 10), 0xDC00 + ((cp - 0x10000) & 0x3FF));
+            else snprintf(u, sizeof u, "\\u%04x", cp);
+            tm_buf_put(a, b, s + run, i - run);
+            tm_buf_put(a, b, u, strlen(u));
+            i += (k ? k : 1) - 1;
+            run = i + 1;
+            continue;
+        }
         if (c == '"') esc = "\\\"";
         else if (c == '\\') esc = "\\\\";
         else if (c == '\n') esc = "\\n";
@@ -466,10 +479,10 @@ static void json_newline(tm_arena *a, tm_buf *b, const char *indent, int depth) 
     for (int i = 0; i < depth; i++) tm_buf_put(a, b, indent, strlen(indent));
 }
 
-static void json_key(tm_arena *a, tm_buf *b, tm_value k) {
+static void json_key(tm_arena *a, tm_buf *b, tm_value k, bool ascii) {
     char tmp[32];
     switch (k.kind) {
-    case V_STR: json_str(a, b, k.str.s, k.str.n); return;
+    case V_STR: json_str(a, b, k.str.s, k.str.n, ascii); return;
     case V_NONE: tm_buf_put(a, b, "\"null\"", 6); return;
     case V_BOOL: tm_buf_put(a, b, k.b ? "\"true\"" : "\"false\"", k.b ? 6 : 7); return;
     case V_INT: tm_buf_printf(a, b, "\"%lld\"", (long long)k.i); return;
@@ -478,8 +491,22 @@ static void json_key(tm_arena *a, tm_buf *b, tm_value k) {
     }
 }
 
-void tm_tojson(tm_arena *a, tm_buf *b, tm_value v, const char *indent, int depth) {
+/* The order a dict's items are written in: as inserted, or by key (sort_keys: Python's ordering, so
+ * keys of mixed types raise its TypeError). Insertion sort: template dicts are small. */
+static size_t *key_order(tm_arena *a, const tm_dict *d, bool sort) {
+    size_t *ord = tm_alloc(a, d->n * sizeof *ord);
+    for (size_t i = 0; i < d->n; i++) {
+        size_t j = i;
+        for (; sort && j > 0 && tm_compare(a, d->keys[i], d->keys[ord[j - 1]], "<") < 0; j--) ord[j] = ord[j - 1];
+        ord[j] = i;
+    }
+    return ord;
+}
+
+void tm_tojson(tm_arena *a, tm_buf *b, tm_value v, const tm_json_opts *o, int depth) {
     char tmp[32];
+    const char *indent = o->indent, *isep = o->item_sep ? o->item_sep : indent ? "," : ", ";
+    const char *ksep = o->key_sep ? o->key_sep : ": ";
     if (depth > MAX_NEST) tm_fail(a, "RecursionError: value nested too deeply for tojson");
     switch (v.kind) {
     case V_NONE: tm_buf_put(a, b, "null", 4); return;
@@ -490,32 +517,34 @@ void tm_tojson(tm_arena *a, tm_buf *b, tm_value v, const char *indent, int depth
         else if (isinf(v.f)) tm_buf_put(a, b, v.f < 0 ? "-Infinity" : "Infinity", v.f < 0 ? 9 : 8);
         else { tm_float_repr(v.f, tmp); tm_buf_put(a, b, tmp, strlen(tmp)); }
         return;
-    case V_STR: json_str(a, b, v.str.s, v.str.n); return;
+    case V_STR: json_str(a, b, v.str.s, v.str.n, o->ascii); return;
     case V_LIST:
         if (v.list->gen) tm_fail(a, "TypeError: Object of type generator is not JSON serializable");
         if (!v.list->n) { tm_buf_put(a, b, "[]", 2); return; }
         tm_buf_putc(a, b, '[');
         for (size_t i = 0; i < v.list->n; i++) {
-            if (i) tm_buf_put(a, b, indent ? "," : ", ", indent ? 1 : 2);
+            if (i) tm_buf_put(a, b, isep, strlen(isep));
             if (indent) json_newline(a, b, indent, depth + 1);
-            tm_tojson(a, b, v.list->items[i], indent, depth + 1);
+            tm_tojson(a, b, v.list->items[i], o, depth + 1);
         }
         if (indent) json_newline(a, b, indent, depth);
         tm_buf_putc(a, b, ']');
         return;
-    case V_DICT:
+    case V_DICT: {
         if (!v.dict->n) { tm_buf_put(a, b, "{}", 2); return; }
+        size_t *ord = key_order(a, v.dict, o->sort_keys);
         tm_buf_putc(a, b, '{');
         for (size_t i = 0; i < v.dict->n; i++) {
-            if (i) tm_buf_put(a, b, indent ? "," : ", ", indent ? 1 : 2);
+            if (i) tm_buf_put(a, b, isep, strlen(isep));
             if (indent) json_newline(a, b, indent, depth + 1);
-            json_key(a, b, v.dict->keys[i]);
-            tm_buf_put(a, b, ": ", 2);
-            tm_tojson(a, b, v.dict->vals[i], indent, depth + 1);
+            json_key(a, b, v.dict->keys[ord[i]], o->ascii);
+            tm_buf_put(a, b, ksep, strlen(ksep));
+            tm_tojson(a, b, v.dict->vals[ord[i]], o, depth + 1);
         }
         if (indent) json_newline(a, b, indent, depth);
         tm_buf_putc(a, b, '}');
         return;
+    }
     default:
         tm_fail(a, "TypeError: Object of type %s is not JSON serializable", tm_type_name(v));
     }

@@ -35,6 +35,7 @@ typedef struct watch {
     int fd;          /* -1: slot free */
     double deadline; /* seconds (sd_now_s); INFINITY while the request is being answered */
     watch_state state;
+    bool started;    /* a request line arrived since the connection opened or its last answer */
 } watch;
 
 struct sd_gateway {
@@ -417,8 +418,11 @@ static enum MHD_Result route(sd_gateway *g, struct MHD_Connection *c, const char
  * with its own. It then shuts our side for writing (the client reads the reply and an end of stream),
  * drops whatever body still drips in, and a second later shuts the socket, at which libmicrohttpd closes
  * the connection (closing at once would reset it, and a reset can destroy the reply before the client
- * reads it). A slot is freed when libmicrohttpd reports the connection closed, before it closes the
- * descriptor, so the watchdog never touches a descriptor that was reused. */
+ * reads it). A connection on which no request line arrived (a new one, or a kept-alive one between
+ * requests) is closed without a reply: a client reusing it must not take a 408 for its next request.
+ * libmicrohttpd's own idle timeout is set past deadline and linger, so the watchdog always decides first.
+ * A slot is freed when libmicrohttpd reports the connection closed, before it closes the descriptor, so
+ * the watchdog never touches a descriptor that was reused. */
 enum { LINGER_S = 1 };
 
 static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context, enum MHD_ConnectionNotificationCode code) {
@@ -428,7 +432,7 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
         const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
         for (int i = 0; ci && i < MAX_CONNECTIONS; i++)
             if (g->watches[i].fd < 0) {
-                g->watches[i] = (watch){ci->connect_fd, sd_now_s() + g->body_timeout_s, W_RECEIVING};
+                g->watches[i] = (watch){ci->connect_fd, sd_now_s() + g->body_timeout_s, W_RECEIVING, false};
                 *socket_context = &g->watches[i];
                 break;
             }
@@ -444,11 +448,26 @@ static watch *watch_of(struct MHD_Connection *c) {
     return ci ? ci->socket_context : NULL;
 }
 
-static void set_deadline(sd_gateway *g, struct MHD_Connection *c, double deadline) {
+/* After an answer: the next request on the connection has body_timeout_s from now, once it starts. */
+static void await_next_request(sd_gateway *g, struct MHD_Connection *c) {
     watch *w = watch_of(c);
     pthread_mutex_lock(&g->lock);
-    if (w && w->state == W_RECEIVING) w->deadline = deadline;
+    if (w && w->state == W_RECEIVING) {
+        w->deadline = sd_now_s() + g->body_timeout_s;
+        w->started = false;
+    }
     pthread_mutex_unlock(&g->lock);
+}
+
+/* libmicrohttpd's URI log hook: a request line arrived (its headers and body may still be on the way). */
+static void *on_request_line(void *cls, const char *uri, struct MHD_Connection *c) {
+    (void)uri;
+    sd_gateway *g = cls;
+    watch *w = watch_of(c);
+    pthread_mutex_lock(&g->lock);
+    if (w) w->started = true;
+    pthread_mutex_unlock(&g->lock);
+    return NULL; /* the access handler's first call still finds *con_cls NULL */
 }
 
 /* Where the request of connection c stands (W_RECEIVING while it has time left). */
@@ -494,14 +513,14 @@ static int build_timeout_reply(sd_gateway *g) {
 }
 
 static void expire(sd_gateway *g, watch *w, double now) {
-    if (w->state == W_RECEIVING) {
+    if (w->state == W_RECEIVING && w->started) {
         ssize_t sent = send(w->fd, g->timeout_reply, g->timeout_reply_len, MSG_NOSIGNAL | MSG_DONTWAIT);
         (void)sent; /* a client gone or not reading: it is closed all the same */
         shutdown(w->fd, SHUT_WR);
         g->n_errors++;
         w->state = W_ANSWERED;
         w->deadline = now + LINGER_S;
-    } else {
+    } else { /* the linger after the 408 is over, or no request on it: closed without (another) reply */
         shutdown(w->fd, SHUT_RDWR);
         w->state = W_CLOSING;
         w->deadline = INFINITY;
@@ -575,7 +594,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe) {
     (void)toe;
-    set_deadline(cls, c, sd_now_s() + ((sd_gateway *)cls)->body_timeout_s); /* for a next request (keep-alive) */
+    await_next_request(cls, c); /* keep-alive */
     req *q = *con_cls;
     if (q) {
         free(q->body);
@@ -632,7 +651,8 @@ int sd_gateway_start(const sd_gateway_opts *o, sd_gateway **out, sd_err *err) {
     g->mhd = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG,
                               0, NULL, NULL, on_request, g, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
                               MHD_OPTION_NOTIFY_COMPLETED, on_completed, g, MHD_OPTION_NOTIFY_CONNECTION, on_connection, g,
-                              MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)g->body_timeout_s, MHD_OPTION_CONNECTION_LIMIT,
+                              MHD_OPTION_URI_LOG_CALLBACK, on_request_line, g,
+                              MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)(g->body_timeout_s + LINGER_S + 1), MHD_OPTION_CONNECTION_LIMIT,
                               (unsigned)MAX_CONNECTIONS, MHD_OPTION_END);
     if (!g->mhd) {
         sd_gateway_stop(g);

@@ -700,9 +700,12 @@ static void test_api_key(void) {
     gw_stop(&g);
 }
 
-/* A connection to the gateway that has sent the headers and the first bytes of a 40-byte body, or (in_headers)
- * only part of the headers. */
-static int partial_post(const gw *g, bool in_headers) {
+/* A connection to the gateway that has sent `head`: the headers and the first bytes of a 40-byte body
+ * (k_part_body), part of the headers (k_part_headers), or nothing (""). */
+static const char k_part_body[] = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\n{\"prompt\":";
+static const char k_part_headers[] = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nX-Pad: ";
+
+static int partial_post(const gw *g, const char *head) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(g->port)),
                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -710,8 +713,6 @@ static int partial_post(const gw *g, bool in_headers) {
         if (fd >= 0) close(fd);
         return -1;
     }
-    const char *head = in_headers ? "POST /v1/completions HTTP/1.1\r\nHost: x\r\nX-Pad: "
-                                  : "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\n{\"prompt\":";
     if (write(fd, head, strlen(head)) != (ssize_t)strlen(head)) {
         close(fd);
         return -1;
@@ -760,23 +761,25 @@ static void check_408(const slow_conn *s, const char *what) {
 }
 
 /* A body that drips in slower than --http-timeout, headers that do, and a body that stops halfway get a
- * 408 Request Timeout with an error message within about that time and are closed, and the gateway
- * answers others all the while; curl uploading slower than that gets the 408 too. */
+ * 408 Request Timeout with an error message within about that time and are closed (an idle connection is
+ * closed without one), and the gateway answers others all the while; curl uploading slower than that
+ * gets the 408 too. */
 static void test_slow_drip(void) {
     if (!shared_path("models/aidreams260K.gguf")) SKIP("../shared/models/aidreams260K.gguf is not there");
     if (system("curl --version >/dev/null 2>&1") != 0) SKIP("curl is not installed");
     gw g;
     REQUIRE(gw_start(&g, NULL, "1") == 0);
-    slow_conn c[3] = {{partial_post(&g, false), true, "", 0, -1}, {partial_post(&g, false), false, "", 0, -1},
-                      {partial_post(&g, true), true, "", 0, -1}};
+    slow_conn c[4] = {{partial_post(&g, k_part_body), true, "", 0, -1}, {partial_post(&g, k_part_body), false, "", 0, -1},
+                      {partial_post(&g, k_part_headers), true, "", 0, -1}, {partial_post(&g, ""), false, "", 0, -1}};
     static const char *const what[] = {"the dripping body", "the stalled body", "the dripping headers"};
-    REQUIRE(c[0].fd >= 0 && c[1].fd >= 0 && c[2].fd >= 0);
+    REQUIRE(c[0].fd >= 0 && c[1].fd >= 0 && c[2].fd >= 0 && c[3].fd >= 0);
     char *out, args[512];
     double t0 = sd_now_ms();
     int served = 0;
-    for (int i = 0; i < 25 && (c[0].closed_ms < 0 || c[1].closed_ms < 0 || c[2].closed_ms < 0); i++) { /* a byte every 200 ms */
+    for (int i = 0; i < 25 && (c[0].closed_ms < 0 || c[1].closed_ms < 0 || c[2].closed_ms < 0 || c[3].closed_ms < 0);
+         i++) { /* a byte every 200 ms */
         usleep(200 * 1000);
-        for (int k = 0; k < 3; k++) slow_round(&c[k], t0);
+        for (int k = 0; k < 4; k++) slow_round(&c[k], t0);
         if (i == 2) { /* meanwhile a whole request is served as usual */
             snprintf(args, sizeof args, "-d '{\"prompt\":\"Once upon a time\",\"max_tokens\":8}' %s/v1/completions", g.url);
             served = curl(&g, args, &out);
@@ -787,6 +790,11 @@ static void test_slow_drip(void) {
         check_408(&c[k], what[k]);
         close(c[k].fd);
     }
+    /* a connection that sent nothing is closed without a reply (a client reusing an idle connection must
+     * not read a 408 as the answer to its next request) */
+    CHECKF(c[3].n == 0 && c[3].closed_ms > 900 && c[3].closed_ms < 3500, "the idle connection got '%s', closed after %.0f ms",
+           c[3].got, c[3].closed_ms);
+    close(c[3].fd);
     CHECK_EQ_INT(served, 200);
     /* curl sending its body at 20 bytes a second (3 s for this one) */
     snprintf(args, sizeof args, "--limit-rate 20 -H 'Content-Type: application/json' -d '{\"prompt\":\"Once upon a time, "

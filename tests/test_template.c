@@ -259,6 +259,11 @@ static const struct {
     /* with */
     {"{% set a = 1 %}{% with a = 2, b = a %}{{ a }}{{ b }}{% endwith %}{{ a }}{% with %}{% set c = 3 %}{{ c }}{% endwith %}"
      "{{ c is defined }}", NULL, "2113False"},
+    /* Hugging Face's tojson(x, ensure_ascii, indent, separators, sort_keys) */
+    {"{{ {'b': '\xc3\xa9\xf0\x9f\x98\x80', 'a': [1, {'d': none, 'c': 2}]}|tojson(ensure_ascii=true, sort_keys=true) }}|"
+     "{{ {'x': 1, 'y': [2]}|tojson(separators=(',', ':')) }}|{{ {'k': '\xc3\xa9'}|tojson(indent=2, ensure_ascii=false) }}", NULL,
+     "{\"a\": [1, {\"c\": 2, \"d\": null}], \"b\": \"\\u00e9\\ud83d\\ude00\"}|{\"x\":1,\"y\":[2]}|{\n  \"k\": \"\xc3\xa9\"\n}"},
+    {"{{ {1: 2, 'a': 3}|tojson(sort_keys=true) }}", NULL, "ERR:TypeError: '<' not supported between instances of 'str' and 'int'"},
     /* Python's %-formatting and the format filter */
     {"{{ '%s-%d-%05.2f-%x-%-4s|' % ('a', 7, 3.14159, 255, 'z') }}{{ '%(a)s=%(b)r' % {'a': 1, 'b': 'x'} }}{{ '%d%%' % 50 }}"
      "{{ '%s' % [1, 2] }}{{ '%c%c' % (72, 'i') }}", NULL, "a-7-03.14-ff-z   |1='x'50%[1, 2]Hi"},
