@@ -46,6 +46,7 @@ typedef struct client {
     size_t out_bytes;
     double t_last_send;
     bool dropped;               /* gone or not reading: replies are discarded until its requests end */
+    bool pinned;                /* being answered: maybe_forget leaves it */
     struct client *next;        /* hash chain */
 } client;
 
@@ -102,7 +103,7 @@ static void clear_output(sd_front *F, client *c) {
 
 /* Forgets c once nothing is in flight or waiting for it. */
 static void maybe_forget(sd_front *F, client *c) {
-    if (c->n_fl || c->out_head) return;
+    if (c->n_fl || c->out_head || c->pinned) return;
     client **pp = &F->buckets[hash_rid(c->rid, c->rid_len)];
     while (*pp && *pp != c) pp = &(*pp)->next;
     if (*pp) *pp = c->next;
@@ -305,10 +306,18 @@ static void op_stats(sd_front *F, client *c, uint64_t id) {
     answer(F, c);
 }
 
-/* Answered at once; the engine ends the request before its next step. */
+static void drain_link(sd_front *F);
+
+/* Answered at once; the engine ends the request before its next step. What the engine made before goes
+ * out first, so after the answer the client sees only the tokens of a step that was already running. */
 static void op_cancel(sd_front *F, client *c, const sd_request *q) {
     int i = fl_find(c, q->target);
     bool found = i >= 0 && c->fl[i].gen;
+    if (found) {
+        c->pinned = true; /* the drain may end its last request */
+        drain_link(F);
+        c->pinned = false;
+    }
     msgpack_sbuffer_clear(&F->sb);
     sd_enc_result_cancel(&F->sb, q->id, q->target, found);
     answer(F, c);

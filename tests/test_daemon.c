@@ -662,7 +662,9 @@ static void test_cancel(void) {
         sd_reply_free(&r);
     }
     CHECK(got70 && got71 && res72 && res73);
-    CHECK(tokens_after <= 1);   /* stops within one step */
+    /* Stops within a step: the front sends what the engine made before answering, so only the step that
+     * was running and, if a turn began between that and the hand-over, the next one can follow. */
+    CHECKF(tokens_after <= 2, "%d token replies after the cancel's answer", tokens_after);
     CHECK_EQ_INT(extra_done, 0);
     /* the daemon is free again: a new request runs at once */
     gen_out o;
