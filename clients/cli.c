@@ -310,6 +310,8 @@ static void print_summary(FILE *f, const specd_result *r) {
     fprintf(f, "[%d tokens, finish %s, %.1f tokens/s, first token %.2f ms (client %.2f ms), total %.1f ms",
             s->generated, r->finish_reason, tps, s->ttft_ms, r->client_ttft_ms, r->client_total_ms);
     if (s->drafted > 0) fprintf(f, ", acceptance %.3f (%d/%d)", s->acceptance, s->accepted, s->drafted);
+    if (s->reused > 0) fprintf(f, ", prompt %d tokens of which %d reused", s->prompt_tokens, s->reused);
+    if (s->preempted > 0) fprintf(f, ", preempted %d times", s->preempted);
     fprintf(f, "]\n");
 }
 

@@ -365,7 +365,8 @@ static int take_done(const sd_reply *rep, specd_result *r, specd_error *e) {
     snprintf(r->stop_string, sizeof r->stop_string, "%s", rep->stop_string);
     const sd_done_stats *s = &rep->stats;
     r->stats = (specd_gen_stats){s->prompt_tokens, s->generated, s->drafted, s->accepted, s->acceptance,
-                                 s->queue_ms, s->ttft_ms, s->ms_per_token, s->total_ms};
+                                 s->queue_ms, s->ttft_ms, s->ms_per_token, s->total_ms, s->prefilled, s->reused,
+                                 s->preempted};
     return 0;
 }
 

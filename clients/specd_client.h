@@ -94,6 +94,8 @@ typedef struct specd_gen_stats { /* per-request stats from the `done` reply; -1 
     int prompt_tokens, generated, drafted, accepted;
     double acceptance;   /* accepted / drafted */
     double queue_ms, ttft_ms, ms_per_token, total_ms;
+    int prefilled, reused; /* prompt tokens computed, and taken from KV caches (a shared prefix) instead */
+    int preempted;         /* times the request's KV blocks were taken back for older requests (recomputed) */
 } specd_gen_stats;
 
 typedef struct specd_result {

@@ -112,6 +112,8 @@ static void fill_done_stats(srv *S, sd_dreq *r, double now, sd_done_stats *d) {
     if (r->gen) sd_gen_get_stats(r->gen, &gs);
     d->prompt_tokens = r->gen ? gs.prompt_tokens : r->n_prompt;
     d->prefilled = gs.prefilled;
+    d->reused = gs.reused;
+    d->preempted = gs.preempted;
     d->generated = gs.generated;
     d->drafted = gs.drafted;
     d->accepted = gs.accepted;
@@ -139,6 +141,8 @@ static void count_done(sd_srv_stats *st, const void *arg) {
     if (!strcmp(x->reason, SD_FINISH_STR_CANCELLED)) st->cancelled++; else st->completed++;
     st->tok_prompt += (uint64_t)d->prompt_tokens;
     st->tok_prefilled += (uint64_t)d->prefilled;
+    st->tok_reused += (uint64_t)d->reused;
+    st->preemptions += (uint64_t)d->preempted;
     st->tok_generated += (uint64_t)d->generated;
     st->tok_drafted += (uint64_t)d->drafted;
     st->tok_accepted += (uint64_t)d->accepted;
@@ -157,9 +161,9 @@ static void account(srv *S, const sd_dreq *r, const sd_done_stats *d, const char
     sd_board_update(S->board, r->from.tenant, count_done, &x);
     char hex[40];
     sd_log_rid(r->from.rid, r->from.rid_len, hex, sizeof hex);
-    sd_log(SD_LOG_INFO, "req %s/%llu %s prompt=%d prefilled=%d gen=%d accept=%.2f (%d/%d) ms/tok=%.2f ttft=%.1fms "
+    sd_log(SD_LOG_INFO, "req %s/%llu %s prompt=%d prefilled=%d reused=%d preempted=%d gen=%d accept=%.2f (%d/%d) ms/tok=%.2f ttft=%.1fms "
            "queue=%.1fms finish=%s", hex, (unsigned long long)r->id, d->mode == SD_PMODE_PLAIN ? "plain" : "spec",
-           d->prompt_tokens, d->prefilled, d->generated, d->acceptance, d->accepted, d->drafted, d->ms_per_token,
+           d->prompt_tokens, d->prefilled, d->reused, d->preempted, d->generated, d->acceptance, d->accepted, d->drafted, d->ms_per_token,
            d->ttft_ms, d->queue_ms, reason);
 }
 

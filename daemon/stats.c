@@ -32,7 +32,7 @@ void sd_stats_pack(msgpack_packer *pk, const sd_srv_stats *s, double now, int ac
                    int pool_busy, const sd_kv_use *kv) {
     sd_pack_kv_double(pk, "uptime_s", now - s->t_start);
     sd_pack_cstr(pk, "requests");
-    msgpack_pack_map(pk, 9);
+    msgpack_pack_map(pk, 10);
     sd_pack_kv_uint(pk, "total", s->total);
     sd_pack_kv_int(pk, "active", active);
     sd_pack_kv_int(pk, "queued", queued);
@@ -42,10 +42,12 @@ void sd_stats_pack(msgpack_packer *pk, const sd_srv_stats *s, double now, int ac
     sd_pack_kv_uint(pk, "busy", s->busy);
     sd_pack_kv_uint(pk, "vanished", s->vanished);
     sd_pack_kv_uint(pk, "other", s->other);
+    sd_pack_kv_uint(pk, "preemptions", s->preemptions);
     sd_pack_cstr(pk, "tokens");
-    msgpack_pack_map(pk, 6);
+    msgpack_pack_map(pk, 7);
     sd_pack_kv_uint(pk, "prompt", s->tok_prompt);
     sd_pack_kv_uint(pk, "prefilled", s->tok_prefilled);
+    sd_pack_kv_uint(pk, "reused", s->tok_reused);
     sd_pack_kv_uint(pk, "generated", s->tok_generated);
     sd_pack_kv_uint(pk, "drafted", s->tok_drafted);
     sd_pack_kv_uint(pk, "accepted", s->tok_accepted);

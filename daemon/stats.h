@@ -18,7 +18,8 @@ typedef struct sd_hist {
 typedef struct sd_srv_stats {
     double t_start;
     uint64_t total, completed, cancelled, errors, busy, vanished, other;
-    uint64_t tok_prompt, tok_prefilled, tok_generated, tok_drafted, tok_accepted;
+    uint64_t preemptions; /* of finished requests: times their KV blocks were taken back (then recomputed) */
+    uint64_t tok_prompt, tok_prefilled, tok_reused, tok_generated, tok_drafted, tok_accepted;
     uint64_t tok_decoded, target_passes; /* tokens after each request's first, and the target passes that made them */
     sd_hist ms_per_token, ttft_ms, queue_ms, total_ms;
 } sd_srv_stats;

@@ -631,9 +631,11 @@ int sd_enc_done_stop(msgpack_sbuffer *sb, uint64_t id, const char *text, size_t 
     pack_ids(pk, ids, n_ids);
     sd_pack_kv_str(pk, "finish_reason", finish_reason);
     sd_pack_cstr(pk, "stats");
-    msgpack_pack_map(pk, 14);
+    msgpack_pack_map(pk, 16);
     sd_pack_kv_int(pk, "prompt_tokens", st->prompt_tokens);
     sd_pack_kv_int(pk, "prefilled", st->prefilled);
+    sd_pack_kv_int(pk, "reused", st->reused);
+    sd_pack_kv_int(pk, "preempted", st->preempted);
     sd_pack_kv_int(pk, "generated", st->generated);
     sd_pack_kv_double(pk, "queue_ms", st->queue_ms);
     sd_pack_kv_double(pk, "ttft_ms", st->ttft_ms);
@@ -775,6 +777,8 @@ static int reply_ids(const msgpack_object *o, sd_reply *r, sd_err *err) {
 static void reply_stats(const msgpack_object *s, sd_done_stats *st) {
     st->prompt_tokens = mp_int(sd_mp_get(s, "prompt_tokens"));
     st->prefilled = mp_int(sd_mp_get(s, "prefilled"));
+    st->reused = mp_int(sd_mp_get(s, "reused"));
+    st->preempted = mp_int(sd_mp_get(s, "preempted"));
     st->generated = mp_int(sd_mp_get(s, "generated"));
     st->drafted = mp_int(sd_mp_get(s, "drafted"));
     st->accepted = mp_int(sd_mp_get(s, "accepted"));

@@ -172,6 +172,7 @@ const char *sd_reply_type_name(sd_reply_type t);
 /* Per-request statistics carried by `done`. */
 typedef struct sd_done_stats {
     int prompt_tokens, prefilled, generated;
+    int reused, preempted;   /* prompt tokens taken from KV caches; times preempted (recomputed) */
     int drafted, accepted, target_passes, draft_k;
     double queue_ms, ttft_ms, ms_per_token, total_ms;
     double acceptance;        /* accepted / drafted, 0 when nothing was drafted */

@@ -307,12 +307,12 @@ int sd_gen_start(sd_session *s, const int32_t *prompt, int n_prompt, const sd_ge
     memcpy(s->hist, prompt, (size_t)n_prompt * sizeof *prompt);
     s->n_hist = n_prompt;
     g->n_prompt = n_prompt;
-    g->reuse = c;
     g->prefilled = c;
     g->n_fill = n_prompt;
     g->order = e->n_started++;
     g->step_from = n_prompt;
     g->st.prompt_tokens = n_prompt;
+    g->st.reused = c;
     g->st.draft_k = g->spec ? g->dl.k : 0;
     atomic_init(&g->cancel, false);
     sd_detok_init(&g->detok, e->target->tok, prompt[n_prompt - 1]);

@@ -89,7 +89,11 @@ typedef enum sd_finish {
 const char *sd_finish_name(sd_finish f); /* "stop", "length", "cancelled", "error" */
 
 typedef struct sd_gen_stats {
-    int prompt_tokens, prefilled;   /* prefilled < prompt_tokens when a session prefix was reused */
+    int prompt_tokens, prefilled;   /* prefilled: prompt tokens computed by the request's first prefill */
+    int reused;                     /* prompt tokens taken from caches instead: the session's own, or full
+                                       blocks any session of the tenant computed (prefix sharing); without a
+                                       preemption prefilled + reused = prompt_tokens (after one, what the
+                                       first attempt did) */
     int generated;
     int drafted, accepted;          /* speculation: tokens proposed and accepted */
     int target_passes;              /* target forward calls after prefill */

@@ -41,8 +41,8 @@ typedef enum sd_step_kind {
 struct sd_gen {
     sd_session *s;
     sd_gen_params p;
-    int n_prompt, reuse; /* reuse: prompt tokens already in the cache */
-    int prefilled;       /* history tokens in the cache so far (reuse, then chunks) */
+    int n_prompt;
+    int prefilled;       /* history tokens in the cache so far (reused, then chunks) */
     int n_fill;          /* history tokens to prefill: the prompt, or after a preemption everything but the
                             pending token (then the last chunk yields nothing: `resumed`) */
     bool resumed;

@@ -95,7 +95,9 @@ static void share(sd_gen *g) {
     sd_session *s = g->s;
     if (g->prefilled >= g->n_fill || g->prefilled != s->seq->pos) return;
     int lim = g->resumed ? g->n_fill : g->n_fill - 1;
-    g->prefilled += sd_seq_share_prefix(s->seq, sd_kv_chain_root(g->p.tenant), s->hist, lim);
+    int got = sd_seq_share_prefix(s->seq, sd_kv_chain_root(g->p.tenant), s->hist, lim);
+    g->prefilled += got;
+    if (!g->st.preempted) g->st.reused += got;
 }
 
 /* Decides g's step: what it needs from the batch (g->kind, g->n_rows), drafting when it speculates.

@@ -253,20 +253,69 @@ static void test_prefix_sharing(void) {
     REQUIRE(eng_run_on(warm.s, cold.prompt, cold.n, &p, &first) == 0);
     REQUIRE(eng_run_on(s2, cold.prompt, cold.n, &p, &again) == 0);
     CHECK(eng_same_ids(&want, &first) && eng_same_ids(&want, &again));
-    int reused = again.st.prompt_tokens - again.st.prefilled;
-    CHECKF(reused >= cold.n / SD_KV_BLOCK * SD_KV_BLOCK - SD_KV_BLOCK && reused % SD_KV_BLOCK == 0 && reused > 0,
-           "reused %d of %d prompt tokens", reused, cold.n);
+    int reused = again.st.reused;
+    CHECKF(reused >= cold.n / SD_KV_BLOCK * SD_KV_BLOCK - SD_KV_BLOCK && reused % SD_KV_BLOCK == 0 && reused > 0 &&
+               reused + again.st.prefilled == again.st.prompt_tokens,
+           "reused %d, prefilled %d of %d prompt tokens", reused, again.st.prefilled, cold.n);
     CHECK_EQ_INT(first.st.prefilled, first.st.prompt_tokens);
+    CHECK_EQ_INT(first.st.reused, 0);
     sd_session *s3 = NULL;
     REQUIRE(sd_session_new(warm.e, &s3, &err) == 0);
     p.tenant = 42;
     REQUIRE(eng_run_on(s3, cold.prompt, cold.n, &p, &other) == 0);
     CHECK_EQ_INT(other.st.prefilled, other.st.prompt_tokens);
+    CHECK_EQ_INT(other.st.reused, 0);
     CHECK(eng_same_ids(&want, &other));
     sd_session_free(s2);
     sd_session_free(s3);
     eng_close(&cold);
     eng_close(&warm);
+}
+
+/* Prefix sharing under memory pressure: the 24 requests' prompts all start with the same 48-token text, 8
+ * run at once on pools of 12 blocks (target and draft), so shared blocks are taken, released, evicted
+ * and reused while other requests read them, and requests are preempted: every request still gives
+ * exactly what it gives alone on a roomy engine, and reports the prefix it reused. */
+static void test_prefix_pressure(void) {
+    const char *target = shared_path("models/aidreams260K.bin"), *tok = shared_path("models/tok512.bin");
+    const char *draft = shared_path("models/aidreams-draft.bin");
+    if (!target || !tok || !draft) SKIP("../shared/models/aidreams260K.bin, aidreams-draft.bin or tok512.bin not found");
+    eng_fx big, small;
+    REQUIRE(eng_open(&big, target, tok, draft, 0, 0) == 0);
+    size_t per = sd_engine_kv_bytes_per_token(big.e) * SD_KV_BLOCK;
+    REQUIRE(eng_open_cfg(&small, (sd_engine_config){.target_path = target, .target_tok = tok, .draft_path = draft,
+                                                    .draft_tok = tok, .kv_mem = 12 * per}) == 0);
+    make_jobs();
+    const char *sys = "You are a helpful storyteller. Tell short stories about animals, the sea and the stars, "
+                      "with happy endings and simple words for children. ";
+    int32_t *toks[N_PROMPTS];
+    int ntok[N_PROMPTS];
+    for (int i = 0; i < N_PROMPTS; i++) {
+        char text[512];
+        snprintf(text, sizeof text, "%s%s", sys, prompts[i]);
+        REQUIRE((ntok[i] = eng_encode(big.e, text, &toks[i])) > 48);
+        if (ntok[i] > 72) ntok[i] = 72; /* room for up to 51 generated tokens in the 128-position context */
+    }
+    static eng_result solo[N_JOBS], bat[N_JOBS];
+    REQUIRE(run_all(big.e, toks, ntok, 1, 0, solo) == 0);
+    REQUIRE(run_all(small.e, toks, ntok, 8, 7, bat) == 0);
+    int bad = 0, preempted = 0, reused = 0;
+    for (int j = 0; j < N_JOBS; j++) {
+        CHECKF(bat[j].fin != SD_FINISH_ERROR, "job %d failed", j);
+        preempted += bat[j].st.preempted;
+        reused += bat[j].st.reused > 0;
+        if (!same(&solo[j], &bat[j])) {
+            bad++;
+            fprintf(stderr, "  job %d (preempted %d, reused %d): differs at token %d\n", j, bat[j].st.preempted,
+                    bat[j].st.reused, eng_first_diff(&solo[j], &bat[j]));
+        }
+    }
+    CHECKF(bad == 0, "%d of %d requests differ from alone with shared prefixes under pressure", bad, N_JOBS);
+    CHECKF(preempted >= 2 && reused >= 8, "%d preemptions, %d requests reused a prefix", preempted, reused);
+    fprintf(stderr, "# %d preemptions, %d of %d requests reused a shared prefix\n", preempted, reused, N_JOBS);
+    for (int i = 0; i < N_PROMPTS; i++) free(toks[i]);
+    eng_close(&big);
+    eng_close(&small);
 }
 
 /* Bad calls fail with a message; a batch of one finished request does nothing. */
@@ -338,6 +387,7 @@ int main(void) {
     RUN(test_concurrency_lookup);
     RUN(test_preemption);
     RUN(test_prefix_sharing);
+    RUN(test_prefix_pressure);
     RUN(test_step_batch_errors);
     RUN(test_bench_concurrency);
     return TEST_DONE();

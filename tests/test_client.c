@@ -365,6 +365,11 @@ static void test_lib_stream_order(void) {
         CHECK_EQ_INT(l.n_ids, r.n_ids);
         CHECK(l.n_ids == r.n_ids && memcmp(l.ids, r.ids, sizeof(int32_t) * (size_t)l.n_ids) == 0);
         CHECK_EQ_INT(r.stats.generated, r.n_ids);
+        /* the second run repeats the prompt: its cached prefix is reused, and the counts add up */
+        CHECKF(r.stats.prefilled + r.stats.reused == r.stats.prompt_tokens && (m == 0 || r.stats.reused > 0) &&
+                   r.stats.preempted == 0,
+               "run %d: prefilled %d + reused %d of %d, preempted %d", m, r.stats.prefilled, r.stats.reused,
+               r.stats.prompt_tokens, r.stats.preempted);
         CHECK(r.n_ids <= 40);
         CHECKF(!strcmp(r.finish_reason, "length") || !strcmp(r.finish_reason, "stop"), "%s", r.finish_reason);
         CHECK(r.client_ttft_ms > 0 && r.client_ttft_ms <= r.client_total_ms);

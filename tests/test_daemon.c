@@ -373,6 +373,9 @@ static void test_ops(void) {
     CHECKF(o2.st.prefilled < o2.st.prompt_tokens && o.st.prefilled == o.st.prompt_tokens,
            "first prefilled %d/%d, second %d/%d", o.st.prefilled, o.st.prompt_tokens, o2.st.prefilled,
            o2.st.prompt_tokens);
+    CHECKF(o.st.reused == 0 && o2.st.reused == o2.st.prompt_tokens - o2.st.prefilled && !o.st.preempted &&
+               !o2.st.preempted,
+           "reused %d then %d, preempted %d and %d", o.st.reused, o2.st.reused, o.st.preempted, o2.st.preempted);
     CHECK(same_gen(&o, &o2));
 
     sd_request_init(&q, SD_OP_STATS, 6);
@@ -381,6 +384,8 @@ static void test_ops(void) {
     CHECK(reqs && sd_mp_get(reqs, "total") && sd_mp_get(reqs, "total")->via.u64 == 2);
     CHECK(sd_mp_get(reqs, "completed")->via.u64 == 2);
     CHECK(toks && sd_mp_get(toks, "generated")->via.u64 == 40);
+    CHECK(toks && sd_mp_get(toks, "reused") && sd_mp_get(toks, "reused")->via.u64 == (uint64_t)o2.st.reused);
+    CHECK(sd_mp_get(reqs, "preemptions") && sd_mp_get(reqs, "preemptions")->via.u64 == 0);
     const msgpack_object *h = sd_mp_get(sd_mp_get(r.root, "histograms"), "ttft_ms");
     const msgpack_object *counts = sd_mp_get(h, "counts");
     uint64_t sum = 0;

@@ -186,7 +186,8 @@ static double prom_value(const char *text, const char *sample) {
 static void test_metrics_text(void) {
     const char *stats =
         "{\"uptime_s\":2.5,\"requests\":{\"total\":3,\"active\":1,\"queued\":2,\"completed\":2,\"cancelled\":0,"
-        "\"errors\":1,\"busy\":0,\"vanished\":0,\"other\":4},\"tokens\":{\"prompt\":30,\"prefilled\":20,\"generated\":40,"
+        "\"errors\":1,\"busy\":0,\"vanished\":0,\"other\":4,\"preemptions\":5},"
+        "\"tokens\":{\"prompt\":30,\"prefilled\":20,\"reused\":10,\"generated\":40,"
         "\"drafted\":30,\"accepted\":15,\"target_passes\":23},\"acceptance\":0.5,\"tokens_per_pass\":1.6521739,"
         "\"sessions\":{\"pool\":2,\"busy\":1},\"kv\":{\"used_positions\":50,\"total_positions\":256,\"used_bytes\":6400,"
         "\"total_bytes\":32768},\"histograms\":{\"ttft_ms\":{\"sum_ms\":7.5,\"bounds_ms\":[1,10],\"counts\":[1,1,1]},"
@@ -198,6 +199,7 @@ static void test_metrics_text(void) {
     CHECK(prom_value(t, "specd_requests_total") == 3 && prom_value(t, "specd_queue_depth") == 2);
     CHECK(prom_value(t, "specd_target_passes_total") == 23 && fabs(prom_value(t, "specd_tokens_per_pass") - 1.6521739) < 1e-6);
     CHECK(prom_value(t, "specd_kv_used_bytes") == 6400 && prom_value(t, "specd_kv_total_positions") == 256);
+    CHECK(prom_value(t, "specd_reused_tokens_total") == 10 && prom_value(t, "specd_preemptions_total") == 5);
     CHECK(prom_value(t, "specd_time_to_first_token_seconds_bucket{le=\"0.001\"}") == 1);
     CHECK(prom_value(t, "specd_time_to_first_token_seconds_bucket{le=\"0.01\"}") == 2);
     CHECK(prom_value(t, "specd_time_to_first_token_seconds_bucket{le=\"+Inf\"}") == 3);

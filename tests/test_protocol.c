@@ -293,13 +293,14 @@ static void test_replies_roundtrip(void) {
     CHECK(r.n_tokens == 2 && r.tokens[1] == 6);
     sd_reply_free(&r); msgpack_sbuffer_clear(&sb);
 
-    sd_done_stats st = {.prompt_tokens = 10, .prefilled = 4, .generated = 2, .drafted = 8, .accepted = 6,
+    sd_done_stats st = {.prompt_tokens = 10, .prefilled = 4, .reused = 6, .preempted = 2, .generated = 2, .drafted = 8, .accepted = 6,
                         .target_passes = 3, .draft_k = 5, .queue_ms = 1.5, .ttft_ms = 2.5, .ms_per_token = 0.75,
                         .total_ms = 9, .acceptance = 0.75, .mode = SD_PMODE_PLAIN, .seed = 99};
     sd_enc_done(&sb, 4, "abc", 3, ids, 2, SD_FINISH_STR_LENGTH, &st);
     REQUIRE(sd_reply_decode(sb.data, sb.size, &r, &err) == 0);
     CHECK(r.type == SD_REPLY_DONE && r.id == 4 && !strcmp(r.finish_reason, "length"));
     CHECK(r.stats.prompt_tokens == 10 && r.stats.prefilled == 4 && r.stats.generated == 2 && r.stats.drafted == 8);
+    CHECK(r.stats.reused == 6 && r.stats.preempted == 2);
     CHECK(r.stats.accepted == 6 && r.stats.target_passes == 3 && r.stats.draft_k == 5 && r.stats.seed == 99);
     CHECK_NEAR(r.stats.ttft_ms, 2.5, 1e-9); CHECK_NEAR(r.stats.ms_per_token, 0.75, 1e-9);
     CHECK(r.stats.mode == SD_PMODE_PLAIN);

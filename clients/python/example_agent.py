@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """A minimal agent backend on specd: every turn sends the same long system prompt plus the conversation
-so far, streams the reply, and reports how much of the prompt the daemon reused from its session cache
-(stats.prefilled < stats.prompt_tokens: the shared prefix was not recomputed).
+so far, streams the reply, and reports how much of the prompt the daemon reused from its KV caches
+(stats.reused: prompt tokens not recomputed, from this session's cache or blocks another session of the
+same tenant computed) and how often the request was preempted.
 
     /usr/bin/python3 clients/python/example_agent.py [--socket PATH | --tcp HOST:PORT] [-n N] [TURN ...]
 
@@ -56,7 +57,7 @@ def main():
                 continue
             st = done["stats"]
             print(f"\n  [{st['generated']} tokens, {done['finish_reason']}; prompt {st['prompt_tokens']} tokens,"
-                  f" {st['prefilled']} computed, {st['prompt_tokens'] - st['prefilled']} reused;"
+                  f" {st['prefilled']} computed, {st['reused']} reused; preempted {st['preempted']} times;"
                   f" acceptance {st['acceptance']:.2f}]")
             history.append((user, done["text"].strip()))
     return 0
