@@ -28,6 +28,7 @@ typedef struct model_prop {
     int vocab, max_k;
     int32_t *cached; /* the tokens the sequence's cache holds: cached[0..seq->pos) */
     int valid;       /* cached[0..valid) is known to equal the history (the rest are drafts) */
+    uint64_t root;   /* the prefix cache's root for the current request (0: none yet, offer nothing) */
     int32_t *out;    /* proposed tokens */
     float *logits;   /* host, vocab floats: the prediction after the last fed token */
     sd_probs *q;     /* max_k distributions (filled only when sampling on the host) */
@@ -50,15 +51,30 @@ static int agree(model_prop *mp, const int32_t *hist, int n) {
     int v = mp->valid;
     int c = v + sd_tokens_lcp(mp->cached + v, mp->seq->pos - v, hist + v, n - v);
     if (c < mp->seq->pos) sd_seq_truncate(mp->seq, c);
+    if (c > mp->seq->pos) c = mp->seq->pos; /* a shared block is dropped whole */
     mp->valid = c;
     return c;
 }
 
-static void mp_rollback(sd_proposer *p, const int32_t *hist, int n) { agree(p->impl, hist, n); }
+/* Extends the cache with the prefix cache's blocks of hist[0..n) (other sessions' drafts computed them). */
+static int share(model_prop *mp, const int32_t *hist, int n) {
+    int from = mp->seq->pos;
+    int got = mp->root ? sd_seq_share_prefix(mp->seq, mp->root, hist, n) : 0;
+    memcpy(mp->cached + from, hist + from, (size_t)got * sizeof *hist);
+    mp->valid = from + got;
+    return got;
+}
+
+static void mp_rollback(sd_proposer *p, const int32_t *hist, int n) {
+    model_prop *mp = p->impl;
+    agree(mp, hist, n);
+    if (mp->root) sd_seq_cache_prefix(mp->seq, mp->root, hist, mp->valid);
+}
 
 static void mp_invalidate(sd_proposer *p, int n) {
     model_prop *mp = p->impl;
     if (mp->valid > n) mp->valid = n;
+    mp->root = 0;
 }
 
 /* Sampling on the backend when the verifier does too and takes our rows: the same backend, the same
@@ -88,12 +104,15 @@ static int mp_begin(sd_proposer *p, const int32_t *hist, int n, int k, const sd_
     if (n + k - 1 > mp->seq->ctx) k = mp->seq->ctx - n + 1;
     if (k <= 0 || n > mp->seq->ctx) return 0;
 
-    /* Sync: keep the common prefix, feed the rest (at least the last token, whose logits we need). */
+    /* Sync: keep the common prefix, take what the prefix cache holds of the rest, feed the remainder (at
+     * least the last token, whose logits we need). */
     int c = agree(mp, hist, n);
     if (c > n - 1) {
-        c = n - 1;
-        sd_seq_truncate(mp->seq, c);
+        sd_seq_truncate(mp->seq, n - 1);
+        c = mp->valid = mp->seq->pos;
     }
+    mp->root = o->root;
+    c += share(mp, hist, n - 1);
     rs->greedy = sd_sampling_is_greedy(o->sampling);
     int failed = 0;
     rs->mode = rs->greedy && o->p_min <= 0                           ? FEED_ARGMAX

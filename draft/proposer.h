@@ -21,6 +21,9 @@ typedef struct sd_draft_opts {
     sd_backend *dev;             /* not NULL: the verifier samples on this backend (sample_rows, spec_accept),
                                     so a model proposer on it may give q there (q_dev) */
     int dev_width;               /* the width of q_dev rows the verifier takes (the target's vocabulary) */
+    uint64_t root;               /* the prefix cache's chain root of the request (sd_kv_chain_root of its
+                                    tenant): a model proposer takes the history's cached full blocks from
+                                    its model's pool instead of computing them, and offers its own; 0: neither */
 } sd_draft_opts;
 
 typedef struct sd_proposal {
@@ -52,9 +55,11 @@ struct sd_proposer {
                  sd_err *err);
     int (*rows)(sd_proposer *p, sd_row *rows);
     int (*next)(sd_proposer *p, sd_proposal *out, sd_err *err);
-    /* The history is now hist[0..n): drop whatever was cached beyond what agrees with it. */
+    /* The history is now hist[0..n): drop whatever was cached beyond what agrees with it (and offer the
+     * full blocks that agree to the prefix cache, under the root of the request's last begin). */
     void (*rollback)(sd_proposer *p, const int32_t *hist, int n);
-    /* The history may differ from what the proposer saw from position n on (a new request). */
+    /* The history may differ from what the proposer saw from position n on (a new request: nothing is
+     * offered to the prefix cache until its first begin). */
     void (*invalidate)(sd_proposer *p, int n);
     void (*destroy)(sd_proposer *p);
 };

@@ -69,7 +69,8 @@ static void plan_spec(sd_gen *g) {
     g->draft_k = k;
     g->drafting = false;
     g->dopts = (sd_draft_opts){.sampling = &g->p.sampling, .p_min = g->p.draft_p_min, .rng = &g->rng,
-                               .dev = g->verify_dev ? s->e->be : NULL, .dev_width = s->e->target->hp.vocab};
+                               .dev = g->verify_dev ? s->e->be : NULL, .dev_width = s->e->target->hp.vocab,
+                               .root = sd_kv_chain_root(g->p.tenant)};
     memset(&g->pr, 0, sizeof g->pr);
     g->kind = SD_STEP_DRAFT;
     g->n_rows = (k > 0 ? k : 0) + 1; /* at most; the prefill budget counts it */

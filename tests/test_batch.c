@@ -272,6 +272,51 @@ static void test_prefix_sharing(void) {
     eng_close(&warm);
 }
 
+/* Blocks of the draft model's pool referenced by sequences (cached free ones aside). */
+static int draft_blocks_held(const sd_engine *e) {
+    int total, free_now;
+    sd_model_kv_blocks(e->draft, &total, &free_now);
+    return total - free_now;
+}
+
+/* The draft model shares prefixes too, through its own pool: a second session speculating on the same
+ * prompt takes the first one's cached draft blocks (the draft pool grows by its private blocks only) and
+ * drafts, accepts and outputs exactly what a cold engine does; another tenant takes none. */
+static void test_prefix_sharing_draft(void) {
+    const char *target = shared_path("models/aidreams260K.bin"), *tok = shared_path("models/tok512.bin");
+    const char *draft = shared_path("models/aidreams-draft.bin");
+    if (!target || !tok || !draft) SKIP("../shared/models/aidreams260K.bin, aidreams-draft.bin or tok512.bin not found");
+    eng_fx cold, warm;
+    REQUIRE(eng_open(&cold, target, tok, draft, 0, 0) == 0 && eng_open(&warm, target, tok, draft, 0, 0) == 0);
+    const char *text = "In the quiet of the night, when the stars came out and the wind was soft over the hills, the";
+    REQUIRE(eng_prompt(&cold, text) > 40);
+    sd_gen_params p = eng_params(SD_MODE_SPEC, 3, 3, 20);
+    eng_result want, first, again, other;
+    REQUIRE(eng_run_on(cold.s, cold.prompt, cold.n, &p, &want) == 0);
+    REQUIRE(eng_run_on(warm.s, cold.prompt, cold.n, &p, &first) == 0);
+    int held1 = draft_blocks_held(warm.e), full = cold.n / SD_KV_BLOCK;
+    sd_session *s2 = NULL, *s3 = NULL;
+    sd_err err = {{0}};
+    REQUIRE(sd_session_new(warm.e, &s2, &err) == 0 && sd_session_new(warm.e, &s3, &err) == 0);
+    REQUIRE(eng_run_on(s2, cold.prompt, cold.n, &p, &again) == 0);
+    int held2 = draft_blocks_held(warm.e);
+    CHECK(eng_same_ids(&want, &first) && eng_same_ids(&want, &again));
+    CHECKF(again.st.drafted == want.st.drafted && again.st.accepted == want.st.accepted,
+           "drafted/accepted %d/%d, cold %d/%d", again.st.drafted, again.st.accepted, want.st.drafted,
+           want.st.accepted);
+    CHECKF(full >= 2 && held2 - held1 <= held1 - full + 1, "draft pool: one session holds %d blocks, two hold %d "
+           "(%d full prompt blocks to share)", held1, held2, full);
+    p.tenant = 42;
+    REQUIRE(eng_run_on(s3, cold.prompt, cold.n, &p, &other) == 0);
+    CHECK(eng_same_ids(&want, &other));
+    CHECKF(draft_blocks_held(warm.e) - held2 >= held1, "another tenant's draft took shared blocks (%d -> %d)", held2,
+           draft_blocks_held(warm.e));
+    sd_session_free(s2);
+    sd_session_free(s3);
+    eng_close(&cold);
+    eng_close(&warm);
+}
+
 /* Prefix sharing under memory pressure: the 24 requests' prompts all start with the same 48-token text, 8
  * run at once on pools of 12 blocks (target and draft), so shared blocks are taken, released, evicted
  * and reused while other requests read them, and requests are preempted: every request still gives
@@ -387,6 +432,7 @@ int main(void) {
     RUN(test_concurrency_lookup);
     RUN(test_preemption);
     RUN(test_prefix_sharing);
+    RUN(test_prefix_sharing_draft);
     RUN(test_prefix_pressure);
     RUN(test_step_batch_errors);
     RUN(test_bench_concurrency);
