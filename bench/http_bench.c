@@ -1,6 +1,7 @@
 /* build/http_bench: what the OpenAI HTTP gateway adds over the direct IPC path (docs/benchmarks.md, "http").
  *
  *   build/http_bench [-m MODEL] [--runs N] [--tokens N]
+ *   build/http_bench --chunk-cost N     (no daemon: the CPU cost of one token's SSE chunk, N of each)
  *
  * Starts `build/specd serve -m MODEL --http PORT` on a temporary socket, then runs the same greedy streamed
  * completion N times through each path, interleaved: IPC (the C client library) and HTTP (POST
@@ -8,7 +9,9 @@
  * time when the step produced it (IPC: the event's time_us; HTTP: the chunk's specd.time_us), so each path's
  * per-token delivery latency (produced -> received by the client) is measured directly on one clock; the
  * gateway's per-token overhead is the difference of the p50s. Time to first token is measured at the client
- * (request sent -> first text). Built by `make` (every bench/ file is a program). */
+ * (request sent -> first text). --chunk-cost times the gateway's own work per token: the SSE chunk as the
+ * gateway writes it (oai_chunk_delta) against the same object built and dumped with jansson (what it did
+ * before). Built by `make` (every bench/ file is a program). */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -25,6 +28,7 @@
 #include "base/clock.h"
 #include "bench/pct.h"
 #include "clients/specd_client.h"
+#include "gateway/openai.h"
 
 static double now_us(void) {
     struct timespec ts;
@@ -130,6 +134,42 @@ static int run_http(int port, int tokens, samples *lat, samples *ttft) {
     return rc;
 }
 
+/* One chat delta chunk as a JSON tree with jansson (pack, dump, then "data: ...\n\n"), for --chunk-cost. */
+static char *chunk_with_jansson(const oai_request *r, const char *text, size_t len, uint64_t time_us) {
+    json_t *c = json_pack("{s:i, s:{s:s%}, s:n, s:n}", "index", 0, "delta", "content", text, len, "logprobs", "finish_reason");
+    json_t *j = json_pack("{s:s, s:s, s:I, s:s, s:[o], s:{s:I}}", "id", "chatcmpl-12", "object", "chat.completion.chunk",
+                          "created", (json_int_t)1700000000, "model", r->model, "choices", c, "specd", "time_us",
+                          (json_int_t)time_us);
+    char *d = json_dumps(j, JSON_COMPACT), *out = malloc(strlen(d) + 9);
+    sprintf(out, "data: %s\n\n", d);
+    free(d);
+    json_decref(j);
+    return out;
+}
+
+static int chunk_cost(int n) {
+    oai_request r = {.kind = OAI_CHAT, .model = "demo.gguf"};
+    size_t sink = 0;
+    for (int rep = 0; rep < 3; rep++) { /* interleaved, three times */
+        double t0 = now_us();
+        for (int i = 0; i < n; i++) {
+            char *s = chunk_with_jansson(&r, " the", 4, 123456789012ull + (uint64_t)i);
+            sink += strlen(s);
+            free(s);
+        }
+        double t1 = now_us();
+        for (int i = 0; i < n; i++) {
+            char *s = oai_chunk_delta(&r, "chatcmpl-12", 1700000000L, " the", 4, false, 123456789012ull + (uint64_t)i);
+            sink += s ? strlen(s) : 0;
+            free(s);
+        }
+        double t2 = now_us();
+        printf("SSE chunk of one token, us: jansson tree %.2f | gateway (oai_chunk_delta) %.2f\n", (t1 - t0) / n,
+               (t2 - t1) / n);
+    }
+    return sink ? 0 : 1;
+}
+
 int main(int argc, char **argv) {
     const char *model = "../shared/models/aidreams260K.gguf";
     int runs = 50, tokens = 100;
@@ -137,7 +177,8 @@ int main(int argc, char **argv) {
         if (!strcmp(argv[i], "-m")) model = argv[i + 1];
         else if (!strcmp(argv[i], "--runs")) runs = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--tokens")) tokens = atoi(argv[i + 1]);
-        else { fprintf(stderr, "usage: http_bench [-m MODEL] [--runs N] [--tokens N]\n"); return 2; }
+        else if (!strcmp(argv[i], "--chunk-cost")) return chunk_cost(atoi(argv[i + 1]) > 0 ? atoi(argv[i + 1]) : 100000);
+        else { fprintf(stderr, "usage: http_bench [-m MODEL] [--runs N] [--tokens N] | --chunk-cost N\n"); return 2; }
     }
     if (runs < 1 || tokens < 1) { fprintf(stderr, "http_bench: --runs and --tokens must be >= 1\n"); return 2; }
     char dir[] = "/tmp/specd-http-bench-XXXXXX", sock[128], endpoint[160], port[16];

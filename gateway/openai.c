@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/utf8.h"
 #include "ipc/protocol.h"
 
 void oai_errorf(oai_error *e, int status, const char *type, const char *param, const char *fmt, ...) {
@@ -375,19 +376,94 @@ static json_t *chunk(const oai_request *r, const char *id, long created, json_t 
                      "model", r->model ? r->model : "", "choices", choices);
 }
 
+/* ---- the per-token chunk, written directly ----
+ * Every token of a stream becomes one of these, so it is written with one allocation and no JSON tree
+ * (jansson's pack and dump took most of the gateway's own time per token); the bytes are those jansson
+ * writes for the same object (tests/test_gateway.c compares them). */
+typedef struct sbuf {
+    char *p;
+    size_t n, cap;
+    bool bad; /* out of memory, or a string that is not UTF-8 */
+} sbuf;
+
+static void put(sbuf *b, const char *s, size_t n) {
+    if (b->bad) return;
+    if (b->n + n + 1 > b->cap) {
+        size_t cap = (b->n + n + 1) * 2;
+        char *q = realloc(b->p, cap);
+        if (!q) {
+            b->bad = true;
+            return;
+        }
+        b->p = q;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = '\0';
+}
+
+static void puts_(sbuf *b, const char *s) { put(b, s, strlen(s)); }
+
+/* A JSON string as jansson writes it: quotes, \" \\ \b \f \n \r \t, other controls as \u00XX,
+ * DEL, '/' and non-ASCII as they are; text that is not UTF-8 is refused, as jansson refuses it. */
+static void put_str(sbuf *b, const char *s, size_t n) {
+    if (!sd_utf8_valid(s, n)) {
+        b->bad = true;
+        return;
+    }
+    put(b, "\"", 1);
+    size_t run = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\') continue;
+        put(b, s + run, i - run);
+        run = i + 1;
+        char esc[8];
+        const char *e = c == '"' ? "\\\"" : c == '\\' ? "\\\\" : c == '\b' ? "\\b" : c == '\f' ? "\\f"
+                      : c == '\n' ? "\\n" : c == '\r' ? "\\r" : c == '\t' ? "\\t" : NULL;
+        if (!e) {
+            snprintf(esc, sizeof esc, "\\u%04X", c);
+            e = esc;
+        }
+        puts_(b, e);
+    }
+    put(b, s + run, n - run);
+    put(b, "\"", 1);
+}
+
 char *oai_chunk_delta(const oai_request *r, const char *id, long created, const char *text, size_t len, bool first,
                       uint64_t time_us) {
-    json_t *c;
-    if (r->kind == OAI_CHAT) {
-        json_t *delta = first ? json_pack("{s:s, s:s%}", "role", "assistant", "content", text, len)
-                              : json_pack("{s:s%}", "content", text, len);
-        c = json_pack("{s:i, s:o, s:n, s:n}", "index", 0, "delta", delta, "logprobs", "finish_reason");
-    } else {
-        c = json_pack("{s:i, s:s%, s:n, s:n}", "index", 0, "text", text, len, "logprobs", "finish_reason");
+    char num[32];
+    bool chat = r->kind == OAI_CHAT;
+    const char *model = r->model ? r->model : "";
+    sbuf b = {.cap = 192 + strlen(id) + strlen(model) + len}; /* the whole chunk unless the text has escapes */
+    b.p = malloc(b.cap);
+    if (!b.p) return NULL;
+    puts_(&b, "data: {\"id\":");
+    put_str(&b, id, strlen(id));
+    puts_(&b, chat ? ",\"object\":\"chat.completion.chunk\",\"created\":" : ",\"object\":\"text_completion\",\"created\":");
+    snprintf(num, sizeof num, "%ld", created);
+    puts_(&b, num);
+    puts_(&b, ",\"model\":");
+    put_str(&b, model, strlen(model));
+    puts_(&b, chat ? (first ? ",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":"
+                            : ",\"choices\":[{\"index\":0,\"delta\":{\"content\":")
+                   : ",\"choices\":[{\"index\":0,\"text\":");
+    put_str(&b, text, len);
+    puts_(&b, chat ? "},\"logprobs\":null,\"finish_reason\":null}]" : ",\"logprobs\":null,\"finish_reason\":null}]");
+    if (time_us) {
+        snprintf(num, sizeof num, "%llu", (unsigned long long)time_us);
+        puts_(&b, ",\"specd\":{\"time_us\":");
+        puts_(&b, num);
+        puts_(&b, "}");
     }
-    json_t *j = chunk(r, id, created, json_pack("[o]", c));
-    if (j && time_us) json_object_set_new(j, "specd", json_pack("{s:I}", "time_us", (json_int_t)time_us));
-    return sse(j);
+    puts_(&b, "}\n\n");
+    if (b.bad) {
+        free(b.p);
+        return NULL;
+    }
+    return b.p;
 }
 
 char *oai_chunk_finish(const oai_request *r, const char *id, long created, const char *finish_reason) {

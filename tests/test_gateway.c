@@ -90,6 +90,45 @@ static void test_parse(void) {
     free(j);
 }
 
+/* The per-token SSE chunk (written without a JSON tree) is byte for byte what jansson writes for the same
+ * object: quotes, backslashes, control characters, DEL, '/', non-ASCII; chat first and later deltas and
+ * completions, with and without specd.time_us; text that is not UTF-8 is refused, as jansson refuses it. */
+static void test_chunk_bytes(void) {
+    static const char *const texts[] = {"plain", "q\"b\\s/\n\r\t\b\f\x01\x1f\x7f \xc3\xa9 \xf0\x9f\x98\x80", ""};
+    int checked = 0;
+    for (int kind = 0; kind < 2; kind++)
+        for (int first = 0; first < 2; first++)
+            for (size_t t = 0; t < sizeof texts / sizeof texts[0]; t++)
+                for (int with_time = 0; with_time < 2; with_time++) {
+                    oai_request r = {.kind = kind ? OAI_COMPLETION : OAI_CHAT, .model = "m\"od\xc3\xa9l.gguf"};
+                    const char *text = texts[t];
+                    size_t len = strlen(text);
+                    uint64_t time_us = with_time ? 123456789012ull : 0;
+                    char *got = oai_chunk_delta(&r, "chatcmpl-7", 1700000000L, text, len, first, time_us);
+                    json_t *c = !kind ? json_pack("{s:i, s:o, s:n, s:n}", "index", 0, "delta",
+                                                  first ? json_pack("{s:s, s:s%}", "role", "assistant", "content", text, len)
+                                                        : json_pack("{s:s%}", "content", text, len),
+                                                  "logprobs", "finish_reason")
+                                      : json_pack("{s:i, s:s%, s:n, s:n}", "index", 0, "text", text, len, "logprobs",
+                                                  "finish_reason");
+                    json_t *j = json_pack("{s:s, s:s, s:I, s:s, s:[o]}", "id", "chatcmpl-7", "object",
+                                          !kind ? "chat.completion.chunk" : "text_completion", "created",
+                                          (json_int_t)1700000000, "model", r.model, "choices", c);
+                    if (time_us) json_object_set_new(j, "specd", json_pack("{s:I}", "time_us", (json_int_t)time_us));
+                    char *d = j ? json_dumps(j, JSON_COMPACT) : NULL, want[1024];
+                    snprintf(want, sizeof want, "data: %s\n\n", d ? d : "?");
+                    CHECKF(got && !strcmp(got, want), "kind %d first %d text %zu\n  got  %s\n  want %s", kind, first, t,
+                           got ? got : "NULL", want);
+                    checked += got != NULL;
+                    free(got);
+                    free(d);
+                    json_decref(j);
+                }
+    CHECK_EQ_INT(checked, 24);
+    oai_request r = {.kind = OAI_CHAT, .model = "m"};
+    CHECK(oai_chunk_delta(&r, "x", 1, "a\xff", 2, false, 0) == NULL);
+}
+
 /* ---- Prometheus text ---- */
 
 /* Checks the exposition format as a scraper reads it: HELP then TYPE before a family's samples, one
@@ -839,6 +878,7 @@ static void test_openai_sdk(void) {
 
 int main(void) {
     RUN(test_parse);
+    RUN(test_chunk_bytes);
     RUN(test_metrics_text);
     RUN(test_http);
     RUN(test_concurrency_and_disconnect);
