@@ -684,11 +684,15 @@ static void test_health_loading(void) {
     REQUIRE(fd >= 0);
     close(fd);
     g_port = free_port();
-    /* a poller in the background from before the daemon starts: one line "BODY CODE" a check, until a 200 */
+    /* a poller in the background from before the daemon starts: one line "BODY CODE" a check, until a 200;
+     * then the first answer to a completion, asked as soon as the gateway listens (while loading) */
     snprintf(cmd, sizeof cmd,
              "(for i in $(seq 400); do r=$(curl -s -m 5 -w ' %%{http_code}' http://127.0.0.1:%d/health); echo \"$r\"; "
-             "case \"$r\" in *' 200') break;; esac; sleep 0.02; done; echo end) > %s 2>&1 &",
-             g_port, log);
+             "case \"$r\" in *' 200') break;; esac; sleep 0.02; done; cat %s.c; echo end) > %s 2>&1 & "
+             "(for i in $(seq 400); do r=$(curl -s -m 5 -w ' %%{http_code}' -d '{\"prompt\":\"x\"}' "
+             "http://127.0.0.1:%d/v1/completions); case \"$r\" in *' 000') sleep 0.02;; *) echo \"C $r\" > %s.c; break;; esac; "
+             "done) &",
+             g_port, log, log, g_port, log);
     REQUIRE(system(cmd) == 0);
     setenv("SPECD_LOAD_DELAY_MS", "1500", 1);
     gw g;
@@ -704,14 +708,42 @@ static void test_health_loading(void) {
     }
     REQUIRE(text);
     int loading = 0, ok = 0, other = 0;
+    bool completion_503 = false;
     for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
         if (!strcmp(line, "{\"status\":\"loading\"} 503")) loading += !ok;
         else if (!strcmp(line, "{\"status\":\"ok\"} 200")) ok++;
+        else if (!strncmp(line, "C ", 2)) completion_503 = strstr(line, "\"service_unavailable\"") && strstr(line, "} 503");
         else if (strcmp(line, " 000") && strcmp(line, "end")) other++; /* 000: not listening yet */
     }
     CHECKF(loading >= 5 && ok == 1 && other == 0, "%d answers 503 loading, then %d 200 ok, %d others", loading, ok, other);
+    CHECK(completion_503); /* a completion while loading: 503 in OpenAI's shape */
     free(text);
     unlink(log);
+    snprintf(cmd, sizeof cmd, "%s.c", log);
+    unlink(cmd);
+    gw_stop(&g);
+}
+
+/* An engine failure (the SPECD_FAIL_AFTER hook fails the backend's first matrix product) is a 500 in
+ * OpenAI's shape, streamed or not (a stream that fails before its first token gets the status too). */
+static void test_engine_failure(void) {
+    if (!shared_path("models/aidreams260K.gguf")) SKIP("../shared/models/aidreams260K.gguf is not there");
+    if (system("curl --version >/dev/null 2>&1") != 0) SKIP("curl is not installed");
+    setenv("SPECD_FAIL_AFTER", "1", 1);
+    gw g;
+    int rc = gw_start(&g, NULL, NULL);
+    unsetenv("SPECD_FAIL_AFTER");
+    REQUIRE(rc == 0);
+    for (int stream = 0; stream < 2; stream++) {
+        int st;
+        json_t *j = post_json(&g, "/v1/completions", stream ? "{\"prompt\":\"Once\",\"max_tokens\":4,\"stream\":true}"
+                                                            : "{\"prompt\":\"Once\",\"max_tokens\":4}", &st);
+        json_t *err = json_object_get(j, "error");
+        CHECKF(st == 500 && json_is_string(json_object_get(err, "message")) &&
+                   !strcmp(json_string_value(json_object_get(err, "type")), "server_error"),
+               "stream %d: status %d", stream, st);
+        json_decref(j);
+    }
     gw_stop(&g);
 }
 
@@ -885,6 +917,7 @@ int main(void) {
     RUN(test_metrics);
     RUN(test_busy);
     RUN(test_health_loading);
+    RUN(test_engine_failure);
     RUN(test_api_key);
     RUN(test_slow_drip);
     RUN(test_openai_sdk);
