@@ -66,4 +66,19 @@ make -s "$BUILD/specd" "$BUILD/http_bench" >/dev/null &&
   section "http: OpenAI gateway vs IPC (per-token delivery, time to first token)" \
     "$BUILD/http_bench" -m "$BUILD/demo-q8_0.gguf" --runs 20 --tokens 64
 
+# Prefix sharing (bench/prefix_bench.c): 32 sessions whose prompts share a 2,000-token system prompt, on the
+# demo pair: KV memory held against one session's, and a new session's time to first token against a cold
+# prompt of its suffix alone.
+DEMO_DIR=$BUILD/bench
+if [ ! -s "$DEMO_DIR/demo.gguf" ] || [ ! -s "$DEMO_DIR/demo-draft.gguf" ]; then
+  mkdir -p "$DEMO_DIR" && "$BUILD/specd" mkmodel --preset demo -o "$DEMO_DIR/demo.gguf" --pair "$DEMO_DIR/demo-draft.gguf" >/dev/null
+fi
+make -s "$BUILD/prefix_bench" >/dev/null &&
+  section "prefix: 32 sessions sharing a 2,000-token system prompt (KV held, time to first token)" \
+    "$BUILD/prefix_bench" -m "$DEMO_DIR/demo.gguf" -md "$DEMO_DIR/demo-draft.gguf" -t "$THREADS" --prefix 2000 --sessions 32
+
+# specd serve beside llama.cpp's llama-server, 8 concurrent streams (bench/server_vs_llamacpp.sh; skips
+# without LLAMACPP_BIN).
+section "server: specd vs llama.cpp llama-server, 8 concurrent" env THREADS="$THREADS" bench/server_vs_llamacpp.sh
+
 exit $status
