@@ -585,6 +585,103 @@ static void test_attention_spans(void) {
     g_kv_type = SD_F16;
 }
 
+/* The descriptors (positions, block tables) a pass leaves on the device are reused by the next one, which
+ * uploads only what changed: a sequence of passes that change them in every way (a decode step replayed as
+ * a graph across block boundaries, a batch whose sequences grow, drop out and come back in another order,
+ * a verify block, capacities too large to keep each table at its own offset) stores K/V and attends, GPU vs
+ * CPU on one pool each. */
+static int desc_replays;
+/* One pass of the spans, GPU vs CPU. graph: the GPU side as a step graph (one row, on the fixed buffers
+ * gin ([q | k | v]) and gout, so its key holds). */
+static void desc_pass(sd_kv_mem *kc, sd_kv_mem *kg, const sd_kv_span *spans, int n_spans, int n_heads, int n_kv,
+                      int hd, float *gin, float *gout) {
+    int rows = 0;
+    for (int i = 0; i < n_spans; i++) rows += spans[i].n;
+    size_t nq = (size_t)rows * n_heads * hd, nkv = (size_t)rows * n_kv * hd;
+    float *h = malloc(sizeof(float) * (nq + 2 * nkv)), *a = malloc(nq * 4), *b = malloc(nq * 4);
+    for (size_t i = 0; i < nq + 2 * nkv; i++) h[i] = frand() * (i < nq ? 4.0f : 1.0f);
+    float *dc = dev_copy(cpu, h, nq + 2 * nkv), *oc = cpu->alloc(cpu, nq, NULL);
+    float *dg = gin ? gin : gpu->alloc(gpu, nq + 2 * nkv, NULL), *og = gout ? gout : gpu->alloc(gpu, nq, NULL);
+    gpu->from_host(gpu, dg, h, nq + 2 * nkv);
+    cpu->kv_spans(cpu, spans, n_spans, rows);
+    cpu->kv_store(cpu, kc, 0, dc + nq, dc + nq + nkv);
+    cpu->attention(cpu, oc, dc, kc, 0, n_heads, n_kv, hd);
+    gpu->kv_spans(gpu, spans, n_spans, rows);
+    const uint64_t key[3] = {0xde5c0001ull, (uintptr_t)gin, (uintptr_t)gout};
+    static const int32_t toks[1] = {0};
+    bool graph = gin && rows == 1;
+    if (graph && gpu->graph_begin(gpu, key, 3, toks, rows, spans[0].pos0)) {
+        desc_replays++;
+    } else {
+        gpu->kv_store(gpu, kg, 0, dg + nq, dg + nq + nkv);
+        gpu->attention(gpu, og, dg, kg, 0, n_heads, n_kv, hd);
+        if (graph) CHECK(gpu->graph_end(gpu) == 0);
+    }
+    cpu->to_host(cpu, a, oc, nq);
+    gpu->to_host(gpu, b, og, nq);
+    double e = max_rel_err(b, a, nq);
+    CHECKF(e < 1e-4, "%d spans, first at %d (%d rows), graph %d: rel err %g", n_spans, spans[0].pos0, spans[0].n,
+           graph, e);
+    cpu->release(cpu, dc); cpu->release(cpu, oc);
+    if (!gin) gpu->release(gpu, dg);
+    if (!gout) gpu->release(gpu, og);
+    free(h); free(a); free(b);
+}
+
+static void test_descriptors_follow_passes(void) {
+    if (!gpu) SKIP("%s", no_gpu_reason);
+    enum { SEQS = 3, NB = 40, H = 4, KVH = 2, HD = 32, LEN = 24 };
+    sd_kv_mem kc, kg;
+    REQUIRE(cpu->kv_mem_alloc(cpu, &kc, 1, KVH * HD, NB * SEQS + 1, SD_F16, NULL) == 0 &&
+            gpu->kv_mem_alloc(gpu, &kg, 1, KVH * HD, NB * SEQS + 1, SD_F16, NULL) == 0);
+    int32_t tab[SEQS][NB];
+    for (int s = 0; s < SEQS; s++)
+        for (int i = 0; i < NB; i++) tab[s][i] = (7 * (s * NB + i) + 3) % (NB * SEQS + 1); /* scrambled */
+    int pos[SEQS] = {0, 0, 0}, cap = NB * SD_KV_BLOCK;
+    /* each sequence's first LEN positions in one pass each */
+    for (int s = 0; s < SEQS; s++) {
+        sd_kv_span sp = {.row = 0, .n = LEN, .pos0 = 0, .cap = cap, .table = tab[s]};
+        desc_pass(&kc, &kg, &sp, 1, H, KVH, HD, NULL, NULL);
+        pos[s] = LEN;
+    }
+    /* sequence 0 decodes through a graph across the block boundary at 32 */
+    const char *g = getenv("SPECD_CUDA_GRAPHS");
+    bool graphs = !(g && !strcmp(g, "0"));
+    float *gin = gpu->alloc(gpu, (H + 2 * KVH) * HD, NULL), *gout = gpu->alloc(gpu, H * HD, NULL);
+    desc_replays = 0;
+    for (int i = 0; i < 12; i++) {
+        sd_kv_span sp = {.row = 0, .n = 1, .pos0 = pos[0]++, .cap = cap, .table = tab[0]};
+        desc_pass(&kc, &kg, &sp, 1, H, KVH, HD, graphs ? gin : NULL, graphs ? gout : NULL);
+    }
+    CHECK(!graphs || desc_replays == 11);
+    /* batches: all three growing, then two in another order, then all again, then a verify block */
+    static const int order[][SEQS] = {{0, 1, 2}, {0, 1, 2}, {2, 0, -1}, {2, 0, -1}, {1, 2, 0}};
+    for (int step = 0; step < 14; step++) {
+        const int *o = order[step < 4 ? 0 : step < 8 ? 2 : 4];
+        sd_kv_span sp[SEQS];
+        int n = 0;
+        for (int j = 0; j < SEQS && o[j] >= 0; j++, n++)
+            sp[n] = (sd_kv_span){.row = n, .n = 1, .pos0 = pos[o[j]]++, .cap = cap, .table = tab[o[j]]};
+        desc_pass(&kc, &kg, sp, n, H, KVH, HD, NULL, NULL);
+    }
+    sd_kv_span v[2] = {{.row = 0, .n = 5, .pos0 = pos[1], .cap = cap, .table = tab[1]},
+                       {.row = 5, .n = 1, .pos0 = pos[2], .cap = cap, .table = tab[2]}};
+    desc_pass(&kc, &kg, v, 2, H, KVH, HD, NULL, NULL);
+    pos[1] += 5;
+    pos[2] += 1;
+    /* capacities whose tables do not fit at their own offsets: packed instead */
+    sd_kv_span big[2] = {{.row = 0, .n = 1, .pos0 = pos[2], .cap = 1 << 24, .table = tab[2]},
+                         {.row = 1, .n = 1, .pos0 = pos[0], .cap = 1 << 24, .table = tab[0]}};
+    desc_pass(&kc, &kg, big, 2, H, KVH, HD, NULL, NULL);
+    /* and sequence 0 alone again, replaying its graph after all that */
+    sd_kv_span sp = {.row = 0, .n = 1, .pos0 = pos[0]++, .cap = cap, .table = tab[0]};
+    desc_pass(&kc, &kg, &sp, 1, H, KVH, HD, graphs ? gin : NULL, graphs ? gout : NULL);
+    gpu->release(gpu, gin);
+    gpu->release(gpu, gout);
+    cpu->kv_mem_free(cpu, &kc);
+    gpu->kv_mem_free(gpu, &kg);
+}
+
 static void test_argmax_rows_matches_cpu(void) {
     if (!gpu) SKIP("%s", no_gpu_reason);
     const int rows = 9, width = 50000;
@@ -1022,6 +1119,7 @@ int main(void) {
     RUN(test_attention_long_context);
     RUN(test_attention_graph_replay);
     RUN(test_attention_spans);
+    RUN(test_descriptors_follow_passes);
     RUN(test_out_of_memory_error);
     RUN(test_forward_logits_match_cpu);
     RUN(test_forward_types_long_prefill);

@@ -322,11 +322,6 @@ __global__ void __launch_bounds__(ATT_WARPS * 32) k_attention_tiled(float *out, 
     }
 }
 
-/* The row descriptors' device buffers: fixed (a recorded graph keeps their addresses), filled by
- * cuda_kv_spans before every pass. */
-#define KV_ROWS_MAX 4096
-#define KV_TABS_MAX (1 << 20) /* block ids of all a pass's sequences: 16M positions */
-
 void cuda_attention_init(cuda_ctx *c) {
     cudaError_t e = cudaFuncSetAttribute(k_attention_tiled<float>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          (int)tiled_smem(ATT_MAX_HEAD_DIM));
@@ -334,17 +329,8 @@ void cuda_attention_init(cuda_ctx *c) {
         e = cudaFuncSetAttribute(k_attention_tiled<__half>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                  (int)tiled_smem(ATT_MAX_HEAD_DIM));
     if (e != cudaSuccess) cuda_fail(c, e, "allowing the tiled attention its shared memory", __FILE__, __LINE__);
-    size_t desc = sizeof(int) * 2 * KV_ROWS_MAX + sizeof(int32_t) * KV_TABS_MAX;
-    c->kv_stage = (int *)malloc(desc);
     c->kv_span = (cuda_kv_span *)malloc(sizeof(cuda_kv_span) * KV_ROWS_MAX);
-    e = cudaMalloc((void **)&c->kv_rows, desc);
-    if (e != cudaSuccess || !c->kv_stage || !c->kv_span) {
-        cuda_fail(c, e != cudaSuccess ? e : cudaErrorMemoryAllocation, "the attention row descriptors", __FILE__,
-                  __LINE__);
-    } else {
-        c->kv_tabs = (int32_t *)(c->kv_rows + 2 * KV_ROWS_MAX);
-        c->bytes_work += desc;
-    }
+    if (!c->kv_span) cuda_fail(c, cudaErrorMemoryAllocation, "the attention spans", __FILE__, __LINE__);
     if (cudaMalloc((void **)&c->att_ws, ATT_WS_BYTES) != cudaSuccess) {
         cudaGetLastError();
         c->att_ws = NULL; /* the single-pass kernel does everything then */
@@ -356,11 +342,7 @@ void cuda_attention_init(cuda_ctx *c) {
 }
 
 void cuda_attention_free(cuda_ctx *c) {
-    if (c->kv_rows) cudaFree(c->kv_rows);
-    free(c->kv_stage);
     free(c->kv_span);
-    c->kv_rows = NULL;
-    c->kv_stage = NULL;
     c->kv_span = NULL;
     if (!c->att_ws) return;
     cudaFree(c->att_ws);
@@ -382,36 +364,42 @@ static int split_plan(const cuda_ctx *c, int span, int n, int n_heads, int head_
     return nc < 2 ? 0 : nc;
 }
 
-/* The pass's spans: per row its position and its table's offset, staged and copied to the device (from
- * pageable memory: the copy has read the staging buffer when it returns, and it runs in stream order, so
- * the previous pass's kernels have read the old descriptors). */
+/* Blocks of a span's table: its positions 0..pos0+n-1. */
+static int span_blocks(const sd_kv_span *sp) { return (sp->pos0 + sp->n + SD_KV_BLOCK - 1) / SD_KV_BLOCK; }
+
+/* The pass's spans into the descriptors (uploaded by the first op that reads them): per row its position
+ * and its table's offset. Tables sit at offsets from the spans' capacities when they fit, so a sequence
+ * that grows keeps its offset and the others theirs: a pass like the last one changes its positions and,
+ * every SD_KV_BLOCK positions, one table entry per sequence. */
 void cuda_kv_spans(cuda_ctx *c, const sd_kv_span *spans, int n_spans, int rows) {
     c->kv_n_rows = c->kv_n_spans = 0;
-    if (!c->kv_rows) return;
-    size_t tabs = 0;
-    for (int i = 0; i < n_spans; i++) tabs += ((size_t)spans[i].pos0 + spans[i].n + SD_KV_BLOCK - 1) / SD_KV_BLOCK;
-    if (rows > KV_ROWS_MAX || n_spans > KV_ROWS_MAX || tabs > KV_TABS_MAX) {
+    if (!c->kv_span || !c->desc_host) return;
+    size_t used = 0, by_cap = 0;
+    for (int i = 0; i < n_spans; i++) {
+        int nb = span_blocks(&spans[i]), cb = (spans[i].cap + SD_KV_BLOCK - 1) / SD_KV_BLOCK;
+        used += (size_t)nb;
+        by_cap += (size_t)(cb > nb ? cb : nb);
+    }
+    if (rows > KV_ROWS_MAX || n_spans > KV_ROWS_MAX || used > KV_TABS_MAX) {
         char what[160];
-        snprintf(what, sizeof what, "a pass of %d rows with %zu blocks (most %d rows, %d blocks)", rows, tabs,
+        snprintf(what, sizeof what, "a pass of %d rows with %zu blocks (most %d rows, %d blocks)", rows, used,
                  KV_ROWS_MAX, KV_TABS_MAX);
         cuda_fail(c, cudaErrorInvalidValue, what, __FILE__, __LINE__);
         return;
     }
-    int32_t *tab = c->kv_stage + 2 * rows, off = 0;
+    bool at_cap = by_cap <= KV_TABS_MAX;
+    int off = 0;
     for (int i = 0; i < n_spans; i++) {
         const sd_kv_span *sp = &spans[i];
-        int nb = (sp->pos0 + sp->n + SD_KV_BLOCK - 1) / SD_KV_BLOCK;
-        memcpy(tab + off, sp->table, sizeof(int32_t) * (size_t)nb);
+        int nb = span_blocks(sp), cb = (sp->cap + SD_KV_BLOCK - 1) / SD_KV_BLOCK;
+        cuda_desc_put(c, DESC_TABS + off, sp->table, nb);
         for (int r = 0; r < sp->n; r++) {
-            c->kv_stage[2 * (sp->row + r)] = sp->pos0 + r;
-            c->kv_stage[2 * (sp->row + r) + 1] = off;
+            cuda_desc_set(c, DESC_ROWS + 2 * (sp->row + r), sp->pos0 + r);
+            cuda_desc_set(c, DESC_ROWS + 2 * (sp->row + r) + 1, off);
         }
         c->kv_span[i] = cuda_kv_span{sp->row, sp->n, sp->pos0, sp->cap, off};
-        off += nb;
+        off += at_cap && cb > nb ? cb : nb;
     }
-    CUDA_CK(c, cudaMemcpyAsync(c->kv_rows, c->kv_stage, sizeof(int) * 2 * (size_t)rows, cudaMemcpyHostToDevice,
-                               c->stream));
-    CUDA_CK(c, cudaMemcpyAsync(c->kv_tabs, tab, sizeof(int32_t) * (size_t)off, cudaMemcpyHostToDevice, c->stream));
     c->kv_n_rows = rows;
     c->kv_n_spans = n_spans;
 }
@@ -484,6 +472,7 @@ void cuda_attention(cuda_ctx *c, float *out, const float *q, const void *kcache,
         return;
     }
     if (!c->kv_n_rows) return; /* no spans (a failure was recorded) */
+    cuda_desc_flush(c);
     if (type == SD_F16)
         attention_t(c, out, q, (const __half *)kcache, (const __half *)vcache, n_heads, n_kv_heads, head_dim, kv_dim);
     else
@@ -510,6 +499,7 @@ void cuda_kv_store(cuda_ctx *c, void *kcache, void *vcache, sd_dtype type, const
                    int kv_dim) {
     size_t count = (size_t)c->kv_n_rows * (size_t)kv_dim;
     if (!count) return;
+    cuda_desc_flush(c);
     unsigned blocks = (unsigned)((count + 255) / 256);
     if (type == SD_F16)
         k_kv_store<__half><<<blocks, 256, 0, c->stream>>>((__half *)kcache, (__half *)vcache, k, v, c->kv_rows,

@@ -38,7 +38,6 @@ typedef struct cuda_backend {
     bool capturing;
     uint64_t capture_key[GRAPH_KEY_MAX];
     int capture_key_len;
-    cudaEvent_t step_copied; /* the pinned step mirror may be rewritten once this has passed */
 } cuda_backend;
 
 static cuda_backend *cb_of(sd_backend *b) { return (cuda_backend *)b->impl; }
@@ -90,6 +89,73 @@ int32_t *cuda_ids(cuda_ctx *c, size_t n) {
     c->ids_cap = cap;
     c->bytes_work += cap * sizeof(int32_t);
     return c->ids;
+}
+
+/* ---- the pass's descriptors (cuda_internal.h) ---- */
+
+/* Before desc_host changes: the pending copies must have read it. */
+static void desc_writable(cuda_ctx *c) {
+    if (!c->desc_pending) return;
+    CUDA_CK(c, cudaEventSynchronize(c->desc_copied));
+    c->desc_pending = false;
+}
+
+static void desc_dirty(cuda_ctx *c, int lo, int hi) {
+    int r = lo >= DESC_TABS;
+    if (c->desc_lo[r] > lo) c->desc_lo[r] = lo;
+    if (c->desc_hi[r] < hi) c->desc_hi[r] = hi;
+}
+
+void cuda_desc_set(cuda_ctx *c, int i, int v) {
+    if (c->desc_host[i] == v) return;
+    desc_writable(c);
+    c->desc_host[i] = v;
+    desc_dirty(c, i, i + 1);
+}
+
+void cuda_desc_put(cuda_ctx *c, int i, const int32_t *v, int n) {
+    int a = 0, b = n; /* the changed part: [a, b) */
+    while (a < b && c->desc_host[i + a] == v[a]) a++;
+    while (b > a && c->desc_host[i + b - 1] == v[b - 1]) b--;
+    if (a == b) return;
+    desc_writable(c);
+    memcpy(c->desc_host + i + a, v + a, sizeof(int) * (size_t)(b - a));
+    desc_dirty(c, i + a, i + b);
+}
+
+void cuda_desc_flush(cuda_ctx *c) {
+    for (int r = 0; r < 2; r++) {
+        int lo = c->desc_lo[r], hi = c->desc_hi[r];
+        if (lo >= hi) continue;
+        c->desc_lo[r] = DESC_INTS;
+        c->desc_hi[r] = 0;
+        if (c->stepping) { /* a recorded graph would replay this copy with whatever desc_host then holds */
+            cuda_fail(c, cudaErrorStreamCaptureUnsupported, "descriptors changed inside a step", __FILE__, __LINE__);
+            return;
+        }
+        CUDA_CK(c, cudaMemcpyAsync(c->desc_dev + lo, c->desc_host + lo, sizeof(int) * (size_t)(hi - lo),
+                                   cudaMemcpyHostToDevice, c->stream));
+        CUDA_CK(c, cudaEventRecord(c->desc_copied, c->stream));
+        c->desc_pending = true;
+    }
+}
+
+/* The descriptor buffer and its mirror, both zero (so the mirror starts equal to the device). */
+static cudaError_t desc_alloc(cuda_ctx *c) {
+    size_t bytes = sizeof(int) * DESC_INTS;
+    cudaError_t e = cudaMalloc((void **)&c->desc_dev, bytes);
+    if (e == cudaSuccess) e = cudaMallocHost((void **)&c->desc_host, bytes);
+    if (e == cudaSuccess) e = cudaEventCreateWithFlags(&c->desc_copied, cudaEventDisableTiming);
+    if (e == cudaSuccess) e = cudaMemsetAsync(c->desc_dev, 0, bytes, c->stream);
+    if (e != cudaSuccess) return e;
+    memset(c->desc_host, 0, bytes);
+    c->desc_lo[0] = c->desc_lo[1] = DESC_INTS;
+    c->desc_hi[0] = c->desc_hi[1] = 0;
+    c->step_dev = c->desc_dev + DESC_STEP;
+    c->kv_rows = c->desc_dev + DESC_ROWS;
+    c->kv_tabs = c->desc_dev + DESC_TABS;
+    c->bytes_work += bytes;
+    return cudaSuccess;
 }
 
 static size_t *kind_counter(cuda_ctx *c, int kind) {
@@ -368,13 +434,11 @@ static int c_graph_begin(sd_backend *b, const uint64_t *key, int key_len, const 
     cuda_ctx *c = &cb->c;
     c->q8_src = NULL;
     if (!c->graphs_enabled || n < 1 || n > SD_CUDA_STEP_MAX || key_len > GRAPH_KEY_MAX) return 0;
-    /* stage pos0 and the ids where the step's kernels read them */
-    CUDA_CK(c, cudaEventSynchronize(cb->step_copied));
-    c->step_host[0] = pos0;
-    memcpy(c->step_host + 1, tokens, sizeof(int32_t) * (size_t)n);
-    CUDA_CK(c, cudaMemcpyAsync(c->step_dev, c->step_host, sizeof(int) * (size_t)(n + 1), cudaMemcpyHostToDevice,
-                               c->stream));
-    CUDA_CK(c, cudaEventRecord(cb->step_copied, c->stream));
+    /* pos0 and the ids where the step's kernels read them, uploaded with the rows kv_spans changed (one
+     * copy, before any recording starts) */
+    cuda_desc_set(c, DESC_STEP, pos0);
+    cuda_desc_put(c, DESC_STEP + 1, tokens, n);
+    cuda_desc_flush(c);
     graph_rec *g = graph_find(cb, key, key_len);
     if (g) {
         g->last_use = ++cb->tick;
@@ -427,9 +491,9 @@ static void c_destroy(sd_backend *b) {
     cudaStreamSynchronize(cb->c.stream);
     for (int i = 0; i < cb->n_recs; i++) cudaFree(cb->recs[i].p);
     for (int i = 0; i < cb->n_graphs; i++) cudaGraphExecDestroy(cb->graphs[i].exec);
-    cudaEventDestroy(cb->step_copied);
-    cudaFree(cb->c.step_dev);
-    cudaFreeHost(cb->c.step_host);
+    if (cb->c.desc_copied) cudaEventDestroy(cb->c.desc_copied);
+    cudaFree(cb->c.desc_dev);
+    if (cb->c.desc_host) cudaFreeHost(cb->c.desc_host);
     if (cb->c.scratch) cudaFree(cb->c.scratch);
     if (cb->c.deq) cudaFree(cb->c.deq);
     cuda_attention_free(&cb->c);
@@ -482,10 +546,7 @@ extern "C" int sd_backend_cuda_new(int device, sd_backend **out, sd_err *err) {
         return sd_errf(err, "cuda: cannot initialise cuBLAS");
     }
     cublasSetStream(cb->c.cublas, cb->c.stream);
-    if (cudaMalloc((void **)&cb->c.step_dev, sizeof(int) * (SD_CUDA_STEP_MAX + 1)) != cudaSuccess ||
-        cudaMalloc((void **)&cb->c.gemm_scal, sizeof(float) * 3) != cudaSuccess ||
-        cudaMallocHost((void **)&cb->c.step_host, sizeof(int) * (SD_CUDA_STEP_MAX + 1)) != cudaSuccess ||
-        cudaEventCreateWithFlags(&cb->step_copied, cudaEventDisableTiming) != cudaSuccess) {
+    if (desc_alloc(&cb->c) != cudaSuccess || cudaMalloc((void **)&cb->c.gemm_scal, sizeof(float) * 3) != cudaSuccess) {
         cudaGetLastError();
         b->impl = cb;
         c_destroy(b);

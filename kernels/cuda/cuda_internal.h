@@ -31,9 +31,18 @@ typedef struct cuda_ctx {
     char name[256];
     /* Step capture (CUDA graphs): while a step is recorded or replayed, kernels read the step's first
      * position and token ids from device memory (step_dev), so one recorded graph serves every step
-     * with the same shapes and buffers. step_dev is NULL outside steps: kernels use their arguments. */
-    int *step_dev;        /* device: [0] = pos0, [1..] = ids */
-    int *step_host;       /* pinned host mirror filled by graph_begin */
+     * with the same shapes and buffers. Kernels use their arguments outside steps (step_pos). */
+    int *step_dev;        /* desc_dev + DESC_STEP: [0] = pos0, [1..] = ids */
+    /* The pass's descriptors (layout: DESC_* below): the step state, per row its position and the offset
+     * of its sequence's block table, the block tables. desc_host (pinned) mirrors what the device holds or
+     * will hold once the pending copy has run; cuda_desc_set writes only entries that change and marks
+     * them dirty, cuda_desc_flush uploads the dirty ranges before the first kernel that reads them. A
+     * decode step so copies its position and token (a few ints, one copy) and a table entry only when a
+     * block is appended, instead of every row and table on every pass. */
+    int *desc_dev, *desc_host;
+    int desc_lo[2], desc_hi[2]; /* dirty ranges (ints): [0] step state and rows, [1] tables; lo >= hi: clean */
+    cudaEvent_t desc_copied;    /* the last flush's copies have read desc_host */
+    bool desc_pending;          /* a flush may not have run yet: wait for desc_copied before writing */
     bool stepping;        /* ops are being captured into a graph */
     bool graphs_enabled;  /* SPECD_CUDA_GRAPHS=0 turns graphs off */
     float *att_ws;        /* attention's split-path partials (attention.cu); fixed, NULL when unavailable */
@@ -58,13 +67,22 @@ typedef struct cuda_ctx {
     long fail_after;      /* SPECD_FAIL_AFTER=N (test hook): the N-th launch check fails; 0 = never */
     long launches;
     bool tc;              /* SPECD_CUDA_TC=1: F16/BF16 products of up to 64 rows on tensor cores (matmul_tc.cu) */
-    /* The pass's spans (cuda_kv_spans, attention.cu): kv_rows (device, fixed) holds per row its position
-     * and the offset of its block table in kv_tabs; kv_span the spans with those offsets (host). */
-    int *kv_rows, *kv_stage;
+    /* The pass's spans (cuda_kv_spans, attention.cu): kv_rows (desc_dev + DESC_ROWS) holds per row its
+     * position and the offset of its block table in kv_tabs (desc_dev + DESC_TABS); kv_span the spans with
+     * those offsets (host). */
+    int *kv_rows;
     int32_t *kv_tabs;
     cuda_kv_span *kv_span;
     int kv_n_rows, kv_n_spans;
 } cuda_ctx;
+
+/* The descriptor buffer's layout, in ints: the step state, then 2 per row, then the block tables. */
+#define KV_ROWS_MAX 4096          /* rows of one pass */
+#define KV_TABS_MAX (1 << 20)     /* block ids of all a pass's sequences: 16M positions */
+#define DESC_STEP 0
+#define DESC_ROWS 32
+#define DESC_TABS (DESC_ROWS + 2 * KV_ROWS_MAX)
+#define DESC_INTS (DESC_TABS + KV_TABS_MAX)
 
 #define SD_CUDA_STEP_MAX 16 /* steps of at most this many tokens are captured as graphs: the largest
                                verify block (draft_max 15 + 1) and small batches */
@@ -176,6 +194,14 @@ int cuda_spec_accept(cuda_ctx *c, int32_t *next, const float *p, const float *q,
                      int width, const float *u);
 void cuda_kv_store(cuda_ctx *c, void *kcache, void *vcache, sd_dtype type, const float *k, const float *v,
                    int kv_dim);
+/* desc_host[i] = v, marking it for the next flush when it changes (waits for a pending flush's copies
+ * first: they read desc_host when they run, not when they are issued). */
+void cuda_desc_set(cuda_ctx *c, int i, int v);
+/* desc_host[i .. i + n) = v[0 .. n), the same way. */
+void cuda_desc_put(cuda_ctx *c, int i, const int32_t *v, int n);
+/* Uploads the dirty descriptor ranges (no-op when clean); every op whose kernels read descriptors calls it
+ * before launching. Never dirty while a graph records (graph_begin flushes first). */
+void cuda_desc_flush(cuda_ctx *c);
 /* Device pointer to the current step's pos0 while stepping, else NULL (kernels then use the argument). */
 static inline const int *step_pos(const cuda_ctx *c) { return c->stepping ? c->step_dev : NULL; }
 /* F32 (host) matrix to F16 (device), for upload. */
