@@ -500,6 +500,7 @@ static void c_destroy(sd_backend *b) {
     cudaFree(cb->c.q8_x);
     cudaFree(cb->c.q8_d);
     cudaFree(cb->c.ids);
+    cudaFree(cb->c.samp_ws);
     cudaFree(cb->c.gemm_scal);
     cublasDestroy(cb->c.cublas);
     cudaStreamDestroy(cb->c.stream);

@@ -56,6 +56,7 @@ typedef struct cuda_ctx {
     int q8_n;
     int64_t q8_src_cols;
     float *gemm_scal;     /* [3] device scalars of F16 cuBLAS products (matmul.cu): max |x|, alpha, beta */
+    void *samp_ws;        /* sample.cu's per-row states, allocated on first use */
     int32_t *ids;         /* small id buffer for embed gathers and argmax results, grown outside steps */
     size_t ids_cap;
     /* The sticky error: the first failed CUDA call or launch, with the op that made it. The context may
