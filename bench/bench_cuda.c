@@ -8,6 +8,11 @@
  * n > 16 is cuBLAS (GGML types: each product dequantizes its weights to F16 first).
  *
  *   build/bench_cuda [--reps N] [--types f16,q8_0,q4_K,...]   (prints "skipped: ..." without a CUDA device)
+ *   build/bench_cuda --sample   device sampling (sample_rows) against argmax_rows: 1 and 4 rows of 32000,
+ *                               128256 and 151936 words, temperature with top-p, with top-k + top-p + min-p
+ *   build/bench_cuda --steps    one decode step's attention (kv_spans, kv_store, attention of an 8B layer's
+ *                               shape) at advancing positions, replayed as a step graph and issued op by op:
+ *                               what the descriptors' upload and the graph launch cost per step
  *
  * Built by `make build/bench_cuda`; run on a GPU machine by tools/gpu_check.sh (step "matvec"). */
 #include <stdint.h>
@@ -86,14 +91,90 @@ static double copy_gbs(void) {
 #endif
 }
 
+/* Microseconds per call of sample_rows (or argmax_rows when cfg is NULL) on rows x width random logits. */
+static double sample_us(sd_backend *b, int rows, int width, const sd_sample_cfg *cfg, int reps) {
+    size_t n = (size_t)rows * width;
+    float *h = malloc(n * sizeof *h), u[4] = {0.3f, 0.7f, 0.1f, 0.9f};
+    if (!h) return 0;
+    for (size_t i = 0; i < n; i++) h[i] = (float)(rnd() % 20000) * 1e-3f;
+    float *lg = b->alloc(b, n, NULL), *pr = b->alloc(b, n, NULL);
+    b->from_host(b, lg, h, n);
+    int32_t ids[4];
+    double best = 1e9;
+    for (int r = 0; r <= reps; r++) {
+        double t0 = sd_now_s();
+        if (cfg) b->sample_rows(b, ids, pr, lg, rows, width, cfg, u);
+        else b->argmax_rows(b, ids, lg, rows, width);
+        double t = sd_now_s() - t0;
+        if (r > 0 && t < best) best = t; /* the first call warms up */
+    }
+    b->release(b, lg);
+    b->release(b, pr);
+    free(h);
+    return best * 1e6;
+}
+
+static void bench_sample(sd_backend *b, int reps) {
+    static const int widths[] = {32000, 128256, 151936}, rows[] = {1, 4};
+    static const sd_sample_cfg cfgs[] = {{0.8f, 0, 0.95f, 0.0f}, {0.8f, 40, 0.95f, 0.05f}};
+    printf("%-7s %4s %12s %22s %22s\n", "width", "rows", "argmax us", "t0.8 top-p us (x)", "top-k+p+min-p us (x)");
+    for (int wi = 0; wi < 3; wi++)
+        for (int ri = 0; ri < 2; ri++) {
+            double a = sample_us(b, rows[ri], widths[wi], NULL, reps);
+            double s0 = sample_us(b, rows[ri], widths[wi], &cfgs[0], reps);
+            double s1 = sample_us(b, rows[ri], widths[wi], &cfgs[1], reps);
+            printf("sample %6d %4d %12.1f %14.1f (%5.2f) %14.1f (%5.2f)\n", widths[wi], rows[ri], a, s0, s0 / a, s1,
+                   s1 / a);
+        }
+}
+
+/* One layer's decode-step attention of an 8B-class model (32 heads, 8 kv heads of 128) at positions
+ * 2000.., a new position each step as in decoding: through a replayed step graph and op by op. */
+static void bench_steps(sd_backend *b, int reps) {
+    enum { H = 32, KVH = 8, HD = 128, CTX = 4096, P0 = 2000 };
+    sd_kv_mem kv;
+    sd_err err = {{0}};
+    if (b->kv_mem_alloc(b, &kv, 1, KVH * HD, CTX / SD_KV_BLOCK, SD_F16, &err)) {
+        printf("error: %s\n", err.msg);
+        return;
+    }
+    int32_t table[CTX / SD_KV_BLOCK];
+    for (int i = 0; i < CTX / SD_KV_BLOCK; i++) table[i] = (i * 7) % (CTX / SD_KV_BLOCK);
+    float *q = b->alloc(b, H * HD, NULL), *k = b->alloc(b, KVH * HD, NULL), *v = b->alloc(b, KVH * HD, NULL);
+    float *o = b->alloc(b, H * HD, NULL);
+    const uint64_t key[2] = {0xbe7c5u, (uintptr_t)q};
+    const int32_t tok[1] = {0};
+    for (int graphs = 1; graphs >= 0; graphs--) {
+        if (graphs && !b->graph_begin) continue;
+        double t0 = 0;
+        for (int r = 0; r <= reps; r++) {
+            if (r == 1) t0 = sd_now_s(); /* the first step records the graph */
+            sd_kv_span sp = {.row = 0, .n = 1, .pos0 = P0 + r, .cap = CTX, .table = table};
+            b->kv_spans(b, &sp, 1, 1);
+            if (!(graphs && b->graph_begin(b, key, 2, tok, 1, P0 + r))) {
+                b->kv_store(b, &kv, 0, k, v);
+                b->attention(b, o, q, &kv, 0, H, KVH, HD);
+                if (graphs) b->graph_end(b);
+            }
+            b->sync(b);
+        }
+        printf("step attention, %s: %.1f us per step (kv_spans + kv_store + attention + sync, positions %d..%d)\n",
+               graphs ? "graph replay" : "op by op", (sd_now_s() - t0) / reps * 1e6, P0, P0 + reps);
+    }
+    b->release(b, q); b->release(b, k); b->release(b, v); b->release(b, o);
+    b->kv_mem_free(b, &kv);
+}
+
 int main(int argc, char **argv) {
-    int reps = 20, types[16], n_types = 0;
+    int reps = 20, types[16], n_types = 0, mode = 0; /* 0 matvec, 1 sample, 2 steps */
     const char *type_list = "f16,q8_0,q4_0,q4_K,q5_K,q6_K";
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--types") && i + 1 < argc) type_list = argv[++i];
+        else if (!strcmp(argv[i], "--sample")) mode = 1;
+        else if (!strcmp(argv[i], "--steps")) mode = 2;
         else {
-            fprintf(stderr, "usage: bench_cuda [--reps N] [--types f16,q8_0,q4_K,...]\n");
+            fprintf(stderr, "usage: bench_cuda [--reps N] [--types f16,q8_0,q4_K,...] [--sample | --steps]\n");
             return 2;
         }
     }
@@ -112,6 +193,15 @@ int main(int argc, char **argv) {
     if (sd_backend_cuda_new(0, &b, &err) != 0) {
         printf("skipped: bench_cuda: no CUDA device (%s)\n", err.msg);
         return 0;
+    }
+    if (mode) {
+        printf("device %s\n", b->device);
+        if (mode == 1) bench_sample(b, reps);
+        else bench_steps(b, reps * 10);
+        if (b->failed) printf("error: %s\n", b->fail_msg);
+        int rc = b->failed ? 1 : 0;
+        b->destroy(b);
+        return rc;
     }
     double copy = copy_gbs();
     printf("device %s; copy bandwidth (read + write) %.0f GB/s\n", b->device, copy);
@@ -157,6 +247,7 @@ int main(int argc, char **argv) {
             b->release(b, out);
         }
     if (b->failed) printf("error: %s\n", b->fail_msg);
+    int rc = b->failed ? 1 : 0;
     b->destroy(b);
-    return b->failed ? 1 : 0;
+    return rc;
 }

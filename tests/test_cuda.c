@@ -13,6 +13,7 @@
 #include "model/model.h"
 #include "target/engine.h"
 #include "tests/test.h"
+#include "tests/engine_fixture.h"
 #include "tools/mkmodel.h"
 
 static sd_backend *gpu, *cpu;
@@ -1001,6 +1002,85 @@ static void test_spec_accept_matches_ref(void) {
     free(lg); free(p); free(q);
 }
 
+/* Steps requests a (on session sa) and b (on sb), all in one batch per turn (prefill chunks of 8 rows),
+ * until both have finished; their tokens into ra, rb. */
+static void run_pair(sd_session *sa, sd_session *sb, const int32_t *pa, int na, const int32_t *pb, int nb,
+                     const sd_gen_params *qa, const sd_gen_params *qb, sd_gen **g, eng_result *r) {
+    sd_err err = {{0}};
+    memset(r, 0, 2 * sizeof *r);
+    REQUIRE(sd_gen_start(sa, pa, na, qa, &g[0], &err) == 0 && sd_gen_start(sb, pb, nb, qb, &g[1], &err) == 0);
+    for (int turn = 0; turn < 200; turn++) {
+        sd_gen *live[2];
+        bool was[2];
+        int n = 0;
+        for (int i = 0; i < 2; i++)
+            if ((was[i] = sd_gen_finish(g[i]) == SD_FINISH_NONE)) live[n++] = g[i];
+        if (!n) break;
+        REQUIRE(sd_gen_step_batch(live, n, 8, &err) == 0);
+        for (int i = 0; i < 2; i++) {
+            if (!was[i]) continue; /* its last step is an earlier turn's */
+            const int32_t *ids;
+            int ni;
+            const char *text;
+            size_t tl;
+            sd_gen_last(g[i], &ids, &ni, &text, &tl);
+            for (int j = 0; j < ni && r[i].n < ENG_MAXTOK; j++) r[i].ids[r[i].n++] = ids[j];
+        }
+    }
+}
+
+/* The paged pool on the GPU running out mid-session (the small draft model as the target, to stay quick
+ * in the emulation): a pool of 2 blocks (32 positions), an older request (12-token prompt, up to 40 more)
+ * and a newer one (14 + 4), stepped together. The newer one, needing a second block first, is preempted
+ * and recomputed later; the older one ends with the pool's error at position 32 as it could never fit.
+ * Neither emits a token it would not have emitted with a pool large enough for both (rows do not depend
+ * on their batch): the failed one's tokens are a prefix of that run's, the preempted one's are that run's. */
+static void test_kv_pool_exhausted_on_gpu(void) {
+    if (!gpu) SKIP("%s", no_gpu_reason);
+    const char *target = shared_path("models/aidreams-draft.bin"), *tok = shared_path("models/tok512.bin");
+    if (!target || !tok) SKIP("../shared/models/aidreams-draft.bin or tok512.bin not found");
+    eng_fx big, small;
+    REQUIRE(eng_open_cfg(&small, (sd_engine_config){.target_path = target, .target_tok = tok, .device = "cuda"}) == 0);
+    size_t per = sd_engine_kv_bytes_per_token(small.e) * SD_KV_BLOCK;
+    eng_close(&small);
+    REQUIRE(eng_open_cfg(&big, (sd_engine_config){.target_path = target, .target_tok = tok, .device = "cuda",
+                                                  .kv_mem = 8 * per}) == 0);
+    REQUIRE(eng_open_cfg(&small, (sd_engine_config){.target_path = target, .target_tok = tok, .device = "cuda",
+                                                    .kv_mem = 2 * per}) == 0);
+    const int32_t pa[] = {1, 403, 407, 261, 378, 280, 266, 311, 267, 403, 407, 261};
+    const int32_t pb[] = {1, 378, 280, 266, 311, 267, 403, 407, 261, 378, 280, 266, 311, 267};
+    sd_gen_params qa = eng_params(SD_MODE_PLAIN, 0, 0, 40), qb = eng_params(SD_MODE_PLAIN, 0, 0, 4);
+    sd_gen_params qa_ref = eng_params(SD_MODE_PLAIN, 0, 0, 24); /* more than the small pool lets it emit */
+    sd_session *bb = NULL, *sb = NULL;
+    sd_err err = {{0}};
+    REQUIRE(sd_session_new(big.e, &bb, &err) == 0 && sd_session_new(small.e, &sb, &err) == 0);
+    sd_gen *ref[2], *g[2];
+    eng_result rr[2], r[2];
+    run_pair(big.s, bb, pa, 12, pb, 14, &qa_ref, &qb, ref, rr);
+    CHECK(rr[0].n == 24 && rr[1].n == 4);
+    run_pair(small.s, sb, pa, 12, pb, 14, &qa, &qb, g, r);
+    const char *why = sd_gen_error(g[0]);
+    CHECKF(sd_gen_finish(g[0]) == SD_FINISH_ERROR && why && strstr(why, "KV pool"), "the large request: finish %d, %s",
+           sd_gen_finish(g[0]), why ? why : "no error");
+    CHECKF(r[0].n == 21 && eng_first_diff(&r[0], &rr[0]) == r[0].n,
+           "the large request: %d tokens, the first %d as with a large pool", r[0].n, eng_first_diff(&r[0], &rr[0]));
+    sd_gen_stats st;
+    sd_gen_get_stats(g[1], &st);
+    CHECKF(sd_gen_finish(g[1]) != SD_FINISH_ERROR && eng_same_ids(&r[1], &rr[1]),
+           "the small request: finish %d, %d tokens, first difference at %d", sd_gen_finish(g[1]), r[1].n,
+           eng_first_diff(&r[1], &rr[1]));
+    CHECKF(st.preempted >= 1, "the small request was never preempted");
+    CHECK(!gpu->failed);
+    for (int i = 0; i < 2; i++) {
+        sd_gen_free(ref[i]);
+        sd_gen_free(g[i]);
+    }
+    sd_session_free(bb);
+    sd_session_free(sb);
+    eng_close(&small);
+    eng_close(&big);
+}
+
 /* Sampled plain and speculative generation on the GPU (sampling on the device) repeat by seed. */
 static void test_sampled_spec_reproducible_on_gpu(void) {
     if (!gpu) SKIP("%s", no_gpu_reason);
@@ -1129,6 +1209,7 @@ int main(void) {
     RUN(test_sample_rows_matches_ref);
     RUN(test_spec_accept_matches_ref);
     RUN(test_sampled_spec_reproducible_on_gpu);
+    RUN(test_kv_pool_exhausted_on_gpu);
     RUN(test_step_bracket_on_cpu);
     RUN(test_backend_open_reports_reason);
     if (gpu) gpu->destroy(gpu);

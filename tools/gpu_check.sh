@@ -11,6 +11,10 @@
 #             the F16 slice quantized to Q4_K_M (specd quantize: Q4_K with Q6_K for some v/down and the output)
 #   matvec    bench_cuda: matrix-vector kernels against the device's copy bandwidth (8B shapes, n = 1..64;
 #             F16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K)
+#   sample    bench_cuda --sample: device sampling (two launches a pass, many blocks a row) against argmax,
+#             1 and 4 rows of 32000, 128256 and 151936 words
+#   steps     bench_cuda --steps: one decode step's attention at advancing positions, graph replay vs op by
+#             op (what uploading only the changed descriptors leaves per step)
 #   decode    plain decode bandwidth, F16 and Q8_0 with CUDA graphs on and off, Q4_K_M with graphs on
 #   prefill   a ~4000-token prompt on the F16 slice (cuBLAS GEMMs, tiled attention): prefill tokens/s
 #   verify    the verify cost curve T(k+1)/T(1) for k = 1, 2, 4, 7, 8 (specd bench --sweep)
@@ -26,7 +30,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) DRY=1 ;;
     --only) ONLY=",$2,"; shift ;;
-    -h|--help) sed -n 2,19p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,23p "$0"; exit 0 ;;
     *) break ;;
   esac
   shift
@@ -63,7 +67,7 @@ step() {
   timeout -k 5 "$limit" bash -c "$*" >"$log" 2>&1; local rc=$?
   { printf '\n==== %s (step %d, rc %d, %ss): %s\n' "$name" $N $rc $((SECONDS - t0)) "$*"; cat "$log"; } >>"$LOG"
   local st=ok; [ $rc -ne 0 ] && st="rc=$rc"; [ $rc -eq 124 ] && st="TIMEOUT"
-  printf '%-9s %-8s %4ss  %s\n' "$name" "$st" $((SECONDS - t0)) "$(grep -E '^(ok|FAIL|skipped)|passed|GB/s|ERROR SUMMARY|error' "$log" | tail -1 | cut -c1-120)" | tee -a "$SUM"
+  printf '%-9s %-8s %4ss  %s\n' "$name" "$st" $((SECONDS - t0)) "$(grep -E '^(ok|FAIL|skipped)|passed|GB/s|ERROR SUMMARY|error|^sample |per step' "$log" | tail -1 | cut -c1-120)" | tee -a "$SUM"
 }
 
 G_F16=$W/t8b-f16.gguf; D_F16=$W/d8b-f16.gguf; G_Q8=$W/t8b-q8_0.gguf; D_Q8=$W/d8b-q8_0.gguf; G_Q4=$W/t8b-q4_k_m.gguf
@@ -96,6 +100,9 @@ step models 150 "set -e; nproc; \
 step matvec 90 "$BIN/bench_cuda; echo '== SPECD_CUDA_TC=1 (tensor cores)'; \
   SPECD_CUDA_TC=1 $BIN/bench_cuda | grep -E '^f16'"
 
+step sample 60 "$BIN/bench_cuda --sample"
+step steps 60 "$BIN/bench_cuda --steps"
+
 step decode 60 "SPECD_CUDA_TC=1 $SPECD generate -m $G_F16 -p 'Once upon a time' -n 256 --plain --device cuda \
   --ctx 4096 2>&1 >/dev/null | sed 's|^|$(basename "$G_F16") tc=1: |'"
 for m in "$G_F16" "$G_Q8"; do
@@ -115,6 +122,8 @@ step prefill 60 "$SPECD generate -m $G_F16 -p '$LONG4K' -n 4 --plain --device cu
 
 step sampled 60 "$SPECD generate -m $G_F16 -p 'Once upon a time' -n 256 --plain --device cuda --ctx 4096 \
   --temp 0.8 --top-p 0.95 2>&1 >/dev/null | sed 's|^|sampled t=0.8 top-p 0.95: |'"
+step sampled 60 "$SPECD generate -m $G_F16 -p 'Once upon a time' -n 256 --plain --device cuda --ctx 4096 \
+  --temp 0.8 --top-k 40 --top-p 0.95 --min-p 0.05 2>&1 >/dev/null | sed 's|^|sampled t=0.8 top-k 40 top-p 0.95 min-p 0.05: |'"
 
 step verify 150 "$SPECD bench -m $G_F16 -md $D_F16 --device cuda --ctx 4096 --sweep 1,2,4,7,8,12,15 -n 64"
 step batch 120 "$SPECD bench -m $G_F16 -md $D_F16 --device cuda --ctx 4096 --concurrency 1,4,8,16 -n 64"
