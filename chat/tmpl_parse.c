@@ -502,6 +502,14 @@ static void end_tag(parser *p, const char *name) {
     expect_block_end(p);
 }
 
+/* The statements up to `{% end %}`, consumed too. */
+static tm_node *block_body(parser *p, const char *end) {
+    const char *const ends[] = {end, NULL};
+    tm_node *body = parse_body(p, ends);
+    end_tag(p, end);
+    return body;
+}
+
 static tm_node *parse_if(parser *p) {
     tm_node *n = node(p, N_IF);
     n->a = parse_tuple(p, true);
@@ -585,9 +593,7 @@ static tm_node *parse_set(parser *p) {
         }
         expect_block_end(p);
         n->type = N_SETBLOCK;
-        static const char *const ends[] = {"endset", NULL};
-        n->b = parse_body(p, ends);
-        end_tag(p, "endset");
+        n->b = block_body(p, "endset");
         return n;
     }
     expect_op(p, "=");
@@ -653,9 +659,7 @@ static tm_node *parse_call_block(parser *p) {
     n->a = parse_expr(p);
     if (n->a->type != N_CALL) syntax(p, "expected a call after 'call'");
     expect_block_end(p);
-    static const char *const ends[] = {"endcall", NULL};
-    caller->b = parse_body(p, ends);
-    end_tag(p, "endcall");
+    caller->b = block_body(p, "endcall");
     caller->op = special_names(caller->b);
     n->b = caller;
     return n;
@@ -666,9 +670,7 @@ static tm_node *parse_filter_block(parser *p) {
     tm_node *n = node(p, N_FILTERBLOCK);
     parse_filter_chain(p, n);
     expect_block_end(p);
-    static const char *const ends[] = {"endfilter", NULL};
-    n->b = parse_body(p, ends);
-    end_tag(p, "endfilter");
+    n->b = block_body(p, "endfilter");
     return n;
 }
 
@@ -683,9 +685,7 @@ static tm_node *parse_with(parser *p) {
         add_kid(p, n, parse_expr(p), &kcap);
     }
     expect_block_end(p);
-    static const char *const ends[] = {"endwith", NULL};
-    n->b = parse_body(p, ends);
-    end_tag(p, "endwith");
+    n->b = block_body(p, "endwith");
     return n;
 }
 
@@ -709,10 +709,7 @@ static tm_node *parse_statement(parser *p) {
     }
     if (is_name(t, "generation")) { /* Hugging Face's marker of assistant text (for training masks): renders its body */
         expect_block_end(p);
-        static const char *const ends[] = {"endgeneration", NULL};
-        tm_node *body = parse_body(p, ends);
-        end_tag(p, "endgeneration");
-        return body;
+        return block_body(p, "endgeneration");
     }
     /* other templates (chat templates are one file: Hugging Face renders them without a loader), template
      * inheritance, and extensions Hugging Face does not enable */
