@@ -779,6 +779,32 @@ static void test_upload_rejects(void) {
     b->destroy(b);
 }
 
+/* Backend memory is zero-filled, 64-byte aligned and counted, small or large (large buffers are mappings
+ * that the kernel zeroes page by page on first write), and a released block is counted off again. */
+static void test_alloc_zeroed(void) {
+    sd_backend *b = open_cpu(1, SD_SIMD_SCALAR);
+    REQUIRE(b);
+    sd_err err = {{0}};
+    size_t work0 = 0, work = 0, sizes[] = {1, 100, 65535, 65536, (size_t)3 << 20};
+    b->mem_usage(b, NULL, NULL, &work0);
+    for (int round = 0; round < 2; round++)
+        for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+            float *p = b->alloc(b, sizes[i], &err);
+            REQUIRE(p);
+            CHECK(((uintptr_t)p & 63) == 0);
+            size_t nonzero = 0;
+            for (size_t k = 0; k < sizes[i]; k++) nonzero += p[k] != 0.0f;
+            CHECK_EQ_INT(nonzero, 0);
+            b->mem_usage(b, NULL, NULL, &work);
+            CHECK(work >= work0 + sizes[i] * sizeof(float));
+            for (size_t k = 0; k < sizes[i]; k++) p[k] = 1.5f; /* dirty: the next round must see zeros again */
+            b->release(b, p);
+            b->mem_usage(b, NULL, NULL, &work);
+            CHECK_EQ_INT(work, work0);
+        }
+    b->destroy(b);
+}
+
 static void test_backend_open(void) {
     sd_backend *b = NULL;
     sd_err err = {{0}};
@@ -830,6 +856,7 @@ int main(void) {
     RUN(test_pool_stress);
     RUN(test_backend_open);
     RUN(test_upload_rejects);
+    RUN(test_alloc_zeroed);
     RUN(test_matmul_all_levels);
     RUN(test_matmul_quant_levels);
     RUN(test_matmul_large_threads);

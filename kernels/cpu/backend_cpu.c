@@ -37,17 +37,26 @@ static cpu_impl *impl_of(sd_backend *b) { return (cpu_impl *)b->impl; }
 
 /* ---------------------------------------------------------------- memory */
 
-/* Every allocation carries its size in a 64-byte header (keeps the data 64-byte aligned) for mem_usage. */
+/* Every allocation carries its size in a 64-byte header (keeps the data 64-byte aligned) for mem_usage.
+ * Large ones are anonymous mappings: the kernel hands out zero pages as they are first written, so a
+ * buffer sized for the largest pass (the forward workspace's 128 rows of logits: 16 MB at a 32000-word
+ * vocabulary) costs no zeroing, and no time on the first request, for the rows a pass never reaches. */
 #define ALLOC_HDR 64
+#define ALLOC_MAP_MIN ((size_t)256 << 10)
 
 static float *raw_alloc(size_t n_floats, sd_err *err) {
     void *p = NULL;
     size_t bytes = (n_floats ? n_floats : 1) * sizeof(float);
-    if (n_floats > (SIZE_MAX - ALLOC_HDR) / sizeof(float) || posix_memalign(&p, 64, bytes + ALLOC_HDR) != 0) {
+    if (n_floats > (SIZE_MAX - ALLOC_HDR) / sizeof(float)) p = NULL;
+    else if (bytes >= ALLOC_MAP_MIN) {
+        p = mmap(NULL, bytes + ALLOC_HDR, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED) p = NULL;
+    } else if (posix_memalign(&p, 64, bytes + ALLOC_HDR) == 0) memset(p, 0, bytes + ALLOC_HDR);
+    else p = NULL;
+    if (!p) {
         sd_errf(err, "cpu backend: cannot allocate %zu floats", n_floats);
         return NULL;
     }
-    memset(p, 0, bytes + ALLOC_HDR);
     *(size_t *)p = bytes;
     return (float *)((char *)p + ALLOC_HDR);
 }
@@ -57,7 +66,8 @@ static size_t raw_free(void *p) {
     if (!p) return 0;
     void *base = (char *)p - ALLOC_HDR;
     size_t bytes = *(size_t *)base;
-    free(base);
+    if (bytes >= ALLOC_MAP_MIN) munmap(base, bytes + ALLOC_HDR);
+    else free(base);
     return bytes;
 }
 
@@ -85,6 +95,22 @@ static int mm_type_index(int type) {
     }
 }
 
+/* Maps the pages of [p, p + bytes) now, at load, so the first request does not take the weights' page
+ * faults (tens of ms for a few hundred MB). The file's pages may be shared with other tensors or
+ * outside the file mapping's reach (a tensor in host memory): madvise then fails harmlessly, and a read
+ * of one byte a page does the same. */
+static void populate(const void *p, size_t bytes) {
+    const size_t page = 4096;
+    uintptr_t a = (uintptr_t)p / page * page, e = (uintptr_t)p + bytes;
+#ifdef MADV_POPULATE_READ
+    if (madvise((void *)a, e - a, MADV_POPULATE_READ) == 0) return;
+#endif
+    volatile const char *c = p;
+    char sink = 0;
+    for (size_t i = 0; i < bytes; i += page) sink ^= c[i];
+    (void)sink;
+}
+
 static int cpu_upload_weight(sd_backend *b, sd_tensor *t, sd_err *err) {
     const char *name = t->name ? t->name : "(unnamed)";
     if (mm_type_index(t->type) < 0) {
@@ -96,6 +122,7 @@ static int cpu_upload_weight(sd_backend *b, sd_tensor *t, sd_err *err) {
                        (long long)t->cols, sd_dtype_name(t->type));
     if (!t->host) return sd_errf(err, "tensor %s: no data", name);
     t->data = (void *)t->host; /* the mapping is used in place: no copy */
+    populate(t->data, sd_dtype_row_bytes(t->type, t->cols) * (size_t)t->rows);
     t->data_type = t->type;
     return 0;
 }
