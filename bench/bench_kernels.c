@@ -4,8 +4,9 @@
  *
  *   build/bench_kernels [-t THREADS] [--params MILLIONS] [--reps N] [--types f16,q8_0,q4_K,...]
  *   build/bench_kernels --cache     in-cache compute throughput of every SIMD level (1 thread, CPU time)
- *   build/bench_kernels --rows      GFLOPS by activation rows (1..64) per SIMD level and weight type, weights
- *                                   from memory, 1 thread, CPU time, against the FMA peak measured beside it
+ *   build/bench_kernels --rows [--types f16,..]   GFLOPS by activation rows (1..64) per SIMD level and
+ *                                   weight type (f16, bf16, f32, q8_0), weights from memory, 1 thread, CPU
+ *                                   time, against the FMA peak measured beside it
  *
  * Every figure comes from this one run, so the ratios hold even when other work shares the machine.
  * Built by `make build/bench_kernels`. */
@@ -248,8 +249,8 @@ static double kernel_pass(const sd_cpu_kernels *k, const bench_set *s, int n, in
  * best of 3, small-row and blocked paths interleaved, as GFLOPS and as a fraction of the FMA peak of the
  * same level measured in the same run (Q8_0's int8 products counted alike). The kernel's crossover
  * (block_min) picks between the two columns. Every level from AVX up, or only SPECD_SIMD's when set. */
-static int bench_rows(void) {
-    static const int types[] = {SD_F16, SD_BF16, SD_F32, SD_Q8_0}, ns[] = {1, 4, 8, 12, 16, 24, 40, 64};
+static int bench_rows(const int *types, int n_types) {
+    static const int ns[] = {1, 4, 8, 12, 16, 24, 40, 64};
     const int n_ns = (int)(sizeof ns / sizeof ns[0]), nmax = 64, cols = 4096;
     const char *cap = getenv("SPECD_SIMD");
     sd_simd top = sd_simd_default(), lo = cap && *cap ? top : SD_SIMD_AVX;
@@ -264,8 +265,9 @@ static int bench_rows(void) {
         const sd_cpu_kernels *k = sd_simd_kernels((sd_simd)lv);
         double peak = fma_peak((sd_simd)lv);
         printf("%-7s FMA peak %.1f GFLOPS\n", sd_simd_name((sd_simd)lv), peak);
-        for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
+        for (int ti = 0; ti < n_types; ti++) {
             bench_set s = {0};
+            if (types[ti] != SD_F16 && types[ti] != SD_BF16 && types[ti] != SD_F32 && types[ti] != SD_Q8_0) continue;
             if (make_set(NULL, types[ti], 8 * 4.194304, &s) != 0) return 1;
             int mi = types[ti] == SD_F32 ? SD_MM_F32 : types[ti] == SD_F16 ? SD_MM_F16 : types[ti] == SD_BF16 ? SD_MM_BF16 : SD_MM_Q8_0;
             printf("%-7s %-5s", sd_simd_name((sd_simd)lv), sd_dtype_name(types[ti]));
@@ -280,7 +282,7 @@ static int bench_rows(void) {
                         double t = kernel_pass(k, &s, n, p ? SD_MM_BLOCKED : SD_MM_SMALL, x, xq, xd, xs, out);
                         if (t < best[p]) best[p] = t;
                     }
-                double g[2], flops = 2.0 * 8 * 4096 * 1024 * n;
+                double g[2], flops = 2.0 * s.count * 4096 * 1024 * n;
                 for (int p = 0; p < 2; p++) g[p] = flops / best[p] / 1e9;
                 int auto_blocked = n >= k->block_min[mi];
                 printf("  n=%d %5.1f%s/%5.1f%s (%2.0f%%)", n, g[0], auto_blocked ? "" : "*", g[1], auto_blocked ? "*" : "",
@@ -297,16 +299,16 @@ static int bench_rows(void) {
 }
 
 int main(int argc, char **argv) {
-    int threads = 0, reps = 9, types[16] = {SD_F16, SD_Q8_0}, n_types = 2;
+    int threads = 0, reps = 9, types[16] = {SD_F16, SD_Q8_0}, n_types = 2, rows = 0, types_given = 0;
     double params_m = 300;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-t") == 0 && i + 1 < argc) threads = atoi(argv[++i]);
         else if (strcmp(argv[i], "--params") == 0 && i + 1 < argc) params_m = atof(argv[++i]);
         else if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc) reps = atoi(argv[++i]);
         else if (strcmp(argv[i], "--cache") == 0) return bench_cache();
-        else if (strcmp(argv[i], "--rows") == 0) return bench_rows();
+        else if (strcmp(argv[i], "--rows") == 0) rows = 1;
         else if (strcmp(argv[i], "--types") == 0 && i + 1 < argc) {
-            n_types = 0;
+            n_types = 0, types_given = 1;
             for (char *t = strtok(argv[++i], ","); t && n_types < 16; t = strtok(NULL, ",")) {
                 types[n_types] = sd_dtype_by_name(t);
                 if (types[n_types] < 0 || !sd_quantize_supported(types[n_types])) {
@@ -319,6 +321,10 @@ int main(int argc, char **argv) {
             fprintf(stderr, "usage: bench_kernels [-t THREADS] [--params MILLIONS] [--reps N] [--types T,T..] | --cache | --rows\n");
             return 2;
         }
+    }
+    if (rows) {
+        static const int row_types[] = {SD_F16, SD_BF16, SD_F32, SD_Q8_0};
+        return types_given ? bench_rows(types, n_types) : bench_rows(row_types, 4);
     }
     sd_backend *b;
     sd_err err;

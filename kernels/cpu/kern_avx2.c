@@ -27,6 +27,9 @@
 #define QR_MANY 1
 #define QN_MAX 6
 #define MB_MIN_F16 9 /* blocked from 9 activations; F32 and Q8_0 measured no faster blocked */
+#define MB_R 3      /* blocked register tile 3 rows x 4 activations: 12 accumulators + 3 weight vectors + */
+#define MB_N 4      /* one activation vector = the 16 registers (2 x 5 measured 5-10% slower, 2 x 6 too) */
+#define MB_ROWS 24  /* rows per block: a multiple of MB_R */
 #define KNAME sd_kernels_avx2
 #define KLEVEL SD_SIMD_AVX2
 #define KSTR "avx2"
