@@ -23,18 +23,23 @@ void sd_pass_cost_record_draft(sd_pass_cost *c, double seconds) {
     if (seconds > 0) ewma(&c->draft_round, seconds);
 }
 
+/* The measured buckets that keep the cost non-decreasing in rows, into b[] (ascending); their count. A
+ * bucket measured lower than a smaller one (a noisy turn) is left out rather than read as rows that cost
+ * less than none, which would make drafting look free. */
+static int monotone(const sd_pass_cost *c, int *b) {
+    int n = 0;
+    for (int i = 0; i < SD_COST_BUCKETS; i++)
+        if (c->t[i] > 0 && (n == 0 || c->t[i] >= c->t[b[n - 1]])) b[n++] = i;
+    return n;
+}
+
 double sd_pass_cost_at(const sd_pass_cost *c, int rows) {
-    int lo = -1, hi = -1; /* the nearest measured buckets at or below, and above, rows */
-    for (int b = 0; b < SD_COST_BUCKETS; b++) {
-        if (c->t[b] <= 0) continue;
-        if ((1 << b) <= rows) lo = b;
-        else if (hi < 0) hi = b;
-    }
-    if (lo < 0 && hi < 0) return 0;
-    if (lo < 0) return c->t[hi];
-    if (hi < 0) return c->t[lo];
-    double x0 = 1 << lo, x1 = 1 << hi;
-    return c->t[lo] + (c->t[hi] - c->t[lo]) * (rows - x0) / (x1 - x0);
+    int b[SD_COST_BUCKETS], n = monotone(c, b), hi = 0;
+    if (n == 0) return 0;
+    if (n == 1 || rows <= (1 << b[0])) return c->t[b[0]];
+    while (hi < n - 1 && (1 << b[hi]) < rows) hi++; /* beyond the largest: the last segment's slope goes on */
+    double x0 = 1 << b[hi - 1], x1 = 1 << b[hi], y0 = c->t[b[hi - 1]], y1 = c->t[b[hi]];
+    return y0 + (y1 - y0) * (rows - x0) / (x1 - x0);
 }
 
 void sd_batch_k(const sd_pass_cost *c, int base_rows, double base_tokens, int n, const double *alpha,

@@ -23,8 +23,9 @@ typedef struct sd_pass_cost {
 void sd_pass_cost_record(sd_pass_cost *c, int rows, double seconds);
 /* A draft round took `seconds`. */
 void sd_pass_cost_record_draft(sd_pass_cost *c, double seconds);
-/* Estimated seconds of a target pass of `rows` rows: linear between measured buckets, flat beyond them
- * (memory-bound until measured otherwise); 0 when nothing is measured. */
+/* Estimated seconds of a target pass of `rows` rows: linear between measured buckets, never decreasing
+ * (a bucket measured below a smaller one is ignored), flat below the smallest and with the last
+ * segment's slope above the largest (flat when only one is measured); 0 when nothing is measured. */
 double sd_pass_cost_at(const sd_pass_cost *c, int rows);
 
 /* Chooses k[i] in 0..kmax[i] for n speculating requests with acceptance estimates alpha[i] in a turn that

@@ -27,6 +27,28 @@ static void test_cost_table(void) {
     CHECK(sd_pass_cost_at(&c, 1) < 0.020);
 }
 
+/* Beyond the largest measured bucket the last segment's slope goes on (not flat: rows there are not
+ * free), and a bucket measured below a smaller one (noise) is ignored rather than read as negative cost;
+ * so 8 requests whose batch was measured up to 8 rows, compute-bound from 4, do not draft (a flat tail
+ * made every draft look free). */
+static void test_cost_beyond_and_noise(void) {
+    sd_pass_cost c = {.draft_round = 0};
+    const double t[4] = {0.010, 0.0102, 0.011, 0.020}; /* rows 1, 2, 4, 8 */
+    for (int b = 0; b < 4; b++) sd_pass_cost_record(&c, 1 << b, t[b]);
+    CHECK_NEAR(sd_pass_cost_at(&c, 16), 0.020 + 8 * 0.00225, 1e-12);
+    CHECK_NEAR(sd_pass_cost_at(&c, 9) - sd_pass_cost_at(&c, 8), 0.00225, 1e-12);
+    sd_pass_cost_record_draft(&c, 0.001);
+    double alpha[8] = {0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6};
+    int kmax[8] = {4, 4, 4, 4, 4, 4, 4, 4}, k[8];
+    sd_batch_k(&c, 0, 0, 8, alpha, kmax, k);
+    for (int i = 0; i < 8; i++) CHECKF(k[i] == 0, "request %d drafts %d", i, k[i]);
+    sd_pass_cost dip = c;
+    sd_pass_cost_record(&dip, 16, 0.015); /* noise: 16 rows measured cheaper than 8 */
+    sd_pass_cost_record(&dip, 32, 0.040);
+    CHECK_NEAR(sd_pass_cost_at(&dip, 16), 0.020 + 0.020 * 8 / 24, 1e-12);
+    for (int r = 1; r < 64; r++) CHECK(sd_pass_cost_at(&dip, r + 1) >= sd_pass_cost_at(&dip, r));
+}
+
 static void test_rule(void) {
     double alpha[4] = {0.7, 0.7, 0.7, 0.7};
     int kmax[4] = {8, 8, 8, 8}, k[4];
@@ -54,5 +76,6 @@ static void test_rule(void) {
 int main(void) {
     RUN(test_cost_table);
     RUN(test_rule);
+    RUN(test_cost_beyond_and_noise);
     return TEST_DONE();
 }
