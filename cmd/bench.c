@@ -230,8 +230,12 @@ int cmd_bench(int argc, char **argv) {
         if (!o.json)
             fprintf(stderr, "bench: concurrency %d..%d, %d prompts x %d repeats per request stream, %d tokens each\n",
                     o.conc[0], o.conc[o.n_conc - 1], n_prompts, o.repeat, o.n_tokens);
-        /* warm-up (page in the weights, settle the thread pool), not reported */
-        if (bench_concurrency(e, ptoks, pn, n_prompts, &o.gp, 1, o.conc, 1, o.batch_tokens, false, NULL, &err)) goto out;
+        /* warm-up at the largest concurrency, both modes (page in the weights and the KV blocks the largest
+         * batch takes, settle the thread pool, give the batch draft-length rule pass costs up to the
+         * largest batches), not reported */
+        int cmax = o.conc[0];
+        for (int i = 1; i < o.n_conc; i++) cmax = o.conc[i] > cmax ? o.conc[i] : cmax;
+        if (bench_concurrency(e, ptoks, pn, n_prompts, &o.gp, 1, &cmax, 1, o.batch_tokens, false, NULL, &err)) goto out;
         if (bench_concurrency(e, ptoks, pn, n_prompts, &o.gp, n_prompts * o.repeat, o.conc, o.n_conc, o.batch_tokens,
                               o.json, stdout, &err))
             goto out;

@@ -3,7 +3,8 @@
  * IPC. Per concurrency and mode (plain, then speculative): aggregate tokens/s, per-token latency p50/p95
  * (a step's wall time spread over the tokens it emitted, first token excluded), time to first token
  * p50/p95 (from the request's start, including turns spent waiting for its prefill chunks) and
- * acceptance. Each "client" runs its prompts one after another, as specd-cli bench does. */
+ * acceptance. Each "client" runs its prompts one after another, as specd-cli bench does. The two modes
+ * alternate which runs first from one concurrency to the next. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -150,7 +151,8 @@ int bench_concurrency(sd_engine *e, int32_t *const *ptoks, const int *pn, int n_
     for (int i = 0; i < cmax; i++)
         if (sd_session_new(e, &cl[i].s, err)) goto out;
     for (int i = 0; i < n_conc; i++)
-        for (int m = 0; m < 2; m++) {
+        for (int j = 0; j < 2; j++) {
+            int m = i % 2 ? 1 - j : j; /* plain first, then spec first, ...: drift in load or warmth favours neither */
             sd_gen_params p = *gp;
             p.mode = m ? SD_MODE_SPEC : SD_MODE_PLAIN;
             conc_fig *fg = &figs[2 * i + m];
