@@ -79,6 +79,9 @@ typedef struct sd_tensor {
     const char *name;  /* for error messages; may be NULL */
 } sd_tensor;
 
+/* rope's pos0 for "each row at its position in the pass's spans". */
+#define SD_POS_SPANS (-1)
+
 /* Positions per KV block. */
 #define SD_KV_BLOCK 16
 
@@ -185,7 +188,9 @@ struct sd_backend {
     void (*add_bias)(sd_backend *b, float *x, const sd_tensor *bias, int n);
     /* Rotary embedding of n tokens at positions pos0..pos0+n-1, x is [n][n_heads*head_dim]. The first
      * n_rot dims of each head rotate; pair j uses angle pos * inv_freq[j] (inv_freq: backend memory,
-     * n_rot/2 floats, already including any rope scaling). neox: pairs (j, j+n_rot/2); else (2j, 2j+1). */
+     * n_rot/2 floats, already including any rope scaling). neox: pairs (j, j+n_rot/2); else (2j, 2j+1).
+     * pos0 = SD_POS_SPANS: x holds every row of the pass (n = its rows), each at the position kv_spans
+     * gave it: one call for a pass of several sequences, which a step graph replays at new positions. */
     void (*rope)(sd_backend *b, float *x, int n, int n_heads, int head_dim, int n_rot, int pos0,
                  const float *inv_freq, bool neox);
     /* The spans of the pass whose kv_store and attention calls follow, covering its `rows` rows in order

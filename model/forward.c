@@ -186,12 +186,9 @@ static void attention_block(const pass *p, int l) {
     /* qwen3: RMSNorm of each head vector; [n][heads*hd] is [n*heads][hd] row-major. */
     if (L->q_norm.rows) be->rmsnorm(be, w->q, w->q, &L->q_norm, n * hp->n_heads, hp->head_dim, hp->eps);
     if (L->k_norm.rows) be->rmsnorm(be, w->k, w->k, &L->k_norm, n * hp->n_kv_heads, hp->head_dim, hp->eps);
-    for (int i = 0; i < w->n_spans; i++) { /* per span: its positions */
-        const sd_kv_span *sp = &w->spans[i];
-        float *q = w->q + (size_t)sp->row * q_width(hp), *k = w->k + (size_t)sp->row * kv_width(hp);
-        be->rope(be, q, sp->n, hp->n_heads, hp->head_dim, hp->n_rot, sp->pos0, m->rope_inv_freq, hp->rope_neox);
-        be->rope(be, k, sp->n, hp->n_kv_heads, hp->head_dim, hp->n_rot, sp->pos0, m->rope_inv_freq, hp->rope_neox);
-    }
+    /* every row at its sequence's position (the spans) */
+    be->rope(be, w->q, n, hp->n_heads, hp->head_dim, hp->n_rot, SD_POS_SPANS, m->rope_inv_freq, hp->rope_neox);
+    be->rope(be, w->k, n, hp->n_kv_heads, hp->head_dim, hp->n_rot, SD_POS_SPANS, m->rope_inv_freq, hp->rope_neox);
     sd_kv_mem *kv = sd_kv_pool_mem(m);
     be->kv_store(be, kv, l, w->k, w->v); /* every row at its sequence's position (the spans) */
     be->attention(be, w->att, w->q, kv, l, hp->n_heads, hp->n_kv_heads, hp->head_dim);
@@ -255,26 +252,29 @@ static bool one_run(const pass *p) {
     return true;
 }
 
-/* Runs pass_ops, through a backend step graph when the backend has them and the pass is one span with
- * one run of outputs: a decode or verify step issues the same ops on the same buffers every time (only
- * tokens and pos0 differ), so the backend records it once and replays it, which matters for a small
- * draft model whose steps are dominated by launch costs. The key names everything that shapes the ops.
- * Passes of several sequences run directly (the step state holds one pos0; their spans differ). */
+/* Runs pass_ops, through a backend step graph when the backend has them and the pass has one run of
+ * outputs: a decode or verify step, or a batch of them, issues the same ops on the same buffers every
+ * time (only tokens and positions differ, and the ops read those from the backend's step state and
+ * spans), so the backend records it once per shape and replays it, which matters for a small draft model
+ * whose steps are dominated by launch costs. The key names everything that shapes the ops; not the
+ * sequences (their positions and tables are the spans'), so sessions share a graph per shape. */
 static void run_pass(const pass *p, int host) {
     sd_backend *be = p->m->be;
     const sd_row *r0 = &p->rows[0];
     const sd_kv_mem *kv = sd_kv_pool_mem(p->m);
-    if (!be->graph_begin || p->w->n_spans != 1 || !one_run(p)) {
+    if (!be->graph_begin || !one_run(p)) {
         pass_ops(p, host);
         return;
     }
     const sd_fwd_ws *w = p->w;
+    int cap = 0; /* attention plans its grid from the largest capacity */
+    for (int i = 0; i < w->n_spans; i++) cap = w->spans[i].cap > cap ? w->spans[i].cap : cap;
     const uint64_t key[] = {
-        (uintptr_t)r0->seq,   (uintptr_t)p->m,       (uintptr_t)p->m->layers, (uintptr_t)w->x,
+        (uint64_t)cap,        (uintptr_t)p->m,       (uintptr_t)p->m->layers, (uintptr_t)w->x,
         (uintptr_t)w->xb,     (uintptr_t)w->q,       (uintptr_t)w->k,         (uintptr_t)w->v,
         (uintptr_t)w->att,    (uintptr_t)w->hb,      (uintptr_t)w->hb2,       (uintptr_t)w->logits,
         (uintptr_t)w->kept,   (uintptr_t)kv->k,     (uintptr_t)kv->v,      (uint64_t)p->n,
-        (uint64_t)p->n_layers, (uint64_t)r0->seq->ctx, /* attention plans its grid from the capacity */
+        (uint64_t)p->n_layers,
         (uint64_t)p->n_keep,  (uint64_t)p->keep0,    (uint64_t)host,
         (uint64_t)(p->n_keep + p->n_host ? w->order[0] : -1),
     };

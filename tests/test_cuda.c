@@ -592,29 +592,44 @@ static void test_attention_spans(void) {
  * a verify block, capacities too large to keep each table at its own offset) stores K/V and attends, GPU vs
  * CPU on one pool each. */
 static int desc_replays;
-/* One pass of the spans, GPU vs CPU. graph: the GPU side as a step graph (one row, on the fixed buffers
- * gin ([q | k | v]) and gout, so its key holds). */
+static float *desc_inv_c, *desc_inv_g; /* rope's inverse frequencies on each backend */
+/* One pass of the spans (rope at the rows' positions, K/V store, attention), GPU vs CPU. With gin ([q | k
+ * | v] of up to 16 rows) and gout: the GPU side as a step graph on those fixed buffers, keyed by its rows
+ * and largest capacity (as forward.c keys them), replayed at the new positions. */
 static void desc_pass(sd_kv_mem *kc, sd_kv_mem *kg, const sd_kv_span *spans, int n_spans, int n_heads, int n_kv,
                       int hd, float *gin, float *gout) {
-    int rows = 0;
-    for (int i = 0; i < n_spans; i++) rows += spans[i].n;
+    int rows = 0, cap = 0;
+    for (int i = 0; i < n_spans; i++) {
+        rows += spans[i].n;
+        cap = spans[i].cap > cap ? spans[i].cap : cap;
+    }
     size_t nq = (size_t)rows * n_heads * hd, nkv = (size_t)rows * n_kv * hd;
     float *h = malloc(sizeof(float) * (nq + 2 * nkv)), *a = malloc(nq * 4), *b = malloc(nq * 4);
     for (size_t i = 0; i < nq + 2 * nkv; i++) h[i] = frand() * (i < nq ? 4.0f : 1.0f);
     float *dc = dev_copy(cpu, h, nq + 2 * nkv), *oc = cpu->alloc(cpu, nq, NULL);
-    float *dg = gin ? gin : gpu->alloc(gpu, nq + 2 * nkv, NULL), *og = gout ? gout : gpu->alloc(gpu, nq, NULL);
-    gpu->from_host(gpu, dg, h, nq + 2 * nkv);
+    bool graph = gin && rows <= 16;
+    float *dg = graph ? gin : gpu->alloc(gpu, nq + 2 * nkv, NULL), *og = graph ? gout : gpu->alloc(gpu, nq, NULL);
+    if (graph) { /* the fixed buffer's layout: [16 rows of q | 16 of k | 16 of v] */
+        gpu->from_host(gpu, dg, h, nq);
+        gpu->from_host(gpu, dg + (size_t)16 * n_heads * hd, h + nq, 2 * nkv);
+    } else {
+        gpu->from_host(gpu, dg, h, nq + 2 * nkv);
+    }
+    float *gk = graph ? dg + (size_t)16 * n_heads * hd : dg + nq, *gv = gk + nkv;
     cpu->kv_spans(cpu, spans, n_spans, rows);
+    cpu->rope(cpu, dc, rows, n_heads, hd, hd, SD_POS_SPANS, desc_inv_c, false);
+    cpu->rope(cpu, dc + nq, rows, n_kv, hd, hd, SD_POS_SPANS, desc_inv_c, false);
     cpu->kv_store(cpu, kc, 0, dc + nq, dc + nq + nkv);
     cpu->attention(cpu, oc, dc, kc, 0, n_heads, n_kv, hd);
     gpu->kv_spans(gpu, spans, n_spans, rows);
-    const uint64_t key[3] = {0xde5c0001ull, (uintptr_t)gin, (uintptr_t)gout};
-    static const int32_t toks[1] = {0};
-    bool graph = gin && rows == 1;
-    if (graph && gpu->graph_begin(gpu, key, 3, toks, rows, spans[0].pos0)) {
+    const uint64_t key[5] = {0xde5c0002ull, (uintptr_t)gin, (uintptr_t)gout, (uint64_t)rows, (uint64_t)cap};
+    static const int32_t toks[16] = {0};
+    if (graph && gpu->graph_begin(gpu, key, 5, toks, rows, spans[0].pos0)) {
         desc_replays++;
     } else {
-        gpu->kv_store(gpu, kg, 0, dg + nq, dg + nq + nkv);
+        gpu->rope(gpu, dg, rows, n_heads, hd, hd, SD_POS_SPANS, desc_inv_g, false);
+        gpu->rope(gpu, gk, rows, n_kv, hd, hd, SD_POS_SPANS, desc_inv_g, false);
+        gpu->kv_store(gpu, kg, 0, gk, gv);
         gpu->attention(gpu, og, dg, kg, 0, n_heads, n_kv, hd);
         if (graph) CHECK(gpu->graph_end(gpu) == 0);
     }
@@ -624,8 +639,10 @@ static void desc_pass(sd_kv_mem *kc, sd_kv_mem *kg, const sd_kv_span *spans, int
     CHECKF(e < 1e-4, "%d spans, first at %d (%d rows), graph %d: rel err %g", n_spans, spans[0].pos0, spans[0].n,
            graph, e);
     cpu->release(cpu, dc); cpu->release(cpu, oc);
-    if (!gin) gpu->release(gpu, dg);
-    if (!gout) gpu->release(gpu, og);
+    if (!graph) {
+        gpu->release(gpu, dg);
+        gpu->release(gpu, og);
+    }
     free(h); free(a); free(b);
 }
 
@@ -639,22 +656,27 @@ static void test_descriptors_follow_passes(void) {
     for (int s = 0; s < SEQS; s++)
         for (int i = 0; i < NB; i++) tab[s][i] = (7 * (s * NB + i) + 3) % (NB * SEQS + 1); /* scrambled */
     int pos[SEQS] = {0, 0, 0}, cap = NB * SD_KV_BLOCK;
+    float inv[HD / 2];
+    for (int j = 0; j < HD / 2; j++) inv[j] = powf(10000.0f, -2.0f * (float)j / HD);
+    desc_inv_c = dev_copy(cpu, inv, HD / 2);
+    desc_inv_g = dev_copy(gpu, inv, HD / 2);
     /* each sequence's first LEN positions in one pass each */
     for (int s = 0; s < SEQS; s++) {
         sd_kv_span sp = {.row = 0, .n = LEN, .pos0 = 0, .cap = cap, .table = tab[s]};
         desc_pass(&kc, &kg, &sp, 1, H, KVH, HD, NULL, NULL);
         pos[s] = LEN;
     }
-    /* sequence 0 decodes through a graph across the block boundary at 32 */
+    /* sequence 0 decodes through a graph across the block boundary at 32; the batches below replay graphs
+     * of 2 and 3 rows at new positions */
     const char *g = getenv("SPECD_CUDA_GRAPHS");
     bool graphs = !(g && !strcmp(g, "0"));
-    float *gin = gpu->alloc(gpu, (H + 2 * KVH) * HD, NULL), *gout = gpu->alloc(gpu, H * HD, NULL);
+    float *gin = gpu->alloc(gpu, 16 * (H + 2 * KVH) * HD, NULL), *gout = gpu->alloc(gpu, 16 * H * HD, NULL);
     desc_replays = 0;
     for (int i = 0; i < 12; i++) {
         sd_kv_span sp = {.row = 0, .n = 1, .pos0 = pos[0]++, .cap = cap, .table = tab[0]};
         desc_pass(&kc, &kg, &sp, 1, H, KVH, HD, graphs ? gin : NULL, graphs ? gout : NULL);
     }
-    CHECK(!graphs || desc_replays == 11);
+    CHECK_EQ_INT(desc_replays, graphs ? 11 : 0);
     /* batches: all three growing, then two in another order, then all again, then a verify block */
     static const int order[][SEQS] = {{0, 1, 2}, {0, 1, 2}, {2, 0, -1}, {2, 0, -1}, {1, 2, 0}};
     for (int step = 0; step < 14; step++) {
@@ -663,20 +685,24 @@ static void test_descriptors_follow_passes(void) {
         int n = 0;
         for (int j = 0; j < SEQS && o[j] >= 0; j++, n++)
             sp[n] = (sd_kv_span){.row = n, .n = 1, .pos0 = pos[o[j]]++, .cap = cap, .table = tab[o[j]]};
-        desc_pass(&kc, &kg, sp, n, H, KVH, HD, NULL, NULL);
+        desc_pass(&kc, &kg, sp, n, H, KVH, HD, graphs ? gin : NULL, graphs ? gout : NULL);
     }
     sd_kv_span v[2] = {{.row = 0, .n = 5, .pos0 = pos[1], .cap = cap, .table = tab[1]},
                        {.row = 5, .n = 1, .pos0 = pos[2], .cap = cap, .table = tab[2]}};
-    desc_pass(&kc, &kg, v, 2, H, KVH, HD, NULL, NULL);
+    desc_pass(&kc, &kg, v, 2, H, KVH, HD, graphs ? gin : NULL, graphs ? gout : NULL);
     pos[1] += 5;
     pos[2] += 1;
     /* capacities whose tables do not fit at their own offsets: packed instead */
     sd_kv_span big[2] = {{.row = 0, .n = 1, .pos0 = pos[2], .cap = 1 << 24, .table = tab[2]},
                          {.row = 1, .n = 1, .pos0 = pos[0], .cap = 1 << 24, .table = tab[0]}};
-    desc_pass(&kc, &kg, big, 2, H, KVH, HD, NULL, NULL);
+    desc_pass(&kc, &kg, big, 2, H, KVH, HD, graphs ? gin : NULL, graphs ? gout : NULL);
     /* and sequence 0 alone again, replaying its graph after all that */
     sd_kv_span sp = {.row = 0, .n = 1, .pos0 = pos[0]++, .cap = cap, .table = tab[0]};
     desc_pass(&kc, &kg, &sp, 1, H, KVH, HD, graphs ? gin : NULL, graphs ? gout : NULL);
+    /* replays: 11 decode steps, 3 + 3 + 6 batch steps (3, 2, then 3 rows again), the last decode step */
+    CHECK_EQ_INT(desc_replays, graphs ? 24 : 0);
+    cpu->release(cpu, desc_inv_c);
+    gpu->release(gpu, desc_inv_g);
     gpu->release(gpu, gin);
     gpu->release(gpu, gout);
     cpu->kv_mem_free(cpu, &kc);
@@ -1081,6 +1107,35 @@ static void test_kv_pool_exhausted_on_gpu(void) {
     eng_close(&big);
 }
 
+/* Two requests stepped together (passes of two sequences, recorded and replayed as step graphs of their
+ * shape) give the same tokens with graphs on and off (SPECD_CUDA_GRAPHS=0). */
+static void test_batch_graphs_on_off_same_tokens(void) {
+    if (!gpu) SKIP("%s", no_gpu_reason);
+    const char *target = shared_path("models/aidreams-draft.bin"), *tok = shared_path("models/tok512.bin");
+    if (!target || !tok) SKIP("../shared/models/aidreams-draft.bin or tok512.bin not found");
+    const int32_t pa[] = {1, 403, 407, 261, 378}, pb[] = {1, 378, 280, 266, 311, 267, 403};
+    sd_gen_params qa = eng_params(SD_MODE_PLAIN, 0, 0, 12), qb = eng_params(SD_MODE_PLAIN, 0, 0, 9);
+    eng_result r[2][2];
+    for (int pass = 0; pass < 2; pass++) {
+        setenv("SPECD_CUDA_GRAPHS", pass ? "0" : "1", 1);
+        eng_fx f;
+        sd_session *s2 = NULL;
+        sd_err err = {{0}};
+        REQUIRE(eng_open_cfg(&f, (sd_engine_config){.target_path = target, .target_tok = tok, .device = "cuda"}) == 0);
+        REQUIRE(sd_session_new(f.e, &s2, &err) == 0);
+        sd_gen *g[2];
+        run_pair(f.s, s2, pa, 5, pb, 7, &qa, &qb, g, r[pass]);
+        for (int i = 0; i < 2; i++) sd_gen_free(g[i]);
+        sd_session_free(s2);
+        eng_close(&f);
+    }
+    unsetenv("SPECD_CUDA_GRAPHS");
+    CHECK(r[0][0].n == 12 && r[0][1].n == 9);
+    for (int i = 0; i < 2; i++)
+        CHECKF(eng_same_ids(&r[0][i], &r[1][i]), "request %d: graphs on and off differ at token %d", i,
+               eng_first_diff(&r[0][i], &r[1][i]));
+}
+
 /* Sampled plain and speculative generation on the GPU (sampling on the device) repeat by seed. */
 static void test_sampled_spec_reproducible_on_gpu(void) {
     if (!gpu) SKIP("%s", no_gpu_reason);
@@ -1210,6 +1265,7 @@ int main(void) {
     RUN(test_spec_accept_matches_ref);
     RUN(test_sampled_spec_reproducible_on_gpu);
     RUN(test_kv_pool_exhausted_on_gpu);
+    RUN(test_batch_graphs_on_off_same_tokens);
     RUN(test_step_bracket_on_cpu);
     RUN(test_backend_open_reports_reason);
     if (gpu) gpu->destroy(gpu);

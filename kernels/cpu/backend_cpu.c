@@ -319,14 +319,21 @@ typedef struct rope_job {
     int n_heads, head_dim, n_rot, pos0;
     const float *inv_freq;
     bool neox;
+    const cpu_impl *im; /* pos0 == SD_POS_SPANS: the rows' positions from its spans */
 } rope_job;
+
+/* Position of row i of the pass (kv_spans). */
+static int span_pos(const cpu_impl *im, int64_t i) {
+    const sd_kv_span *sp = &im->spans[im->row_span[i]];
+    return sp->pos0 + (int)(i - sp->row);
+}
 
 static void rope_tokens(void *v, int64_t i0, int64_t i1) {
     const rope_job *j = v;
     int half = j->n_rot / 2;
     for (int64_t i = i0; i < i1; i++) {
         float *xt = j->x + i * (int64_t)j->n_heads * j->head_dim;
-        int pos = j->pos0 + (int)i;
+        int pos = j->pos0 == SD_POS_SPANS ? span_pos(j->im, i) : j->pos0 + (int)i;
         for (int p = 0; p < half; p++) {
             float a = sd_rope_angle(pos, j->inv_freq[p]), c = cosf(a), s = sinf(a);
             int ia = j->neox ? p : 2 * p, ib = j->neox ? p + half : 2 * p + 1;
@@ -340,7 +347,12 @@ static void rope_tokens(void *v, int64_t i0, int64_t i1) {
 
 static void cpu_rope(sd_backend *b, float *x, int n, int n_heads, int head_dim, int n_rot, int pos0,
                      const float *inv_freq, bool neox) {
-    rope_job j = {x, n_heads, head_dim, n_rot, pos0, inv_freq, neox};
+    cpu_impl *im = impl_of(b);
+    if (pos0 == SD_POS_SPANS && n != im->rows) {
+        sd_backend_fail(b, "rope of %d rows at the spans' positions, but the pass has %d", n, im->rows);
+        return;
+    }
+    rope_job j = {x, n_heads, head_dim, n_rot, pos0, inv_freq, neox, im};
     sd_pool_for(impl_of(b)->pool, n, 4, rope_tokens, &j);
 }
 

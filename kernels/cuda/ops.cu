@@ -67,9 +67,11 @@ void cuda_add_bias(cuda_ctx *c, float *x, const sd_tensor *bias, int n) {
     CUDA_LAUNCHED(c, "add_bias");
 }
 
-/* One thread per rotated pair. neox pairs (j, j + n_rot/2), otherwise (2j, 2j+1). */
-__global__ void k_rope(float *x, int n, int n_heads, int head_dim, int n_rot, int pos0, const int *pos_dev,
-                       const float *inv_freq, int neox) {
+/* One thread per rotated pair. neox pairs (j, j + n_rot/2), otherwise (2j, 2j+1). Row t is at pos0 + t,
+ * pos0 from the step state while stepping (pos_dev), or at its own position in the pass's descriptors
+ * (rows: SD_POS_SPANS). */
+__global__ void __launch_bounds__(256) k_rope(float *x, int n, int n_heads, int head_dim, int n_rot, int pos0,
+                                              const int *pos_dev, const int *rows, const float *inv_freq, int neox) {
     if (pos_dev) pos0 = *pos_dev;
     int half = n_rot / 2;
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -80,7 +82,7 @@ __global__ void k_rope(float *x, int n, int n_heads, int head_dim, int n_rot, in
     int t = (int)(th / n_heads);
     float *h = x + th * head_dim;
     float s, co;
-    sincosf(sd_rope_angle(pos0 + t, inv_freq[j]), &s, &co);
+    sincosf(sd_rope_angle(rows ? rows[2 * t] : pos0 + t, inv_freq[j]), &s, &co);
     int a = neox ? j : 2 * j, b = neox ? j + half : 2 * j + 1;
     sd_rope_rotate(&h[a], &h[b], co, s);
 }
@@ -89,7 +91,19 @@ void cuda_rope(cuda_ctx *c, float *x, int n, int n_heads, int head_dim, int n_ro
                bool neox) {
     size_t total = (size_t)n * n_heads * (n_rot / 2);
     if (!total) return;
-    k_rope<<<(unsigned)((total + 255) / 256), 256, 0, c->stream>>>(x, n, n_heads, head_dim, n_rot, pos0, step_pos(c), inv_freq,
+    const int *rows = NULL;
+    if (pos0 == SD_POS_SPANS) {
+        if (n != c->kv_n_rows) {
+            char what[120];
+            snprintf(what, sizeof what, "rope of %d rows at the spans' positions (the pass has %d)", n, c->kv_n_rows);
+            cuda_fail(c, cudaErrorInvalidValue, what, __FILE__, __LINE__);
+            return;
+        }
+        cuda_desc_flush(c);
+        rows = c->kv_rows;
+    }
+    k_rope<<<(unsigned)((total + 255) / 256), 256, 0, c->stream>>>(x, n, n_heads, head_dim, n_rot, pos0,
+                                                                   rows ? NULL : step_pos(c), rows, inv_freq,
                                                                    neox ? 1 : 0);
     CUDA_LAUNCHED(c, "rope");
 }
