@@ -209,6 +209,11 @@ struct sd_backend {
     void (*swiglu)(sd_backend *b, float *out, const float *gate, const float *up, size_t count);
     /* x[i] += y[i]. */
     void (*add)(sd_backend *b, float *x, const float *y, size_t count);
+    /* Optional (NULL: add, then rmsnorm): x += y ([rows][width]), then out = rmsnorm(x) with w, in one
+     * pass over the rows (a block's residual add and the next block's norm); out may alias y. Results
+     * are bitwise those of the two ops. */
+    void (*add_rmsnorm)(sd_backend *b, float *out, float *x, const float *y, const sd_tensor *w, int rows, int width,
+                        float eps);
 };
 
 /* n_threads <= 0: one per online CPU. */

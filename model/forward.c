@@ -167,7 +167,20 @@ static int span_len(const pass *p, int i) {
     return j - i;
 }
 
-/* Attention block of one layer for the pass's rows of w->x; adds into w->x. */
+/* x += y, then out = rmsnorm(x) with w over the pass's rows: one op where the backend fuses them. */
+static void add_norm(const pass *p, float *out, const float *y, const sd_tensor *w) {
+    const sd_hparams *hp = &p->m->hp;
+    sd_backend *be = p->m->be;
+    if (be->add_rmsnorm) {
+        be->add_rmsnorm(be, out, p->w->x, y, w, p->n, hp->dim, hp->eps);
+        return;
+    }
+    be->add(be, p->w->x, y, (size_t)p->n * hp->dim);
+    be->rmsnorm(be, out, p->w->x, w, p->n, hp->dim, hp->eps);
+}
+
+/* Attention block of one layer for the pass's rows of w->x (w->xb holds them normed with attn_norm); adds
+ * into w->x and leaves it normed with ffn_norm in w->xb. */
 static void attention_block(const pass *p, int l) {
     const sd_model *m = p->m;
     const sd_hparams *hp = &m->hp;
@@ -176,7 +189,6 @@ static void attention_block(const pass *p, int l) {
     sd_fwd_ws *w = p->w;
     int n = p->n;
 
-    be->rmsnorm(be, w->xb, w->x, &L->attn_norm, n, hp->dim, hp->eps);
     be->matmul(be, w->q, &L->wq, w->xb, n);
     be->matmul(be, w->k, &L->wk, w->xb, n);
     be->matmul(be, w->v, &L->wv, w->xb, n);
@@ -193,10 +205,11 @@ static void attention_block(const pass *p, int l) {
     be->kv_store(be, kv, l, w->k, w->v); /* every row at its sequence's position (the spans) */
     be->attention(be, w->att, w->q, kv, l, hp->n_heads, hp->n_kv_heads, hp->head_dim);
     be->matmul(be, w->xb, &L->wo, w->att, n);
-    be->add(be, w->x, w->xb, (size_t)n * hp->dim);
+    add_norm(p, w->xb, w->xb, &L->ffn_norm);
 }
 
-/* SwiGLU feed-forward block of one layer for the pass's rows of w->x; adds into w->x. */
+/* SwiGLU feed-forward block of one layer for the pass's rows of w->x (w->xb holds them normed with
+ * ffn_norm); adds into w->x, and leaves it normed with the next layer's attn_norm in w->xb. */
 static void ffn_block(const pass *p, int l) {
     const sd_hparams *hp = &p->m->hp;
     const sd_layer *L = &p->m->layers[l];
@@ -204,12 +217,12 @@ static void ffn_block(const pass *p, int l) {
     sd_fwd_ws *w = p->w;
     int n = p->n;
 
-    be->rmsnorm(be, w->xb, w->x, &L->ffn_norm, n, hp->dim, hp->eps);
     be->matmul(be, w->hb, &L->w_gate, w->xb, n);
     be->matmul(be, w->hb2, &L->w_up, w->xb, n);
     be->swiglu(be, w->hb, w->hb, w->hb2, (size_t)n * hp->ffn);
     be->matmul(be, w->xb, &L->w_down, w->hb, n);
-    be->add(be, w->x, w->xb, (size_t)n * hp->dim);
+    if (l + 1 < p->n_layers) add_norm(p, w->xb, w->xb, &p->m->layers[l + 1].attn_norm);
+    else be->add(be, w->x, w->xb, (size_t)n * hp->dim); /* the classifier norms its rows itself */
 }
 
 /* Final norm of the output rows into w->xb in w->order (kept rows first), one rmsnorm per run of
@@ -235,7 +248,9 @@ static void classify_ops(const pass *p, int host) {
 /* The backend work of one pass, with the classifier of the first `host` delivered rows. */
 static void pass_ops(const pass *p, int host) {
     sd_backend *be = p->m->be;
+    const sd_hparams *hp = &p->m->hp;
     be->embed(be, p->w->x, &p->m->tok_embd, p->w->tokens, p->n);
+    be->rmsnorm(be, p->w->xb, p->w->x, &p->m->layers[0].attn_norm, p->n, hp->dim, hp->eps);
     for (int l = 0; l < p->n_layers; l++) {
         attention_block(p, l);
         ffn_block(p, l);

@@ -586,6 +586,34 @@ static void test_attention_spans(void) {
     g_kv_type = SD_F16;
 }
 
+/* The fused residual add + RMSNorm gives bitwise the add then the norm (x and the output, the output
+ * aliasing y as the forward pass uses it), at a narrow and a real model's width. */
+static void test_add_rmsnorm_fused(void) {
+    if (!gpu) SKIP("%s", no_gpu_reason);
+    REQUIRE(gpu->add_rmsnorm);
+    const int widths[] = {200, 4096}, rows = 3;
+    for (int wi = 0; wi < 2; wi++) {
+        int width = widths[wi];
+        size_t nx = (size_t)rows * width;
+        float *wn = make_weights(SD_F32, 1, width), *h = malloc(2 * nx * 4), *a = malloc(2 * nx * 4), *b = malloc(2 * nx * 4);
+        sd_tensor t = {.type = SD_F32, .cols = width, .rows = 1, .host = wn};
+        REQUIRE(gpu->upload_weight(gpu, &t, NULL) == 0);
+        for (size_t i = 0; i < 2 * nx; i++) h[i] = frand() * 3;
+        float *d1 = dev_copy(gpu, h, 2 * nx), *d2 = dev_copy(gpu, h, 2 * nx), *o = gpu->alloc(gpu, nx, NULL);
+        gpu->add(gpu, d1, d1 + nx, nx); /* x = d[0..nx), y = d[nx..2nx) */
+        gpu->rmsnorm(gpu, o, d1, &t, rows, width, 1e-5f);
+        gpu->from_host(gpu, d1 + nx, h + nx, nx);
+        gpu->to_host(gpu, a, d1, nx);
+        gpu->to_host(gpu, a + nx, o, nx);
+        gpu->add_rmsnorm(gpu, d2 + nx, d2, d2 + nx, &t, rows, width, 1e-5f); /* out over y */
+        gpu->to_host(gpu, b, d2, 2 * nx);
+        CHECKF(memcmp(a, b, 2 * nx * 4) == 0, "width %d: fused add + rmsnorm differs from add then rmsnorm", width);
+        gpu->release(gpu, d1); gpu->release(gpu, d2); gpu->release(gpu, o);
+        gpu->free_weight(gpu, &t);
+        free(wn); free(h); free(a); free(b);
+    }
+}
+
 /* The descriptors (positions, block tables) a pass leaves on the device are reused by the next one, which
  * uploads only what changed: a sequence of passes that change them in every way (a decode step replayed as
  * a graph across block boundaries, a batch whose sequences grow, drop out and come back in another order,
@@ -1250,6 +1278,7 @@ int main(void) {
     RUN(test_matmul_large_activations);
     RUN(test_injected_fault_ends_request);
     RUN(test_row_ops);
+    RUN(test_add_rmsnorm_fused);
     RUN(test_argmax_rows_matches_cpu);
     RUN(test_attention_long_context);
     RUN(test_attention_graph_replay);

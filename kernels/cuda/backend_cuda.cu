@@ -376,6 +376,10 @@ static void c_rmsnorm(sd_backend *b, float *out, const float *x, const sd_tensor
 static void c_matmul(sd_backend *b, float *out, const sd_tensor *w, const float *x, int n) {
     cuda_matmul(&cb_of(b)->c, out, w, x, n);
 }
+static void c_add_rmsnorm(sd_backend *b, float *out, float *x, const float *y, const sd_tensor *w, int rows, int width,
+                          float eps) {
+    cuda_add_rmsnorm(ctx_of(b), out, x, y, w, rows, width, eps);
+}
 static void c_add_bias(sd_backend *b, float *x, const sd_tensor *bias, int n) {
     cuda_add_bias(ctx_of(b), x, bias, n);
 }
@@ -595,6 +599,7 @@ extern "C" int sd_backend_cuda_new(int device, sd_backend **out, sd_err *err) {
     b->attention = c_attention;
     b->swiglu = c_swiglu;
     b->add = c_add;
+    b->add_rmsnorm = c_add_rmsnorm;
     *out = b;
     return 0;
 }

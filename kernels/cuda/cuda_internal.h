@@ -176,6 +176,9 @@ bool cuda_matmul_quant(cuda_ctx *c, float *out, const sd_tensor *w, const float 
 bool cuda_matmul_tc(cuda_ctx *c, float *out, const sd_tensor *w, const float *x, int n);
 void cuda_embed(cuda_ctx *c, float *out, const sd_tensor *table, const int32_t *ids, int n);
 void cuda_rmsnorm(cuda_ctx *c, float *out, const float *x, const sd_tensor *w, int rows, int width, float eps);
+/* x += y, then out = rmsnorm(x): bitwise cuda_add then cuda_rmsnorm, one launch. */
+void cuda_add_rmsnorm(cuda_ctx *c, float *out, float *x, const float *y, const sd_tensor *w, int rows, int width,
+                      float eps);
 void cuda_add_bias(cuda_ctx *c, float *x, const sd_tensor *bias, int n);
 void cuda_rope(cuda_ctx *c, float *x, int n, int n_heads, int head_dim, int n_rot, int pos0, const float *inv_freq,
                bool neox);

@@ -29,11 +29,18 @@ void cuda_embed(cuda_ctx *c, float *out, const sd_tensor *table, const int32_t *
 /* Launched with up to 1024 threads: the bound caps registers at 64 so the rare quantized-weight path (a block
  * unpacked per element) spills instead of making every launch fail with "too many resources requested". */
 #define RMS_MAX_THREADS 1024
-__global__ void __launch_bounds__(RMS_MAX_THREADS) k_rmsnorm(float *out, const float *x, const void *w, int wtype, int width, float eps) {
-    const float *xr = x + (size_t)blockIdx.x * width;
+/* ADD: x += y first (the residual add fused in; each thread reads back only what it wrote, so the norm is
+ * bitwise the unfused one's). out may alias y: a row's y is read before the barrier, out written after. */
+template <bool ADD>
+__global__ void __launch_bounds__(RMS_MAX_THREADS) k_rmsnorm(float *out, float *x, const float *y, const void *w, int wtype,
+                                                             int width, float eps) {
+    float *xr = x + (size_t)blockIdx.x * width;
     float *orow = out + (size_t)blockIdx.x * width;
     float ss = 0.0f;
-    for (int i = threadIdx.x; i < width; i += blockDim.x) ss += xr[i] * xr[i];
+    for (int i = threadIdx.x; i < width; i += blockDim.x) {
+        if (ADD) xr[i] = __fadd_rn(xr[i], y[(size_t)blockIdx.x * width + i]);
+        ss += xr[i] * xr[i];
+    }
     __shared__ float part[32];
     for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
     if (threadIdx.x % 32 == 0) part[threadIdx.x / 32] = ss;
@@ -49,10 +56,19 @@ __global__ void __launch_bounds__(RMS_MAX_THREADS) k_rmsnorm(float *out, const f
         orow[i] = xr[i] * scale * cuda_load_elem(w, wtype, 1, width, 0, i);
 }
 
+static int rms_threads(int width) { return width >= RMS_MAX_THREADS ? RMS_MAX_THREADS : ((width + 31) / 32) * 32; }
+
 void cuda_rmsnorm(cuda_ctx *c, float *out, const float *x, const sd_tensor *w, int rows, int width, float eps) {
-    int threads = width >= RMS_MAX_THREADS ? RMS_MAX_THREADS : ((width + 31) / 32) * 32;
-    k_rmsnorm<<<rows, threads, 0, c->stream>>>(out, x, w->data, w->data_type, width, eps);
+    /* x is only read (ADD false) */
+    k_rmsnorm<false><<<rows, rms_threads(width), 0, c->stream>>>(out, (float *)x, (const float *)nullptr, w->data,
+                                                                 w->data_type, width, eps);
     CUDA_LAUNCHED(c, "rmsnorm");
+}
+
+void cuda_add_rmsnorm(cuda_ctx *c, float *out, float *x, const float *y, const sd_tensor *w, int rows, int width,
+                      float eps) {
+    k_rmsnorm<true><<<rows, rms_threads(width), 0, c->stream>>>(out, x, y, w->data, w->data_type, width, eps);
+    CUDA_LAUNCHED(c, "add_rmsnorm");
 }
 
 __global__ void k_add_bias(float *x, const float *bias, int width, size_t count) {
