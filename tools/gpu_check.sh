@@ -18,7 +18,8 @@
 #   decode    plain decode bandwidth, F16 and Q8_0 with CUDA graphs on and off, Q4_K_M with graphs on
 #   prefill   a ~4000-token prompt on the F16 slice (cuBLAS GEMMs, tiled attention): prefill tokens/s
 #   verify    the verify cost curve T(k+1)/T(1) for k = 1, 2, 4, 7, 8 (specd bench --sweep)
-#   batch     continuous batching: aggregate tokens/s and latency at 1, 4, 8, 16 concurrent (specd bench --concurrency)
+#   batch     continuous batching: aggregate tokens/s and latency at 1, 4, 8, 16 concurrent (specd bench --concurrency),
+#             and at 8 without step graphs
 #   longctx   decode with a 4096- and a 32768-position cache (the split-attention plan)
 #   profile   ncu: time and DRAM bytes of every kernel of one decode step (F16, Q8_0, Q4_K_M slices, graphs off)
 #   sass      SASS facts of the CUDA kernels in specd: shared atomics (ATOMS), local memory (LDL/STL)
@@ -30,7 +31,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) DRY=1 ;;
     --only) ONLY=",$2,"; shift ;;
-    -h|--help) sed -n 2,23p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,26p "$0"; exit 0 ;;
     *) break ;;
   esac
   shift
@@ -127,6 +128,9 @@ step sampled 60 "$SPECD generate -m $G_F16 -p 'Once upon a time' -n 256 --plain 
 
 step verify 150 "$SPECD bench -m $G_F16 -md $D_F16 --device cuda --ctx 4096 --sweep 1,2,4,7,8,12,15 -n 64"
 step batch 120 "$SPECD bench -m $G_F16 -md $D_F16 --device cuda --ctx 4096 --concurrency 1,4,8,16 -n 64"
+# passes of several sequences replay step graphs per shape since session 5: the same at 8 without graphs
+step batch 60 "SPECD_CUDA_GRAPHS=0 $SPECD bench -m $G_F16 -md $D_F16 --device cuda --ctx 4096 --concurrency 8 -n 64 \
+  | sed 's|^|graphs=0: |'"
 
 for c in 4096 32768; do
   step longctx 60 "$SPECD generate -m $G_F16 -p 'Once upon a time' -n 128 --plain --device cuda --ctx $c \
