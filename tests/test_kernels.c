@@ -418,6 +418,33 @@ static void op_rmsnorm(sd_backend *b, float *out) {
     b->release(b, x);
 }
 
+/* Every level's activation quantization is bitwise sd_quant_act_q8: random blocks of several scales,
+ * ties (x / d exactly k + 0.5), -0, NaN and infinities, all-zero blocks. */
+static void test_quant_act_levels(void) {
+    enum { N = 32 * 64 };
+    static float x[N];
+    static int8_t q0[N], q1[N];
+    float d0[N / 32], d1[N / 32];
+    int32_t s0[N / 32], s1[N / 32];
+    for (int i = 0; i < N; i++) x[i] = ldexpf(frand(), (int)(rand_u32() % 40) - 20);
+    for (int i = 0; i < 32; i++) x[32 + i] = 0.5f * (float)(i - 16); /* amax 8: x / d = 15.875 * k / 2 */
+    for (int i = 0; i < 32; i++) x[64 + i] = (float)(i % 3 - 1) * 127.0f + 0.5f * (float)(i % 2);
+    for (int i = 0; i < 32; i++) x[96 + i] = 0.0f;
+    x[128] = -0.0f, x[129] = NAN, x[130] = INFINITY, x[131] = -INFINITY, x[160] = NAN, x[200] = -0.0f;
+    for (int i = 192; i < 224; i++) x[i] = -0.0f;
+    sd_quant_act_q8(x, N, q0, d0, s0);
+    for (int s = 0; s <= (int)sd_simd_detect(); s++) {
+        const sd_cpu_kernels *k = sd_simd_kernels((sd_simd)s);
+        memset(q1, 0x55, sizeof q1);
+        k->quant_act(x, N, q1, d1, s1);
+        CHECKF(memcmp(q0, q1, sizeof q0) == 0, "%s: levels differ", k->name);
+        CHECKF(memcmp(d0, d1, sizeof d0) == 0, "%s: scales differ", k->name);
+        CHECKF(memcmp(s0, s1, sizeof s0) == 0, "%s: sums differ", k->name);
+        k->quant_act(x, N, q1, d1, NULL); /* sums are optional */
+        CHECK(memcmp(q0, q1, sizeof q0) == 0);
+    }
+}
+
 static void test_rmsnorm(void) {
     g_rows = 37;
     g_width = 1031;
@@ -862,6 +889,7 @@ int main(void) {
     RUN(test_matmul_large_threads);
     RUN(test_matmul_n_consistent);
     RUN(test_matmul_blocked_paths);
+    RUN(test_quant_act_levels);
     RUN(test_rmsnorm);
     RUN(test_rope);
     RUN(test_attention);

@@ -285,8 +285,8 @@ static void cpu_matmul(sd_backend *b, float *out, const sd_tensor *w, const floa
             im->xq_cap = need;
         }
         for (int i = 0; i < n; i++)
-            sd_quant_act_q8(x + (size_t)i * w->cols, w->cols, im->xq + (size_t)i * w->cols,
-                            im->xd + (size_t)i * (w->cols / SD_QK8_0), im->xs + (size_t)i * (w->cols / SD_QK8_0));
+            im->k->quant_act(x + (size_t)i * w->cols, w->cols, im->xq + (size_t)i * w->cols,
+                             im->xd + (size_t)i * (w->cols / SD_QK8_0), im->xs + (size_t)i * (w->cols / SD_QK8_0));
         if (ti == SD_MM_QUANT)
             for (int i = 0; i < n; i++)
                 sd_act_interleave(im->xq + (size_t)i * w->cols, w->cols, im->xq + need + (size_t)i * w->cols);

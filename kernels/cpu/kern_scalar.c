@@ -79,4 +79,5 @@ const sd_cpu_kernels sd_kernels_scalar = {
     .scale = scale,
     .dot_f16 = dot_f16,
     .axpy_f16 = axpy_f16,
+    .quant_act = sd_quant_act_q8,
 };

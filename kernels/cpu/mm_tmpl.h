@@ -478,6 +478,49 @@ TGT static void k_axpy_f16(float *y, float a, const uint16_t *x, int64_t n) {
     for (; i < n; i++) y[i] += a * sd_fp16_to_fp32(x[i]);
 }
 
+/* sd_quant_act_q8 per block of 32 in four 8-float vectors, the same operations in the same order per
+ * value: amax (max of |x|; a NaN |x| never wins, as in the reference's `a > amax`), d = amax / 127,
+ * x * (1 / d), NaN to 0, clamp to +-127, + (v >= 0 ? 0.5 : -0.5), truncation; then packed to int8 (in
+ * range, so no saturation) and summed exactly. */
+TGT static void k_quant_act(const float *x, int64_t n, int8_t *q, float *d, int32_t *sums) {
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    const __m256 lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
+    const __m256 plus = _mm256_set1_ps(0.5f), minus = _mm256_set1_ps(-0.5f), zero = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / 32; b++) {
+        __m256 v[4], m = zero;
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) {
+            v[i] = _mm256_loadu_ps(x + b * 32 + 8 * i);
+            m = _mm256_max_ps(_mm256_and_ps(v[i], absmask), m); /* NaN first: m is kept */
+        }
+        __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_max_ss(h, _mm_movehdup_ps(h));
+        float amax = _mm_cvtss_f32(h), db = amax / 127.0f, id = db != 0 ? 1.0f / db : 0.0f;
+        d[b] = db;
+        __m256 idv = _mm256_set1_ps(id);
+        __m128i w[4];
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) {
+            __m256 t = _mm256_mul_ps(v[i], idv);
+            t = _mm256_and_ps(t, _mm256_cmp_ps(t, t, _CMP_ORD_Q));
+            t = _mm256_min_ps(_mm256_max_ps(t, lo), hi);
+            t = _mm256_add_ps(t, _mm256_blendv_ps(minus, plus, _mm256_cmp_ps(t, zero, _CMP_GE_OQ)));
+            __m256i qi = _mm256_cvttps_epi32(t);
+            w[i] = _mm_packs_epi32(_mm256_castsi256_si128(qi), _mm256_extractf128_si256(qi, 1));
+        }
+        _mm_storeu_si128((__m128i *)(q + b * 32), _mm_packs_epi16(w[0], w[1]));
+        _mm_storeu_si128((__m128i *)(q + b * 32 + 16), _mm_packs_epi16(w[2], w[3]));
+        if (sums) {
+            const __m128i one = _mm_set1_epi16(1);
+            __m128i s = _mm_add_epi32(_mm_add_epi32(_mm_madd_epi16(w[0], one), _mm_madd_epi16(w[1], one)),
+                                      _mm_add_epi32(_mm_madd_epi16(w[2], one), _mm_madd_epi16(w[3], one)));
+            s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+            sums[b] = _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32(s, 1)));
+        }
+    }
+}
+
 const sd_cpu_kernels KNAME = {
     .level = KLEVEL,
     .name = KSTR,
@@ -488,4 +531,5 @@ const sd_cpu_kernels KNAME = {
     .scale = k_scale,
     .dot_f16 = k_dot_f16,
     .axpy_f16 = k_axpy_f16,
+    .quant_act = k_quant_act,
 };

@@ -68,6 +68,9 @@ typedef struct sd_cpu_kernels {
     /* The same over F16 K/V rows (--kv-type f16): each half converted exactly to float, then as above. */
     float (*dot_f16)(const float *a, const uint16_t *b, int64_t n);
     void (*axpy_f16)(float *y, float a, const uint16_t *x, int64_t n);
+    /* sd_quant_act_q8 (kernels/quant.h), bitwise: the activations of an integer product quantized per
+     * block of 32, without the reference's branch per value (its sign test mispredicts half the time). */
+    void (*quant_act)(const float *x, int64_t n, int8_t *q, float *d, int32_t *sums);
 } sd_cpu_kernels;
 
 /* Best level this CPU (and OS) supports, ignoring SPECD_SIMD. */
