@@ -47,6 +47,11 @@ done
 make -s "$BUILD/bench_decode" >/dev/null && section "decode: plain greedy decode vs memory read bandwidth" \
   "$BUILD/bench_decode" -t "$THREADS" -n 48 "${decode_models[@]}"
 
+# specd beside llama.cpp (bench/vs_llamacpp.sh: decode, prefill 128/512, same files and threads), and decode
+# beside a one-core hog (bench/contention.sh); the first prints why it skips when LLAMACPP_BIN is unset.
+section "llama.cpp: side by side on the same files" env THREADS="$THREADS" BUILD="$BUILD" bash bench/vs_llamacpp.sh
+section "contention: decode beside a one-core hog" env THREADS="$THREADS" BUILD="$BUILD" bash bench/contention.sh
+
 # Daemon IPC path (bench/ipc_bench.c): ping round trip over the Unix socket, cost and latency of each
 # streamed token, 32 concurrent streaming clients.
 M=../shared/models
