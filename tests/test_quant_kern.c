@@ -212,7 +212,33 @@ static void test_llama_cpp_files(void) {
     for (size_t ti = 0; ti < N_QTYPES; ti++) CHECKF(seen[qtypes[ti]] > 0, "no %s matrix in the files", sd_dtype_name(qtypes[ti]));
 }
 
+/* Every level's activation records (sd_cpu_kernels.act_groups) bitwise equal to the plain C form, two
+ * vectors' records interleaved (gstride 2), with a partial last group; and the records hold what they
+ * should: the interleaved words, the scales and sums, zeros past a row's end. */
+static void test_act_groups_levels(void) {
+    enum { COLS = 800, NG = 4 }; /* 3 whole groups of 256 and one of a block */
+    float x[COLS];
+    random_acts(x, COLS);
+    static int8_t q[COLS];
+    static float d[COLS / 32];
+    static int32_t sums[COLS / 32];
+    static sd_act_group g0[2 * NG], g1[2 * NG];
+    sd_quant_act_q8(x, COLS, q, d, sums);
+    memset(g0, 0x55, sizeof g0);
+    sd_act_groups_ref(q, d, sums, COLS, g0 + 1, 2);
+    for (int s = 1; s <= (int)sd_simd_detect(); s++) {
+        const sd_cpu_kernels *k = sd_simd_kernels((sd_simd)s);
+        memset(g1, 0x55, sizeof g1);
+        k->act_groups(q, d, sums, COLS, g1 + 1, 2);
+        CHECKF(memcmp(g0, g1, sizeof g0) == 0, "%s: activation records differ from sd_act_groups_ref's", k->name);
+    }
+    /* word 1 of block 2 at word 8 + 2 of group 0; the partial group in order, zeros after */
+    CHECK(memcmp(g0[1].q + 40, q + 68, 4) == 0 && g0[1].d[3] == d[3] && g0[1].s[7] == sums[7]);
+    CHECK(memcmp(g0[7].q, q + 768, 32) == 0 && g0[7].q[32] == 0 && g0[7].d[1] == 0 && g0[6].q[0] == 0x55);
+}
+
 int main(void) {
+    RUN(test_act_groups_levels);
     RUN(test_random_blocks_all_levels);
     RUN(test_llama_cpp_files);
     return TEST_DONE();

@@ -24,7 +24,8 @@ typedef struct cpu_impl {
     int8_t *xq; /* Q8_0 products: activations quantized per block (grows to the largest n x cols seen) */
     float *xd;
     int32_t *xs;
-    size_t xq_cap;
+    sd_act_group *xg; /* SD_MM_QUANT products: the same by group (xg_cap records) */
+    size_t xq_cap, xg_cap;
     char device[64];
     long fail_after, matmuls; /* SPECD_FAIL_AFTER=N (test hook): the N-th matmul fails */
 } cpu_impl;
@@ -269,29 +270,31 @@ static void cpu_matmul(sd_backend *b, float *out, const sd_tensor *w, const floa
         .fn = im->k->mm[ti],
     };
     if (ti == SD_MM_Q8_0 || ti == SD_MM_QUANT) { /* integer kernels: activations quantized per block */
-        size_t need = (size_t)n * (size_t)w->cols;
-        if (need > im->xq_cap) {
-            int8_t *q = realloc(im->xq, 2 * need); /* the levels, then (SD_MM_QUANT) their interleaved copy */
+        size_t need = (size_t)n * (size_t)w->cols, ngrp = (size_t)n * (size_t)((w->cols + 255) / 256);
+        if (need > im->xq_cap || ngrp > im->xg_cap) {
+            need = need > im->xq_cap ? need : im->xq_cap, ngrp = ngrp > im->xg_cap ? ngrp : im->xg_cap;
+            int8_t *q = realloc(im->xq, need);
             float *d = q ? realloc(im->xd, need / SD_QK8_0 * sizeof(float)) : NULL;
             if (q) im->xq = q;
             if (d) im->xd = d;
             int32_t *sums = d ? realloc(im->xs, need / SD_QK8_0 * sizeof(int32_t)) : NULL;
             if (sums) im->xs = sums;
-            if (!q || !d || !sums) { /* out of memory: no product rather than a crash */
+            sd_act_group *g = sums ? realloc(im->xg, ngrp * sizeof *g) : NULL;
+            if (g) im->xg = g;
+            if (!q || !d || !sums || !g) { /* out of memory: no product rather than a crash */
                 sd_backend_fail(b, "out of memory quantizing %zu activations", need);
                 for (size_t i = 0; i < (size_t)n * (size_t)w->rows; i++) out[i] = NAN;
                 return;
             }
-            im->xq_cap = need;
+            im->xq_cap = need, im->xg_cap = ngrp;
         }
-        for (int i = 0; i < n; i++)
-            im->k->quant_act(x + (size_t)i * w->cols, w->cols, im->xq + (size_t)i * w->cols,
-                             im->xd + (size_t)i * (w->cols / SD_QK8_0), im->xs + (size_t)i * (w->cols / SD_QK8_0));
-        if (ti == SD_MM_QUANT)
-            for (int i = 0; i < n; i++)
-                sd_act_interleave(im->xq + (size_t)i * w->cols, w->cols, im->xq + need + (size_t)i * w->cols);
+        for (int i = 0; i < n; i++) {
+            size_t o = (size_t)i * (size_t)w->cols, ob = (size_t)i * (size_t)(w->cols / SD_QK8_0);
+            im->k->quant_act(x + o, w->cols, im->xq + o, im->xd + ob, im->xs + ob);
+            if (ti == SD_MM_QUANT) im->k->act_groups(im->xq + o, im->xd + ob, im->xs + ob, w->cols, im->xg + i, n);
+        }
         t.job.xq = im->xq;
-        t.job.xqi = im->xq + need;
+        t.job.xg = im->xg;
         t.job.xd = im->xd;
         t.job.xs = im->xs;
     }
@@ -524,6 +527,7 @@ static void cpu_destroy(sd_backend *b) {
     free(impl_of(b)->xq);
     free(impl_of(b)->xd);
     free(impl_of(b)->xs);
+    free(impl_of(b)->xg);
     free(impl_of(b)->row_span);
     free(b->impl);
     free(b);

@@ -34,6 +34,7 @@
 #define KLEVEL SD_SIMD_AVX
 #define KSTR "avx"
 #define QI_HALVES /* qi.h: integer vectors as two 128-bit halves */
+#define QN 3      /* quant_tmpl.h: activations per register tile (halves take two registers each) */
 
 /* bf16 -> f32 is a 16-bit shift: interleaving zeros below each value does it without AVX2. */
 TGT static inline __m256 bf16x8(const uint16_t *p) {

@@ -28,6 +28,7 @@
 #define KLEVEL SD_SIMD_AVX512
 #define KSTR "avx512"
 #define QI_VNNI /* qi.h: byte dot products with vpdpbusd */
+#define QN 6      /* quant_tmpl.h: activations per register tile (32 registers) */
 
 /* A fixed pairwise order (not _mm512_reduce_add_ps, whose order is the compiler's business). */
 TGT static inline float hsum16(__m512 v) {

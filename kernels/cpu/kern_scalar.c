@@ -80,4 +80,5 @@ const sd_cpu_kernels sd_kernels_scalar = {
     .dot_f16 = dot_f16,
     .axpy_f16 = axpy_f16,
     .quant_act = sd_quant_act_q8,
+    .act_groups = sd_act_groups_ref,
 };

@@ -532,4 +532,5 @@ const sd_cpu_kernels KNAME = {
     .dot_f16 = k_dot_f16,
     .axpy_f16 = k_axpy_f16,
     .quant_act = k_quant_act,
+    .act_groups = k_act_groups,
 };

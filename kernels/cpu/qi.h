@@ -23,7 +23,13 @@ typedef struct qi {
 TGT QI_AI qi qi_load(const void *p) {
     return (qi){_mm_loadu_si128((const __m128i *)p), _mm_loadu_si128((const __m128i *)p + 1)};
 }
+TGT QI_AI void qi_store(void *p, qi a) {
+    _mm_storeu_si128((__m128i *)p, a.l), _mm_storeu_si128((__m128i *)p + 1, a.h);
+}
 TGT QI_AI qi qi_zero(void) { return (qi){_mm_setzero_si128(), _mm_setzero_si128()}; }
+TGT QI_AI qi qi_load2(const void *lo, const void *hi) {
+    return (qi){_mm_loadu_si128((const __m128i *)lo), _mm_loadu_si128((const __m128i *)hi)};
+}
 TGT QI_AI qi qi_set8(int c) { return (qi){_mm_set1_epi8((char)c), _mm_set1_epi8((char)c)}; }
 TGT QI_AI qi qi_and(qi a, qi b) { return QI_MAP2(and_si128); }
 TGT QI_AI qi qi_or(qi a, qi b) { return QI_MAP2(or_si128); }
@@ -65,6 +71,12 @@ TGT QI_AI qi qi_k16(int a, int b) { return (qi){_mm_set1_epi16((short)a), _mm_se
 TGT QI_AI qi qi_dot16(qi u, qi s, qi k) {
     return (qi){_mm_madd_epi16(_mm_maddubs_epi16(u.l, s.l), k.l), _mm_madd_epi16(_mm_maddubs_epi16(u.h, s.h), k.h)};
 }
+/* The int16 pair sums of u times s (vpmaddubsw), their sum, and acc + those int16 lanes weighted by k in pairs. */
+TGT QI_AI qi qi_pairs(qi u, qi s) { return (qi){_mm_maddubs_epi16(u.l, s.l), _mm_maddubs_epi16(u.h, s.h)}; }
+TGT QI_AI qi qi_add16(qi a, qi b) { return QI_MAP2(add_epi16); }
+TGT QI_AI qi qi_widen_acc(qi acc, qi p, qi k) {
+    return (qi){_mm_add_epi32(acc.l, _mm_madd_epi16(p.l, k.l)), _mm_add_epi32(acc.h, _mm_madd_epi16(p.h, k.h))};
+}
 TGT QI_AI qi qi_dot(qi u, qi s) { return qi_dot16(u, s, qi_k16(1, 1)); }
 TGT QI_AI qi qi_dot_acc(qi acc, qi u, qi s) {
     qi p = qi_dot(u, s);
@@ -105,6 +117,12 @@ TGT QI_AI void qi_t4(__m128i *a0, __m128i *a1, __m128i *a2, __m128i *a3) {
     *a2 = _mm_unpacklo_epi64(t1, t3), *a3 = _mm_unpackhi_epi64(t1, t3);
 }
 
+/* Within each half: dword k of y[v] becomes dword v of y[k] (two 4 x 4 transposes). */
+TGT QI_AI void qi_t4x2(qi y[4]) {
+    qi_t4(&y[0].l, &y[1].l, &y[2].l, &y[3].l);
+    qi_t4(&y[0].h, &y[1].h, &y[2].h, &y[3].h);
+}
+
 /* Transposes the 8 x 8 matrix of dwords: dword k of m[v] becomes dword v of m[k]. */
 TGT QI_AI void qi_transpose8(qi m[8]) {
     __m128i a[4] = {m[0].l, m[1].l, m[2].l, m[3].l}, b[4] = {m[4].l, m[5].l, m[6].l, m[7].l};
@@ -126,7 +144,11 @@ TGT QI_AI __m256 qi_u8x8_ps(uint64_t v) {
 typedef __m256i qi;
 
 TGT QI_AI qi qi_load(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }
+TGT QI_AI void qi_store(void *p, qi a) { _mm256_storeu_si256((__m256i *)p, a); }
 TGT QI_AI qi qi_zero(void) { return _mm256_setzero_si256(); }
+TGT QI_AI qi qi_load2(const void *lo, const void *hi) {
+    return _mm256_loadu2_m128i((const __m128i *)hi, (const __m128i *)lo);
+}
 TGT QI_AI qi qi_set8(int c) { return _mm256_set1_epi8((char)c); }
 TGT QI_AI qi qi_and(qi a, qi b) { return _mm256_and_si256(a, b); }
 TGT QI_AI qi qi_or(qi a, qi b) { return _mm256_or_si256(a, b); }
@@ -158,6 +180,13 @@ TGT QI_AI qi qi_lut16(const int8_t *table, qi idx) {
 TGT QI_AI qi qi_k16(int a, int b) { return _mm256_set_m128i(_mm_set1_epi16((short)b), _mm_set1_epi16((short)a)); }
 
 TGT QI_AI qi qi_dot16(qi u, qi s, qi k) { return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), k); }
+TGT QI_AI qi qi_pairs(qi u, qi s) { return _mm256_maddubs_epi16(u, s); }
+TGT QI_AI qi qi_add16(qi a, qi b) { return _mm256_add_epi16(a, b); }
+#ifdef QI_VNNI
+TGT QI_AI qi qi_widen_acc(qi acc, qi p, qi k) { return _mm256_dpwssd_epi32(acc, p, k); }
+#else
+TGT QI_AI qi qi_widen_acc(qi acc, qi p, qi k) { return _mm256_add_epi32(acc, _mm256_madd_epi16(p, k)); }
+#endif
 #ifdef QI_VNNI
 TGT QI_AI qi qi_dot(qi u, qi s) { return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s); }
 TGT QI_AI qi qi_dot_acc(qi acc, qi u, qi s) { return _mm256_dpbusd_epi32(acc, u, s); }
@@ -173,6 +202,13 @@ TGT QI_AI qi qi_k16_pairs(__m128i b, int odd) {
     __m128i v = _mm_shuffle_epi8(b, _mm_add_epi8(_mm_set_epi8(14, 14, 12, 12, 10, 10, 8, 8, 6, 6, 4, 4, 2, 2, 0, 0),
                                                 _mm_set1_epi8((char)odd)));
     return _mm256_cvtepi8_epi16(v);
+}
+
+TGT QI_AI void qi_t4x2(qi y[4]) {
+    __m256i t0 = _mm256_unpacklo_epi32(y[0], y[1]), t1 = _mm256_unpackhi_epi32(y[0], y[1]);
+    __m256i t2 = _mm256_unpacklo_epi32(y[2], y[3]), t3 = _mm256_unpackhi_epi32(y[2], y[3]);
+    y[0] = _mm256_unpacklo_epi64(t0, t2), y[1] = _mm256_unpackhi_epi64(t0, t2);
+    y[2] = _mm256_unpacklo_epi64(t1, t3), y[3] = _mm256_unpackhi_epi64(t1, t3);
 }
 
 TGT QI_AI void qi_transpose8(qi m[8]) {

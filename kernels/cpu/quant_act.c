@@ -1,12 +1,16 @@
-/* The activation order of the SD_MM_QUANT kernels (kernels/cpu/quant_tmpl.h). */
+/* The activation records of the SD_MM_QUANT kernels (kernels/cpu/simd.h, sd_act_group), in plain C. */
 #include <string.h>
 
 #include "kernels/cpu/simd.h"
 
-void sd_act_interleave(const int8_t *xq, int64_t cols, int8_t *out) {
-    int64_t g = 0;
-    for (; g + 256 <= cols; g += 256)
-        for (int v = 0; v < 8; v++)
-            for (int k = 0; k < 8; k++) memcpy(out + g + 32 * v + 4 * k, xq + g + 32 * k + 4 * v, 4);
-    memcpy(out + g, xq + g, (size_t)(cols - g));
+void sd_act_groups_ref(const int8_t *q, const float *d, const int32_t *sums, int64_t cols, sd_act_group *g,
+                       int64_t gstride) {
+    for (int64_t c0 = 0; c0 < cols; c0 += 256, g += gstride) {
+        int nb = cols - c0 >= 256 ? 8 : (int)((cols - c0) / 32);
+        memset(g, 0, sizeof *g);
+        for (int k = 0; k < nb; k++) {
+            g->d[k] = d[c0 / 32 + k], g->s[k] = sums[c0 / 32 + k];
+            for (int v = 0; v < 8; v++) memcpy(g->q + (nb == 8 ? 32 * v + 4 * k : 32 * k + 4 * v), q + c0 + 32 * k + 4 * v, 4);
+        }
+    }
 }

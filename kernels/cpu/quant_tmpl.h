@@ -20,7 +20,9 @@
 
 #include "kernels/cpu/qi.h"
 
-#define QT 16 /* activation vectors dotted with one unpacked weight group */
+#ifndef QN
+#define QN 5 /* activation vectors dotted with one unpacked weight group, in registers (3 to 6) */
+#endif
 
 /* How a type's weights meet the activations. */
 enum {
@@ -82,6 +84,7 @@ TGT QI_AI __m256 f16_gather8(const uint8_t *p, int bb, int off, int nb) {
 
 TGT QI_AI void prep_legacy(const uint8_t *p, int nb, const int t, qgrp *g) {
     const int bb = sd_quant_block_bytes(t);
+#pragma GCC unroll 8
     for (int i = 0; i < nb; i++) {
         const uint8_t *b = p + (size_t)i * bb;
         switch (t) {
@@ -112,6 +115,9 @@ TGT QI_AI void prep_legacy(const uint8_t *p, int nb, const int t, qgrp *g) {
         default: break;
         }
     }
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) /* a partial group's missing blocks */
+        if (i >= nb) g->w[i] = g->s[i] = qi_zero();
     g->dw = f16_gather8(p, bb, 0, nb); /* d, then m where there is one (offset 2) */
     if (qmin(t) == QM_XS) g->mw = f16_gather8(p, bb, 2, nb);
 }
@@ -237,8 +243,35 @@ TGT QI_AI void qprep(const uint8_t *p, int nb, const int t, qgrp *g) {
     }
 }
 
+/* Q4_0, Q4_1 and IQ4_NL straight into the transposed order: the 16 packed bytes of blocks i and i + 4 in
+ * the halves of one vector, a 4 x 4 transpose of words within each half (word v of block c to word c of
+ * vector v), then the low nibbles are word v of the unpacked blocks and the high nibbles word v + 4. */
+TGT QI_AI void prep_nib_t(const uint8_t *p, const int t, qgrp *g) {
+    const int bb = sd_quant_block_bytes(t), off = t == SD_Q4_1 ? 4 : 2;
+    qi y[4];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) y[i] = qi_load2(p + (size_t)i * bb + off, p + (size_t)(i + 4) * bb + off);
+    qi_t4x2(y);
+#pragma GCC unroll 4
+    for (int v = 0; v < 4; v++) {
+        qi lo = qi_and(y[v], qi_set8(15)), hi = qi_and(qi_srli16(y[v], 4), qi_set8(15));
+        if (t == SD_IQ4_NL) {
+            g->s[v] = qi_lut16(sd_iq4nl_values, lo), g->s[v + 4] = qi_lut16(sd_iq4nl_values, hi);
+            g->w[v] = qi_abs8(g->s[v]), g->w[v + 4] = qi_abs8(g->s[v + 4]);
+        } else {
+            g->w[v] = lo, g->w[v + 4] = hi;
+        }
+    }
+    g->dw = f16_gather8(p, bb, 0, 8);
+    if (qmin(t) == QM_XS) g->mw = f16_gather8(p, bb, 2, 8);
+}
+
 /* A whole group unpacked and transposed (see qgrp); the magnitudes of signed levels taken after. */
 TGT QI_AI void qprep_t(const uint8_t *p, const int t, qgrp *g) {
+    if (t == SD_Q4_0 || t == SD_Q4_1 || t == SD_IQ4_NL) {
+        prep_nib_t(p, t, g);
+        return;
+    }
     qprep(p, 8, t, g);
     if (qkind(t) == QK_S || qkind(t) == QK_S16) {
         qi_transpose8(g->s);
@@ -250,94 +283,149 @@ TGT QI_AI void qprep_t(const uint8_t *p, const int t, qgrp *g) {
 }
 
 /* acc += the group's products from its exact block sums S (lane c: block c) and, for QM_DOT, the integer
- * minimum sums M; xd, xs: the activation blocks' scales and level sums (nb of them). */
-TGT QI_AI void qfinish(const qgrp *g, const int t, const int nb, qi S, qi M, const float *xd, const int32_t *xs,
-                       __m256 *acc) {
-    __m256 dx;
-    qi sums;
-    if (nb == 8) {
-        dx = _mm256_loadu_ps(xd);
-        sums = qi_load(xs);
-    } else { /* a row's last, partial group: the missing lanes are 0 and add nothing */
-        float d8[8] = {0};
-        int32_t s8[8] = {0};
-        for (int i = 0; i < nb; i++) d8[i] = xd[i], s8[i] = xs[i];
-        dx = _mm256_loadu_ps(d8);
-        sums = qi_load(s8);
-    }
+ * minimum sums M, with the activation blocks' scales and level sums from their record a (0 past a row's
+ * end, so the missing lanes of a partial group add nothing). */
+TGT QI_AI void qfinish(const qgrp *g, const int t, qi S, qi M, const sd_act_group *a, __m256 *acc) {
+    __m256 dx = _mm256_loadu_ps(a->d);
+    qi sums = qi_load(a->s);
     if (qzero_shift(t)) S = qi_sub32(S, qi_slli32(sums, qzero_shift(t)));
     *acc = _mm256_fmadd_ps(qi_cvt(S), _mm256_mul_ps(g->dw, dx), *acc);
     if (qmin(t) == QM_XS) *acc = _mm256_fmadd_ps(qi_cvt(sums), _mm256_mul_ps(g->mw, dx), *acc);
     if (qmin(t) == QM_DOT) *acc = _mm256_fmadd_ps(qi_cvt(M), _mm256_mul_ps(g->mw, dx), *acc);
 }
 
-/* A transposed group times one activation vector's group in the same order (two sums: shorter chains). */
-TGT QI_AI void qdot_t(const qgrp *g, const int t, const int8_t *xq, const float *xd, const int32_t *xs, __m256 *acc) {
-    qi S[2] = {qi_zero(), qi_zero()}, M = qi_zero();
+/* How many vpmaddubsw results (int16 pairs) of a type may be added in int16 before they are widened: a
+ * pair is at most 2 * 127 * the largest weight magnitude (15: 3810, 31 or Q6_K's 32: 8128), so 8 or 4 of
+ * them stay below 32767; one widening (vpmaddwd) then serves them all. The runs also line up with the
+ * per-16 scales (k[v / 4]). */
+QI_AI int qrun(int t) {
+    switch (t) {
+    case SD_Q4_0: case SD_Q4_1: case SD_Q4_K: return 8;
+    case SD_IQ4_NL: case SD_IQ4_XS: return 1;
+    default: return 4;
+    }
+}
+
+/* A transposed group times N activation vectors (cols apart) in the same order: each weight vector is
+ * taken once into a register for all N products. With VNNI the unsigned/signed byte dot is one vpdpbusd
+ * per vector; otherwise (and for the types scaled per 16) the vpmaddubsw pairs of a run (qrun) are summed
+ * in int16 and widened once. A lone activation sums in two chains (shorter dependency chains). The
+ * integer sums are exact, so the result is the same for every N and every order. */
+TGT QI_AI void qdot_t(const qgrp *g, const int t, const int N, const sd_act_group *a, __m256 *acc) {
+    const int C = N == 1 ? 2 : 1, R = qrun(t);
+#ifdef QI_VNNI
+    const int direct = qkind(t) == QK_U || qkind(t) == QK_S;
+#else
+    const int direct = 0;
+#endif
+    qi S[2 * QN], M[QN], P[QN], P2[QN];
+#pragma GCC unroll 16
+    for (int b = 0; b < N * C; b++) S[b] = qi_zero();
+#pragma GCC unroll 8
+    for (int b = 0; b < N; b++) M[b] = qi_zero();
 #pragma GCC unroll 8
     for (int v = 0; v < 8; v++) {
-        qi x = qi_load(xq + 32 * v);
-        switch (qkind(t)) {
-        case QK_U: S[v & 1] = qi_dot_acc(S[v & 1], g->w[v], x); break;
-        case QK_S: S[v & 1] = qi_dot_acc(S[v & 1], g->w[v], qi_sign8(x, g->s[v])); break;
-        case QK_S16: S[v & 1] = qi_add32(S[v & 1], qi_dot16(g->w[v], qi_sign8(x, g->s[v]), g->k[v / 4])); break;
-        default: /* QK_U16 */
-            S[v & 1] = qi_add32(S[v & 1], qi_dot16(g->w[v], x, g->k[v / 4]));
-            M = qi_add32(M, qi_dot16(qi_set8(1), x, g->k2[v / 4]));
-            break;
+        const int sgn = qkind(t) == QK_S || qkind(t) == QK_S16;
+        qi w = g->w[v], sg = sgn ? g->s[v] : w;
+#pragma GCC unroll 8
+        for (int b = 0; b < N; b++) {
+            qi x = qi_load(a[b].q + 32 * v), *sb = &S[b * C + (v & (C - 1))];
+            if (sgn) x = qi_sign8(x, sg);
+            if (direct) {
+                *sb = qi_dot_acc(*sb, w, x);
+                continue;
+            }
+            qi p = qi_pairs(w, x);
+            P[b] = v % R ? qi_add16(P[b], p) : p;
+            if (qkind(t) == QK_U16) {
+                qi p2 = qi_pairs(qi_set8(1), x);
+                P2[b] = v % R ? qi_add16(P2[b], p2) : p2;
+            }
+            if (v % R == R - 1) {
+                int k16 = qkind(t) == QK_S16 || qkind(t) == QK_U16;
+                *sb = qi_widen_acc(*sb, P[b], k16 ? g->k[v / 4] : qi_k16(1, 1));
+                if (qkind(t) == QK_U16) M[b] = qi_widen_acc(M[b], P2[b], g->k2[v / 4]);
+            }
         }
     }
-    qfinish(g, t, 8, qi_add32(S[0], S[1]), M, xd, xs, acc);
+#pragma GCC unroll 8
+    for (int b = 0; b < N; b++)
+        qfinish(g, t, C == 2 ? qi_add32(S[2 * b], S[2 * b + 1]) : S[b], M[b], &a[b], &acc[b]);
 }
 
 /* A partial group (a 32-column type's last nb < 8 blocks of a row), not transposed, times one activation
  * vector's blocks in their natural order: each block's partial sums reduced to one lane. */
-TGT QI_AI void qdot(const qgrp *g, const int t, const int nb, const int8_t *xq, const float *xd, const int32_t *xs,
-                    __m256 *acc) {
+TGT QI_AI void qdot(const qgrp *g, const int t, const int nb, const sd_act_group *a, __m256 *acc) {
     qi s[8];
 #pragma GCC unroll 8
     for (int i = 0; i < 8; i++) {
         s[i] = qi_zero();
         if (i >= nb) continue;
-        qi x = qi_load(xq + 32 * i);
+        qi x = qi_load(a->q + 32 * i);
         s[i] = qkind(t) == QK_S ? qi_dot(qi_abs8(g->s[i]), qi_sign8(x, g->s[i])) : qi_dot(g->w[i], x);
     }
-    qfinish(g, t, nb, qi_sum8(s), qi_zero(), xd, xs, acc);
+    qfinish(g, t, qi_sum8(s), qi_zero(), a, acc);
 }
 
-/* Row r times activations [i0, i0 + nt) (nt <= QT): every group unpacked once and dotted with each of
- * them. Inlined with nt = 1 too, so decode keeps the unpacked group in registers. */
-TGT QI_AI void mmqk_tile(const sd_mm_job *j, int64_t r, int i0, const int nt, const int t) {
+/* Row r times activations [i0, i0 + N) (N <= QN, a constant): every group unpacked once and dotted with
+ * each of them, the unpacked group and the N sums in registers. */
+TGT QI_AI void mmqk_tile(const sd_mm_job *j, int64_t r, int i0, const int N, const int t) {
     const int64_t nblk = j->cols / 32, ngrp = (nblk + 7) / 8;
     const size_t gbytes = (size_t)sd_quant_block_bytes(t) * (size_t)(256 / sd_quant_block(t));
     const uint8_t *row = j->w + (size_t)r * j->row_bytes;
     qgrp g;
-    __m256 acc[QT];
-    for (int b = 0; b < nt; b++) acc[b] = _mm256_setzero_ps();
+    __m256 acc[QN];
+#pragma GCC unroll 8
+    for (int b = 0; b < N; b++) acc[b] = _mm256_setzero_ps();
     for (int64_t gi = 0; gi < ngrp; gi++) {
         int nb = nblk - 8 * gi < 8 ? (int)(nblk - 8 * gi) : 8;
-        const int8_t *xq = j->xqi + (int64_t)i0 * j->cols + 256 * gi;
-        const float *xd = j->xd + (int64_t)i0 * nblk + 8 * gi;
-        const int32_t *xs = j->xs + (int64_t)i0 * nblk + 8 * gi;
+        const sd_act_group *a = j->xg + gi * j->n + i0;
         if (nb == 8) {
             qprep_t(row + (size_t)gi * gbytes, t, &g);
-            for (int b = 0; b < nt; b++) qdot_t(&g, t, xq + b * j->cols, xd + b * nblk, xs + b * nblk, &acc[b]);
+            qdot_t(&g, t, N, a, acc);
         } else if (sd_quant_block(t) == SD_QK) {
             qprep(row + (size_t)gi * gbytes, nb, t, &g);
-            for (int b = 0; b < nt; b++) qdot(&g, t, nb, xq + b * j->cols, xd + b * nblk, xs + b * nblk, &acc[b]);
+#pragma GCC unroll 8
+            for (int b = 0; b < N; b++) qdot(&g, t, nb, &a[b], &acc[b]);
         }
     }
-    for (int b = 0; b < nt; b++) j->out[(int64_t)(i0 + b) * j->out_stride + r] = hsum8(acc[b]);
+#pragma GCC unroll 8
+    for (int b = 0; b < N; b++) j->out[(int64_t)(i0 + b) * j->out_stride + r] = hsum8(acc[b]);
 }
 
-/* Rows [r0, r1) for weights of type t, per row in tiles of up to QT activations. */
+#define MMQ_TILE(N)                                                                               \
+    case N:                                                                                       \
+        for (int64_t r = rb; r < re; r++) mmqk_tile(j, r, i0, N, t);                              \
+        break;
+
+/* Rows [r0, r1) for weights of type t. Up to QN activations are one register tile and the weights are
+ * streamed once. More go in equal chunks of at most QN (sizes decided by n alone) over blocks of 16 rows,
+ * so that a block's weights, unpacked again for each chunk, come from the cache. */
 TGT QI_AI void mmq_rows(const sd_mm_job *j, int64_t r0, int64_t r1, const int t) {
-    for (int64_t r = r0; r < r1; r++)
-        for (int i0 = 0; i0 < j->n; i0 += QT) {
-            int nt = j->n - i0 < QT ? j->n - i0 : QT;
-            if (nt == 1) mmqk_tile(j, r, i0, 1, t);
-            else mmqk_tile(j, r, i0, nt, t);
+    const int chunks = (j->n + QN - 1) / QN;
+    const int64_t rstep = chunks == 1 ? r1 - r0 : 16;
+    for (int64_t rb = r0; rb < r1; rb += rstep) {
+        int64_t re = rb + rstep < r1 ? rb + rstep : r1;
+        for (int c = 0, i0 = 0; c < chunks; c++) {
+            int m = j->n / chunks + (c < j->n % chunks);
+            switch (m) {
+                MMQ_TILE(1)
+                MMQ_TILE(2)
+                MMQ_TILE(3)
+#if QN >= 4
+                MMQ_TILE(4)
+#endif
+#if QN >= 5
+                MMQ_TILE(5)
+#endif
+#if QN >= 6
+                MMQ_TILE(6)
+#endif
+            default: break;
+            }
+            i0 += m;
         }
+    }
 }
 
 #define MMQ_CASE(T)                                                                               \
@@ -357,5 +445,29 @@ TGT static void mm_quant(const sd_mm_job *j, int64_t r0, int64_t r1) {
         MMQ_CASE(SD_Q6_K)
         MMQ_CASE(SD_IQ4_XS)
     default: break;
+    }
+}
+
+/* ---- the activation records (sd_cpu_kernels.act_groups, bitwise sd_act_groups_ref) */
+
+TGT static void k_act_groups(const int8_t *q, const float *d, const int32_t *sums, int64_t cols, sd_act_group *g,
+                             int64_t gstride) {
+    for (int64_t c0 = 0; c0 < cols; c0 += 256, g += gstride) {
+        if (cols - c0 < 256) { /* a partial group: the blocks in order, zeros after */
+            int n = (int)(cols - c0) / 32;
+            memset(g, 0, sizeof *g);
+            memcpy(g->q, q + c0, (size_t)(cols - c0));
+            memcpy(g->d, d + c0 / 32, sizeof(float) * (size_t)n);
+            memcpy(g->s, sums + c0 / 32, sizeof(int32_t) * (size_t)n);
+            break;
+        }
+        qi m[8]; /* the interleave is a transpose of the group's 8 x 8 words */
+#pragma GCC unroll 8
+        for (int k = 0; k < 8; k++) m[k] = qi_load(q + c0 + 32 * k);
+        qi_transpose8(m);
+#pragma GCC unroll 8
+        for (int v = 0; v < 8; v++) qi_store(g->q + 32 * v, m[v]);
+        memcpy(g->d, d + c0 / 32, sizeof g->d);
+        memcpy(g->s, sums + c0 / 32, sizeof g->s);
     }
 }

@@ -30,16 +30,29 @@ typedef struct sd_mm_job {
     const float *xd;
     const int32_t *xs; /* the sum of each block of xq (n x cols/32), for kernels that make the weights
                         * unsigned (w + 128, Q4_0's q + 8) or have minimums, and take sum(x) terms back off */
-    const int8_t *xqi; /* SD_MM_QUANT: xq in groups of 256 interleaved by sd_act_interleave */
+    const struct sd_act_group *xg; /* SD_MM_QUANT: the activations by group of 256 columns (sd_act_group) */
     int n;
     int type; /* sd_dtype of w: which block layout the SD_MM_QUANT kernel decodes */
     int path; /* SD_MM_AUTO (0): the kernel's crossover (block_min); the others force a path (tests, bench) */
 } sd_mm_job;
 
-/* The quantized activations of one vector (cols int8 levels) reordered for the SD_MM_QUANT kernels: in
- * each whole group of 256 (8 blocks of 32), 32-bit word v of block k goes to word 8 * v + k, so one
- * 32-byte load holds word v of all 8 blocks; columns past the last whole group stay in place. */
-void sd_act_interleave(const int8_t *xq, int64_t cols, int8_t *out);
+/* One group of 256 columns of one quantized activation vector as the SD_MM_QUANT kernels read it: the 8
+ * blocks' levels, in a whole group interleaved so that one 32-byte load holds word v of all 8 blocks
+ * (word v of block k at word 8 * v + k), in a row's last, partial group in column order; the blocks'
+ * scales and level sums (0 past the row's end). The records of a product lie group by group, the n
+ * activations' records of a group side by side (group g of activation i at xg[g * n + i]), so that a
+ * kernel reaches the activations of a tile at fixed offsets from one pointer. */
+typedef struct sd_act_group {
+    int8_t q[256];
+    float d[8];
+    int32_t s[8];
+} sd_act_group;
+
+/* The records (g, one per group of 256 columns, gstride records apart) of one activation vector of cols
+ * columns already quantized (q, and per block of 32 the scale d and level sum sums: quant_act). The plain
+ * C form, which every SIMD level's (sd_cpu_kernels.act_groups) equals. */
+void sd_act_groups_ref(const int8_t *q, const float *d, const int32_t *sums, int64_t cols, sd_act_group *g,
+                       int64_t gstride);
 
 /* The two ways a kernel runs a product: register tiles streaming each weight row once (1-8 activations:
  * decode, verify blocks), or cache-blocked panels (many activations: prefill, batches; mm_tmpl.h). Both
@@ -71,6 +84,9 @@ typedef struct sd_cpu_kernels {
     /* sd_quant_act_q8 (kernels/quant.h), bitwise: the activations of an integer product quantized per
      * block of 32, without the reference's branch per value (its sign test mispredicts half the time). */
     void (*quant_act)(const float *x, int64_t n, int8_t *q, float *d, int32_t *sums);
+    /* sd_act_groups_ref, bitwise: the quantized activations as the SD_MM_QUANT kernels read them. */
+    void (*act_groups)(const int8_t *q, const float *d, const int32_t *sums, int64_t cols, sd_act_group *g,
+                       int64_t gstride);
 } sd_cpu_kernels;
 
 /* Best level this CPU (and OS) supports, ignoring SPECD_SIMD. */
