@@ -1,19 +1,22 @@
 /* The SD_MM_QUANT kernels: GGML's quantized types beyond Q8_0 (Q4_0 ... Q6_K, IQ4_NL, IQ4_XS) times the
- * activations quantized per block of 32 as for Q8_0 (sd_quant_act_q8: int8 levels xq, a float scale xd and
- * the level sum xs per block), in integer arithmetic. Included by mm_tmpl.h once per instruction set
- * (kernels/cpu/qi.h gives the 32-byte integer vectors of that set).
+ * activations quantized per block of 32 as for Q8_0 (int8 levels, a float scale and the level sum per
+ * block, k_quant_act below, in records by group of 256 columns: sd_act_group), in integer arithmetic.
+ * Included by mm_tmpl.h once per instruction set (kernels/cpu/qi.h gives the 32-byte integer vectors of
+ * that set).
  *
  * Work unit: a group of 256 columns, one K-quant super-block or 8 blocks of 32, which is 8 activation
  * blocks. A weight group is unpacked once (prep: the 32 weight bytes of each activation block as unsigned
  * magnitudes, their signs where the levels are signed, int16 scales for the types that scale per 16, and
  * 8 float lanes of scale d_w and of offset per activation block), transposed in 32-bit words so that the
- * activations, interleaved the same way once per call (sd_act_interleave), meet it with one byte-dot per
- * vector that adds to all 8 block sums, and then dotted with up to QT activation vectors (so the n-row
- * product reads a weight block once for n <= QT). Per activation block an exact int32 sum S (vpmaddubsw +
- * vpmaddwd, or vpdpbusd), the 8 sums of a group in the 8 lanes of a vector, then in float: acc += S * (d_w * d_x), plus, for the types with a minimum, (offset * d_x) times the
- * activation block's level sum (or, for Q2_K's per-16 minimums, an integer sum of min * x). Signed levels
- * take vpsignb: |w| times x with w's sign. Q4_0 and Q5_0 keep their levels unsigned (q + 8, q + 16) and
- * take 8 or 16 times the activation sum off in integers.
+ * activations, interleaved the same way in their records, meet it with one byte-dot per vector that adds
+ * to all 8 block sums, and then dotted with up to QN activation vectors held in registers (so the n-row
+ * product reads a weight block once for n <= QN; more activations go in chunks over blocks of rows, whose
+ * weights come from the cache again). Per activation block an exact int32 sum S (vpmaddubsw + vpmaddwd, or
+ * vpdpbusd), the 8 sums of a group in the 8 lanes of a vector, then in float: acc += S * (d_w * d_x),
+ * plus, for the types with a minimum, (offset * d_x) times the activation block's level sum (or, for
+ * Q2_K's per-16 minimums, an integer sum of min * x). Signed levels take vpsignb: |w| times x with w's
+ * sign. Q4_0 and Q5_0 keep their levels unsigned (q + 8, q + 16) and take 8 or 16 times the activation sum
+ * off in integers.
  *
  * Per output element the order is fixed by the column alone (lanes in group order, then a horizontal sum),
  * so results do not depend on n, on the tile or on the thread. */
@@ -55,7 +58,7 @@ QI_AI int qzero_shift(int t) { return t == SD_Q4_0 ? 3 : t == SD_Q5_0 ? 4 : 0; }
 
 /* An unpacked group. Unpacked, w[c] and s[c] hold block c; a whole group is then transposed in dwords
  * (qgrp_transpose), so that dword c of w[v] is dword v of block c: with the activations in the same
- * order (sd_act_interleave), one byte-dot per vector adds to all 8 block sums at once, lane c holding
+ * order (sd_act_group), one byte-dot per vector adds to all 8 block sums at once, lane c holding
  * block c's, and no per-activation reduction is needed. */
 typedef struct qgrp {
     qi w[8];  /* the weight levels, unsigned or |level| */
