@@ -62,3 +62,19 @@ int sd_backend_check(const sd_backend *b, sd_err *err) {
     if (!b->failed) return 0;
     return sd_errf(err, "backend %s failed: %s", b->name, b->fail_msg);
 }
+
+int sd_kv_mem_shape(sd_kv_mem *kv, int n_layers, int kv_dim, int n_blocks, sd_dtype type, sd_err *err) {
+    memset(kv, 0, sizeof *kv);
+    if (n_layers <= 0 || n_blocks <= 0 || kv_dim <= 0)
+        return sd_errf(err, "kv pool: bad shape (%d layers, %d blocks, kv_dim %d)", n_layers, n_blocks, kv_dim);
+    if (type != SD_F16 && type != SD_F32)
+        return sd_errf(err, "kv pool: type %s is not supported (f16 or f32)", sd_dtype_name(type) ? sd_dtype_name(type) : "?");
+    double bytes = (double)n_layers * n_blocks * SD_KV_BLOCK * kv_dim * (double)sd_dtype_block_bytes(type);
+    if (bytes > (double)(SIZE_MAX / 4)) return sd_errf(err, "kv pool: size overflows");
+    *kv = (sd_kv_mem){.n_layers = n_layers, .kv_dim = kv_dim, .n_blocks = n_blocks, .type = type};
+    return 0;
+}
+
+size_t sd_kv_layer_bytes(const sd_kv_mem *kv) {
+    return (size_t)kv->n_blocks * SD_KV_BLOCK * (size_t)kv->kv_dim * sd_dtype_block_bytes(kv->type);
+}

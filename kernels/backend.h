@@ -94,6 +94,12 @@ typedef struct sd_kv_mem {
     void *k, *v;   /* backend memory; layout is the backend's business */
 } sd_kv_mem;
 
+/* What every backend's kv_mem_alloc does first: checks the shape and type, fills kv's shape (k, v NULL).
+ * 0, or -1 with err naming what was wrong (also a pool whose size overflows). */
+int sd_kv_mem_shape(sd_kv_mem *kv, int n_layers, int kv_dim, int n_blocks, sd_dtype type, sd_err *err);
+/* Bytes of one layer's K (or V) in a pool of that shape; K for all layers is n_layers times that. */
+size_t sd_kv_layer_bytes(const sd_kv_mem *kv);
+
 /* Rows [row, row + n) of a pass belong to one sequence, at positions pos0..pos0+n-1. table (host memory):
  * the block ids of its positions 0..pos0+n-1. cap: the sequence's capacity in positions (a recorded
  * step graph plans attention for it, as the positions change on replay). */

@@ -145,21 +145,11 @@ static void *kv_map(size_t bytes, sd_err *err) {
     return p;
 }
 
-static size_t kv_bytes(const sd_kv_mem *kv) {
-    return (size_t)kv->n_layers * (size_t)kv->n_blocks * SD_KV_BLOCK * (size_t)kv->kv_dim *
-           sd_dtype_block_bytes(kv->type);
-}
+static size_t kv_bytes(const sd_kv_mem *kv) { return (size_t)kv->n_layers * sd_kv_layer_bytes(kv); }
 
 static int cpu_kv_mem_alloc(sd_backend *b, sd_kv_mem *kv, int n_layers, int kv_dim, int n_blocks, sd_dtype type,
                             sd_err *err) {
-    memset(kv, 0, sizeof *kv);
-    if (n_layers <= 0 || n_blocks <= 0 || kv_dim <= 0)
-        return sd_errf(err, "kv pool: bad shape (%d layers, %d blocks, kv_dim %d)", n_layers, n_blocks, kv_dim);
-    if (type != SD_F16 && type != SD_F32)
-        return sd_errf(err, "kv pool: type %s is not supported (f16 or f32)", sd_dtype_name(type) ? sd_dtype_name(type) : "?");
-    double bytes = (double)n_layers * n_blocks * SD_KV_BLOCK * kv_dim * (double)sd_dtype_block_bytes(type);
-    if (bytes > (double)(SIZE_MAX / 4)) return sd_errf(err, "kv pool: size overflows");
-    *kv = (sd_kv_mem){.n_layers = n_layers, .kv_dim = kv_dim, .n_blocks = n_blocks, .type = type};
+    if (sd_kv_mem_shape(kv, n_layers, kv_dim, n_blocks, type, err)) return -1;
     kv->k = kv_map(kv_bytes(kv), err);
     kv->v = kv->k ? kv_map(kv_bytes(kv), err) : NULL;
     if (!kv->v) {

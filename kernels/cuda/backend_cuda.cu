@@ -313,19 +313,10 @@ static void c_from_host(sd_backend *b, float *dst, const float *src, size_t n) {
 }
 
 /* KV pool layout: [layer][block][SD_KV_BLOCK][kv_dim] F16 or F32 for K, the same for V. */
-static size_t kv_layer_bytes(const sd_kv_mem *kv) {
-    return (size_t)kv->n_blocks * SD_KV_BLOCK * (size_t)kv->kv_dim * sd_dtype_block_bytes(kv->type);
-}
-
 static int c_kv_mem_alloc(sd_backend *b, sd_kv_mem *kv, int n_layers, int kv_dim, int n_blocks, sd_dtype type,
                           sd_err *err) {
-    memset(kv, 0, sizeof *kv);
-    if (n_layers <= 0 || n_blocks <= 0 || kv_dim <= 0)
-        return sd_errf(err, "kv pool: bad shape (%d layers, %d blocks, kv_dim %d)", n_layers, n_blocks, kv_dim);
-    if (type != SD_F16 && type != SD_F32)
-        return sd_errf(err, "kv pool: type %s is not supported (f16 or f32)", sd_dtype_name(type) ? sd_dtype_name(type) : "?");
-    *kv = (sd_kv_mem){n_layers, kv_dim, n_blocks, type, NULL, NULL};
-    size_t bytes = (size_t)n_layers * kv_layer_bytes(kv);
+    if (sd_kv_mem_shape(kv, n_layers, kv_dim, n_blocks, type, err)) return -1;
+    size_t bytes = (size_t)n_layers * sd_kv_layer_bytes(kv);
     kv->k = dev_alloc(b, bytes, MEM_KV, "KV pool (K)", err);
     if (!kv->k) return -1;
     kv->v = dev_alloc(b, bytes, MEM_KV, "KV pool (V)", err);
@@ -364,7 +355,7 @@ static void c_mem_usage(sd_backend *b, size_t *weights, size_t *kv, size_t *work
 /* ---- ops ---- */
 
 static void *kv_layer(const sd_kv_mem *kv, void *base, int layer) {
-    return (char *)base + (size_t)layer * kv_layer_bytes(kv);
+    return (char *)base + (size_t)layer * sd_kv_layer_bytes(kv);
 }
 
 static void c_embed(sd_backend *b, float *out, const sd_tensor *t, const int32_t *ids, int n) {
