@@ -10,10 +10,10 @@
 #include <sys/mman.h>
 
 #include "kernels/backend.h"
+#include "kernels/cpu/attention.h"
 #include "kernels/cpu/backend_cpu.h"
 #include "kernels/cpu/threadpool.h"
 #include "kernels/quant_k.h"
-#include "kernels/softmax.h"
 
 typedef struct cpu_impl {
     sd_pool *pool;
@@ -26,6 +26,7 @@ typedef struct cpu_impl {
     int32_t *xs;
     sd_act_group *xg; /* SD_MM_QUANT products: the same by group (xg_cap records) */
     size_t xq_cap, xg_cap;
+    sd_attn_ws attn; /* attention scratch */
     char device[64];
     long fail_after, matmuls; /* SPECD_FAIL_AFTER=N (test hook): the N-th matmul fails */
 } cpu_impl;
@@ -394,92 +395,15 @@ static void cpu_kv_store(sd_backend *b, sd_kv_mem *kv, int layer, const float *k
     }
 }
 
-typedef struct attn_job {
-    float *out;
-    const float *q;
-    const sd_kv_mem *kv;
-    const cpu_impl *im;
-    int layer;
-    const sd_cpu_kernels *kern;
-    int n_heads, group, head_dim;
-    float scale;
-} attn_job;
-
-/* Score of query q against position t's K row (kv head kvh), and acc += p * its V row, in the cache's
- * type. */
-static float kv_dot(const attn_job *j, const int32_t *table, const float *q, int t, int kvh) {
-    size_t off = kv_off(j->kv, table, j->layer, t) + (size_t)kvh * j->head_dim;
-    if (j->kv->type == SD_F16) return j->kern->dot_f16(q, (const uint16_t *)j->kv->k + off, j->head_dim);
-    return j->kern->dot(q, (const float *)j->kv->k + off, j->head_dim);
-}
-
-static void kv_axpy(const attn_job *j, const int32_t *table, float *acc, float p, int t, int kvh) {
-    size_t off = kv_off(j->kv, table, j->layer, t) + (size_t)kvh * j->head_dim;
-    if (j->kv->type == SD_F16) j->kern->axpy_f16(acc, p, (const uint16_t *)j->kv->v + off, j->head_dim);
-    else j->kern->axpy(acc, p, (const float *)j->kv->v + off, j->head_dim);
-}
-
-/* Positions are visited in blocks: scores of a block, then an online-softmax update (rescale what was
- * accumulated when the running maximum grows). Numerically stable, no scratch proportional to context. */
-#define ATT_BLOCK 128
-#define ATT_MAX_STACK_HD 1024
-
-static void attn_one(const attn_job *j, int i, int h, float *acc) {
-    const float *q = j->q + ((int64_t)i * j->n_heads + h) * j->head_dim;
-    const sd_kv_span *sp = &j->im->spans[j->im->row_span[i]];
-    int kvh = h / j->group, hd = j->head_dim, n_pos = sp->pos0 + i - sp->row + 1;
-    float m = -INFINITY, l = 0, s[ATT_BLOCK];
-    memset(acc, 0, (size_t)hd * sizeof(float));
-    for (int t0 = 0; t0 < n_pos; t0 += ATT_BLOCK) {
-        int nb = n_pos - t0 < ATT_BLOCK ? n_pos - t0 : ATT_BLOCK;
-        float bm = -INFINITY;
-        for (int t = 0; t < nb; t++) {
-            s[t] = kv_dot(j, sp->table, q, t0 + t, kvh) * j->scale;
-            if (s[t] > bm) bm = s[t];
-        }
-        if (bm > m) { /* move the state to the new max (kernels/softmax.h; the CUDA kernels do the same) */
-            float r = sd_softmax_rescale(m, bm); /* 0 on the first block (m = -inf) */
-            l *= r;
-            j->kern->scale(acc, r, hd);
-            m = bm;
-        }
-        for (int t = 0; t < nb; t++) {
-            float p = expf(s[t] - m);
-            l += p;
-            kv_axpy(j, sp->table, acc, p, t0 + t, kvh);
-        }
-    }
-    float *o = j->out + ((int64_t)i * j->n_heads + h) * hd;
-    float il = 1.0f / l;
-    for (int d = 0; d < hd; d++) o[d] = acc[d] * il;
-}
-
-static void attn_items(void *v, int64_t b, int64_t e) {
-    const attn_job *j = v;
-    float stack_acc[ATT_MAX_STACK_HD];
-    float *acc = j->head_dim <= ATT_MAX_STACK_HD ? stack_acc : malloc((size_t)j->head_dim * sizeof(float));
-    if (!acc) return;
-    for (int64_t it = b; it < e; it++) attn_one(j, (int)(it / j->n_heads), (int)(it % j->n_heads), acc);
-    if (acc != stack_acc) free(acc);
-}
-
 static void cpu_attention(sd_backend *b, float *out, const float *q, const sd_kv_mem *kv, int layer, int n_heads,
                           int n_kv_heads, int head_dim) {
-    const cpu_impl *im = impl_of(b);
-    if (im->rows <= 0 || n_kv_heads <= 0 || n_heads % n_kv_heads != 0 || layer < 0 || layer >= kv->n_layers ||
-        n_kv_heads * head_dim > kv->kv_dim)
+    cpu_impl *im = impl_of(b);
+    if (im->rows <= 0 || n_kv_heads <= 0 || head_dim <= 0 || n_heads % n_kv_heads != 0 || layer < 0 ||
+        layer >= kv->n_layers || n_kv_heads * head_dim > kv->kv_dim)
         return; /* the model checks shapes; never read outside the pool */
-    attn_job j = {
-        .out = out, .q = q, .kv = kv, .im = im, .layer = layer, .kern = im->k, .n_heads = n_heads,
-        .group = n_heads / n_kv_heads, .head_dim = head_dim, .scale = 1.0f / sqrtf((float)head_dim),
-    };
-    /* One item per (row, head); short contexts are cheap, so batch items until the work is worth a wake. */
-    int max_pos = 0;
-    for (int i = 0; i < im->n_spans; i++)
-        if (im->spans[i].pos0 + im->spans[i].n > max_pos) max_pos = im->spans[i].pos0 + im->spans[i].n;
-    int64_t items = (int64_t)im->rows * n_heads, work = (int64_t)max_pos * head_dim;
-    int64_t grain = work >= 4096 ? 1 : 4096 / (work + 1) + 1;
-    sd_pool_for(im->pool, items, grain, attn_items, &j);
+    if (sd_cpu_attention(&im->attn, im->pool, im->k, out, q, kv, layer, n_heads, n_kv_heads, head_dim, im->spans,
+                         im->n_spans, im->rows) != 0)
+        sd_backend_fail(b, "out of memory (attention scratch for %d rows)", im->rows);
 }
 
 typedef struct ew_job {
@@ -519,6 +443,7 @@ static void cpu_destroy(sd_backend *b) {
     free(impl_of(b)->xs);
     free(impl_of(b)->xg);
     free(impl_of(b)->row_span);
+    sd_attn_ws_free(&impl_of(b)->attn);
     free(b->impl);
     free(b);
 }

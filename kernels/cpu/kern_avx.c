@@ -85,5 +85,6 @@ TGT static inline __attribute__((always_inline)) int q8_dot1(const sd_block_q8_0
 #define Q8_DOT8(b, x, xs) q8_dot8(b, x)
 #define Q8_DOT1(b, x, xs) q8_dot1(b, x)
 
+#include "kernels/cpu/attn_tmpl.h"
 #include "kernels/cpu/mm_tmpl.h"
 #endif

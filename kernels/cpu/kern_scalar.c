@@ -1,8 +1,10 @@
 /* The scalar reference kernels: plain C, one output element at a time, accumulated in order. */
 #include <limits.h>
+#include <math.h>
 
 #include "kernels/cpu/simd.h"
 #include "kernels/quant_k.h"
+#include "kernels/softmax.h"
 
 #define MM_SCALAR(NAME, DOT, WT)                                                                   \
     static void NAME(const sd_mm_job *j, int64_t r0, int64_t r1) {                                 \
@@ -53,20 +55,37 @@ static void mm_quant(const sd_mm_job *j, int64_t r0, int64_t r1) {
     }
 }
 
-static float dot(const float *a, const float *b, int64_t n) { return sd_dot_f32(a, b, n); }
-
-static void axpy(float *y, float a, const float *x, int64_t n) {
-    for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
+/* Attention, one element at a time: the reference the SIMD levels' attn_chunk is tested against. */
+static void attn_load(float *dst, const void *src, size_t stride, int n, int hd, int hdp, int f16) {
+    for (int r = 0; r < 16; r++)
+        for (int d = 0; d < hdp; d++) {
+            float x = 0;
+            if (r < n && d < hd && f16) x = sd_fp16_to_fp32(((const uint16_t *)src)[(size_t)r * stride + d]);
+            else if (r < n && d < hd) x = ((const float *)src)[(size_t)r * stride + d];
+            dst[(size_t)r * hdp + d] = x;
+        }
 }
 
-static void scale(float *y, float a, int64_t n) {
-    for (int64_t i = 0; i < n; i++) y[i] *= a;
-}
-
-static float dot_f16(const float *a, const uint16_t *b, int64_t n) { return sd_dot_f16(b, a, n); }
-
-static void axpy_f16(float *y, float a, const uint16_t *x, int64_t n) {
-    for (int64_t i = 0; i < n; i++) y[i] += a * sd_fp16_to_fp32(x[i]);
+static void attn_chunk(const float *q, const float *k, const float *v, int n, int hdp, float scale, float *ml,
+                       float *acc, float *s) {
+    float bm = -INFINITY;
+    for (int t = 0; t < n; t++) {
+        float d = 0;
+        for (int i = 0; i < hdp; i++) d += q[i] * k[(size_t)t * hdp + i];
+        s[t] = d * scale;
+        bm = s[t] > bm ? s[t] : bm;
+    }
+    if (bm > ml[0]) {
+        float r = sd_softmax_rescale(ml[0], bm);
+        ml[1] *= r;
+        for (int i = 0; i < hdp; i++) acc[i] *= r;
+        ml[0] = bm;
+    }
+    for (int t = 0; t < n; t++) {
+        float p = expf(s[t] - ml[0]);
+        ml[1] += p;
+        for (int i = 0; i < hdp; i++) acc[i] += p * v[(size_t)t * hdp + i];
+    }
 }
 
 const sd_cpu_kernels sd_kernels_scalar = {
@@ -74,11 +93,8 @@ const sd_cpu_kernels sd_kernels_scalar = {
     .name = "scalar",
     .mm = {mm_f32, mm_f16, mm_bf16, mm_q8_0, mm_quant},
     .block_min = {INT_MAX, INT_MAX, INT_MAX, INT_MAX, INT_MAX}, /* one element at a time: nothing to block */
-    .dot = dot,
-    .axpy = axpy,
-    .scale = scale,
-    .dot_f16 = dot_f16,
-    .axpy_f16 = axpy_f16,
+    .attn_load = attn_load,
+    .attn_chunk = attn_chunk,
     .quant_act = sd_quant_act_q8,
     .act_groups = sd_act_groups_ref,
 };

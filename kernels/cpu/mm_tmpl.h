@@ -1,4 +1,4 @@
-/* The SIMD matmul and attention kernels, written once and instantiated per instruction set: a kernel file
+/* The SIMD matmul kernels (attention: attn_tmpl.h), written once and instantiated per instruction set: a kernel file
  * defines the vector type and operations below, then includes this file (no include guard on purpose).
  *
  * Required macros:
@@ -430,54 +430,6 @@ TGT static void mm_f16(const sd_mm_job *j, int64_t r0, int64_t r1) { mm_rows(j, 
 TGT static void mm_bf16(const sd_mm_job *j, int64_t r0, int64_t r1) { mm_rows(j, SD_MM_BF16, r0, r1); }
 TGT static void mm_q8_0(const sd_mm_job *j, int64_t r0, int64_t r1) { mm_rows(j, SD_MM_Q8_0, r0, r1); }
 
-TGT static float k_dot(const float *a, const float *b, int64_t n) {
-    V s0 = VZERO(), s1 = VZERO();
-    int64_t i = 0;
-    for (; i + 2 * VW <= n; i += 2 * VW) {
-        s0 = VFMA(VLOAD(a + i), VLOAD(b + i), s0);
-        s1 = VFMA(VLOAD(a + i + VW), VLOAD(b + i + VW), s1);
-    }
-    for (; i + VW <= n; i += VW) s0 = VFMA(VLOAD(a + i), VLOAD(b + i), s0);
-    float s = VHSUM(s0) + VHSUM(s1);
-    for (; i < n; i++) s += a[i] * b[i];
-    return s;
-}
-
-TGT static void k_axpy(float *y, float a, const float *x, int64_t n) {
-    V av = VSET1(a);
-    int64_t i = 0;
-    for (; i + VW <= n; i += VW) VSTORE(y + i, VFMA(av, VLOAD(x + i), VLOAD(y + i)));
-    for (; i < n; i++) y[i] += a * x[i];
-}
-
-TGT static void k_scale(float *y, float a, int64_t n) {
-    V av = VSET1(a);
-    int64_t i = 0;
-    for (; i + VW <= n; i += VW) VSTORE(y + i, VMUL(av, VLOAD(y + i)));
-    for (; i < n; i++) y[i] *= a;
-}
-
-/* F16 K/V rows: WF16 converts VW halves exactly, then the F32 loops' order. */
-TGT static float k_dot_f16(const float *a, const uint16_t *b, int64_t n) {
-    V s0 = VZERO(), s1 = VZERO();
-    int64_t i = 0;
-    for (; i + 2 * VW <= n; i += 2 * VW) {
-        s0 = VFMA(VLOAD(a + i), WF16(b + i), s0);
-        s1 = VFMA(VLOAD(a + i + VW), WF16(b + i + VW), s1);
-    }
-    for (; i + VW <= n; i += VW) s0 = VFMA(VLOAD(a + i), WF16(b + i), s0);
-    float s = VHSUM(s0) + VHSUM(s1);
-    for (; i < n; i++) s += a[i] * sd_fp16_to_fp32(b[i]);
-    return s;
-}
-
-TGT static void k_axpy_f16(float *y, float a, const uint16_t *x, int64_t n) {
-    V av = VSET1(a);
-    int64_t i = 0;
-    for (; i + VW <= n; i += VW) VSTORE(y + i, VFMA(av, WF16(x + i), VLOAD(y + i)));
-    for (; i < n; i++) y[i] += a * sd_fp16_to_fp32(x[i]);
-}
-
 /* sd_quant_act_q8 per block of 32 in four 8-float vectors, the same operations in the same order per
  * value: amax (max of |x|; a NaN |x| never wins, as in the reference's `a > amax`), d = amax / 127,
  * x * (1 / d), NaN to 0, clamp to +-127, + (v >= 0 ? 0.5 : -0.5), truncation; then packed to int8 (in
@@ -526,11 +478,8 @@ const sd_cpu_kernels KNAME = {
     .name = KSTR,
     .mm = {mm_f32, mm_f16, mm_bf16, mm_q8_0, mm_quant},
     .block_min = {MB_MIN_F32, MB_MIN_F16, MB_MIN_F16, MB_MIN_Q8, INT_MAX},
-    .dot = k_dot,
-    .axpy = k_axpy,
-    .scale = k_scale,
-    .dot_f16 = k_dot_f16,
-    .axpy_f16 = k_axpy_f16,
+    .attn_load = k_attn_load,
+    .attn_chunk = k_attn_chunk,
     .quant_act = k_quant_act,
     .act_groups = k_act_groups,
 };

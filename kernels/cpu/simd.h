@@ -75,12 +75,14 @@ typedef struct sd_cpu_kernels {
     const char *name;
     sd_mm_rows_fn mm[SD_MM_NTYPES];
     int block_min[SD_MM_NTYPES]; /* activations from which mm[] takes the blocked path (INT_MAX: never) */
-    float (*dot)(const float *a, const float *b, int64_t n);        /* attention scores */
-    void (*axpy)(float *y, float a, const float *x, int64_t n);     /* y += a * x (attention values) */
-    void (*scale)(float *y, float a, int64_t n);                    /* y *= a */
-    /* The same over F16 K/V rows (--kv-type f16): each half converted exactly to float, then as above. */
-    float (*dot_f16)(const float *a, const uint16_t *b, int64_t n);
-    void (*axpy_f16)(float *y, float a, const uint16_t *x, int64_t n);
+    /* Attention (kernels/cpu/attention.c drives them). attn_load: n <= 16 rows of hd K or V elements (F16
+     * bits when f16, else F32), `stride` elements apart, to 16 rows of hdp floats (a multiple of 16), zero
+     * past hd and past row n. attn_chunk: one query (hdp floats) against n positions of such K and V rows:
+     * the online-softmax update of its state (ml = {m, l}, acc[hdp]; kernels/softmax.h) with the scores
+     * times scale; s is scratch for n rounded up to 16 floats. */
+    void (*attn_load)(float *dst, const void *src, size_t stride, int n, int hd, int hdp, int f16);
+    void (*attn_chunk)(const float *q, const float *k, const float *v, int n, int hdp, float scale, float *ml,
+                       float *acc, float *s);
     /* sd_quant_act_q8 (kernels/quant.h), bitwise: the activations of an integer product quantized per
      * block of 32, without the reference's branch per value (its sign test mispredicts half the time). */
     void (*quant_act)(const float *x, int64_t n, int8_t *q, float *d, int32_t *sums);
