@@ -4,7 +4,8 @@
  * (a step's wall time spread over the tokens it emitted, first token excluded), time to first token
  * p50/p95 (from the request's start, including turns spent waiting for its prefill chunks) and
  * acceptance. Each "client" runs its prompts one after another, as specd-cli bench does. The two modes
- * alternate which runs first from one concurrency to the next. */
+ * alternate which runs first from one concurrency to the next. Then the batch draft-length rule's cost
+ * curves (target pass and draft round, ms by rows) as calibrated and followed during the runs. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -127,6 +128,15 @@ static void print_text(const conc_fig *f, int n, FILE *out) {
                 f[i].tps > 0 ? f[i + 1].tps / f[i].tps : 0.0);
 }
 
+/* The batch rule's cost curves as they stand (calibrated, then followed on the fly): ms by rows. */
+static void print_curve(const char *what, const sd_cost_curve *c, FILE *out) {
+    if (!sd_cost_measured(c)) return;
+    fprintf(out, "%s ms by rows:", what);
+    for (int b = 0; b < SD_COST_BUCKETS; b++)
+        if (c->t[b] > 0) fprintf(out, " %.0f:%.3f", c->rows[b], 1e3 * c->t[b]);
+    fprintf(out, "\n");
+}
+
 static void print_json(const conc_fig *f, int n, FILE *out) {
     fprintf(out, "{\"concurrency\":[");
     for (int i = 0; i < n; i++)
@@ -160,8 +170,13 @@ int bench_concurrency(sd_engine *e, int32_t *const *ptoks, const int *pn, int n_
             fg->mode = m ? "spec" : "plain";
             if (run_conc(e, cl, concs[i], ptoks, pn, n_prompts, &p, per, batch_tokens, fg, err)) goto out;
         }
-    if (f && json) print_json(figs, 2 * n_conc, f);
-    else if (f) print_text(figs, 2 * n_conc, f);
+    if (f && json) {
+        print_json(figs, 2 * n_conc, f);
+    } else if (f) {
+        print_text(figs, 2 * n_conc, f);
+        print_curve("target pass", &e->cost.target, f);
+        print_curve("draft round", &e->cost.draft, f);
+    }
     rc = 0;
 out:
     if (cl)

@@ -1,79 +1,111 @@
-/* The batch draft-length rule and its cost table; see batch_k.h. */
+/* The batch draft-length rule and its cost curves; see batch_k.h. */
 #include "target/batch_k.h"
 
 #include <math.h>
-#include <stdbool.h>
+#include <stdlib.h>
 
 /* Weight of a new measurement: a few turns follow a change of load, one odd turn does not. */
 #define EWMA 0.2
 
 static int bucket(int rows) {
-    int b = 0;
-    while (b + 1 < SD_COST_BUCKETS && (1 << (b + 1)) <= rows) b++;
+    if (rows <= SD_COST_EXACT) return rows - 1;
+    int b = SD_COST_EXACT, top = 2 * SD_COST_EXACT;
+    while (b + 1 < SD_COST_BUCKETS && rows > top) {
+        b++;
+        top *= 2;
+    }
     return b;
 }
 
 static void ewma(double *x, double v) { *x = *x > 0 ? *x + EWMA * (v - *x) : v; }
 
-void sd_pass_cost_record(sd_pass_cost *c, int rows, double seconds) {
-    if (rows > 0 && seconds > 0) ewma(&c->t[bucket(rows)], seconds);
+void sd_cost_record(sd_cost_curve *c, int rows, double seconds) {
+    if (rows <= 0 || !(seconds > 0)) return;
+    int b = bucket(rows);
+    ewma(&c->rows[b], rows);
+    ewma(&c->t[b], seconds);
 }
 
-void sd_pass_cost_record_draft(sd_pass_cost *c, double seconds) {
-    if (seconds > 0) ewma(&c->draft_round, seconds);
+bool sd_cost_measured(const sd_cost_curve *c) {
+    for (int b = 0; b < SD_COST_BUCKETS; b++)
+        if (c->t[b] > 0) return true;
+    return false;
 }
 
 /* The measured buckets that keep the cost non-decreasing in rows, into b[] (ascending); their count. A
  * bucket measured lower than a smaller one (a noisy turn) is left out rather than read as rows that cost
  * less than none, which would make drafting look free. */
-static int monotone(const sd_pass_cost *c, int *b) {
+static int monotone(const sd_cost_curve *c, int *b) {
     int n = 0;
     for (int i = 0; i < SD_COST_BUCKETS; i++)
         if (c->t[i] > 0 && (n == 0 || c->t[i] >= c->t[b[n - 1]])) b[n++] = i;
     return n;
 }
 
-double sd_pass_cost_at(const sd_pass_cost *c, int rows) {
+double sd_cost_at(const sd_cost_curve *c, int rows) {
     int b[SD_COST_BUCKETS], n = monotone(c, b), hi = 0;
-    if (n == 0) return 0;
-    if (n == 1 || rows <= (1 << b[0])) return c->t[b[0]];
-    while (hi < n - 1 && (1 << b[hi]) < rows) hi++; /* beyond the largest: the last segment's slope goes on */
-    double x0 = 1 << b[hi - 1], x1 = 1 << b[hi], y0 = c->t[b[hi - 1]], y1 = c->t[b[hi]];
-    return y0 + (y1 - y0) * (rows - x0) / (x1 - x0);
+    if (n == 0 || rows <= 0) return 0;
+    if (n == 1 || rows <= c->rows[b[0]]) return c->t[b[0]];
+    while (hi < n - 1 && c->rows[b[hi]] < rows) hi++; /* beyond the largest: the last segment's slope goes on */
+    double x0 = c->rows[b[hi - 1]], x1 = c->rows[b[hi]], y0 = c->t[b[hi - 1]], y1 = c->t[b[hi]];
+    return x1 > x0 ? y0 + (y1 - y0) * (rows - x0) / (x1 - x0) : y1;
+}
+
+/* The next draft to add: the request whose next draft is the likeliest to be accepted (alpha^(k+1),
+ * ties to the shorter draft, then the lower index); -1 when every request is at its bound. A request's
+ * gains fall with k, so the first E picks are the E likeliest drafts of the turn for every E. */
+static int next_pick(int n, const double *alpha, const int *kmax, const int *k, double *gain) {
+    int best = -1;
+    double bg = -1;
+    for (int i = 0; i < n; i++) {
+        if (k[i] >= kmax[i]) continue;
+        double a = alpha[i] < 0 ? 0 : alpha[i] > 1 ? 1 : alpha[i];
+        double g = pow(a, k[i] + 1);
+        if (best < 0 || g > bg || (g == bg && k[i] < k[best])) {
+            best = i;
+            bg = g;
+        }
+    }
+    *gain = bg;
+    return best;
 }
 
 void sd_batch_k(const sd_pass_cost *c, int base_rows, double base_tokens, int n, const double *alpha,
                 const int *kmax, int *k) {
-    bool measured = false;
-    for (int b = 0; b < SD_COST_BUCKETS; b++) measured |= c->t[b] > 0;
+    bool measured = sd_cost_measured(&c->target);
     for (int i = 0; i < n; i++) k[i] = measured ? 0 : kmax[i];
-    if (!measured) return;
-    int rows = base_rows + n, longest = 0;
-    double tokens = base_tokens + n; /* every request's pass yields at least its target token */
-    double secs = sd_pass_cost_at(c, rows);
-    for (;;) {
-        int best = -1;
-        double best_rate = tokens / (secs > 0 ? secs : 1e-9), gain_b = 0, cost_b = 0;
-        for (int i = 0; i < n; i++) {
-            if (k[i] >= kmax[i]) continue;
-            double a = alpha[i] < 0 ? 0 : alpha[i] > 1 ? 1 : alpha[i];
-            double gain = pow(a, k[i] + 1);
-            double cost = sd_pass_cost_at(c, rows + 1) - sd_pass_cost_at(c, rows);
-            if (k[i] + 1 > longest) cost += c->draft_round;
-            if (cost < 0) cost = 0;
-            double rate = (tokens + gain) / (secs + cost > 0 ? secs + cost : 1e-9);
-            if (rate > best_rate * (1 + 1e-9)) {
-                best_rate = rate;
-                best = i;
-                gain_b = gain;
-                cost_b = cost;
-            }
-        }
-        if (best < 0) return;
-        k[best]++;
-        if (k[best] > longest) longest = k[best];
-        rows++;
-        tokens += gain_b;
-        secs += cost_b;
+    if (!measured || n <= 0) return;
+    int total = 0, depth_max = 0;
+    for (int i = 0; i < n; i++) {
+        total += kmax[i] > 0 ? kmax[i] : 0;
+        depth_max = kmax[i] > depth_max ? kmax[i] : depth_max;
     }
+    int *pick = malloc(sizeof(int) * (size_t)(total + 1)), *depth = calloc((size_t)depth_max + 2, sizeof(int));
+    if (!pick || !depth) goto out; /* out of memory: plain steps, correct if not fast */
+    /* Every total E of extra rows, drafts in order of likelihood: the turn's expected tokens and seconds
+     * (the target pass at its rows, plus one draft round per draft depth, each costing the round's rows
+     * as the draft curve says); the best E wins. */
+    double tokens = base_tokens + n, draft_s = 0, best_rate = 0;
+    int best_e = 0;
+    for (int e = 0;; e++) {
+        double secs = sd_cost_at(&c->target, base_rows + n + e) + draft_s;
+        double rate = tokens / (secs > 0 ? secs : 1e-12);
+        if (e == 0 || rate > best_rate * (1 + 1e-9)) {
+            best_rate = rate;
+            best_e = e;
+        }
+        double gain;
+        int i = e < total ? next_pick(n, alpha, kmax, k, &gain) : -1;
+        if (i < 0) break;
+        pick[e] = i;
+        int d = ++k[i]; /* the round of depth d gets one more row */
+        draft_s += sd_cost_at(&c->draft, depth[d] + 1) - sd_cost_at(&c->draft, depth[d]);
+        depth[d]++;
+        tokens += gain;
+    }
+    for (int i = 0; i < n; i++) k[i] = 0;
+    for (int e = 0; e < best_e; e++) k[pick[e]]++;
+out:
+    free(pick);
+    free(depth);
 }

@@ -69,6 +69,7 @@ struct sd_gen {
     bool last_chunk;   /* SD_STEP_PREFILL: the chunk ends the prompt */
     bool keep_rows;    /* the rows' logits stay on the backend (sampling there) */
     int draft_k;       /* SD_STEP_DRAFT: drafts asked for */
+    int k_cap;         /* SD_STEP_DRAFT: the most drafts the step may take (draft_max, max_tokens, context) */
     bool verify_dev;   /* SD_STEP_DRAFT: verification may run on the backend (q there too) */
     bool drafting;     /* SD_STEP_DRAFT: the proposer has rows pending in the draft rounds */
     sd_draft_opts dopts; /* SD_STEP_DRAFT: what the proposer was asked */

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "base/clock.h"
+#include "target/calibrate.h"
 #include "target/engine_internal.h"
 #include "target/verify.h"
 
@@ -65,6 +66,7 @@ static void plan_spec(sd_gen *g) {
     int budget = g->p.max_tokens - g->st.generated;
     if (budget > s->e->ctx - s->n_hist) budget = s->e->ctx - s->n_hist;
     int k = g->dl.k < budget - 1 ? g->dl.k : budget - 1;
+    g->k_cap = g->p.draft_max < budget - 1 ? g->p.draft_max : budget - 1;
     g->verify_dev = !g->greedy && verify_on_backend(g, k);
     g->draft_k = k;
     g->drafting = false;
@@ -345,7 +347,7 @@ static void draft_all(sd_gen **gens, int n) {
             }
         }
         double dt = sd_now_s() - t0;
-        sd_pass_cost_record_draft(&gens[0]->s->e->cost, dt);
+        sd_cost_record(&gens[0]->s->e->cost.draft, total, dt);
         for (int i = 0; i < nb; i++) batch[i]->st.t_draft += dt;
     }
     if (!batch) /* out of memory: no drafting this turn, everyone fails rather than hangs */
@@ -363,13 +365,22 @@ static bool k_by_batch(const sd_gen *g) {
     return g->kind == SD_STEP_DRAFT && g->greedy && g->p.draft_min < g->p.draft_max && g->draft_k > 0;
 }
 
-/* Lowers the draft lengths of the turn's greedy speculating requests to what pays in this batch
- * (batch_k.h), when at least two of them share it; the other rows of the turn are the rule's base. */
+/* Sets the draft lengths of the turn's greedy speculating requests to what pays in this batch
+ * (batch_k.h), up to each one's draft_max, when at least two of them share it (a lone request keeps its
+ * adaptive k, which depends on acceptance only: its runs are reproducible to the drafted counts); the
+ * other rows of the turn are the rule's base. Costs are calibrated before the first choice. */
 static void batch_k(sd_gen **gens, int n) {
     int m = 0, base_rows = 0;
     double base_tokens = 0;
     for (int i = 0; i < n; i++) m += k_by_batch(gens[i]);
     if (m < 2) return;
+    sd_engine *e = gens[0]->s->e;
+    if (!e->cost.calibrated) {
+        const sd_proposer *p = NULL;
+        for (int i = 0; i < n && !p; i++)
+            if (k_by_batch(gens[i])) p = gens[i]->s->prop;
+        sd_engine_calibrate(e, p->model, p->seq ? p->seq->n_layers : 0);
+    }
     double *alpha = malloc(sizeof(double) * (size_t)m);
     int *kmax = malloc(sizeof(int) * (size_t)m), *k = malloc(sizeof(int) * (size_t)m);
     if (!alpha || !kmax || !k) goto out;
@@ -378,7 +389,7 @@ static void batch_k(sd_gen **gens, int n) {
         sd_gen *g = gens[i];
         if (k_by_batch(g)) {
             alpha[m] = sd_draft_len_alpha(&g->dl);
-            kmax[m++] = g->draft_k;
+            kmax[m++] = g->k_cap;
         } else if (g->kind >= SD_STEP_DRAFT) {
             base_rows += g->n_rows;
             base_tokens += g->kind == SD_STEP_PREFILL ? g->last_chunk
@@ -386,7 +397,7 @@ static void batch_k(sd_gen **gens, int n) {
                                                       : 1;
         }
     }
-    sd_batch_k(&gens[0]->s->e->cost, base_rows, base_tokens, m, alpha, kmax, k);
+    sd_batch_k(&e->cost, base_rows, base_tokens, m, alpha, kmax, k);
     m = 0;
     for (int i = 0; i < n; i++)
         if (k_by_batch(gens[i])) {
@@ -544,7 +555,7 @@ static void run_batch(sd_gen **gens, int n, sd_row *rows) {
         return;
     }
     double dt = sd_now_s() - t0;
-    sd_pass_cost_record(&gens[0]->s->e->cost, total, dt);
+    sd_cost_record(&gens[0]->s->e->cost.target, total, dt);
     for (int i = 0; i < n; i++) /* before the model's next forward: kept rows live until then */
         if (take(gens[i], dt, &gens[i]->err)) fail(gens[i], &gens[i]->err);
 }
