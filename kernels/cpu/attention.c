@@ -1,6 +1,6 @@
 /* CPU attention: tiles of (sequence, kv head, consecutive rows), each K/V chunk converted once per tile,
- * the per-query work in the SIMD level's attn_chunk (attention.h says why results never depend on the
- * tiling). */
+ * the work of each row's heads in the SIMD level's attn_row (attention.h says why results never depend
+ * on the tiling). */
 #include "kernels/cpu/attention.h"
 
 #include <math.h>
@@ -27,7 +27,7 @@ typedef struct attn_job {
     float *out;
     const float *q;
     const sd_kv_mem *kv;
-    int layer, n_heads, group, hd, hdp, chunk;
+    int layer, n_heads, group, hd, hdp;
     float scale;
     const sd_kv_span *spans;
     const attn_item *items;
@@ -43,24 +43,24 @@ static int imin(int a, int b) { return a < b ? a : b; }
 static size_t state_floats(int m, int hdp) { return pad16((size_t)m * hdp) + pad16(2 * (size_t)m); }
 
 /* A thread's scratch for tiles of up to m queries: the queries, the rows' and a part's states, one chunk
- * of K and of V, the chunk's scores. */
+ * of K (transposed) and of V, scores. */
 typedef struct tile_scratch {
-    float *q, *racc, *rml, *pacc, *pml, *kb, *vb, *s;
+    float *q, *racc, *rml, *pacc, *pml, *kt, *vb, *s;
 } tile_scratch;
 
-static size_t scratch_floats(int m, int hdp, int chunk) {
-    return pad16((size_t)m * hdp) + 2 * state_floats(m, hdp) + 2 * (size_t)chunk * hdp + pad16((size_t)chunk);
+static size_t scratch_floats(int m, int hdp) {
+    return pad16((size_t)m * hdp) + 2 * state_floats(m, hdp) + 2 * (size_t)SD_ATT_CHUNK * hdp + 4 * SD_ATT_CHUNK;
 }
 
-static tile_scratch carve(float *p, int m, int hdp, int chunk) {
+static tile_scratch carve(float *p, int m, int hdp) {
     tile_scratch t;
     t.q = p, p += pad16((size_t)m * hdp);
     t.racc = p, p += pad16((size_t)m * hdp);
     t.rml = p, p += pad16(2 * (size_t)m);
     t.pacc = p, p += pad16((size_t)m * hdp);
     t.pml = p, p += pad16(2 * (size_t)m);
-    t.kb = p, p += (size_t)chunk * hdp;
-    t.vb = p, p += (size_t)chunk * hdp;
+    t.kt = p, p += (size_t)SD_ATT_CHUNK * hdp;
+    t.vb = p, p += (size_t)SD_ATT_CHUNK * hdp;
     t.s = p;
     return t;
 }
@@ -76,8 +76,8 @@ static void state_empty(float *ml, float *acc, int m, int hdp) {
     memset(acc, 0, sizeof(float) * (size_t)m * hdp);
 }
 
-/* Loads positions [c0, c0 + nc) of the item's kv head (c0 a multiple of SD_KV_BLOCK) into kb and vb. */
-static void load_chunk(const attn_job *j, const attn_item *it, int c0, int nc, float *kb, float *vb) {
+/* Loads positions [c0, c0 + nc) of the item's kv head (c0 a multiple of SD_ATT_CHUNK) into kt and vb. */
+static void load_chunk(const attn_job *j, const attn_item *it, int c0, int nc, float *kt, float *vb) {
     const sd_kv_mem *kv = j->kv;
     const int32_t *table = j->spans[it->span].table;
     int f16 = kv->type == SD_F16;
@@ -86,8 +86,25 @@ static void load_chunk(const attn_job *j, const attn_item *it, int c0, int nc, f
         size_t blk = (size_t)j->layer * kv->n_blocks + (size_t)table[(c0 + b) / SD_KV_BLOCK];
         size_t off = (blk * SD_KV_BLOCK * kv->kv_dim + (size_t)it->kvh * j->hd) * esz;
         int n = imin(SD_KV_BLOCK, nc - b);
-        j->k->attn_load(kb + (size_t)b * j->hdp, (const char *)kv->k + off, kv->kv_dim, n, j->hd, j->hdp, f16);
-        j->k->attn_load(vb + (size_t)b * j->hdp, (const char *)kv->v + off, kv->kv_dim, n, j->hd, j->hdp, f16);
+        j->k->attn_load_k(kt, b, (const char *)kv->k + off, kv->kv_dim, n, j->hd, j->hdp, f16);
+        j->k->attn_load_v(vb + (size_t)b * j->hdp, (const char *)kv->v + off, kv->kv_dim, n, j->hd, j->hdp, f16);
+    }
+}
+
+/* Asks for positions [c0, c0 + nc) of the item's kv head ahead of load_chunk: a chunk's rows lie in
+ * blocks anywhere in the pool, a head's slice of each row a fraction of it, which the hardware's
+ * prefetchers do not follow. */
+static void prefetch_chunk(const attn_job *j, const attn_item *it, int c0, int nc) {
+    const sd_kv_mem *kv = j->kv;
+    const int32_t *table = j->spans[it->span].table;
+    size_t esz = kv->type == SD_F16 ? 2 : 4, bytes = (size_t)j->hd * esz;
+    for (int t = c0; t < c0 + nc; t++) {
+        size_t blk = (size_t)j->layer * kv->n_blocks + (size_t)table[t / SD_KV_BLOCK];
+        size_t off = ((blk * SD_KV_BLOCK + (size_t)(t % SD_KV_BLOCK)) * kv->kv_dim + (size_t)it->kvh * j->hd) * esz;
+        for (size_t b = 0; b < bytes; b += 64) {
+            __builtin_prefetch((const char *)kv->k + off + b);
+            __builtin_prefetch((const char *)kv->v + off + b);
+        }
     }
 }
 
@@ -99,15 +116,15 @@ static void tile_part(const attn_job *j, const attn_item *it, int part, const ti
     int p0 = part * PART, p1 = imin(p0 + PART, last);
     for (int r = 0; r < it->nrows; r++)
         if (first + r > p0) state_empty(ml + 2 * r * g, acc + (size_t)r * g * hdp, g, hdp);
-    for (int c0 = p0; c0 < p1; c0 += j->chunk) {
-        int nc = imin(j->chunk, p1 - c0);
-        load_chunk(j, it, c0, nc, t->kb, t->vb);
+    for (int c0 = p0; c0 < p1; c0 += SD_ATT_CHUNK) {
+        int nc = imin(SD_ATT_CHUNK, p1 - c0);
+        load_chunk(j, it, c0, nc, t->kt, t->vb);
+        if (c0 + nc < p1) prefetch_chunk(j, it, c0 + nc, imin(SD_ATT_CHUNK, p1 - c0 - nc));
         for (int r = 0; r < it->nrows; r++) {
             if (first + r <= c0) continue;
-            int n = imin(nc, first + r - c0);
-            for (int m = r * g; m < (r + 1) * g; m++)
-                j->k->attn_chunk(t->q + (size_t)m * hdp, t->kb, t->vb, n, hdp, j->scale, ml + 2 * m,
-                                 acc + (size_t)m * hdp, t->s);
+            int m = r * g;
+            j->k->attn_row(t->q + (size_t)m * hdp, g, t->kt, t->vb, imin(nc, first + r - c0), hdp, j->scale,
+                           ml + 2 * m, acc + (size_t)m * hdp, t->s);
         }
     }
 }
@@ -140,7 +157,7 @@ static int item_parts(const attn_job *j, const attn_item *it) {
 
 static void run_item(const attn_job *j, const attn_item *it, float *scratch) {
     int m = it->nrows * j->group, hdp = j->hdp;
-    tile_scratch t = carve(scratch, m, hdp, j->chunk);
+    tile_scratch t = carve(scratch, m, hdp);
     for (int r = 0; r < it->nrows; r++)
         for (int h = 0; h < j->group; h++) {
             const float *src = j->q + ((size_t)(it->row0 + r) * j->n_heads + (size_t)it->kvh * j->group + h) * j->hd;
@@ -171,7 +188,7 @@ static void merge_parts(const attn_job *j, float *scratch) {
     for (int i = 0; i < j->n_items;) {
         const attn_item *it = &j->items[i];
         int m = it->nrows * j->group, np = item_parts(j, it);
-        tile_scratch t = carve(scratch, m, j->hdp, j->chunk);
+        tile_scratch t = carve(scratch, m, j->hdp);
         state_empty(t.rml, t.racc, m, j->hdp);
         for (int p = 0; p < np; p++) {
             const float *acc = j->ws->parts + it[p].slot;
@@ -201,6 +218,7 @@ static int ws_reserve(sd_attn_ws *ws, int n_thread, size_t floats, int items, si
             ws->thread[i] = posix_memalign(&p, 64, floats * sizeof(float)) == 0 ? p : NULL;
             ws->thread_cap[i] = ws->thread[i] ? floats : 0;
             if (!p) return -1;
+            memset(p, 0, floats * sizeof(float)); /* kernels read a chunk's unloaded tail (then masked) */
         }
     if (items > ws->items_cap) {
         attn_item *it = realloc(ws->items, sizeof *it * (size_t)items);
@@ -237,10 +255,8 @@ int sd_cpu_attention(sd_attn_ws *ws, sd_pool *pool, const sd_cpu_kernels *k, flo
                      const sd_kv_span *spans, int n_spans, int rows) {
     int g = n_heads / n_kv_heads, hdp = (int)pad16((size_t)head_dim), nth = sd_pool_size(pool);
     int tile = imin(TILE_ROWS_MAX, TILE_QUERIES / g > 1 ? TILE_QUERIES / g : 1);
-    int chunk = 4096 / hdp / SD_KV_BLOCK * SD_KV_BLOCK;
-    chunk = chunk < SD_KV_BLOCK ? SD_KV_BLOCK : chunk > 64 ? 64 : chunk;
     attn_job j = {.k = k, .out = out, .q = q, .kv = kv, .layer = layer, .n_heads = n_heads, .group = g,
-                  .hd = head_dim, .hdp = hdp, .chunk = chunk, .scale = 1.0f / sqrtf((float)head_dim),
+                  .hd = head_dim, .hdp = hdp, .scale = 1.0f / sqrtf((float)head_dim),
                   .spans = spans, .ws = ws};
     /* Tiles, their parts and the work: split the parts across threads when tiles alone are too few to
      * keep every thread busy (several per thread, as a neighbour may slow one down). */
@@ -259,15 +275,15 @@ int sd_cpu_attention(sd_attn_ws *ws, sd_pool *pool, const sd_cpu_kernels *k, flo
     int n_items = split ? split_parts : tiles;
     size_t parts = split ? (size_t)split_parts * state_floats(max_m, hdp) : 0;
     int n_run = work < SMALL_WORK ? 1 : nth;
-    if (ws_reserve(ws, nth, scratch_floats(max_m, hdp, chunk), n_items, parts) != 0) return -1;
-    /* Items: longest tiles first (the last rows of each span), so the pool's dynamic hand-out ends on
-     * short ones. */
+    if (ws_reserve(ws, nth, scratch_floats(max_m, hdp), n_items, parts) != 0) return -1;
+    /* Items: a span's tiles of one kv head together (that head's K/V stays in the core's cache from one to
+     * the next), longest first (the last rows), so the pool's dynamic hand-out ends on short ones. */
     attn_item *it = ws->items;
     size_t slot = 0;
     for (int s = 0; s < n_spans; s++) {
         int n = span_rows(&spans[s], rows);
-        for (int r = (n - 1) / tile * tile; n > 0 && r >= 0; r -= tile)
-            for (int h = 0; h < n_kv_heads; h++) {
+        for (int h = 0; h < n_kv_heads; h++)
+            for (int r = (n - 1) / tile * tile; n > 0 && r >= 0; r -= tile) {
                 attn_item base = {.span = s, .kvh = h, .row0 = spans[s].row + r, .nrows = imin(tile, n - r),
                                   .part = -1};
                 if (!split) {

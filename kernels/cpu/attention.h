@@ -5,7 +5,7 @@
  * spread over the thread pool, and with few of them (decode at long context) each tile's positions are
  * split too, the parts merged afterwards.
  *
- * Numerics: a row's positions are taken in chunks (16-64 positions, by head size) inside parts of 512,
+ * Numerics: a row's positions are taken in chunks (SD_ATT_CHUNK positions) inside parts of 512,
  * both at absolute positions; a part's state is the online softmax over its chunks in order, a row's the
  * merge of its parts in order (kernels/softmax.h). Whatever the tiling, the thread count, the split and
  * the other rows of the pass, a row gets bitwise the same result. */

@@ -1,23 +1,24 @@
-/* The SIMD attention kernels (sd_cpu_kernels.attn_load, attn_chunk; kernels/cpu/attention.c drives them),
- * written once for the 256-bit levels (AVX: integer steps in 128-bit halves; AVX2) and AVX-512. A kernel
- * file includes this after its macros (mm_tmpl.h lists them: TGT, V, VW, VLOAD, VSTORE, VFMA, VMUL, VSET1,
- * VHSUM, WF16, VADD) and before mm_tmpl.h, whose table names these functions.
+/* The SIMD attention kernels (sd_cpu_kernels.attn_load_k, attn_load_v, attn_row; kernels/cpu/attention.c
+ * drives them), written once for the 256-bit levels (AVX: integer steps in 128-bit halves; AVX2) and
+ * AVX-512. A kernel file includes this after its macros (mm_tmpl.h lists them: TGT, V, VW, VLOAD, VSTORE,
+ * VFMA, VMUL, VSET1, VHSUM, WF16, VADD) and before mm_tmpl.h, whose table names these functions.
  *
- * One query against a chunk of positions, rows of hdp floats (a multiple of 16, zero past head_dim):
- *  - scores: VW positions at a time, one accumulator each summing lane-wise over the head dimension, then
- *    one transposing reduction gives the VW scores in a vector (no horizontal sum per position);
- *  - softmax: the online update of kernels/softmax.h, exp as a vector polynomial (below);
- *  - values: acc += p_t * v_t, alternate positions into two accumulator sets (twice the independent FMA
- *    chains), added at the end of the chunk.
- * Every step depends only on the query, the chunk's rows and n: never on the other queries of a tile. */
+ * A chunk of SD_ATT_CHUNK positions is loaded once per tile: K transposed (kt[d][t]: a vector holds VW
+ * positions of one dimension), V as rows. The heads of one row (same positions) then go through it in
+ * register tiles of AT_MR queries: scores as AT_MR x 4 vector accumulators over the dimensions (each K
+ * vector loaded once for AT_MR queries, no horizontal sums), values as AT_MR x 4 accumulators over the
+ * positions (each V vector loaded once for AT_MR queries). Each accumulator sums in one fixed order (over
+ * d, or over t), so a query's result never depends on which queries share its tile. */
 
 #include <math.h>
 
+#include "kernels/cpu/simd.h"
 #include "kernels/softmax.h"
 
-#define AT_PV 4 /* value accumulators per set: 2 x 4 vectors + 2 broadcasts fit 16 registers */
+#define AT_NB 4 /* vectors of positions (scores) or of dimensions (values) per register tile */
 
 #if VW == 16
+#define AT_MR 4 /* queries per register tile: 16 accumulators + 4 vectors of 32 registers */
 #define AT_MAX(a, b) _mm512_max_ps(a, b)
 #define AT_SUB(a, b) _mm512_sub_ps(a, b)
 
@@ -27,27 +28,6 @@ TGT static inline float at_hmax(__m512 v) { return _mm512_reduce_max_ps(v); } /*
 TGT static inline __m512 at_tail(__m512 s, int n) {
     return _mm512_mask_mov_ps(s, (__mmask16)(0xffffu << n), _mm512_set1_ps(-INFINITY));
 }
-
-/* Lane i = the sum of the 16 lanes of a[i]: halves, then quarters across vector pairs, then the 4 lanes
- * of each 128-bit group by unpacks; 45 instructions for 16 sums. */
-TGT static inline __m512 at_sum16(const __m512 a[16]) {
-    __m512 c[8], e[2];
-#pragma GCC unroll 8
-    for (int i = 0; i < 8; i++) { /* pairs (a_i, a_i+4) and (a_i+8, a_i+12): quarters 0+2, 1+3 of each */
-        int x = i < 4 ? i : i + 4;
-        c[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a[x], a[x + 4], 0x44), _mm512_shuffle_f32x4(a[x], a[x + 4], 0xee));
-    }
-#pragma GCC unroll 2
-    for (int h = 0; h < 2; h++) {
-        const __m512 *cc = c + 4 * h;
-        __m512 d01 = _mm512_add_ps(_mm512_unpacklo_ps(cc[0], cc[1]), _mm512_unpackhi_ps(cc[0], cc[1]));
-        __m512 d23 = _mm512_add_ps(_mm512_unpacklo_ps(cc[2], cc[3]), _mm512_unpackhi_ps(cc[2], cc[3]));
-        __m512d p = _mm512_castps_pd(d01), q = _mm512_castps_pd(d23);
-        e[h] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(p, q)), _mm512_castpd_ps(_mm512_unpackhi_pd(p, q)));
-    }
-    return _mm512_add_ps(_mm512_shuffle_f32x4(e[0], e[1], 0x88), _mm512_shuffle_f32x4(e[0], e[1], 0xdd));
-}
-#define AT_SUM(a) at_sum16(a)
 
 #define AT_ROUND(x) _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 /* 2^n for integral n in [-126, 0], as float bits. */
@@ -59,7 +39,37 @@ TGT static inline __m512 at_pow2(__m512 n) {
 #define AT_ZERO_WHERE(m, v) _mm512_maskz_mov_ps((__mmask16)~(m), v)
 typedef __mmask16 at_mask;
 
+/* r[i] <- column i of the 16 x 16 matrix whose rows are r[0..15]: 32-bit then 64-bit interleaves within
+ * 128-bit lanes, then two rounds of 128-bit lane shuffles (64 shuffles). */
+TGT static inline void at_transpose(__m512 r[16]) {
+    __m512 a[16], b[16];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) {
+        a[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        a[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) { /* b[4i + j], 128-bit lane k: column 4k + j of rows 4i..4i+3 */
+        __m512d p0 = _mm512_castps_pd(a[4 * i]), p1 = _mm512_castps_pd(a[4 * i + 1]);
+        __m512d p2 = _mm512_castps_pd(a[4 * i + 2]), p3 = _mm512_castps_pd(a[4 * i + 3]);
+        b[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(p0, p2));
+        b[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(p0, p2));
+        b[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(p1, p3));
+        b[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(p1, p3));
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++) { /* the 4 x 4 lanes of b[j], b[4+j], b[8+j], b[12+j] transposed */
+        __m512 c0 = _mm512_shuffle_f32x4(b[j], b[4 + j], 0x44), c1 = _mm512_shuffle_f32x4(b[j], b[4 + j], 0xee);
+        __m512 c2 = _mm512_shuffle_f32x4(b[8 + j], b[12 + j], 0x44), c3 = _mm512_shuffle_f32x4(b[8 + j], b[12 + j], 0xee);
+        r[j] = _mm512_shuffle_f32x4(c0, c2, 0x88);
+        r[4 + j] = _mm512_shuffle_f32x4(c0, c2, 0xdd);
+        r[8 + j] = _mm512_shuffle_f32x4(c1, c3, 0x88);
+        r[12 + j] = _mm512_shuffle_f32x4(c1, c3, 0xdd);
+    }
+}
+
 #else /* 256 bits */
+#define AT_MR 2 /* 8 accumulators + 4 vectors + a broadcast of 16 registers */
 #define AT_MAX(a, b) _mm256_max_ps(a, b)
 #define AT_SUB(a, b) _mm256_sub_ps(a, b)
 
@@ -75,15 +85,6 @@ TGT static inline __m256 at_tail(__m256 s, int n) {
     __m256 past = _mm256_cmp_ps(lane, _mm256_set1_ps((float)n), _CMP_GE_OQ);
     return _mm256_blendv_ps(s, _mm256_set1_ps(-INFINITY), past);
 }
-
-/* Lane i = the sum of the 8 lanes of a[i]: pairwise horizontal adds within 128-bit halves, then the
- * halves. */
-TGT static inline __m256 at_sum8(const __m256 a[8]) {
-    __m256 u0 = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
-    __m256 u1 = _mm256_hadd_ps(_mm256_hadd_ps(a[4], a[5]), _mm256_hadd_ps(a[6], a[7]));
-    return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
-}
-#define AT_SUM(a) at_sum8(a)
 
 #define AT_ROUND(x) _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 TGT static inline __m256 at_pow2(__m256 n) {
@@ -101,6 +102,29 @@ TGT static inline __m256 at_pow2(__m256 n) {
 #define AT_TINY(x) _mm256_cmp_ps(x, _mm256_set1_ps(-87.0f), _CMP_LT_OQ)
 #define AT_ZERO_WHERE(m, v) _mm256_andnot_ps(m, v)
 typedef __m256 at_mask;
+
+/* r[i] <- column i of the 8 x 8 matrix whose rows are r[0..7]: unpacks and shuffles within 128-bit
+ * halves, then the halves (24 shuffles). */
+TGT static inline void at_transpose(__m256 r[8]) {
+    __m256 t[8], u[8];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; h++) { /* u[4h + j], 128-bit half k: column 4k + j of rows 4h..4h+3 */
+        u[4 * h] = _mm256_shuffle_ps(t[4 * h], t[4 * h + 2], 0x44);
+        u[4 * h + 1] = _mm256_shuffle_ps(t[4 * h], t[4 * h + 2], 0xee);
+        u[4 * h + 2] = _mm256_shuffle_ps(t[4 * h + 1], t[4 * h + 3], 0x44);
+        u[4 * h + 3] = _mm256_shuffle_ps(t[4 * h + 1], t[4 * h + 3], 0xee);
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++) {
+        r[j] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x20);
+        r[4 + j] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x31);
+    }
+}
 #endif
 
 /* exp(x) for x <= 0 (a score minus the running maximum): x = n ln2 + r with |r| <= ln2/2 (ln2 in two
@@ -122,42 +146,122 @@ TGT static inline V at_exp(V x) {
     return AT_ZERO_WHERE(tiny, VMUL(p, at_pow2(n)));
 }
 
-/* n rows of K or V (hd elements, F16 bits or F32, `stride` elements apart) to 16 rows of hdp floats:
- * zero past hd and past row n. */
-TGT static void k_attn_load(float *dst, const void *src, size_t stride, int n, int hd, int hdp, int f16) {
+/* Element d of row r of a K or V block (0 past hd or past row n). */
+static inline float at_elem(const void *src, size_t stride, int n, int hd, int f16, int r, int d) {
+    if (r >= n || d >= hd) return 0;
+    if (f16) return sd_fp16_to_fp32(((const uint16_t *)src)[(size_t)r * stride + d]);
+    return ((const float *)src)[(size_t)r * stride + d];
+}
+
+/* VW dims d0.. of row r as floats (the dims exist: d0 + VW <= hd; 0 past row n). */
+TGT static inline V at_row(const void *src, size_t stride, int n, int f16, int r, int d0) {
+    if (r >= n) return VZERO();
+    if (f16) return WF16((const uint16_t *)src + (size_t)r * stride + d0);
+    return VLOAD((const float *)src + (size_t)r * stride + d0);
+}
+
+TGT static void k_attn_load_k(float *kt, int col, const void *src, size_t stride, int n, int hd, int hdp, int f16) {
+    for (int d0 = 0; d0 < hdp; d0 += VW)
+        for (int r0 = 0; r0 < 16; r0 += VW) {
+            if (d0 + VW > hd) { /* a head size that is not a multiple of VW: its last dims one by one */
+                for (int i = 0; i < VW; i++)
+                    for (int r = 0; r < VW; r++)
+                        kt[(size_t)(d0 + i) * SD_ATT_CHUNK + col + r0 + r] = at_elem(src, stride, n, hd, f16, r0 + r, d0 + i);
+                continue;
+            }
+            V rows[VW];
+#pragma GCC unroll 16
+            for (int r = 0; r < VW; r++) rows[r] = at_row(src, stride, n, f16, r0 + r, d0);
+            at_transpose(rows);
+#pragma GCC unroll 16
+            for (int i = 0; i < VW; i++) VSTORE(kt + (size_t)(d0 + i) * SD_ATT_CHUNK + col + r0, rows[i]);
+        }
+}
+
+TGT static void k_attn_load_v(float *dst, const void *src, size_t stride, int n, int hd, int hdp, int f16) {
     for (int r = 0; r < 16; r++) {
         float *o = dst + (size_t)r * hdp;
         int d = 0;
-        if (r < n && f16) {
-            const uint16_t *h = (const uint16_t *)src + (size_t)r * stride;
-            for (; d + VW <= hd; d += VW) VSTORE(o + d, WF16(h + d));
-            for (; d < hd; d++) o[d] = sd_fp16_to_fp32(h[d]);
-        } else if (r < n) {
-            const float *f = (const float *)src + (size_t)r * stride;
-            for (; d + VW <= hd; d += VW) VSTORE(o + d, VLOAD(f + d));
-            for (; d < hd; d++) o[d] = f[d];
-        }
-        for (; d < hdp; d++) o[d] = 0;
+        for (; d + VW <= hd; d += VW) VSTORE(o + d, at_row(src, stride, n, f16, r, d));
+        for (; d < hdp; d++) o[d] = at_elem(src, stride, n, hd, f16, r, d);
     }
 }
 
-TGT static void k_attn_chunk(const float *q, const float *k, const float *v, int n, int hdp, float scale, float *ml,
-                             float *acc, float *s) {
+/* Scores of MR queries (q: [MR][hdp]) for the 4 position vectors p0.. of the chunk: s[m][t] = scale *
+ * sum over d of q[m][d] * kt[d][t], summed in d order. */
+TGT static inline __attribute__((always_inline)) void at_scores(const float *q, int mr_, const float *kt, int p0,
+                                                                int hdp, float scale, float *s) {
+    const int mr = mr_;
+    V a[AT_MR][AT_NB];
+#pragma GCC unroll 4
+    for (int m = 0; m < AT_MR; m++)
+#pragma GCC unroll 4
+        for (int b = 0; b < AT_NB; b++) a[m][b] = VZERO();
+    for (int d = 0; d < hdp; d++) {
+        const float *kd = kt + (size_t)d * SD_ATT_CHUNK + p0 * VW;
+        V k[AT_NB];
+#pragma GCC unroll 4
+        for (int b = 0; b < AT_NB; b++) k[b] = VLOAD(kd + b * VW);
+#pragma GCC unroll 4
+        for (int m = 0; m < AT_MR; m++) {
+            if (m >= mr) break;
+            V qd = VSET1(q[(size_t)m * hdp + d]);
+#pragma GCC unroll 4
+            for (int b = 0; b < AT_NB; b++) a[m][b] = VFMA(qd, k[b], a[m][b]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int m = 0; m < AT_MR; m++) {
+        if (m >= mr) break;
+#pragma GCC unroll 4
+        for (int b = 0; b < AT_NB; b++) VSTORE(s + (size_t)m * SD_ATT_CHUNK + (p0 + b) * VW, VMUL(a[m][b], VSET1(scale)));
+    }
+}
+
+/* acc[m][d0 + ..nb vectors] += sum over t < n of p[m][t] * v[t][...], in t order, for MR queries. */
+TGT static inline __attribute__((always_inline)) void at_values(const float *p, int mr_, const float *v, int n, int d0,
+                                                                int nb_, int hdp, float *acc) {
+    const int mr = mr_, nb = nb_;
+    V a[AT_MR][AT_NB];
+#pragma GCC unroll 4
+    for (int m = 0; m < AT_MR; m++) {
+        if (m >= mr) break;
+#pragma GCC unroll 4
+        for (int b = 0; b < AT_NB; b++)
+            if (b < nb) a[m][b] = VLOAD(acc + (size_t)m * hdp + d0 + b * VW);
+    }
+    for (int t = 0; t < n; t++) {
+        const float *vt = v + (size_t)t * hdp + d0;
+        V x[AT_NB];
+#pragma GCC unroll 4
+        for (int b = 0; b < AT_NB; b++)
+            if (b < nb) x[b] = VLOAD(vt + b * VW);
+#pragma GCC unroll 4
+        for (int m = 0; m < AT_MR; m++) {
+            if (m >= mr) break;
+            V pt = VSET1(p[(size_t)m * SD_ATT_CHUNK + t]);
+#pragma GCC unroll 4
+            for (int b = 0; b < AT_NB; b++)
+                if (b < nb) a[m][b] = VFMA(pt, x[b], a[m][b]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int m = 0; m < AT_MR; m++) {
+        if (m >= mr) break;
+#pragma GCC unroll 4
+        for (int b = 0; b < AT_NB; b++)
+            if (b < nb) VSTORE(acc + (size_t)m * hdp + d0 + b * VW, a[m][b]);
+    }
+}
+
+/* The online-softmax step of one query over its n scores s[0..n): new maximum (the state rescaled), the
+ * scores replaced by their weights exp(s - m), l += their sum. */
+TGT static void at_softmax(float *s, int n, float *ml, float *acc, int hdp) {
     int ng = (n + VW - 1) / VW;
     V vmax = VSET1(-INFINITY);
     for (int g = 0; g < ng; g++) {
-        const float *kg = k + (size_t)g * VW * hdp;
-        V a[VW];
-#pragma GCC unroll 16
-        for (int i = 0; i < VW; i++) a[i] = VZERO();
-        for (int d = 0; d < hdp; d += VW) {
-            V qv = VLOAD(q + d);
-#pragma GCC unroll 16
-            for (int i = 0; i < VW; i++) a[i] = VFMA(qv, VLOAD(kg + (size_t)i * hdp + d), a[i]);
-        }
-        V sc = VMUL(AT_SUM(a), VSET1(scale));
-        if (g == ng - 1 && n % VW) sc = at_tail(sc, n % VW);
-        VSTORE(s + g * VW, sc);
+        V sc = VLOAD(s + g * VW);
+        if (g == ng - 1 && n % VW) VSTORE(s + g * VW, sc = at_tail(sc, n % VW));
         vmax = AT_MAX(vmax, sc);
     }
     float m = ml[0], l = ml[1], bm = at_hmax(vmax);
@@ -175,37 +279,32 @@ TGT static void k_attn_chunk(const float *q, const float *k, const float *v, int
     }
     ml[0] = m;
     ml[1] = l + VHSUM(vl);
+}
+
+/* One register tile's queries (mr, a constant after inlining) through a chunk: scores, softmax, values. */
+TGT static inline __attribute__((always_inline)) void at_tile(const float *q, int mr, const float *kt, const float *v,
+                                                              int n, int hdp, float scale, float *ml, float *acc,
+                                                              float *s) {
+    int nv = (n + VW - 1) / VW; /* position vectors holding the n positions */
+    for (int p0 = 0; p0 < nv; p0 += AT_NB) at_scores(q, mr, kt, p0, hdp, scale, s);
+    for (int m = 0; m < mr; m++) at_softmax(s + (size_t)m * SD_ATT_CHUNK, n, ml + 2 * m, acc + (size_t)m * hdp, hdp);
     int d0 = 0;
-    for (; d0 + AT_PV * VW <= hdp; d0 += AT_PV * VW) {
-        V a0[AT_PV], a1[AT_PV];
-#pragma GCC unroll 4
-        for (int b = 0; b < AT_PV; b++) a0[b] = VLOAD(acc + d0 + b * VW), a1[b] = VZERO();
-        int t = 0;
-        for (; t + 1 < n; t += 2) {
-            const float *v0 = v + (size_t)t * hdp + d0, *v1 = v0 + hdp;
-            V p0 = VSET1(s[t]), p1 = VSET1(s[t + 1]);
-#pragma GCC unroll 4
-            for (int b = 0; b < AT_PV; b++) {
-                a0[b] = VFMA(p0, VLOAD(v0 + b * VW), a0[b]);
-                a1[b] = VFMA(p1, VLOAD(v1 + b * VW), a1[b]);
-            }
+    for (; d0 + AT_NB * VW <= hdp; d0 += AT_NB * VW) at_values(s, mr, v, n, d0, AT_NB, hdp, acc);
+    for (; d0 < hdp; d0 += VW) at_values(s, mr, v, n, d0, 1, hdp, acc);
+}
+
+TGT static void k_attn_row(const float *q, int g, const float *kt, const float *v, int n, int hdp, float scale,
+                           float *ml, float *acc, float *s) {
+    for (int m0 = 0; m0 < g; m0 += AT_MR) {
+        const float *qm = q + (size_t)m0 * hdp;
+        float *mlm = ml + 2 * m0, *am = acc + (size_t)m0 * hdp;
+        switch (g - m0 >= AT_MR ? AT_MR : g - m0) { /* each tile height its own code: accumulators in registers */
+        case 1: at_tile(qm, 1, kt, v, n, hdp, scale, mlm, am, s); break;
+        case 2: at_tile(qm, 2, kt, v, n, hdp, scale, mlm, am, s); break;
+#if AT_MR > 2
+        case 3: at_tile(qm, 3, kt, v, n, hdp, scale, mlm, am, s); break;
+        case 4: at_tile(qm, 4, kt, v, n, hdp, scale, mlm, am, s); break;
+#endif
         }
-        if (t < n) {
-            V p0 = VSET1(s[t]);
-#pragma GCC unroll 4
-            for (int b = 0; b < AT_PV; b++) a0[b] = VFMA(p0, VLOAD(v + (size_t)t * hdp + d0 + b * VW), a0[b]);
-        }
-#pragma GCC unroll 4
-        for (int b = 0; b < AT_PV; b++) VSTORE(acc + d0 + b * VW, VADD(a0[b], a1[b]));
-    }
-    for (; d0 < hdp; d0 += VW) { /* hdp not a multiple of AT_PV vectors: one vector at a time */
-        V a0 = VLOAD(acc + d0), a1 = VZERO();
-        int t = 0;
-        for (; t + 1 < n; t += 2) {
-            a0 = VFMA(VSET1(s[t]), VLOAD(v + (size_t)t * hdp + d0), a0);
-            a1 = VFMA(VSET1(s[t + 1]), VLOAD(v + (size_t)(t + 1) * hdp + d0), a1);
-        }
-        if (t < n) a0 = VFMA(VSET1(s[t]), VLOAD(v + (size_t)t * hdp + d0), a0);
-        VSTORE(acc + d0, VADD(a0, a1));
     }
 }

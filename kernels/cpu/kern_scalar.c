@@ -55,36 +55,44 @@ static void mm_quant(const sd_mm_job *j, int64_t r0, int64_t r1) {
     }
 }
 
-/* Attention, one element at a time: the reference the SIMD levels' attn_chunk is tested against. */
-static void attn_load(float *dst, const void *src, size_t stride, int n, int hd, int hdp, int f16) {
-    for (int r = 0; r < 16; r++)
-        for (int d = 0; d < hdp; d++) {
-            float x = 0;
-            if (r < n && d < hd && f16) x = sd_fp16_to_fp32(((const uint16_t *)src)[(size_t)r * stride + d]);
-            else if (r < n && d < hd) x = ((const float *)src)[(size_t)r * stride + d];
-            dst[(size_t)r * hdp + d] = x;
-        }
+/* Attention, one element at a time: the reference the SIMD levels' kernels are tested against. */
+static float kv_elem(const void *src, size_t stride, int n, int hd, int f16, int r, int d) {
+    if (r >= n || d >= hd) return 0;
+    if (f16) return sd_fp16_to_fp32(((const uint16_t *)src)[(size_t)r * stride + d]);
+    return ((const float *)src)[(size_t)r * stride + d];
 }
 
-static void attn_chunk(const float *q, const float *k, const float *v, int n, int hdp, float scale, float *ml,
-                       float *acc, float *s) {
-    float bm = -INFINITY;
-    for (int t = 0; t < n; t++) {
-        float d = 0;
-        for (int i = 0; i < hdp; i++) d += q[i] * k[(size_t)t * hdp + i];
-        s[t] = d * scale;
-        bm = s[t] > bm ? s[t] : bm;
-    }
-    if (bm > ml[0]) {
-        float r = sd_softmax_rescale(ml[0], bm);
-        ml[1] *= r;
-        for (int i = 0; i < hdp; i++) acc[i] *= r;
-        ml[0] = bm;
-    }
-    for (int t = 0; t < n; t++) {
-        float p = expf(s[t] - ml[0]);
-        ml[1] += p;
-        for (int i = 0; i < hdp; i++) acc[i] += p * v[(size_t)t * hdp + i];
+static void attn_load_k(float *kt, int col, const void *src, size_t stride, int n, int hd, int hdp, int f16) {
+    for (int r = 0; r < 16; r++)
+        for (int d = 0; d < hdp; d++) kt[(size_t)d * SD_ATT_CHUNK + col + r] = kv_elem(src, stride, n, hd, f16, r, d);
+}
+
+static void attn_load_v(float *v, const void *src, size_t stride, int n, int hd, int hdp, int f16) {
+    for (int r = 0; r < 16; r++)
+        for (int d = 0; d < hdp; d++) v[(size_t)r * hdp + d] = kv_elem(src, stride, n, hd, f16, r, d);
+}
+
+static void attn_row(const float *q, int g, const float *kt, const float *v, int n, int hdp, float scale, float *ml,
+                     float *acc, float *s) {
+    for (int m = 0; m < g; m++, q += hdp, ml += 2, acc += hdp) {
+        float bm = -INFINITY;
+        for (int t = 0; t < n; t++) {
+            float d = 0;
+            for (int i = 0; i < hdp; i++) d += q[i] * kt[(size_t)i * SD_ATT_CHUNK + t];
+            s[t] = d * scale;
+            bm = s[t] > bm ? s[t] : bm;
+        }
+        if (bm > ml[0]) {
+            float r = sd_softmax_rescale(ml[0], bm);
+            ml[1] *= r;
+            for (int i = 0; i < hdp; i++) acc[i] *= r;
+            ml[0] = bm;
+        }
+        for (int t = 0; t < n; t++) {
+            float p = expf(s[t] - ml[0]);
+            ml[1] += p;
+            for (int i = 0; i < hdp; i++) acc[i] += p * v[(size_t)t * hdp + i];
+        }
     }
 }
 
@@ -93,8 +101,9 @@ const sd_cpu_kernels sd_kernels_scalar = {
     .name = "scalar",
     .mm = {mm_f32, mm_f16, mm_bf16, mm_q8_0, mm_quant},
     .block_min = {INT_MAX, INT_MAX, INT_MAX, INT_MAX, INT_MAX}, /* one element at a time: nothing to block */
-    .attn_load = attn_load,
-    .attn_chunk = attn_chunk,
+    .attn_load_k = attn_load_k,
+    .attn_load_v = attn_load_v,
+    .attn_row = attn_row,
     .quant_act = sd_quant_act_q8,
     .act_groups = sd_act_groups_ref,
 };

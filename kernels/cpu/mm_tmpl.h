@@ -478,8 +478,9 @@ const sd_cpu_kernels KNAME = {
     .name = KSTR,
     .mm = {mm_f32, mm_f16, mm_bf16, mm_q8_0, mm_quant},
     .block_min = {MB_MIN_F32, MB_MIN_F16, MB_MIN_F16, MB_MIN_Q8, INT_MAX},
-    .attn_load = k_attn_load,
-    .attn_chunk = k_attn_chunk,
+    .attn_load_k = k_attn_load_k,
+    .attn_load_v = k_attn_load_v,
+    .attn_row = k_attn_row,
     .quant_act = k_quant_act,
     .act_groups = k_act_groups,
 };

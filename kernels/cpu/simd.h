@@ -70,19 +70,25 @@ typedef void (*sd_mm_rows_fn)(const sd_mm_job *j, int64_t r0, int64_t r1);
  * activations quantized per block of 32 (xq, xd, xs), in integers per block (kernels/cpu/quant_tmpl.h). */
 enum { SD_MM_F32, SD_MM_F16, SD_MM_BF16, SD_MM_Q8_0, SD_MM_QUANT, SD_MM_NTYPES };
 
+/* Positions of a chunk of the attention kernels (a multiple of 16). */
+#define SD_ATT_CHUNK 64
+
 typedef struct sd_cpu_kernels {
     sd_simd level;
     const char *name;
     sd_mm_rows_fn mm[SD_MM_NTYPES];
     int block_min[SD_MM_NTYPES]; /* activations from which mm[] takes the blocked path (INT_MAX: never) */
-    /* Attention (kernels/cpu/attention.c drives them). attn_load: n <= 16 rows of hd K or V elements (F16
-     * bits when f16, else F32), `stride` elements apart, to 16 rows of hdp floats (a multiple of 16), zero
-     * past hd and past row n. attn_chunk: one query (hdp floats) against n positions of such K and V rows:
-     * the online-softmax update of its state (ml = {m, l}, acc[hdp]; kernels/softmax.h) with the scores
-     * times scale; s is scratch for n rounded up to 16 floats. */
-    void (*attn_load)(float *dst, const void *src, size_t stride, int n, int hd, int hdp, int f16);
-    void (*attn_chunk)(const float *q, const float *k, const float *v, int n, int hdp, float scale, float *ml,
-                       float *acc, float *s);
+    /* Attention over chunks of SD_ATT_CHUNK positions (kernels/cpu/attention.c drives them). A K/V block is
+     * n <= 16 rows of hd elements (F16 bits when f16, else F32), `stride` elements apart; rows are padded
+     * to hdp floats (a multiple of 16), zero past hd and past row n. attn_load_k: a block into columns
+     * col..col+15 of kt ([hdp][SD_ATT_CHUNK]: K transposed); attn_load_v: into 16 rows of hdp floats.
+     * attn_row: the g queries of one row (q [g][hdp]) against the first n positions of a chunk so loaded:
+     * each query's online-softmax update of its state (ml[2i], ml[2i+1] = m, l; acc [g][hdp];
+     * kernels/softmax.h), scores times scale; s: scratch of 4 x SD_ATT_CHUNK floats. */
+    void (*attn_load_k)(float *kt, int col, const void *src, size_t stride, int n, int hd, int hdp, int f16);
+    void (*attn_load_v)(float *v, const void *src, size_t stride, int n, int hd, int hdp, int f16);
+    void (*attn_row)(const float *q, int g, const float *kt, const float *v, int n, int hdp, float scale, float *ml,
+                     float *acc, float *s);
     /* sd_quant_act_q8 (kernels/quant.h), bitwise: the activations of an integer product quantized per
      * block of 32, without the reference's branch per value (its sign test mispredicts half the time). */
     void (*quant_act)(const float *x, int64_t n, int8_t *q, float *d, int32_t *sums);
