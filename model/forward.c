@@ -201,7 +201,7 @@ static void attention_block(const pass *p, int l) {
     /* every row at its sequence's position (the spans) */
     be->rope(be, w->q, n, hp->n_heads, hp->head_dim, hp->n_rot, SD_POS_SPANS, m->rope_inv_freq, hp->rope_neox);
     be->rope(be, w->k, n, hp->n_kv_heads, hp->head_dim, hp->n_rot, SD_POS_SPANS, m->rope_inv_freq, hp->rope_neox);
-    sd_kv_mem *kv = sd_kv_pool_mem(m);
+    sd_kv_mem *kv = sd_kv_pool_mem(m, p->n_layers);
     be->kv_store(be, kv, l, w->k, w->v); /* every row at its sequence's position (the spans) */
     be->attention(be, w->att, w->q, kv, l, hp->n_heads, hp->n_kv_heads, hp->head_dim);
     be->matmul(be, w->xb, &L->wo, w->att, n);
@@ -276,7 +276,7 @@ static bool one_run(const pass *p) {
 static void run_pass(const pass *p, int host) {
     sd_backend *be = p->m->be;
     const sd_row *r0 = &p->rows[0];
-    const sd_kv_mem *kv = sd_kv_pool_mem(p->m);
+    const sd_kv_mem *kv = sd_kv_pool_mem(p->m, p->n_layers);
     if (!be->graph_begin || !one_run(p)) {
         pass_ops(p, host);
         return;

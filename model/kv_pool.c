@@ -1,5 +1,7 @@
 /* The K/V pool of a model: n_blocks blocks of SD_KV_BLOCK positions (every layer, K and V) in backend
- * memory, handed to sequences as their positions are written and taken back when they are dropped.
+ * memory, handed to sequences as their positions are written and taken back when they are dropped. A
+ * model may have a second, shallow pool whose blocks hold only its first L layers, for the sequences that
+ * run only those (self-drafting), so they do not take blocks of every layer.
  * Free blocks are a stack, lowest ids first, so a lightly used pool touches (and on the CPU commits) only
  * its first blocks.
  *
@@ -16,7 +18,7 @@
 #include "model/model_internal.h"
 
 struct sd_kv_pool {
-    sd_kv_mem mem;
+    sd_kv_mem mem;     /* mem.n_layers: the depth of its blocks */
     int n_free;
     int32_t *free_ids; /* [n_blocks]: free_ids[0..n_free) are free, the top is free_ids[n_free - 1] */
     /* prefix cache, per block */
@@ -79,39 +81,72 @@ static sd_kv_pool *pool_new(size_t n) {
     return p;
 }
 
-int sd_model_kv_init(sd_model *m, size_t bytes, sd_err *err) {
+/* A pool of `bytes` (0: the default) of blocks of n_layers layers for m, into *out. */
+static int pool_make(sd_model *m, int n_layers, size_t bytes, sd_kv_pool **out, sd_err *err) {
     const char *name = m->path ? m->path : "model";
     if (!m->be) return sd_errf(err, "%s: loaded for description only; it cannot run", name);
-    if (m->kv) return sd_errf(err, "%s: the KV pool exists already", name);
     if (!m->be->kv_mem_alloc) return sd_errf(err, "backend %s has no KV pool", m->be->name ? m->be->name : "?");
-    if (!bytes) bytes = sd_kv_default_bytes(m->be, sd_model_kv_bytes_per_token(m, m->hp.n_layers));
-    size_t per = sd_model_kv_block_bytes(m), n = bytes / per;
+    size_t per = SD_KV_BLOCK * sd_model_kv_bytes_per_token(m, n_layers);
+    if (!bytes) bytes = sd_kv_default_bytes(m->be, per / SD_KV_BLOCK);
+    size_t n = bytes / per;
     if (n < 1) n = 1;
     if (n > INT32_MAX / 4) n = INT32_MAX / 4;
     sd_kv_pool *p = pool_new(n);
     if (!p) return sd_errf(err, "out of memory (KV pool of %zu blocks)", n);
-    if (m->be->kv_mem_alloc(m->be, &p->mem, m->hp.n_layers, m->hp.n_kv_heads * m->hp.head_dim, (int)n, m->kv_type,
-                            err)) {
+    if (m->be->kv_mem_alloc(m->be, &p->mem, n_layers, m->hp.n_kv_heads * m->hp.head_dim, (int)n, m->kv_type, err)) {
         pool_free(p);
         return sd_err_prefix(err, "%s: KV pool of %zu blocks (%.1f MiB)", name, n, (double)(n * per) / 1048576.0);
     }
-    m->kv = p;
+    *out = p;
     return 0;
 }
 
+int sd_model_kv_init(sd_model *m, size_t bytes, sd_err *err) {
+    if (m->kv) return sd_errf(err, "%s: the KV pool exists already", m->path ? m->path : "model");
+    return pool_make(m, m->hp.n_layers, bytes, &m->kv, err);
+}
+
+int sd_model_kv_init_shallow(sd_model *m, int n_layers, size_t bytes, sd_err *err) {
+    const char *name = m->path ? m->path : "model";
+    if (m->kv_shallow) return sd_errf(err, "%s: the shallow KV pool exists already", name);
+    if (n_layers < 1 || n_layers >= m->hp.n_layers)
+        return sd_errf(err, "%s: a shallow KV pool of %d layers (the model has %d)", name, n_layers, m->hp.n_layers);
+    return pool_make(m, n_layers, bytes, &m->kv_shallow, err);
+}
+
+static void pool_drop(sd_model *m, sd_kv_pool **p) {
+    if (!*p) return;
+    m->be->kv_mem_free(m->be, &(*p)->mem);
+    pool_free(*p);
+    *p = NULL;
+}
+
 void sd_model_kv_free(sd_model *m) {
-    if (!m->kv) return;
-    m->be->kv_mem_free(m->be, &m->kv->mem);
-    pool_free(m->kv);
-    m->kv = NULL;
+    pool_drop(m, &m->kv);
+    pool_drop(m, &m->kv_shallow);
+}
+
+/* The pool sequences of m running n_layers layers take blocks from: the shallow pool at its depth, else
+ * the full one (NULL before it exists). */
+static sd_kv_pool *pool_at(const sd_model *m, int n_layers) {
+    return m->kv_shallow && n_layers == m->kv_shallow->mem.n_layers ? m->kv_shallow : m->kv;
+}
+
+static sd_kv_pool *pool_of(const sd_seq *s) { return pool_at(s->m, s->n_layers); }
+
+void sd_model_kv_blocks_at(const sd_model *m, int n_layers, int *total, int *free_now) {
+    const sd_kv_pool *p = pool_at(m, n_layers);
+    *total = p ? p->mem.n_blocks : 0;
+    *free_now = p ? p->n_free + p->n_lru : 0;
 }
 
 void sd_model_kv_blocks(const sd_model *m, int *total, int *free_now) {
-    *total = m->kv ? m->kv->mem.n_blocks : 0;
-    *free_now = m->kv ? m->kv->n_free + m->kv->n_lru : 0;
+    sd_model_kv_blocks_at(m, m->hp.n_layers, total, free_now);
 }
 
-sd_kv_mem *sd_kv_pool_mem(const sd_model *m) { return &m->kv->mem; }
+bool sd_seq_in_shallow_pool(const sd_seq *s) { return s->m->kv_shallow && pool_of(s) == s->m->kv_shallow; }
+
+sd_kv_mem *sd_kv_pool_mem(const sd_model *m, int n_layers) { return &pool_at(m, n_layers)->mem; }
 
 /* ---------------------------------------------------------------- the prefix cache's table and list */
 
@@ -205,7 +240,7 @@ int sd_seq_blocks_needed(const sd_seq *s, int end) {
 
 int sd_seq_reserve(sd_seq *s, int end, sd_err *err) {
     int need = sd_seq_blocks_needed(s, end);
-    sd_kv_pool *p = s->m->kv;
+    sd_kv_pool *p = pool_of(s);
     if (need > p->n_free + p->n_lru)
         return sd_errf(err, "KV pool full: %d more blocks of %d positions wanted, %d of %d free", need, SD_KV_BLOCK,
                        p->n_free + p->n_lru, p->mem.n_blocks);
@@ -215,7 +250,7 @@ int sd_seq_reserve(sd_seq *s, int end, sd_err *err) {
 
 void sd_seq_release(sd_seq *s, int pos) {
     int keep = (pos + SD_KV_BLOCK - 1) / SD_KV_BLOCK;
-    sd_kv_pool *p = s->m->kv;
+    sd_kv_pool *p = pool_of(s);
     while (s->n_blocks > keep) give(p, s->table[--s->n_blocks]);
     if (s->n_cached > keep) s->n_cached = keep;
 }
@@ -223,7 +258,7 @@ void sd_seq_release(sd_seq *s, int pos) {
 int sd_seq_uncache(sd_seq *s, int pos) {
     int i = pos / SD_KV_BLOCK;
     if (pos % SD_KV_BLOCK == 0 || i >= s->n_cached) return pos;
-    sd_kv_pool *p = s->m->kv;
+    sd_kv_pool *p = pool_of(s);
     int32_t b = s->table[i];
     if (p->ref[b] > 1) return i * SD_KV_BLOCK;
     if (p->key[b]) hash_remove(p, b);
@@ -236,7 +271,7 @@ int sd_seq_uncache(sd_seq *s, int pos) {
 static uint64_t parent_of(const sd_seq *s, int i, uint64_t root) { return i ? s->keys[i - 1] : root; }
 
 int sd_seq_share_prefix(sd_seq *s, uint64_t root, const int32_t *tokens, int n) {
-    sd_kv_pool *p = s->m->kv;
+    sd_kv_pool *p = pool_of(s);
     if (!p || s->n_layers != s->m->hp.n_layers || s->pos != s->n_cached * SD_KV_BLOCK) return 0;
     int got = 0;
     while (s->pos + SD_KV_BLOCK <= n && s->pos + SD_KV_BLOCK <= s->ctx) {
@@ -253,7 +288,7 @@ int sd_seq_share_prefix(sd_seq *s, uint64_t root, const int32_t *tokens, int n) 
 }
 
 void sd_seq_cache_prefix(sd_seq *s, uint64_t root, const int32_t *tokens, int n) {
-    sd_kv_pool *p = s->m->kv;
+    sd_kv_pool *p = pool_of(s);
     if (!p || s->n_layers != s->m->hp.n_layers) return; /* a shallow sequence's blocks lack layers */
     if (n > s->pos) n = s->pos;
     while ((s->n_cached + 1) * SD_KV_BLOCK <= n) {

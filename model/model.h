@@ -97,6 +97,7 @@ typedef struct sd_model {
     bool describe_only;       /* sd_model_describe: no backend, nothing uploaded, any tensor type */
     sd_dtype kv_type;         /* K/V element type of its sequences: SD_F16 (the default) or SD_F32 */
     sd_kv_pool *kv;           /* the K/V blocks of all its sequences (sd_model_kv_init, or the first sd_seq_new) */
+    sd_kv_pool *kv_shallow;   /* optional: blocks of its first L layers only, for sequences of L layers */
 } sd_model;
 
 /* Loads a model file (GGUF by magic, else llama2.c checkpoint; tok_path is the llama2.c tokenizer,
@@ -120,16 +121,22 @@ int sd_model_kv_init(sd_model *m, size_t bytes, sd_err *err);
 #define SD_KV_DEFAULT_POSITIONS (1 << 20)
 /* The default pool size for models whose positions cost bytes_per_position together. */
 size_t sd_kv_default_bytes(sd_backend *be, size_t bytes_per_position);
-/* Frees m's pool (its sequences must be freed first); the next sd_seq_new makes a default one, in the
+/* Makes m's shallow pool of `bytes` (0: the default): blocks of its first n_layers layers (1 <= n_layers <
+ * its layers), which sequences of exactly n_layers layers (self-drafting) take instead of full blocks. */
+int sd_model_kv_init_shallow(sd_model *m, int n_layers, size_t bytes, sd_err *err);
+/* Frees m's pools (its sequences must be freed first); the next sd_seq_new makes a default one, in the
  * m->kv_type of then. */
 void sd_model_kv_free(sd_model *m);
-/* Blocks of m's pool in all and free now (0, 0 before the pool exists). */
+/* Blocks of m's full pool in all and free now (0, 0 before the pool exists). */
 void sd_model_kv_blocks(const sd_model *m, int *total, int *free_now);
+/* The same for the pool m's sequences of n_layers layers take blocks from (the shallow one at its depth). */
+void sd_model_kv_blocks_at(const sd_model *m, int n_layers, int *total, int *free_now);
 /* Bytes of one block (every layer, K and V). */
 size_t sd_model_kv_block_bytes(const sd_model *m);
 
 /* One sequence's state: the block table of its cache and the number of positions in it. A sequence may
- * use only the first n_layers layers of its model (self-drafting; its blocks still span every layer).
+ * use only the first n_layers layers of its model (self-drafting; its blocks come from the model's shallow
+ * pool when that has its depth, else they span every layer).
  * Activations live in the model's workspace. Invariant between forwards: it holds exactly the blocks
  * of positions [0, pos). */
 typedef struct sd_seq {
@@ -160,6 +167,8 @@ void sd_seq_cache_prefix(sd_seq *s, uint64_t root, const int32_t *tokens, int n)
 int sd_seq_share_prefix(sd_seq *s, uint64_t root, const int32_t *tokens, int n);
 /* Blocks s must take from the pool before positions up to end - 1 can be written. */
 int sd_seq_blocks_needed(const sd_seq *s, int end);
+/* True when s takes its blocks from its model's shallow pool (not the full one). */
+bool sd_seq_in_shallow_pool(const sd_seq *s);
 
 /* ---- the forward pass: one entry point over a batch of rows ---- */
 

@@ -14,7 +14,7 @@
 #define SD_MAX_CTX (1 << 24)
 
 /* The K/V pool (model/kv_pool.c), for the forward pass. */
-sd_kv_mem *sd_kv_pool_mem(const sd_model *m);
+sd_kv_mem *sd_kv_pool_mem(const sd_model *m, int n_layers);
 /* Takes the blocks s needs to hold positions [0, end) (all or none: "KV pool full" when too few are free). */
 int sd_seq_reserve(sd_seq *s, int end, sd_err *err);
 /* Before truncating s to pos: a cached block pos falls inside stops being cached when s alone holds it

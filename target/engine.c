@@ -55,13 +55,16 @@ static int set_kv_type(sd_engine *e, sd_err *err) {
 }
 
 /* The K/V pools: --kv-mem (or the default) split between target and draft in proportion to their bytes
- * per position, so both hold the same number of positions. Self-drafting shares the target's pool. */
+ * per position, so both hold the same number of positions. Self-drafting's share is the target's shallow
+ * pool (blocks of its L layers). */
 static int init_kv(sd_engine *e, sd_err *err) {
     size_t pt = sd_model_kv_bytes_per_token(e->target, e->target->hp.n_layers);
-    size_t pd = e->draft ? sd_model_kv_bytes_per_token(e->draft, e->draft->hp.n_layers) : 0;
+    size_t pd = sd_engine_kv_bytes_per_token(e) - pt;
     size_t total = e->cfg.kv_mem ? e->cfg.kv_mem : sd_kv_default_bytes(e->be, pt + pd);
     size_t positions = total / (pt + pd);
     if (sd_model_kv_init(e->target, positions * pt, err)) return -1;
+    if (e->proposer == SD_PROP_SELF) /* its sequences take blocks of their layers only */
+        return sd_model_kv_init_shallow(e->target, e->cfg.draft_layers, positions * pd, err);
     return e->draft ? sd_model_kv_init(e->draft, positions * pd, err) : 0;
 }
 
@@ -90,7 +93,13 @@ int sd_engine_open(const sd_engine_config *cfg, sd_engine **out, sd_err *err) {
     if (sd_backend_open(auto_device ? "auto" : cfg->device, cfg->n_threads, &e->be, e->backend_note,
                         sizeof e->backend_note, err))
         goto fail;
-    if (load_or_fall_back(e, auto_device, err) || set_kv_type(e, err) || init_kv(e, err)) goto fail;
+    if (load_or_fall_back(e, auto_device, err) || set_kv_type(e, err)) goto fail;
+    if (e->proposer == SD_PROP_SELF && (cfg->draft_layers < 1 || cfg->draft_layers >= e->target->hp.n_layers)) {
+        sd_errf(err, "--draft-layers %d: the target has %d layers, so L must be in 1..%d", cfg->draft_layers,
+                e->target->hp.n_layers, e->target->hp.n_layers - 1);
+        goto fail;
+    }
+    if (init_kv(e, err)) goto fail;
     if (cfg->ctx < 0 || cfg->ctx > SD_CTX_LIMIT) {
         sd_errf(err, "context length %d is out of range (1..%d)", cfg->ctx, SD_CTX_LIMIT);
         goto fail;
@@ -104,11 +113,6 @@ int sd_engine_open(const sd_engine_config *cfg, sd_engine **out, sd_err *err) {
     if (e->target->hp.ctx > 0 && e->ctx > e->target->hp.ctx)
         snprintf(e->warning, sizeof e->warning, "--ctx %d is above the %d positions %s was trained for: output "
                  "past them may degrade", e->ctx, e->target->hp.ctx, cfg->target_path);
-    if (e->proposer == SD_PROP_SELF && (cfg->draft_layers < 1 || cfg->draft_layers >= e->target->hp.n_layers)) {
-        sd_errf(err, "--draft-layers %d: the target has %d layers, so L must be in 1..%d", cfg->draft_layers,
-                e->target->hp.n_layers, e->target->hp.n_layers - 1);
-        goto fail;
-    }
     if (e->proposer == SD_PROP_DRAFT) {
         if (sd_tok_compatible(e->draft->tok, e->target->tok, err)) {
             sd_err_prefix(err, "%s and %s", cfg->draft_path, cfg->target_path);
@@ -125,8 +129,8 @@ fail:
 size_t sd_engine_kv_bytes_per_token(const sd_engine *e) {
     size_t b = sd_model_kv_bytes_per_token(e->target, e->target->hp.n_layers);
     if (e->proposer == SD_PROP_DRAFT) b += sd_model_kv_bytes_per_token(e->draft, e->draft->hp.n_layers);
-    /* self-drafting shares the target's pool, whose blocks span every layer */
-    if (e->proposer == SD_PROP_SELF) b += sd_model_kv_bytes_per_token(e->target, e->target->hp.n_layers);
+    /* self-drafting: the target's shallow pool, blocks of its first L layers */
+    if (e->proposer == SD_PROP_SELF) b += sd_model_kv_bytes_per_token(e->target, e->cfg.draft_layers);
     return b;
 }
 

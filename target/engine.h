@@ -58,7 +58,7 @@ void sd_engine_free(sd_engine *e);
  * caches, workspace), e.g. for start-up logs. */
 void sd_engine_memory_report(const sd_engine *e, char *buf, size_t len);
 /* KV cache bytes one position costs a session in the engine's K/V type: the target, plus the draft model
- * or, self-drafting, the target's again (its sequence takes blocks of the target's pool, every layer). */
+ * or, self-drafting, the target's first L layers (its sequence takes blocks of the target's shallow pool). */
 size_t sd_engine_kv_bytes_per_token(const sd_engine *e);
 /* Positions of the target's KV pool in blocks taken (by running requests and idle sessions' cached
  * prefixes) and in all. */

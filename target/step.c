@@ -414,13 +414,13 @@ out:
 
 /* The KV blocks a request's step may take this turn, per pool: its target rows, and a model proposer's
  * drafting (what its cache has not seen plus k drafts, at most). `t` counts blocks of the target's pool,
- * `d` of the draft model's. */
+ * `d` of the proposer's: the draft model's, or the target's shallow pool when self-drafting. */
 typedef struct kv_need {
     int t, d;
 } kv_need;
 
 static void add_blocks(const sd_engine *e, const sd_seq *q, int n, kv_need *k) {
-    if (q->m == e->target) k->t += n;
+    if (q->m == e->target && !sd_seq_in_shallow_pool(q)) k->t += n;
     else k->d += n;
 }
 
@@ -472,10 +472,17 @@ static void drop_idle(sd_engine *e) {
         if (!s->active || s->active->finish != SD_FINISH_NONE) drop_caches(s);
 }
 
-static int free_blocks(const sd_model *m) {
+/* Blocks of the target's pool (draft false) or the proposer's (true; 0, 0 without one) in all and free. */
+static void pool_blocks(const sd_engine *e, bool draft, int *total, int *free_now) {
+    *total = *free_now = 0;
+    if (!draft) sd_model_kv_blocks(e->target, total, free_now);
+    else if (e->draft) sd_model_kv_blocks(e->draft, total, free_now);
+    else if (e->proposer == SD_PROP_SELF) sd_model_kv_blocks_at(e->target, e->cfg.draft_layers, total, free_now);
+}
+
+static int free_blocks(const sd_engine *e, bool draft) {
     int total, free_now;
-    if (!m) return 0;
-    sd_model_kv_blocks(m, &total, &free_now);
+    pool_blocks(e, draft, &total, &free_now);
     return free_now;
 }
 
@@ -506,7 +513,7 @@ static void admit(sd_gen **gens, int n) {
         g->admitted = true;
         for (;;) {
             kv_need k = step_need(g);
-            int ft = free_blocks(e->target) - taken.t, fd = free_blocks(e->draft) - taken.d;
+            int ft = free_blocks(e, false) - taken.t, fd = free_blocks(e, true) - taken.d;
             if (k.t <= ft && k.d <= fd) {
                 taken.t += k.t;
                 taken.d += k.d;
@@ -523,10 +530,10 @@ static void admit(sd_gen **gens, int n) {
                 continue;
             }
             int total_t, total_d, f;
-            sd_model_kv_blocks(e->target, &total_t, &f);
-            if (e->draft) sd_model_kv_blocks(e->draft, &total_d, &f);
+            pool_blocks(e, false, &total_t, &f);
+            pool_blocks(e, true, &total_d, &f);
             kv_need h = held(g->s);
-            if (h.t + k.t > total_t || (e->draft && h.d + k.d > total_d)) {
+            if (h.t + k.t > total_t || h.d + k.d > total_d) {
                 sd_err err;
                 sd_errf(&err, "the KV pool is too small for this request: it needs %d positions, the pool holds %d "
                         "(raise --kv-mem)", (h.t + k.t) * SD_KV_BLOCK, total_t * SD_KV_BLOCK);

@@ -9,6 +9,7 @@
 
 #include "kernels/sample_ref.h"
 #include "target/engine.h"
+#include "target/engine_internal.h"
 #include "test.h"
 #include "tests/engine_fixture.h"
 #include "tests/test_util.h"
@@ -279,6 +280,32 @@ static int draft_blocks_held(const sd_engine *e) {
     return total - free_now;
 }
 
+/* Self-drafting takes blocks of its own layers from the target's shallow pool: after a speculative
+ * request the target's full pool holds only the target cache's blocks, the shallow pool the draft's, and a
+ * session's KV position costs the target plus 3 of its layers (not 2 full copies). */
+static void test_self_draft_shallow_pool(void) {
+    const char *target = shared_path("models/aidreams260K.bin"), *tok = shared_path("models/tok512.bin");
+    if (!target || !tok) SKIP("../shared/models/aidreams260K.bin or tok512.bin not found");
+    eng_fx f;
+    REQUIRE(eng_open(&f, target, tok, NULL, 0, 3) == 0);
+    REQUIRE(eng_prompt(&f, "Once upon a time there was a little dog who liked to run in the park") > 8);
+    sd_gen_params p = eng_params(SD_MODE_SPEC, 1, 4, 24);
+    eng_result r;
+    REQUIRE(eng_run(&f, &p, &r) == 0);
+    CHECK(r.n > 0 && r.st.drafted > 0);
+    const sd_seq *ds = f.s->prop->seq;
+    CHECK(sd_seq_in_shallow_pool(ds) && !sd_seq_in_shallow_pool(f.s->seq));
+    int total, free_now;
+    sd_model_kv_blocks(f.e->target, &total, &free_now);
+    CHECK_EQ_INT(total - free_now, f.s->seq->n_blocks);
+    sd_model_kv_blocks_at(f.e->target, 3, &total, &free_now);
+    CHECK(ds->n_blocks > 0 && total - free_now == ds->n_blocks);
+    const sd_model *m = f.e->target;
+    CHECK(sd_engine_kv_bytes_per_token(f.e) == sd_model_kv_bytes_per_token(m, m->hp.n_layers) +
+                                                   sd_model_kv_bytes_per_token(m, 3));
+    eng_close(&f);
+}
+
 /* The draft model shares prefixes too, through its own pool: a second session speculating on the same
  * prompt takes the first one's cached draft blocks (the draft pool grows by its private blocks only) and
  * drafts, accepts and outputs exactly what a cold engine does; another tenant takes none. */
@@ -433,6 +460,7 @@ int main(void) {
     RUN(test_preemption);
     RUN(test_prefix_sharing);
     RUN(test_prefix_sharing_draft);
+    RUN(test_self_draft_shallow_pool);
     RUN(test_prefix_pressure);
     RUN(test_step_batch_errors);
     RUN(test_bench_concurrency);

@@ -782,6 +782,62 @@ static void test_kv_committed_as_used(void) {
     remove(path);
 }
 
+/* The shallow pool (self-drafting): a sequence of L layers takes blocks of L layers there (as many more
+ * blocks for the same bytes), leaving the full pool alone, and computes bitwise what it computes on full
+ * blocks; a full-depth sequence stays on the full pool; bad depths and a second shallow pool are refused. */
+static void test_kv_shallow_pool(void) {
+    sd_err err = {{0}};
+    ref r;
+    cfg c = base;
+    c.layers = 3;
+    const char *path = tmp_path("shallow.gguf");
+    REQUIRE(write_model(&c, path, &r, &err) == 0);
+    sd_model *m = NULL, *plain = NULL;
+    REQUIRE(backend() && sd_model_load(path, NULL, g_be, &m, &err) == 0);
+    REQUIRE(sd_model_load(path, NULL, g_be, &plain, &err) == 0);
+    size_t bb = sd_model_kv_block_bytes(m);
+    REQUIRE(sd_model_kv_init(m, 4 * bb, &err) == 0);
+    CHECK(sd_model_kv_init_shallow(m, 0, bb, &err) == -1);
+    CHECK(sd_model_kv_init_shallow(m, 3, bb, &err) == -1);
+    CHECKF(strstr(err.msg, "3 layers") != NULL, "%s", err.msg);
+    REQUIRE(sd_model_kv_init_shallow(m, 1, 4 * bb, &err) == 0);
+    CHECK(sd_model_kv_init_shallow(m, 1, 4 * bb, &err) == -1);
+    int total, free_now, V = c.vocab;
+    sd_model_kv_blocks_at(m, 1, &total, &free_now);
+    CHECK_EQ_INT(total, 12); /* blocks of 1 layer in the bytes of 4 blocks of 3 */
+    int32_t tok[40];
+    make_tokens(tok, 40, V, 5);
+    float *want = malloc(sizeof(float) * V), *got = malloc(sizeof(float) * V);
+    sd_seq *ref_seq = NULL, *s = NULL, *full = NULL;
+    REQUIRE(sd_seq_new(plain, 64, 1, &ref_seq, &err) == 0); /* no shallow pool: full blocks */
+    CHECK(sd_forward(ref_seq, tok, 33, false, want, &err) == 0);
+    CHECK(!sd_seq_in_shallow_pool(ref_seq));
+    REQUIRE(sd_seq_new(m, 64, 1, &s, &err) == 0);
+    CHECK(sd_forward(s, tok, 33, false, got, &err) == 0);
+    CHECK(sd_seq_in_shallow_pool(s));
+    CHECK(memcmp(want, got, sizeof(float) * V) == 0);
+    sd_model_kv_blocks_at(m, 1, &total, &free_now);
+    CHECK_EQ_INT(free_now, 9);
+    sd_model_kv_blocks(m, &total, &free_now);
+    CHECK(total == 4 && free_now == 4);
+    REQUIRE(sd_seq_new(m, 64, 0, &full, &err) == 0);
+    CHECK(sd_forward(full, tok, 20, false, got, &err) == 0);
+    CHECK(!sd_seq_in_shallow_pool(full));
+    sd_model_kv_blocks(m, &total, &free_now);
+    CHECK_EQ_INT(free_now, 2);
+    sd_seq_free(s);
+    sd_seq_free(full);
+    sd_seq_free(ref_seq);
+    sd_model_kv_blocks_at(m, 1, &total, &free_now);
+    CHECK_EQ_INT(free_now, 12);
+    free(want);
+    free(got);
+    sd_model_free(m);
+    sd_model_free(plain);
+    ref_free(&r);
+    remove(path);
+}
+
 /* The pool: blocks are taken as positions are written and returned on truncate/free; a forward whose
  * blocks the pool cannot give fails before any work, changing nothing ("KV pool full"); a sequence on
  * recycled, scattered blocks computes bitwise what it computes on fresh ones; --kv-mem too small for even
@@ -941,6 +997,7 @@ int main(void) {
     RUN(test_batch_errors);
     RUN(test_kv_committed_as_used);
     RUN(test_kv_pool);
+    RUN(test_kv_shallow_pool);
     RUN(test_prefix_cache);
     RUN(test_mkmodel_tiny);
     RUN(test_shared_models);
