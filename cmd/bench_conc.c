@@ -3,7 +3,8 @@
  * IPC. Per concurrency and mode (plain, then speculative): aggregate tokens/s, per-token latency p50/p95
  * (a step's wall time spread over the tokens it emitted, first token excluded), time to first token
  * p50/p95 (from the request's start, including turns spent waiting for its prefill chunks) and
- * acceptance. Each "client" runs its prompts one after another, as specd-cli bench does. The two modes
+ * acceptance, and tokens per CPU second of the process (what a shared machine's load distorts least).
+ * Each "client" runs its prompts one after another, as specd-cli bench does. The two modes
  * alternate which runs first from one concurrency to the next. Then the batch draft-length rule's cost
  * curves (target pass and draft round, ms by rows) as calibrated and followed during the runs. */
 #include <stdlib.h>
@@ -18,7 +19,16 @@ typedef struct conc_fig {
     const char *mode;
     long tokens, drafted, accepted;
     double wall, tps, tok_p50, tok_p95, ttft_p50, ttft_p95;
+    double cpu, cpu_tps; /* the process's CPU seconds over the run; tokens per CPU second */
 } conc_fig;
+
+/* CPU seconds the process has used (every thread): on a shared machine, what a run cost in work rather
+ * than in waiting for cores (with several threads it includes their spinning between ops). */
+static double cpu_now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
 
 /* One client: its session, its current request and when it started. */
 typedef struct client {
@@ -46,7 +56,7 @@ static int run_conc(sd_engine *e, client *cl, int conc, int32_t *const *ptoks, c
     double *lat = malloc(sizeof(double) * (size_t)cap), *ttft = malloc(sizeof(double) * (size_t)(conc * per + 1));
     sd_gen **gens = malloc(sizeof *gens * (size_t)conc);
     if (!lat || !ttft || !gens) goto out;
-    double t0 = sd_now_s();
+    double t0 = sd_now_s(), c0 = cpu_now_s();
     for (int i = 0; i < conc; i++) {
         cl[i].done = 0;
         if (client_start(&cl[i], i, ptoks, pn, n_prompts, gp, err)) goto out;
@@ -95,6 +105,8 @@ static int run_conc(sd_engine *e, client *cl, int conc, int32_t *const *ptoks, c
     }
     fig->wall = sd_now_s() - t0;
     fig->tps = fig->wall > 0 ? fig->tokens / fig->wall : 0;
+    fig->cpu = cpu_now_s() - c0;
+    fig->cpu_tps = fig->cpu > 0 ? fig->tokens / fig->cpu : 0;
     fig->tok_p50 = 1e3 * bench_quantile(lat, n_lat, 0.5);
     fig->tok_p95 = 1e3 * bench_quantile(lat, n_lat, 0.95);
     fig->ttft_p50 = 1e3 * bench_quantile(ttft, n_ttft, 0.5);
@@ -113,19 +125,19 @@ out:
 }
 
 static void print_text(const conc_fig *f, int n, FILE *out) {
-    fprintf(out, "%5s %-6s %8s %8s %10s %9s %9s %9s %9s %7s %9s\n", "conc", "mode", "requests", "tokens", "tokens/s",
-            "tok p50", "tok p95", "ttft p50", "ttft p95", "accept", "vs c=1");
+    fprintf(out, "%5s %-6s %8s %8s %10s %9s %9s %9s %9s %7s %9s %10s\n", "conc", "mode", "requests", "tokens", "tokens/s",
+            "tok p50", "tok p95", "ttft p50", "ttft p95", "accept", "vs c=1", "tok/cpu-s");
     for (int i = 0; i < n; i++) {
         double base = 0;
         for (int j = 0; j < n; j++)
             if (f[j].conc == f[0].conc && !strcmp(f[j].mode, f[i].mode)) base = f[j].tps;
-        fprintf(out, "%5d %-6s %8d %8ld %10.1f %7.2fms %7.2fms %7.1fms %7.1fms %7.3f %8.2fx\n", f[i].conc, f[i].mode,
-                f[i].requests, f[i].tokens, f[i].tps, f[i].tok_p50, f[i].tok_p95, f[i].ttft_p50, f[i].ttft_p95,
-                f[i].drafted ? (double)f[i].accepted / f[i].drafted : 0.0, base > 0 ? f[i].tps / base : 0.0);
+        fprintf(out, "%5d %-6s %8d %8ld %10.1f %7.2fms %7.2fms %7.1fms %7.1fms %7.3f %8.2fx %10.1f\n", f[i].conc,
+                f[i].mode, f[i].requests, f[i].tokens, f[i].tps, f[i].tok_p50, f[i].tok_p95, f[i].ttft_p50, f[i].ttft_p95,
+                f[i].drafted ? (double)f[i].accepted / f[i].drafted : 0.0, base > 0 ? f[i].tps / base : 0.0, f[i].cpu_tps);
     }
     for (int i = 0; i + 1 < n; i += 2)
-        fprintf(out, "concurrency %d: speculative / plain aggregate tokens/s %.2fx\n", f[i].conc,
-                f[i].tps > 0 ? f[i + 1].tps / f[i].tps : 0.0);
+        fprintf(out, "concurrency %d: speculative / plain aggregate tokens/s %.2fx (per CPU second %.2fx)\n", f[i].conc,
+                f[i].tps > 0 ? f[i + 1].tps / f[i].tps : 0.0, f[i].cpu_tps > 0 ? f[i + 1].cpu_tps / f[i].cpu_tps : 0.0);
 }
 
 /* The batch rule's cost curves as they stand (calibrated, then followed on the fly): ms by rows. */
@@ -142,9 +154,9 @@ static void print_json(const conc_fig *f, int n, FILE *out) {
     for (int i = 0; i < n; i++)
         fprintf(out, "%s{\"concurrency\":%d,\"mode\":\"%s\",\"requests\":%d,\"tokens\":%ld,\"tokens_per_s\":%.6g,"
                      "\"token_ms_p50\":%.6g,\"token_ms_p95\":%.6g,\"ttft_ms_p50\":%.6g,\"ttft_ms_p95\":%.6g,"
-                     "\"drafted\":%ld,\"accepted\":%ld}",
+                     "\"drafted\":%ld,\"accepted\":%ld,\"tokens_per_cpu_s\":%.6g}",
                 i ? "," : "", f[i].conc, f[i].mode, f[i].requests, f[i].tokens, f[i].tps, f[i].tok_p50, f[i].tok_p95,
-                f[i].ttft_p50, f[i].ttft_p95, f[i].drafted, f[i].accepted);
+                f[i].ttft_p50, f[i].ttft_p95, f[i].drafted, f[i].accepted, f[i].cpu_tps);
     fprintf(out, "]}\n");
 }
 
