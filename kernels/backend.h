@@ -159,7 +159,8 @@ struct sd_backend {
      * and pos0 (the ops must not be issued), 0 when the caller issues them (the backend may record them).
      * graph_end returns -1 when recording failed and the ops did not run (graphs are then off). The key
      * must identify the op sequence exactly: every buffer and weight address and every shape argument
-     * except the tokens and pos0, which ops inside a step take from the backend's step state. */
+     * except the tokens and pos0, which ops inside a step take from the backend's step state. Freeing weights
+     * or a KV pool forgets every recorded graph (a model loaded later may reuse the old addresses). */
     int (*graph_begin)(sd_backend *b, const uint64_t *key, int key_len, const int32_t *tokens, int n, int pos0);
     int (*graph_end)(sd_backend *b);
     /* ids[r] = index of the largest of row r of x ([rows][width], backend memory; lowest index on ties),

@@ -258,6 +258,42 @@ static void test_matmul_large_activations(void) {
     free(w);
 }
 
+/* A model unloaded and another loaded in its place may get the same addresses, so the step-graph keys of
+ * the new one can equal keys recorded for the old one (the H200 replayed an F32 model's graphs for the BF16
+ * model loaded after it, with SPECD_CUDA_TC=1: logits off by 6-22). Freeing weights must forget the graphs:
+ * the same key after a free records anew and computes with the new weights. */
+static void test_graphs_forgotten_when_weights_freed(void) {
+    if (!gpu) SKIP("%s", no_gpu_reason);
+    REQUIRE(gpu->graph_begin && gpu->graph_end);
+    const int64_t rows = 48, cols = 256;
+    const int types[] = {SD_F16, SD_BF16}; /* the old model's type, the new one's */
+    const uint64_t key[] = {0x5eed, 6, 1};
+    const int32_t tok = 1;
+    float x[256], og[48];
+    double ref[48];
+    for (int i = 0; i < cols; i++) x[i] = frand();
+    float *xg = dev_copy(gpu, x, (size_t)cols), *dg = gpu->alloc(gpu, (size_t)rows, NULL);
+    for (int k = 0; k < 2; k++) {
+        void *w = make_weights(types[k], rows, cols);
+        sd_tensor tg = {.type = types[k], .cols = cols, .rows = rows, .host = w, .name = "w"};
+        REQUIRE(gpu->upload_weight(gpu, &tg, NULL) == 0);
+        int replayed = gpu->graph_begin(gpu, key, 3, &tok, 1, 0);
+        CHECKF(!replayed, "%s: a graph recorded before the weights were freed was replayed", sd_dtype_name(types[k]));
+        if (!replayed) {
+            gpu->matmul(gpu, dg, &tg, xg, 1);
+            if (gpu->graph_end(gpu) != 0) gpu->matmul(gpu, dg, &tg, xg, 1);
+        }
+        gpu->to_host(gpu, og, dg, (size_t)rows);
+        exact_matmul(&tg, x, 1, ref);
+        CHECKF(max_rel_err_d(og, ref, (size_t)rows) <= 4e-3, "%s: rel err %g", sd_dtype_name(types[k]),
+               max_rel_err_d(og, ref, (size_t)rows));
+        gpu->free_weight(gpu, &tg);
+        free(w);
+    }
+    gpu->release(gpu, xg); gpu->release(gpu, dg);
+    CHECK(!gpu->failed);
+}
+
 /* Rows of an n-row product are bitwise the rows of n one-row products for every n the matrix-vector or
  * tensor-core kernels take: a verify block computes exactly what single decode steps would (greedy spec
  * == plain), and a request's rows in a batch what it would compute alone. */
@@ -1274,6 +1310,7 @@ int main(void) {
            gpu && quick ? " (small shapes; SPECD_EMU_FULL=1 runs the full sweep)" : "");
     RUN(test_matmul_all_types);
     RUN(test_matmul_rows_bitwise);
+    RUN(test_graphs_forgotten_when_weights_freed);
     RUN(test_matmul_quant_types);
     RUN(test_matmul_large_activations);
     RUN(test_injected_fault_ends_request);

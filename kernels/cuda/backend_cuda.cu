@@ -295,7 +295,14 @@ static int c_upload_weight(sd_backend *b, sd_tensor *t, sd_err *err) {
     return c->err ? sd_errf(err, "%s (uploading %s)", c->err_msg, name) : 0;
 }
 
+static void graphs_forget(cuda_backend *cb);
+
+/* Freeing weights or a KV pool unloads a model: a model loaded after it may get the same host and device
+ * addresses, so a step graph recorded for the old one would match its keys and replay the old kernels (the
+ * old weight types) on the new memory. Session 6 saw this on the H200: a BF16 model's steps replayed graphs
+ * recorded for the F32 model before it (logits off by a relative 6-22). */
 static void c_free_weight(sd_backend *b, sd_tensor *t) {
+    graphs_forget(cb_of(b));
     dev_free(b, t->data);
     t->data = NULL;
 }
@@ -329,6 +336,7 @@ static int c_kv_mem_alloc(sd_backend *b, sd_kv_mem *kv, int n_layers, int kv_dim
 }
 
 static void c_kv_mem_free(sd_backend *b, sd_kv_mem *kv) {
+    graphs_forget(cb_of(b));
     dev_free(b, kv->k);
     dev_free(b, kv->v);
     kv->k = kv->v = NULL;
@@ -422,6 +430,14 @@ static graph_rec *graph_slot(cuda_backend *cb) {
         if (cb->graphs[i].last_use < old->last_use) old = &cb->graphs[i];
     cudaGraphExecDestroy(old->exec);
     return old;
+}
+
+/* Drops every recorded graph (their kernels may be running: the stream is drained first). */
+static void graphs_forget(cuda_backend *cb) {
+    if (!cb->n_graphs) return;
+    CUDA_CK(&cb->c, cudaStreamSynchronize(cb->c.stream));
+    for (int i = 0; i < cb->n_graphs; i++) cudaGraphExecDestroy(cb->graphs[i].exec);
+    cb->n_graphs = 0;
 }
 
 static int c_graph_begin(sd_backend *b, const uint64_t *key, int key_len, const int32_t *tokens, int n, int pos0) {
