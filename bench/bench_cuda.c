@@ -5,7 +5,7 @@
  * (read + write) bandwidth measured beside it. Each matrix set is larger than the L2 cache (the shapes are
  * cycled), so the products stream from memory. The activations stay the same across a loop, so the int8
  * quantization of Q8_0's and the GGML types' inputs happens once (as for q/k/v or gate/up in a model);
- * n > 16 is cuBLAS (GGML types: each product dequantizes its weights to F16 first).
+ * n > 16 is cuBLAS (Q8_0 and the GGML types: each product dequantizes its weights to F16 first).
  *
  *   build/bench_cuda [--reps N] [--types f16,q8_0,q4_K,...]   (prints "skipped: ..." without a CUDA device)
  *   build/bench_cuda --sample   device sampling (sample_rows) against argmax_rows: 1 and 4 rows of 32000,

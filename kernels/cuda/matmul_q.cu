@@ -9,8 +9,9 @@
  * lanes (32..128, as many as a row has chunks), each taking R rows, so rows of few chunks (a 4096-column
  * Q2_K row is 32 chunks of 128) still keep every lane busy. Each row's sum is formed in the same order
  * whatever n is, so a verify block computes bitwise what single decode steps would.
- * n > MV_MAX_N (prefill): tiles of rows dequantized to F16 (each weight the float the CPU computes, then
- * rounded) and multiplied by cuBLAS with F16 activations (matmul.cu). */
+ * n > MV_MAX_N (prefill, batches of many rows): tiles of rows dequantized to F16 (each weight the float the
+ * CPU computes, then rounded) and multiplied by cuBLAS with F16 activations (matmul.cu); Q8_0 too (its
+ * n <= MV_MAX_N kernel is matmul.cu's). */
 #include "kernels/cuda/cuda_internal.h"
 
 /* Dot product of a decoded group with 32 int8 activations (8 ints): the levels' sums per 16 times the
@@ -74,24 +75,65 @@ __global__ void __launch_bounds__(MQ_THREADS) mv_q(const uint8_t *W, int64_t row
     mv_reduce_groups<NC, R, MQ_THREADS / 32>(acc, out, rows, row0, lpr, n);
 }
 
-/* Rows [row0, row0 + nrows) of W dequantized to F16, dst[nrows][cols]: a thread per group of 32. */
+/* Rows [row0, row0 + nrows) of W dequantized to F16, dst[nrows][cols], at close to copy speed: a thread
+ * decodes one group of 32 (qdecode.h); the 32 groups of a warp are whole blocks, so they cover 1024
+ * consecutive halves of dst, which the warp stages in shared memory and stores as 16-byte vectors, each
+ * lane's contiguous to its neighbour's (a thread storing its own group directly wrote 32 scattered 64-byte
+ * pieces per warp instruction: the uncoalesced stores that made n > 16 products 15-30x one row). */
+#define DQ_THREADS 256
+
 template <int T>
-__global__ void __launch_bounds__(256) k_dequant_f16(const uint8_t *W, int64_t cols, size_t row_bytes, int64_t row0,
-                                                     int64_t nrows, __half *dst) {
+__global__ void __launch_bounds__(DQ_THREADS) k_dequant_f16(const uint8_t *W, int64_t cols, size_t row_bytes,
+                                                            int64_t row0, int64_t nrows, __half *dst) {
     using D = qdec<T>;
-    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, per_row = cols / 32;
-    if (i >= nrows * per_row) return;
-    int64_t r = i / per_row, gi = i % per_row, ch = gi / D::G, b = ch / D::CPB;
-    int c = (int)(ch % D::CPB), g = (int)(gi % D::G);
-    qgroup w;
-    D::group(W + (size_t)(row0 + r) * row_bytes + (size_t)b * D::BB, c, g, w);
-    __half *o = dst + r * cols + b * D::QK + D::xoff(c, g);
+    static_assert(32 % (D::QK / 32) == 0, "a warp's 32 groups must be whole blocks");
+    __shared__ uint4 st[DQ_THREADS / 32][128]; /* 1024 halves per warp */
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    int64_t per_row = cols / 32, total = nrows * per_row;
+    int64_t g0 = ((int64_t)blockIdx.x * (DQ_THREADS / 32) + warp) * 32, i = g0 + lane;
+    if (g0 >= total) return; /* whole warps leave together */
+    if (i < total) {
+        int64_t r = i / per_row, gi = i % per_row, ch = gi / D::G, b = ch / D::CPB;
+        int c = (int)(ch % D::CPB), g = (int)(gi % D::G);
+        qgroup w;
+        D::group(W + (size_t)(row0 + r) * row_bytes + (size_t)b * D::BB, c, g, w);
+        /* where the group lands in the warp's 1024 halves: its row and element offset, less the warp's start */
+        int64_t at = r * cols + b * D::QK + D::xoff(c, g) - g0 * 32;
+        uint4 *o = &st[warp][at / 8];
 #pragma unroll
-    for (int k = 0; k < 32; k += 2) {
-        float q0 = (float)(int8_t)(w.q[k / 4] >> 8 * (k % 4) & 0xff), q1 = (float)(int8_t)(w.q[k / 4] >> 8 * (k % 4 + 1) & 0xff);
-        float sc = w.sc[k / 16], off = w.off[k / 16];
-        ((__half2 *)o)[k / 2] = __floats2half2_rn(sc * q0 + off, sc * q1 + off);
+        for (int v = 0; v < 4; v++) {
+            __half2 h[4];
+#pragma unroll
+            for (int k2 = 0; k2 < 4; k2++) {
+                int k = 8 * v + 2 * k2;
+                float q0 = (float)(int8_t)(w.q[k / 4] >> 8 * (k % 4) & 0xff),
+                      q1 = (float)(int8_t)(w.q[k / 4] >> 8 * (k % 4 + 1) & 0xff);
+                float sc = w.sc[k / 16], off = w.off[k / 16];
+                h[k2] = __floats2half2_rn(sc * q0 + off, sc * q1 + off);
+            }
+            o[v] = *(const uint4 *)h;
+        }
     }
+    __syncwarp();
+    int64_t vecs = (total - g0 < 32 ? total - g0 : 32) * 4; /* 16-byte vectors the warp's groups fill */
+    uint4 *out = (uint4 *)(dst + g0 * 32);
+    for (int k = lane; k < vecs; k += 32) out[k] = st[warp][k];
+}
+
+/* Repacked Q8_0 (cuda_internal.h) rows [row0, row0 + nrows) to F16, dst[nrows][cols]: a thread per 8
+ * consecutive weights (an 8-byte load, a 16-byte store). */
+__global__ void __launch_bounds__(DQ_THREADS) k_dequant_q8_f16(const int8_t *Q, const __half *S, int64_t cols,
+                                                               int64_t row0, int64_t nrows, __half *dst) {
+    int64_t i = (int64_t)blockIdx.x * DQ_THREADS + threadIdx.x, e = i * 8; /* element in the tile */
+    if (e >= nrows * cols) return;
+    int64_t el = row0 * cols + e; /* element in the matrix */
+    float d = __half2float(S[el / 32]);
+    int2 raw = __ldg((const int2 *)(Q + el));
+    const int8_t *q = (const int8_t *)&raw;
+    __half2 h[4];
+#pragma unroll
+    for (int k = 0; k < 4; k++) h[k] = __floats2half2_rn(d * (float)q[2 * k], d * (float)q[2 * k + 1]);
+    *(uint4 *)(dst + e) = *(const uint4 *)h;
 }
 
 /* Lanes per row group: a power of two from 32 to MQ_THREADS, at most the row's chunks where it has 32+. */
@@ -133,6 +175,23 @@ static __half *deq_buffer(cuda_ctx *c, size_t bytes) {
     return (__half *)c->deq;
 }
 
+/* Rows [r0, r0 + m) of w to F16 in d (one launch). */
+template <int T>
+static bool dequant_tile(cuda_ctx *c, const sd_tensor *w, int64_t r0, int64_t m, __half *d) {
+    if constexpr (T == SD_Q8_0) {
+        const int8_t *q = (const int8_t *)w->data;
+        const __half *s = (const __half *)((const char *)w->data + q8_repacked_scales_offset(w->rows, w->cols));
+        int64_t vecs = m * w->cols / 8;
+        k_dequant_q8_f16<<<(unsigned)((vecs + DQ_THREADS - 1) / DQ_THREADS), DQ_THREADS, 0, c->stream>>>(
+            q, s, w->cols, r0, m, d);
+    } else {
+        int64_t groups = m * (w->cols / 32), per_block = DQ_THREADS; /* a group per thread */
+        k_dequant_f16<T><<<(unsigned)((groups + per_block - 1) / per_block), DQ_THREADS, 0, c->stream>>>(
+            (const uint8_t *)w->data, w->cols, sd_dtype_row_bytes(T, w->cols), r0, m, d);
+    }
+    return CUDA_LAUNCHED(c, "dequantize to f16");
+}
+
 template <int T>
 static void gemm_dequant(cuda_ctx *c, float *out, const sd_tensor *w, const float *x, int n) {
     int64_t tile = DEQ_TILE_ELEMS / w->cols < w->rows ? DEQ_TILE_ELEMS / w->cols : w->rows;
@@ -141,10 +200,8 @@ static void gemm_dequant(cuda_ctx *c, float *out, const sd_tensor *w, const floa
     const void *xs = d ? cuda_gemm_f16_input(c, x, n, w->cols) : NULL;
     if (!xs) return;
     for (int64_t r0 = 0; r0 < w->rows; r0 += tile) {
-        int64_t m = w->rows - r0 < tile ? w->rows - r0 : tile, groups = m * (w->cols / 32);
-        k_dequant_f16<T><<<(unsigned)((groups + 255) / 256), 256, 0, c->stream>>>(
-            (const uint8_t *)w->data, w->cols, sd_dtype_row_bytes(T, w->cols), r0, m, d);
-        if (!CUDA_LAUNCHED(c, "dequantize to f16")) return;
+        int64_t m = w->rows - r0 < tile ? w->rows - r0 : tile;
+        if (!dequant_tile<T>(c, w, r0, m, d)) return;
         cuda_gemm_f16(c, out + r0, w->rows, d, m, w->cols, xs, n);
     }
 }
@@ -165,7 +222,12 @@ static void matmul_type(cuda_ctx *c, float *out, const sd_tensor *w, const float
 
 bool cuda_matmul_quant(cuda_ctx *c, float *out, const sd_tensor *w, const float *x, int n) {
     int type = w->data_type;
-    if (type == SD_Q8_0 || !sd_quant_block(type) || w->cols % sd_quant_block(type)) return false;
+    if (type == SD_Q8_0) { /* n <= MV_MAX_N: matmul.cu's dp4a kernel */
+        if (n <= MV_MAX_N || w->cols % 32) return false;
+        gemm_dequant<SD_Q8_0>(c, out, w, x, n);
+        return true;
+    }
+    if (!sd_quant_block(type) || w->cols % sd_quant_block(type)) return false;
     if (n <= MV_MAX_N && (w->cols > c->q8_cols || !c->q8_x)) {
         cuda_fail(c, cudaErrorInvalidValue, "quantized matmul: activation buffers not sized for these weights",
                   __FILE__, __LINE__);
