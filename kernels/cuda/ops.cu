@@ -3,18 +3,44 @@
 
 #include "kernels/cuda/cuda_internal.h"
 
-__global__ void k_embed(float *out, const void *table, int type, int64_t rows, int64_t cols, const int32_t *ids) {
+/* Embedding gathers. F32/F16/BF16 tables (what GGUF files hold) read their elements directly; the generic
+ * element loader (cuda_load_elem) decodes quantized blocks, whose unpacking spills to local memory. */
+__device__ __forceinline__ float plain_f(const float *p, int64_t i) { return p[i]; }
+__device__ __forceinline__ float plain_f(const __half *p, int64_t i) { return __half2float(p[i]); }
+__device__ __forceinline__ float plain_f(const __nv_bfloat16 *p, int64_t i) { return __bfloat162float(p[i]); }
+
+template <typename T>
+__global__ void __launch_bounds__(256) k_embed_plain(float *out, const T *table, int64_t cols, const int32_t *ids) {
+    int t = blockIdx.y;
+    int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (c < cols) out[t * cols + c] = plain_f(table, (int64_t)ids[t] * cols + c);
+}
+
+__global__ void __launch_bounds__(256) k_embed(float *out, const void *table, int type, int64_t rows, int64_t cols,
+                                               const int32_t *ids) {
     int t = blockIdx.y;
     int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (c < cols) out[t * cols + c] = cuda_load_elem(table, type, rows, cols, ids[t], c);
 }
 
-void cuda_embed(cuda_ctx *c, float *out, const sd_tensor *table, const int32_t *ids, int n) {
+static void launch_embed(cuda_ctx *c, float *out, const sd_tensor *table, const int32_t *ids, int n) {
     dim3 grid((unsigned)((table->cols + 255) / 256), (unsigned)n);
+    switch (table->data_type) {
+    case SD_F32: k_embed_plain<float><<<grid, 256, 0, c->stream>>>(out, (const float *)table->data, table->cols, ids); break;
+    case SD_F16: k_embed_plain<__half><<<grid, 256, 0, c->stream>>>(out, (const __half *)table->data, table->cols, ids); break;
+    case SD_BF16:
+        k_embed_plain<__nv_bfloat16><<<grid, 256, 0, c->stream>>>(out, (const __nv_bfloat16 *)table->data, table->cols, ids);
+        break;
+    default:
+        k_embed<<<grid, 256, 0, c->stream>>>(out, table->data, table->data_type, table->rows, table->cols, ids);
+        break;
+    }
+    CUDA_LAUNCHED(c, "embed");
+}
+
+void cuda_embed(cuda_ctx *c, float *out, const sd_tensor *table, const int32_t *ids, int n) {
     if (c->stepping) { /* graph_begin staged the ids on the device */
-        k_embed<<<grid, 256, 0, c->stream>>>(out, table->data, table->data_type, table->rows, table->cols,
-                                             (const int32_t *)c->step_dev + 1);
-        CUDA_LAUNCHED(c, "embed");
+        launch_embed(c, out, table, (const int32_t *)c->step_dev + 1, n);
         return;
     }
     /* ids are host memory: stage them in the id buffer (pageable source: the copy is staged before the
@@ -22,8 +48,7 @@ void cuda_embed(cuda_ctx *c, float *out, const sd_tensor *table, const int32_t *
     int32_t *d_ids = cuda_ids(c, (size_t)n);
     if (!d_ids) return;
     CUDA_CK(c, cudaMemcpyAsync(d_ids, ids, sizeof(int32_t) * (size_t)n, cudaMemcpyHostToDevice, c->stream));
-    k_embed<<<grid, 256, 0, c->stream>>>(out, table->data, table->data_type, table->rows, table->cols, d_ids);
-    CUDA_LAUNCHED(c, "embed");
+    launch_embed(c, out, table, d_ids, n);
 }
 
 /* Launched with up to 1024 threads: the bound caps registers at 64 so the rare quantized-weight path (a block
@@ -56,10 +81,98 @@ __global__ void __launch_bounds__(RMS_MAX_THREADS) k_rmsnorm(float *out, float *
         orow[i] = xr[i] * scale * cuda_load_elem(w, wtype, 1, width, 0, i);
 }
 
+/* The fast path: F32/F16/BF16 weights (what GGUF files hold), width a multiple of 4 up to RMS_VEC_MAX * 4 *
+ * RMS_FAST_THREADS, 16-byte aligned rows. Each thread keeps its float4s of x in registers (x is read once,
+ * the weights are loaded before the reduction), no generic element loader (whose quantized unpacking spills
+ * to local memory). The sum of squares is formed in one fixed order whatever ADD is, so the fused op stays
+ * bitwise the unfused pair. */
+#define RMS_FAST_THREADS 256
+#define RMS_VEC_MAX 8 /* float4s per thread: widths up to 8192 */
+
+__device__ __forceinline__ float4 load4(const float *p, int i) { return ((const float4 *)p)[i]; }
+__device__ __forceinline__ float4 load4(const __half *p, int i) {
+    const __half2 *h = (const __half2 *)p + 2 * i;
+    float2 a = __half22float2(h[0]), b = __half22float2(h[1]);
+    return make_float4(a.x, a.y, b.x, b.y);
+}
+__device__ __forceinline__ float4 load4(const __nv_bfloat16 *p, int i) {
+    const __nv_bfloat162 *h = (const __nv_bfloat162 *)p + 2 * i;
+    float2 a = __bfloat1622float2(h[0]), b = __bfloat1622float2(h[1]);
+    return make_float4(a.x, a.y, b.x, b.y);
+}
+
+template <bool ADD, typename WT>
+__global__ void __launch_bounds__(RMS_FAST_THREADS) k_rmsnorm_fast(float *out, float *x, const float *y, const WT *w,
+                                                                   int width, float eps) {
+    float4 *xr = (float4 *)(x + (size_t)blockIdx.x * width);
+    float4 *orow = (float4 *)(out + (size_t)blockIdx.x * width);
+    const float4 *yr = ADD ? (const float4 *)(y + (size_t)blockIdx.x * width) : nullptr;
+    int nv = width / 4;
+    float4 v[RMS_VEC_MAX], wv[RMS_VEC_MAX];
+    float ss = 0.0f;
+#pragma unroll
+    for (int k = 0; k < RMS_VEC_MAX; k++) {
+        int i = threadIdx.x + k * RMS_FAST_THREADS;
+        if (i >= nv) break;
+        v[k] = xr[i];
+        wv[k] = load4(w, i);
+        if (ADD) {
+            float4 a = yr[i];
+            v[k] = make_float4(__fadd_rn(v[k].x, a.x), __fadd_rn(v[k].y, a.y), __fadd_rn(v[k].z, a.z),
+                               __fadd_rn(v[k].w, a.w));
+            xr[i] = v[k];
+        }
+        ss = __fmaf_rn(v[k].x, v[k].x, ss);
+        ss = __fmaf_rn(v[k].y, v[k].y, ss);
+        ss = __fmaf_rn(v[k].z, v[k].z, ss);
+        ss = __fmaf_rn(v[k].w, v[k].w, ss);
+    }
+    __shared__ float part[RMS_FAST_THREADS / 32];
+    for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    if (threadIdx.x % 32 == 0) part[threadIdx.x / 32] = ss;
+    __syncthreads();
+    float tot = 0.0f;
+#pragma unroll
+    for (int i = 0; i < RMS_FAST_THREADS / 32; i++) tot += part[i];
+    float scale = rsqrtf(tot / (float)width + eps);
+#pragma unroll
+    for (int k = 0; k < RMS_VEC_MAX; k++) {
+        int i = threadIdx.x + k * RMS_FAST_THREADS;
+        if (i >= nv) break;
+        orow[i] = make_float4(__fmul_rn(__fmul_rn(v[k].x, scale), wv[k].x), __fmul_rn(__fmul_rn(v[k].y, scale), wv[k].y),
+                              __fmul_rn(__fmul_rn(v[k].z, scale), wv[k].z), __fmul_rn(__fmul_rn(v[k].w, scale), wv[k].w));
+    }
+}
+
+/* The fast path when it applies; false otherwise. */
+template <bool ADD>
+static bool rmsnorm_fast(cuda_ctx *c, float *out, float *x, const float *y, const sd_tensor *w, int rows, int width,
+                         float eps) {
+    if (width % 4 || width > RMS_VEC_MAX * 4 * RMS_FAST_THREADS || (uintptr_t)x % 16 || (uintptr_t)out % 16 ||
+        (ADD && (uintptr_t)y % 16) || (uintptr_t)w->data % 16)
+        return false;
+    switch (w->data_type) {
+    case SD_F32:
+        k_rmsnorm_fast<ADD, float><<<rows, RMS_FAST_THREADS, 0, c->stream>>>(out, x, y, (const float *)w->data, width, eps);
+        break;
+    case SD_F16:
+        k_rmsnorm_fast<ADD, __half><<<rows, RMS_FAST_THREADS, 0, c->stream>>>(out, x, y, (const __half *)w->data, width, eps);
+        break;
+    case SD_BF16:
+        k_rmsnorm_fast<ADD, __nv_bfloat16><<<rows, RMS_FAST_THREADS, 0, c->stream>>>(out, x, y, (const __nv_bfloat16 *)w->data,
+                                                                      width, eps);
+        break;
+    default: return false;
+    }
+    CUDA_LAUNCHED(c, ADD ? "add_rmsnorm" : "rmsnorm");
+    return true;
+}
+
 static int rms_threads(int width) { return width >= RMS_MAX_THREADS ? RMS_MAX_THREADS : ((width + 31) / 32) * 32; }
 
 void cuda_rmsnorm(cuda_ctx *c, float *out, const float *x, const sd_tensor *w, int rows, int width, float eps) {
     /* x is only read (ADD false) */
+    if (rmsnorm_fast<false>(c, out, (float *)x, nullptr, w, rows, width, eps)) return;
     k_rmsnorm<false><<<rows, rms_threads(width), 0, c->stream>>>(out, (float *)x, (const float *)nullptr, w->data,
                                                                  w->data_type, width, eps);
     CUDA_LAUNCHED(c, "rmsnorm");
@@ -67,6 +180,7 @@ void cuda_rmsnorm(cuda_ctx *c, float *out, const float *x, const sd_tensor *w, i
 
 void cuda_add_rmsnorm(cuda_ctx *c, float *out, float *x, const float *y, const sd_tensor *w, int rows, int width,
                       float eps) {
+    if (rmsnorm_fast<true>(c, out, x, y, w, rows, width, eps)) return;
     k_rmsnorm<true><<<rows, rms_threads(width), 0, c->stream>>>(out, x, y, w->data, w->data_type, width, eps);
     CUDA_LAUNCHED(c, "add_rmsnorm");
 }
