@@ -16,12 +16,14 @@
 #   steps     bench_cuda --steps: one decode step's attention at advancing positions, graph replay vs op by
 #             op (what uploading only the changed descriptors leaves per step)
 #   decode    plain decode bandwidth, F16 and Q8_0 with CUDA graphs on and off, Q4_K_M with graphs on
-#   prefill   a ~4000-token prompt on the F16 slice (cuBLAS GEMMs, tiled attention): prefill tokens/s
+#   prefill   a ~4000-token prompt on the F16 slice (cuBLAS GEMMs, tiled attention; F16 and F32 KV cache) and a
+#             1500-token one on the Q4_K_M slice: prefill tokens/s
 #   verify    the verify cost curve T(k+1)/T(1) for k = 1, 2, 4, 7, 8 (specd bench --sweep)
 #   batch     continuous batching: aggregate tokens/s and latency at 1, 4, 8, 16 concurrent (specd bench --concurrency),
 #             and at 8 without step graphs
 #   longctx   decode with a 4096- and a 32768-position cache (the split-attention plan)
 #   profile   ncu: time and DRAM bytes of every kernel of one decode step (F16, Q8_0, Q4_K_M slices, graphs off)
+#   profprefill  ncu: the kernels of two prefill passes in the middle of the F16 slice's ~3900-token prompt
 #   sass      SASS facts of the CUDA kernels in specd: shared atomics (ATOMS), local memory (LDL/STL)
 # Binaries come from .gpu/ (tools/gpu_prep.sh, run where the project builds) or else build/gpu/.
 set -uo pipefail
@@ -121,6 +123,14 @@ LONG4K=$(for i in $(seq 1 260); do printf 'alpha beta gamma delta epsilon '; don
 step prefill 60 "$SPECD generate -m $G_F16 -p '$LONG4K' -n 4 --plain --device cuda --ctx 8192 2>&1 >/dev/null \
   | grep -E 'prompt tokens|backend' | sed 's|^|prefill F16 slice: |'"
 
+# the same with every kernel loaded at start (CUDA loads modules lazily, at a kernel's first launch: cuBLAS's
+# GEMM kernels load inside the timed prefill)
+step prefill 60 "CUDA_MODULE_LOADING=EAGER $SPECD generate -m $G_F16 -p '$LONG4K' -n 4 --plain --device cuda --ctx 8192 \
+  2>&1 >/dev/null | grep -E 'prompt tokens' | sed 's|^|prefill F16 slice, eager loading: |'"
+# the same prompt with an F32 KV cache (session 4's prefill figure was taken before the F16 paged cache)
+step prefill 60 "$SPECD generate -m $G_F16 -p '$LONG4K' -n 4 --plain --device cuda --ctx 8192 --kv-type f32 2>&1 \
+  >/dev/null | grep -E 'prompt tokens' | sed 's|^|prefill F16 slice, f32 KV: |'"
+
 step sampled 60 "$SPECD generate -m $G_F16 -p 'Once upon a time' -n 256 --plain --device cuda --ctx 4096 \
   --temp 0.8 --top-p 0.95 2>&1 >/dev/null | sed 's|^|sampled t=0.8 top-p 0.95: |'"
 step sampled 60 "$SPECD generate -m $G_F16 -p 'Once upon a time' -n 256 --plain --device cuda --ctx 4096 \
@@ -163,6 +173,12 @@ for m in "$G_F16" "$G_Q8" "$G_Q4"; do
     --metrics gpu__time_duration.sum,dram__bytes_read.sum --csv $SPECD generate -m $m -p 'Once upon a time' -n 6 \
     --plain --device cuda --ctx 4096 > $W/prof.csv 2>/dev/null; python3 -c '$PROF_PY' $W/prof.csv | sed 's|^|$(basename "$m"): |'"
 done
+
+# Prefill, kernel by kernel: two passes of 128 rows in the middle of the 3902-token prompt (a pass is ~230
+# launches: per layer norms, F16 conversions, cuBLAS, rope, K/V store, tiled attention, SwiGLU).
+step profprefill 120 "SPECD_CUDA_GRAPHS=0 ncu --clock-control none --launch-skip 3450 --launch-count 460 \
+  --metrics gpu__time_duration.sum,dram__bytes_read.sum --csv $SPECD generate -m $G_F16 -p '$LONG4K' -n 1 \
+  --plain --device cuda --ctx 8192 > $W/profp.csv 2>/dev/null; python3 -c '$PROF_PY' $W/profp.csv | sed 's|^|prefill: |'"
 
 step sass 60 "for f in $SPECD; do echo \"== \$f\"; cuobjdump --dump-sass \$f > $W/sass.txt; \
   printf 'ATOMS %s  LDL %s  STL %s  functions %s\n' \$(grep -c ATOMS $W/sass.txt) \$(grep -c 'LDL' $W/sass.txt) \

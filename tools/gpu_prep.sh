@@ -22,7 +22,13 @@ if [ -d ../shared/models ]; then cp -r ../shared/models .gpu/shared/; else echo 
 # llama.cpp's quantized files of the shared base model (test_cuda's quantized-type test), not the F32/F16 ones
 if [ -d ../shared/quant ]; then mkdir -p .gpu/shared/quant && cp ../shared/quant/base-[qi]*.gguf .gpu/shared/quant/; fi
 # The device tool carries at most 64 MiB; the folder is over that, so it travels as one gzip archive
-# (carry .gpu.tgz, then on the device: tar xzf .gpu.tgz && bash tools/gpu_check.sh).
+# (carry .gpu.tgz, then on the device: tar xzf .gpu.tgz && bash .gpu/gpu_check.sh).
+# The check script travels too (.gpu/gpu_check.sh cds to the folder above .gpu/), so a run can use this
+# checkout's version of it from any other checkout it is unpacked in (`bash .gpu/gpu_check.sh`).
+cp tools/gpu_check.sh .gpu/
 tar czf .gpu.tgz .gpu
-for p in /.gpu/ /.gpu.tgz; do grep -qx "$p" .git/info/exclude 2>/dev/null || echo "$p" >>.git/info/exclude; done
+# .git is a file in a worktree: ask git where the exclude list is
+EX=$(git rev-parse --git-path info/exclude)
+mkdir -p "$(dirname "$EX")"
+for p in /.gpu/ /.gpu.tgz; do grep -qx "$p" "$EX" 2>/dev/null || echo "$p" >>"$EX"; done
 du -sh .gpu .gpu.tgz
