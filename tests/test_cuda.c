@@ -535,6 +535,8 @@ static void test_attention_long_context(void) {
     attention_case(17, 4, 4, 128, ctx, prefill_pos0s, 3, false);
     g_kv_type = SD_F16;
     attention_case(33, 4, 2, 256, 1200, prefill_pos0s, 3, false);
+    /* head_dim 36: rows not whole 16-byte loads of halves, so the tile is staged element by element */
+    attention_case(20, 4, 2, 36, 1200, prefill_pos0s, 3, false);
 }
 
 /* A step graph recorded at one position and replayed at others, before and after: the split plan comes

@@ -246,10 +246,58 @@ __global__ void __launch_bounds__(ATT_MAX_HEAD_DIM) k_attention_merge(float *out
 
 static size_t tiled_smem(int hd) { return sizeof(float) * ((size_t)ATT_TQ * hd + (size_t)ATT_TK * (hd + 1) + (size_t)ATT_TK * hd); }
 
+/* Stages a tile of K and V rows (srow: their offsets, -1 for none) as floats, 16-byte loads: the rows' offsets
+ * are looked up once per tile (srow), and each thread issues ATT_STAGE_V independent loads before it stores
+ * any. (Staging element by element, each load behind its block-table lookup, kept one load in flight per
+ * thread: on the H200 the tiled kernel took 90% of a prefill pass, 2.3 ms a layer at 2000 positions.) */
+#define ATT_STAGE_V 8
+
+__device__ __forceinline__ void unpack16(float (&f)[8], const uint4 &r, const float *) {
+    const float *p = (const float *)&r;
+    f[0] = p[0]; f[1] = p[1]; f[2] = p[2]; f[3] = p[3];
+}
+__device__ __forceinline__ void unpack16(float (&f)[8], const uint4 &r, const __half *) {
+    const __half2 *h = (const __half2 *)&r;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        float2 v = __half22float2(h[i]);
+        f[2 * i] = v.x;
+        f[2 * i + 1] = v.y;
+    }
+}
+
+template <typename T>
+__device__ __forceinline__ void stage_tile_vec(float *Ks, float *Vs, const T *kc, const T *vc, const int64_t *srow,
+                                               int head_dim) {
+    constexpr int VE = 16 / sizeof(T); /* elements per load */
+    int vpr = head_dim / VE, nvec = ATT_TK * vpr; /* loads per row, per K (and per V) */
+    for (int base = 0; base < 2 * nvec; base += ATT_STAGE_V * ATT_WARPS * 32) {
+        uint4 r[ATT_STAGE_V];
+#pragma unroll
+        for (int u = 0; u < ATT_STAGE_V; u++) {
+            int v = base + u * ATT_WARPS * 32 + threadIdx.x, isv = v >= nvec, w = v - isv * nvec;
+            int64_t off = v < 2 * nvec ? srow[w / vpr] : -1;
+            r[u] = off >= 0 ? __ldg((const uint4 *)((isv ? vc : kc) + off) + w % vpr) : make_uint4(0, 0, 0, 0);
+        }
+#pragma unroll
+        for (int u = 0; u < ATT_STAGE_V; u++) {
+            int v = base + u * ATT_WARPS * 32 + threadIdx.x, isv = v >= nvec, w = v - isv * nvec;
+            if (v >= 2 * nvec) break;
+            int j = w / vpr, d = (w % vpr) * VE;
+            float f[8];
+            unpack16(f, r[u], kc);
+            float *dst = isv ? Vs + j * head_dim + d : Ks + j * (head_dim + 1) + d;
+#pragma unroll
+            for (int e = 0; e < VE; e++) dst[e] = f[e];
+        }
+    }
+}
+
+/* vec: K/V rows start 16-byte aligned and head_dim fills whole 16-byte loads (stage_tile_vec). */
 template <typename T>
 __global__ void __launch_bounds__(ATT_WARPS * 32) k_attention_tiled(float *out, const float *q, const T *kc, const T *vc,
                                                                     const int32_t *tab, int pos0, int n, int n_heads,
-                                                                    int n_kv_heads, int head_dim, int kv_dim) {
+                                                                    int n_kv_heads, int head_dim, int kv_dim, bool vec) {
     extern __shared__ float sm_tiled[];
     float *Qs = sm_tiled, *Ks = Qs + ATT_TQ * head_dim, *Vs = Ks + ATT_TK * (head_dim + 1);
     int h = blockIdx.y, kvh = h / (n_heads / n_kv_heads);
@@ -271,14 +319,22 @@ __global__ void __launch_bounds__(ATT_WARPS * 32) k_attention_tiled(float *out, 
         for (int i = 0; i < ATT_MAX_PER_LANE; i++) acc[a][i] = 0.0f;
     }
     int last = pos0 + t0 + nq - 1; /* the block's last query attends 0..last */
+    __shared__ int64_t srow[ATT_TK]; /* the tile's K/V rows' offsets (elements); -1 past last */
     for (int p0 = 0; p0 <= last; p0 += ATT_TK) {
         __syncthreads(); /* the previous tile is consumed (and Q is staged, the first time) */
-        for (int i = threadIdx.x; i < ATT_TK * head_dim; i += blockDim.x) {
-            int j = i / head_dim, d = i % head_dim, p = p0 + j;
-            size_t off = p <= last ? kv_row(tab, p) * kv_dim + (size_t)kvh * head_dim + d : 0;
-            Ks[j * (head_dim + 1) + d] = p <= last ? kv_f(kc, off) : 0.0f;
-            Vs[j * head_dim + d] = p <= last ? kv_f(vc, off) : 0.0f;
+        if (threadIdx.x < ATT_TK) {
+            int p = p0 + threadIdx.x;
+            srow[threadIdx.x] = p <= last ? (int64_t)kv_row(tab, p) * kv_dim + (int64_t)kvh * head_dim : -1;
         }
+        __syncthreads();
+        if (vec) stage_tile_vec(Ks, Vs, kc, vc, srow, head_dim);
+        else
+            for (int i = threadIdx.x; i < ATT_TK * head_dim; i += blockDim.x) {
+                int j = i / head_dim, d = i % head_dim;
+                int64_t off = srow[j];
+                Ks[j * (head_dim + 1) + d] = off >= 0 ? kv_f(kc, (size_t)off + d) : 0.0f;
+                Vs[j * head_dim + d] = off >= 0 ? kv_f(vc, (size_t)off + d) : 0.0f;
+            }
         __syncthreads();
 #pragma unroll
         for (int a = 0; a < QW; a++) {
@@ -287,8 +343,16 @@ __global__ void __launch_bounds__(ATT_WARPS * 32) k_attention_tiled(float *out, 
             int qpos = pos0 + t0 + t, p = p0 + lane;
             bool valid = lane < ATT_TK && p <= qpos;
             float s = 0.0f;
-            if (valid)
-                for (int d = 0; d < head_dim; d++) s += Qs[t * head_dim + d] * Ks[lane * (head_dim + 1) + d];
+            if (valid) { /* four chains of FMAs, not one 128 long */
+                float s4[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+                const float *qr = Qs + t * head_dim, *kr = Ks + lane * (head_dim + 1);
+                int d = 0;
+                for (; d + 4 <= head_dim; d += 4)
+#pragma unroll
+                    for (int u = 0; u < 4; u++) s4[u] += qr[d + u] * kr[d + u];
+                for (; d < head_dim; d++) s4[0] += qr[d] * kr[d];
+                s = (s4[0] + s4[1]) + (s4[2] + s4[3]);
+            }
             float tmax = valid ? s : -INFINITY;
             for (int o = 16; o > 0; o >>= 1) tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, o));
             if (tmax == -INFINITY) continue; /* no position of this tile is visible to this query */
@@ -423,6 +487,8 @@ static void attention_t(cuda_ctx *c, float *out, const float *q, const T *kc, co
                         int n_kv_heads, int head_dim, int kv_dim) {
     int n = c->kv_n_rows;
     if (n > ATT_SPLIT_MAX_N) {
+        constexpr int ve = 16 / sizeof(T);
+        bool vec = head_dim % ve == 0 && kv_dim % ve == 0 && (uintptr_t)kc % 16 == 0 && (uintptr_t)vc % 16 == 0;
         int run0 = 0;
         for (int i = 0; i < c->kv_n_spans; i++) {
             const cuda_kv_span *sp = &c->kv_span[i];
@@ -432,7 +498,8 @@ static void attention_t(cuda_ctx *c, float *out, const float *q, const T *kc, co
             size_t qo = (size_t)sp->row * n_heads * head_dim;
             dim3 grid((unsigned)((sp->n + ATT_TQ - 1) / ATT_TQ), (unsigned)n_heads);
             k_attention_tiled<T><<<grid, ATT_WARPS * 32, tiled_smem(head_dim), c->stream>>>(
-                out + qo, q + qo, kc, vc, c->kv_tabs + sp->tab, sp->pos0, sp->n, n_heads, n_kv_heads, head_dim, kv_dim);
+                out + qo, q + qo, kc, vc, c->kv_tabs + sp->tab, sp->pos0, sp->n, n_heads, n_kv_heads, head_dim, kv_dim,
+                vec);
             CUDA_LAUNCHED(c, "attention (tiled prefill)");
         }
         attention_rows(c, out, q, kc, vc, run0, n, n_heads, n_kv_heads, head_dim, kv_dim);
