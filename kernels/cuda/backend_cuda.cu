@@ -41,11 +41,11 @@ typedef struct cuda_backend {
 } cuda_backend;
 
 static cuda_backend *cb_of(sd_backend *b) { return (cuda_backend *)b->impl; }
-/* Every entry point but matmul reaches the context through ctx_of, which forgets the quantized activations
- * of the last Q8_0 product (matmul.cu): any op may rewrite them, so only back-to-back products on the same
- * input (q/k/v, gate/up) reuse them. */
+/* Every entry point but matmul reaches the context through ctx_of, which forgets the converted activations
+ * of the last products (int8 for the quantized kernels, F16 for cuBLAS; matmul.cu): any op may rewrite them,
+ * so only back-to-back products on the same input (q/k/v, gate/up) reuse them. */
 static cuda_ctx *ctx_of(sd_backend *b) {
-    cb_of(b)->c.q8_src = NULL;
+    cuda_forget_inputs(&cb_of(b)->c);
     return &cb_of(b)->c;
 }
 
@@ -443,7 +443,7 @@ static void graphs_forget(cuda_backend *cb) {
 static int c_graph_begin(sd_backend *b, const uint64_t *key, int key_len, const int32_t *tokens, int n, int pos0) {
     cuda_backend *cb = cb_of(b);
     cuda_ctx *c = &cb->c;
-    c->q8_src = NULL;
+    cuda_forget_inputs(c);
     if (!c->graphs_enabled || n < 1 || n > SD_CUDA_STEP_MAX || key_len > GRAPH_KEY_MAX) return 0;
     /* pos0 and the ids where the step's kernels read them, uploaded with the rows kv_spans changed (one
      * copy, before any recording starts) */
@@ -470,7 +470,7 @@ static int c_graph_begin(sd_backend *b, const uint64_t *key, int key_len, const 
 static int c_graph_end(sd_backend *b) {
     cuda_backend *cb = cb_of(b);
     cuda_ctx *c = &cb->c;
-    c->q8_src = NULL;
+    cuda_forget_inputs(c);
     if (!cb->capturing) return 0;
     cb->capturing = false;
     c->stepping = false;

@@ -55,6 +55,9 @@ typedef struct cuda_ctx {
     const float *q8_src;  /* the activations q8_x holds ([q8_n][q8_src_cols]); NULL after any other op */
     int q8_n;
     int64_t q8_src_cols;
+    const float *f16_src; /* the activations scratch holds as scaled F16 for cuBLAS ([f16_n][f16_cols]), the same way */
+    int f16_n;
+    int64_t f16_cols;
     float *gemm_scal;     /* [3] device scalars of F16 cuBLAS products (matmul.cu): max |x|, alpha, beta */
     void *samp_ws;        /* sample.cu's per-row states, allocated on first use */
     int32_t *ids;         /* small id buffer for embed gathers and argmax results, grown outside steps */
@@ -90,6 +93,12 @@ typedef struct cuda_ctx {
 #define MV_MAX_N 16         /* matmul: up to this many rows read the weights once (matvec kernels) */
 #define MQ_THREADS 128      /* threads of a quantized-type matrix-vector block (matmul_q.cu) */
 #define TC_MAX_N 64         /* F16/BF16 matmul: up to this many rows on tensor cores (matmul_tc.cu) */
+
+/* Forgets the converted activations (q8_x, scratch): any op but a product may rewrite their source. */
+static inline void cuda_forget_inputs(cuda_ctx *c) {
+    c->q8_src = NULL;
+    c->f16_src = NULL;
+}
 
 /* Records a failure in the sticky error (the first one wins) and logs it. */
 void cuda_fail(cuda_ctx *c, cudaError_t e, const char *what, const char *file, int line);

@@ -237,7 +237,14 @@ __global__ void __launch_bounds__(256) k_absmax(unsigned *gs, const float *x, si
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < count; i += (size_t)gridDim.x * blockDim.x)
         m = fmaxf(m, fabsf(x[i]));
     for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
-    if (threadIdx.x % 32 == 0) atomicMax(gs, __float_as_uint(m));
+    /* one atomic per block, not per warp (2112 atomics on one word took 7 us a call on the H200) */
+    __shared__ float part[8];
+    if (threadIdx.x % 32 == 0) part[threadIdx.x / 32] = m;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        for (int w = 1; w < 8; w++) m = fmaxf(m, part[w]);
+        atomicMax(gs, __float_as_uint(m));
+    }
 }
 
 __global__ void __launch_bounds__(256) k_f32_to_f16_scaled(__half *dst, const float *src, size_t count, float *gs) {
@@ -298,6 +305,8 @@ static void gemm_ex(cuda_ctx *c, float *out, int64_t ldo, const void *W, cudaDat
 }
 
 const void *cuda_gemm_f16_input(cuda_ctx *c, const float *x, int n, int64_t cols) {
+    if (c->f16_src == x && c->f16_n == n && c->f16_cols == cols) return c->scratch; /* converted already */
+    c->f16_src = NULL;
     size_t count = (size_t)n * (size_t)cols;
     __half *xs = (__half *)scratch(c, count * 2);
     if (!xs) {
@@ -308,7 +317,11 @@ const void *cuda_gemm_f16_input(cuda_ctx *c, const float *x, int n, int64_t cols
     k_absmax<<<264, 256, 0, c->stream>>>((unsigned *)c->gemm_scal, x, count);
     if (!CUDA_LAUNCHED(c, "absmax (F16 prefill)")) return NULL;
     k_f32_to_f16_scaled<<<(unsigned)((count + 255) / 256), 256, 0, c->stream>>>(xs, x, count, c->gemm_scal);
-    return CUDA_LAUNCHED(c, "f32 to f16 (scaled)") ? xs : NULL;
+    if (!CUDA_LAUNCHED(c, "f32 to f16 (scaled)")) return NULL;
+    c->f16_src = x;
+    c->f16_n = n;
+    c->f16_cols = cols;
+    return xs;
 }
 
 void cuda_gemm_f16(cuda_ctx *c, float *out, int64_t ldo, const void *W, int64_t rows, int64_t cols, const void *xs,
@@ -324,6 +337,7 @@ static bool gemm_cublas(cuda_ctx *c, float *out, const sd_tensor *w, const float
         return true;
     }
     if (w->data_type != SD_BF16) return false;
+    c->f16_src = NULL; /* the scratch buffer is about to hold BF16 */
     size_t count = (size_t)n * (size_t)w->cols;
     __nv_bfloat16 *xs = (__nv_bfloat16 *)scratch(c, count * 2);
     if (!xs) {
@@ -336,9 +350,11 @@ static bool gemm_cublas(cuda_ctx *c, float *out, const sd_tensor *w, const float
 }
 
 void cuda_matmul(cuda_ctx *c, float *out, const sd_tensor *w, const float *x, int n) {
-    /* the product's output must not be activations still held quantized */
+    /* the product's output must not be activations still held converted */
     if (c->q8_src && out < c->q8_src + (size_t)c->q8_n * c->q8_src_cols && c->q8_src < out + (size_t)n * w->rows)
         c->q8_src = NULL;
+    if (c->f16_src && out < c->f16_src + (size_t)c->f16_n * c->f16_cols && c->f16_src < out + (size_t)n * w->rows)
+        c->f16_src = NULL;
     if (cuda_matmul_quant(c, out, w, x, n)) return;
     if (c->tc && cuda_matmul_tc(c, out, w, x, n)) return;
     if (n <= MV_MAX_N) {
