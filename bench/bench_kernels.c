@@ -232,13 +232,13 @@ static double fma_peak(sd_simd lv) { return 0; }
 
 /* One pass of a kernel over every matrix of the set on this thread, by path; CPU seconds. */
 static double kernel_pass(const sd_cpu_kernels *k, const bench_set *s, int n, int path, const float *x,
-                          const int8_t *xq, const float *xd, const int32_t *xs, float *out) {
+                          const int8_t *xq, const float *xd, const int32_t *xs, const sd_act_group *xg, float *out) {
     double t0 = cpu_now_s();
     for (int i = 0; i < s->count; i++) {
         const sd_tensor *w = &s->w[i];
         int ti = w->type == SD_F32 ? SD_MM_F32 : w->type == SD_F16 ? SD_MM_F16 : w->type == SD_BF16 ? SD_MM_BF16 : SD_MM_Q8_0;
         sd_mm_job j = {.out = out, .out_stride = w->rows, .w = w->host, .row_bytes = sd_dtype_row_bytes(w->type, w->cols),
-                       .cols = w->cols, .x = x, .xq = xq, .xd = xd, .xs = xs, .n = n, .type = w->type, .path = path};
+                       .cols = w->cols, .x = x, .xq = xq, .xd = xd, .xs = xs, .xg = xg, .n = n, .type = w->type, .path = path};
         k->mm[ti](&j, 0, w->rows);
     }
     return cpu_now_s() - t0;
@@ -258,6 +258,7 @@ static int bench_rows(const int *types, int n_types) {
     int8_t *xq = malloc((size_t)nmax * cols);
     float *xd = malloc(sizeof(float) * nmax * cols / 32);
     int32_t *xs = malloc(sizeof(int32_t) * nmax * cols / 32);
+    sd_act_group *xg = malloc(sizeof(sd_act_group) * nmax * cols / 256);
     for (int i = 0; i < nmax * cols; i++) x[i] = (float)((int)(rnd() % 2001) - 1000) * 1e-3f;
     printf("matmul GFLOPS by activation rows (small-row path / blocked path, %% of the level's FMA peak for the\n"
            "faster; * marks the path the kernel's crossover takes): weights from memory, 1 thread, CPU time\n");
@@ -274,12 +275,14 @@ static int bench_rows(const int *types, int n_types) {
             for (int a = 0; a < n_ns; a++) {
                 int n = ns[a];
                 /* quantized at 4096 columns; the 1024-column matrices read them at their own stride (timing only) */
-                for (int i = 0; i < n; i++)
+                for (int i = 0; i < n; i++) {
                     sd_quant_act_q8(x + (size_t)i * cols, cols, xq + (size_t)i * cols, xd + (size_t)i * cols / 32, xs + (size_t)i * cols / 32);
+                    sd_act_groups_ref(xq + (size_t)i * cols, xd + (size_t)i * cols / 32, xs + (size_t)i * cols / 32, cols, xg + i, n);
+                }
                 double best[2] = {1e30, 1e30};
                 for (int r = 0; r < 3; r++)
                     for (int p = 0; p < 2; p++) {
-                        double t = kernel_pass(k, &s, n, p ? SD_MM_BLOCKED : SD_MM_SMALL, x, xq, xd, xs, out);
+                        double t = kernel_pass(k, &s, n, p ? SD_MM_BLOCKED : SD_MM_SMALL, x, xq, xd, xs, xg, out);
                         if (t < best[p]) best[p] = t;
                     }
                 double g[2], flops = 2.0 * s.count * 4096 * 1024 * n;
@@ -294,7 +297,7 @@ static int bench_rows(const int *types, int n_types) {
             free(s.mem);
         }
     }
-    free(x), free(out), free(xq), free(xd), free(xs);
+    free(x), free(out), free(xq), free(xd), free(xs), free(xg);
     return 0;
 }
 

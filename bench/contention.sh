@@ -9,13 +9,16 @@
 # figures are medians over ROUNDS and the slowdown is quiet / with-hog tokens per second. The hog is a
 # busy loop in its own session (setsid): with kernel.sched_autogroup_enabled=1 each session gets an equal
 # CPU share, so it takes one core's worth from a two-thread decode however the scheduler groups things.
-# Settings (environment): VS_TYPES ("f16"), THREADS (2), ROUNDS (3), GEN (32), BUILD (build).
+# Settings (environment): VS_TYPES ("f16"), THREADS (2), ROUNDS (2), GEN (16), BUILD (build), RUN_LIMIT (60:
+# seconds one run may take; llama.cpp's spinning threads can slow to well under a token per second beside
+# the hog, and a run past the limit counts as 0 tokens/s, so the whole script ends in a few minutes).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 THREADS=${THREADS:-2}
-ROUNDS=${ROUNDS:-3}
-GEN=${GEN:-32}
+ROUNDS=${ROUNDS:-2}
+GEN=${GEN:-16}
+RUN_LIMIT=${RUN_LIMIT:-60}
 VS_TYPES=${VS_TYPES:-f16}
 make -s "$BUILD/specd" "$BUILD/bench_decode" >/dev/null || exit 1
 source bench/models.sh
@@ -34,14 +37,24 @@ stop_hog() { [ -n "$hog" ] && kill "$hog" 2>/dev/null && wait "$hog" 2>/dev/null
 trap 'stop_hog; rm -rf "$tmp"' EXIT
 start_hog() { setsid bash -c 'while :; do :; done' & hog=$!; sleep 0.5; }
 
-specd_tps() { "$BUILD/bench_decode" -t "$THREADS" -n "$GEN" --no-probe "$1" | awk '/^RESULT tokens\/s decode/ { print $5 }'; }
+# One run's tokens/s, or 0 when it took longer than RUN_LIMIT seconds.
+limited() {
+  timeout "$RUN_LIMIT" "$@"
+  local rc=$?
+  [ $rc -eq 124 ] && echo "contention: $(basename "$1") passed ${RUN_LIMIT}s: counted as 0 tokens/s" >&2
+  [ $rc -ne 0 ] && [ $rc -ne 124 ] && echo "contention: $(basename "$1") failed (exit $rc)" >&2
+  return 0
+}
+specd_tps() {
+  limited "$BUILD/bench_decode" -t "$THREADS" -n "$GEN" --no-probe "$1" | awk '/^RESULT tokens\/s decode/ { v = $5 } END { print v + 0 }'
+}
 llama_tps() {
-  "$LB" -m "$1" -t "$THREADS" -p 0 -n "$GEN" -r 1 -o csv 2>/dev/null |
+  limited "$LB" -m "$1" -t "$THREADS" -p 0 -n "$GEN" -r 1 -o csv 2>/dev/null |
     awk -F'","' 'NR == 1 { gsub(/"/, ""); n = split($0, h, ","); for (i = 1; i <= n; i++) col[h[i]] = i; next }
-      { gsub(/^"|"$/, ""); print $col["avg_ts"] }'
+      { gsub(/^"|"$/, ""); v = $col["avg_ts"] } END { print v + 0 }'
 }
 
-echo "decode beside a one-core hog: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) CPUs, -t $THREADS, $GEN tokens, $ROUNDS rounds"
+echo "decode beside a one-core hog: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) CPUs, -t $THREADS, $GEN tokens, $ROUNDS rounds, ${RUN_LIMIT}s per run at most"
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 progs=(specd)
 [ -n "$LB" ] && progs+=(llama)

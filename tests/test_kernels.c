@@ -324,12 +324,16 @@ static void check_paths(int type, int64_t rows, int64_t cols, int n) {
     int8_t *xq = malloc((size_t)(n * cols));
     float *xd = malloc(sizeof(float) * (size_t)(n * nb + 1));
     int32_t *xsum = malloc(sizeof(int32_t) * (size_t)(n * nb + 1));
+    sd_act_group *xg = malloc(sizeof(sd_act_group) * (size_t)(n * ((cols + 255) / 256)));
     for (int64_t i = 0; i < n * cols; i++) x[i] = frand();
     if (type == SD_Q8_0)
-        for (int i = 0; i < n; i++) sd_quant_act_q8(x + i * cols, cols, xq + i * cols, xd + i * nb, xsum + i * nb);
+        for (int i = 0; i < n; i++) {
+            sd_quant_act_q8(x + i * cols, cols, xq + i * cols, xd + i * nb, xsum + i * nb);
+            sd_act_groups_ref(xq + i * cols, xd + i * nb, xsum + i * nb, cols, xg + i, n);
+        }
     int ti = type == SD_F32 ? SD_MM_F32 : type == SD_F16 ? SD_MM_F16 : type == SD_BF16 ? SD_MM_BF16 : SD_MM_Q8_0;
     sd_mm_job j = {.out_stride = rows, .w = w, .row_bytes = sd_dtype_row_bytes(type, cols), .cols = cols, .x = x,
-                   .xq = xq, .xd = xd, .xs = xsum, .n = n, .type = type};
+                   .xq = xq, .xd = xd, .xs = xsum, .xg = xg, .n = n, .type = type};
     for (int s = 0; s <= (int)sd_simd_detect(); s++) {
         const sd_cpu_kernels *k = sd_simd_kernels((sd_simd)s);
         j.out = small;
@@ -339,7 +343,7 @@ static void check_paths(int type, int64_t rows, int64_t cols, int n) {
         CHECKF(memcmp(small, blocked, sizeof(float) * (size_t)(n * rows)) == 0, "%s %s %lldx%lld n=%d: blocked differs",
                sd_simd_name((sd_simd)s), sd_dtype_name(type), (long long)rows, (long long)cols, n);
     }
-    free(exact), free(x), free(small), free(blocked), free(w), free(xq), free(xd), free(xsum);
+    free(exact), free(x), free(small), free(blocked), free(w), free(xq), free(xd), free(xsum), free(xg);
 }
 
 static void test_matmul_blocked_paths(void) {
@@ -353,6 +357,8 @@ static void test_matmul_blocked_paths(void) {
                 for (size_t ni = 0; ni < sizeof ns / sizeof *ns; ni++)
                     if ((ri + ci + ni) % 2 == 0 || ns[ni] >= 33)
                         check_paths(types[ti], rows_set[ri], types[ti] == SD_Q8_0 ? cols_q[ci] : cols_f[ci], ns[ni]);
+    /* Q8_0 rows longer than its packed panel (17 groups of 8 blocks and one block), two activation groups */
+    check_paths(SD_Q8_0, 21, 4384, 67);
     /* every activation count 1..70 on one shape per type */
     for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++)
         for (int n = 1; n <= 70; n++) check_paths(types[ti], 19, types[ti] == SD_Q8_0 ? 288 : 289, n);

@@ -279,13 +279,15 @@ static void cpu_matmul(sd_backend *b, float *out, const sd_tensor *w, const floa
             }
             im->xq_cap = need, im->xg_cap = ngrp;
         }
+        /* the records by group: SD_MM_QUANT always, Q8_0 where its blocked product runs */
+        int groups = ti == SD_MM_QUANT || n >= im->k->block_min[ti];
         for (int i = 0; i < n; i++) {
             size_t o = (size_t)i * (size_t)w->cols, ob = (size_t)i * (size_t)(w->cols / SD_QK8_0);
             im->k->quant_act(x + o, w->cols, im->xq + o, im->xd + ob, im->xs + ob);
-            if (ti == SD_MM_QUANT) im->k->act_groups(im->xq + o, im->xd + ob, im->xs + ob, w->cols, im->xg + i, n);
+            if (groups) im->k->act_groups(im->xq + o, im->xd + ob, im->xs + ob, w->cols, im->xg + i, n);
         }
         t.job.xq = im->xq;
-        t.job.xg = im->xg;
+        t.job.xg = groups ? im->xg : NULL;
         t.job.xd = im->xd;
         t.job.xs = im->xs;
     }

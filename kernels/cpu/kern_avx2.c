@@ -26,10 +26,11 @@
 #define QR_FEW 1
 #define QR_MANY 1
 #define QN_MAX 6
-#define MB_MIN_F16 9 /* blocked from 9 activations; F32 and Q8_0 measured no faster blocked */
+#define MB_MIN_F16 9 /* blocked from 9 activations; F32 measured no faster blocked */
 #define MB_R 3      /* blocked register tile 3 rows x 4 activations: 12 accumulators + 3 weight vectors + */
 #define MB_N 4      /* one activation vector = the 16 registers (2 x 5 measured 5-10% slower, 2 x 6 too) */
 #define MB_ROWS 24  /* rows per block: a multiple of MB_R */
+#define MB_MIN_Q8 9 /* Q8_0 blocked (q8b_tmpl.h) from 9 activations: 1.3-2x the small path at 12-64 */
 #define KNAME sd_kernels_avx2
 #define KLEVEL SD_SIMD_AVX2
 #define KSTR "avx2"

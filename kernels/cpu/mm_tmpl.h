@@ -255,12 +255,11 @@ TGT static inline __attribute__((always_inline)) void mm_group(const sd_mm_job *
  *       columns in panels of MB_COLS (the block's weights of a panel, MB_ROWS x MB_COLS, stay in L2)
  *         activation tiles of at most MB_N (N x MB_COLS floats stay in L1 for the whole block)
  *           register tiles of MB_R rows: accumulators from keep, the panel's columns, back to keep
- *     then each element's end (mm_finish / mmq_finish with R = N = 1).
+ *     then each element's end (mm_finish with R = N = 1).
  * Bitwise the small path's result: each accumulator runs the same FMA sequence over the same columns in
  * the same order, and keeping it in memory between panels changes no bit (batch invariance, tests).
- * Hook for another weight type (cpuq's SD_MM_QUANT kernels): a case in mmb_tile and mmb_finish that runs
- * that type's tile over columns [c0, c1) on accumulators loaded from and stored to keep, and its unit in
- * mmb_unit (panels are multiples of it). */
+ * Q8_0 has its own blocked product (q8b_tmpl.h: weights packed once per row block, no per-block
+ * reductions), since its tiles here could only run the small path's integer sums. */
 /* Activations from which the blocked path runs by default, per weight type (INT_MAX: never; a kernel file
  * sets what `bench_kernels --rows` measured for its level, docs/benchmarks.md). */
 #ifndef MB_MIN_F16 /* F16 and BF16 */
@@ -278,12 +277,6 @@ TGT static inline __attribute__((always_inline)) void mm_group(const sd_mm_job *
 #ifndef MB_N
 #define MB_N N_MAX
 #endif
-#ifndef MBQ_R
-#define MBQ_R QR_MANY
-#endif
-#ifndef MBQ_N
-#define MBQ_N QN_MAX
-#endif
 #ifndef MB_ROWS
 #define MB_ROWS 16
 #endif
@@ -292,60 +285,32 @@ TGT static inline __attribute__((always_inline)) void mm_group(const sd_mm_job *
 #define MB_COLS 256 /* a multiple of every type's unit */
 #endif
 
-/* Columns the accumulators cover (the rest is the element's end): whole blocks, for Q8_0 whole groups of 8. */
-static inline int64_t mmb_span(const sd_mm_job *j, int type) {
-    return type == SD_MM_Q8_0 ? j->cols / (8 * BLK) * (8 * BLK) : j->cols / BLK * BLK;
-}
-
 TGT static inline __attribute__((always_inline)) void mmb_tile(const sd_mm_job *j, int type, int64_t r, int i0,
                                                                const int R, const int N, int64_t c0, int64_t c1,
                                                                float *keep) {
-    if (type == SD_MM_Q8_0) {
-        __m256 acc[4][8];
-        const sd_block_q8_0 *rows[4];
-        mmq_tile_ptrs(j, r, R, rows);
+    V acc[4][8];
+    const uint8_t *rows[4];
+    const float *xs[8];
+    mm_tile_ptrs(j, r, i0, R, N, rows, xs);
 #pragma GCC unroll 4
-        for (int a = 0; a < R; a++)
+    for (int a = 0; a < R; a++)
 #pragma GCC unroll 8
-            for (int b = 0; b < N; b++) acc[a][b] = _mm256_load_ps(keep + (b * MB_ROWS + a) * VW);
-        mmq_cols(j, rows, i0, acc, R, N, c0 / BLK, c1 / BLK);
+        for (int b = 0; b < N; b++) acc[a][b] = VLOAD(keep + (b * MB_ROWS + a) * VW);
+    mm_cols(j, type, rows, xs, acc, R, N, c0, c1, BLK, 1);
 #pragma GCC unroll 4
-        for (int a = 0; a < R; a++)
+    for (int a = 0; a < R; a++)
 #pragma GCC unroll 8
-            for (int b = 0; b < N; b++) _mm256_store_ps(keep + (b * MB_ROWS + a) * VW, acc[a][b]);
-    } else {
-        V acc[4][8];
-        const uint8_t *rows[4];
-        const float *xs[8];
-        mm_tile_ptrs(j, r, i0, R, N, rows, xs);
-#pragma GCC unroll 4
-        for (int a = 0; a < R; a++)
-#pragma GCC unroll 8
-            for (int b = 0; b < N; b++) acc[a][b] = VLOAD(keep + (b * MB_ROWS + a) * VW);
-        mm_cols(j, type, rows, xs, acc, R, N, c0, c1, BLK, 1);
-#pragma GCC unroll 4
-        for (int a = 0; a < R; a++)
-#pragma GCC unroll 8
-            for (int b = 0; b < N; b++) VSTORE(keep + (b * MB_ROWS + a) * VW, acc[a][b]);
-    }
+        for (int b = 0; b < N; b++) VSTORE(keep + (b * MB_ROWS + a) * VW, acc[a][b]);
 }
 
 TGT static inline __attribute__((always_inline)) void mmb_finish(const sd_mm_job *j, int type, int64_t r, int i,
                                                                  const float *keep) {
-    if (type == SD_MM_Q8_0) {
-        __m256 acc[4][8];
-        const sd_block_q8_0 *rows[4];
-        mmq_tile_ptrs(j, r, 1, rows);
-        acc[0][0] = _mm256_load_ps(keep);
-        mmq_finish(j, r, i, rows, acc, 1, 1);
-    } else {
-        V acc[4][8];
-        const uint8_t *rows[4];
-        const float *xs[8];
-        mm_tile_ptrs(j, r, i, 1, 1, rows, xs);
-        acc[0][0] = VLOAD(keep);
-        mm_finish(j, type, r, i, rows, xs, acc, 1, 1);
-    }
+    V acc[4][8];
+    const uint8_t *rows[4];
+    const float *xs[8];
+    mm_tile_ptrs(j, r, i, 1, 1, rows, xs);
+    acc[0][0] = VLOAD(keep);
+    mm_finish(j, type, r, i, rows, xs, acc, 1, 1);
 }
 
 #define MBT(NT)                                                                                   \
@@ -363,13 +328,13 @@ TGT static inline __attribute__((always_inline)) int64_t mmb_rows(const sd_mm_jo
         MBT(3)
         MBT(4)
         MBT(5)
-#if MB_N >= 6 || MBQ_N >= 6
+#if MB_N >= 6
         MBT(6)
 #endif
-#if MB_N >= 7 || MBQ_N >= 7
+#if MB_N >= 7
         MBT(7)
 #endif
-#if MB_N >= 8 || MBQ_N >= 8
+#if MB_N >= 8
         MBT(8)
 #endif
     default: break;
@@ -379,9 +344,9 @@ TGT static inline __attribute__((always_inline)) int64_t mmb_rows(const sd_mm_jo
 
 TGT static inline __attribute__((always_inline)) void mm_blocked(const sd_mm_job *j, int type, int64_t r0, int64_t r1) {
     float keep[MB_ROWS * MB_ACTS * VW] __attribute__((aligned(64)));
-    const int R = type == SD_MM_Q8_0 ? MBQ_R : MB_R, nmax = type == SD_MM_Q8_0 ? MBQ_N : MB_N;
+    const int R = MB_R, nmax = MB_N;
     int n = j->n, groups = (n + MB_ACTS - 1) / MB_ACTS;
-    int64_t span = mmb_span(j, type);
+    int64_t span = j->cols / BLK * BLK; /* the accumulators' columns (the rest: each element's end) */
     for (int64_t rb = r0; rb < r1; rb += MB_ROWS) {
         int64_t re = rb + MB_ROWS < r1 ? rb + MB_ROWS : r1;
         for (int g = 0, g0 = 0; g < groups; g++) {
@@ -405,8 +370,8 @@ TGT static inline __attribute__((always_inline)) void mm_blocked(const sd_mm_job
 
 TGT static inline __attribute__((always_inline)) void mm_rows(const sd_mm_job *j, int type, int64_t r0, int64_t r1) {
     int64_t r = r0;
-    int block_min = type == SD_MM_Q8_0 ? MB_MIN_Q8 : type == SD_MM_F32 ? MB_MIN_F32 : MB_MIN_F16;
-    if (j->path == SD_MM_BLOCKED || (j->path == SD_MM_AUTO && j->n >= block_min)) {
+    int block_min = type == SD_MM_F32 ? MB_MIN_F32 : MB_MIN_F16;
+    if (type != SD_MM_Q8_0 && (j->path == SD_MM_BLOCKED || (j->path == SD_MM_AUTO && j->n >= block_min))) {
         mm_blocked(j, type, r0, r1);
         return;
     }
@@ -424,11 +389,16 @@ TGT static inline __attribute__((always_inline)) void mm_rows(const sd_mm_job *j
 }
 
 #include "kernels/cpu/quant_tmpl.h" /* mm_quant: the other quantized types (SD_MM_QUANT) */
+#include "kernels/cpu/q8b_tmpl.h"   /* q8b_mm: Q8_0 for many activations */
 
 TGT static void mm_f32(const sd_mm_job *j, int64_t r0, int64_t r1) { mm_rows(j, SD_MM_F32, r0, r1); }
 TGT static void mm_f16(const sd_mm_job *j, int64_t r0, int64_t r1) { mm_rows(j, SD_MM_F16, r0, r1); }
 TGT static void mm_bf16(const sd_mm_job *j, int64_t r0, int64_t r1) { mm_rows(j, SD_MM_BF16, r0, r1); }
-TGT static void mm_q8_0(const sd_mm_job *j, int64_t r0, int64_t r1) { mm_rows(j, SD_MM_Q8_0, r0, r1); }
+/* Q8_0: the blocked product needs the activation records (xg), which the backend makes from MB_MIN_Q8 on. */
+TGT static void mm_q8_0(const sd_mm_job *j, int64_t r0, int64_t r1) {
+    if (j->xg && (j->path == SD_MM_BLOCKED || (j->path == SD_MM_AUTO && j->n >= MB_MIN_Q8))) q8b_mm(j, r0, r1);
+    else mm_rows(j, SD_MM_Q8_0, r0, r1);
+}
 
 /* sd_quant_act_q8 per block of 32 in four 8-float vectors, the same operations in the same order per
  * value: amax (max of |x|; a NaN |x| never wins, as in the reference's `a > amax`), d = amax / 127,
