@@ -32,23 +32,43 @@ bool sd_cost_measured(const sd_cost_curve *c) {
     return false;
 }
 
-/* The measured buckets that keep the cost non-decreasing in rows, into b[] (ascending); their count. A
- * bucket measured lower than a smaller one (a noisy turn) is left out rather than read as rows that cost
- * less than none, which would make drafting look free. */
-static int monotone(const sd_cost_curve *c, int *b) {
-    int n = 0;
-    for (int i = 0; i < SD_COST_BUCKETS; i++)
-        if (c->t[i] > 0 && (n == 0 || c->t[i] >= c->t[b[n - 1]])) b[n++] = i;
+/* The measured buckets as points (x ascending) with a non-decreasing fit of their times: the closest in
+ * least squares (isotonic regression, pool adjacent violators), so a bucket measured out of line (a noisy
+ * turn on a shared machine) is averaged with its neighbours instead of making rows look free or dear
+ * on its own. Returns the number of points. */
+static int fit(const sd_cost_curve *c, double *x, double *y) {
+    int n = 0, nb = 0, start[SD_COST_BUCKETS];
+    double sum[SD_COST_BUCKETS];
+    for (int i = 0; i < SD_COST_BUCKETS; i++) {
+        if (!(c->t[i] > 0)) continue;
+        x[n] = c->rows[i];
+        start[nb] = n++;
+        sum[nb++] = c->t[i];
+        /* merge while the last block's mean is below the one before it */
+        while (nb > 1 && sum[nb - 1] * (start[nb - 1] - start[nb - 2]) < sum[nb - 2] * (n - start[nb - 1])) {
+            sum[nb - 2] += sum[nb - 1];
+            nb--;
+        }
+    }
+    for (int b = 0; b < nb; b++) {
+        int end = b + 1 < nb ? start[b + 1] : n;
+        for (int i = start[b]; i < end; i++) y[i] = sum[b] / (end - start[b]);
+    }
     return n;
 }
 
 double sd_cost_at(const sd_cost_curve *c, int rows) {
-    int b[SD_COST_BUCKETS], n = monotone(c, b), hi = 0;
+    double x[SD_COST_BUCKETS], y[SD_COST_BUCKETS];
+    int n = fit(c, x, y), hi = 0;
     if (n == 0 || rows <= 0) return 0;
-    if (n == 1 || rows <= c->rows[b[0]]) return c->t[b[0]];
-    while (hi < n - 1 && c->rows[b[hi]] < rows) hi++; /* beyond the largest: the last segment's slope goes on */
-    double x0 = c->rows[b[hi - 1]], x1 = c->rows[b[hi]], y0 = c->t[b[hi - 1]], y1 = c->t[b[hi]];
-    return x1 > x0 ? y0 + (y1 - y0) * (rows - x0) / (x1 - x0) : y1;
+    if (n == 1 || rows <= x[0]) return y[0];
+    if (rows > x[n - 1]) { /* beyond the largest: the last rising segment's slope goes on (rows are not free) */
+        int lo = n - 2;
+        while (lo > 0 && y[lo] >= y[n - 1]) lo--;
+        return y[n - 1] + (y[n - 1] - y[lo]) * (rows - x[n - 1]) / (x[n - 1] - x[lo]);
+    }
+    while (x[hi] < rows) hi++;
+    return y[hi - 1] + (y[hi] - y[hi - 1]) * (rows - x[hi - 1]) / (x[hi] - x[hi - 1]);
 }
 
 /* The next draft to add: the request whose next draft is the likeliest to be accepted (alpha^(k+1),

@@ -30,9 +30,10 @@ typedef struct sd_pass_cost {
 
 /* A pass of `rows` rows took `seconds` (ignored unless both are positive). */
 void sd_cost_record(sd_cost_curve *c, int rows, double seconds);
-/* Estimated seconds of a pass of `rows` rows: linear between measured buckets, never decreasing (a
- * bucket measured below a smaller one, a noisy turn, is ignored), flat below the smallest and with the
- * last segment's slope above the largest (flat when only one is measured); 0 when nothing is measured. */
+/* Estimated seconds of a pass of `rows` rows: linear between the measured buckets' times fitted never
+ * decreasing (isotonic least squares: a bucket measured out of line, a noisy turn, is pooled with its
+ * neighbours), flat below the smallest and with the last rising segment's slope above the largest (flat
+ * when only one is measured); 0 when nothing is measured. */
 double sd_cost_at(const sd_cost_curve *c, int rows);
 bool sd_cost_measured(const sd_cost_curve *c);
 

@@ -43,8 +43,9 @@ static void test_cost_table(void) {
     CHECK(sd_cost_at(&c, 1) < 0.020);
 }
 
-/* Beyond the largest measured bucket the last segment's slope goes on (not flat: rows there are not
- * free), and a bucket measured below a smaller one (noise) is ignored rather than read as negative cost;
+/* Beyond the largest measured bucket the last rising segment's slope goes on (not flat: rows there are
+ * not free), and a bucket measured below a smaller one (noise) is pooled with it (isotonic fit) rather
+ * than read as negative cost;
  * so 8 requests whose batch was measured up to 8 rows, compute-bound from 4, do not draft (a flat tail
  * made every draft look free). */
 static void test_cost_beyond_and_noise(void) {
@@ -61,7 +62,15 @@ static void test_cost_beyond_and_noise(void) {
     sd_pass_cost dip = c;
     sd_cost_record(&dip.target, 16, 0.015); /* noise: 16 rows measured cheaper than 8 */
     sd_cost_record(&dip.target, 32, 0.040);
-    CHECK_NEAR(sd_cost_at(&dip.target, 16), 0.020 + 0.020 * 8 / 24, 1e-12);
+    CHECK_NEAR(sd_cost_at(&dip.target, 8), 0.0175, 1e-12); /* pooled with 8 rows: their mean */
+    CHECK_NEAR(sd_cost_at(&dip.target, 16), 0.0175, 1e-12);
+    CHECK_NEAR(sd_cost_at(&dip.target, 64), 0.040 + 32 * (0.040 - 0.0175) / 16, 1e-12);
+    sd_pass_cost early = {0}; /* an early bucket out of line: pooled, the tail still rises */
+    sd_cost_record(&early.target, 1, 0.030);
+    sd_cost_record(&early.target, 2, 0.010);
+    sd_cost_record(&early.target, 4, 0.014);
+    CHECK_NEAR(sd_cost_at(&early.target, 2), 0.018, 1e-12);
+    CHECK_NEAR(sd_cost_at(&early.target, 8), 0.018, 1e-12); /* all three pooled: flat, as one measurement */
     for (int r = 1; r < 64; r++) CHECK(sd_cost_at(&dip.target, r + 1) >= sd_cost_at(&dip.target, r));
 }
 
