@@ -3,7 +3,8 @@
  * last-level cache, with n = 1 (decode) and n = 5 (verifying 4 drafted tokens), and T(5)/T(1).
  *
  *   build/bench_kernels [-t THREADS] [--params MILLIONS] [--reps N] [--types f16,q8_0,q4_K,...]
- *   build/bench_kernels --cache     in-cache compute throughput of every SIMD level (1 thread, CPU time)
+ *   build/bench_kernels --cache [--types ..]   in-cache compute throughput of every SIMD level up to
+ *                                   SPECD_SIMD's (1 thread, CPU time)
  *   build/bench_kernels --rows [--types f16,..]   GFLOPS by activation rows (1..64) per SIMD level and
  *                                   weight type (f16, bf16, f32, q8_0), weights from memory, 1 thread, CPU
  *                                   time, against the FMA peak measured beside it
@@ -144,14 +145,12 @@ static double cpu_now_s(void) {
 
 /* Kernel speed with the weights in L2 (512 x 1024), one thread, timed in CPU time so that other work on a
  * shared machine does not show: how much faster than memory each kernel could go. */
-static int bench_cache(void) {
-    static const int types[] = {SD_F32, SD_F16, SD_BF16, SD_Q8_0, SD_Q4_0, SD_Q4_1, SD_Q5_0, SD_Q5_1, SD_IQ4_NL,
-                                SD_Q2_K, SD_Q3_K, SD_Q4_K, SD_Q5_K, SD_Q6_K, SD_IQ4_XS}, ns[] = {1, 2, 5, 9};
-    const int n_types = (int)(sizeof types / sizeof types[0]);
+static int bench_cache(const int *types, int n_types) {
+    static const int ns[] = {1, 2, 5, 9};
     const int64_t rows = 512, cols = 1024;
     printf("in-cache matmul throughput, %lld x %lld weights, 1 thread, GB/s of weights per CPU-second\n",
            (long long)rows, (long long)cols);
-    for (int lv = 0; lv <= (int)sd_simd_detect(); lv++) {
+    for (int lv = 0; lv <= (int)sd_simd_default(); lv++) {
         sd_backend *b;
         sd_err err;
         if (sd_backend_cpu_new_simd(1, (sd_simd)lv, &b, &err) != 0) return 1;
@@ -302,13 +301,13 @@ static int bench_rows(const int *types, int n_types) {
 }
 
 int main(int argc, char **argv) {
-    int threads = 0, reps = 9, types[16] = {SD_F16, SD_Q8_0}, n_types = 2, rows = 0, types_given = 0;
+    int threads = 0, reps = 9, types[16] = {SD_F16, SD_Q8_0}, n_types = 2, rows = 0, cache = 0, types_given = 0;
     double params_m = 300;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-t") == 0 && i + 1 < argc) threads = atoi(argv[++i]);
         else if (strcmp(argv[i], "--params") == 0 && i + 1 < argc) params_m = atof(argv[++i]);
         else if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc) reps = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--cache") == 0) return bench_cache();
+        else if (strcmp(argv[i], "--cache") == 0) cache = 1;
         else if (strcmp(argv[i], "--rows") == 0) rows = 1;
         else if (strcmp(argv[i], "--types") == 0 && i + 1 < argc) {
             n_types = 0, types_given = 1;
@@ -324,6 +323,11 @@ int main(int argc, char **argv) {
             fprintf(stderr, "usage: bench_kernels [-t THREADS] [--params MILLIONS] [--reps N] [--types T,T..] | --cache | --rows\n");
             return 2;
         }
+    }
+    if (cache) {
+        static const int cache_types[] = {SD_F32, SD_F16, SD_BF16, SD_Q8_0, SD_Q4_0, SD_Q4_1, SD_Q5_0, SD_Q5_1,
+                                          SD_IQ4_NL, SD_Q2_K, SD_Q3_K, SD_Q4_K, SD_Q5_K, SD_Q6_K, SD_IQ4_XS};
+        return types_given ? bench_cache(types, n_types) : bench_cache(cache_types, 15);
     }
     if (rows) {
         static const int row_types[] = {SD_F16, SD_BF16, SD_F32, SD_Q8_0};

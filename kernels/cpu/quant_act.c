@@ -9,7 +9,7 @@ void sd_act_groups_ref(const int8_t *q, const float *d, const int32_t *sums, int
         int nb = cols - c0 >= 256 ? 8 : (int)((cols - c0) / 32);
         memset(g, 0, sizeof *g);
         for (int k = 0; k < nb; k++) {
-            g->d[k] = d[c0 / 32 + k], g->s[k] = sums[c0 / 32 + k];
+            g->d[k] = d[c0 / 32 + k], g->s[k] = sums[c0 / 32 + k], g->ds[k] = g->d[k] * (float)g->s[k];
             for (int v = 0; v < 8; v++) memcpy(g->q + (nb == 8 ? 32 * v + 4 * k : 32 * k + 4 * v), q + c0 + 32 * k + 4 * v, 4);
         }
     }

@@ -13,8 +13,8 @@
  * product reads a weight block once for n <= QN; more activations go in chunks over blocks of rows, whose
  * weights come from the cache again). Per activation block an exact int32 sum S (vpmaddubsw + vpmaddwd, or
  * vpdpbusd), the 8 sums of a group in the 8 lanes of a vector, then in float: acc += S * (d_w * d_x),
- * plus, for the types with a minimum, (offset * d_x) times the activation block's level sum (or, for
- * Q2_K's per-16 minimums, an integer sum of min * x). Signed levels take vpsignb: |w| times x with w's
+ * plus, for the types with a minimum, offset times d_x * the activation block's level sum (ds in the
+ * record; for Q2_K's per-16 minimums, an integer sum of min * x). Signed levels take vpsignb: |w| times x with w's
  * sign. Q4_0 and Q5_0 keep their levels unsigned (q + 8, q + 16) and take 8 or 16 times the activation sum
  * off in integers.
  *
@@ -25,6 +25,9 @@
 
 #ifndef QN
 #define QN 5 /* activation vectors dotted with one unpacked weight group, in registers (3 to 6) */
+#endif
+#ifndef QC
+#define QC(N) ((N) == 1 ? 2 : 1) /* independent int32 sums per activation (<= 4): shorter dependency chains */
 #endif
 
 /* How a type's weights meet the activations. */
@@ -290,10 +293,9 @@ TGT QI_AI void qprep_t(const uint8_t *p, const int t, qgrp *g) {
  * end, so the missing lanes of a partial group add nothing). */
 TGT QI_AI void qfinish(const qgrp *g, const int t, qi S, qi M, const sd_act_group *a, __m256 *acc) {
     __m256 dx = _mm256_loadu_ps(a->d);
-    qi sums = qi_load(a->s);
-    if (qzero_shift(t)) S = qi_sub32(S, qi_slli32(sums, qzero_shift(t)));
+    if (qzero_shift(t)) S = qi_sub32(S, qi_slli32(qi_load(a->s), qzero_shift(t)));
     *acc = _mm256_fmadd_ps(qi_cvt(S), _mm256_mul_ps(g->dw, dx), *acc);
-    if (qmin(t) == QM_XS) *acc = _mm256_fmadd_ps(qi_cvt(sums), _mm256_mul_ps(g->mw, dx), *acc);
+    if (qmin(t) == QM_XS) *acc = _mm256_fmadd_ps(g->mw, _mm256_loadu_ps(a->ds), *acc);
     if (qmin(t) == QM_DOT) *acc = _mm256_fmadd_ps(qi_cvt(M), _mm256_mul_ps(g->mw, dx), *acc);
 }
 
@@ -315,14 +317,14 @@ QI_AI int qrun(int t) {
  * in int16 and widened once. A lone activation sums in two chains (shorter dependency chains). The
  * integer sums are exact, so the result is the same for every N and every order. */
 TGT QI_AI void qdot_t(const qgrp *g, const int t, const int N, const sd_act_group *a, __m256 *acc) {
-    const int C = N == 1 ? 2 : 1, R = qrun(t);
+    const int C = QC(N), R = qrun(t);
 #ifdef QI_VNNI
     const int direct = qkind(t) == QK_U || qkind(t) == QK_S;
 #else
     const int direct = 0;
 #endif
-    qi S[2 * QN], M[QN], P[QN], P2[QN];
-#pragma GCC unroll 16
+    qi S[4 * QN], M[QN], P[QN], P2[QN];
+#pragma GCC unroll 32
     for (int b = 0; b < N * C; b++) S[b] = qi_zero();
 #pragma GCC unroll 8
     for (int b = 0; b < N; b++) M[b] = qi_zero();
@@ -352,8 +354,12 @@ TGT QI_AI void qdot_t(const qgrp *g, const int t, const int N, const sd_act_grou
         }
     }
 #pragma GCC unroll 8
-    for (int b = 0; b < N; b++)
-        qfinish(g, t, C == 2 ? qi_add32(S[2 * b], S[2 * b + 1]) : S[b], M[b], &a[b], &acc[b]);
+    for (int b = 0; b < N; b++) {
+        qi sum = S[b * C];
+#pragma GCC unroll 4
+        for (int c = 1; c < C; c++) sum = qi_add32(sum, S[b * C + c]);
+        qfinish(g, t, sum, M[b], &a[b], &acc[b]);
+    }
 }
 
 /* A partial group (a 32-column type's last nb < 8 blocks of a row), not transposed, times one activation
@@ -462,6 +468,7 @@ TGT static void k_act_groups(const int8_t *q, const float *d, const int32_t *sum
             memcpy(g->q, q + c0, (size_t)(cols - c0));
             memcpy(g->d, d + c0 / 32, sizeof(float) * (size_t)n);
             memcpy(g->s, sums + c0 / 32, sizeof(int32_t) * (size_t)n);
+            for (int k = 0; k < n; k++) g->ds[k] = g->d[k] * (float)g->s[k];
             break;
         }
         qi m[8]; /* the interleave is a transpose of the group's 8 x 8 words */
@@ -470,7 +477,10 @@ TGT static void k_act_groups(const int8_t *q, const float *d, const int32_t *sum
         qi_transpose8(m);
 #pragma GCC unroll 8
         for (int v = 0; v < 8; v++) qi_store(g->q + 32 * v, m[v]);
-        memcpy(g->d, d + c0 / 32, sizeof g->d);
-        memcpy(g->s, sums + c0 / 32, sizeof g->s);
+        __m256 dv = _mm256_loadu_ps(d + c0 / 32);
+        qi sv = qi_load(sums + c0 / 32);
+        _mm256_storeu_ps(g->d, dv);
+        qi_store(g->s, sv);
+        _mm256_storeu_ps(g->ds, _mm256_mul_ps(dv, qi_cvt(sv)));
     }
 }

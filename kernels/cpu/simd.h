@@ -39,13 +39,14 @@ typedef struct sd_mm_job {
 /* One group of 256 columns of one quantized activation vector as the SD_MM_QUANT kernels read it: the 8
  * blocks' levels, in a whole group interleaved so that one 32-byte load holds word v of all 8 blocks
  * (word v of block k at word 8 * v + k), in a row's last, partial group in column order; the blocks'
- * scales and level sums (0 past the row's end). The records of a product lie group by group, the n
+ * scales, level sums and their products (0 past the row's end). The records of a product lie group by group, the n
  * activations' records of a group side by side (group g of activation i at xg[g * n + i]), so that a
  * kernel reaches the activations of a tile at fixed offsets from one pointer. */
 typedef struct sd_act_group {
     int8_t q[256];
     float d[8];
     int32_t s[8];
+    float ds[8]; /* d * s: the offset and minimum terms take it in one multiply-add per group */
 } sd_act_group;
 
 /* The records (g, one per group of 256 columns, gstride records apart) of one activation vector of cols
